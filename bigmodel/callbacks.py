@@ -1,0 +1,86 @@
+"""Callbacks the CLI adds to every run: the tokenizer travels with checkpoints; predictions go to a file."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info
+
+from bigmodel.data.tokenizer import CHECKPOINT_KEY, tokenizer_files
+
+
+class TokenizerCheckpoint(Callback):
+    """Saves the data module's tokenizer in the run directory, beside the checkpoints and inside each checkpoint,
+    so a checkpoint alone is enough to fine-tune with exactly the pretraining vocabulary."""
+
+    def __init__(self) -> None:
+        self._files: dict[str, str] | None = None
+
+    @staticmethod
+    def _tokenizer(trainer: L.Trainer):
+        return getattr(trainer.datamodule, "tokenizer", None) if trainer.datamodule is not None else None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        tokenizer = self._tokenizer(trainer)
+        if tokenizer is None:
+            return
+        self._files = tokenizer_files(tokenizer)
+        if trainer.is_global_zero:
+            dirs = [trainer.log_dir] + [cb.dirpath for cb in trainer.checkpoint_callbacks if cb.dirpath]
+            for d in dict.fromkeys(d for d in dirs if d):
+                tokenizer.save_pretrained(os.path.join(d, "tokenizer"))
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        if self._files is not None:
+            checkpoint[CHECKPOINT_KEY] = self._files
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes ``predict`` results (text, label id, class name, class probabilities) to CSV or JSONL.
+
+    Args:
+        output: file path (``.csv`` or ``.jsonl``); default ``<run dir>/predictions.csv``. Ranks other than 0
+            write ``<stem>.rank<N><suffix>``.
+    """
+
+    def __init__(self, output: str | None = None) -> None:
+        super().__init__(write_interval="epoch")
+        self.output = output
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions: list[Any], batch_indices) -> None:
+        path = Path(self.output or os.path.join(trainer.log_dir or ".", "predictions.csv"))
+        if trainer.global_rank > 0:
+            path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        names = list(getattr(pl_module, "class_names", None) or [])
+        rows = []
+        for batch in predictions:
+            texts = batch.get("text") or [None] * len(batch["pred"])
+            for text, pred, probs in zip(texts, batch["pred"].tolist(), batch["probs"].tolist()):
+                row = {"text": text, "label": pred, "class_name": names[pred] if names else str(pred)}
+                row.update({f"prob_{names[i] if names else i}": round(p, 6) for i, p in enumerate(probs)})
+                rows.append(row)
+        if path.suffix == ".jsonl":
+            path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        else:
+            with open(path, "w", newline="", encoding="utf-8") as f:
+                writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["text", "label"])
+                writer.writeheader()
+                writer.writerows(rows)
+        rank_zero_info(f"Wrote {len(rows)} predictions to {path}")
+
+
+def default_checkpoint_dir(trainer: L.Trainer) -> None:
+    """Checkpoints go to ``<save_dir>/<name>/checkpoints`` (not per logger version) so ``--ckpt_path last``
+    finds the previous run's ``last.ckpt`` when a resumed run opens a new log version."""
+    logger = trainer.logger
+    root = getattr(logger, "root_dir", None) if logger is not None else None
+    for cb in trainer.checkpoint_callbacks:
+        if isinstance(cb, ModelCheckpoint) and cb.dirpath is None and root:
+            cb.dirpath = os.path.join(root, "checkpoints")

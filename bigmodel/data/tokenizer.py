@@ -1,0 +1,115 @@
+"""Tokenizers: a pretrained HF fast tokenizer by name/path, or a WordPiece trained on the corpus.
+
+A tokenizer travels with the model: it is saved in the run directory, next to the checkpoints and inside every
+checkpoint (``checkpoint["tokenizer"]``: file name -> text), so fine-tuning reads exactly the vocabulary that
+pretraining used. ``load_tokenizer`` accepts any of those places.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+from bigmodel.data.hub import HubUnavailableError, hub_offline_mode, hub_reachable, is_local, offline_message
+
+SPECIAL_TOKENS = {
+    "pad_token": "[PAD]",
+    "unk_token": "[UNK]",
+    "cls_token": "[CLS]",
+    "sep_token": "[SEP]",
+    "mask_token": "[MASK]",
+}
+CHECKPOINT_KEY = "tokenizer"
+
+
+def train_wordpiece(
+    texts: Iterable[str], vocab_size: int, lowercase: bool = True, model_max_length: int = 512
+) -> PreTrainedTokenizerFast:
+    """Train a BERT-style WordPiece tokenizer with the ``tokenizers`` library."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    specials = list(SPECIAL_TOKENS.values())
+    tok = Tokenizer(models.WordPiece(unk_token=SPECIAL_TOKENS["unk_token"]))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    tok.train_from_iterator(texts, trainer=trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials))
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length, **SPECIAL_TOKENS)
+
+
+def tokenizer_files(tokenizer: PreTrainedTokenizerBase) -> dict[str, str]:
+    """The tokenizer as {file name: text}, to embed in a checkpoint (plain strings: safe to load)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.save_pretrained(tmp)
+        return {p.name: p.read_text(encoding="utf-8") for p in sorted(Path(tmp).iterdir()) if p.is_file()}
+
+
+def _from_files(files: dict[str, str], cache_dir: Path) -> PreTrainedTokenizerBase:
+    digest = hashlib.sha256("".join(f"{k}\0{v}" for k, v in sorted(files.items())).encode()).hexdigest()[:16]
+    target = cache_dir / "tokenizers" / digest
+    if not (target / "tokenizer_config.json").exists():
+        target.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            tmp = target / f".{name}.{os.getpid()}"
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(target / name)
+    return AutoTokenizer.from_pretrained(str(target))
+
+
+def load_tokenizer(source: str, cache_dir: str | Path) -> PreTrainedTokenizerBase:
+    """Load from a directory, a bigmodel checkpoint (.ckpt), or a Hugging Face Hub name."""
+    path = Path(os.path.expanduser(source))
+    if path.is_file():
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as err:  # noqa: BLE001 - any unreadable file gets the same advice
+            raise ValueError(f"cannot read checkpoint {source!r} ({type(err).__name__}: {err})") from err
+        if CHECKPOINT_KEY in ckpt:
+            return _from_files(ckpt[CHECKPOINT_KEY], Path(cache_dir))
+        beside = path.parent / "tokenizer"
+        if beside.is_dir():
+            return AutoTokenizer.from_pretrained(str(beside))
+        raise ValueError(
+            f"checkpoint {source!r} holds no tokenizer and has no tokenizer/ folder beside it; "
+            "pass the tokenizer directory or hub name as data.init_args.tokenizer"
+        )
+    if path.is_dir():
+        return AutoTokenizer.from_pretrained(str(path))
+    if is_local(source):
+        raise ValueError(f"tokenizer {source!r} is neither a directory nor a checkpoint file")
+    if not hub_offline_mode() and not hub_reachable():
+        raise HubUnavailableError(
+            offline_message(
+                "tokenizer",
+                source,
+                "Save it where there is internet (AutoTokenizer.from_pretrained(name).save_pretrained(dir)) "
+                "and pass that directory as data.init_args.tokenizer",
+            )
+        )
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except OSError as err:
+        raise HubUnavailableError(f"cannot load tokenizer {source!r}: {err}") from err
+
+
+def batched(texts: Iterable[str], size: int = 1000) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for text in texts:
+        batch.append(text)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

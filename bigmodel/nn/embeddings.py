@@ -1,0 +1,72 @@
+"""Input embeddings: the part of the encoder that differs between text and images."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from bigmodel.nn.config import EncoderConfig
+
+
+def sinusoidal_encoding(num_positions: int, dim: int) -> torch.Tensor:
+    """PE[pos, 2i] = sin(pos / 10000^(2i/d)), PE[pos, 2i+1] = cos(pos / 10000^(2i/d)) (Vaswani et al., 2017)."""
+    position = torch.arange(num_positions, dtype=torch.float32).unsqueeze(1)
+    inv_freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    pe = torch.zeros(num_positions, dim)
+    pe[:, 0::2] = torch.sin(position * inv_freq)
+    pe[:, 1::2] = torch.cos(position * inv_freq)[:, : dim // 2]
+    return pe
+
+
+class TextEmbeddings(nn.Module):
+    """Word + position + token-type embeddings, then LayerNorm and dropout (BERT's embedding block)."""
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        if config.position_embedding == "learned":
+            self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        else:
+            pe = sinusoidal_encoding(config.max_position_embeddings, config.hidden_size)
+            self.register_buffer("sinusoidal", pe, persistent=False)
+        self.token_type_embeddings = (
+            nn.Embedding(config.type_vocab_size, config.hidden_size) if config.type_vocab_size > 0 else None
+        )
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,  # (B, S)
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:  # (B, S, H)
+        seq_len = input_ids.shape[1]
+        if seq_len > self.config.max_position_embeddings:
+            raise ValueError(
+                f"sequence length {seq_len} exceeds max_position_embeddings={self.config.max_position_embeddings}; "
+                "truncate the input (data max_length / block_size) or build a model with more positions"
+            )
+        x = self.word_embeddings(input_ids)
+        if position_ids is None:
+            position = (
+                self.position_embeddings.weight[:seq_len]
+                if self.config.position_embedding == "learned"
+                else self.sinusoidal[:seq_len]
+            )
+            x = x + position  # broadcast over the batch: no index tensor needed
+        else:
+            x = x + (
+                self.position_embeddings(position_ids)
+                if self.config.position_embedding == "learned"
+                else self.sinusoidal[position_ids]
+            )
+        if self.token_type_embeddings is not None:
+            if token_type_ids is None:
+                x = x + self.token_type_embeddings.weight[0]
+            else:
+                x = x + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.norm(x))

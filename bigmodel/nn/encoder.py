@@ -1,0 +1,187 @@
+"""The one Transformer encoder of bigmodel, shared by text and images.
+
+Attention has two paths with one set of weights: ``F.scaled_dot_product_attention`` (fused kernels; flash when
+there is no mask) and an explicit softmax(QK^T/sqrt(d_k))V that also returns the attention weights.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bigmodel.nn.config import EncoderConfig
+from bigmodel.nn.embeddings import TextEmbeddings
+
+
+class EncoderOutput(NamedTuple):
+    last_hidden_state: torch.Tensor  # (B, S, H)
+    attentions: tuple[torch.Tensor, ...] | None = None  # per layer (B, heads, S, S) when asked for
+
+
+def build_attention_mask(attention_mask: torch.Tensor | None, causal: bool, seq_len: int) -> torch.Tensor | None:
+    """Boolean mask, True where a query may attend to a key; None when nothing is masked (keeps SDPA on flash).
+
+    ``attention_mask`` is (B, S) with 1/True for real tokens. The result broadcasts to (B, heads, S, S) without
+    materialising it: (B, 1, 1, S) for padding alone, (B, 1, S, S) for padding plus causal.
+    """
+    if attention_mask is None:
+        return None
+    mask = attention_mask.bool()[:, None, None, :]
+    if causal:
+        tril = torch.ones(seq_len, seq_len, dtype=torch.bool, device=mask.device).tril()
+        mask = mask & tril
+    return mask
+
+
+def explicit_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    causal: bool,
+    dropout_p: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(QK^T / sqrt(d_k) + mask) V, returning (output (B, h, S, D), weights (B, h, S, S))."""
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+    if causal and mask is None:
+        s = q.shape[-2]
+        mask = torch.ones(s, s, dtype=torch.bool, device=q.device).tril()
+    if mask is not None:
+        # finfo.min, not -inf, so a row whose keys are all masked gives no NaN; that row is then zeroed,
+        # which is what SDPA returns for it (a fully padded query attends to nothing).
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    weights = scores.softmax(dim=-1)
+    if mask is not None:
+        weights = weights.masked_fill(~mask, 0.0)
+    if dropout_p > 0.0:
+        weights_dropped = F.dropout(weights, p=dropout_p)
+        return weights_dropped @ v, weights
+    return weights @ v, weights
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with one fused QKV projection."""
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        self.num_heads = config.num_heads
+        self.head_dim = config.head_dim
+        self.causal = config.causal
+        self.dropout_p = config.attention_dropout
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
+        self.proj = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, need_weights: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        B, S, H = x.shape
+        q, k, v = self.qkv(x).view(B, S, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        dropout_p = self.dropout_p if self.training else 0.0
+        weights = None
+        if need_weights:
+            out, weights = explicit_attention(q, k, v, mask, self.causal, dropout_p)
+        else:
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=self.causal and mask is None
+            )  # (B, h, S, D)
+        out = out.transpose(1, 2).reshape(B, S, H)
+        return self.proj(out), weights
+
+
+class FeedForward(nn.Module):
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        self.up = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.act = nn.GELU(approximate="tanh" if config.activation == "gelu_tanh" else "none")
+        self.down = nn.Linear(config.intermediate_size, config.hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(self.act(self.up(x)))
+
+
+class Block(nn.Module):
+    """One encoder layer; post-LN (BERT) or pre-LN (ViT) by ``config.norm_first``."""
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        self.norm_first = config.norm_first
+        self.attn = Attention(config)
+        self.attn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.ffn = FeedForward(config)
+        self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, need_weights: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.norm_first:
+            a, weights = self.attn(self.attn_norm(x), mask, need_weights)
+            x = x + self.dropout(a)
+            x = x + self.dropout(self.ffn(self.ffn_norm(x)))
+        else:
+            a, weights = self.attn(x, mask, need_weights)
+            x = self.attn_norm(x + self.dropout(a))
+            x = self.ffn_norm(x + self.dropout(self.ffn(x)))
+        return x, weights
+
+
+def init_weights(module: nn.Module, std: float) -> None:
+    """BERT's initialisation: normal(0, std) for weights, zeros for biases, ones for LayerNorm scales."""
+    if isinstance(module, (nn.Linear, nn.Conv2d)):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+        if module.padding_idx is not None:
+            module.weight.data[module.padding_idx].zero_()
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+class TransformerEncoder(nn.Module):
+    """Embeddings -> ``num_layers`` blocks (-> final LayerNorm when pre-LN).
+
+    ``embeddings`` defaults to ``TextEmbeddings``; images pass a patch embedding instead. Everything after the
+    embedding is the same code for every modality.
+    """
+
+    def __init__(self, config: EncoderConfig, embeddings: nn.Module | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.embeddings = embeddings if embeddings is not None else TextEmbeddings(config)
+        self.layers = nn.ModuleList(Block(config) for _ in range(config.num_layers))
+        self.final_norm = (
+            nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.norm_first else nn.Identity()
+        )
+        self.apply(lambda m: init_weights(m, config.initializer_range))
+
+    def forward(
+        self,
+        inputs: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        **embedding_kwargs: torch.Tensor | None,
+    ) -> EncoderOutput:
+        """``inputs`` go to the embedding (token ids for text); ``attention_mask`` is (B, S), 1 for real tokens.
+
+        Pass ``attention_mask=None`` when a batch has no padding: the collators do, so SDPA can use flash.
+        """
+        x = self.embeddings(inputs, **embedding_kwargs)
+        mask = build_attention_mask(attention_mask, self.config.causal, x.shape[1])
+        attentions = [] if output_attentions else None
+        for layer in self.layers:
+            x, weights = layer(x, mask, output_attentions)
+            if attentions is not None:
+                attentions.append(weights)
+        x = self.final_norm(x)
+        return EncoderOutput(x, tuple(attentions) if attentions is not None else None)
+
+
+def num_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)

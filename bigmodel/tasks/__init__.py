@@ -1,0 +1,6 @@
+"""LightningModules: loss, metrics, optimiser setup and logging. They import ``bigmodel.nn``, never ``data``."""
+
+from bigmodel.tasks.classification import ClassificationTask
+from bigmodel.tasks.mlm import MLMTask
+
+__all__ = ["ClassificationTask", "MLMTask"]

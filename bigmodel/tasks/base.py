@@ -1,0 +1,51 @@
+"""What every task shares: the optimiser settings (typed init args the CLI reads) and their setup."""
+
+from __future__ import annotations
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_info
+from torch import nn
+
+from bigmodel.nn import num_parameters
+from bigmodel.tasks.optim import Schedule, build_optimizer
+
+
+class Task(L.LightningModule):
+    """Args (set under ``model.init_args`` in YAML):
+        lr: peak learning rate of AdamW.
+        weight_decay: applied to weight matrices and embeddings, never to biases or LayerNorm.
+        betas, eps: AdamW's.
+        schedule: ``linear`` or ``cosine`` decay to zero after warmup, or ``constant``.
+        warmup: warmup length, as a fraction of all steps (< 1) or a number of steps (>= 1).
+    """
+
+    net: nn.Module
+
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-6,
+        schedule: Schedule = "linear",
+        warmup: float = 0.06,
+    ) -> None:
+        super().__init__()
+        if lr <= 0:
+            raise ValueError(f"lr must be positive, got {lr}")
+        if warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {warmup}")
+
+    def on_fit_start(self) -> None:
+        rank_zero_info(
+            f"{type(self).__name__}: {num_parameters(self.net) / 1e6:.2f}M parameters "
+            f"({num_parameters(self.net, trainable_only=True) / 1e6:.2f}M trainable)"
+        )
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimizer, scheduler = build_optimizer(
+            self.net, hp.lr, hp.weight_decay, tuple(hp.betas), hp.eps, hp.schedule, hp.warmup,
+            total_steps=max(1, int(self.trainer.estimated_stepping_batches)),
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

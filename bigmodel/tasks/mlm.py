@@ -1,0 +1,69 @@
+"""Masked language modelling (BERT pretraining without next-sentence prediction)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from bigmodel.nn import EncoderConfig, MaskedLanguageModel
+from bigmodel.tasks.base import Task
+from bigmodel.tasks.checkpoints import META_KEY
+
+
+class MLMTask(Task):
+    """Args:
+        encoder: preset name (``bert-tiny`` ... ``bert-large``).
+        encoder_config: overrides of the preset's fields, e.g. ``{num_layers: 4, hidden_dropout: 0.0}``.
+        vocab_size: linked from the data module's tokenizer; never set by hand.
+        **kwargs: optimiser settings, see ``Task``.
+    """
+
+    def __init__(
+        self,
+        encoder: str = "bert-tiny",
+        encoder_config: dict[str, Any] | None = None,
+        vocab_size: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.save_hyperparameters()
+        if vocab_size is None:
+            raise ValueError("vocab_size is unset: it comes from the data module's tokenizer through the CLI link")
+        self.config = EncoderConfig.from_name(encoder, **{**(encoder_config or {}), "vocab_size": vocab_size})
+        self.net = MaskedLanguageModel(self.config)
+        self.train_acc = MulticlassAccuracy(vocab_size, average="micro", validate_args=False)
+        self.val_acc = MulticlassAccuracy(vocab_size, average="micro", validate_args=False)
+        self.val_loss = MeanMetric()
+
+    def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits = self.net(batch["input_ids"], batch["masked_positions"], batch.get("attention_mask"))
+        labels = batch["masked_labels"]
+        # sum / count instead of mean: a batch with no selected token gives 0, not NaN; the count is a host int.
+        loss = F.cross_entropy(logits.float(), labels, reduction="sum") / max(labels.numel(), 1)
+        return loss, logits, labels
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, logits, labels = self._step(batch)
+        self.train_acc(logits, labels)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/ppl", loss.detach().exp())
+        self.log("train/acc", self.train_acc)
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss, logits, labels = self._step(batch)
+        self.val_loss.update(loss, weight=labels.numel())
+        self.val_acc.update(logits, labels)
+
+    def on_validation_epoch_end(self) -> None:
+        loss = self.val_loss.compute()
+        self.log_dict({"val/loss": loss, "val/ppl": loss.exp(), "val/acc": self.val_acc.compute()}, prog_bar=True)
+        self.val_loss.reset()
+        self.val_acc.reset()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[META_KEY] = {"task": "mlm", "encoder_config": self.config.to_dict()}

@@ -1,0 +1,45 @@
+"""The one optimiser setup: AdamW with decay/no-decay parameter groups, linear warmup then a decay schedule."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+from transformers import get_scheduler
+
+Schedule = Literal["linear", "cosine", "constant"]
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases, LayerNorm weights and other 1-d parameters (BERT's recipe)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float],
+    eps: float,
+    schedule: Schedule,
+    warmup: float,
+    total_steps: int,
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """``warmup`` below 1 is a fraction of ``total_steps``, otherwise a number of steps."""
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, weight_decay), lr=lr, betas=betas, eps=eps, fused=_fused_ok(model)
+    )
+    warmup_steps = int(warmup * total_steps) if warmup < 1 else int(warmup)
+    name = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[schedule]
+    scheduler = get_scheduler(name, optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps)
+    return optimizer, scheduler
+
+
+def _fused_ok(model: nn.Module) -> bool | None:
+    p = next(model.parameters(), None)
+    return True if p is not None and p.is_cuda else None
