@@ -31,8 +31,8 @@ class TokenizerCheckpoint(Callback):
         if tokenizer is None:
             return
         self._files = tokenizer_files(tokenizer)
+        dirs = [trainer.log_dir] + [cb.dirpath for cb in trainer.checkpoint_callbacks if cb.dirpath]  # collective
         if trainer.is_global_zero:
-            dirs = [trainer.log_dir] + [cb.dirpath for cb in trainer.checkpoint_callbacks if cb.dirpath]
             for d in dict.fromkeys(d for d in dirs if d):
                 tokenizer.save_pretrained(os.path.join(d, "tokenizer"))
 

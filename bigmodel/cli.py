@@ -59,8 +59,16 @@ class BigModelCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except (ValueError, FileNotFoundError, HubUnavailableError) as err:
-            raise ConfigError(str(err)) from err
+            raise ConfigError(_root_message(err)) from err
         default_checkpoint_dir(self.trainer)
+
+
+def _root_message(err: BaseException) -> str:
+    """The message of the innermost error: jsonargparse wraps a class's own error in a multi-line Union report."""
+    while err.__cause__ is not None or err.__context__ is not None:
+        err = err.__cause__ or err.__context__
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[-1].removeprefix("- ") if lines else type(err).__name__
 
 
 def main(args: list[str] | None = None) -> None:

@@ -28,7 +28,10 @@ class MLMCollator:
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch = self.inner(examples)
-        labels = batch.pop("labels").view(-1)
+        labels = batch.pop("labels")
+        # Real tokens: not [PAD], or selected (a random replacement may draw the [PAD] id; pads are never selected).
+        batch["attention_mask"] = (batch["input_ids"] != self.inner.tokenizer.pad_token_id) | (labels != -100)
+        labels = labels.view(-1)
         positions = (labels != -100).nonzero().squeeze(1)
         batch["masked_positions"] = positions
         batch["masked_labels"] = labels[positions]

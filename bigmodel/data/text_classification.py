@@ -141,7 +141,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         for split in ("train", "validation", "test"):
             if split in self.raw and split not in self.datasets:
                 ds = self.raw[split]
-                if split == "test" and all(v < 0 for v in ds.unique(self.hparams.label_column)):
+                if split == "test" and all(isinstance(v, int) and v < 0 for v in ds.unique(self.hparams.label_column)):
                     rank_zero_warn("the test split is unlabelled (labels < 0, as GLUE's); skipping it")
                     continue
                 self.datasets[split] = self._tokenized(split, ds)

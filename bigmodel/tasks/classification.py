@@ -130,17 +130,17 @@ class ClassificationTask(Task):
         matrix = self.test_confusion.compute().cpu()
         self.test_confusion.reset()
         self.confusion_matrix = matrix
+        log_dir = self.trainer.log_dir  # a collective call under DDP: every rank makes it
         if self.trainer.is_global_zero:
-            self._report_confusion(matrix)
+            self._report_confusion(matrix, log_dir)
 
-    def _report_confusion(self, matrix: torch.Tensor) -> None:
+    def _report_confusion(self, matrix: torch.Tensor, log_dir: str | None) -> None:
         names = self.class_names
         width = max(len(n) for n in names + ["true\\pred"])
         lines = ["Confusion matrix (rows: true class, columns: predicted):",
                  " ".join(["true\\pred".ljust(width)] + [n[:8].rjust(8) for n in names])]
         lines += [" ".join([names[i].ljust(width)] + [f"{int(v):8d}" for v in row]) for i, row in enumerate(matrix)]
         rank_zero_info("\n".join(lines))
-        log_dir = self.trainer.log_dir
         if log_dir:
             os.makedirs(log_dir, exist_ok=True)
             with open(os.path.join(log_dir, "confusion_matrix.csv"), "w", newline="") as f:

@@ -1,0 +1,46 @@
+import json
+
+import pytest
+
+from bigmodel.data import CorpusDataModule
+from tests.conftest import shared_data
+
+
+def test_blocks_from_local_text(pydoc_text, tmp_path):
+    dm = CorpusDataModule(train_files=str(pydoc_text), wordpiece_vocab_size=800, block_size=64, batch_size=4)
+    assert dm.vocab_size == 800
+    dm.setup("fit")
+    train, val = dm.datasets["train"], dm.datasets["validation"]
+    assert len(train) > 100 and len(val) > 5
+    block = train[0]["input_ids"]
+    assert block.shape == (64,) and block[0] == dm.tokenizer.cls_token_id
+    assert (block == dm.tokenizer.pad_token_id).sum() == 0  # chunked, no padding waste
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["input_ids"].shape == (4, 64) and "attention_mask" not in batch
+    # the trained tokenizer is cached: a second module gets the very same vocabulary
+    again = CorpusDataModule(train_files=str(pydoc_text), wordpiece_vocab_size=800, block_size=64)
+    assert again.tokenizer.get_vocab() == dm.tokenizer.get_vocab()
+
+
+def test_jsonl_source_and_bad_column(tmp_path, pydoc_text):
+    lines = pydoc_text.read_text().splitlines()[:300]
+    path = tmp_path / "docs.jsonl"
+    path.write_text("".join(json.dumps({"body": t}) + "\n" for t in lines))
+    with pytest.raises(ValueError, match=r"text column 'text' not found; columns are \['body'\]"):
+        CorpusDataModule(train_files=str(path))
+    dm = CorpusDataModule(train_files=str(path), text_column="body", wordpiece_vocab_size=500, block_size=32)
+    dm.setup("fit")
+    assert dm.datasets["train"][0]["input_ids"].shape == (32,)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.txt"):
+        CorpusDataModule(train_files=str(tmp_path / "nope.txt"))
+
+
+def test_wikitext_sample_from_shared_data():
+    root = shared_data("wikitext2")
+    dm = CorpusDataModule(train_files=str(root / "valid.txt"), validation_files=str(root / "test.txt"),
+                          wordpiece_vocab_size=2000, block_size=128)
+    dm.setup("fit")
+    assert len(dm.datasets["train"]) > 1000 and len(dm.datasets["validation"]) > 1000

@@ -1,0 +1,46 @@
+import torch
+
+from bigmodel.data.collators import ClassificationCollator, MLMCollator
+from bigmodel.data.tokenizer import train_wordpiece
+
+
+def _tokenizer(pydoc_text):
+    return train_wordpiece(pydoc_text.read_text().splitlines(), vocab_size=600)
+
+
+def test_masking_statistics(pydoc_text):
+    tok = _tokenizer(pydoc_text)
+    torch.manual_seed(0)
+    ids = torch.randint(len(tok.all_special_ids) + 5, len(tok), (64, 128))
+    ids[:, 0], ids[:, -1] = tok.cls_token_id, tok.sep_token_id
+    ids[:8, 100:] = tok.pad_token_id  # some padding
+    examples = [{"input_ids": row} for row in ids]
+    collate = MLMCollator(tok)
+    batch = collate(examples)
+    pos, labels = batch["masked_positions"], batch["masked_labels"]
+    flat_orig, flat_new = ids.view(-1), batch["input_ids"].view(-1)
+    assert torch.equal(flat_orig[pos], labels)  # labels are the original tokens
+    eligible = ~torch.isin(flat_orig, torch.tensor(tok.all_special_ids))
+    assert eligible[pos].all(), "special or padding tokens were selected"
+    rate = len(pos) / int(eligible.sum())
+    assert 0.14 < rate < 0.16
+    new = flat_new[pos]
+    masked = (new == tok.mask_token_id).float().mean().item()
+    kept = (new == labels).float().mean().item()
+    assert 0.77 < masked < 0.83 and 0.07 < kept < 0.13 and 0.07 < 1 - masked - kept < 0.13
+    unselected = torch.ones_like(flat_orig, dtype=torch.bool)
+    unselected[pos] = False
+    assert torch.equal(flat_orig[unselected], flat_new[unselected])
+    assert "attention_mask" in batch  # padded rows keep a mask ...
+    again = collate(examples)
+    assert not torch.equal(again["masked_positions"], pos)  # ... and masking is redrawn per batch
+    full = collate([{"input_ids": row} for row in ids[8:]])
+    assert "attention_mask" not in full  # no padding -> no mask -> SDPA flash path
+
+
+def test_classification_collator_pads_dynamically(pydoc_text):
+    tok = _tokenizer(pydoc_text)
+    feats = [dict(tok(t), labels=i, text=t) for i, t in enumerate(["the for statement", "a list"])]
+    batch = ClassificationCollator(tok)(feats)
+    assert batch["input_ids"].shape == (2, 5) and batch["attention_mask"][1].tolist() == [1, 1, 1, 1, 0]
+    assert batch["labels"].tolist() == [0, 1] and batch["text"] == ["the for statement", "a list"]

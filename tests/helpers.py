@@ -1,0 +1,24 @@
+"""Test-only callbacks, importable by CLI subprocesses (``--trainer.callbacks+=tests.helpers.RecordBlocks``)."""
+
+import json
+import os
+
+import lightning as L
+
+
+class RecordBlocks(L.Callback):
+    """Writes the unmasked token blocks each rank trained on to ``<dir>/rank<N>.json``."""
+
+    def __init__(self, dir: str) -> None:
+        self.dir = dir
+        self.blocks: list[list[int]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        ids = batch["input_ids"].clone()
+        ids.view(-1)[batch["masked_positions"]] = batch["masked_labels"]
+        self.blocks += ids.tolist()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        os.makedirs(self.dir, exist_ok=True)
+        with open(os.path.join(self.dir, f"rank{trainer.global_rank}.json"), "w") as f:
+            json.dump({"blocks": self.blocks, "world_size": trainer.world_size}, f)

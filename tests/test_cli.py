@@ -1,0 +1,178 @@
+"""The whole text path through the real CLI: pretrain -> fine-tune -> test -> predict, resume, DDP, links."""
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from bigmodel.cli import BigModelCLI
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_yaml(path: Path, config: dict) -> str:
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def mlm_config(tmp: Path, train_file: Path, **trainer) -> dict:
+    return {
+        "seed_everything": 0,
+        "trainer": {
+            "max_epochs": 3, "accelerator": "cpu", "devices": 1, "enable_progress_bar": False,
+            "enable_model_summary": False, "log_every_n_steps": 5,
+            "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                       "init_args": {"save_dir": str(tmp / "runs"), "name": "mlm"}},
+            **trainer,
+        },
+        "model": {"class_path": "bigmodel.tasks.MLMTask",
+                  "init_args": {"encoder": "bert-tiny", "lr": 2e-3, "warmup": 0.1,
+                                "encoder_config": {"hidden_dropout": 0.0, "attention_dropout": 0.0}}},
+        "data": {"class_path": "bigmodel.data.CorpusDataModule",
+                 "init_args": {"train_files": str(train_file), "wordpiece_vocab_size": 1000, "block_size": 64,
+                               "batch_size": 16}},
+    }
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, pydoc_text):
+    tmp = tmp_path_factory.mktemp("pretrain")
+    cli = BigModelCLI(args=["fit", "-c", write_yaml(tmp / "mlm.yaml", mlm_config(tmp, pydoc_text))])
+    return tmp, cli
+
+
+def test_mlm_pretraining_lowers_the_loss_on_real_text(pretrained):
+    tmp, cli = pretrained
+    vocab = cli.model.hparams.vocab_size
+    assert vocab == len(cli.datamodule.tokenizer) == 1000  # linked from the data module
+    val_loss = cli.trainer.callback_metrics["val/loss"].item()
+    assert val_loss < math.log(vocab) - 1.0, f"val loss {val_loss:.2f} is not well below chance {math.log(vocab):.2f}"
+    assert cli.trainer.callback_metrics["val/acc"] > 0.05
+    ckpt_dir = tmp / "runs" / "mlm" / "checkpoints"
+    assert {"best.ckpt", "last.ckpt", "tokenizer"} <= {p.name for p in ckpt_dir.iterdir()}
+    ckpt = torch.load(ckpt_dir / "last.ckpt", weights_only=True)  # plain data: loads without unpickling code
+    assert ckpt["bigmodel"]["task"] == "mlm" and "tokenizer.json" in ckpt["tokenizer"]
+    run_dir = Path(cli.trainer.log_dir)
+    assert (run_dir / "config.yaml").exists() and (run_dir / "tokenizer" / "tokenizer.json").exists()
+
+
+def finetune_config(tmp: Path, init_from: str | None, tokenizer: str) -> dict:
+    return {
+        "seed_everything": 0,
+        "trainer": {
+            "max_epochs": 4, "accelerator": "cpu", "enable_progress_bar": False, "enable_model_summary": False,
+            "log_every_n_steps": 5,
+            "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                       "init_args": {"save_dir": str(tmp / "runs"), "name": "cls"}},
+        },
+        "checkpoint": {"monitor": "val/acc", "mode": "max"},
+        "model": {"class_path": "bigmodel.tasks.ClassificationTask",
+                  "init_args": {"init_from": init_from, "lr": 1e-3, "warmup": 0.1}},
+        "data": {"class_path": "bigmodel.data.TextClassificationDataModule",
+                 "init_args": {"tokenizer": tokenizer, "dataset": "builtin:pydoc-topics", "batch_size": 32,
+                               "max_length": 64}},
+    }
+
+
+def test_finetune_from_mlm_checkpoint_then_test_and_predict(pretrained, tmp_path):
+    tmp, _ = pretrained
+    last = str(tmp / "runs" / "mlm" / "checkpoints" / "last.ckpt")
+    config = write_yaml(tmp_path / "cls.yaml", finetune_config(tmp_path, last, last))
+    fit = BigModelCLI(args=["fit", "-c", config])
+    pre = torch.load(last, weights_only=True)["state_dict"]["net.encoder.layers.0.attn.qkv.weight"]
+    assert fit.model.hparams.num_classes == 8 and len(fit.model.class_names) == 8
+    assert fit.trainer.callback_metrics["val/acc"] > 0.4  # 8 classes; the largest class is 25%
+    best = tmp_path / "runs" / "cls" / "checkpoints" / "best.ckpt"
+    tuned = torch.load(best, weights_only=True)["state_dict"]["net.encoder.layers.0.attn.qkv.weight"]
+    assert not torch.equal(pre, tuned)  # the encoder was fine-tuned, starting from the checkpoint
+
+    test = BigModelCLI(args=["test", "-c", config, "--ckpt_path", str(best)])
+    assert test.trainer.callback_metrics["test/acc"] > 0.4
+    assert {"test/f1", "test/precision", "test/recall"} <= set(test.trainer.callback_metrics)
+    matrix = list(csv.reader(open(Path(test.trainer.log_dir) / "confusion_matrix.csv")))
+    assert len(matrix) == 9 and sum(int(v) for row in matrix[1:] for v in row[1:]) == len(test.datamodule.datasets["test"])
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("The for statement is used to iterate over the elements of a sequence.\n"
+                     "Return a copy of the string with leading characters removed.\n")
+    out = tmp_path / "pred.jsonl"
+    BigModelCLI(args=["predict", "-c", config, "--ckpt_path", str(best),
+                      "--data.init_args.predict_files", str(texts), "--predictions.output", str(out)])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["text"][:7] for r in rows] == ["The for", "Return "]
+    for r in rows:
+        probs = [v for k, v in r.items() if k.startswith("prob_")]
+        assert len(probs) == 8 and abs(sum(probs) - 1) < 1e-4 and r["class_name"] in fit.model.class_names
+
+
+def test_init_from_checks_task_and_vocabulary(pretrained, tmp_path, pydoc_text):
+    from bigmodel.tasks import ClassificationTask
+
+    tmp, _ = pretrained
+    last = str(tmp / "runs" / "mlm" / "checkpoints" / "last.ckpt")
+    with pytest.raises(ValueError, match="vocabulary of 1000 tokens but the tokenizer has 999"):
+        ClassificationTask(num_classes=2, vocab_size=999, init_from=last)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        ClassificationTask(num_classes=2, vocab_size=1000, init_from=str(tmp_path / "missing.ckpt"))
+    (tmp_path / "bad.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        ClassificationTask(num_classes=2, vocab_size=1000, init_from=str(tmp_path / "bad.ckpt"))
+
+
+def test_resume_from_last_continues_where_it_stopped(tmp_path, pydoc_text):
+    config = mlm_config(tmp_path, pydoc_text, max_epochs=1, limit_train_batches=4, limit_val_batches=2)
+    path = write_yaml(tmp_path / "mlm.yaml", config)
+    first = BigModelCLI(args=["fit", "-c", path])
+    assert first.trainer.global_step == 4
+    resumed = BigModelCLI(args=["fit", "-c", path, "--trainer.max_epochs", "2", "--ckpt_path", "last"])
+    assert resumed.trainer.global_step == 8 and resumed.trainer.current_epoch == 2
+    last = torch.load(tmp_path / "runs" / "mlm" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 8 and last["epoch"] == 1
+
+
+def test_gradient_accumulation_steps_the_optimizer_every_k_batches(tmp_path, pydoc_text):
+    config = mlm_config(tmp_path, pydoc_text, max_epochs=1, limit_train_batches=6, limit_val_batches=1,
+                        accumulate_grad_batches=3)
+    cli = BigModelCLI(args=["fit", "-c", write_yaml(tmp_path / "mlm.yaml", config)])
+    assert cli.trainer.global_step == 2
+    assert cli.trainer.lr_scheduler_configs[0].scheduler.last_epoch == 2  # the schedule counts optimizer steps
+
+
+def test_ddp_two_cpu_processes_see_different_data(tmp_path, pydoc_text):
+    """The real `bigmodel` command, 2 gloo ranks; also checks the vocab_size link lands in the checkpoint."""
+    lines = pydoc_text.read_text().splitlines()[:400]
+    small = tmp_path / "small.txt"
+    small.write_text("\n".join(lines))
+    config = mlm_config(tmp_path, small, max_epochs=1, limit_val_batches=2)
+    record = tmp_path / "record"
+    cmd = [sys.executable, "-m", "bigmodel", "fit", "-c", write_yaml(tmp_path / "mlm.yaml", config),
+           "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu",
+           "--trainer.callbacks+=tests.helpers.RecordBlocks", f"--trainer.callbacks.dir={record}"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((record / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["world_size"] == 2 for r in ranks)
+    seen = [{tuple(b) for b in r["blocks"]} for r in ranks]
+    assert seen[0] and seen[1] and not seen[0] & seen[1]
+    ckpt = torch.load(tmp_path / "runs" / "mlm" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["hyper_parameters"]["vocab_size"] == 1000
+
+
+def test_configuration_errors_are_one_line(tmp_path, pydoc_text):
+    config = mlm_config(tmp_path, pydoc_text)
+    config["data"]["init_args"]["text_column"] = "body"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bigmodel", "fit", "-c", write_yaml(tmp_path / "bad.yaml", config)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("bigmodel: error: text column 'body' not found; columns are ['text']"), proc.stderr[-2000:]
