@@ -31,15 +31,9 @@ def build_optimizer(
     total_steps: int,
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """``warmup`` below 1 is a fraction of ``total_steps``, otherwise a number of steps."""
-    optimizer = torch.optim.AdamW(
-        parameter_groups(model, weight_decay), lr=lr, betas=betas, eps=eps, fused=_fused_ok(model)
-    )
+    # Not fused: Lightning refuses gradient clipping with optimizers that unscale internally (fused=True).
+    optimizer = torch.optim.AdamW(parameter_groups(model, weight_decay), lr=lr, betas=betas, eps=eps)
     warmup_steps = int(warmup * total_steps) if warmup < 1 else int(warmup)
     name = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[schedule]
     scheduler = get_scheduler(name, optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps)
     return optimizer, scheduler
-
-
-def _fused_ok(model: nn.Module) -> bool | None:
-    p = next(model.parameters(), None)
-    return True if p is not None and p.is_cuda else None
