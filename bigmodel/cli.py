@@ -15,10 +15,6 @@ from bigmodel.data.hub import HubUnavailableError
 from bigmodel.tasks import base
 
 
-class ConfigError(Exception):
-    """A problem with the configuration or the data, reported as one line (set BIGMODEL_DEBUG=1 for a trace)."""
-
-
 class BigModelCLI(LightningCLI):
     def __init__(self, args=None, run: bool = True) -> None:
         super().__init__(
@@ -48,6 +44,8 @@ class BigModelCLI(LightningCLI):
                 "checkpoint.save_top_k": 1,
                 "checkpoint.save_last": True,
                 "checkpoint.filename": "best",
+                # one best.ckpt/last.ckpt per run name: a rerun replaces them instead of writing best-v1.ckpt
+                "checkpoint.enable_version_counter": False,
             }
         )
         parser.add_lightning_class_args(PredictionWriter, "predictions")
@@ -56,29 +54,44 @@ class BigModelCLI(LightningCLI):
         parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
 
     def instantiate_classes(self) -> None:
-        try:
-            super().instantiate_classes()
-        except (ValueError, FileNotFoundError, HubUnavailableError) as err:
-            raise ConfigError(_root_message(err)) from err
+        super().instantiate_classes()
         default_checkpoint_dir(self.trainer)
 
 
-def _root_message(err: BaseException) -> str:
-    """The message of the innermost error: jsonargparse wraps a class's own error in a multi-line Union report."""
-    while err.__cause__ is not None or err.__context__ is not None:
-        err = err.__cause__ or err.__context__
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[-1].removeprefix("- ") if lines else type(err).__name__
+USER_ERRORS = (ValueError, FileNotFoundError, HubUnavailableError)
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def own_error(err: BaseException) -> BaseException | None:
+    """The first error in the chain that bigmodel itself raised about the user's input, if any.
+
+    jsonargparse wraps an error raised in a class's ``__init__`` in a multi-line report; the chain keeps ours.
+    """
+    seen: list[BaseException] = []
+    current: BaseException | None = err
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    for e in seen:
+        tb = e.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        if isinstance(e, USER_ERRORS) and tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+            return e
+    return None
 
 
 def main(args: list[str] | None = None) -> None:
+    """Errors that bigmodel raises about configs and data print as one line (BIGMODEL_DEBUG=1: full trace)."""
     try:
         BigModelCLI(args=args)
-    except ConfigError as err:
-        if os.environ.get("BIGMODEL_DEBUG"):
+    except Exception as err:
+        ours = own_error(err)
+        if ours is None or os.environ.get("BIGMODEL_DEBUG"):
             raise
-        print(f"bigmodel: error: {err}", file=sys.stderr)
+        message = " ".join(str(ours).split()) if not isinstance(ours, KeyError) else str(ours.args[0])
+        print(f"bigmodel: error: {message}", file=sys.stderr)
         sys.exit(2)
 
 
-__all__ = ["BigModelCLI", "ConfigError", "main"]
+__all__ = ["BigModelCLI", "main", "own_error"]

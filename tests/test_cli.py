@@ -166,6 +166,19 @@ def test_ddp_two_cpu_processes_see_different_data(tmp_path, pydoc_text):
     assert ckpt["hyper_parameters"]["vocab_size"] == 1000
 
 
+def test_corrupt_init_from_is_one_line_naming_the_file(tmp_path, capsys):
+    from bigmodel.cli import main
+
+    bad = tmp_path / "broken.ckpt"
+    bad.write_bytes(b"\x00" * 100)
+    config = finetune_config(tmp_path, str(bad), str(bad))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "-c", write_yaml(tmp_path / "cls.yaml", config)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("bigmodel: error: cannot read checkpoint") and "broken.ckpt" in err, err
+
+
 def test_configuration_errors_are_one_line(tmp_path, pydoc_text):
     config = mlm_config(tmp_path, pydoc_text)
     config["data"]["init_args"]["text_column"] = "body"

@@ -17,25 +17,40 @@ def _drop_full_mask(batch: dict[str, Any]) -> dict[str, Any]:
 
 
 class MLMCollator:
-    """Dynamic BERT masking (HF's collator: 15% selected, 80/10/10, special and padding tokens never selected),
-    redrawn each time a batch is made; returns flat indices of the selected positions so the model computes
-    vocabulary logits only there."""
+    """Dynamic BERT masking with HF's ``torch_mask_tokens`` (15% selected, 80/10/10; special and padding tokens
+    never selected), redrawn each time a batch is made. Returns flat indices of the selected positions so the
+    model computes vocabulary logits only there.
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, mlm_probability: float = 0.15) -> None:
-        if tokenizer.mask_token is None:
-            raise ValueError("the tokenizer has no mask token; MLM needs one (e.g. [MASK])")
+    ``fixed_seed``: draw the same masks for the same batch every time (seeded by the batch's content), so a
+    validation loss is comparable across epochs and best-checkpoint selection is not driven by masking noise.
+    """
+
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, mlm_probability: float = 0.15, fixed_seed: int | None = None
+    ) -> None:
+        if tokenizer.mask_token is None or tokenizer.pad_token is None:
+            raise ValueError("MLM needs a tokenizer with mask and pad tokens (e.g. [MASK], [PAD])")
         self.inner = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability)
+        self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)))
+        self.pad_id = tokenizer.pad_token_id
+        self.fixed_seed = fixed_seed
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        batch = self.inner(examples)
-        labels = batch.pop("labels")
-        # Real tokens: not [PAD], or selected (a random replacement may draw the [PAD] id; pads are never selected).
-        batch["attention_mask"] = (batch["input_ids"] != self.inner.tokenizer.pad_token_id) | (labels != -100)
+        rows = [torch.as_tensor(ex["input_ids"]) for ex in examples]
+        if len({len(r) for r in rows}) == 1:
+            input_ids = torch.stack(rows)  # fixed-length blocks: no padding work
+        else:
+            input_ids = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=self.pad_id)
+        attention_mask = input_ids != self.pad_id
+        if self.fixed_seed is not None:
+            self.inner.generator = torch.Generator().manual_seed(self.fixed_seed + int(input_ids[:, :64].sum()))
+        special = torch.isin(input_ids, self.special_ids)
+        input_ids, labels = self.inner.torch_mask_tokens(input_ids, special_tokens_mask=special)
         labels = labels.view(-1)
         positions = (labels != -100).nonzero().squeeze(1)
-        batch["masked_positions"] = positions
-        batch["masked_labels"] = labels[positions]
-        return _drop_full_mask(dict(batch))
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask,
+                 "masked_positions": positions, "masked_labels": labels[positions]}
+        return _drop_full_mask(batch)
 
 
 class ClassificationCollator:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from filelock import FileLock
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
@@ -85,17 +86,16 @@ class CorpusDataModule(L.LightningDataModule):
             [self.raw["train"]._fingerprint, hp.text_column, hp.wordpiece_vocab_size, hp.lowercase, hp.block_size]
         )
         target = self.cache_dir / "tokenizers" / hashlib.sha256(key.encode()).hexdigest()[:16]
-        if (target / "tokenizer.json").exists():
-            return AutoTokenizer.from_pretrained(str(target))
-        rank_zero_info(f"Training a WordPiece tokenizer (vocab {hp.wordpiece_vocab_size}) on the corpus")
-        texts = (t for t in self.raw["train"][hp.text_column] if t and t.strip())
-        tok = train_wordpiece(batched(texts), hp.wordpiece_vocab_size, hp.lowercase, model_max_length=hp.block_size)
-        tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-        tok.save_pretrained(str(tmp))
-        try:
-            tmp.rename(target)
-        except OSError:  # another process saved the same tokenizer first
-            pass
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(target) + ".lock"):  # ranks launched together (torchrun, SLURM) train it once
+            if not (target / "tokenizer.json").exists():
+                rank_zero_info(f"Training a WordPiece tokenizer (vocab {hp.wordpiece_vocab_size}) on the corpus")
+                texts = (t for t in self.raw["train"][hp.text_column] if t and t.strip())
+                tok = train_wordpiece(batched(texts), hp.wordpiece_vocab_size, hp.lowercase,
+                                      model_max_length=hp.block_size)
+                tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+                tok.save_pretrained(str(tmp))
+                tmp.rename(target)
         return AutoTokenizer.from_pretrained(str(target))
 
     def _blocks(self, split: str):
@@ -143,7 +143,7 @@ class CorpusDataModule(L.LightningDataModule):
             self.datasets[split],
             batch_size=hp.batch_size,
             shuffle=shuffle,
-            collate_fn=MLMCollator(self.tokenizer, hp.mlm_probability),
+            collate_fn=MLMCollator(self.tokenizer, hp.mlm_probability, fixed_seed=None if shuffle else hp.seed),
             num_workers=hp.num_workers,
             persistent_workers=hp.num_workers > 0,
             pin_memory=torch.cuda.is_available(),

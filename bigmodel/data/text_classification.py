@@ -117,9 +117,8 @@ class TextClassificationDataModule(L.LightningDataModule):
         def encode(batch: dict[str, list]) -> dict[str, Any]:
             pair = batch[hp.text_pair_column] if hp.text_pair_column else None
             enc = tok(batch[hp.text_column], pair, truncation=True, max_length=hp.max_length)
-            full = tok(batch[hp.text_column], pair, truncation=False)["input_ids"]
-            enc["truncated"] = [len(x) > hp.max_length for x in full]
-            return enc
+            enc["truncated"] = [bool(e.overflowing) for e in enc.encodings]
+            return dict(enc)
 
         keep = {"labels"} | ({hp.text_column} if keep_text else set())
         ds = ds.map(encode, batched=True, num_proc=hp.num_proc,

@@ -28,7 +28,6 @@ class EncoderConfig:
     activation: Literal["gelu", "gelu_tanh"] = "gelu"
     causal: bool = False
     qkv_bias: bool = True
-    pad_token_id: int = 0
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:

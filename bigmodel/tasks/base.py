@@ -31,6 +31,7 @@ class Task(L.LightningModule):
         warmup: float = 0.06,
     ) -> None:
         super().__init__()
+        self.save_hyperparameters()  # collects the subclass's init args too
         if lr <= 0:
             raise ValueError(f"lr must be positive, got {lr}")
         if warmup < 0:

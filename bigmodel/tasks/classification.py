@@ -61,38 +61,53 @@ class ClassificationTask(Task):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.save_hyperparameters()
         if num_classes is None or num_classes < 2:
             raise ValueError(f"num_classes must be >= 2 (linked from the data module), got {num_classes}")
         if vocab_size is None:
             raise ValueError("vocab_size is unset: it comes from the data module's tokenizer through the CLI link")
         overrides = dict(encoder_config or {})
-        state = None
+        self._init_state: dict[str, torch.Tensor] | None = None
         if init_from:
             ckpt = read_checkpoint(init_from, expected_task="mlm")
             saved = ckpt[META_KEY]["encoder_config"]
+            changed = sorted(k for k, v in overrides.items() if not k.endswith("dropout") and saved.get(k) != v)
+            if changed:
+                raise ValueError(
+                    f"encoder_config {changed} cannot change a pretrained encoder loaded by init_from; "
+                    "only *_dropout fields may be overridden"
+                )
             if saved["vocab_size"] != vocab_size:
                 raise ValueError(
                     f"init_from {init_from!r} has a vocabulary of {saved['vocab_size']} tokens but the tokenizer has "
                     f"{vocab_size}; use the checkpoint's own tokenizer (data.init_args.tokenizer: {init_from})"
                 )
             self.config = EncoderConfig.from_dict(saved).replace(**overrides)
-            state = submodule_state(ckpt["state_dict"], "net.encoder.")
+            self._init_state = submodule_state(ckpt["state_dict"], "net.encoder.")
         else:
             self.config = EncoderConfig.from_name(encoder, **{**overrides, "vocab_size": vocab_size})
+        # The resolved architecture, so that load_from_checkpoint(path, init_from=None) rebuilds it exactly.
+        self.hparams["encoder_config"] = {**self.config.to_dict(), **overrides}
         self.net = SequenceClassifier(self.config, num_classes, classifier_dropout)
-        if state is not None:
-            missing, unexpected = self.net.encoder.load_state_dict(state, strict=False)
-            if missing or unexpected:
-                raise ValueError(
-                    f"init_from {init_from!r} does not fit the encoder: missing {missing[:3]}, unexpected "
-                    f"{unexpected[:3]}; encoder_config may only change dropout when loading a checkpoint"
-                )
-            rank_zero_info(f"Loaded encoder weights from {init_from} ({len(state)} tensors)")
         self.class_names = class_names or [str(i) for i in range(num_classes)]
         self.val_metrics = classification_metrics(num_classes, "val/")
         self.test_metrics = classification_metrics(num_classes, "test/")
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
+
+    def setup(self, stage: str) -> None:
+        """Pretrained encoder weights go in when a fit starts afresh; a resumed fit, test or predict restores
+        the fine-tuned weights from its own checkpoint instead."""
+        if stage == "fit" and self._init_state is not None and self.trainer.ckpt_path is None:
+            self.load_encoder(self._init_state)
+        self._init_state = None
+
+    def load_encoder(self, state: dict[str, torch.Tensor]) -> None:
+        missing, unexpected = self.net.encoder.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(
+                f"init_from {self.hparams.init_from!r} does not fit the encoder: missing {missing[:3]}, "
+                f"unexpected {unexpected[:3]}"
+            )
+        rank_zero_info(f"Loaded encoder weights from {self.hparams.init_from} ({len(state)} tensors)")
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         logits, _ = self.net(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))

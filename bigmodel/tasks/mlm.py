@@ -30,7 +30,6 @@ class MLMTask(Task):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.save_hyperparameters()
         if vocab_size is None:
             raise ValueError("vocab_size is unset: it comes from the data module's tokenizer through the CLI link")
         self.config = EncoderConfig.from_name(encoder, **{**(encoder_config or {}), "vocab_size": vocab_size})

@@ -44,3 +44,12 @@ def test_classification_collator_pads_dynamically(pydoc_text):
     batch = ClassificationCollator(tok)(feats)
     assert batch["input_ids"].shape == (2, 5) and batch["attention_mask"][1].tolist() == [1, 1, 1, 1, 0]
     assert batch["labels"].tolist() == [0, 1] and batch["text"] == ["the for statement", "a list"]
+
+
+def test_validation_masks_are_fixed_per_batch(pydoc_text):
+    tok = _tokenizer(pydoc_text)
+    ids = torch.randint(10, len(tok), (8, 64))
+    examples = [{"input_ids": row} for row in ids]
+    fixed = MLMCollator(tok, fixed_seed=7)
+    a, b = fixed(examples), fixed(examples)
+    assert torch.equal(a["masked_positions"], b["masked_positions"]) and torch.equal(a["input_ids"], b["input_ids"])

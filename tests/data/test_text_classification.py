@@ -37,6 +37,16 @@ def test_string_labels_columns_and_padding(tmp_path, tokenizer_dir):
     assert batch["input_ids"][:, 0].eq(dm.tokenizer.cls_token_id).all()
 
 
+def test_text_pairs_get_segment_ids(tmp_path, tokenizer_dir):
+    rows = [(f"is the object {i} hashable", f"object {i} defines __hash__", i % 2) for i in range(20)]
+    train = _write(tmp_path / "pairs.csv", rows, header=("premise", "hypothesis", "label"))
+    dm = TextClassificationDataModule(tokenizer_dir, train_files=train, text_column="premise",
+                                      text_pair_column="hypothesis", batch_size=4)
+    dm.setup("fit")
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["token_type_ids"].shape == batch["input_ids"].shape and batch["token_type_ids"].max() == 1
+
+
 def test_bad_columns_and_labels_are_explained(tmp_path, tokenizer_dir):
     train = _write(tmp_path / "train.csv", [("a text", 0), ("b text", 1)] * 5)
     with pytest.raises(ValueError, match=r"text column 'text' not found; columns are \['review', 'sentiment'\]"):
