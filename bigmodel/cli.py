@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import difflib
+import importlib
+import inspect
 import os
+import re
 import sys
 
 import lightning as L
+from jsonargparse import ArgumentError
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -13,6 +18,9 @@ import bigmodel.data  # noqa: F401  (registers the data modules for short class 
 from bigmodel.callbacks import PredictionWriter, TokenizerCheckpoint, default_checkpoint_dir
 from bigmodel.data.hub import HubUnavailableError
 from bigmodel.tasks import base
+
+
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
 class BigModelCLI(LightningCLI):
@@ -31,6 +39,8 @@ class BigModelCLI(LightningCLI):
                 },
                 "callbacks": [LearningRateMonitor(logging_interval="step"), TokenizerCheckpoint()],
             },
+            # parse errors raise instead of printing a ~50-line usage block; main() prints them as one line
+            parser_kwargs={"exit_on_error": False, **{c: {"exit_on_error": False} for c in SUBCOMMANDS}},
             args=args,
             run=run,
         )
@@ -81,10 +91,42 @@ def own_error(err: BaseException) -> BaseException | None:
     return None
 
 
+_NOISE = ("Does not validate", "Subtypes:", "Errors:", "Given value", "Expected a <class 'NoneType'>")
+
+
+def parse_error_message(text: str) -> str:
+    """jsonargparse's multi-line report -> one line, with a 'did you mean' for a misspelled option."""
+    lines = [line.strip().removeprefix("- ") for line in text.splitlines() if line.strip()]
+    if not lines:
+        return "bad arguments"
+    details = [line for line in lines[1:] if not line.startswith(_NOISE)]
+    message = " ".join([lines[0]] + details).replace(": :", ":").replace(":: ", ": ")
+    option = re.search(r"Option '(\w+)' is not accepted", text)
+    class_path = re.search(r"class_path '([\w.]+)'", text)
+    if option and class_path:
+        try:
+            module, _, name = class_path[1].rpartition(".")
+            cls = getattr(importlib.import_module(module), name)
+            accepted = {p for c in cls.__mro__ if "__init__" in vars(c) for p in inspect.signature(c.__init__).parameters}
+            close = difflib.get_close_matches(option[1], sorted(accepted - {"self", "args", "kwargs"}), n=1)
+            if close:
+                message += f"; did you mean '{close[0]}'?"
+        except (ImportError, AttributeError, ValueError, TypeError):
+            pass
+    return message
+
+
 def main(args: list[str] | None = None) -> None:
     """Errors that bigmodel raises about configs and data print as one line (BIGMODEL_DEBUG=1: full trace)."""
     try:
         BigModelCLI(args=args)
+    except ArgumentError as err:
+        if os.environ.get("BIGMODEL_DEBUG"):
+            raise
+        message = parse_error_message(str(err))
+        command = next((a for a in (args if args is not None else sys.argv[1:]) if a in SUBCOMMANDS), "fit")
+        print(f"bigmodel: error: {message} -- see `bigmodel {command} --help`", file=sys.stderr)
+        sys.exit(2)
     except Exception as err:
         ours = own_error(err)
         if ours is None or os.environ.get("BIGMODEL_DEBUG"):

@@ -189,3 +189,14 @@ def test_configuration_errors_are_one_line(tmp_path, pydoc_text):
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("bigmodel: error: text column 'body' not found; columns are ['text']"), proc.stderr[-2000:]
+
+
+def test_misspelled_option_is_one_line_with_a_suggestion(tmp_path, pydoc_text, capsys):
+    from bigmodel.cli import main
+
+    config = write_yaml(tmp_path / "mlm.yaml", mlm_config(tmp_path, pydoc_text))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "-c", config, "--model.init_args.lrr", "3"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # (earlier lines: warnings of in-process use)
+    assert err.startswith("bigmodel: error:") and "Option 'lrr' is not accepted; did you mean 'lr'?" in err, err

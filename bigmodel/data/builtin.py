@@ -1,6 +1,6 @@
 """Offline datasets made from text that every CPython installation ships (``pydoc_data``).
 
-``pydoc``: the Python reference topics (about 80k words of English prose) as a pretraining corpus, one paragraph
+``pydoc``: the Python reference topics (about 51k words of English prose after de-duplication) as a pretraining corpus, one paragraph
 per line. ``pydoc-topics``: a real labelled task from the same pages -- which reference page does a paragraph come
 from (8 pages, paragraphs that occur on several pages dropped) -- split 80/10/10 by a stable hash.
 """

@@ -6,22 +6,20 @@ import hashlib
 import json
 import os
 from itertools import chain
-from pathlib import Path
 from typing import Any
 
-import lightning as L
 from filelock import FileLock
-import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer
 
 from bigmodel.data.collators import MLMCollator
-from bigmodel.data.sources import Files, default_cache_dir, ensure_validation, load_source
+from bigmodel.data.base import TextDataModule
+from bigmodel.data.sources import Files, ensure_validation, load_source
 from bigmodel.data.tokenizer import batched, load_tokenizer, train_wordpiece
 
 
-class CorpusDataModule(L.LightningDataModule):
+class CorpusDataModule(TextDataModule):
     """Blocks of ``block_size`` tokens: [CLS] followed by the running token stream, documents separated by [SEP].
 
     Blocks cross document boundaries on purpose (no padding waste); positions restart at every block.
@@ -33,7 +31,7 @@ class CorpusDataModule(L.LightningDataModule):
         validation_files: held-out files; without them ``validation_fraction`` of train is held out.
         tokenizer: a tokenizer directory, bigmodel checkpoint or hub name; None trains a WordPiece on the corpus.
         wordpiece_vocab_size: vocabulary size of the trained WordPiece.
-        num_proc: processes for ``datasets.map`` (tokenising is cached, so only the first run pays).
+        **kwargs: batch size, workers, validation split, seed, cache: see ``TextDataModule``.
     """
 
     def __init__(
@@ -48,25 +46,17 @@ class CorpusDataModule(L.LightningDataModule):
         lowercase: bool = True,
         block_size: int = 128,
         mlm_probability: float = 0.15,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        num_proc: int | None = None,
-        validation_fraction: float = 0.05,
-        seed: int = 42,
-        cache_dir: str | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__()
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        super().__init__(**kwargs)
         if block_size < 8:
             raise ValueError(f"block_size must be at least 8, got {block_size}")
-        self.save_hyperparameters()
-        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        hp = self.hparams
         self.raw = ensure_validation(
             load_source(dataset, dataset_config, {"train": train_files, "validation": validation_files},
                         self.cache_dir),
-            validation_fraction,
-            seed,
+            hp.validation_fraction,
+            hp.seed,
         )
         if text_column not in self.raw["train"].column_names:
             raise ValueError(
@@ -139,16 +129,9 @@ class CorpusDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         hp = self.hparams
-        return DataLoader(
-            self.datasets[split],
-            batch_size=hp.batch_size,
-            shuffle=shuffle,
-            collate_fn=MLMCollator(self.tokenizer, hp.mlm_probability, fixed_seed=None if shuffle else hp.seed),
-            num_workers=hp.num_workers,
-            persistent_workers=hp.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-            drop_last=shuffle and len(self.datasets[split]) > hp.batch_size,
-        )
+        collate = MLMCollator(self.tokenizer, hp.mlm_probability, fixed_seed=None if shuffle else hp.seed)
+        drop_last = shuffle and len(self.datasets[split]) > hp.batch_size
+        return self.loader(self.datasets[split], collate, shuffle=shuffle, drop_last=drop_last)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

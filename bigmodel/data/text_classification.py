@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
-import lightning as L
-import torch
 from datasets import ClassLabel, Dataset, DatasetDict
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 
 from bigmodel.data.collators import ClassificationCollator
-from bigmodel.data.sources import Files, default_cache_dir, ensure_validation, load_local, load_source
+from bigmodel.data.base import TextDataModule
+from bigmodel.data.sources import Files, ensure_validation, load_local, load_source
 from bigmodel.data.tokenizer import load_tokenizer
 
 
-class TextClassificationDataModule(L.LightningDataModule):
+class TextClassificationDataModule(TextDataModule):
     """Args:
         tokenizer: a bigmodel MLM checkpoint (its embedded tokenizer), a tokenizer directory, or a hub name.
         dataset: hub name (``glue`` with ``dataset_config: sst2``, ``imdb``, ``ag_news``) or
@@ -28,6 +26,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         label_names: class names in label-id order; taken from the data when omitted (a ``ClassLabel``
             feature, else the sorted string labels, else ``0..C-1``).
         max_length: longer texts are truncated (the number truncated is reported).
+        **kwargs: batch size, workers, validation split, seed, cache: see ``TextDataModule``.
     """
 
     def __init__(
@@ -44,23 +43,14 @@ class TextClassificationDataModule(L.LightningDataModule):
         label_column: str = "label",
         label_names: list[str] | None = None,
         max_length: int = 128,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        num_proc: int | None = None,
-        validation_fraction: float = 0.1,
-        seed: int = 42,
-        cache_dir: str | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__()
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        self.save_hyperparameters()
-        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        super().__init__(**kwargs)
         self.tokenizer = load_tokenizer(tokenizer, self.cache_dir)
         self.vocab_size = len(self.tokenizer)
         splits = {"train": train_files, "validation": validation_files, "test": test_files}
         self.raw = ensure_validation(load_source(dataset, dataset_config, splits, self.cache_dir),
-                                     validation_fraction, seed)
+                                     self.hparams.validation_fraction, self.hparams.seed)
         self._check_columns(self.raw["train"])
         self.class_names = self._class_names()
         self.num_classes = len(self.class_names)
@@ -165,16 +155,7 @@ class TextClassificationDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
         if split not in self.datasets:
             raise ValueError(f"no {split} data: set data.init_args.{split}_files (or a dataset with that split)")
-        hp = self.hparams
-        return DataLoader(
-            self.datasets[split],
-            batch_size=hp.batch_size,
-            shuffle=shuffle,
-            collate_fn=ClassificationCollator(self.tokenizer),
-            num_workers=hp.num_workers,
-            persistent_workers=hp.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-        )
+        return self.loader(self.datasets[split], ClassificationCollator(self.tokenizer), shuffle=shuffle)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -1,0 +1,53 @@
+"""Settings and DataLoader construction that the text data modules share."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from bigmodel.data.sources import default_cache_dir
+
+
+class TextDataModule(L.LightningDataModule):
+    """Args (under ``data.init_args`` in YAML):
+        batch_size: per device; the effective batch also multiplies by devices and gradient accumulation.
+        num_workers: DataLoader worker processes.
+        num_proc: processes for ``datasets.map`` (tokenising is cached, so only the first run pays).
+        validation_fraction: share of train held out when the source has no validation split.
+        seed: for that split (and for the fixed validation masks of MLM).
+        cache_dir: trained tokenizers and built-in data; default ``$BIGMODEL_CACHE`` or ``~/.cache/bigmodel``.
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        num_proc: int | None = None,
+        validation_fraction: float = 0.05,
+        seed: int = 42,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()  # collects the subclass's init args too
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+
+    def loader(
+        self, dataset: Dataset, collate_fn: Callable[[list[Any]], Any], shuffle: bool = False, drop_last: bool = False
+    ) -> DataLoader:
+        hp = self.hparams
+        return DataLoader(
+            dataset,
+            batch_size=hp.batch_size,
+            shuffle=shuffle,
+            collate_fn=collate_fn,
+            num_workers=hp.num_workers,
+            persistent_workers=hp.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            drop_last=drop_last,
+        )
