@@ -112,6 +112,18 @@ def test_finetune_from_mlm_checkpoint_then_test_and_predict(pretrained, tmp_path
         assert len(probs) == 8 and abs(sum(probs) - 1) < 1e-4 and r["class_name"] in fit.model.class_names
 
 
+def test_init_from_loads_the_pretrained_encoder_when_a_fit_starts(pretrained, tmp_path):
+    tmp, _ = pretrained
+    last = str(tmp / "runs" / "mlm" / "checkpoints" / "last.ckpt")
+    config = write_yaml(tmp_path / "cls.yaml", finetune_config(tmp_path, last, last))
+    cli = BigModelCLI(args=["fit", "-c", config, "--trainer.max_steps", "0", "--trainer.num_sanity_val_steps", "0"])
+    saved = torch.load(last, weights_only=True)["state_dict"]
+    encoder = cli.model.net.encoder.state_dict()
+    assert len(encoder) == len([k for k in saved if k.startswith("net.encoder.")])
+    for key, value in encoder.items():
+        assert torch.equal(value, saved[f"net.encoder.{key}"]), key
+
+
 def test_init_from_checks_task_and_vocabulary(pretrained, tmp_path, pydoc_text):
     from bigmodel.tasks import ClassificationTask
 
