@@ -10,6 +10,7 @@ import re
 import sys
 
 import lightning as L
+import torch
 from jsonargparse import ArgumentError
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -62,6 +63,21 @@ class BigModelCLI(LightningCLI):
         parser.link_arguments("data.vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        """Checks that Lightning would make deep inside a run, made before anything is built."""
+        trainer = (self.config[self.subcommand] if self.subcommand else self.config).trainer
+        if trainer.accumulate_grad_batches is not None and trainer.accumulate_grad_batches <= 0:
+            raise ValueError(
+                f"trainer.accumulate_grad_batches must be >= 1, got {trainer.accumulate_grad_batches}"
+            )
+        precision, accelerator = str(trainer.precision or ""), str(trainer.accelerator or "auto")
+        on_gpu = accelerator in {"gpu", "cuda"} or (accelerator == "auto" and torch.cuda.is_available())
+        if "bf16" in precision and on_gpu and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+            raise ValueError(
+                f"precision {precision} needs a GPU with bfloat16 (Ampere or newer); this one has none: "
+                "use --trainer.precision 16-mixed"
+            )
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()

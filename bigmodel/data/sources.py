@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from datasets import DatasetDict, load_dataset
+from datasets.exceptions import DatasetGenerationError
 
 from bigmodel.data import builtin
 from bigmodel.data.hub import HubUnavailableError, hub_offline_mode, hub_reachable, offline_message
@@ -29,11 +30,14 @@ def _expand(files: Files, split: str) -> list[str]:
         matches = sorted(glob.glob(os.path.expanduser(pattern)))
         if not matches:
             raise FileNotFoundError(f"{split} file {pattern!r} does not exist (no file matches it)")
+        empty = [m for m in matches if os.path.getsize(m) == 0]
+        if empty:
+            raise ValueError(f"{split} file {empty[0]!r} is empty; give a file with data")
         out += matches
     return out
 
 
-def load_local(splits: dict[str, Files], cache_dir: Path | None = None) -> DatasetDict:
+def load_local(splits: dict[str, Files]) -> DatasetDict:
     data_files = {split: _expand(files, split) for split, files in splits.items() if files is not None}
     if not data_files:
         raise ValueError("no data given: set data.init_args.dataset (a Hugging Face name) or train_files")
@@ -47,10 +51,14 @@ def load_local(splits: dict[str, Files], cache_dir: Path | None = None) -> Datas
     kwargs = {"delimiter": "\t"} if suffixes == {".tsv"} else {}
     if builder == "csv" and suffixes == {".tsv"}:
         kwargs["quoting"] = 3  # csv.QUOTE_NONE: GLUE-style TSVs contain bare quote characters
-    return load_dataset(builder, data_files=data_files, cache_dir=str(cache_dir) if cache_dir else None, **kwargs)
+    try:
+        return load_dataset(builder, data_files=data_files, **kwargs)
+    except DatasetGenerationError as err:
+        cause = err.__cause__ or err.__context__ or err
+        raise ValueError(f"cannot read {sorted(suffixes)} files {data_files}: {cause}") from err
 
 
-def load_hub(name: str, config: str | None, cache_dir: Path | None = None) -> DatasetDict:
+def load_hub(name: str, config: str | None) -> DatasetDict:
     if not hub_offline_mode() and not hub_reachable():
         raise HubUnavailableError(
             offline_message(
@@ -70,7 +78,7 @@ def load_source(
     cache_dir: Path,
 ) -> DatasetDict:
     if dataset is not None and dataset.startswith("builtin:"):
-        return load_local(builtin.materialise(dataset.removeprefix("builtin:"), cache_dir / "builtin"), cache_dir)
+        return load_local(builtin.materialise(dataset.removeprefix("builtin:"), cache_dir / "builtin"))
     if dataset is not None:
         return load_hub(dataset, dataset_config)
     return load_local(splits)
