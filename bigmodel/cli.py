@@ -84,7 +84,7 @@ class BigModelCLI(LightningCLI):
         default_checkpoint_dir(self.trainer)
 
 
-USER_ERRORS = (ValueError, FileNotFoundError, HubUnavailableError)
+USER_ERRORS = (ValueError, FileNotFoundError, HubUnavailableError, FloatingPointError)
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 

@@ -212,3 +212,37 @@ def test_misspelled_option_is_one_line_with_a_suggestion(tmp_path, pydoc_text, c
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]  # (earlier lines: warnings of in-process use)
     assert err.startswith("bigmodel: error:") and "Option 'lrr' is not accepted; did you mean 'lr'?" in err, err
+
+
+def test_same_seed_gives_identical_metrics(tmp_path, pydoc_text):
+    config = mlm_config(tmp_path, pydoc_text, max_epochs=1, limit_train_batches=5, limit_val_batches=3)
+    config["trainer"]["deterministic"] = True
+    path = write_yaml(tmp_path / "mlm.yaml", config)
+    runs = [BigModelCLI(args=["fit", "-c", path]).trainer.callback_metrics for _ in range(2)]
+    assert runs[0].keys() == runs[1].keys() and "val/loss" in runs[0]
+    for key in runs[0]:
+        assert torch.equal(runs[0][key], runs[1][key]), key
+
+
+@pytest.mark.parametrize("mode", ["stop", "skip"])
+def test_nonfinite_gradients_stop_or_skip(tmp_path, pydoc_text, mode):
+    from bigmodel.tasks import MLMTask
+
+    original = MLMTask.training_step
+
+    def poisoned(self, batch, batch_idx):
+        loss = original(self, batch, batch_idx)
+        return loss * float("nan") if batch_idx == 1 else loss
+
+    config = mlm_config(tmp_path, pydoc_text, max_epochs=1, limit_train_batches=3, limit_val_batches=1)
+    config["model"]["init_args"]["nonfinite"] = mode
+    path = write_yaml(tmp_path / "mlm.yaml", config)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(MLMTask, "training_step", poisoned)
+        if mode == "stop":
+            with pytest.raises(FloatingPointError, match="non-finite gradients at step 1"):
+                BigModelCLI(args=["fit", "-c", path])
+            return
+        cli = BigModelCLI(args=["fit", "-c", path])
+    assert cli.model.skipped_steps == 1
+    assert all(torch.isfinite(p).all() for p in cli.model.parameters())

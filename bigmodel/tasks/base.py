@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_info
+import torch
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from bigmodel.nn import num_parameters
@@ -17,6 +20,9 @@ class Task(L.LightningModule):
         betas, eps: AdamW's.
         schedule: ``linear`` or ``cosine`` decay to zero after warmup, or ``constant``.
         warmup: warmup length, as a fraction of all steps (< 1) or a number of steps (>= 1).
+        nonfinite: what a NaN/inf gradient does: ``stop`` the run naming the step, ``skip`` that optimizer step
+            (no parameter or optimizer-state update; counted in ``train/skipped_steps``), or ``off`` (no check,
+            saves one host sync per optimizer step).
     """
 
     net: nn.Module
@@ -29,6 +35,7 @@ class Task(L.LightningModule):
         eps: float = 1e-6,
         schedule: Schedule = "linear",
         warmup: float = 0.06,
+        nonfinite: Literal["stop", "skip", "off"] = "stop",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()  # collects the subclass's init args too
@@ -36,6 +43,26 @@ class Task(L.LightningModule):
             raise ValueError(f"lr must be positive, got {lr}")
         if warmup < 0:
             raise ValueError(f"warmup must be >= 0, got {warmup}")
+        self.skipped_steps = 0
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Gradients are already reduced across DDP ranks here, so every rank takes the same decision."""
+        if self.hparams.nonfinite == "off":
+            return
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if not grads or bool(torch.stack(torch._foreach_norm(grads)).isfinite().all()):  # one host sync
+            return
+        if self.hparams.nonfinite == "stop":
+            raise FloatingPointError(
+                f"non-finite gradients at step {self.global_step} (epoch {self.current_epoch}); the parameters are "
+                "still finite. Lower the lr, set --trainer.gradient_clip_val 1.0, or set "
+                "model.init_args.nonfinite: skip"
+            )
+        for p in self.parameters():
+            p.grad = None  # AdamW leaves parameters without gradients untouched: the step is skipped
+        self.skipped_steps += 1
+        rank_zero_warn(f"skipped optimizer step {self.global_step}: non-finite gradients ({self.skipped_steps} so far)")
+        self.log("train/skipped_steps", float(self.skipped_steps))
 
     def on_fit_start(self) -> None:
         rank_zero_info(
