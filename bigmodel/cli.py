@@ -79,6 +79,14 @@ class BigModelCLI(LightningCLI):
                 "use --trainer.precision 16-mixed"
             )
 
+    def instantiate_trainer(self, **kwargs):
+        """As Lightning's, but ``--trainer.enable_checkpointing false`` drops the default ModelCheckpoint."""
+        extra = [self._get(self.config_init, key) for key in self._parser(self.subcommand).callback_keys]
+        config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        if config.get("enable_checkpointing") is False:
+            extra = [cb for cb in extra if not isinstance(cb, L.pytorch.callbacks.ModelCheckpoint)]
+        return self._instantiate_trainer(config, extra)
+
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
         default_checkpoint_dir(self.trainer)

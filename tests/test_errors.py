@@ -123,3 +123,12 @@ def test_long_texts_are_truncated_with_a_count(tmp_path, checkpoints):
     with pytest.warns(UserWarning, match=r"4 of 8 train texts were longer than max_length=32 tokens and were truncated"):
         dm.setup("fit")
     assert max(len(x) for x in dm.datasets["train"]["input_ids"]) == 32
+
+
+def test_endless_run_needs_a_schedule_length_and_checkpointing_can_be_off(capsys, tmp_path, pydoc_text):
+    args = ["fit", "-c", write_yaml(tmp_path / "mlm.yaml", mlm_config(tmp_path, pydoc_text))]
+    err = cli_error(capsys, args + ["--trainer.max_epochs", "-1"])
+    assert "the learning-rate schedule needs a length" in err
+    cli = BigModelCLI(args=args + ["--trainer.enable_checkpointing", "false", "--trainer.max_steps", "1",
+                                   "--trainer.limit_val_batches", "1"])
+    assert cli.trainer.checkpoint_callback is None and cli.trainer.global_step == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import lightning as L
@@ -72,8 +73,16 @@ class Task(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            if hp.schedule != "constant" or 0 < hp.warmup < 1:
+                raise ValueError(
+                    "the learning-rate schedule needs a length: set --trainer.max_steps or --trainer.max_epochs, "
+                    "or use model.init_args.schedule: constant with warmup in steps"
+                )
+            total = 1
         optimizer, scheduler = build_optimizer(
             self.net, hp.lr, hp.weight_decay, tuple(hp.betas), hp.eps, hp.schedule, hp.warmup,
-            total_steps=max(1, int(self.trainer.estimated_stepping_batches)),
+            total_steps=max(1, int(total)),
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
