@@ -127,13 +127,19 @@ class TextClassificationDataModule(TextDataModule):
             if "predict" not in self.datasets:
                 self.datasets["predict"] = self._tokenized("predict", self._predict_raw(), False, keep_text=True)
             return
+        wanted = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",)}[stage]
         for split in ("train", "validation", "test"):
-            if split in self.raw and split not in self.datasets:
-                ds = self.raw[split]
-                if split == "test" and all(isinstance(v, int) and v < 0 for v in ds.unique(self.hparams.label_column)):
+            if split not in self.raw or split in self.datasets:
+                continue
+            ds = self.raw[split]
+            if split == "test" and all(isinstance(v, int) and v < 0 for v in ds.unique(self.hparams.label_column)):
+                if split in wanted:
                     rank_zero_warn("the test split is unlabelled (labels < 0, as GLUE's); skipping it")
-                    continue
+                continue
+            if split in wanted:
                 self.datasets[split] = self._tokenized(split, ds)
+            else:
+                self._label_ids(split, ds)  # bad labels anywhere stop the run now, not after training
         rank_zero_info("Text classification: " + ", ".join(f"{k} {len(v)}" for k, v in self.datasets.items())
                        + f"; {self.num_classes} classes {self.class_names}")
 

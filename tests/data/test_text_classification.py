@@ -32,6 +32,8 @@ def test_string_labels_columns_and_padding(tmp_path, tokenizer_dir):
     assert dm.num_classes == 2 and dm.class_names == ["neg", "pos"]
     dm.setup("fit")
     assert len(dm.datasets["train"]) == 38 and len(dm.datasets["validation"]) == 2  # 5 % held out
+    assert "test" not in dm.datasets  # each stage tokenises only its own splits
+    dm.setup("test")
     batch = next(iter(dm.test_dataloader()))
     assert batch["labels"].tolist() == [0, 1] * 4
     assert batch["input_ids"][:, 0].eq(dm.tokenizer.cls_token_id).all()
