@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 
 import lightning as L
 
@@ -22,3 +23,14 @@ class RecordBlocks(L.Callback):
         os.makedirs(self.dir, exist_ok=True)
         with open(os.path.join(self.dir, f"rank{trainer.global_rank}.json"), "w") as f:
             json.dump({"blocks": self.blocks, "world_size": trainer.world_size}, f)
+
+
+class KillAtStep(L.Callback):
+    """SIGKILLs its own process after optimizer step ``step``: a job killed without warning mid-epoch."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from bigmodel.data.sources import default_cache_dir
 
@@ -38,13 +38,19 @@ class TextDataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
 
     def loader(
-        self, dataset: Dataset, collate_fn: Callable[[list[Any]], Any], shuffle: bool = False, drop_last: bool = False
+        self,
+        dataset: Dataset,
+        collate_fn: Callable[[list[Any]], Any],
+        shuffle: bool = False,
+        drop_last: bool = False,
+        sampler: Sampler | None = None,
     ) -> DataLoader:
         hp = self.hparams
         return DataLoader(
             dataset,
             batch_size=hp.batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             collate_fn=collate_fn,
             num_workers=hp.num_workers,
             persistent_workers=hp.num_workers > 0,

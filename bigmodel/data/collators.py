@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding, PreTrainedTokenizerBase
 
+from bigmodel.seeding import mix_seed
+
 
 def _drop_full_mask(batch: dict[str, Any]) -> dict[str, Any]:
     mask = batch.get("attention_mask")
@@ -21,29 +23,34 @@ class MLMCollator:
     never selected), redrawn each time a batch is made. Returns flat indices of the selected positions so the
     model computes vocabulary logits only there.
 
-    ``fixed_seed``: draw the same masks for the same batch every time (seeded by the batch's content), so a
-    validation loss is comparable across epochs and best-checkpoint selection is not driven by masking noise.
+    ``seed``: make the masks a function of the batch, not of the process's random state. Examples that carry
+    ``epoch`` and ``index`` (training, see ``sampling.EpochIndexed``) are masked from (seed, epoch, indices): new
+    masks every epoch, the same ones again after a resume. Examples without them (validation) are masked from
+    their content: the same masks every epoch, so validation losses compare across epochs.
     """
 
     def __init__(
-        self, tokenizer: PreTrainedTokenizerBase, mlm_probability: float = 0.15, fixed_seed: int | None = None
+        self, tokenizer: PreTrainedTokenizerBase, mlm_probability: float = 0.15, seed: int | None = None
     ) -> None:
         if tokenizer.mask_token is None or tokenizer.pad_token is None:
             raise ValueError("MLM needs a tokenizer with mask and pad tokens (e.g. [MASK], [PAD])")
         self.inner = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability)
         self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)))
         self.pad_id = tokenizer.pad_token_id
-        self.fixed_seed = fixed_seed
+        self.seed = seed
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if self.seed is not None and "index" in examples[0]:
+            key = mix_seed(self.seed, int(examples[0]["epoch"]), [int(ex["index"]) for ex in examples])
+            self.inner.generator = torch.Generator().manual_seed(key)
         rows = [torch.as_tensor(ex["input_ids"]) for ex in examples]
         if len({len(r) for r in rows}) == 1:
             input_ids = torch.stack(rows)  # fixed-length blocks: no padding work
         else:
             input_ids = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=self.pad_id)
         attention_mask = input_ids != self.pad_id
-        if self.fixed_seed is not None:
-            self.inner.generator = torch.Generator().manual_seed(self.fixed_seed + int(input_ids[:, :64].sum()))
+        if self.seed is not None and "index" not in examples[0]:
+            self.inner.generator = torch.Generator().manual_seed(self.seed + int(input_ids[:, :64].sum()))
         special = torch.isin(input_ids, self.special_ids)
         input_ids, labels = self.inner.torch_mask_tokens(input_ids, special_tokens_mask=special)
         labels = labels.view(-1)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+import os
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -11,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from bigmodel.nn import num_parameters
+from bigmodel.seeding import mix_seed
 from bigmodel.tasks.optim import Schedule, build_optimizer
 
 
@@ -45,6 +47,12 @@ class Task(L.LightningModule):
         if warmup < 0:
             raise ValueError(f"warmup must be >= 0, got {warmup}")
         self.skipped_steps = 0
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Dropout draws from a generator seeded by (seed, rank, epoch, batch): a run resumed mid-epoch makes the
+        same draws as one that never stopped (Lightning does not checkpoint random states)."""
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        torch.manual_seed(mix_seed(seed, self.global_rank, self.current_epoch, batch_idx))
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Gradients are already reduced across DDP ranks here, so every rank takes the same decision."""

@@ -50,6 +50,6 @@ def test_validation_masks_are_fixed_per_batch(pydoc_text):
     tok = _tokenizer(pydoc_text)
     ids = torch.randint(10, len(tok), (8, 64))
     examples = [{"input_ids": row} for row in ids]
-    fixed = MLMCollator(tok, fixed_seed=7)
+    fixed = MLMCollator(tok, seed=7)
     a, b = fixed(examples), fixed(examples)
     assert torch.equal(a["masked_positions"], b["masked_positions"]) and torch.equal(a["input_ids"], b["input_ids"])

@@ -1,0 +1,53 @@
+"""Data order that can be rebuilt: every epoch's shuffle comes from (seed, epoch), and a resumed run can start
+the epoch part-way, so a run killed mid-epoch and resumed sees exactly the batches an uninterrupted run sees."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from bigmodel.seeding import mix_seed
+
+
+class ResumableSampler(Sampler[tuple[int, int]]):
+    """Yields ``(epoch, index)``; Lightning calls ``set_epoch`` every epoch (also through DDP's sampler wrapper).
+
+    ``skip`` drops the first indices of the next iteration only: the examples a resumed run already trained on.
+    ``len`` stays the full epoch so the trainer's count of batches per epoch does not change on resume.
+    """
+
+    def __init__(self, length: int, seed: int, shuffle: bool = True) -> None:
+        self.length, self.seed, self.shuffle = length, seed, shuffle
+        self.epoch = 0
+        self.skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.shuffle:
+            order = torch.randperm(self.length, generator=torch.Generator().manual_seed(mix_seed(self.seed, self.epoch)))
+        else:
+            order = torch.arange(self.length)
+        skip, self.skip = self.skip, 0
+        return iter([(self.epoch, i) for i in order[skip:].tolist()])
+
+    def __len__(self) -> int:
+        return self.length
+
+
+class EpochIndexed(Dataset):
+    """``dataset[(epoch, i)]`` -> the example plus its epoch and index, so collators can seed per batch."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        epoch, index = key
+        return {**self.dataset[index], "epoch": epoch, "index": index}
