@@ -9,6 +9,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from bigmodel.data.sampling import EpochIndexed, ResumableSampler
 from bigmodel.data.sources import default_cache_dir
 
 
@@ -36,6 +37,34 @@ class TextDataModule(L.LightningDataModule):
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self._consumed: tuple[int, int] = (0, 0)  # (epoch, training batches consumed in it), saved in checkpoints
+        self._resume: tuple[int, int] | None = None
+
+    def train_loader(self, dataset: Dataset, collate_fn: Callable[[list[Any]], Any], drop_last: bool = False):
+        """Shuffled from (seed, epoch) and resumable mid-epoch; examples carry their epoch and index so that
+        collators can seed per batch. ``--ckpt_path last`` after a kill continues with the very next batch."""
+        hp = self.hparams
+        sampler = ResumableSampler(len(dataset), hp.seed)
+        if self._resume is not None:  # restored mid-epoch: skip what the run already trained on
+            epoch, consumed = self._resume
+            sampler.set_epoch(epoch)
+            sampler.skip = consumed * hp.batch_size
+            self._resume = None
+        return self.loader(EpochIndexed(dataset), collate_fn, sampler=sampler, drop_last=drop_last)
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Counts the training batches of this epoch that reached the model (not those merely prefetched)."""
+        if self.trainer is not None and self.trainer.training:
+            epoch = self.trainer.current_epoch
+            self._consumed = (epoch, self._consumed[1] + 1 if self._consumed[0] == epoch else 1)
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self._consumed[0], "consumed_batches": self._consumed[1]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._resume = (state["epoch"], state["consumed_batches"])
+        self._consumed = self._resume
 
     def loader(
         self,

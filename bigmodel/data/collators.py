@@ -68,7 +68,7 @@ class ClassificationCollator:
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         texts = [ex.pop("text") for ex in examples] if "text" in examples[0] else None
-        batch = dict(self.inner(examples))
+        batch = dict(self.inner([{k: v for k, v in ex.items() if k not in ("epoch", "index")} for ex in examples]))
         if texts is not None:
             batch["text"] = texts
         return _drop_full_mask(batch)

@@ -14,7 +14,6 @@ from torch.utils.data import DataLoader
 from transformers import AutoTokenizer
 
 from bigmodel.data.collators import MLMCollator
-from bigmodel.data.sampling import EpochIndexed, ResumableSampler
 from bigmodel.data.base import TextDataModule
 from bigmodel.data.sources import Files, ensure_validation, load_source
 from bigmodel.data.tokenizer import batched, load_tokenizer, train_wordpiece
@@ -69,8 +68,6 @@ class CorpusDataModule(TextDataModule):
         )
         self.vocab_size = len(self.tokenizer)
         self.datasets: dict[str, Any] = {}
-        self._consumed: tuple[int, int] = (0, 0)  # (epoch, training batches consumed in it), saved in checkpoints
-        self._resume: tuple[int, int] | None = None
 
     def _trained_tokenizer(self):
         """Train once per corpus and settings; cached so DDP ranks and reruns share the same vocabulary."""
@@ -133,29 +130,10 @@ class CorpusDataModule(TextDataModule):
     def train_dataloader(self) -> DataLoader:
         hp = self.hparams
         blocks = self.datasets["train"]
-        sampler = ResumableSampler(len(blocks), hp.seed)
-        if self._resume is not None:  # a run restored mid-epoch: skip what it already trained on
-            epoch, consumed = self._resume
-            sampler.set_epoch(epoch)
-            sampler.skip = consumed * hp.batch_size
-            self._resume = None
         collate = MLMCollator(self.tokenizer, hp.mlm_probability, seed=hp.seed)
-        return self.loader(EpochIndexed(blocks), collate, sampler=sampler, drop_last=len(blocks) > hp.batch_size)
+        return self.train_loader(blocks, collate, drop_last=len(blocks) > hp.batch_size)
 
     def val_dataloader(self) -> DataLoader:
         hp = self.hparams
         return self.loader(self.datasets["validation"], MLMCollator(self.tokenizer, hp.mlm_probability, seed=hp.seed))
 
-    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Counts the training batches of this epoch that reached the model (not those merely prefetched)."""
-        if self.trainer is not None and self.trainer.training:
-            epoch = self.trainer.current_epoch
-            self._consumed = (epoch, self._consumed[1] + 1 if self._consumed[0] == epoch else 1)
-        return batch
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self._consumed[0], "consumed_batches": self._consumed[1]}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._resume = (state["epoch"], state["consumed_batches"])
-        self._consumed = self._resume

@@ -158,13 +158,15 @@ class TextClassificationDataModule(TextDataModule):
         ds: DatasetDict = load_local({"predict": files})
         return ds["predict"]
 
-    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
+    def _loader(self, split: str) -> DataLoader:
         if split not in self.datasets:
             raise ValueError(f"no {split} data: set data.init_args.{split}_files (or a dataset with that split)")
-        return self.loader(self.datasets[split], ClassificationCollator(self.tokenizer), shuffle=shuffle)
+        return self.loader(self.datasets[split], ClassificationCollator(self.tokenizer))
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        if "train" not in self.datasets:
+            raise ValueError("no train data: set data.init_args.train_files (or a dataset with a train split)")
+        return self.train_loader(self.datasets["train"], ClassificationCollator(self.tokenizer))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("validation")
