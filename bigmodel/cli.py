@@ -17,6 +17,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 import bigmodel.data  # noqa: F401  (registers the data modules for short class names in YAML)
 from bigmodel.callbacks import PredictionWriter, TokenizerCheckpoint, default_checkpoint_dir
+from bigmodel.checkpoint_io import AtomicCheckpointIO
 from bigmodel.data.hub import HubUnavailableError
 from bigmodel.tasks import base
 
@@ -39,6 +40,7 @@ class BigModelCLI(LightningCLI):
                     "init_args": {"save_dir": "runs", "name": "default"},
                 },
                 "callbacks": [LearningRateMonitor(logging_interval="step"), TokenizerCheckpoint()],
+                "plugins": [AtomicCheckpointIO()],
             },
             # parse errors raise instead of printing a ~50-line usage block; main() prints them as one line
             parser_kwargs={"exit_on_error": False, **{c: {"exit_on_error": False} for c in SUBCOMMANDS}},

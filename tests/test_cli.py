@@ -281,3 +281,26 @@ def test_killed_mid_epoch_then_resumed_matches_an_uninterrupted_run(tmp_path, py
                                    rtol=0, atol=1e-6)
     for (name, a), b in zip(full.model.named_parameters(), resumed.model.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+
+
+def test_a_save_that_dies_midway_leaves_the_previous_checkpoint(tmp_path, pydoc_text, monkeypatch):
+    config = mlm_config(tmp_path, pydoc_text, max_epochs=1, limit_train_batches=4, limit_val_batches=1)
+    config["checkpoint"] = {"monitor": None, "every_n_train_steps": 2}
+    cli = BigModelCLI(args=["fit", "-c", write_yaml(tmp_path / "mlm.yaml", config)])
+    from bigmodel.checkpoint_io import AtomicCheckpointIO
+
+    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)  # temp file beside the target
+    last = tmp_path / "runs" / "mlm" / "checkpoints" / "last.ckpt"
+    good = last.read_bytes()
+    real_save = torch.save
+
+    def dies_midway(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise KeyboardInterrupt  # as if killed while writing
+
+    monkeypatch.setattr(torch, "save", dies_midway)
+    with pytest.raises(KeyboardInterrupt):
+        cli.trainer.save_checkpoint(last)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert last.read_bytes() == good and not list(last.parent.glob("*.tmp-*"))
+    assert torch.load(last, weights_only=True)["global_step"] == 4
