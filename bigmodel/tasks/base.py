@@ -51,6 +51,7 @@ class Task(L.LightningModule):
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Dropout draws from a generator seeded by (seed, rank, epoch, batch): a run resumed mid-epoch makes the
         same draws as one that never stopped (Lightning does not checkpoint random states)."""
+        self._batch_idx = batch_idx
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
         torch.manual_seed(mix_seed(seed, self.global_rank, self.current_epoch, batch_idx))
 
@@ -63,7 +64,8 @@ class Task(L.LightningModule):
             return
         if self.hparams.nonfinite == "stop":
             raise FloatingPointError(
-                f"non-finite gradients at step {self.global_step} (epoch {self.current_epoch}); the parameters are "
+                f"non-finite gradients at step {self.global_step} (epoch {self.current_epoch}, batch "
+                f"{getattr(self, '_batch_idx', '?')} of the epoch); the parameters are "
                 "still finite. Lower the lr, set --trainer.gradient_clip_val 1.0, or set "
                 "model.init_args.nonfinite: skip"
             )
