@@ -1,10 +1,20 @@
-"""Test-only callbacks, importable by CLI subprocesses (``--trainer.callbacks+=tests.helpers.RecordBlocks``)."""
+"""Test helpers; the callbacks are importable by CLI subprocesses (``--trainer.callbacks+=tests.helpers.X``)."""
 
+import csv
 import json
 import os
 import signal
 
 import lightning as L
+
+
+def write_table(path, rows, header=("text", "label")) -> str:
+    """A CSV file with a header row; returns its path as a string."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return str(path)
 
 
 class RecordBlocks(L.Callback):

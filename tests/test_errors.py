@@ -1,11 +1,10 @@
 """Bad input stops before training with one line, `bigmodel: error: ...`, that names the problem and the fix."""
 
-import csv
-
 import pytest
 import torch
 
 from bigmodel.cli import BigModelCLI, main
+from tests.helpers import write_table
 from tests.test_cli import finetune_config, mlm_config, write_yaml
 
 
@@ -29,12 +28,7 @@ def checkpoints(tmp_path_factory, pydoc_text):
     return tmp, mlm_ckpt, str(tmp / "runs" / "cls" / "checkpoints" / "last.ckpt")
 
 
-def table(path, rows, header=("text", "label")):
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return str(path)
+table = write_table
 
 
 def cls_args(tmp_path, mlm_ckpt, **data):

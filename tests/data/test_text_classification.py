@@ -1,11 +1,10 @@
-import csv
-
 import pytest
 
 from bigmodel.data import TextClassificationDataModule
 from bigmodel.data.hub import HubUnavailableError
 from bigmodel.data.tokenizer import train_wordpiece
 from tests.conftest import shared_data
+from tests.helpers import write_table
 
 
 @pytest.fixture(scope="module")
@@ -16,11 +15,7 @@ def tokenizer_dir(pydoc_text, tmp_path_factory):
 
 
 def _write(path, rows, header=("review", "sentiment")):
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    return str(path)
+    return write_table(path, rows, header)
 
 
 def test_string_labels_columns_and_padding(tmp_path, tokenizer_dir):
