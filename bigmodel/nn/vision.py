@@ -1,0 +1,104 @@
+"""Images on the shared encoder: a ViT is a patch embedding + ``TransformerEncoder`` + a linear head.
+
+There is no second attention or block implementation here: ``VisionTransformer.encoder`` is the same class the
+text models use, built with ``PatchEmbeddings`` in place of ``TextEmbeddings``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bigmodel.nn.config import EncoderConfig
+from bigmodel.nn.encoder import EncoderOutput, TransformerEncoder, init_weights
+
+
+def resample_position_embeddings(
+    pos: torch.Tensor, new_grid: tuple[int, int], num_prefix_tokens: int = 1
+) -> torch.Tensor:
+    """(1, prefix + h*w, D) -> (1, prefix + H*W, D): bicubic resampling of the grid part, prefix tokens kept.
+
+    Lets a checkpoint trained at one image/patch size run at another (e.g. 224px weights on 32px CIFAR).
+    """
+    prefix, grid = pos[:, :num_prefix_tokens], pos[:, num_prefix_tokens:]
+    old = int(math.isqrt(grid.shape[1]))
+    if old * old != grid.shape[1]:
+        raise ValueError(f"position embeddings hold {grid.shape[1]} grid positions, not a square grid")
+    if (old, old) == tuple(new_grid):
+        return pos
+    dim = grid.shape[-1]
+    grid = grid.reshape(1, old, old, dim).permute(0, 3, 1, 2).float()
+    grid = F.interpolate(grid, size=new_grid, mode="bicubic", align_corners=False)
+    grid = grid.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], dim).to(pos.dtype)
+    return torch.cat([prefix, grid], dim=1)
+
+
+class PatchEmbeddings(nn.Module):
+    """Strided-conv patches + a [CLS] token + learned positions (resampled for other image sizes) + dropout."""
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        if config.image_size % config.patch_size:
+            raise ValueError(
+                f"image_size {config.image_size} is not a multiple of patch_size {config.patch_size}"
+            )
+        self.patch_size = config.patch_size
+        self.grid = config.image_size // config.patch_size
+        self.proj = nn.Conv2d(config.num_channels, config.hidden_size, config.patch_size, stride=config.patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
+        self.position_embeddings = nn.Parameter(torch.zeros(1, 1 + self.grid * self.grid, config.hidden_size))
+        nn.init.trunc_normal_(self.position_embeddings, std=config.initializer_range)
+        nn.init.trunc_normal_(self.cls_token, std=config.initializer_range)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, 1 + N, D)
+        B, _, H, W = pixel_values.shape
+        if H % self.patch_size or W % self.patch_size:
+            raise ValueError(f"image size {H}x{W} is not a multiple of patch_size {self.patch_size}")
+        x = self.proj(pixel_values).flatten(2).transpose(1, 2)
+        pos = resample_position_embeddings(self.position_embeddings, (H // self.patch_size, W // self.patch_size))
+        x = torch.cat([self.cls_token.expand(B, -1, -1), x], dim=1) + pos
+        return self.dropout(x)
+
+
+class VisionTransformer(nn.Module):
+    """``forward_features`` (encoder output) and ``forward_head`` ([CLS] -> linear), as in timm."""
+
+    def __init__(self, config: EncoderConfig, num_classes: int) -> None:
+        super().__init__()
+        if not config.norm_first:
+            raise ValueError("a ViT uses pre-LN blocks: build it from a vit-* preset or set norm_first: true")
+        self.config = config
+        self.encoder = TransformerEncoder(config, embeddings=PatchEmbeddings(config))
+        self.head = nn.Linear(config.hidden_size, num_classes)
+        init_weights(self.head, config.initializer_range)
+
+    def forward_features(self, pixel_values: torch.Tensor, output_attentions: bool = False) -> EncoderOutput:
+        return self.encoder(pixel_values, output_attentions=output_attentions)
+
+    def forward_head(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.head(hidden[:, 0])
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, num_classes)
+        return self.forward_head(self.forward_features(pixel_values).last_hidden_state)
+
+
+def cls_attention_maps(attentions: tuple[torch.Tensor, ...], grid: tuple[int, int]) -> torch.Tensor:
+    """Last layer's attention from [CLS] to each patch, per head: (B, heads, grid_h, grid_w)."""
+    last = attentions[-1][:, :, 0, 1:]
+    return last.reshape(*last.shape[:2], *grid)
+
+
+def attention_rollout(attentions: tuple[torch.Tensor, ...], grid: tuple[int, int]) -> torch.Tensor:
+    """Attention rollout (Abnar & Zuidema, 2020): head-averaged attention plus the residual, multiplied through the
+    layers; returns how much [CLS] draws from each patch, (B, grid_h, grid_w), rows summing to 1 with [CLS]."""
+    rollout = None
+    for layer in attentions:
+        a = layer.mean(dim=1)
+        a = a + torch.eye(a.shape[-1], device=a.device, dtype=a.dtype)
+        a = a / a.sum(dim=-1, keepdim=True)
+        rollout = a if rollout is None else a @ rollout
+    return rollout[:, 0, 1:].reshape(-1, *grid)

@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from bigmodel.nn import EncoderConfig, TransformerEncoder, VisionTransformer, attention_rollout, num_parameters
+from bigmodel.nn.encoder import Attention
+from bigmodel.nn.vision import cls_attention_maps, resample_position_embeddings
+
+
+def test_vit_runs_on_the_shared_encoder_forward_and_backward():
+    torch.manual_seed(0)
+    vit = VisionTransformer(EncoderConfig.from_name("vit-cifar-tiny"), num_classes=10)
+    assert type(vit.encoder) is TransformerEncoder and type(vit.encoder.layers[0].attn) is Attention
+    logits = vit(torch.randn(2, 3, 32, 32))
+    assert logits.shape == (2, 10)
+    logits.sum().backward()
+    assert all(p.grad is not None for p in vit.parameters())
+
+
+def test_vit_base_matches_the_published_parameter_count():
+    with torch.device("meta"):
+        vit = VisionTransformer(EncoderConfig.from_name("vit-base"), num_classes=1000)
+    assert num_parameters(vit) == 86_567_656  # ViT-B/16 at 224 px with a 1000-class head
+
+
+def test_vit_tiny_at_224():
+    vit = VisionTransformer(EncoderConfig.from_name("vit-tiny"), num_classes=3).eval()
+    with torch.no_grad():
+        out = vit.forward_features(torch.randn(1, 3, 224, 224))
+    assert out.last_hidden_state.shape == (1, 197, 192)
+
+
+def test_position_embeddings_resample_and_are_identity_at_the_same_size():
+    pos = torch.randn(1, 1 + 8 * 8, 16)
+    assert resample_position_embeddings(pos, (8, 8)) is pos
+    bigger = resample_position_embeddings(pos, (12, 12))
+    assert bigger.shape == (1, 1 + 144, 16) and torch.isfinite(bigger).all()
+    assert torch.equal(bigger[:, 0], pos[:, 0])  # the [CLS] position is kept
+    vit = VisionTransformer(EncoderConfig.from_name("vit-cifar-tiny"), num_classes=10).eval()
+    with torch.no_grad():
+        assert torch.isfinite(vit(torch.randn(2, 3, 48, 48))).all()  # a 12x12 grid from an 8x8 table
+    with pytest.raises(ValueError, match="not a multiple of patch_size 4"):
+        vit(torch.randn(1, 3, 30, 30))
+
+
+def test_attention_maps_from_the_explicit_path():
+    torch.manual_seed(0)
+    vit = VisionTransformer(EncoderConfig.from_name("vit-cifar-tiny"), num_classes=10).eval()
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        fast = vit.forward_features(images).last_hidden_state
+        slow = vit.forward_features(images, output_attentions=True)
+    torch.testing.assert_close(fast, slow.last_hidden_state, atol=1e-5, rtol=1e-5)
+    maps = cls_attention_maps(slow.attentions, (8, 8))
+    assert maps.shape == (2, 3, 8, 8) and (maps >= 0).all()
+    rollout = attention_rollout(slow.attentions, (8, 8))
+    assert rollout.shape == (2, 8, 8) and (rollout > 0).all() and (rollout.sum((1, 2)) < 1).all()
+
+
+def test_vit_needs_pre_ln():
+    with pytest.raises(ValueError, match="pre-LN"):
+        VisionTransformer(EncoderConfig.from_name("vit-cifar-tiny", norm_first=False), num_classes=2)
