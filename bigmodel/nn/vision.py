@@ -92,13 +92,15 @@ def cls_attention_maps(attentions: tuple[torch.Tensor, ...], grid: tuple[int, in
     return last.reshape(*last.shape[:2], *grid)
 
 
-def attention_rollout(attentions: tuple[torch.Tensor, ...], grid: tuple[int, int]) -> torch.Tensor:
+def attention_rollout(attentions: tuple[torch.Tensor, ...], grid: tuple[int, int] | None = None) -> torch.Tensor:
     """Attention rollout (Abnar & Zuidema, 2020): head-averaged attention plus the residual, multiplied through the
-    layers; returns how much [CLS] draws from each patch, (B, grid_h, grid_w), rows summing to 1 with [CLS]."""
+    layers. Returns how much [CLS] draws from every token, (B, S), summing to 1; with ``grid``, the patch part of
+    it as an image-shaped map, (B, grid_h, grid_w). Works for text and images alike."""
     rollout = None
     for layer in attentions:
         a = layer.mean(dim=1)
         a = a + torch.eye(a.shape[-1], device=a.device, dtype=a.dtype)
         a = a / a.sum(dim=-1, keepdim=True)
         rollout = a if rollout is None else a @ rollout
-    return rollout[:, 0, 1:].reshape(-1, *grid)
+    cls = rollout[:, 0]
+    return cls if grid is None else cls[:, 1:].reshape(-1, *grid)
