@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,22 @@ class PredictionWriter(BasePredictionWriter):
                 writer.writeheader()
                 writer.writerows(rows)
         rank_zero_info(f"Wrote {len(rows)} predictions to {path}")
+
+
+def archive_previous_checkpoints(trainer: L.Trainer) -> None:
+    """A fresh fit under a run name that already has checkpoints moves them to ``checkpoints/previous/<time>/``
+    instead of overwriting them: nothing trained is lost, and ``.../checkpoints/last.ckpt`` is the newest run."""
+    if int(os.environ.get("LOCAL_RANK", 0)) or int(os.environ.get("NODE_RANK", 0)):
+        return  # ranks launched by rank 0 see rank 0's fresh files
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    for cb in trainer.checkpoint_callbacks:
+        old = sorted(Path(cb.dirpath).glob("*.ckpt")) if cb.dirpath and os.path.isdir(cb.dirpath) else []
+        if old:
+            target = Path(cb.dirpath) / "previous" / stamp
+            target.mkdir(parents=True, exist_ok=True)
+            for path in old:
+                path.rename(target / path.name)
+            rank_zero_info(f"Moved {len(old)} checkpoint(s) of an earlier run to {target}")
 
 
 def default_checkpoint_dir(trainer: L.Trainer) -> None:

@@ -16,7 +16,12 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 import bigmodel.data  # noqa: F401  (registers the data modules for short class names in YAML)
-from bigmodel.callbacks import PredictionWriter, TokenizerCheckpoint, default_checkpoint_dir
+from bigmodel.callbacks import (
+    PredictionWriter,
+    TokenizerCheckpoint,
+    archive_previous_checkpoints,
+    default_checkpoint_dir,
+)
 from bigmodel.checkpoint_io import AtomicCheckpointIO
 from bigmodel.data.hub import HubUnavailableError
 from bigmodel.tasks import base
@@ -57,7 +62,7 @@ class BigModelCLI(LightningCLI):
                 "checkpoint.save_top_k": 1,
                 "checkpoint.save_last": True,
                 "checkpoint.filename": "best",
-                # one best.ckpt/last.ckpt per run name: a rerun replaces them instead of writing best-v1.ckpt
+                # one best.ckpt/last.ckpt per run name (a fresh rerun first moves them to previous/<time>/)
                 "checkpoint.enable_version_counter": False,
             }
         )
@@ -92,6 +97,10 @@ class BigModelCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
         default_checkpoint_dir(self.trainer)
+
+    def before_fit(self) -> None:
+        if self.config_init[self.subcommand].get("ckpt_path") is None:
+            archive_previous_checkpoints(self.trainer)
 
 
 USER_ERRORS = (ValueError, FileNotFoundError, HubUnavailableError, FloatingPointError)
