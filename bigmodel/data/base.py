@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_warn
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -48,7 +49,11 @@ class TextDataModule(L.LightningDataModule):
         if self._resume is not None:  # restored mid-epoch: skip what the run already trained on
             epoch, consumed = self._resume
             sampler.set_epoch(epoch)
-            sampler.skip = consumed * hp.batch_size
+            world = self.trainer.world_size if self.trainer is not None else 1
+            if world == 1:
+                sampler.skip = consumed * hp.batch_size
+            elif consumed:  # Lightning's distributed sampler re-splits our order; skipping here would be wrong
+                rank_zero_warn("resuming mid-epoch on several devices restarts that epoch's data order")
             self._resume = None
         return self.loader(EpochIndexed(dataset), collate_fn, sampler=sampler, drop_last=drop_last)
 
