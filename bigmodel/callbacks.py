@@ -43,7 +43,7 @@ class TokenizerCheckpoint(Callback):
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Writes ``predict`` results (text, label id, class name, class probabilities) to CSV or JSONL.
+    """Writes ``predict`` results (text or image path, label id, class name, class probabilities) to CSV or JSONL.
 
     Args:
         output: file path (``.csv`` or ``.jsonl``); default ``<run dir>/predictions.csv``. Ranks other than 0
@@ -62,9 +62,10 @@ class PredictionWriter(BasePredictionWriter):
         names = list(getattr(pl_module, "class_names", None) or [])
         rows = []
         for batch in predictions:
-            texts = batch.get("text") or [None] * len(batch["pred"])
-            for text, pred, probs in zip(texts, batch["pred"].tolist(), batch["probs"].tolist()):
-                row = {"text": text, "label": pred, "class_name": names[pred] if names else str(pred)}
+            key = "path" if "path" in batch else "text"
+            inputs = batch.get(key) or [None] * len(batch["pred"])
+            for item, pred, probs in zip(inputs, batch["pred"].tolist(), batch["probs"].tolist()):
+                row = {key: item, "label": pred, "class_name": names[pred] if names else str(pred)}
                 row.update({f"prob_{names[i] if names else i}": round(p, 6) for i, p in enumerate(probs)})
                 rows.append(row)
         if path.suffix == ".jsonl":

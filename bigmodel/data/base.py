@@ -1,4 +1,4 @@
-"""Settings and DataLoader construction that the text data modules share."""
+"""Settings, DataLoader construction and resumable training order that all data modules share."""
 
 from __future__ import annotations
 
@@ -14,21 +14,22 @@ from bigmodel.data.sampling import EpochIndexed, ResumableSampler
 from bigmodel.data.sources import default_cache_dir
 
 
-class TextDataModule(L.LightningDataModule):
+class DataModule(L.LightningDataModule):
     """Args (under ``data.init_args`` in YAML):
         batch_size: per device; the effective batch also multiplies by devices and gradient accumulation.
         num_workers: DataLoader worker processes.
-        num_proc: processes for ``datasets.map`` (tokenising is cached, so only the first run pays).
         validation_fraction: share of train held out when the source has no validation split.
-        seed: for that split (and for the fixed validation masks of MLM).
-        cache_dir: trained tokenizers and built-in data; default ``$BIGMODEL_CACHE`` or ``~/.cache/bigmodel``.
+        seed: for that split, the training order (and MLM's fixed validation masks).
+        cache_dir: trained tokenizers and downloaded/built-in data; default ``$BIGMODEL_CACHE`` or
+            ``~/.cache/bigmodel``.
     """
+
+    vocab_size: int | None = None  # set by text data modules; the CLI links it to the task
 
     def __init__(
         self,
         batch_size: int = 32,
         num_workers: int = 0,
-        num_proc: int | None = None,
         validation_fraction: float = 0.05,
         seed: int = 42,
         cache_dir: str | None = None,
@@ -91,3 +92,11 @@ class TextDataModule(L.LightningDataModule):
             pin_memory=torch.cuda.is_available(),
             drop_last=drop_last,
         )
+
+
+class TextDataModule(DataModule):
+    """Args: ``num_proc``: processes for ``datasets.map`` (tokenising is cached, so only the first run pays);
+    the rest as ``DataModule``."""
+
+    def __init__(self, num_proc: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)

@@ -51,3 +51,9 @@ class EpochIndexed(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         epoch, index = key
         return {**self.dataset[index], "epoch": epoch, "index": index}
+
+    def __getitems__(self, keys: list[tuple[int, int]]) -> Any:
+        """A whole batch in one op from datasets that offer ``get_batch`` (in-memory images), else per example."""
+        get_batch = getattr(self.dataset, "get_batch", None)
+        batch = get_batch([i for _, i in keys]) if get_batch is not None else None
+        return batch if batch is not None else [self[k] for k in keys]

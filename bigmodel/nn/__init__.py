@@ -1,5 +1,6 @@
-"""Pure PyTorch model code: imports torch only, so it can be copied into another project."""
+"""Pure PyTorch model code: imports torch (and torchvision for ResNet) only, so it can be copied into another project."""
 
+from bigmodel.nn.cnn import ResNet18, SmallCNN
 from bigmodel.nn.config import PRESETS, EncoderConfig
 from bigmodel.nn.encoder import Attention, Block, EncoderOutput, TransformerEncoder, num_parameters
 from bigmodel.nn.heads import ClassificationHead, MLMHead, Pooler
@@ -9,6 +10,8 @@ from bigmodel.nn.vision import PatchEmbeddings, VisionTransformer, attention_rol
 __all__ = [
     "PRESETS",
     "PatchEmbeddings",
+    "ResNet18",
+    "SmallCNN",
     "VisionTransformer",
     "attention_rollout",
     "resample_position_embeddings",

@@ -7,12 +7,14 @@ text models use, built with ``PatchEmbeddings`` in place of ``TextEmbeddings``.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from bigmodel.nn.config import EncoderConfig
+from bigmodel.nn.convert import convert_hf_vit, is_hf_vit
 from bigmodel.nn.encoder import EncoderOutput, TransformerEncoder, init_weights
 
 
@@ -65,10 +67,20 @@ class PatchEmbeddings(nn.Module):
 
 
 class VisionTransformer(nn.Module):
-    """``forward_features`` (encoder output) and ``forward_head`` ([CLS] -> linear), as in timm."""
+    """``forward_features`` (encoder output) and ``forward_head`` ([CLS] -> linear), as in timm.
 
-    def __init__(self, config: EncoderConfig, num_classes: int) -> None:
+    Args:
+        num_classes: outputs of the head (first, so a task can build any backbone as ``backbone(num_classes)``).
+        config: an ``EncoderConfig`` or a preset name (``vit-tiny``, ``vit-cifar-small``, ...).
+        overrides: config fields to change, e.g. ``{image_size: 28, num_channels: 1, hidden_dropout: 0.1}``.
+    """
+
+    def __init__(
+        self, num_classes: int = 1000, config: EncoderConfig | str = "vit-tiny", overrides: dict[str, Any] | None = None
+    ) -> None:
         super().__init__()
+        config = EncoderConfig.from_name(config) if isinstance(config, str) else config
+        config = config.replace(**(overrides or {}))
         if not config.norm_first:
             raise ValueError("a ViT uses pre-LN blocks: build it from a vit-* preset or set norm_first: true")
         self.config = config
@@ -84,6 +96,36 @@ class VisionTransformer(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, num_classes)
         return self.forward_head(self.forward_features(pixel_values).last_hidden_state)
+
+    def load_pretrained(self, state: dict[str, torch.Tensor]) -> list[str]:
+        """Loads a ViT trained elsewhere: this project's keys or Hugging Face ViT's (converted). Position
+        embeddings are resampled to this model's grid; a head of another class count is left new. Returns notes
+        on what was adapted; any other mismatch is an error that names the parameter."""
+        if is_hf_vit(state):
+            state = convert_hf_vit(state)
+        own = self.state_dict()
+        notes, state = [], dict(state)
+        pos_key = "encoder.embeddings.position_embeddings"
+        if pos_key in state and state[pos_key].shape != own[pos_key].shape:
+            grid = self.encoder.embeddings.grid
+            old = state[pos_key].shape[1] - 1
+            state[pos_key] = resample_position_embeddings(state[pos_key], (grid, grid))
+            notes.append(f"position embeddings resampled from {math.isqrt(old)}x{math.isqrt(old)} to {grid}x{grid}")
+        if "head.weight" in state and state["head.weight"].shape != own["head.weight"].shape:
+            notes.append(f"new {own['head.weight'].shape[0]}-class head (checkpoint has {state['head.weight'].shape[0]})")
+            state = {k: v for k, v in state.items() if not k.startswith("head.")}
+        wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+                 if k in own and v.shape != own[k].shape]
+        if wrong:
+            raise ValueError(
+                f"pretrained ViT does not fit this model: {wrong[0]}; build the backbone with the checkpoint's "
+                "preset (hidden size, patch size, channels) and change only image_size"
+            )
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith("head.")]
+        if missing or unexpected:
+            raise ValueError(f"pretrained ViT does not fit this model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        return notes
 
 
 def cls_attention_maps(attentions: tuple[torch.Tensor, ...], grid: tuple[int, int]) -> torch.Tensor:

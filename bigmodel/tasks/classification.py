@@ -1,13 +1,19 @@
-"""Sequence classification, fine-tuned from an MLM checkpoint of this project (``init_from``) or from scratch."""
+"""Classification for text and images: one task, two kinds of backbone.
+
+Text: the shared encoder + pooler + classifier, from scratch or from an MLM checkpoint (``init_from``).
+Images (or anything else): a ``backbone`` built from its class path, ``backbone(num_classes)`` maps
+``batch["pixel_values"]`` to logits. Loss, metrics, confusion matrix and predictions are the same code for both.
+"""
 
 from __future__ import annotations
 
 import csv
 import os
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import MetricCollection
 from torchmetrics.classification import (
@@ -20,30 +26,39 @@ from torchmetrics.classification import (
 
 from bigmodel.nn import EncoderConfig, SequenceClassifier
 from bigmodel.tasks.base import Task
-from bigmodel.tasks.checkpoints import META_KEY, read_checkpoint, submodule_state
+from bigmodel.tasks.checkpoints import META_KEY, load_backbone_weights, read_checkpoint, submodule_state
 
 
 def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
-    return MetricCollection(
-        {
-            "acc": MulticlassAccuracy(num_classes, average="micro"),
-            "f1": MulticlassF1Score(num_classes, average="macro"),
-            "precision": MulticlassPrecision(num_classes, average="macro"),
-            "recall": MulticlassRecall(num_classes, average="macro"),
-        },
-        prefix=prefix,
-    )
+    """Accuracy and macro F1/precision/recall; top-5 accuracy too when there are more than 10 classes."""
+    metrics = {
+        "acc": MulticlassAccuracy(num_classes, average="micro"),
+        "f1": MulticlassF1Score(num_classes, average="macro"),
+        "precision": MulticlassPrecision(num_classes, average="macro"),
+        "recall": MulticlassRecall(num_classes, average="macro"),
+    }
+    if num_classes > 10:
+        metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+    return MetricCollection(metrics, prefix=prefix)
 
 
 class ClassificationTask(Task):
-    """[CLS] -> pooler -> dropout -> linear, cross-entropy; accuracy, macro F1/precision/recall; confusion matrix.
+    """Backbone -> logits, cross-entropy (with label smoothing; soft targets from MixUp/CutMix); accuracy, macro
+    F1/precision/recall (+ top-5 above 10 classes); confusion matrix at test time.
 
     Args:
         num_classes, class_names: linked from the data module.
-        encoder, encoder_config: architecture when training from scratch (ignored in favour of the checkpoint's
-            architecture with ``init_from``; ``encoder_config`` may still change dropout there).
+        backbone: an image (or other) model by class path, e.g. ``bigmodel.nn.VisionTransformer``,
+            ``bigmodel.nn.ResNet18``, ``bigmodel.nn.SmallCNN``; called as ``backbone(num_classes)``. Unset: the text
+            classifier on the shared encoder, set by the next four arguments.
+        encoder, encoder_config: text architecture when training from scratch (ignored in favour of the
+            checkpoint's architecture with ``init_from``; ``encoder_config`` may still change dropout there).
         vocab_size: linked from the data module's tokenizer; must equal the checkpoint's.
-        init_from: an MLM checkpoint of this project; its encoder is loaded, the head is new.
+        init_from: text: an MLM checkpoint of this project (its encoder is loaded, the head is new). With a
+            backbone: a classification checkpoint of this project, or a state-dict file / Hugging Face model
+            directory (``.safetensors``, ``.bin``, ``.pth``) such as an ImageNet ViT; a head of another class count
+            and position embeddings of another image size are adapted.
+        classifier_dropout: text head dropout.
         label_smoothing: cross-entropy label smoothing.
         **kwargs: optimiser settings, see ``Task``.
     """
@@ -52,6 +67,7 @@ class ClassificationTask(Task):
         self,
         num_classes: int | None = None,
         class_names: list[str] | None = None,
+        backbone: Callable[[int], nn.Module] | None = None,
         encoder: str = "bert-tiny",
         encoder_config: dict[str, Any] | None = None,
         vocab_size: int | None = None,
@@ -63,10 +79,30 @@ class ClassificationTask(Task):
         super().__init__(**kwargs)
         if num_classes is None or num_classes < 2:
             raise ValueError(f"num_classes must be >= 2 (linked from the data module), got {num_classes}")
-        if vocab_size is None:
-            raise ValueError("vocab_size is unset: it comes from the data module's tokenizer through the CLI link")
-        overrides = dict(encoder_config or {})
         self._init_state: dict[str, torch.Tensor] | None = None
+        self.config: EncoderConfig | None = None
+        if backbone is not None:
+            self.net = backbone(num_classes)
+            if init_from:
+                self._init_state = load_backbone_weights(init_from)
+        else:
+            self.net = self._text_classifier(num_classes, encoder, encoder_config, vocab_size, init_from,
+                                             classifier_dropout)
+        self.class_names = class_names or [str(i) for i in range(num_classes)]
+        self.val_metrics = classification_metrics(num_classes, "val/")
+        self.test_metrics = classification_metrics(num_classes, "test/")
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+
+    def _text_classifier(
+        self, num_classes: int, encoder: str, encoder_config: dict[str, Any] | None, vocab_size: int | None,
+        init_from: str | None, classifier_dropout: float,
+    ) -> SequenceClassifier:
+        if vocab_size is None:
+            raise ValueError(
+                "vocab_size is unset: it comes from a text data module's tokenizer through the CLI link "
+                "(for images, set model.init_args.backbone)"
+            )
+        overrides = dict(encoder_config or {})
         if init_from:
             ckpt = read_checkpoint(init_from, expected_task="mlm")
             saved = ckpt[META_KEY]["encoder_config"]
@@ -87,29 +123,33 @@ class ClassificationTask(Task):
             self.config = EncoderConfig.from_name(encoder, **{**overrides, "vocab_size": vocab_size})
         # The resolved architecture, so that load_from_checkpoint(path, init_from=None) rebuilds it exactly.
         self.hparams["encoder_config"] = {**self.config.to_dict(), **overrides}
-        self.net = SequenceClassifier(self.config, num_classes, classifier_dropout)
-        self.class_names = class_names or [str(i) for i in range(num_classes)]
-        self.val_metrics = classification_metrics(num_classes, "val/")
-        self.test_metrics = classification_metrics(num_classes, "test/")
-        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        return SequenceClassifier(self.config, num_classes, classifier_dropout)
 
     def setup(self, stage: str) -> None:
         """Pretrained encoder weights go in when a fit starts afresh; a resumed fit, test or predict restores
         the fine-tuned weights from its own checkpoint instead."""
         if stage == "fit" and self._init_state is not None and self.trainer.ckpt_path is None:
-            self.load_encoder(self._init_state)
+            self.load_pretrained(self._init_state)
         self._init_state = None
 
-    def load_encoder(self, state: dict[str, torch.Tensor]) -> None:
-        missing, unexpected = self.net.encoder.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(
-                f"init_from {self.hparams.init_from!r} does not fit the encoder: missing {missing[:3]}, "
-                f"unexpected {unexpected[:3]}"
-            )
-        rank_zero_info(f"Loaded encoder weights from {self.hparams.init_from} ({len(state)} tensors)")
+    def load_pretrained(self, state: dict[str, torch.Tensor]) -> None:
+        source = self.hparams.init_from
+        if self.config is not None:  # text: the pretrained encoder, exactly; pooler and classifier are new
+            missing, unexpected = self.net.encoder.load_state_dict(state, strict=False)
+            if missing or unexpected:
+                raise ValueError(f"init_from {source!r} does not fit the encoder: missing {missing[:3]}, "
+                                 f"unexpected {unexpected[:3]}")
+            notes = []
+        elif hasattr(self.net, "load_pretrained"):  # knows foreign layouts, resamples positions, swaps the head
+            notes = self.net.load_pretrained(state)
+        else:
+            notes = load_matching(self.net, state, source)
+        rank_zero_info(f"Loaded pretrained weights from {source} ({len(state)} tensors)" +
+                       "".join(f"; {n}" for n in notes))
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        if self.config is None:
+            return self.net(batch["pixel_values"])
         logits, _ = self.net(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))
         return logits
 
@@ -118,9 +158,11 @@ class ClassificationTask(Task):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         logits = self(batch)
-        loss = self._loss(logits, batch["labels"])
+        labels = batch["labels"]  # class ids, or (B, classes) probabilities after MixUp/CutMix
+        loss = self._loss(logits, labels)
         self.log("train/loss", loss, prog_bar=True)
-        self.log("train/acc", (logits.argmax(-1) == batch["labels"]).float().mean())
+        hard = labels.argmax(-1) if labels.is_floating_point() else labels
+        self.log("train/acc", (logits.argmax(-1) == hard).float().mean())
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -168,8 +210,31 @@ class ClassificationTask(Task):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         probs = self(batch).float().softmax(-1)
-        return {"probs": probs, "pred": probs.argmax(-1), "text": batch.get("text")}
+        out = {"probs": probs, "pred": probs.argmax(-1)}
+        for key in ("text", "path"):  # what the rows of the prediction file are named by
+            if batch.get(key) is not None:
+                out[key] = batch[key]
+        return out
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[META_KEY] = {"task": "classification", "encoder_config": self.config.to_dict(),
-                                "class_names": self.class_names}
+        meta = {"task": "classification", "class_names": self.class_names}
+        if self.config is not None:
+            meta["encoder_config"] = self.config.to_dict()
+        else:
+            meta["backbone"] = f"{type(self.net).__module__}.{type(self.net).__qualname__}"
+        checkpoint[META_KEY] = meta
+
+
+def load_matching(net: nn.Module, state: dict[str, torch.Tensor], source: str) -> list[str]:
+    """Loads every tensor whose name and shape fit; a differently sized output layer stays new (fine-tuning to
+    another class count). Anything else that does not fit is an error naming the parameter."""
+    own = net.state_dict()
+    skipped = [k for k, v in state.items() if k in own and v.shape != own[k].shape]
+    missing, unexpected = net.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=False)
+    last = list(own)[-2:]  # the output layer's weight and bias
+    if unexpected or set(missing) - set(last) or set(skipped) - set(last):
+        problems = [f"unexpected {unexpected[:3]}"] if unexpected else []
+        problems += [f"missing {sorted(set(missing) - set(last))[:3]}"] if set(missing) - set(last) else []
+        problems += [f"shape differs for {sorted(set(skipped) - set(last))[:3]}"] if set(skipped) - set(last) else []
+        raise ValueError(f"init_from {source!r} does not fit the backbone {type(net).__name__}: {'; '.join(problems)}")
+    return [f"new output layer {last[0]}"] if skipped or missing else []

@@ -8,7 +8,7 @@ from bigmodel.nn.vision import cls_attention_maps, resample_position_embeddings
 
 def test_vit_runs_on_the_shared_encoder_forward_and_backward():
     torch.manual_seed(0)
-    vit = VisionTransformer(EncoderConfig.from_name("vit-cifar-tiny"), num_classes=10)
+    vit = VisionTransformer(10, "vit-cifar-tiny")
     assert type(vit.encoder) is TransformerEncoder and type(vit.encoder.layers[0].attn) is Attention
     logits = vit(torch.randn(2, 3, 32, 32))
     assert logits.shape == (2, 10)
@@ -18,12 +18,12 @@ def test_vit_runs_on_the_shared_encoder_forward_and_backward():
 
 def test_vit_base_matches_the_published_parameter_count():
     with torch.device("meta"):
-        vit = VisionTransformer(EncoderConfig.from_name("vit-base"), num_classes=1000)
+        vit = VisionTransformer(1000, "vit-base")
     assert num_parameters(vit) == 86_567_656  # ViT-B/16 at 224 px with a 1000-class head
 
 
 def test_vit_tiny_at_224():
-    vit = VisionTransformer(EncoderConfig.from_name("vit-tiny"), num_classes=3).eval()
+    vit = VisionTransformer(3, "vit-tiny").eval()
     with torch.no_grad():
         out = vit.forward_features(torch.randn(1, 3, 224, 224))
     assert out.last_hidden_state.shape == (1, 197, 192)
@@ -35,7 +35,7 @@ def test_position_embeddings_resample_and_are_identity_at_the_same_size():
     bigger = resample_position_embeddings(pos, (12, 12))
     assert bigger.shape == (1, 1 + 144, 16) and torch.isfinite(bigger).all()
     assert torch.equal(bigger[:, 0], pos[:, 0])  # the [CLS] position is kept
-    vit = VisionTransformer(EncoderConfig.from_name("vit-cifar-tiny"), num_classes=10).eval()
+    vit = VisionTransformer(10, "vit-cifar-tiny").eval()
     with torch.no_grad():
         assert torch.isfinite(vit(torch.randn(2, 3, 48, 48))).all()  # a 12x12 grid from an 8x8 table
     with pytest.raises(ValueError, match="not a multiple of patch_size 4"):
@@ -44,7 +44,7 @@ def test_position_embeddings_resample_and_are_identity_at_the_same_size():
 
 def test_attention_maps_from_the_explicit_path():
     torch.manual_seed(0)
-    vit = VisionTransformer(EncoderConfig.from_name("vit-cifar-tiny"), num_classes=10).eval()
+    vit = VisionTransformer(10, "vit-cifar-tiny").eval()
     images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         fast = vit.forward_features(images).last_hidden_state
@@ -58,4 +58,4 @@ def test_attention_maps_from_the_explicit_path():
 
 def test_vit_needs_pre_ln():
     with pytest.raises(ValueError, match="pre-LN"):
-        VisionTransformer(EncoderConfig.from_name("vit-cifar-tiny", norm_first=False), num_classes=2)
+        VisionTransformer(2, "vit-cifar-tiny", {"norm_first": False})

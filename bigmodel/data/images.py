@@ -1,0 +1,193 @@
+"""Image classification data: digits (offline), CIFAR-10/100, MNIST, Fashion-MNIST or any ImageFolder, with
+``torchvision.transforms.v2`` augmentation in workers or, for in-memory sets, on the accelerator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate
+
+from bigmodel.data.augment import AugmentConfig, AutoAugment, BatchAugment, batch_mixer, sample_transform
+from bigmodel.data.base import DataModule
+from bigmodel.data.image_sources import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    NAMED,
+    FolderImages,
+    ImageFiles,
+    TensorImages,
+    cache_root,
+    folder_splits,
+    image_folder,
+    list_images,
+    load_digits_splits,
+    load_torchvision_splits,
+)
+from bigmodel.seeding import mix_seed
+
+
+def collate(items: Any) -> dict[str, Any]:
+    if isinstance(items, dict):  # already a batch (gathered in one op from an in-memory set)
+        return items
+    return default_collate([{k: v for k, v in item.items() if k not in ("epoch", "index")} for item in items])
+
+
+class ImageDataModule(DataModule):
+    """Args:
+        dataset: ``digits`` (scikit-learn's, no network), ``cifar10``, ``cifar100``, ``mnist``, ``fashion-mnist``
+            (downloaded to ``data_dir`` once), or a directory of class subfolders (``train/``, optional
+            ``val/`` and ``test/``; without ``train/`` the directory is the training set).
+        data_dir: where torchvision sets are stored; default ``<cache_dir>/torchvision``.
+        image_size: resize to this side length (e.g. 224 for an ImageNet ViT); image folders default to 224,
+            in-memory sets to their own size.
+        mean, std: normalisation; default the dataset's own statistics (ImageNet's for folders). Hugging Face ViT
+            checkpoints expect 0.5/0.5.
+        crop_padding, horizontal_flip, auto_augment, randaugment_ops, randaugment_magnitude, random_erasing,
+        mixup_alpha, cutmix_alpha: training augmentation, see ``bigmodel.data.augment.AugmentConfig``.
+        on_device: keep the uint8 images in memory and augment whole batches on the accelerator instead of
+            per image in workers (CIFAR/MNIST/digits; a small GPU model is otherwise bound by the workers).
+        predict_dir: image file or directory to label with ``bigmodel predict`` (default: the test split).
+        **kwargs: batch size, workers, validation split, seed, cache: see ``DataModule``.
+    """
+
+    def __init__(
+        self,
+        dataset: str = "digits",
+        data_dir: str | None = None,
+        image_size: int | None = None,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
+        crop_padding: int = 0,
+        horizontal_flip: bool = False,
+        auto_augment: AutoAugment = "none",
+        randaugment_ops: int = 2,
+        randaugment_magnitude: int = 9,
+        random_erasing: float = 0.0,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        on_device: bool = False,
+        predict_dir: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.augment = AugmentConfig(
+            crop_padding=crop_padding, horizontal_flip=horizontal_flip, auto_augment=auto_augment,
+            randaugment_ops=randaugment_ops, randaugment_magnitude=randaugment_magnitude,
+            random_erasing=random_erasing, mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha,
+        )
+        self.image_size = image_size
+        self.tensors = None
+        if dataset == "digits":
+            self.tensors = load_digits_splits()
+        elif dataset in NAMED:
+            self.tensors = load_torchvision_splits(dataset, cache_root(data_dir, self.cache_dir))
+        if self.tensors is not None:
+            self.class_names = self.tensors.class_names
+            default_mean, default_std = self.tensors.mean, self.tensors.std
+        else:
+            if on_device:
+                raise ValueError(
+                    "on_device keeps a whole dataset in memory as uint8 tensors: it serves digits, MNIST, "
+                    "Fashion-MNIST and CIFAR, not image folders (use num_workers instead)"
+                )
+            self.folders = folder_splits(Path(dataset).expanduser())
+            self.image_size = image_size or 224
+            self.class_names = image_folder(self.folders["train"], None).classes
+            default_mean, default_std = IMAGENET_MEAN, IMAGENET_STD
+        self.num_classes = len(self.class_names)
+        self.mean, self.std = tuple(mean or default_mean), tuple(std or default_std)
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"mean {list(self.mean)} and std {list(self.std)} need one value per channel each")
+        self.mixer = batch_mixer(self.augment, self.num_classes)
+        self.datasets: dict[str, Dataset] = {}
+
+    def setup(self, stage: str) -> None:
+        if self.datasets:
+            return
+        train_tf = None if self.hparams.on_device else sample_transform(self.augment, self.image_size, self.mean,
+                                                                           self.std)
+        eval_tf = None if self.hparams.on_device else sample_transform(None, self.image_size, self.mean, self.std)
+        if self.tensors is not None:
+            s = self.tensors
+            (images, labels), val = s.train, s.val
+            if val is None:
+                fit_idx, val_idx = (torch.tensor(i) for i in self._hold_out(len(labels)))
+                images, labels, val = images[fit_idx], labels[fit_idx], (images[val_idx], labels[val_idx])
+            self.datasets["train"] = TensorImages(images, labels, transform=train_tf)
+            self.datasets["validation"] = TensorImages(*val, transform=eval_tf)
+            self.datasets["test"] = TensorImages(*s.test, transform=eval_tf)
+        else:
+            train = FolderImages(image_folder(self.folders["train"], train_tf))
+            if self.folders["validation"] is not None:
+                self.datasets["train"] = train
+                self.datasets["validation"] = FolderImages(image_folder(self.folders["validation"], eval_tf))
+            else:
+                fit_idx, val_idx = self._hold_out(len(train))
+                self.datasets["train"] = Subset(train, fit_idx)
+                self.datasets["validation"] = Subset(FolderImages(image_folder(self.folders["train"], eval_tf)),
+                                                     val_idx)
+            if self.folders["test"] is not None:
+                self.datasets["test"] = FolderImages(image_folder(self.folders["test"], eval_tf))
+            self._check_folder_classes()
+        if self.hparams.predict_dir:
+            files = list_images(Path(self.hparams.predict_dir).expanduser())
+            self.datasets["predict"] = ImageFiles(files, sample_transform(None, self.image_size or 224, self.mean,
+                                                                          self.std))
+        self._device_train = BatchAugment(self.augment, self.image_size, self.mean, self.std)
+        self._device_eval = BatchAugment(None, self.image_size, self.mean, self.std)
+        rank_zero_info("Images: " + ", ".join(f"{k} {len(v)}" for k, v in self.datasets.items()) +
+                       f"; {self.num_classes} classes" + ("; augmented on the device" if self.hparams.on_device
+                                                          else ""))
+
+    def _hold_out(self, n: int) -> tuple[list[int], list[int]]:
+        fraction = self.hparams.validation_fraction
+        if not 0 < fraction < 1:
+            raise ValueError(f"validation_fraction must be in (0, 1) when there is no validation split, got {fraction}")
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.hparams.seed)).tolist()
+        k = max(1, int(n * fraction))
+        return sorted(order[k:]), sorted(order[:k])
+
+    def _check_folder_classes(self) -> None:
+        for split in ("validation", "test"):
+            ds = self.datasets.get(split)
+            folder = getattr(ds, "folder", None)
+            if folder is not None and folder.classes != self.class_names:
+                extra = sorted(set(folder.classes) - set(self.class_names))
+                raise ValueError(
+                    f"the {split} folder's classes differ from train's: {extra or 'some are missing'}; every split "
+                    "needs the same class subfolders"
+                )
+
+    def train_dataloader(self) -> DataLoader:
+        return self.train_loader(self.datasets["train"], collate)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader(self.datasets["validation"], collate)
+
+    def test_dataloader(self) -> DataLoader:
+        if "test" not in self.datasets:
+            raise ValueError(f"{self.hparams.dataset!r} has no test split: add a test/ folder beside train/")
+        return self.loader(self.datasets["test"], collate)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.loader(self.datasets.get("predict") or self.datasets["test"], collate)
+
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        """On the device: uint8 -> augmented, normalised floats (``on_device``), then MixUp/CutMix (training).
+        The draws are seeded by (seed, rank, epoch, batch), so a resumed run augments as an unbroken one."""
+        training = self.trainer is not None and self.trainer.training
+        generator = None
+        if training:
+            epoch, step = self._consumed
+            seed = mix_seed(self.hparams.seed, self.trainer.global_rank, epoch, step)
+            torch.manual_seed(seed)  # RandAugment and MixUp/CutMix draw from the global generator
+            generator = torch.Generator(batch["pixel_values"].device).manual_seed(seed)
+        if batch["pixel_values"].dtype == torch.uint8:
+            augment = self._device_train if training else self._device_eval
+            batch["pixel_values"] = augment(batch["pixel_values"], generator)
+        if training and self.mixer is not None:
+            batch["pixel_values"], batch["labels"] = self.mixer(batch["pixel_values"], batch["labels"])
+        return batch

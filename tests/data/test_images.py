@@ -1,0 +1,118 @@
+"""Image data: the offline digits split, folders, and augmentation that agrees between workers and the device."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from bigmodel.data import ImageDataModule
+from bigmodel.data.augment import AugmentConfig, BatchAugment, batch_mixer, random_erase, random_translate, sample_transform
+from bigmodel.data.sampling import EpochIndexed
+
+
+def test_digits_is_a_fixed_real_split():
+    a = ImageDataModule(dataset="digits", seed=1)
+    b = ImageDataModule(dataset="digits", seed=2)
+    for dm in (a, b):
+        dm.setup("fit")
+    assert {k: len(v) for k, v in a.datasets.items()} == {"train": 1257, "validation": 180, "test": 360}
+    assert torch.equal(a.datasets["test"].images, b.datasets["test"].images)  # the seed does not move the split
+    assert a.num_classes == 10 and a.class_names == [str(i) for i in range(10)]
+    images = a.datasets["train"].images
+    assert images.dtype == torch.uint8 and images.shape[1:] == (1, 8, 8) and images.max() == 255
+    item = a.datasets["train"][0]
+    assert item["pixel_values"].dtype == torch.float32 and abs(a.datasets["train"].images.float().mean() / 255
+                                                                - a.mean[0]) < 1e-6
+
+
+def test_on_device_batches_are_gathered_whole_and_normalised_like_the_worker_path():
+    workers = ImageDataModule(dataset="digits", batch_size=16)
+    device = ImageDataModule(dataset="digits", batch_size=16, on_device=True)
+    workers.setup("fit"), device.setup("fit")
+    batch = next(iter(device.val_dataloader()))
+    assert batch["pixel_values"].dtype == torch.uint8 and batch["pixel_values"].shape == (16, 1, 8, 8)
+    on_device = device.on_after_batch_transfer(batch, 0)["pixel_values"]
+    per_image = next(iter(workers.val_dataloader()))["pixel_values"]
+    torch.testing.assert_close(on_device, per_image)
+    fetched = EpochIndexed(device.datasets["train"]).__getitems__([(0, 3), (0, 5)])
+    assert torch.equal(fetched["labels"], device.datasets["train"].labels[[3, 5]])
+
+
+def test_random_translate_is_a_padded_crop_per_image():
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (32, 3, 12, 12), dtype=torch.uint8)
+    out = random_translate(images, 2, torch.Generator().manual_seed(0))
+    padded = F.pad(images, (2, 2, 2, 2))
+    offsets = set()
+    for b in range(32):
+        match = [(i, j) for i in range(5) for j in range(5) if torch.equal(out[b], padded[b, :, i:i + 12, j:j + 12])]
+        assert match, f"image {b} is not a crop of its padded self"
+        offsets.add(match[0])
+    assert len(offsets) > 5  # each image draws its own offset
+
+
+def test_random_erase_boxes():
+    x = torch.ones(200, 3, 16, 16)
+    erased = random_erase(x, 0.5, torch.Generator().manual_seed(0))
+    hit = (erased == 0).all(1).flatten(1)
+    fraction = hit.float().mean(1)
+    assert 60 < int((fraction > 0).sum()) < 140  # about half the images
+    assert fraction.max() <= 0.4 and fraction[fraction > 0].min() >= 0.01  # 2-33 % of the area, rounded to pixels
+    assert torch.equal(random_erase(x, 0.0), x)
+
+
+@pytest.mark.parametrize("mixup, cutmix", [(0.8, 0.0), (0.0, 1.0), (0.8, 1.0)])
+def test_mixup_cutmix_targets_are_distributions(mixup, cutmix):
+    mixer = batch_mixer(AugmentConfig(mixup_alpha=mixup, cutmix_alpha=cutmix), num_classes=10)
+    images, labels = torch.rand(64, 3, 32, 32), torch.randint(0, 10, (64,))
+    torch.manual_seed(0)
+    mixed, targets = mixer(images, labels)
+    assert targets.shape == (64, 10) and (targets >= 0).all()
+    torch.testing.assert_close(targets.sum(-1), torch.ones(64))
+    assert not torch.equal(mixed, images)
+    allowed = F.one_hot(labels, 10) + F.one_hot(labels.roll(1), 10)  # each image mixes with its batch neighbour
+    assert (targets[allowed == 0] == 0).all()
+
+
+def test_batch_augment_runs_the_whole_recipe_on_uint8_batches():
+    cfg = AugmentConfig(crop_padding=4, horizontal_flip=True, auto_augment="randaugment", random_erasing=0.25)
+    images = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8)
+    out = BatchAugment(cfg, None, (0.5,) * 3, (0.25,) * 3)(images, torch.Generator().manual_seed(0))
+    assert out.shape == (40, 3, 32, 32) and out.dtype == torch.float32 and torch.isfinite(out).all()
+    resized = BatchAugment(None, 48, (0.5,) * 3, (0.25,) * 3)(images)
+    assert resized.shape == (40, 3, 48, 48)
+    single = sample_transform(cfg, None, (0.5,) * 3, (0.25,) * 3)(images[0])
+    assert single.shape == (3, 32, 32)
+
+
+def make_folder(root, classes=("cat", "dog"), per_class=6, size=20):
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.new("RGB", (size, size), color=(40 * c + i, 100, 200)).save(root / name / f"{i}.png")
+
+
+def test_image_folder_with_held_out_validation_and_predict_paths(tmp_path):
+    make_folder(tmp_path / "imgs")
+    dm = ImageDataModule(dataset=str(tmp_path / "imgs"), image_size=16, batch_size=4, validation_fraction=0.25,
+                         predict_dir=str(tmp_path / "imgs" / "dog"), crop_padding=2, horizontal_flip=True)
+    dm.setup("fit")
+    assert dm.class_names == ["cat", "dog"] and len(dm.datasets["train"]) == 9 and len(dm.datasets["validation"]) == 3
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["pixel_values"].shape == (4, 3, 16, 16) and batch["labels"].dtype == torch.int64
+    predict = next(iter(dm.predict_dataloader()))
+    assert predict["path"][0].endswith("dog/0.png")
+    with pytest.raises(ValueError, match="has no test split"):
+        dm.test_dataloader()
+
+
+def test_image_folder_errors(tmp_path):
+    (tmp_path / "empty" / "cat").mkdir(parents=True)
+    (tmp_path / "empty" / "cat" / "notes.txt").write_text("not an image")
+    with pytest.raises(ValueError, match=r"has no images: expected .*/<class name>/<image>"):
+        ImageDataModule(dataset=str(tmp_path / "empty"))
+    with pytest.raises(FileNotFoundError, match="neither a known name"):
+        ImageDataModule(dataset=str(tmp_path / "nowhere"))
+    make_folder(tmp_path / "ok")
+    with pytest.raises(ValueError, match="on_device keeps a whole dataset in memory"):
+        ImageDataModule(dataset=str(tmp_path / "ok"), on_device=True)
