@@ -1,9 +1,13 @@
-"""Training-step throughput of the encoder (MLM objective), printed as a Markdown table for the README.
+"""Training-step throughput of the encoder, printed as a Markdown table for the README.
 
     python -m bigmodel.bench --preset bert-base --batch-size 64 --seq-len 128 --dtype bf16 --compile
+    python -m bigmodel.bench --preset vit-cifar-small --batch-size 512 --dtype bf16 --compile
 
-Each row: one attention path or setting, timed over ``--steps`` optimizer steps after ``--warmup`` steps,
-on synthetic token ids (throughput does not depend on the text). Pure PyTorch: no Lightning in the loop.
+Text presets train the MLM objective on synthetic token ids; ``vit-*`` presets train CIFAR-shaped classification
+on synthetic uint8 images, with and without the on-device augmentation recipe (crop, flip, RandAugment, erasing,
+MixUp/CutMix), so the numbers say whether the data path keeps the GPU fed. Each row is timed over ``--steps``
+optimizer steps after ``--warmup`` steps (throughput does not depend on the pixel or token values). Pure PyTorch:
+no Lightning in the loop.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import time
 
 import torch
 
-from bigmodel.nn import EncoderConfig, MaskedLanguageModel, num_parameters
+from bigmodel.data.augment import AugmentConfig, BatchAugment, batch_mixer
+from bigmodel.nn import EncoderConfig, MaskedLanguageModel, VisionTransformer, num_parameters
 from bigmodel.tasks.optim import parameter_groups
 
 
@@ -25,6 +30,56 @@ def _train_flops_per_token(model: MaskedLanguageModel, seq_len: int, mask_fracti
     decoder = cfg.vocab_size * cfg.hidden_size * mask_fraction
     attention = 2 * 2 * cfg.num_layers * seq_len * cfg.hidden_size  # QK^T and AV, forward
     return 6 * (dense + decoder) + 3 * attention
+
+
+def time_steps(step, steps: int, warmup: int, device: str) -> float:
+    """Seconds per call of ``step`` after ``warmup`` calls (compilation, allocator warm-up)."""
+    for _ in range(warmup):
+        step()
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync()
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync()
+    return (time.perf_counter() - start) / steps
+
+
+def run_vision(preset: str, batch: int, dtype: str, steps: int, warmup: int, device: str, augment: bool,
+               compile: bool, num_classes: int = 10) -> dict:
+    torch.manual_seed(0)
+    model = VisionTransformer(num_classes, preset).to(device)
+    size = model.config.image_size
+    opt = torch.optim.AdamW(parameter_groups(model, 0.05), lr=1e-4)
+    images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device)
+    labels = torch.randint(0, num_classes, (batch,), device=device)
+    recipe = AugmentConfig(crop_padding=4, horizontal_flip=True, auto_augment="randaugment", random_erasing=0.25,
+                           mixup_alpha=0.8, cutmix_alpha=1.0)
+    augment_batch = BatchAugment(recipe if augment else None, None, (0.5,) * 3, (0.25,) * 3)
+    mixer = batch_mixer(recipe, num_classes) if augment else None
+    if compile:
+        model.compile()
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bf16")
+
+    def step() -> None:
+        x, y = augment_batch(images), labels
+        if mixer is not None:
+            x, y = mixer(x, y)
+        with autocast:
+            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    elapsed = time_steps(step, steps, warmup, device)
+    return {
+        "ms_per_step": 1000 * elapsed,
+        "images_per_s": batch / elapsed,
+        "cifar_epoch_s": 50_000 * elapsed / batch,
+        "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan"),
+    }
 
 
 def run(cfg: EncoderConfig, batch: int, seq: int, dtype: str, steps: int, warmup: int, device: str,
@@ -56,17 +111,7 @@ def run(cfg: EncoderConfig, batch: int, seq: int, dtype: str, steps: int, warmup
         opt.zero_grad(set_to_none=True)
         return loss
 
-    for _ in range(warmup):
-        step()
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    sync()
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync()
-    elapsed = (time.perf_counter() - start) / steps
+    elapsed = time_steps(step, steps, warmup, device)
     tokens = batch * seq / elapsed
     return {
         "ms_per_step": 1000 * elapsed,
@@ -90,8 +135,21 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
-    cfg = EncoderConfig.from_name(args.preset, vocab_size=args.vocab_size, max_position_embeddings=max(512, args.seq_len))
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
+    if args.preset.startswith("vit"):
+        print(f"{args.preset}, batch {args.batch_size} synthetic uint8 images, {args.dtype}, {name}, "
+              f"torch {torch.__version__}")
+        print("| setting | ms/step | images/s | s per CIFAR epoch (50k) | peak GiB |")
+        print("|---|---:|---:|---:|---:|")
+        for label, augment, comp in [("model only", False, False), ("+ on-device augmentation", True, False)] + (
+            [("model only + torch.compile", False, True), ("+ on-device augmentation + compile", True, True)]
+            if args.compile else []
+        ):
+            r = run_vision(args.preset, args.batch_size, args.dtype, args.steps, args.warmup, device, augment, comp)
+            print(f"| {label} | {r['ms_per_step']:.1f} | {r['images_per_s']:,.0f} | {r['cifar_epoch_s']:.1f} | "
+                  f"{r['peak_mem_gb']:.1f} |", flush=True)
+        return
+    cfg = EncoderConfig.from_name(args.preset, vocab_size=args.vocab_size, max_position_embeddings=max(512, args.seq_len))
     print(f"{args.preset}, batch {args.batch_size} x {args.seq_len} tokens, {args.dtype}, {name}, torch {torch.__version__}")
     print("| setting | ms/step | tokens/s | model TFLOP/s | peak GiB |")
     print("|---|---:|---:|---:|---:|")

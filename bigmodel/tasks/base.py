@@ -26,6 +26,8 @@ class Task(L.LightningModule):
         nonfinite: what a NaN/inf gradient does: ``stop`` the run naming the step, ``skip`` that optimizer step
             (no parameter or optimizer-state update; counted in ``train/skipped_steps``), or ``off`` (no check,
             saves one host sync per optimizer step).
+        compile: ``torch.compile`` the network in place (parameter names, hence checkpoints, stay unchanged).
+            Pays off for fixed shapes (images); text batches of varying length recompile per new length.
     """
 
     net: nn.Module
@@ -39,6 +41,7 @@ class Task(L.LightningModule):
         schedule: Schedule = "linear",
         warmup: float = 0.06,
         nonfinite: Literal["stop", "skip", "off"] = "stop",
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()  # collects the subclass's init args too
@@ -47,6 +50,10 @@ class Task(L.LightningModule):
         if warmup < 0:
             raise ValueError(f"warmup must be >= 0, got {warmup}")
         self.skipped_steps = 0
+
+    def configure_model(self) -> None:
+        if self.hparams.compile:
+            self.net.compile()
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Dropout draws from a generator seeded by (seed, rank, epoch, batch): a run resumed mid-epoch makes the
