@@ -32,7 +32,8 @@ class RecordBlocks(L.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         os.makedirs(self.dir, exist_ok=True)
         with open(os.path.join(self.dir, f"rank{trainer.global_rank}.json"), "w") as f:
-            json.dump({"blocks": self.blocks, "world_size": trainer.world_size}, f)
+            json.dump({"blocks": self.blocks, "world_size": trainer.world_size,
+                       "dataset_size": len(trainer.train_dataloader.dataset)}, f)
 
 
 class KillAtStep(L.Callback):

@@ -174,6 +174,9 @@ def test_ddp_two_cpu_processes_see_different_data(tmp_path, pydoc_text):
     assert all(r["world_size"] == 2 for r in ranks)
     seen = [{tuple(b) for b in r["blocks"]} for r in ranks]
     assert seen[0] and seen[1] and not seen[0] & seen[1]
+    # each rank takes half of one (seed, epoch) order (our rank-aware sampler, not re-split by Lightning)
+    size = ranks[0]["dataset_size"]
+    assert len(ranks[0]["blocks"]) == len(ranks[1]["blocks"]) == math.ceil(size / 2) // 16 * 16  # drop_last
     ckpt = torch.load(tmp_path / "runs" / "mlm" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["hyper_parameters"]["vocab_size"] == 1000
 

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_warn
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -46,15 +45,13 @@ class DataModule(L.LightningDataModule):
         """Shuffled from (seed, epoch) and resumable mid-epoch; examples carry their epoch and index so that
         collators can seed per batch. ``--ckpt_path last`` after a kill continues with the very next batch."""
         hp = self.hparams
-        sampler = ResumableSampler(len(dataset), hp.seed)
-        if self._resume is not None:  # restored mid-epoch: skip what the run already trained on
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        sampler = ResumableSampler(len(dataset), hp.seed, rank=rank, world_size=world)
+        if self._resume is not None:  # restored mid-epoch: skip what this rank already trained on
             epoch, consumed = self._resume
             sampler.set_epoch(epoch)
-            world = self.trainer.world_size if self.trainer is not None else 1
-            if world == 1:
-                sampler.skip = consumed * hp.batch_size
-            elif consumed:  # Lightning's distributed sampler re-splits our order; skipping here would be wrong
-                rank_zero_warn("resuming mid-epoch on several devices restarts that epoch's data order")
+            sampler.skip = consumed * hp.batch_size
             self._resume = None
         return self.loader(EpochIndexed(dataset), collate_fn, sampler=sampler, drop_last=drop_last)
 

@@ -3,40 +3,47 @@ the epoch part-way, so a run killed mid-epoch and resumed sees exactly the batch
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, DistributedSampler
 
 from bigmodel.seeding import mix_seed
 
 
-class ResumableSampler(Sampler[tuple[int, int]]):
-    """Yields ``(epoch, index)``; Lightning calls ``set_epoch`` every epoch (also through DDP's sampler wrapper).
+class ResumableSampler(DistributedSampler):
+    """Yields ``(epoch, index)`` for this rank: one (seed, epoch) shuffle of the whole set, padded to a multiple
+    of ``world_size`` by repeating its start, dealt out ``order[rank::world_size]`` as DistributedSampler does.
 
-    ``skip`` drops the first indices of the next iteration only: the examples a resumed run already trained on.
-    ``len`` stays the full epoch so the trainer's count of batches per epoch does not change on resume.
+    It is a ``DistributedSampler`` so that Lightning uses it as is instead of wrapping it in another that would
+    re-split the order; Lightning calls ``set_epoch`` every epoch. ``skip`` drops the first indices of this rank's
+    next iteration only: the examples a resumed run already trained on. ``len`` stays the full share so the
+    trainer's count of batches per epoch does not change on resume.
     """
 
-    def __init__(self, length: int, seed: int, shuffle: bool = True) -> None:
+    def __init__(self, length: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1) -> None:
+        # DistributedSampler.__init__ wants a dataset and a process group; this needs neither
         self.length, self.seed, self.shuffle = length, seed, shuffle
+        self.rank, self.num_replicas, self.drop_last = rank, world_size, False
+        self.num_samples = math.ceil(length / world_size)
+        self.total_size = self.num_samples * world_size
         self.epoch = 0
         self.skip = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         if self.shuffle:
             order = torch.randperm(self.length, generator=torch.Generator().manual_seed(mix_seed(self.seed, self.epoch)))
         else:
             order = torch.arange(self.length)
+        order = order.repeat(math.ceil(self.total_size / max(self.length, 1)))[: self.total_size]
+        mine = order[self.rank :: self.num_replicas]
         skip, self.skip = self.skip, 0
-        return iter([(self.epoch, i) for i in order[skip:].tolist()])
+        return iter([(self.epoch, i) for i in mine[skip:].tolist()])
 
     def __len__(self) -> int:
-        return self.length
+        return self.num_samples
 
 
 class EpochIndexed(Dataset):

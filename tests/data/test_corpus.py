@@ -44,3 +44,23 @@ def test_wikitext_sample_from_shared_data():
                           wordpiece_vocab_size=2000, block_size=128)
     dm.setup("fit")
     assert len(dm.datasets["train"]) > 1000 and len(dm.datasets["validation"]) > 1000
+
+
+def test_resumable_sampler_deals_one_order_to_ranks_and_resumes_each_rank():
+    from bigmodel.data.sampling import ResumableSampler
+
+    ranks = [ResumableSampler(11, seed=3, rank=r, world_size=2) for r in (0, 1)]
+    for s in ranks:
+        s.set_epoch(4)
+    shares = [[i for _, i in s] for s in ranks]
+    assert len(shares[0]) == len(shares[1]) == len(ranks[0]) == 6  # padded to 12 by repeating the start
+    assert set(shares[0]) | set(shares[1]) == set(range(11))
+    one = ResumableSampler(11, seed=3)
+    one.set_epoch(4)
+    order = [i for _, i in one]
+    assert shares[0] == order[0::2] and shares[1] == (order + order[:1])[1::2]
+    resumed = ResumableSampler(11, seed=3, rank=1, world_size=2)
+    resumed.set_epoch(4)
+    resumed.skip = 4
+    assert [i for _, i in resumed] == shares[1][4:]
+    assert [i for _, i in resumed] == shares[1]  # skip applies to one iteration only
