@@ -181,19 +181,6 @@ def test_ddp_two_cpu_processes_see_different_data(tmp_path, pydoc_text):
     assert ckpt["hyper_parameters"]["vocab_size"] == 1000
 
 
-def test_corrupt_init_from_is_one_line_naming_the_file(tmp_path, capsys):
-    from bigmodel.cli import main
-
-    bad = tmp_path / "broken.ckpt"
-    bad.write_bytes(b"\x00" * 100)
-    config = finetune_config(tmp_path, str(bad), str(bad))
-    with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "-c", write_yaml(tmp_path / "cls.yaml", config)])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("bigmodel: error: cannot read checkpoint") and "broken.ckpt" in err, err
-
-
 def test_configuration_errors_are_one_line(tmp_path, pydoc_text):
     config = mlm_config(tmp_path, pydoc_text)
     config["data"]["init_args"]["text_column"] = "body"
@@ -204,17 +191,6 @@ def test_configuration_errors_are_one_line(tmp_path, pydoc_text):
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("bigmodel: error: text column 'body' not found; columns are ['text']"), proc.stderr[-2000:]
-
-
-def test_misspelled_option_is_one_line_with_a_suggestion(tmp_path, pydoc_text, capsys):
-    from bigmodel.cli import main
-
-    config = write_yaml(tmp_path / "mlm.yaml", mlm_config(tmp_path, pydoc_text))
-    with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "-c", config, "--model.init_args.lrr", "3"])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]  # (earlier lines: warnings of in-process use)
-    assert err.startswith("bigmodel: error:") and "Option 'lrr' is not accepted; did you mean 'lr'?" in err, err
 
 
 def test_same_seed_gives_identical_metrics(tmp_path, pydoc_text):

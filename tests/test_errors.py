@@ -1,18 +1,51 @@
-"""Bad input stops before training with one line, `bigmodel: error: ...`, that names the problem and the fix."""
+"""Bad input stops before training with one line, `bigmodel: error: ...`, that names the problem and the fix.
+
+Every case runs through the real CLI in one subprocess (``tests/cli_cases.py``: ``bigmodel.cli.main`` per command
+line, Lightning imported once); the test checks the exit code 2, a single error line, no traceback, and the text.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
-from bigmodel.cli import BigModelCLI, main
+from bigmodel.cli import BigModelCLI
+from bigmodel.nn import SmallCNN
 from tests.helpers import write_table
 from tests.test_cli import finetune_config, mlm_config, write_yaml
 
+ROOT = Path(__file__).resolve().parents[1]
 
-def cli_error(capsys, args: list[str]) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    assert exit_info.value.code == 2
-    return capsys.readouterr().err.strip().splitlines()[-1]
+EXPECTED = {
+    "misspelled key": ["Option 'lrr' is not accepted; did you mean 'lr'?"],
+    "missing text column": ["text column 'body' not found; columns are ['text']"],
+    "missing label column": ["label column 'label' not found; columns are ['text', 'target']",
+                             "set data.init_args.label_column"],
+    "label id outside the classes": ["test has label ids [7] outside 0..1"],
+    "unknown label name": ["validation has labels ['neutral'] that are not among the classes ['neg', 'pos']"],
+    "empty data file": ["is empty; give a file with data"],
+    "init_from missing": ["init_from checkpoint", "missing.ckpt' does not exist"],
+    "init_from corrupt": ["broken.ckpt", "is not a readable checkpoint", "was it fully written?"],
+    "init_from other task": ["is a 'classification' checkpoint; expected a 'mlm' one"],
+    "init_from other vocabulary": ["has a vocabulary of 1000 tokens but the tokenizer has",
+                                   "use the checkpoint's own tokenizer"],
+    "init_from other hidden size": ["encoder_config ['hidden_size'] cannot change a pretrained encoder"],
+    "hub name without network": ["dataset 'imdb' is not a local path and the Hugging Face Hub cannot be reached",
+                                 "train_files"],
+    "accumulate_grad_batches 0": ["trainer.accumulate_grad_batches must be >= 1, got 0"],
+    "batch_size 0": ["batch_size must be positive, got 0"],
+    "bf16 without support": ["needs a GPU with bfloat16", "use --trainer.precision 16-mixed"],
+    "no schedule length": ["the learning-rate schedule needs a length"],
+    "image folder without images": ["has no images: expected", "/<class name>/<image> files with one of"],
+    "image dataset unknown": ["is neither a known name (digits, cifar10", "nor an existing image folder"],
+    "torchvision set offline": ["cifar10 is not in", "could not be downloaded", "use dataset: digits"],
+    "image weights that do not fit": ["does not fit the backbone ResNet18: unexpected ['features.0.weight'"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -28,83 +61,95 @@ def checkpoints(tmp_path_factory, pydoc_text):
     return tmp, mlm_ckpt, str(tmp / "runs" / "cls" / "checkpoints" / "last.ckpt")
 
 
-table = write_table
+def cases(tmp: Path, pydoc_text: Path, mlm_ckpt: str, cls_ckpt: str) -> list[dict]:
+    def cls_args(name: str, **data) -> list[str]:
+        config = finetune_config(tmp, mlm_ckpt, mlm_ckpt)
+        config["trainer"].update(max_steps=1, limit_val_batches=1)
+        if data:
+            config["data"]["init_args"].pop("dataset")
+            config["data"]["init_args"].update(data)
+        return ["fit", "-c", write_yaml(tmp / f"{name}.yaml", config)]
 
+    def image_args(name: str, backbone: dict | None = None, **data) -> list[str]:
+        config = {
+            "trainer": {"max_steps": 1, "limit_val_batches": 1, "accelerator": "cpu", "logger": False,
+                        "enable_checkpointing": False, "default_root_dir": str(tmp / "runs")},
+            "model": {"class_path": "bigmodel.tasks.ClassificationTask",
+                      "init_args": {"backbone": backbone or {"class_path": "bigmodel.nn.SmallCNN",
+                                                             "init_args": {"image_size": 8}}}},
+            "data": {"class_path": "bigmodel.data.ImageDataModule", "init_args": data},
+        }
+        return ["fit", "-c", write_yaml(tmp / f"{name}.yaml", config)]
 
-def cls_args(tmp_path, mlm_ckpt, **data):
-    config = finetune_config(tmp_path, mlm_ckpt, mlm_ckpt)
-    config["trainer"].update(max_steps=1, limit_val_batches=1)
-    config["data"]["init_args"].pop("dataset")
-    config["data"]["init_args"].update(data)
-    return ["fit", "-c", write_yaml(tmp_path / "cls.yaml", config)]
-
-
-def test_missing_label_column_lists_the_columns(capsys, tmp_path, checkpoints):
-    _, mlm_ckpt, _ = checkpoints
-    train = table(tmp_path / "t.csv", [("a b", 0), ("c d", 1)], header=("text", "target"))
-    err = cli_error(capsys, cls_args(tmp_path, mlm_ckpt, train_files=train))
-    assert "label column 'label' not found; columns are ['text', 'target'] (set data.init_args.label_column)" in err
-
-
-def test_labels_outside_the_classes_and_unknown_names(capsys, tmp_path, checkpoints):
-    _, mlm_ckpt, _ = checkpoints
-    train = table(tmp_path / "t.csv", [("a b", 0), ("c d", 1)] * 4)
-    test = table(tmp_path / "test.csv", [("e f", 7)])
-    err = cli_error(capsys, cls_args(tmp_path, mlm_ckpt, train_files=train, test_files=test))
-    assert "test has label ids [7] outside 0..1" in err
-    train = table(tmp_path / "names.csv", [("a b", "neg"), ("c d", "pos")] * 4)
-    val = table(tmp_path / "val.csv", [("e f", "neutral")])
-    err = cli_error(capsys, cls_args(tmp_path, mlm_ckpt, train_files=train, validation_files=val))
-    assert "validation has labels ['neutral'] that are not among the classes ['neg', 'pos']" in err
-
-
-def test_empty_data_file(capsys, tmp_path, checkpoints):
-    _, mlm_ckpt, _ = checkpoints
-    (tmp_path / "empty.csv").write_text("")
-    err = cli_error(capsys, cls_args(tmp_path, mlm_ckpt, train_files=str(tmp_path / "empty.csv")))
-    assert "is empty; give a file with data" in err
-
-
-def test_init_from_problems(capsys, tmp_path, checkpoints):
-    _, mlm_ckpt, cls_ckpt = checkpoints
-    args = cls_args(tmp_path, mlm_ckpt, dataset="builtin:pydoc-topics")
-    err = cli_error(capsys, args + ["--model.init_args.init_from", str(tmp_path / "missing.ckpt")])
-    assert "init_from checkpoint" in err and "missing.ckpt' does not exist" in err
-    err = cli_error(capsys, args + ["--model.init_args.init_from", cls_ckpt])
-    assert "is a 'classification' checkpoint; expected a 'mlm' one" in err
+    mlm = ["fit", "-c", write_yaml(tmp / "mlm.yaml", mlm_config(tmp, pydoc_text))]
+    bad_column = mlm_config(tmp, pydoc_text)
+    bad_column["data"]["init_args"]["text_column"] = "body"
+    (tmp / "broken.ckpt").write_bytes(b"\x00" * 100)
+    (tmp / "empty.csv").write_text("")
     from bigmodel.data.tokenizer import train_wordpiece
 
-    small = tmp_path / "small-tokenizer"  # fewer tokens than the checkpoint's 1000
-    train_wordpiece(["the for statement", "a list of words"] * 50, vocab_size=900).save_pretrained(small)
-    err = cli_error(capsys, args + ["--data.init_args.tokenizer", str(small)])
-    assert "has a vocabulary of 1000 tokens but the tokenizer has" in err
-    err = cli_error(capsys, args + ["--model.init_args.encoder_config", "{num_layers: 4}"])
-    assert "cannot change a pretrained encoder loaded by init_from" in err
+    small_tokenizer = tmp / "small-tokenizer"  # fewer tokens than the checkpoint's 1000
+    train_wordpiece(["the for statement", "a list of words"] * 50, vocab_size=900).save_pretrained(small_tokenizer)
+    (tmp / "no-images" / "cat").mkdir(parents=True)
+    (tmp / "no-images" / "cat" / "notes.txt").write_text("not an image")
+    torch.save(SmallCNN(10).state_dict(), tmp / "cnn.pth")
+    pairs = write_table(tmp / "pairs.csv", [("a b", 0), ("c d", 1)] * 4)
+    return [
+        {"name": "misspelled key", "args": mlm + ["--model.init_args.lrr", "3"]},
+        {"name": "missing text column", "args": ["fit", "-c", write_yaml(tmp / "col.yaml", bad_column)]},
+        {"name": "missing label column", "args": cls_args(
+            "label", train_files=write_table(tmp / "t.csv", [("a b", 0), ("c d", 1)], header=("text", "target")))},
+        {"name": "label id outside the classes", "args": cls_args(
+            "outside", train_files=pairs, test_files=write_table(tmp / "test.csv", [("e f", 7)]))},
+        {"name": "unknown label name", "args": cls_args(
+            "names", train_files=write_table(tmp / "names.csv", [("a b", "neg"), ("c d", "pos")] * 4),
+            validation_files=write_table(tmp / "val.csv", [("e f", "neutral")]))},
+        {"name": "empty data file", "args": cls_args("empty", train_files=str(tmp / "empty.csv"))},
+        {"name": "init_from missing", "args": cls_args("m") + ["--model.init_args.init_from", str(tmp / "missing.ckpt")]},
+        {"name": "init_from corrupt", "args": cls_args("c") + ["--model.init_args.init_from", str(tmp / "broken.ckpt")]},
+        {"name": "init_from other task", "args": cls_args("o") + ["--model.init_args.init_from", cls_ckpt]},
+        {"name": "init_from other vocabulary", "args": cls_args("v") + ["--data.init_args.tokenizer", str(small_tokenizer)]},
+        {"name": "init_from other hidden size", "args": cls_args("h") + ["--model.init_args.encoder_config",
+                                                                          "{hidden_size: 256}"]},
+        {"name": "hub name without network", "args": cls_args("hub", dataset="imdb"),
+         "env": {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "https://hub.invalid"}},
+        {"name": "accumulate_grad_batches 0", "args": mlm + ["--trainer.accumulate_grad_batches", "0"]},
+        {"name": "batch_size 0", "args": mlm + ["--data.init_args.batch_size", "0"]},
+        {"name": "bf16 without support", "no_bf16_gpu": True,
+         "args": mlm + ["--trainer.accelerator", "gpu", "--trainer.precision", "bf16-mixed"]},
+        {"name": "no schedule length", "args": mlm + ["--trainer.max_epochs", "-1"]},
+        {"name": "image folder without images", "args": image_args("noimg", dataset=str(tmp / "no-images"))},
+        {"name": "image dataset unknown", "args": image_args("unknown", dataset=str(tmp / "cifar-11"))},
+        {"name": "torchvision set offline", "args": image_args("tv", dataset="cifar10", data_dir=str(tmp / "tv"))},
+        {"name": "image weights that do not fit", "args": image_args(
+            "weights", {"class_path": "bigmodel.nn.ResNet18", "init_args": {"in_channels": 1}}, dataset="digits")
+            + ["--model.init_args.init_from", str(tmp / "cnn.pth")]},
+    ]
 
 
-def test_hub_name_without_network(capsys, tmp_path, checkpoints, monkeypatch):
-    from bigmodel.data import hub
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory, pydoc_text, checkpoints):
+    tmp = tmp_path_factory.mktemp("bad-input")
+    _, mlm_ckpt, cls_ckpt = checkpoints
+    all_cases = cases(tmp, pydoc_text, mlm_ckpt, cls_ckpt)
+    assert {c["name"] for c in all_cases} == set(EXPECTED)
+    (tmp / "cases.json").write_text(json.dumps(all_cases))
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.cli_cases", str(tmp / "cases.json"), str(tmp / "results.json")],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((tmp / "results.json").read_text())
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")
-    hub.hub_reachable.cache_clear()
-    _, mlm_ckpt, _ = checkpoints
-    err = cli_error(capsys, cls_args(tmp_path, mlm_ckpt, dataset="imdb"))
-    hub.hub_reachable.cache_clear()
-    assert "dataset 'imdb' is not a local path and the Hugging Face Hub cannot be reached" in err
-    assert "train_files" in err
 
-
-def test_trainer_values_checked_before_a_run(capsys, tmp_path, pydoc_text, monkeypatch):
-    args = ["fit", "-c", write_yaml(tmp_path / "mlm.yaml", mlm_config(tmp_path, pydoc_text))]
-    err = cli_error(capsys, args + ["--trainer.accumulate_grad_batches", "0"])
-    assert "trainer.accumulate_grad_batches must be >= 1, got 0" in err
-    err = cli_error(capsys, args + ["--data.init_args.batch_size", "0"])
-    assert "batch_size must be positive, got 0" in err
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    err = cli_error(capsys, args + ["--trainer.accelerator", "gpu", "--trainer.precision", "bf16-mixed"])
-    assert "needs a GPU with bfloat16" in err and "16-mixed" in err
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_bad_input_is_one_line_naming_the_fix(outcomes, name):
+    result = outcomes[name]
+    assert result["code"] == 2 and result["lines"] == 1 and not result["traceback"], result
+    line = result["last_line"]
+    assert line.startswith("bigmodel: error: ")
+    for part in EXPECTED[name]:
+        assert part in line, f"{part!r} not in {line!r}"
 
 
 def test_long_texts_are_truncated_with_a_count(tmp_path, checkpoints):
@@ -112,17 +157,15 @@ def test_long_texts_are_truncated_with_a_count(tmp_path, checkpoints):
 
     _, mlm_ckpt, _ = checkpoints
     long = " ".join(["statement"] * 300)
-    train = table(tmp_path / "t.csv", [(long, 0), ("short text", 1)] * 5)
+    train = write_table(tmp_path / "t.csv", [(long, 0), ("short text", 1)] * 5)
     dm = TextClassificationDataModule(mlm_ckpt, train_files=train, max_length=32, validation_fraction=0.2)
     with pytest.warns(UserWarning, match=r"4 of 8 train texts were longer than max_length=32 tokens and were truncated"):
         dm.setup("fit")
     assert max(len(x) for x in dm.datasets["train"]["input_ids"]) == 32
 
 
-def test_endless_run_needs_a_schedule_length_and_checkpointing_can_be_off(capsys, tmp_path, pydoc_text):
+def test_checkpointing_can_be_off(tmp_path, pydoc_text):
     args = ["fit", "-c", write_yaml(tmp_path / "mlm.yaml", mlm_config(tmp_path, pydoc_text))]
-    err = cli_error(capsys, args + ["--trainer.max_epochs", "-1"])
-    assert "the learning-rate schedule needs a length" in err
     cli = BigModelCLI(args=args + ["--trainer.enable_checkpointing", "false", "--trainer.max_steps", "1",
                                    "--trainer.limit_val_batches", "1"])
     assert cli.trainer.checkpoint_callback is None and cli.trainer.global_step == 1

@@ -1,4 +1,5 @@
-"""Images through the real ``bigmodel`` command: the offline digits quickstart learns, then tests from best.ckpt."""
+"""Images through the real ``bigmodel`` command: the offline digits quickstart learns, tests from best.ckpt, and
+labels image files."""
 
 import csv
 import os
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -16,7 +18,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
                           timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
-def test_digits_cnn_quickstart_fits_and_tests_in_a_subprocess(tmp_path):
+def test_digits_cnn_quickstart_fits_tests_and_predicts_in_subprocesses(tmp_path):
     config = str(ROOT / "experiments" / "quickstart" / "digits_cnn.yaml")
     common = ["--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
               "--trainer.accelerator", "cpu"]
@@ -25,6 +27,10 @@ def test_digits_cnn_quickstart_fits_and_tests_in_a_subprocess(tmp_path):
     ckpt_dir = tmp_path / "digits-cnn" / "checkpoints"
     meta = torch.load(ckpt_dir / "best.ckpt", weights_only=True)["bigmodel"]
     assert meta["backbone"] == "bigmodel.nn.cnn.SmallCNN" and meta["class_names"][:2] == ["0", "1"]
+    from bigmodel.tasks import ClassificationTask  # rebuilt in Python from the checkpoint alone
+
+    model = ClassificationTask.load_from_checkpoint(ckpt_dir / "best.ckpt").eval()
+    assert type(model.net).__name__ == "SmallCNN" and model({"pixel_values": torch.zeros(2, 1, 8, 8)}).shape == (2, 10)
     test = run("test", "-c", config, "--ckpt_path", str(ckpt_dir / "best.ckpt"), *common)
     assert test.returncode == 0, test.stderr[-2000:]
     matrix_file = next(tmp_path.glob("digits-cnn/version_*/confusion_matrix.csv"))
@@ -32,3 +38,15 @@ def test_digits_cnn_quickstart_fits_and_tests_in_a_subprocess(tmp_path):
     total, correct = sum(map(sum, rows)), sum(rows[i][i] for i in range(10))
     assert total == 360  # the fixed test split
     assert correct / total > 0.7, f"test accuracy {correct / total:.2f} after 4 epochs (chance 0.10)"
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        Image.new("L", (32, 32), color=60 * i).save(photos / f"digit{i}.png")
+    out = tmp_path / "labels.csv"
+    predict = run("predict", "-c", config, "--ckpt_path", str(ckpt_dir / "best.ckpt"), *common,
+                  "--data.init_args.predict_dir", str(photos), "--predictions.output", str(out))
+    assert predict.returncode == 0, predict.stderr[-2000:]
+    rows = list(csv.DictReader(out.open()))
+    assert [Path(r["path"]).name for r in rows] == ["digit0.png", "digit1.png", "digit2.png"]
+    assert all(r["class_name"] in [str(d) for d in range(10)] for r in rows)
+    assert abs(sum(float(rows[0][f"prob_{d}"]) for d in range(10)) - 1) < 1e-4

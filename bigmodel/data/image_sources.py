@@ -159,8 +159,8 @@ def list_images(path: Path) -> list[str]:
 class ImageFiles(Dataset):
     """Unlabelled image files (``predict``)."""
 
-    def __init__(self, files: list[str], transform: Callable) -> None:
-        self.files, self.transform = files, transform
+    def __init__(self, files: list[str], transform: Callable, mode: str = "RGB") -> None:
+        self.files, self.transform, self.mode = files, transform, mode
 
     def __len__(self) -> int:
         return len(self.files)
@@ -169,7 +169,7 @@ class ImageFiles(Dataset):
         from PIL import Image
 
         with Image.open(self.files[i]) as image:
-            return {"pixel_values": self.transform(image.convert("RGB")), "path": self.files[i]}
+            return {"pixel_values": self.transform(image.convert(self.mode)), "path": self.files[i]}
 
 
 def cache_root(data_dir: str | None, cache_dir: Path) -> Path:

@@ -132,10 +132,12 @@ class ImageDataModule(DataModule):
             if self.folders["test"] is not None:
                 self.datasets["test"] = FolderImages(image_folder(self.folders["test"], eval_tf))
             self._check_folder_classes()
-        if self.hparams.predict_dir:
+        if self.hparams.predict_dir:  # files are brought to the training images' size and channels
             files = list_images(Path(self.hparams.predict_dir).expanduser())
-            self.datasets["predict"] = ImageFiles(files, sample_transform(None, self.image_size or 224, self.mean,
-                                                                          self.std))
+            images = self.tensors.train[0] if self.tensors is not None else None
+            size = self.image_size or images.shape[-1]
+            mode = "L" if images is not None and images.shape[1] == 1 else "RGB"
+            self.datasets["predict"] = ImageFiles(files, sample_transform(None, size, self.mean, self.std), mode)
         self._device_train = BatchAugment(self.augment, self.image_size, self.mean, self.std)
         self._device_eval = BatchAugment(None, self.image_size, self.mean, self.std)
         rank_zero_info("Images: " + ", ".join(f"{k} {len(v)}" for k, v in self.datasets.items()) +
@@ -173,7 +175,9 @@ class ImageDataModule(DataModule):
         return self.loader(self.datasets["test"], collate)
 
     def predict_dataloader(self) -> DataLoader:
-        return self.loader(self.datasets.get("predict") or self.datasets["test"], collate)
+        if "predict" not in self.datasets and "test" not in self.datasets:
+            raise ValueError("nothing to predict: set data.init_args.predict_dir to an image file or directory")
+        return self.loader(self.datasets.get("predict", self.datasets.get("test")), collate)
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         """On the device: uint8 -> augmented, normalised floats (``on_device``), then MixUp/CutMix (training).

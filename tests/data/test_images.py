@@ -116,3 +116,11 @@ def test_image_folder_errors(tmp_path):
     make_folder(tmp_path / "ok")
     with pytest.raises(ValueError, match="on_device keeps a whole dataset in memory"):
         ImageDataModule(dataset=str(tmp_path / "ok"), on_device=True)
+
+
+def test_predict_files_take_the_training_images_size_and_channels(tmp_path):
+    make_folder(tmp_path / "photos", classes=("any",), per_class=2, size=30)
+    dm = ImageDataModule(dataset="digits", predict_dir=str(tmp_path / "photos"), batch_size=2)
+    dm.setup("predict")
+    batch = next(iter(dm.predict_dataloader()))
+    assert batch["pixel_values"].shape == (2, 1, 8, 8) and batch["path"][1].endswith("1.png")
