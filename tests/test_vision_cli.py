@@ -50,3 +50,37 @@ def test_digits_cnn_quickstart_fits_tests_and_predicts_in_subprocesses(tmp_path)
     assert [Path(r["path"]).name for r in rows] == ["digit0.png", "digit1.png", "digit2.png"]
     assert all(r["class_name"] in [str(d) for d in range(10)] for r in rows)
     assert abs(sum(float(rows[0][f"prob_{d}"]) for d in range(10)) - 1) < 1e-4
+
+
+class FakeCIFAR10:
+    """CIFAR-10's shape and fields (uint8 HWC data, targets, classes) with random pixels: no download."""
+
+    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+    def __init__(self, root, train=True, download=False):
+        g = torch.Generator().manual_seed(int(train))
+        n = 200 if train else 40
+        self.data = torch.randint(0, 256, (n, 32, 32, 3), dtype=torch.uint8, generator=g).numpy()
+        self.targets = torch.randint(0, 10, (n,), generator=g).tolist()
+
+
+def test_cifar10_vit_recipe_runs_end_to_end_on_cifar_shaped_data(tmp_path, monkeypatch):
+    """The GPU recipe as committed (RandAugment on the device, erasing, MixUp/CutMix, held-out validation, the
+    vit-cifar-small backbone), on CPU for two steps with CIFAR-10 replaced by random CIFAR-shaped images."""
+    from bigmodel.cli import BigModelCLI
+    from bigmodel.data import image_sources
+
+    monkeypatch.setitem(image_sources._TORCHVISION, "cifar10", (FakeCIFAR10, *image_sources._TORCHVISION["cifar10"][1:]))
+    cli = BigModelCLI(args=[
+        "fit", "-c", str(ROOT / "experiments" / "vision" / "cifar10_vit.yaml"),
+        "--trainer.accelerator", "cpu", "--trainer.precision", "32-true", "--trainer.max_steps", "2",
+        "--trainer.limit_val_batches", "1", "--trainer.check_val_every_n_epoch", "1", "--trainer.val_check_interval", "2",
+        "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", str(tmp_path),
+        "--model.init_args.compile", "false", "--data.init_args.batch_size", "16",
+        "--data.init_args.validation_fraction", "0.1",
+    ])
+    assert cli.trainer.global_step == 2 and type(cli.model.net).__name__ == "VisionTransformer"
+    assert cli.datamodule.mixer is not None and cli.datamodule.hparams.on_device
+    assert {len(cli.datamodule.datasets[s]) for s in ("train", "validation", "test")} == {180, 20, 40}
+    metrics = cli.trainer.callback_metrics
+    assert torch.isfinite(metrics["train/loss"]) and "val/acc" in metrics
