@@ -29,6 +29,7 @@ EXPECTED = {
     "label id outside the classes": ["test has label ids [7] outside 0..1"],
     "unknown label name": ["validation has labels ['neutral'] that are not among the classes ['neg', 'pos']"],
     "empty data file": ["is empty; give a file with data"],
+    "empty split": ["the test split is empty:", "has no rows (only a header?); add data or leave test_files unset"],
     "init_from missing": ["init_from checkpoint", "missing.ckpt' does not exist"],
     "init_from corrupt": ["broken.ckpt", "is not a readable checkpoint", "was it fully written?"],
     "init_from other task": ["is a 'classification' checkpoint; expected a 'mlm' one"],
@@ -105,6 +106,8 @@ def cases(tmp: Path, pydoc_text: Path, mlm_ckpt: str, cls_ckpt: str) -> list[dic
             "names", train_files=write_table(tmp / "names.csv", [("a b", "neg"), ("c d", "pos")] * 4),
             validation_files=write_table(tmp / "val.csv", [("e f", "neutral")]))},
         {"name": "empty data file", "args": cls_args("empty", train_files=str(tmp / "empty.csv"))},
+        {"name": "empty split", "args": cls_args(
+            "empty-split", train_files=pairs, test_files=write_table(tmp / "header-only.csv", []))},
         {"name": "init_from missing", "args": cls_args("m") + ["--model.init_args.init_from", str(tmp / "missing.ckpt")]},
         {"name": "init_from corrupt", "args": cls_args("c") + ["--model.init_args.init_from", str(tmp / "broken.ckpt")]},
         {"name": "init_from other task", "args": cls_args("o") + ["--model.init_args.init_from", cls_ckpt]},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from pathlib import Path
 
 from datasets import DatasetDict, load_dataset
@@ -56,6 +57,15 @@ def load_local(splits: dict[str, Files]) -> DatasetDict:
     except DatasetGenerationError as err:
         cause = err.__cause__ or err.__context__ or err
         raise ValueError(f"cannot read {sorted(suffixes)} files {data_files}: {cause}") from err
+    except ValueError as err:  # datasets: 'Instruction "test" corresponds to no data!'
+        empty = re.search(r'Instruction "(\w+)" corresponds to no data', str(err))
+        if empty is None:
+            raise
+        split = empty[1]
+        raise ValueError(
+            f"the {split} split is empty: {data_files[split]} has no rows (only a header?); add data or leave "
+            f"{split}_files unset"
+        ) from err
 
 
 def load_hub(name: str, config: str | None) -> DatasetDict:

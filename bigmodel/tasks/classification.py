@@ -29,6 +29,9 @@ from bigmodel.tasks.base import Task
 from bigmodel.tasks.checkpoints import META_KEY, load_backbone_weights, read_checkpoint, submodule_state
 
 
+MAX_PRINTED_CLASSES = 20
+
+
 def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
     """Accuracy and macro F1/precision/recall; top-5 accuracy too when there are more than 10 classes."""
     metrics = {
@@ -197,7 +200,10 @@ class ClassificationTask(Task):
         lines = ["Confusion matrix (rows: true class, columns: predicted):",
                  " ".join(["true\\pred".ljust(width)] + [n[:8].rjust(8) for n in names])]
         lines += [" ".join([names[i].ljust(width)] + [f"{int(v):8d}" for v in row]) for i, row in enumerate(matrix)]
-        rank_zero_info("\n".join(lines))
+        if len(names) <= MAX_PRINTED_CLASSES:
+            rank_zero_info("\n".join(lines))
+        else:  # a 100 x 100 table is unreadable in a terminal; the CSV and TensorBoard keep it
+            rank_zero_info(f"Confusion matrix ({len(names)} classes): confusion_matrix.csv in {log_dir}")
         if log_dir:
             os.makedirs(log_dir, exist_ok=True)
             with open(os.path.join(log_dir, "confusion_matrix.csv"), "w", newline="") as f:
