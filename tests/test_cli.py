@@ -139,14 +139,18 @@ def test_init_from_checks_task_and_vocabulary(pretrained, tmp_path, pydoc_text):
 
 
 def test_resume_from_last_continues_where_it_stopped(tmp_path, pydoc_text):
-    config = mlm_config(tmp_path, pydoc_text, max_epochs=1, limit_train_batches=4, limit_val_batches=2)
+    """A checkpoint saved at the end of an epoch resumes with the whole next epoch (no batch skipped or repeated)."""
+    small = tmp_path / "small.txt"
+    small.write_text("\n".join(pydoc_text.read_text().splitlines()[:250]))
+    config = mlm_config(tmp_path, small, max_epochs=1, limit_val_batches=2)
     path = write_yaml(tmp_path / "mlm.yaml", config)
     first = BigModelCLI(args=["fit", "-c", path])
-    assert first.trainer.global_step == 4
+    per_epoch = first.trainer.global_step
+    assert per_epoch == first.trainer.num_training_batches > 3
     resumed = BigModelCLI(args=["fit", "-c", path, "--trainer.max_epochs", "2", "--ckpt_path", "last"])
-    assert resumed.trainer.global_step == 8 and resumed.trainer.current_epoch == 2
+    assert resumed.trainer.global_step == 2 * per_epoch and resumed.trainer.current_epoch == 2
     last = torch.load(tmp_path / "runs" / "mlm" / "checkpoints" / "last.ckpt", weights_only=True)
-    assert last["global_step"] == 8 and last["epoch"] == 1
+    assert last["global_step"] == 2 * per_epoch and last["epoch"] == 1
 
 
 def test_gradient_accumulation_steps_the_optimizer_every_k_batches(tmp_path, pydoc_text):

@@ -50,8 +50,7 @@ class DataModule(L.LightningDataModule):
         sampler = ResumableSampler(len(dataset), hp.seed, rank=rank, world_size=world)
         if self._resume is not None:  # restored mid-epoch: skip what this rank already trained on
             epoch, consumed = self._resume
-            sampler.set_epoch(epoch)
-            sampler.skip = consumed * hp.batch_size
+            sampler.resume(epoch, consumed * hp.batch_size)  # nothing is skipped if that epoch had finished
             self._resume = None
         return self.loader(EpochIndexed(dataset), collate_fn, sampler=sampler, drop_last=drop_last)
 

@@ -20,7 +20,8 @@ class ResumableSampler(DistributedSampler):
     It is a ``DistributedSampler`` so that Lightning uses it as is instead of wrapping it in another that would
     re-split the order; Lightning calls ``set_epoch`` every epoch. ``skip`` drops the first indices of this rank's
     next iteration only: the examples a resumed run already trained on. ``len`` stays the full share so the
-    trainer's count of batches per epoch does not change on resume.
+    trainer's count of batches per epoch does not change on resume. The skip belongs to one epoch
+    (``skip_epoch``): a run saved at the end of epoch e resumes with epoch e + 1, which must not skip anything.
     """
 
     def __init__(self, length: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1) -> None:
@@ -31,6 +32,12 @@ class ResumableSampler(DistributedSampler):
         self.total_size = self.num_samples * world_size
         self.epoch = 0
         self.skip = 0
+        self.skip_epoch = 0
+
+    def resume(self, epoch: int, consumed: int) -> None:
+        """Skip the first ``consumed`` examples of ``epoch`` (this rank's), if that is the epoch iterated next."""
+        self.set_epoch(epoch)
+        self.skip, self.skip_epoch = consumed, epoch
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         if self.shuffle:
@@ -39,7 +46,8 @@ class ResumableSampler(DistributedSampler):
             order = torch.arange(self.length)
         order = order.repeat(math.ceil(self.total_size / max(self.length, 1)))[: self.total_size]
         mine = order[self.rank :: self.num_replicas]
-        skip, self.skip = self.skip, 0
+        skip = self.skip if self.epoch == self.skip_epoch else 0
+        self.skip = 0
         return iter([(self.epoch, i) for i in mine[skip:].tolist()])
 
     def __len__(self) -> int:

@@ -60,7 +60,10 @@ def test_resumable_sampler_deals_one_order_to_ranks_and_resumes_each_rank():
     order = [i for _, i in one]
     assert shares[0] == order[0::2] and shares[1] == (order + order[:1])[1::2]
     resumed = ResumableSampler(11, seed=3, rank=1, world_size=2)
-    resumed.set_epoch(4)
-    resumed.skip = 4
+    resumed.resume(epoch=4, consumed=4)
     assert [i for _, i in resumed] == shares[1][4:]
     assert [i for _, i in resumed] == shares[1]  # skip applies to one iteration only
+    finished = ResumableSampler(11, seed=3, rank=1, world_size=2)
+    finished.resume(epoch=3, consumed=6)  # saved at the end of epoch 3: Lightning goes on with epoch 4
+    finished.set_epoch(4)
+    assert [i for _, i in finished] == shares[1]  # the whole of epoch 4, nothing skipped
