@@ -8,13 +8,15 @@ Images (or anything else): a ``backbone`` built from its class path, ``backbone(
 from __future__ import annotations
 
 import csv
+import functools
+import importlib
 import os
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import (
     MulticlassAccuracy,
@@ -85,7 +87,9 @@ class ClassificationTask(Task):
         self._init_state: dict[str, torch.Tensor] | None = None
         self.config: EncoderConfig | None = None
         if backbone is not None:
-            self.net = backbone(num_classes)
+            if not isinstance(self.hparams.get("backbone"), dict):  # given in Python, not by class path (CLI)
+                self.hparams["backbone"] = backbone_spec(backbone)
+            self.net = build_backbone(backbone, num_classes)
             if init_from:
                 self._init_state = load_backbone_weights(init_from)
         else:
@@ -229,6 +233,27 @@ class ClassificationTask(Task):
         else:
             meta["backbone"] = f"{type(self.net).__module__}.{type(self.net).__qualname__}"
         checkpoint[META_KEY] = meta
+
+
+def backbone_spec(backbone: Any) -> dict[str, Any] | None:
+    """A class, function or ``functools.partial`` of one as ``{class_path, init_args}`` -- what the CLI stores --
+    so checkpoints stay plain data and ``load_from_checkpoint`` can rebuild the backbone."""
+    func, kwargs = backbone, {}
+    if isinstance(backbone, functools.partial) and not backbone.args:
+        func, kwargs = backbone.func, dict(backbone.keywords)
+    path = f"{getattr(func, '__module__', '')}.{getattr(func, '__qualname__', '')}"
+    if "<" in path or not callable(func) or path.startswith("."):
+        rank_zero_warn(f"backbone {backbone!r} cannot be named by an import path: checkpoints will not rebuild it "
+                       "(pass backbone= to load_from_checkpoint, or use a class or functools.partial of one)")
+        return None
+    return {"class_path": path, "init_args": kwargs}
+
+
+def build_backbone(backbone: Any, num_classes: int) -> nn.Module:
+    if isinstance(backbone, dict):  # {class_path, init_args}: a checkpoint's hyper-parameters read outside the CLI
+        module, _, name = backbone["class_path"].rpartition(".")
+        backbone = functools.partial(getattr(importlib.import_module(module), name), **backbone.get("init_args", {}))
+    return backbone(num_classes)
 
 
 def load_matching(net: nn.Module, state: dict[str, torch.Tensor], source: str) -> list[str]:

@@ -66,3 +66,17 @@ def test_vit_backbone_checkpoint_meta_names_the_backbone():
     task.on_save_checkpoint(checkpoint)
     assert checkpoint[META_KEY] == {"task": "classification", "class_names": ["0", "1", "2"],
                                     "backbone": "bigmodel.nn.vision.VisionTransformer"}
+
+
+def test_a_backbone_given_in_python_is_saved_as_a_class_path_and_rebuilt(tmp_path):
+    import lightning as L
+
+    task = ClassificationTask(num_classes=3, backbone=functools.partial(SmallCNN, image_size=8, width=8))
+    assert task.hparams.backbone == {"class_path": "bigmodel.nn.cnn.SmallCNN", "init_args": {"image_size": 8, "width": 8}}
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.strategy.connect(task)
+    trainer.save_checkpoint(tmp_path / "task.ckpt")
+    loaded = ClassificationTask.load_from_checkpoint(tmp_path / "task.ckpt")  # weights_only: plain data only
+    assert type(loaded.net) is SmallCNN and loaded.net.features[0].out_channels == 8
+    for a, b in zip(task.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)
