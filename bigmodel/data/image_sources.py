@@ -102,7 +102,7 @@ def load_torchvision_splits(name: str, root: Path) -> TensorSplits:
             train, test = cls(str(root), train=True, download=True), cls(str(root), train=False, download=True)
         except (urllib.error.URLError, OSError, RuntimeError) as err:
             raise ValueError(
-                f"{name} is not in {root} and could not be downloaded ({type(err).__name__}: no network?); copy "
+                f"{name} is not in {root} and could not be downloaded or verified ({type(err).__name__}); copy "
                 f"torchvision's {cls.__name__} files there (data.init_args.data_dir) or, offline, use dataset: digits"
             ) from err
 

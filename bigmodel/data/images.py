@@ -164,7 +164,8 @@ class ImageDataModule(DataModule):
                 )
 
     def train_dataloader(self) -> DataLoader:
-        return self.train_loader(self.datasets["train"], collate)
+        train = self.datasets["train"]  # full batches only: a short last batch would recompile a compiled model
+        return self.train_loader(train, collate, drop_last=len(train) > self.hparams.batch_size)
 
     def val_dataloader(self) -> DataLoader:
         return self.loader(self.datasets["validation"], collate)

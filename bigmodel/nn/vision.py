@@ -59,7 +59,8 @@ class PatchEmbeddings(nn.Module):
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, 1 + N, D)
         B, _, H, W = pixel_values.shape
         if H % self.patch_size or W % self.patch_size:
-            raise ValueError(f"image size {H}x{W} is not a multiple of patch_size {self.patch_size}")
+            raise ValueError(f"image size {H}x{W} is not a multiple of patch_size {self.patch_size}; resize the images "
+                             "(data.init_args.image_size) or change the backbone's patch_size")
         x = self.proj(pixel_values).flatten(2).transpose(1, 2)
         pos = resample_position_embeddings(self.position_embeddings, (H // self.patch_size, W // self.patch_size))
         x = torch.cat([self.cls_token.expand(B, -1, -1), x], dim=1) + pos
@@ -87,6 +88,10 @@ class VisionTransformer(nn.Module):
         self.encoder = TransformerEncoder(config, embeddings=PatchEmbeddings(config))
         self.head = nn.Linear(config.hidden_size, num_classes)
         init_weights(self.head, config.initializer_range)
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameters the optimiser should not decay (as in timm and DeiT)."""
+        return {"encoder.embeddings.cls_token", "encoder.embeddings.position_embeddings"}
 
     def forward_features(self, pixel_values: torch.Tensor, output_attentions: bool = False) -> EncoderOutput:
         return self.encoder(pixel_values, output_attentions=output_attentions)
@@ -124,7 +129,8 @@ class VisionTransformer(nn.Module):
         missing, unexpected = self.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.startswith("head.")]
         if missing or unexpected:
-            raise ValueError(f"pretrained ViT does not fit this model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+            raise ValueError(f"pretrained ViT does not fit this model: missing {missing[:3]}, unexpected "
+                             f"{unexpected[:3]}; build the backbone with the checkpoint's preset and layer count")
         return notes
 
 

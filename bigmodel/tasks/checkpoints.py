@@ -56,7 +56,7 @@ def load_backbone_weights(path: str) -> dict[str, torch.Tensor]:
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"init_from {path!r} does not exist; point it to a .ckpt/.safetensors/.pth file or a Hugging Face model "
-            "directory (with internet: `hf download google/vit-base-patch16-224-in21k --local-dir vit-b16`)"
+            f"directory (with internet, e.g.: hf download google/vit-base-patch16-224-in21k --local-dir {path})"
         )
     try:
         if path.endswith(".safetensors"):

@@ -12,11 +12,13 @@ Schedule = Literal["linear", "cosine", "constant"]
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases, LayerNorm weights and other 1-d parameters (BERT's recipe)."""
+    """No weight decay on biases, LayerNorm weights and other 1-d parameters (BERT's recipe), nor on what the
+    model lists in ``no_weight_decay()`` (timm's convention: a ViT's [CLS] token and position embeddings)."""
+    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
     decay, no_decay = [], []
-    for p in model.parameters():
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
+            (decay if p.ndim >= 2 and name not in skip else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 

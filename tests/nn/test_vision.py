@@ -59,3 +59,14 @@ def test_attention_maps_from_the_explicit_path():
 def test_vit_needs_pre_ln():
     with pytest.raises(ValueError, match="pre-LN"):
         VisionTransformer(2, "vit-cifar-tiny", {"norm_first": False})
+
+
+def test_vit_cls_token_and_positions_are_not_decayed():
+    from bigmodel.tasks.optim import parameter_groups
+
+    vit = VisionTransformer(10, "vit-cifar-tiny")
+    decay, no_decay = parameter_groups(vit, 0.05)
+    assert no_decay["weight_decay"] == 0.0
+    kept = {id(p) for p in no_decay["params"]}
+    assert id(vit.encoder.embeddings.cls_token) in kept and id(vit.encoder.embeddings.position_embeddings) in kept
+    assert id(vit.encoder.embeddings.proj.weight) not in kept and id(vit.head.weight) not in kept
