@@ -195,4 +195,6 @@ class ImageDataModule(DataModule):
             batch["pixel_values"] = augment(batch["pixel_values"], generator)
         if training and self.mixer is not None:
             batch["pixel_values"], batch["labels"] = self.mixer(batch["pixel_values"], batch["labels"])
+        if self.trainer is not None:  # Lightning cast the batch before it was float: bf16-true wants bf16 images
+            batch["pixel_values"] = self.trainer.precision_plugin.convert_input(batch["pixel_values"])
         return batch

@@ -124,3 +124,19 @@ def test_predict_files_take_the_training_images_size_and_channels(tmp_path):
     dm.setup("predict")
     batch = next(iter(dm.predict_dataloader()))
     assert batch["pixel_values"].shape == (2, 1, 8, 8) and batch["path"][1].endswith("1.png")
+
+
+def test_on_device_batches_reach_a_bf16_true_model_in_its_dtype(tmp_path):
+    import functools
+
+    import lightning as L
+
+    from bigmodel.nn import SmallCNN
+    from bigmodel.tasks import ClassificationTask
+
+    dm = ImageDataModule(dataset="digits", batch_size=32, on_device=True, crop_padding=1, mixup_alpha=0.2)
+    task = ClassificationTask(num_classes=10, backbone=functools.partial(SmallCNN, image_size=8))
+    trainer = L.Trainer(accelerator="cpu", precision="bf16-true", max_steps=2, limit_val_batches=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer.fit(task, dm)
+    assert trainer.global_step == 2 and torch.isfinite(trainer.callback_metrics["train/loss"])
