@@ -45,7 +45,7 @@ EXPECTED = {
     "image folder without images": ["has no images: expected", "/<class name>/<image> files with one of"],
     "image dataset unknown": ["is neither a known name (digits, cifar10", "nor an existing image folder"],
     "torchvision set offline": ["cifar10 is not in", "could not be downloaded", "use dataset: digits"],
-    "image weights that do not fit": ["does not fit the backbone ResNet18: unexpected ['features.0.weight'"],
+    "image weights that do not fit": ["weights do not fit ResNet18: unexpected ['features.0.weight'", "build the backbone as"],
 }
 
 

@@ -16,6 +16,7 @@ from torch import nn
 from bigmodel.nn.config import EncoderConfig
 from bigmodel.nn.convert import convert_hf_vit, is_hf_vit
 from bigmodel.nn.encoder import EncoderOutput, TransformerEncoder, init_weights
+from bigmodel.nn.loading import load_matching
 
 
 def resample_position_embeddings(
@@ -116,22 +117,7 @@ class VisionTransformer(nn.Module):
             old = state[pos_key].shape[1] - 1
             state[pos_key] = resample_position_embeddings(state[pos_key], (grid, grid))
             notes.append(f"position embeddings resampled from {math.isqrt(old)}x{math.isqrt(old)} to {grid}x{grid}")
-        if "head.weight" in state and state["head.weight"].shape != own["head.weight"].shape:
-            notes.append(f"new {own['head.weight'].shape[0]}-class head (checkpoint has {state['head.weight'].shape[0]})")
-            state = {k: v for k, v in state.items() if not k.startswith("head.")}
-        wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
-                 if k in own and v.shape != own[k].shape]
-        if wrong:
-            raise ValueError(
-                f"pretrained ViT does not fit this model: {wrong[0]}; build the backbone with the checkpoint's "
-                "preset (hidden size, patch size, channels) and change only image_size"
-            )
-        missing, unexpected = self.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.startswith("head.")]
-        if missing or unexpected:
-            raise ValueError(f"pretrained ViT does not fit this model: missing {missing[:3]}, unexpected "
-                             f"{unexpected[:3]}; build the backbone with the checkpoint's preset and layer count")
-        return notes
+        return notes + load_matching(self, state)
 
 
 def cls_attention_maps(attentions: tuple[torch.Tensor, ...], grid: tuple[int, int]) -> torch.Tensor:

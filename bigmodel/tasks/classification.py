@@ -27,6 +27,7 @@ from torchmetrics.classification import (
 )
 
 from bigmodel.nn import EncoderConfig, SequenceClassifier
+from bigmodel.nn.loading import load_matching
 from bigmodel.tasks.base import Task
 from bigmodel.tasks.checkpoints import META_KEY, load_backbone_weights, read_checkpoint, submodule_state
 
@@ -147,10 +148,12 @@ class ClassificationTask(Task):
                 raise ValueError(f"init_from {source!r} does not fit the encoder: missing {missing[:3]}, "
                                  f"unexpected {unexpected[:3]}")
             notes = []
-        elif hasattr(self.net, "load_pretrained"):  # knows foreign layouts, resamples positions, swaps the head
-            notes = self.net.load_pretrained(state)
         else:
-            notes = load_matching(self.net, state, source)
+            try:  # a ViT knows foreign layouts and resamples positions; every backbone may get a new head
+                notes = self.net.load_pretrained(state) if hasattr(self.net, "load_pretrained") else \
+                    load_matching(self.net, state)
+            except ValueError as err:
+                raise ValueError(f"init_from {source!r}: {err}") from err
         rank_zero_info(f"Loaded pretrained weights from {source} ({len(state)} tensors)" +
                        "".join(f"; {n}" for n in notes))
 
@@ -254,18 +257,3 @@ def build_backbone(backbone: Any, num_classes: int) -> nn.Module:
         module, _, name = backbone["class_path"].rpartition(".")
         backbone = functools.partial(getattr(importlib.import_module(module), name), **backbone.get("init_args", {}))
     return backbone(num_classes)
-
-
-def load_matching(net: nn.Module, state: dict[str, torch.Tensor], source: str) -> list[str]:
-    """Loads every tensor whose name and shape fit; a differently sized output layer stays new (fine-tuning to
-    another class count). Anything else that does not fit is an error naming the parameter."""
-    own = net.state_dict()
-    skipped = [k for k, v in state.items() if k in own and v.shape != own[k].shape]
-    missing, unexpected = net.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=False)
-    last = list(own)[-2:]  # the output layer's weight and bias
-    if unexpected or set(missing) - set(last) or set(skipped) - set(last):
-        problems = [f"unexpected {unexpected[:3]}"] if unexpected else []
-        problems += [f"missing {sorted(set(missing) - set(last))[:3]}"] if set(missing) - set(last) else []
-        problems += [f"shape differs for {sorted(set(skipped) - set(last))[:3]}"] if set(skipped) - set(last) else []
-        raise ValueError(f"init_from {source!r} does not fit the backbone {type(net).__name__}: {'; '.join(problems)}")
-    return [f"new output layer {last[0]}"] if skipped or missing else []

@@ -58,7 +58,8 @@ def test_hf_vit_weights_give_identical_outputs_and_adapt_to_other_sizes(tmp_path
     # fine-tuning elsewhere: 48 px images (12x12 grid from the 8x8 table) and 10 classes (a new head)
     other = VisionTransformer(10, "vit-tiny", {**overrides, "image_size": 48})
     notes = other.load_pretrained(hf.state_dict())
-    assert notes == ["position embeddings resampled from 8x8 to 12x12", "new 10-class head (checkpoint has 5)"]
+    assert notes == ["position embeddings resampled from 8x8 to 12x12",
+                     "new output layer head for 10 classes (checkpoint: (5, 64))"]
     torch.testing.assert_close(other.encoder.layers[1].attn.qkv.weight, ours.encoder.layers[1].attn.qkv.weight)
-    with pytest.raises(ValueError, match="does not fit this model: encoder.embeddings.proj.weight"):
+    with pytest.raises(ValueError, match=r"weights do not fit VisionTransformer: encoder.embeddings.proj.weight is \(64, 3, 4, 4\) there"):
         VisionTransformer(5, "vit-tiny", {**overrides, "patch_size": 8}).load_pretrained(hf.state_dict())

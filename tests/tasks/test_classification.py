@@ -48,7 +48,7 @@ def test_init_from_a_torchvision_style_state_dict_keeps_the_body_and_makes_a_new
 def test_init_from_weights_of_another_architecture_is_a_clear_error(tmp_path):
     torch.save(SmallCNN(10).state_dict(), tmp_path / "cnn.pth")
     task = ClassificationTask(num_classes=10, backbone=ResNet18, init_from=str(tmp_path / "cnn.pth"))
-    with pytest.raises(ValueError, match=r"does not fit the backbone ResNet18: unexpected \['features.0.weight'"):
+    with pytest.raises(ValueError, match=r"weights do not fit ResNet18: unexpected \['features.0.weight'"):
         task.load_pretrained(task._init_state)
 
 
