@@ -45,7 +45,7 @@ class BigModelCLI(LightningCLI):
                     "init_args": {"save_dir": "runs", "name": "default"},
                 },
                 "callbacks": [LearningRateMonitor(logging_interval="step"), TokenizerCheckpoint()],
-                "plugins": [AtomicCheckpointIO()],
+                "plugins": [{"class_path": "bigmodel.checkpoint_io.AtomicCheckpointIO"}],  # a path: serialisable
             },
             # parse errors raise instead of printing a ~50-line usage block; main() prints them as one line
             parser_kwargs={"exit_on_error": False, **{c: {"exit_on_error": False} for c in SUBCOMMANDS}},

@@ -88,12 +88,12 @@ class ImageDataModule(DataModule):
             self.class_names = self.tensors.class_names
             default_mean, default_std = self.tensors.mean, self.tensors.std
         else:
+            self.folders = folder_splits(Path(dataset).expanduser())  # first: a wrong name or path says so
             if on_device:
                 raise ValueError(
                     "on_device keeps a whole dataset in memory as uint8 tensors: it serves digits, MNIST, "
-                    "Fashion-MNIST and CIFAR, not image folders (use num_workers instead)"
+                    "Fashion-MNIST and CIFAR, not image folders (set on_device: false; num_workers loads in parallel)"
                 )
-            self.folders = folder_splits(Path(dataset).expanduser())
             self.image_size = image_size or 224
             self.class_names = image_folder(self.folders["train"], None).classes
             default_mean, default_std = IMAGENET_MEAN, IMAGENET_STD

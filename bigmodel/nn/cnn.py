@@ -1,4 +1,4 @@
-"""CNN baselines for the image tasks: the seed's small MNIST network and ResNet-18 with a stem for 32 px inputs.
+"""CNN baselines for the image tasks: a small MNIST-style network and ResNet-18 with a stem for 32 px inputs.
 
 Like ``VisionTransformer``, each takes ``num_classes`` first, so a task builds any of them as ``backbone(num_classes)``.
 """

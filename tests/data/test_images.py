@@ -112,7 +112,7 @@ def test_image_folder_errors(tmp_path):
     with pytest.raises(ValueError, match=r"has no images: expected .*/<class name>/<image>"):
         ImageDataModule(dataset=str(tmp_path / "empty"))
     with pytest.raises(FileNotFoundError, match="neither a known name"):
-        ImageDataModule(dataset=str(tmp_path / "nowhere"))
+        ImageDataModule(dataset=str(tmp_path / "nowhere"), on_device=True)  # the path is the problem, not on_device
     make_folder(tmp_path / "ok")
     with pytest.raises(ValueError, match="on_device keeps a whole dataset in memory"):
         ImageDataModule(dataset=str(tmp_path / "ok"), on_device=True)
