@@ -84,3 +84,32 @@ def test_cifar10_vit_recipe_runs_end_to_end_on_cifar_shaped_data(tmp_path, monke
     assert {len(cli.datamodule.datasets[s]) for s in ("train", "validation", "test")} == {180, 20, 40}
     metrics = cli.trainer.callback_metrics
     assert torch.isfinite(metrics["train/loss"]) and "val/acc" in metrics
+
+
+def test_fine_tune_from_a_hugging_face_vit_directory_through_the_cli(tmp_path, capsys):
+    """init_from a saved HF ViT (the Hub's layout) at another image size and class count: positions resampled,
+    new head, every other tensor equal to the HF weights at fit start."""
+    transformers = __import__("pytest").importorskip("transformers")
+    from bigmodel.cli import BigModelCLI
+
+    hf_config = transformers.ViTConfig(image_size=8, patch_size=2, num_channels=1, hidden_size=32,
+                                       num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                       layer_norm_eps=1e-6, num_labels=3)
+    torch.manual_seed(0)
+    hf = transformers.ViTForImageClassification(hf_config)
+    hf.save_pretrained(tmp_path / "hf-vit")
+    overrides = "{image_size: 16, patch_size: 2, num_channels: 1, hidden_size: 32, num_layers: 2, num_heads: 2, " \
+                "intermediate_size: 64}"
+    cli = BigModelCLI(args=[
+        "fit", "--model", "bigmodel.tasks.ClassificationTask", "--model.backbone", "bigmodel.nn.VisionTransformer",
+        "--model.backbone.config", "vit-tiny", "--model.backbone.overrides", overrides,
+        "--model.init_from", str(tmp_path / "hf-vit"), "--model.lr", "1e-9",
+        "--data", "bigmodel.data.ImageDataModule", "--data.dataset", "digits", "--data.image_size", "16",
+        "--data.on_device", "true", "--trainer.max_steps", "1", "--trainer.limit_val_batches", "1",
+        "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
+        "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
+    ])
+    vit = cli.model.net
+    assert vit.head.out_features == 10 and vit.encoder.embeddings.position_embeddings.shape == (1, 65, 32)
+    hf_q = hf.state_dict()["vit.layers.1.attention.q_proj.weight"]
+    torch.testing.assert_close(vit.encoder.layers[1].attn.qkv.weight[:32], hf_q, atol=1e-6, rtol=0)  # lr 1e-9
