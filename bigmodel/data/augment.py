@@ -127,7 +127,9 @@ class BatchAugment:
                 images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
             if self.policy is not None:
                 images = torch.cat([self.policy(chunk) for chunk in images.split(self.group)])
-        x = images.float().div_(255).sub_(self.mean.to(images.device)).div_(self.std.to(images.device))
+        if self.mean.device != images.device:  # moved once, not per batch
+            self.mean, self.std = self.mean.to(images.device), self.std.to(images.device)
+        x = images.float().div_(255).sub_(self.mean).div_(self.std)
         if cfg is not None and cfg.random_erasing:
             x = random_erase(x, cfg.random_erasing, generator)
         return x
