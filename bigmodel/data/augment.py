@@ -56,16 +56,19 @@ def auto_augment(config: AugmentConfig) -> v2.Transform | None:
 
 
 def sample_transform(
-    config: AugmentConfig | None, size: int | None, mean: Sequence[float], std: Sequence[float]
+    config: AugmentConfig | None, size: int | None, mean: Sequence[float], std: Sequence[float],
+    native_size: int | None = None,
 ) -> v2.Compose:
-    """One image (PIL or uint8 tensor) -> normalised float tensor; ``config=None`` for evaluation."""
+    """One image (PIL or uint8 tensor) -> normalised float tensor; ``config=None`` for evaluation. Images are
+    resized to ``size`` if given; the random crop keeps ``size`` or, without it, the images' ``native_size``."""
     steps: list[v2.Transform] = [v2.ToImage()]
     if size is not None:
         steps.append(v2.Resize((size, size), antialias=True))
     if config is not None:
         if config.crop_padding:
-            steps.append(v2.RandomCrop(size or 0, padding=config.crop_padding) if size else
-                         _PaddedCropSameSize(config.crop_padding))
+            if not (size or native_size):
+                raise ValueError("crop_padding needs the image size: set image_size")
+            steps.append(v2.RandomCrop(size or native_size, padding=config.crop_padding))
         if config.horizontal_flip:
             steps.append(v2.RandomHorizontalFlip())
         if (policy := auto_augment(config)) is not None:
@@ -74,17 +77,6 @@ def sample_transform(
     if config is not None and config.random_erasing:
         steps.append(v2.RandomErasing(p=config.random_erasing))
     return v2.Compose(steps)
-
-
-class _PaddedCropSameSize(v2.Transform):
-    """RandomCrop back to the input's own size (when no fixed size is configured)."""
-
-    def __init__(self, padding: int) -> None:
-        super().__init__()
-        self.padding = padding
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return v2.RandomCrop(tuple(image.shape[-2:]), padding=self.padding)(image)
 
 
 def batch_mixer(config: AugmentConfig, num_classes: int) -> v2.Transform | None:

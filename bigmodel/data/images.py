@@ -107,8 +107,9 @@ class ImageDataModule(DataModule):
     def setup(self, stage: str) -> None:
         if self.datasets:
             return
+        native = self.tensors.train[0].shape[-1] if self.tensors is not None else None
         train_tf = None if self.hparams.on_device else sample_transform(self.augment, self.image_size, self.mean,
-                                                                           self.std)
+                                                                           self.std, native)
         eval_tf = None if self.hparams.on_device else sample_transform(None, self.image_size, self.mean, self.std)
         if self.tensors is not None:
             s = self.tensors

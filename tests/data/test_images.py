@@ -81,7 +81,7 @@ def test_batch_augment_runs_the_whole_recipe_on_uint8_batches():
     assert out.shape == (40, 3, 32, 32) and out.dtype == torch.float32 and torch.isfinite(out).all()
     resized = BatchAugment(None, 48, (0.5,) * 3, (0.25,) * 3)(images)
     assert resized.shape == (40, 3, 48, 48)
-    single = sample_transform(cfg, None, (0.5,) * 3, (0.25,) * 3)(images[0])
+    single = sample_transform(cfg, None, (0.5,) * 3, (0.25,) * 3, native_size=32)(images[0])
     assert single.shape == (3, 32, 32)
 
 
