@@ -22,7 +22,6 @@ from bigmodel.callbacks import (
     archive_previous_checkpoints,
     default_checkpoint_dir,
 )
-from bigmodel.checkpoint_io import AtomicCheckpointIO
 from bigmodel.data.hub import HubUnavailableError
 from bigmodel.tasks import base
 
