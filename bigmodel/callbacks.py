@@ -13,6 +13,7 @@ import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 
+from bigmodel.checkpoint_io import AtomicCheckpointIO
 from bigmodel.data.tokenizer import CHECKPOINT_KEY, tokenizer_files
 
 
@@ -78,16 +79,41 @@ class PredictionWriter(BasePredictionWriter):
         rank_zero_info(f"Wrote {len(rows)} predictions to {path}")
 
 
-def archive_previous_checkpoints(trainer: L.Trainer) -> None:
+class KeepPreviousCheckpoints(Callback):
     """A fresh fit under a run name that already has checkpoints moves them to ``checkpoints/previous/<time>/``
-    instead of overwriting them: nothing trained is lost, and ``.../checkpoints/last.ckpt`` is the newest run."""
-    if int(os.environ.get("LOCAL_RANK", 0)) or int(os.environ.get("NODE_RANK", 0)):
-        return  # ranks launched by rank 0 see rank 0's fresh files
+    instead of overwriting them -- at the moment its own first checkpoint is completely written (through
+    ``AtomicCheckpointIO.before_first_replace``), so a run that fails before that leaves them where they were."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.ckpt_path is not None or not trainer.is_global_zero:
+            return  # a resumed run (--ckpt_path, SLURM's hpc checkpoint) continues the same checkpoints
+        dirs = [cb.dirpath for cb in trainer.checkpoint_callbacks if cb.dirpath and _checkpoints_in(cb.dirpath)]
+        if not dirs:
+            return
+        io = trainer.strategy.checkpoint_io
+        if isinstance(io, AtomicCheckpointIO):
+            io.before_first_replace = lambda _path: archive_checkpoints(dirs)
+            rank_zero_info(f"Checkpoints of an earlier run in {', '.join(dirs)} move to previous/<time>/ when this "
+                           "run writes its first one")
+        else:  # another checkpoint IO: move them now rather than overwrite them
+            archive_checkpoints(dirs)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        io = trainer.strategy.checkpoint_io
+        if isinstance(io, AtomicCheckpointIO):
+            io.before_first_replace = None
+
+
+def _checkpoints_in(directory: str) -> list[Path]:
+    return sorted(Path(directory).glob("*.ckpt")) if os.path.isdir(directory) else []
+
+
+def archive_checkpoints(dirs: list[str]) -> None:
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    for cb in trainer.checkpoint_callbacks:
-        old = sorted(Path(cb.dirpath).glob("*.ckpt")) if cb.dirpath and os.path.isdir(cb.dirpath) else []
+    for directory in dirs:
+        old = _checkpoints_in(directory)
         if old:
-            target = Path(cb.dirpath) / "previous" / stamp
+            target = Path(directory) / "previous" / stamp
             target.mkdir(parents=True, exist_ok=True)
             for path in old:
                 path.rename(target / path.name)

@@ -3,34 +3,47 @@
 from __future__ import annotations
 
 import difflib
+import errno
 import importlib
 import inspect
 import os
 import re
 import sys
+import warnings
 
 import lightning as L
 import torch
+import yaml
 from jsonargparse import ArgumentError
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 import bigmodel.data  # noqa: F401  (registers the data modules for short class names in YAML)
-from bigmodel.callbacks import (
-    PredictionWriter,
-    TokenizerCheckpoint,
-    archive_previous_checkpoints,
-    default_checkpoint_dir,
-)
+from bigmodel import runs
+from bigmodel.callbacks import KeepPreviousCheckpoints, PredictionWriter, TokenizerCheckpoint, default_checkpoint_dir
 from bigmodel.data.hub import HubUnavailableError
+from bigmodel.stopping import RunStopped, StopSafely
 from bigmodel.tasks import base
 
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
+# bigmodel handles these: the run's own lock file sits in the checkpoint directory and earlier checkpoints move to
+# previous/ when the new run writes its first; the data modules resume mid-epoch themselves.
+warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
+
 
 class BigModelCLI(LightningCLI):
     def __init__(self, args=None, run: bool = True) -> None:
+        self._lock: runs.RunLock | None = None
+        try:
+            self._init(args, run)
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+    def _init(self, args, run: bool) -> None:
         super().__init__(
             model_class=base.Task,
             datamodule_class=L.LightningDataModule,
@@ -43,7 +56,8 @@ class BigModelCLI(LightningCLI):
                     "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                     "init_args": {"save_dir": "runs", "name": "default"},
                 },
-                "callbacks": [LearningRateMonitor(logging_interval="step"), TokenizerCheckpoint()],
+                "callbacks": [LearningRateMonitor(logging_interval="step"), TokenizerCheckpoint(), StopSafely(),
+                              KeepPreviousCheckpoints()],
                 "plugins": [{"class_path": "bigmodel.checkpoint_io.AtomicCheckpointIO"}],  # a path: serialisable
             },
             # parse errors raise instead of printing a ~50-line usage block; main() prints them as one line
@@ -61,7 +75,7 @@ class BigModelCLI(LightningCLI):
                 "checkpoint.save_top_k": 1,
                 "checkpoint.save_last": True,
                 "checkpoint.filename": "best",
-                # one best.ckpt/last.ckpt per run name (a fresh rerun first moves them to previous/<time>/)
+                # one best.ckpt/last.ckpt per run name (a fresh rerun moves them to previous/<time>/)
                 "checkpoint.enable_version_counter": False,
             }
         )
@@ -71,8 +85,9 @@ class BigModelCLI(LightningCLI):
         parser.link_arguments("data.class_names", "model.init_args.class_names", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
-        """Checks that Lightning would make deep inside a run, made before anything is built."""
-        trainer = (self.config[self.subcommand] if self.subcommand else self.config).trainer
+        """Checks that Lightning would make deep inside a run (or never), made before anything is built."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        trainer = config.trainer
         if trainer.accumulate_grad_batches is not None and trainer.accumulate_grad_batches <= 0:
             raise ValueError(
                 f"trainer.accumulate_grad_batches must be >= 1, got {trainer.accumulate_grad_batches}"
@@ -84,6 +99,60 @@ class BigModelCLI(LightningCLI):
                 f"precision {precision} needs a GPU with bfloat16 (Ampere or newer); this one has none: "
                 "use --trainer.precision 16-mixed"
             )
+        directory = runs.checkpoint_dir(config)
+        if self.subcommand == "fit" and directory is not None and runs.launch_rank_zero():
+            self._lock = runs.RunLock(directory)  # before the data module trains a tokenizer or anything is written
+            self._lock.acquire()
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning reads the ``--ckpt_path`` file here (its hyper-parameters update the config): check it first."""
+        subcommand = self.config.get("subcommand")
+        if subcommand:
+            config = self.config[subcommand]
+            self._check_ckpt_path(config, subcommand, runs.checkpoint_dir(config))
+        super()._parse_ckpt_path()
+
+    def _check_ckpt_path(self, config, subcommand: str, directory: str | None) -> None:
+        """A ``--ckpt_path`` that is missing, truncated, of another task, or 'last' when only an earlier run's
+        last.ckpt is left, is a one-line error here instead of a traceback (or a silent fresh start) later.
+        Outside ``fit``, the data module takes the checkpoint's tokenizer and class names, so that testing and
+        predicting need only the checkpoint (not the training files)."""
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path is None:
+            return
+        path = os.fspath(ckpt_path)
+        if path == "last":
+            path = runs.resolve_last(directory)
+        elif path == "best" and subcommand != "fit" and directory is not None:
+            path = os.path.join(directory, "best.ckpt")  # bigmodel's name for it; Lightning knows it only in-process
+        elif path in runs.SPECIAL_CKPT_PATHS:
+            return
+        if path is None:
+            return
+        meta = runs.read_checkpoint_meta(path, directory)
+        model_cls = _import(config.model.class_path) if config.get("model") else None
+        expected = getattr(model_cls, "checkpoint_task", None)
+        if meta.get("task") and expected and meta["task"] != expected:
+            raise ValueError(
+                f"--ckpt_path {path!r} is a {meta['task']!r} checkpoint but the config's model is "
+                f"{config.model.class_path} ({expected!r}); use a config of the checkpoint's task or another checkpoint"
+            )
+        if subcommand == "fit":
+            return
+        config.ckpt_path = path
+        data = config.get("data")
+        accepted = _init_parameters(_import(data.class_path)) if data is not None and "class_path" in data else set()
+        if meta.get("_tokenizer") and "tokenizer" in accepted:
+            data.init_args.tokenizer = path
+        names = meta.get("class_names")
+        if names and "label_names" in accepted:
+            given = data.init_args.get("label_names")
+            if given and list(given) != list(names):
+                raise ValueError(
+                    f"data.init_args.label_names {list(given)} differ from the classes of {path!r} {list(names)}; "
+                    "leave label_names unset to use the checkpoint's"
+                )
+            data.init_args.label_names = list(names)
 
     def instantiate_trainer(self, **kwargs):
         """As Lightning's, but ``--trainer.enable_checkpointing false`` drops the default ModelCheckpoint."""
@@ -98,8 +167,20 @@ class BigModelCLI(LightningCLI):
         default_checkpoint_dir(self.trainer)
 
     def before_fit(self) -> None:
-        if self.config_init[self.subcommand].get("ckpt_path") is None:
-            archive_previous_checkpoints(self.trainer)
+        if self._lock is None and runs.launch_rank_zero():  # a logger whose directory the config did not tell
+            directory = next((cb.dirpath for cb in self.trainer.checkpoint_callbacks if cb.dirpath), None)
+            if directory is not None:
+                self._lock = runs.RunLock(directory)
+                self._lock.acquire()
+
+
+def _import(class_path: str):
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def _init_parameters(cls) -> set[str]:
+    return {p for c in cls.__mro__ if "__init__" in vars(c) for p in inspect.signature(c.__init__).parameters}
 
 
 USER_ERRORS = (ValueError, FileNotFoundError, HubUnavailableError, FloatingPointError)
@@ -111,18 +192,22 @@ def own_error(err: BaseException) -> BaseException | None:
 
     jsonargparse wraps an error raised in a class's ``__init__`` in a multi-line report; the chain keeps ours.
     """
-    seen: list[BaseException] = []
-    current: BaseException | None = err
-    while current is not None and current not in seen:
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    for e in seen:
+    for e in _chain(err):
         tb = e.__traceback__
         while tb is not None and tb.tb_next is not None:
             tb = tb.tb_next
         if isinstance(e, USER_ERRORS) and tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
             return e
     return None
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = err
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
 
 
 _NOISE = ("Does not validate", "Subtypes:", "Errors:", "Given value", "Expected a <class 'NoneType'>")
@@ -140,8 +225,7 @@ def parse_error_message(text: str) -> str:
     if option and class_path:
         try:
             module, _, name = class_path[1].rpartition(".")
-            cls = getattr(importlib.import_module(module), name)
-            accepted = {p for c in cls.__mro__ if "__init__" in vars(c) for p in inspect.signature(c.__init__).parameters}
+            accepted = _init_parameters(getattr(importlib.import_module(module), name))
             close = difflib.get_close_matches(option[1], sorted(accepted - {"self", "args", "kwargs"}), n=1)
             if close:
                 message += f"; did you mean '{close[0]}'?"
@@ -150,9 +234,66 @@ def parse_error_message(text: str) -> str:
     return message
 
 
+_OS_HINTS = {
+    errno.ENOSPC: "free space there, or write the run elsewhere (--trainer.logger.init_args.save_dir)",
+    errno.EDQUOT: "free space in your quota, or write the run elsewhere (--trainer.logger.init_args.save_dir)",
+    errno.EROFS: "write the run to a writable disk (--trainer.logger.init_args.save_dir)",
+    errno.EACCES: "fix the permissions, or use a directory you can write (--trainer.logger.init_args.save_dir)",
+    errno.EPERM: "fix the permissions, or use a directory you can write (--trainer.logger.init_args.save_dir)",
+    errno.ENOTDIR: "a part of the path is a file, not a directory: choose another path",
+    errno.EISDIR: "it is a directory: give a file path",
+    errno.ENAMETOOLONG: "choose a shorter path",
+}
+
+
+def os_error_message(error: BaseException) -> str | None:
+    """Disk and permission failures (full, read-only, not allowed) as one line naming the path; None for others.
+    Checkpoints are written to a temporary file and swapped in, so such a failure leaves the previous ones whole."""
+    err = next((e for e in _chain(error) if isinstance(e, OSError) and e.errno in _OS_HINTS), None)
+    if err is None:
+        return None
+    where = f" {err.filename!r}" if err.filename else ""
+    return f"cannot use{where}: {err.strerror or os.strerror(err.errno)}; {_OS_HINTS[err.errno]}"
+
+
+def check_config_files(args: list[str]) -> None:
+    """The ``-c`` files, read as a user would check them: a directory, a tab in the indentation or a file that is
+    not a mapping of settings get a message in those words (the YAML parser's own is about tokens)."""
+    paths = [b for a, b in zip(args, args[1:]) if a in ("-c", "--config")]
+    paths += [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+    for path in paths:
+        if os.path.isdir(path):
+            raise ValueError(f"config {path!r} is a directory; give a YAML file (e.g. {os.path.join(path, 'fit.yaml')})")
+        if not os.path.isfile(path):
+            continue  # jsonargparse says 'File does not exist'
+        try:
+            text = open(path, encoding="utf-8").read()
+        except UnicodeDecodeError as err:
+            raise ValueError(f"config {path!r} is not a UTF-8 text file ({err.reason}); give a YAML file") from None
+        for number, line in enumerate(text.splitlines(), 1):
+            if line[: len(line) - len(line.lstrip())].count("\t"):
+                raise ValueError(
+                    f"config {path!r} line {number} is indented with a tab; YAML indents with spaces only: "
+                    "replace the tab with spaces"
+                )
+        try:
+            content = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ValueError(f"config {path!r} is not valid YAML at{where}: {problem}") from None
+        if content is not None and not isinstance(content, dict):
+            raise ValueError(
+                f"config {path!r} holds a {type(content).__name__}, not a mapping of settings; a config looks like "
+                "'trainer: {...}', 'model: {...}', 'data: {...}' at the top level"
+            )
+
+
 def main(args: list[str] | None = None) -> None:
     """Errors that bigmodel raises about configs and data print as one line (BIGMODEL_DEBUG=1: full trace)."""
     try:
+        check_config_files(list(args if args is not None else sys.argv[1:]))
         BigModelCLI(args=args)
     except ArgumentError as err:
         if os.environ.get("BIGMODEL_DEBUG"):
@@ -161,13 +302,21 @@ def main(args: list[str] | None = None) -> None:
         command = next((a for a in (args if args is not None else sys.argv[1:]) if a in SUBCOMMANDS), "fit")
         print(f"bigmodel: error: {message} -- see `bigmodel {command} --help`", file=sys.stderr)
         sys.exit(2)
+    except RunStopped as stopped:
+        print(f"bigmodel: {stopped}", file=sys.stderr)
+        sys.exit(stopped.exit_code)
     except Exception as err:
-        ours = own_error(err)
-        if ours is None or os.environ.get("BIGMODEL_DEBUG"):
+        if os.environ.get("BIGMODEL_DEBUG"):
             raise
-        message = " ".join(str(ours).split()) if not isinstance(ours, KeyError) else str(ours.args[0])
+        ours = own_error(err)
+        if ours is not None:
+            message = " ".join(str(ours).split()) if not isinstance(ours, KeyError) else str(ours.args[0])
+        elif os_error_message(err) is not None:
+            message = os_error_message(err)
+        else:
+            raise
         print(f"bigmodel: error: {message}", file=sys.stderr)
         sys.exit(2)
 
 
-__all__ = ["BigModelCLI", "main", "own_error"]
+__all__ = ["BigModelCLI", "main", "own_error", "os_error_message"]

@@ -45,3 +45,17 @@ class KillAtStep(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step == self.step:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class SignalAtStep(L.Callback):
+    """Sends ``signal_name`` (SIGTERM, SIGINT) to its own process after optimizer step ``step``, as SLURM,
+    Kubernetes or a user's Ctrl-C would; ``batch`` instead sends it after that batch index of the first epoch."""
+
+    def __init__(self, step: int = -1, signal_name: str = "SIGTERM", batch: int = -1) -> None:
+        self.step, self.signum, self.batch = step, getattr(signal, signal_name), batch
+        self.sent = False
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not self.sent and (trainer.global_step == self.step or batch_idx == self.batch):
+            self.sent = True
+            os.kill(os.getpid(), self.signum)

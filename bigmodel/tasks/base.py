@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import lightning as L
 import torch
@@ -31,6 +31,9 @@ class Task(L.LightningModule):
     """
 
     net: nn.Module
+    checkpoint_task: ClassVar[str | None] = None  # written as checkpoint["bigmodel"]["task"] by each task
+
+    MIN_LOSS_SCALE = 2.0**-14  # a 16-mixed loss scale below this means every step overflows
 
     def __init__(
         self,
@@ -50,6 +53,7 @@ class Task(L.LightningModule):
         if warmup < 0:
             raise ValueError(f"warmup must be >= 0, got {warmup}")
         self.skipped_steps = 0
+        self._announced_scaler = False
 
     def configure_model(self) -> None:
         if self.hparams.compile:
@@ -63,11 +67,33 @@ class Task(L.LightningModule):
         torch.manual_seed(mix_seed(seed, self.global_rank, self.current_epoch, batch_idx))
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Gradients are already reduced across DDP ranks here, so every rank takes the same decision."""
+        """Stops (or skips) a step with non-finite gradients before the parameters are touched.
+
+        Under ``16-mixed`` the GradScaler owns overflows: it skips the step and lowers the scale, routinely in the
+        first steps, so gradients are not checked here; only a scale that collapses (every step overflows: a NaN
+        in the forward pass) stops the run. Under DDP gradients are already reduced, so ranks agree; under
+        sharded strategies (FSDP) each rank sees its shard, so the decision is reduced across ranks."""
         if self.hparams.nonfinite == "off":
             return
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
-        if not grads or bool(torch.stack(torch._foreach_norm(grads)).isfinite().all()):  # one host sync
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if scaler is not None:
+            if not self._announced_scaler:
+                self._announced_scaler = True
+                rank_zero_info("16-mixed: the GradScaler skips steps whose gradients overflow; bigmodel's "
+                               "non-finite check applies only if the loss scale collapses")
+            scale = scaler.get_scale()  # one host sync, as the check below
+            if self.hparams.nonfinite == "stop" and scale < self.MIN_LOSS_SCALE:
+                raise FloatingPointError(
+                    f"the 16-mixed loss scale fell to {scale:.2e} by step {self.global_step} (epoch "
+                    f"{self.current_epoch}): the gradients overflow at every step. Lower the lr, set "
+                    "--trainer.gradient_clip_val 1.0, or train in bf16-mixed or 32-true"
+                )
+            return
+        grads = [g.to_local() if hasattr(g, "to_local") else g for p in self.parameters() if (g := p.grad) is not None]
+        finite = not grads or bool(torch.stack(torch._foreach_norm(grads)).isfinite().all())  # one host sync
+        if self.trainer.world_size > 1 and not isinstance(self.trainer.strategy, L.pytorch.strategies.DDPStrategy):
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if finite:
             return
         if self.hparams.nonfinite == "stop":
             raise FloatingPointError(

@@ -69,6 +69,8 @@ class ClassificationTask(Task):
         **kwargs: optimiser settings, see ``Task``.
     """
 
+    checkpoint_task = "classification"  # checkpoint["bigmodel"]["task"]: the CLI checks a --ckpt_path against it
+
     def __init__(
         self,
         num_classes: int | None = None,
@@ -230,7 +232,7 @@ class ClassificationTask(Task):
         return out
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        meta = {"task": "classification", "class_names": self.class_names}
+        meta = {"task": self.checkpoint_task, "class_names": self.class_names}
         if self.config is not None:
             meta["encoder_config"] = self.config.to_dict()
         else:

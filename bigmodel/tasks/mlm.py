@@ -22,6 +22,8 @@ class MLMTask(Task):
         **kwargs: optimiser settings, see ``Task``.
     """
 
+    checkpoint_task = "mlm"  # checkpoint["bigmodel"]["task"]: the CLI checks a --ckpt_path against it
+
     def __init__(
         self,
         encoder: str = "bert-tiny",
@@ -65,4 +67,4 @@ class MLMTask(Task):
         self.val_acc.reset()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[META_KEY] = {"task": "mlm", "encoder_config": self.config.to_dict()}
+        checkpoint[META_KEY] = {"task": self.checkpoint_task, "encoder_config": self.config.to_dict()}

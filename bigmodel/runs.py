@@ -1,0 +1,146 @@
+"""A run's checkpoint directory and the guards around it, decided before anything is built.
+
+- ``checkpoint_dir``: where the CLI's ModelCheckpoint will write, read off the parsed config.
+- ``RunLock``: one fit per run name at a time (``checkpoints/.fit.lock``, an OS lock: a crashed run leaves no
+  stale lock, the kernel drops it with the process).
+- ``read_checkpoint_meta``: a ``--ckpt_path`` is checked (exists, complete, of the configured task) before
+  Lightning reads it, with one-line messages that name the alternatives on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bigmodel.tasks.checkpoints import META_KEY
+
+LOCK_NAME = ".fit.lock"
+SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
+
+
+class RunInUseError(ValueError):
+    pass
+
+
+def launch_rank_zero() -> bool:
+    """True in the process that starts a run (rank 0 of a launcher, torchrun or SLURM); other ranks re-run the CLI."""
+    names = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
+    return all(int(os.environ.get(name, 0) or 0) == 0 for name in names)
+
+
+def _get(node: Any, key: str, default: Any = None) -> Any:
+    if node is None:
+        return default
+    if isinstance(node, dict):
+        return node.get(key, default)
+    return getattr(node, key, default)
+
+
+def checkpoint_dir(config: Any) -> str | None:
+    """Mirrors ``cli.default_checkpoint_dir`` on the parsed config: ``checkpoint.dirpath``, else
+    ``<logger save_dir>/<name>/checkpoints``, else ``<default_root_dir>/checkpoints`` without a logger.
+    None when the logger is not one whose directory can be read off its arguments."""
+    dirpath = _get(_get(config, "checkpoint"), "dirpath")
+    if dirpath:
+        return os.fspath(dirpath)
+    trainer = _get(config, "trainer")
+    logger = _get(trainer, "logger")
+    if isinstance(logger, list):
+        logger = logger[0] if logger else False
+    if logger is False:
+        return os.path.join(os.fspath(_get(trainer, "default_root_dir") or os.getcwd()), "checkpoints")
+    args = _get(logger, "init_args")
+    save_dir = _get(args, "save_dir")
+    if save_dir is None:
+        return None
+    name = _get(args, "name", "lightning_logs")
+    return os.path.join(os.fspath(save_dir), str(name) if name else "", "checkpoints")
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``<dir>/.fit.lock``, holding who took it (pid, host, start, command)."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.path = os.path.join(directory, LOCK_NAME)
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            return
+        os.makedirs(self.directory, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise RunInUseError(
+                f"run directory {self.directory} is in use by another fit ({holder}); wait for it to finish or stop "
+                "it, or give this run another name (--trainer.logger.init_args.name)"
+            ) from None
+        started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        command = " ".join(["bigmodel", *sys.argv[1:]])[:300]
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, started {started}: {command}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock; the file stays (deleting it would race a new run)
+            self._fd = None
+
+
+def archived_last_checkpoints(directory: str) -> list[Path]:
+    """``previous/<time>/last.ckpt`` files, newest first."""
+    return sorted(Path(directory).glob("previous/*/last.ckpt"), reverse=True)
+
+
+def resolve_last(directory: str | None) -> str | None:
+    """``--ckpt_path last`` as Lightning resolves it, or a one-line error when only an earlier run's is left."""
+    if directory is None:
+        return None
+    last = os.path.join(directory, "last.ckpt")
+    if os.path.isfile(last):
+        return last
+    archived = archived_last_checkpoints(directory)
+    if archived:
+        raise FileNotFoundError(
+            f"--ckpt_path last: {directory} has no last.ckpt of this run; an earlier run's checkpoints were moved "
+            f"to {archived[0].parent}: resume it with --ckpt_path {archived[0]}, or drop --ckpt_path to start afresh"
+        )
+    return None
+
+
+def read_checkpoint_meta(path: str, directory: str | None = None) -> dict[str, Any]:
+    """The checkpoint's ``bigmodel`` entry (``{}`` for a foreign Lightning checkpoint), read as data only."""
+    if os.path.isdir(path):
+        raise ValueError(f"--ckpt_path {path!r} is a directory; give a .ckpt file in it (e.g. {path}/last.ckpt)")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--ckpt_path {path!r} does not exist{_others(path, directory)}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # noqa: BLE001 - truncated, corrupt or not a torch file: the same advice
+        raise ValueError(
+            f"--ckpt_path {path!r} is not a readable checkpoint ({type(err).__name__}: truncated or corrupt)"
+            f"{_others(path, directory)}"
+        ) from err
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ValueError(f"--ckpt_path {path!r} is not a Lightning checkpoint (no state_dict)")
+    return dict(ckpt.get(META_KEY) or {}) | {"_tokenizer": "tokenizer" in ckpt}
+
+
+def _others(path: str, directory: str | None) -> str:
+    """The checkpoints beside ``path`` and in the run's directory, to name in an error."""
+    folders = dict.fromkeys(Path(f) for f in (os.path.dirname(path) or ".", directory) if f)
+    found = [p for f in folders for p in sorted(f.glob("*.ckpt")) + archived_last_checkpoints(str(f))]
+    others = [p for p in dict.fromkeys(found) if os.path.abspath(p) != os.path.abspath(path)]
+    return f"; checkpoints there: {', '.join(str(p) for p in others[:3])}" if others else ""

@@ -1,0 +1,146 @@
+"""A fit that stops for any reason but SIGKILL keeps the step it reached.
+
+- ``max_steps`` ending between epoch-end checkpoints: ``last.ckpt`` is written at the final step.
+- SIGTERM (SLURM, Kubernetes, ``kill``) and Ctrl-C (SIGINT): the run finishes the optimizer step it is in (a step
+  of gradient accumulation is never split, so the resume is exact), writes ``last.ckpt`` there and ends with
+  exit status 128 + signal (143, 130) and one line naming the step and the file. A second Ctrl-C stops at once,
+  without saving. A signal during validation takes effect when the validation ends.
+- Under DDP the decision is collective: every rank stops after the same step.
+- SLURM requeueing stays Lightning's (``SLURMEnvironment(auto_requeue=True)``): on the requeue signal Lightning
+  saves its ``hpc_ckpt_N.ckpt`` and requeues the job; the SIGTERM that follows still saves ``last.ckpt`` here, and
+  the process exits 0 because the job goes on.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Any
+
+import lightning as L
+from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info
+
+
+class RunStopped(Exception):
+    """Raised after ``last.ckpt`` was written for a fit stopped by a signal; the CLI prints it as one line."""
+
+    def __init__(self, signum: int, message: str, requeued: bool = False) -> None:
+        super().__init__(message)
+        self.signum, self.requeued = signum, requeued
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.requeued else 128 + self.signum
+
+
+class StopSafely(Callback):
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.requeued = False
+        self._previous: dict[int, Any] = {}
+        self._trainer: L.Trainer | None = None
+
+    # -- signal handlers (main thread only; Lightning's own SIGTERM handler is replaced while training runs)
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and self.signum == signal.SIGINT:
+            raise KeyboardInterrupt  # the second Ctrl-C: stop now, nothing saved
+        first = self.signum is None
+        self.signum = signum
+        trainer = self._trainer
+        launcher = trainer.strategy.launcher if trainer is not None else None
+        if first and launcher is not None and signum == signal.SIGTERM:
+            launcher.kill(signum)  # DDP ranks started by this process stop with it (as Lightning's handler does)
+        if first and (trainer is None or trainer.is_global_zero):
+            again = " (Ctrl-C again stops at once without saving)" if signum == signal.SIGINT else ""
+            print(f"bigmodel: {signal.Signals(signum).name} received: stopping after this optimizer step and "
+                  f"saving last.ckpt{again}", file=sys.stderr, flush=True)
+
+    def _on_requeue(self, signum: int, frame: Any) -> None:
+        self.requeued = True
+        handler = self._previous.get(signum)
+        if callable(handler):
+            handler(signum, frame)
+
+    def _install(self, trainer: L.Trainer) -> None:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self._trainer = trainer
+        if getattr(trainer, "received_sigterm", False):  # arrived between Lightning's handler and this one
+            self.signum = signal.SIGTERM
+        wanted = {signal.SIGINT: self._on_signal, signal.SIGTERM: self._on_signal}
+        env = trainer._accelerator_connector.cluster_environment
+        if isinstance(env, SLURMEnvironment) and env.auto_requeue and env.requeue_signal is not None:
+            wanted[env.requeue_signal] = self._on_requeue  # Lightning's handler, wrapped: we learn of the requeue
+        for signum, handler in wanted.items():
+            self._previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, handler)
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._previous = {}
+
+    # -- hooks
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.signum, self.requeued = None, False
+        self._install(trainer)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if trainer.fit_loop.epoch_loop._should_accumulate():
+            return  # never between the batches of one accumulated step
+        self._maybe_stop(trainer, f"after batch {batch_idx + 1} of epoch {trainer.current_epoch}")
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._maybe_stop(trainer, f"at the end of epoch {trainer.current_epoch}")
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """max_steps can end a fit between the checkpoints of epoch ends or every_n_train_steps."""
+        self._restore()
+        if save_last(trainer):
+            rank_zero_info(f"Saved last.ckpt at the final step {trainer.global_step}")
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore()
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._restore()
+        self._trainer = None
+
+    def _maybe_stop(self, trainer: L.Trainer, where: str) -> None:
+        stop = self.signum is not None
+        if trainer.world_size > 1:
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)  # any rank's signal stops all
+        if not stop:
+            return
+        signum = self.signum or signal.SIGTERM  # a rank that got no signal itself follows the others
+        save_last(trainer)
+        path = last_checkpoint_path(trainer)
+        saved = f"saved {path}; resume with --ckpt_path last" if path else "no checkpoint saved (checkpointing off)"
+        message = f"stopped by {signal.Signals(signum).name} at step {trainer.global_step} ({where}); {saved}"
+        if self.requeued:
+            message += "; SLURM requeued the job, which resumes by itself"
+        raise RunStopped(signum, message, requeued=self.requeued)
+
+
+def _last_callback(trainer: L.Trainer) -> ModelCheckpoint | None:
+    return next((cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint) and cb.save_last),
+                None)
+
+
+def last_checkpoint_path(trainer: L.Trainer) -> str | None:
+    cb = _last_callback(trainer)
+    return cb.last_model_path or None if cb is not None else None
+
+
+def save_last(trainer: L.Trainer) -> bool:
+    """Writes ``last.ckpt`` through the run's ModelCheckpoint unless it already holds this step (collective)."""
+    cb = _last_callback(trainer)
+    if cb is None or trainer.global_step == 0 or cb._last_global_step_saved == trainer.global_step:
+        return False
+    cb._save_last_checkpoint(trainer, cb._monitor_candidates(trainer))
+    return True

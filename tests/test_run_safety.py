@@ -1,0 +1,224 @@
+"""Nothing a user trained is lost: stops by signal or max_steps keep the step reached, a failed fresh fit keeps the
+earlier run's checkpoints, one fit per run name, and bad checkpoints / disks / configs are one line, not a trace."""
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bigmodel import runs
+from bigmodel.cli import BigModelCLI, main
+from tests.test_cli import finetune_config, mlm_config, write_yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_main(args: list[str], capsys) -> tuple[int, str]:
+    """``bigmodel <args>`` in this process: (exit code, last stderr line)."""
+    capsys.readouterr()
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exit:
+        code = exit.code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err[-3000:]
+    lines = [line for line in err.splitlines() if line.startswith("bigmodel:")]
+    return code, (lines or [""])[-1]
+
+
+def step_of(path: Path) -> int:
+    return torch.load(path, weights_only=True)["global_step"]
+
+
+@pytest.fixture(scope="module")
+def small_text(tmp_path_factory, pydoc_text) -> Path:
+    path = tmp_path_factory.mktemp("text") / "small.txt"
+    path.write_text("\n".join(pydoc_text.read_text().splitlines()[:300]))
+    return path
+
+
+def resume_config(tmp: Path, text: Path, name: str, **trainer) -> str:
+    cfg = mlm_config(tmp, text, **{"max_epochs": 2, "limit_val_batches": 3, **trainer})
+    cfg["trainer"]["logger"]["init_args"]["name"] = name
+    cfg["model"]["init_args"]["encoder_config"] = {"hidden_dropout": 0.1, "attention_dropout": 0.1}
+    cfg["checkpoint"] = {"monitor": None, "every_n_train_steps": 2}
+    return write_yaml(tmp / f"{name}.yaml", cfg)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, small_text):
+    tmp = tmp_path_factory.mktemp("full")
+    full = BigModelCLI(args=["fit", "-c", resume_config(tmp, small_text, "full")])
+    assert full.trainer.num_training_batches > 6
+    return full
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM", "SIGINT"])
+def test_stopped_mid_epoch_then_resumed_matches_an_uninterrupted_run(how, uninterrupted, small_text, tmp_path, capsys):
+    """Stopped after step 5 (mid-epoch), resumed from `last`: the same model and metrics as a run that never
+    stopped. SIGKILL leaves the step-4 checkpoint; SIGTERM and Ctrl-C save step 5 and exit 128 + signal."""
+    config = resume_config(tmp_path, small_text, "stopped")
+    last = tmp_path / "runs" / "stopped" / "checkpoints" / "last.ckpt"
+    if how == "SIGINT":  # in this process: bigmodel's handler turns Ctrl-C into a stop after the step
+        args = ["fit", "-c", config, "--trainer.callbacks+=tests.helpers.SignalAtStep", "--trainer.callbacks.step=5",
+                "--trainer.callbacks.signal_name=SIGINT"]
+        code, line = run_main(args, capsys)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    else:
+        helper = ["--trainer.callbacks+=tests.helpers.KillAtStep", "--trainer.callbacks.step=5"] if how == "SIGKILL" \
+            else ["--trainer.callbacks+=tests.helpers.SignalAtStep", "--trainer.callbacks.step=5"]
+        proc = subprocess.run([sys.executable, "-m", "bigmodel", "fit", "-c", config, *helper], cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
+        code, line = proc.returncode, proc.stderr.strip().splitlines()[-1]
+    if how == "SIGKILL":
+        assert code == -9 and step_of(last) == 4  # the kill left the last good checkpoint
+    else:
+        assert code == 128 + getattr(signal, how), line
+        assert line == (f"bigmodel: stopped by {how} at step 5 (after batch 5 of epoch 0); saved {last}; "
+                        "resume with --ckpt_path last")
+        assert step_of(last) == 5
+
+    resumed = BigModelCLI(args=["fit", "-c", config, "--ckpt_path", "last"])
+    full = uninterrupted
+    assert resumed.trainer.global_step == full.trainer.global_step == 2 * full.trainer.num_training_batches
+    for key in ("val/loss", "val/acc"):
+        torch.testing.assert_close(resumed.trainer.callback_metrics[key], full.trainer.callback_metrics[key],
+                                   rtol=0, atol=1e-6)
+    for (name, a), b in zip(full.model.named_parameters(), resumed.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+
+
+def test_a_signal_never_splits_an_accumulated_step(small_text, tmp_path, capsys):
+    config = resume_config(tmp_path, small_text, "acc", accumulate_grad_batches=2)
+    args = ["fit", "-c", config, "--trainer.callbacks+=tests.helpers.SignalAtStep", "--trainer.callbacks.batch=2",
+            "--trainer.callbacks.signal_name=SIGINT"]  # batch 2 is the first half of optimizer step 2
+    code, line = run_main(args, capsys)
+    assert code == 130 and "at step 2 (after batch 4 of epoch 0)" in line
+    assert step_of(tmp_path / "runs" / "acc" / "checkpoints" / "last.ckpt") == 2
+
+
+def test_max_steps_mid_epoch_saves_the_final_step(small_text, tmp_path):
+    path = write_yaml(tmp_path / "mlm.yaml", mlm_config(tmp_path, small_text, max_steps=19, limit_val_batches=1))
+    cli = BigModelCLI(args=["fit", "-c", path])
+    assert cli.trainer.num_training_batches == 16  # the fit ended 3 steps into epoch 1, after epoch 0's checkpoint
+    assert step_of(tmp_path / "runs" / "mlm" / "checkpoints" / "last.ckpt") == 19
+
+
+def test_a_failed_fresh_fit_keeps_the_earlier_checkpoints(small_text, tmp_path, capsys):
+    """The earlier run's checkpoints move to previous/ only once the new run has written one of its own."""
+    path = write_yaml(tmp_path / "mlm.yaml", mlm_config(tmp_path, small_text, max_steps=2, limit_val_batches=1))
+    ckpts = tmp_path / "runs" / "mlm" / "checkpoints"
+    BigModelCLI(args=["fit", "-c", path])
+    earlier = (ckpts / "last.ckpt").read_bytes()
+
+    # fails before its first checkpoint: a bad option value deep in the run, and a fit that trains nothing
+    code, line = run_main(["fit", "-c", path, "--trainer.max_epochs", "-1", "--trainer.max_steps", "-1"], capsys)
+    assert code == 2 and "the learning-rate schedule needs a length" in line
+    BigModelCLI(args=["fit", "-c", path, "--trainer.max_steps", "0"])
+    assert (ckpts / "last.ckpt").read_bytes() == earlier and not (ckpts / "previous").exists()
+
+    # a run that writes its own checkpoint moves the earlier ones, whole, to previous/<time>/
+    BigModelCLI(args=["fit", "-c", path, "--seed_everything", "1"])
+    moved = list((ckpts / "previous").glob("*/last.ckpt"))
+    assert len(moved) == 1 and moved[0].read_bytes() == earlier and (ckpts / "last.ckpt").read_bytes() != earlier
+
+    # `--ckpt_path last` with only an earlier run's last.ckpt left says so instead of starting over
+    (ckpts / "last.ckpt").unlink()
+    code, line = run_main(["fit", "-c", path, "--ckpt_path", "last"], capsys)
+    assert code == 2 and line.startswith(f"bigmodel: error: --ckpt_path last: {ckpts} has no last.ckpt of this run")
+    assert f"resume it with --ckpt_path {moved[0]}" in line
+
+
+def test_a_full_disk_during_the_first_save_moves_nothing(small_text, tmp_path, capsys, monkeypatch):
+    path = write_yaml(tmp_path / "mlm.yaml", mlm_config(tmp_path, small_text, max_steps=2, limit_val_batches=1))
+    ckpts = tmp_path / "runs" / "mlm" / "checkpoints"
+    BigModelCLI(args=["fit", "-c", path])
+    before = {p.name: p.read_bytes() for p in ckpts.glob("*.ckpt")}
+
+    from bigmodel import checkpoint_io
+
+    class FullDisk:
+        def __init__(self, file):
+            self.file, self.written = file, 0
+
+        def write(self, data):
+            self.written += len(data)
+            if self.written > 4096:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return self.file.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.file, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+    real_open = open
+    monkeypatch.setattr(checkpoint_io, "open", lambda *a, **k: FullDisk(real_open(*a, **k)), raising=False)
+    code, line = run_main(["fit", "-c", path], capsys)
+    assert code == 2
+    assert line == (f"bigmodel: error: cannot use '{ckpts / 'last.ckpt'}': No space left on device; free space there, "
+                    "or write the run elsewhere (--trainer.logger.init_args.save_dir)")
+    assert {p.name: p.read_bytes() for p in ckpts.glob("*.ckpt")} == before  # whole, in place, nothing moved
+    assert not list(ckpts.glob("*.tmp-*")) and not (ckpts / "previous").exists()
+
+
+def test_a_second_fit_of_a_running_run_name_stops_at_once(small_text, tmp_path, capsys):
+    path = write_yaml(tmp_path / "mlm.yaml", mlm_config(tmp_path, small_text, max_steps=1, limit_val_batches=1))
+    ckpts = tmp_path / "runs" / "mlm" / "checkpoints"
+    other = runs.RunLock(str(ckpts))  # another process's fit: flock is per open file, so this is a real holder
+    other.acquire()
+    try:
+        code, line = run_main(["fit", "-c", path], capsys)
+    finally:
+        other.release()
+    assert code == 2 and line.startswith(f"bigmodel: error: run directory {ckpts} is in use by another fit (pid ")
+    assert "give this run another name (--trainer.logger.init_args.name)" in line
+    assert not (tmp_path / "runs" / "mlm" / "version_0").exists()  # nothing was built or written
+    # the lock file left behind by a finished (or killed) run does not block the next one
+    assert (ckpts / runs.LOCK_NAME).exists()
+    assert run_main(["fit", "-c", path], capsys)[0] == 0 and (ckpts / "last.ckpt").exists()
+
+
+@pytest.fixture(scope="module")
+def mlm_checkpoint(tmp_path_factory, small_text) -> Path:
+    tmp = tmp_path_factory.mktemp("mlm")
+    BigModelCLI(args=["fit", "-c", write_yaml(tmp / "mlm.yaml", mlm_config(tmp, small_text, max_steps=2,
+                                                                           limit_val_batches=1))])
+    return tmp / "runs" / "mlm" / "checkpoints" / "last.ckpt"
+
+
+def test_bad_checkpoints_and_configs_are_one_line(mlm_checkpoint, small_text, tmp_path, capsys):
+    mlm = write_yaml(tmp_path / "mlm.yaml", mlm_config(tmp_path, small_text, max_steps=1, limit_val_batches=1))
+    cls = write_yaml(tmp_path / "cls.yaml", finetune_config(tmp_path, str(mlm_checkpoint), str(mlm_checkpoint)))
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(mlm_checkpoint.read_bytes()[:5000])
+    (tmp_path / "tab.yaml").write_text("trainer:\n\tmax_steps: 1\n")
+    (tmp_path / "list.yaml").write_text("- trainer\n- model\n")
+    cases = {
+        "missing": (["fit", "-c", mlm, "--ckpt_path", str(tmp_path / "nope.ckpt")],
+                    f"--ckpt_path '{tmp_path / 'nope.ckpt'}' does not exist; checkpoints there: {truncated}"),
+        "truncated": (["fit", "-c", mlm, "--ckpt_path", str(truncated)],
+                      f"--ckpt_path '{truncated}' is not a readable checkpoint"),
+        "directory": (["test", "-c", cls, "--ckpt_path", str(tmp_path)], "is a directory; give a .ckpt file in it"),
+        "other task": (["test", "-c", cls, "--ckpt_path", str(mlm_checkpoint)],
+                       f"--ckpt_path '{mlm_checkpoint}' is a 'mlm' checkpoint but the config's model is "
+                       "bigmodel.tasks.ClassificationTask ('classification')"),
+        "tab": (["fit", "-c", str(tmp_path / "tab.yaml")], "line 2 is indented with a tab; YAML indents with spaces"),
+        "list": (["fit", "-c", str(tmp_path / "list.yaml")], "holds a list, not a mapping of settings"),
+        "config directory": (["fit", "-c", str(tmp_path)], "is a directory; give a YAML file"),
+        "not a directory": (["fit", "-c", mlm, "--trainer.logger.init_args.save_dir", f"{truncated}/runs"],
+                            f"cannot use '{truncated}/runs': Not a directory"),
+    }
+    for name, (args, expected) in cases.items():
+        code, line = run_main(args, capsys)
+        assert code == 2 and line.startswith("bigmodel: error: ") and expected in line, (name, line)
