@@ -7,12 +7,15 @@
   without saving. A signal during validation takes effect when the validation ends.
 - Under DDP the decision is collective: every rank stops after the same step.
 - SLURM requeueing stays Lightning's (``SLURMEnvironment(auto_requeue=True)``): on the requeue signal Lightning
-  saves its ``hpc_ckpt_N.ckpt`` and requeues the job; the SIGTERM that follows still saves ``last.ckpt`` here, and
-  the process exits 0 because the job goes on.
+  saves its ``hpc_ckpt_N.ckpt`` and requeues the job; the SIGTERM that follows saves ``last.ckpt`` at the end of
+  the step and links it as the newest ``hpc_ckpt_N+1.ckpt`` (what the requeued job resumes from), and the process
+  exits 0 because the job goes on.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import sys
 from typing import Any
@@ -122,8 +125,11 @@ class StopSafely(Callback):
         path = last_checkpoint_path(trainer)
         saved = f"saved {path}; resume with --ckpt_path last" if path else "no checkpoint saved (checkpointing off)"
         message = f"stopped by {signal.Signals(signum).name} at step {trainer.global_step} ({where}); {saved}"
-        if self.requeued:
-            message += "; SLURM requeued the job, which resumes by itself"
+        if self.requeued and path:
+            hpc = trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir)
+            if trainer.is_global_zero:
+                _link_or_copy(path, hpc)  # the requeued job resumes from the newest hpc_ckpt: this exact step
+            message += f"; SLURM requeued the job, which resumes from {hpc}"
         raise RunStopped(signum, message, requeued=self.requeued)
 
 
@@ -144,3 +150,10 @@ def save_last(trainer: L.Trainer) -> bool:
         return False
     cb._save_last_checkpoint(trainer, cb._monitor_candidates(trainer))
     return True
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)

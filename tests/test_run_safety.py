@@ -222,3 +222,38 @@ def test_bad_checkpoints_and_configs_are_one_line(mlm_checkpoint, small_text, tm
     for name, (args, expected) in cases.items():
         code, line = run_main(args, capsys)
         assert code == 2 and line.startswith("bigmodel: error: ") and expected in line, (name, line)
+
+
+def test_slurm_requeue_goes_through_lightnings_plugin(uninterrupted, small_text, tmp_path, monkeypatch):
+    """On SLURM's requeue signal Lightning saves hpc_ckpt_1.ckpt and calls `scontrol requeue`; the SIGTERM that
+    follows saves last.ckpt, links it as hpc_ckpt_2.ckpt and exits 0 (the job goes on); the requeued job resumes
+    from that exact step."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path / 'scontrol.args'}\n")
+    (bin_dir / "scontrol").chmod(0o755)
+    slurm = {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "mlm", "SLURM_JOB_ID": "4242", "SLURM_PROCID": "0",
+             "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    config = resume_config(tmp_path, small_text, "slurm", default_root_dir=str(tmp_path))
+    signals = ["--trainer.callbacks+=tests.helpers.SignalAtStep", "--trainer.callbacks.step=3",
+               "--trainer.callbacks.signal_name=SIGUSR1", "--trainer.callbacks+=tests.helpers.SignalAtStep",
+               "--trainer.callbacks.step=5"]
+    proc = subprocess.run([sys.executable, "-m", "bigmodel", "fit", "-c", config, *signals], cwd=ROOT,
+                          env={**os.environ, **slurm, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1].endswith(
+        f"SLURM requeued the job, which resumes from {tmp_path / 'hpc_ckpt_2.ckpt'}")
+    assert (tmp_path / "scontrol.args").read_text().split() == ["requeue", "4242"]
+    assert step_of(tmp_path / "hpc_ckpt_1.ckpt") == 3
+    ckpts = tmp_path / "runs" / "slurm" / "checkpoints"
+    assert step_of(ckpts / "last.ckpt") == step_of(tmp_path / "hpc_ckpt_2.ckpt") == 5
+
+    for key, value in slurm.items():  # the requeued job: the same command, no --ckpt_path
+        monkeypatch.setenv(key, value)
+    resumed = BigModelCLI(args=["fit", "-c", config])
+    assert resumed.trainer.ckpt_path == str(tmp_path / "hpc_ckpt_2.ckpt")
+    assert resumed.trainer.global_step == 2 * resumed.trainer.num_training_batches
+    assert not (ckpts / "previous").exists()  # a resumed run continues its checkpoints, it does not archive them
+    for (name, a), b in zip(uninterrupted.model.named_parameters(), resumed.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
