@@ -49,13 +49,16 @@ class KillAtStep(L.Callback):
 
 class SignalAtStep(L.Callback):
     """Sends ``signal_name`` (SIGTERM, SIGINT) to its own process after optimizer step ``step``, as SLURM,
-    Kubernetes or a user's Ctrl-C would; ``batch`` instead sends it after that batch index of the first epoch."""
+    Kubernetes or a user's Ctrl-C would; ``batch`` instead sends it after that batch index of the first epoch;
+    ``rank``: only in that DDP rank."""
 
-    def __init__(self, step: int = -1, signal_name: str = "SIGTERM", batch: int = -1) -> None:
-        self.step, self.signum, self.batch = step, getattr(signal, signal_name), batch
+    def __init__(self, step: int = -1, signal_name: str = "SIGTERM", batch: int = -1, rank: int | None = None) -> None:
+        self.step, self.signum, self.batch, self.rank = step, getattr(signal, signal_name), batch, rank
         self.sent = False
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.rank is not None and trainer.global_rank != self.rank:
+            return
         if not self.sent and (trainer.global_step == self.step or batch_idx == self.batch):
             self.sent = True
             os.kill(os.getpid(), self.signum)

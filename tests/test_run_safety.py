@@ -257,3 +257,16 @@ def test_slurm_requeue_goes_through_lightnings_plugin(uninterrupted, small_text,
     assert not (ckpts / "previous").exists()  # a resumed run continues its checkpoints, it does not archive them
     for (name, a), b in zip(uninterrupted.model.named_parameters(), resumed.model.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+
+
+def test_under_ddp_a_signal_to_one_rank_stops_every_rank_after_the_same_step(small_text, tmp_path):
+    config = resume_config(tmp_path, small_text, "ddp")
+    cmd = [sys.executable, "-m", "bigmodel", "fit", "-c", config, "--trainer.strategy", "ddp", "--trainer.devices",
+           "2", "--trainer.callbacks+=tests.helpers.SignalAtStep", "--trainer.callbacks.step=3",
+           "--trainer.callbacks.rank=1"]
+    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                          timeout=300)
+    last = tmp_path / "runs" / "ddp" / "checkpoints" / "last.ckpt"
+    assert proc.returncode == 143, proc.stderr[-3000:]
+    assert f"stopped by SIGTERM at step 3 (after batch 3 of epoch 0); saved {last}" in proc.stderr
+    assert step_of(last) == 3
