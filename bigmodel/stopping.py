@@ -1,6 +1,8 @@
 """A fit that stops for any reason but SIGKILL keeps the step it reached.
 
 - ``max_steps`` ending between epoch-end checkpoints: ``last.ckpt`` is written at the final step.
+- An error in a training step (bad data, the non-finite stop, out of memory): ``last.ckpt`` of the last optimizer
+  step, on one process (under DDP the other ranks wait in a collective, so nothing is saved).
 - SIGTERM (SLURM, Kubernetes, ``kill``) and Ctrl-C (SIGINT): the run finishes the optimizer step it is in (a step
   of gradient accumulation is never split, so the resume is exact), writes ``last.ckpt`` there and ends with
   exit status 128 + signal (143, 130) and one line naming the step and the file. A second Ctrl-C stops at once,
@@ -23,7 +25,7 @@ from typing import Any
 import lightning as L
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 
 class RunStopped(Exception):
@@ -108,7 +110,18 @@ class StopSafely(Callback):
             rank_zero_info(f"Saved last.ckpt at the final step {trainer.global_step}")
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        """An error during a training step (bad data, NaN stop, out of memory) leaves the parameters of the last
+        optimizer step: they are saved as last.ckpt. Not under DDP, where the other ranks wait in a collective."""
         self._restore()
+        if isinstance(exception, (RunStopped, KeyboardInterrupt, SystemExit)) or trainer.world_size > 1 \
+                or not trainer.training:
+            return
+        try:
+            if save_last(trainer):
+                rank_zero_warn(f"the run failed at step {trainer.global_step}; saved {last_checkpoint_path(trainer)} "
+                               "there: resume with --ckpt_path last once the cause is fixed")
+        except Exception as err:  # noqa: BLE001 - never hide the original error behind a failed save
+            rank_zero_warn(f"the run failed at step {trainer.global_step} and last.ckpt could not be saved ({err})")
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._restore()

@@ -228,6 +228,9 @@ def test_nonfinite_gradients_stop_or_skip(tmp_path, pydoc_text, mode):
         if mode == "stop":
             with pytest.raises(FloatingPointError, match=r"non-finite gradients at step 1 \(epoch 0, batch 1 of"):
                 BigModelCLI(args=["fit", "-c", path])
+            # the step reached is saved: resume with a lower lr from there
+            last = torch.load(tmp_path / "runs" / "mlm" / "checkpoints" / "last.ckpt", weights_only=True)
+            assert last["global_step"] == 1 and last["loops"]["fit_loop"]["epoch_loop.batch_progress"]
             return
         cli = BigModelCLI(args=["fit", "-c", path])
     assert cli.model.skipped_steps == 1
