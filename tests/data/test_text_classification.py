@@ -160,9 +160,11 @@ def test_predict_and_test_need_only_the_tokenizer_label_names_and_their_own_file
     batch = next(iter(dm.predict_dataloader()))
     assert batch["input_ids"].shape[0] == 2 and dm._raw is None
     test = write_table(tmp_path / "test.csv", [("the object is good", "pos"), ("the list is bad", "neg")])
-    dm = TextClassificationDataModule(tokenizer_dir, label_names=["neg", "pos"], train_files=absent, test_files=test)
+    dm = TextClassificationDataModule(tokenizer_dir, label_names=["neg", "pos"], train_files=absent, test_files=test,
+                                      validation_files=test)
     dm.setup("test")
-    assert dm.datasets["test"]["labels"] == [1, 0]
+    dm.setup("validate")
+    assert dm.datasets["test"]["labels"] == dm.datasets["validation"]["labels"] == [1, 0]
     with pytest.raises(FileNotFoundError, match="train file .* does not exist"):
         dm.setup("fit")
 
