@@ -70,7 +70,7 @@ class PredictionWriter(BasePredictionWriter):
                 row.update({f"prob_{names[i] if names else i}": round(p, 6) for i, p in enumerate(probs)})
                 rows.append(row)
         if path.suffix == ".jsonl":
-            path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+            path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
         else:
             with open(path, "w", newline="", encoding="utf-8") as f:
                 writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["text", "label"])

@@ -45,6 +45,16 @@ EXPECTED = {
     "image folder without images": ["has no images: expected", "/<class name>/<image> files with one of"],
     "image dataset unknown": ["is neither a known name (digits, cifar10", "nor an existing image folder"],
     "torchvision set offline": ["cifar10 is not in", "could not be downloaded", "use dataset: digits"],
+    "labels mixing ids and names": ["label column 'label' mixes numbers ('0', '1' in train) and names ('positive' in "
+                                    "train); use one kind"],
+    "single training class": ["the training labels in column 'label' hold one value ('pos')",
+                              "list every class in data.init_args.label_names"],
+    "row without a label": ["has 2 rows with a text but no 'label' label (rows 2, 5, counted from 1 below the header)"],
+    "headerless test file": ["text column 'text' not found in test file", "its columns are ['e f', '1'], while "
+                             "train's are ['text', 'label']", "set data.init_args.column_names (e.g. [text, label])"],
+    "directory for train_files": ["is a directory; give a file, or a glob of the files in it such as", "/*.csv'"],
+    "tsv row with a tab": ["line 3 has 3 fields where 2 are expected; in .tsv files every tab separates fields and "
+                           "quote characters are plain text"],
     "image weights that do not fit": ["weights do not fit ResNet18: unexpected ['features.0.weight'", "build the backbone as"],
 }
 
@@ -95,6 +105,9 @@ def cases(tmp: Path, pydoc_text: Path, mlm_ckpt: str, cls_ckpt: str) -> list[dic
     (tmp / "no-images" / "cat" / "notes.txt").write_text("not an image")
     torch.save(SmallCNN(10).state_dict(), tmp / "cnn.pth")
     pairs = write_table(tmp / "pairs.csv", [("a b", 0), ("c d", 1)] * 4)
+    (tmp / "tables").mkdir()
+    write_table(tmp / "tables" / "part1.csv", [("a b", 0), ("c d", 1)])
+    (tmp / "tab.tsv").write_text('text\tlabel\na "quoted" b\t0\nc\td\t1\n')
     return [
         {"name": "misspelled key", "args": mlm + ["--model.init_args.lrr", "3"]},
         {"name": "missing text column", "args": ["fit", "-c", write_yaml(tmp / "col.yaml", bad_column)]},
@@ -121,6 +134,16 @@ def cases(tmp: Path, pydoc_text: Path, mlm_ckpt: str, cls_ckpt: str) -> list[dic
         {"name": "bf16 without support", "no_bf16_gpu": True,
          "args": mlm + ["--trainer.accelerator", "gpu", "--trainer.precision", "bf16-mixed"]},
         {"name": "no schedule length", "args": mlm + ["--trainer.max_epochs", "-1"]},
+        {"name": "labels mixing ids and names", "args": cls_args("mixed", train_files=write_table(
+            tmp / "mixed.csv", [("a b", "0"), ("c d", "1"), ("e f", "positive")] * 3))},
+        {"name": "single training class", "args": cls_args(
+            "single", train_files=write_table(tmp / "single.csv", [("a b", "pos")] * 4))},
+        {"name": "row without a label", "args": cls_args(
+            "nolabel", train_files=write_table(tmp / "nolabel.csv", [("a b", 0), ("c d", ""), ("e f", 1)] * 2))},
+        {"name": "headerless test file", "args": cls_args(
+            "headerless", train_files=pairs, test_files=write_table(tmp / "nohead.csv", [("g h", 0)], ("e f", "1")))},
+        {"name": "directory for train_files", "args": cls_args("dir", train_files=str(tmp / "tables"))},
+        {"name": "tsv row with a tab", "args": cls_args("tsv", train_files=str(tmp / "tab.tsv"))},
         {"name": "image folder without images", "args": image_args("noimg", dataset=str(tmp / "no-images"))},
         {"name": "image dataset unknown", "args": image_args("unknown", dataset=str(tmp / "cifar-11"))},
         {"name": "torchvision set offline", "args": image_args("tv", dataset="cifar10", data_dir=str(tmp / "tv"))},

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from itertools import chain
 from typing import Any
 
-from filelock import FileLock
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
-from transformers import AutoTokenizer
 
 from bigmodel.data.collators import MLMCollator
 from bigmodel.data.base import TextDataModule
-from bigmodel.data.sources import Files, ensure_validation, load_source
-from bigmodel.data.tokenizer import batched, load_tokenizer, train_wordpiece
+from bigmodel.data.sources import Files, blank_rows, check_columns, ensure_validation, load_source
+from bigmodel.data.tokenizer import cached_wordpiece, load_tokenizer
 
 
 class CorpusDataModule(TextDataModule):
@@ -29,6 +24,7 @@ class CorpusDataModule(TextDataModule):
         dataset_config: the dataset's configuration (``wikitext-103-raw-v1``).
         train_files: local .txt/.jsonl/.csv/.tsv/.parquet files or globs (one document per line for .txt).
         validation_files: held-out files; without them ``validation_fraction`` of train is held out.
+        column_names: names for the columns of .csv/.tsv files that have no header row.
         tokenizer: a tokenizer directory, bigmodel checkpoint or hub name; None trains a WordPiece on the corpus.
         wordpiece_vocab_size: vocabulary size of the trained WordPiece.
         **kwargs: batch size, workers, validation split, seed, cache: see ``TextDataModule``.
@@ -41,6 +37,7 @@ class CorpusDataModule(TextDataModule):
         train_files: Files = None,
         validation_files: Files = None,
         text_column: str = "text",
+        column_names: list[str] | None = None,
         tokenizer: str | None = None,
         wordpiece_vocab_size: int = 8192,
         lowercase: bool = True,
@@ -54,39 +51,19 @@ class CorpusDataModule(TextDataModule):
         hp = self.hparams
         self.raw = ensure_validation(
             load_source(dataset, dataset_config, {"train": train_files, "validation": validation_files},
-                        self.cache_dir),
+                        self.cache_dir, column_names),
             hp.validation_fraction,
             hp.seed,
         )
-        if text_column not in self.raw["train"].column_names:
-            raise ValueError(
-                f"text column {text_column!r} not found; columns are {self.raw['train'].column_names} "
-                "(set data.init_args.text_column)"
-            )
+        for split, ds in self.raw.items():
+            check_columns(ds, {"text": text_column}, split, f"the {split} split", self.raw["train"].column_names)
         self.tokenizer = (
-            load_tokenizer(tokenizer, self.cache_dir) if tokenizer else self._trained_tokenizer()
+            load_tokenizer(tokenizer, self.cache_dir) if tokenizer else
+            cached_wordpiece(self.raw["train"], [text_column], self.cache_dir, wordpiece_vocab_size, lowercase,
+                             model_max_length=block_size)
         )
         self.vocab_size = len(self.tokenizer)
         self.datasets: dict[str, Any] = {}
-
-    def _trained_tokenizer(self):
-        """Train once per corpus and settings; cached so DDP ranks and reruns share the same vocabulary."""
-        hp = self.hparams
-        key = json.dumps(
-            [self.raw["train"]._fingerprint, hp.text_column, hp.wordpiece_vocab_size, hp.lowercase, hp.block_size]
-        )
-        target = self.cache_dir / "tokenizers" / hashlib.sha256(key.encode()).hexdigest()[:16]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(target) + ".lock"):  # ranks launched together (torchrun, SLURM) train it once
-            if not (target / "tokenizer.json").exists():
-                rank_zero_info(f"Training a WordPiece tokenizer (vocab {hp.wordpiece_vocab_size}) on the corpus")
-                texts = (t for t in self.raw["train"][hp.text_column] if t and t.strip())
-                tok = train_wordpiece(batched(texts), hp.wordpiece_vocab_size, hp.lowercase,
-                                      model_max_length=hp.block_size)
-                tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-                tok.save_pretrained(str(tmp))
-                tmp.rename(target)
-        return AutoTokenizer.from_pretrained(str(target))
 
     def _blocks(self, split: str):
         hp = self.hparams
@@ -122,6 +99,10 @@ class CorpusDataModule(TextDataModule):
     def setup(self, stage: str) -> None:
         if not self.datasets:
             self.datasets = {split: self._blocks(split) for split in ("train", "validation")}
+            for split in self.datasets:
+                dropped = len(blank_rows(self.raw[split], self.hparams.text_column))
+                if dropped:
+                    rank_zero_info(f"Corpus: dropped {dropped} empty {split} rows (of {len(self.raw[split])})")
             rank_zero_info(
                 f"Corpus: {len(self.datasets['train'])} train / {len(self.datasets['validation'])} validation blocks "
                 f"of {self.hparams.block_size} tokens, vocabulary {self.vocab_size}"

@@ -1,4 +1,7 @@
-"""Raw data from a Hugging Face dataset name, local files, or a built-in offline dataset -> ``DatasetDict``."""
+"""Raw data from a Hugging Face dataset name, local files, or a built-in offline dataset -> ``DatasetDict``.
+
+Local files are read split by split, so a problem is reported with the file it is in.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,12 @@ import os
 import re
 from pathlib import Path
 
-from datasets import DatasetDict, load_dataset
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from datasets import Dataset, DatasetDict, load_dataset
 from datasets.exceptions import DatasetGenerationError
+from datasets.table import CastError
 
 from bigmodel.data import builtin
 from bigmodel.data.hub import HubUnavailableError, hub_offline_mode, hub_reachable, offline_message
@@ -16,13 +23,15 @@ from bigmodel.data.hub import HubUnavailableError, hub_offline_mode, hub_reachab
 BUILDERS = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv",
             ".parquet": "parquet"}
 Files = str | list[str] | None
+HEADERLESS_HINT = "if the files have no header row, set data.init_args.column_names (e.g. [text, label])"
 
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("BIGMODEL_CACHE", Path.home() / ".cache" / "bigmodel"))
 
 
-def _expand(files: Files, split: str) -> list[str]:
+def expand_files(files: Files, split: str) -> list[str]:
+    """Globs -> existing, non-empty files; what is wrong with a pattern is said in the user's words."""
     if files is None:
         return []
     patterns = [files] if isinstance(files, str) else list(files)
@@ -31,6 +40,11 @@ def _expand(files: Files, split: str) -> list[str]:
         matches = sorted(glob.glob(os.path.expanduser(pattern)))
         if not matches:
             raise FileNotFoundError(f"{split} file {pattern!r} does not exist (no file matches it)")
+        folder = next((m for m in matches if os.path.isdir(m)), None)
+        if folder is not None:
+            suffix = next((Path(f).suffix for f in sorted(os.listdir(folder)) if Path(f).suffix in BUILDERS), ".csv")
+            raise ValueError(f"{split} file {folder!r} is a directory; give a file, or a glob of the files in it "
+                             f"such as {os.path.join(folder, '*' + suffix)!r}")
         empty = [m for m in matches if os.path.getsize(m) == 0]
         if empty:
             raise ValueError(f"{split} file {empty[0]!r} is empty; give a file with data")
@@ -38,34 +52,108 @@ def _expand(files: Files, split: str) -> list[str]:
     return out
 
 
-def load_local(splits: dict[str, Files]) -> DatasetDict:
-    data_files = {split: _expand(files, split) for split, files in splits.items() if files is not None}
+def load_local(splits: dict[str, Files], column_names: list[str] | None = None) -> DatasetDict:
+    data_files = {split: expand_files(files, split) for split, files in splits.items() if files is not None}
     if not data_files:
         raise ValueError("no data given: set data.init_args.dataset (a Hugging Face name) or train_files")
-    suffixes = {Path(f).suffix.lower() for files in data_files.values() for f in files}
+    return DatasetDict({split: _load_split(split, files, column_names) for split, files in data_files.items()})
+
+
+def _load_split(split: str, files: list[str], column_names: list[str] | None) -> Dataset:
+    suffixes = sorted({Path(f).suffix.lower() for f in files})
     builders = {BUILDERS.get(s) for s in suffixes}
     if None in builders or len(builders) != 1:
-        raise ValueError(
-            f"cannot mix or read file types {sorted(suffixes)}; use one of {', '.join(sorted(BUILDERS))}"
-        )
+        raise ValueError(f"cannot mix or read file types {suffixes} in {split}; use one of "
+                         f"{', '.join(sorted(BUILDERS))}")
     builder = builders.pop()
-    kwargs = {"delimiter": "\t"} if suffixes == {".tsv"} else {}
-    if builder == "csv" and suffixes == {".tsv"}:
-        kwargs["quoting"] = 3  # csv.QUOTE_NONE: GLUE-style TSVs contain bare quote characters
+    kwargs: dict = {}
+    if suffixes == [".tsv"]:
+        kwargs = {"delimiter": "\t", "quoting": 3}  # csv.QUOTE_NONE: GLUE-style TSVs contain bare quote characters
+    if column_names is not None:
+        if builder != "csv":
+            raise ValueError(f"column_names is for .csv/.tsv files without a header; {suffixes} files name their "
+                             "columns themselves: remove data.init_args.column_names")
+        kwargs["column_names"] = list(column_names)
     try:
-        return load_dataset(builder, data_files=data_files, **kwargs)
+        return load_dataset(builder, data_files={split: files}, split=split, **kwargs)
     except DatasetGenerationError as err:
         cause = err.__cause__ or err.__context__ or err
-        raise ValueError(f"cannot read {sorted(suffixes)} files {data_files}: {cause}") from err
+        raise ValueError(_read_error(split, files, builder, kwargs, cause)) from err
     except ValueError as err:  # datasets: 'Instruction "test" corresponds to no data!'
-        empty = re.search(r'Instruction "(\w+)" corresponds to no data', str(err))
-        if empty is None:
+        if "corresponds to no data" not in str(err):
             raise
-        split = empty[1]
-        raise ValueError(
-            f"the {split} split is empty: {data_files[split]} has no rows (only a header?); add data or leave "
-            f"{split}_files unset"
-        ) from err
+        leave = "" if split == "train" else f" or leave {split}_files unset"
+        raise ValueError(f"the {split} split is empty: {files} has no rows (only a header?); add data{leave}") from err
+
+
+def _read_error(split: str, files: list[str], builder: str, kwargs: dict, cause: BaseException) -> str:
+    """Which file failed and why, in the user's words; runs only after a failure (it re-reads files)."""
+    fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(cause))
+    if fields:
+        bad = files[0] if len(files) == 1 else _first_unreadable(builder, files, kwargs)
+        how = ("in .tsv files every tab separates fields and quote characters are plain text, so a text with a "
+               "tab in it breaks its row: replace tabs inside texts with spaces" if kwargs.get("quoting") == 3 else
+               'a text that contains a comma must be in double quotes ("a, b"), and a quote inside it doubled ("")')
+        return (f"cannot read {split} file {bad!r}: line {fields[2]} has {fields[3]} fields where {fields[1]} are "
+                f"expected; {how}")
+    columns = {f: _columns(builder, f, kwargs) for f in files} if isinstance(cause, CastError) else {}
+    bad = next((f for f in files if columns and columns[f] != columns[files[0]]), None)
+    if bad is not None:
+        hint = f"; its first row may be data: {HEADERLESS_HINT}" if looks_like_data(columns[bad]) else ""
+        return (f"{split} file {bad!r} has columns {columns[bad]} but {files[0]!r} has {columns[files[0]]}; "
+                f"give all {split} files the same columns{hint}")
+    return f"cannot read {split} files {files}: {' '.join(str(cause).split())}"
+
+
+def _columns(builder: str, file: str, kwargs: dict) -> list[str]:
+    first = next(iter(load_dataset(builder, data_files=[file], split="train", streaming=True, **kwargs)), {})
+    return list(first)
+
+
+def _first_unreadable(builder: str, files: list[str], kwargs: dict) -> str:
+    for f in files:
+        try:
+            for _ in load_dataset(builder, data_files=[f], split="train", streaming=True, **kwargs).iter(10_000):
+                pass
+        except Exception:  # noqa: BLE001 - any failure marks the file
+            return f
+    return files[0]
+
+
+def looks_like_data(columns: list[str], ds: Dataset | None = None) -> bool:
+    """A header that reads like a row of data: a number, a sentence, or a value found in its own column."""
+    for name in columns:
+        if re.fullmatch(r"[+-]?\d+(\.\d*)?", name.strip()) or len(name.split()) > 3:
+            return True
+    if ds is not None and len(ds):
+        sample = ds.select(range(min(len(ds), 1000)))
+        return any(name in {str(v) for v in sample[name]} for name in columns)
+    return False
+
+
+def check_columns(ds: Dataset, columns: dict[str, str | None], split: str, where: str,
+                  train_columns: list[str] | None = None) -> None:
+    """Each named column (role -> name) must exist; the message says which option or file to fix."""
+    for role, col in columns.items():
+        if col is None or col in ds.column_names:
+            continue
+        hint = f"; the first row looks like data: {HEADERLESS_HINT}" if looks_like_data(ds.column_names, ds) else ""
+        option = f"data.init_args.{role.replace(' ', '_')}_column"
+        if split in ("train", "predict"):
+            raise ValueError(f"{role} column {col!r} not found; columns are {ds.column_names} (set {option}){hint}")
+        train = f", while train's are {train_columns}" if train_columns is not None else ""
+        raise ValueError(f"{role} column {col!r} not found in {where}: its columns are {ds.column_names}{train}; "
+                         f"give every split the same columns{hint}")
+
+
+def blank_rows(ds: Dataset, column: str) -> np.ndarray:
+    """Indices of rows whose cell is missing, NaN or only whitespace."""
+    cells = ds.with_format("arrow")[column]
+    cells = cells.combine_chunks() if isinstance(cells, pa.ChunkedArray) else cells
+    blank = pc.is_null(cells, nan_is_null=True)
+    if pa.types.is_string(cells.type) or pa.types.is_large_string(cells.type):
+        blank = pc.or_(blank, pc.equal(pc.utf8_trim_whitespace(cells), ""))
+    return np.flatnonzero(blank.fill_null(True).to_numpy(zero_copy_only=False))
 
 
 def load_hub(name: str, config: str | None) -> DatasetDict:
@@ -86,12 +174,13 @@ def load_source(
     dataset_config: str | None,
     splits: dict[str, Files],
     cache_dir: Path,
+    column_names: list[str] | None = None,
 ) -> DatasetDict:
     if dataset is not None and dataset.startswith("builtin:"):
         return load_local(builtin.materialise(dataset.removeprefix("builtin:"), cache_dir / "builtin"))
     if dataset is not None:
         return load_hub(dataset, dataset_config)
-    return load_local(splits)
+    return load_local(splits, column_names)
 
 
 def ensure_validation(ds: DatasetDict, fraction: float, seed: int) -> DatasetDict:

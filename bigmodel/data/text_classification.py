@@ -1,37 +1,48 @@
-"""Labelled text for sequence classification: HF datasets by name or local tables, dynamic padding per batch."""
+"""Labelled text for sequence classification: HF datasets by name or local tables, dynamic padding per batch.
+
+Data is read when a stage needs it, so ``predict`` (or ``test``) with a checkpoint's tokenizer and class names
+never touches the training files. Every labelled split read is checked before any training: missing labels, labels
+that mix ids and names, a single training class. Rows with an empty text are skipped with a warning that counts them.
+"""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from datasets import ClassLabel, Dataset, DatasetDict
+import numpy as np
+from datasets import ClassLabel, Dataset, DatasetDict, Value
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 
 from bigmodel.data.collators import ClassificationCollator
 from bigmodel.data.base import TextDataModule
-from bigmodel.data.sources import Files, ensure_validation, load_local, load_source
-from bigmodel.data.tokenizer import load_tokenizer
+from bigmodel.data.sources import (Files, blank_rows, check_columns, ensure_validation, expand_files, load_local,
+                                   load_source)
+from bigmodel.data.tokenizer import cached_wordpiece, load_tokenizer
+
+SPLITS = ("train", "validation", "test")
 
 
 class TextClassificationDataModule(TextDataModule):
     """Args:
-        tokenizer: a bigmodel MLM checkpoint (its embedded tokenizer), a tokenizer directory, or a hub name.
+        tokenizer: a bigmodel checkpoint (its embedded tokenizer), a tokenizer directory, or a hub name; None
+            trains a WordPiece on the training texts (``wordpiece_vocab_size``, ``lowercase``; cached).
         dataset: hub name (``glue`` with ``dataset_config: sst2``, ``imdb``, ``ag_news``) or
             ``builtin:pydoc-topics`` (offline); None for local files.
         train_files / validation_files / test_files: local CSV/TSV/JSON(L)/Parquet files or globs.
         predict_files: texts to label with ``bigmodel predict``: a .txt (one text per line) or a table.
         text_column / text_pair_column / label_column: column names (pairs for tasks like MNLI).
+        column_names: names for the columns of .csv/.tsv files without a header row, e.g. ``[text, label]``.
         label_names: class names in label-id order; taken from the data when omitted (a ``ClassLabel``
-            feature, else the sorted string labels, else ``0..C-1``).
+            feature, else the sorted string labels, else ``0..C-1``). Given, no training data is needed to
+            test or predict.
         max_length: longer texts are truncated (the number truncated is reported).
         **kwargs: batch size, workers, validation split, seed, cache: see ``TextDataModule``.
     """
 
     def __init__(
         self,
-        tokenizer: str,
+        tokenizer: str | None = None,
         dataset: str | None = None,
         dataset_config: str | None = None,
         train_files: Files = None,
@@ -41,38 +52,123 @@ class TextClassificationDataModule(TextDataModule):
         text_column: str = "text",
         text_pair_column: str | None = None,
         label_column: str = "label",
+        column_names: list[str] | None = None,
         label_names: list[str] | None = None,
         max_length: int = 128,
+        wordpiece_vocab_size: int = 8192,
+        lowercase: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.tokenizer = load_tokenizer(tokenizer, self.cache_dir)
+        self._raw: DatasetDict | None = None
+        self.datasets: dict[str, Dataset] = {}
+        if tokenizer is not None:
+            self.tokenizer = load_tokenizer(tokenizer, self.cache_dir)
+        else:
+            self.tokenizer = cached_wordpiece(self.raw["train"], self._text_columns(), self.cache_dir,
+                                              wordpiece_vocab_size, lowercase, model_max_length=max_length)
         self.vocab_size = len(self.tokenizer)
-        splits = {"train": train_files, "validation": validation_files, "test": test_files}
-        self.raw = ensure_validation(load_source(dataset, dataset_config, splits, self.cache_dir),
-                                     self.hparams.validation_fraction, self.hparams.seed)
-        self._check_columns(self.raw["train"])
         self.class_names = self._class_names()
         self.num_classes = len(self.class_names)
-        self.datasets: dict[str, Dataset] = {}
 
-    def _check_columns(self, ds: Dataset) -> None:
+    @property
+    def raw(self) -> DatasetDict:
+        """Every given split, checked, with validation carved out of train when not given; read on first use."""
+        if self._raw is None:
+            hp = self.hparams
+            self._raw = ensure_validation(self._load(SPLITS), hp.validation_fraction, hp.seed)
+        return self._raw
+
+    def _text_columns(self) -> list[str]:
         hp = self.hparams
-        for role, col in (("text", hp.text_column), ("text pair", hp.text_pair_column), ("label", hp.label_column)):
-            if col is not None and col not in ds.column_names:
+        return [hp.text_column] + ([hp.text_pair_column] if hp.text_pair_column else [])
+
+    def _where(self, split: str) -> str:
+        """The split's file(s) for messages, e.g. ``test file 'data/test.csv'``."""
+        hp = self.hparams
+        files = expand_files(getattr(hp, f"{split}_files", None), split) if hp.dataset is None else []
+        if len(files) == 1:
+            return f"{split} file {files[0]!r}"
+        return f"{split} files {files}" if files else f"the {split} split"
+
+    def _load(self, splits: tuple[str, ...]) -> DatasetDict:
+        hp = self.hparams
+        files = {split: getattr(hp, f"{split}_files") for split in splits}
+        raw = load_source(hp.dataset, hp.dataset_config, files, self.cache_dir, hp.column_names)
+        train_columns = raw["train"].column_names if "train" in raw else None
+        out = DatasetDict({s: self._clean(s, ds, train_columns) for s, ds in raw.items() if s in splits})
+        self._check_label_kinds(out)
+        return out
+
+    def _clean(self, split: str, ds: Dataset, train_columns: list[str] | None = None) -> Dataset:
+        """Checks the columns and labels of one split and drops rows with an empty text."""
+        hp = self.hparams
+        labelled = split != "predict"
+        columns = {"text": hp.text_column, "text pair": hp.text_pair_column}
+        check_columns(ds, columns | ({"label": hp.label_column} if labelled else {}), split, self._where(split),
+                      train_columns)
+        blank = np.unique(np.concatenate([blank_rows(ds, c) for c in self._text_columns()]))
+        if labelled and not _unlabelled(split, ds, hp.label_column):
+            missing = np.setdiff1d(blank_rows(ds, hp.label_column), blank)
+            if len(missing):
+                rows = ", ".join(str(i + 1) for i in missing[:5]) + (", ..." if len(missing) > 5 else "")
+                many = "s" if len(missing) > 1 else ""
+                below = "" if hp.column_names else " below the header"
                 raise ValueError(
-                    f"{role} column {col!r} not found; columns are {ds.column_names} "
-                    f"(set data.init_args.{role.replace(' ', '_')}_column)"
+                    f"{self._where(split)} has {len(missing)} row{many} with a text but no {hp.label_column!r} label "
+                    f"(row{many} {rows}, counted from 1{below}); fill in the labels or remove those rows"
                 )
+        if len(ds) and len(blank) == len(ds):
+            raise ValueError(f"every row of {self._where(split)} has an empty {hp.text_column!r} cell; "
+                             "check text_column or the file")
+        if len(blank):
+            rank_zero_warn(f"skipped {len(blank)} of {len(ds)} rows of {self._where(split)} whose text is empty")
+            ds = ds.select(np.setdiff1d(np.arange(len(ds)), blank))
+        for column in self._text_columns():
+            if getattr(ds.features[column], "dtype", None) not in ("string", "large_string"):
+                ds = ds.cast_column(column, Value("string"))  # texts that pandas read as numbers
+        if labelled and _integral_floats(ds, hp.label_column):  # int labels that pandas read as floats (NaN rows)
+            ds = ds.cast_column(hp.label_column, Value("int64"))
+        return ds
+
+    def _check_label_kinds(self, raw: DatasetDict) -> None:
+        """``0``, ``1`` and ``positive`` in one column would become three classes: a silent mistake."""
+        col = self.hparams.label_column
+        kinds: dict[str, dict[str, set[str]]] = {"numbers": {}, "names": {}}
+        for split, ds in raw.items():
+            if split not in SPLITS or _unlabelled(split, ds, col):
+                continue
+            for value in ds.unique(col):
+                number = isinstance(value, int) or isinstance(value, str) and value.strip().lstrip("+-").isdigit()
+                kinds["numbers" if number else "names"].setdefault(str(value), set()).add(split)
+        if kinds["numbers"] and kinds["names"]:
+            def examples(found: dict[str, set[str]]) -> str:
+                splits = sorted(set().union(*found.values()), key=SPLITS.index)
+                return ", ".join(repr(v) for v in sorted(found)[:3]) + f" in {'/'.join(splits)}"
+
+            raise ValueError(
+                f"label column {col!r} mixes numbers ({examples(kinds['numbers'])}) and names "
+                f"({examples(kinds['names'])}); use one kind: class names everywhere, or class ids 0..C-1 "
+                "everywhere (named by data.init_args.label_names)"
+            )
 
     def _class_names(self) -> list[str]:
         hp = self.hparams
-        feature = self.raw["train"].features[hp.label_column]
-        if hp.label_names:
+        if hp.label_names is not None:
+            if len(hp.label_names) < 2:
+                raise ValueError(f"label_names lists {list(hp.label_names)}; a classifier needs at least two classes")
             return list(hp.label_names)
+        train = self.raw["train"]
+        feature = train.features[hp.label_column]
         if isinstance(feature, ClassLabel):
             return list(feature.names)
-        values = set(self.raw["train"].unique(hp.label_column))
+        values = set(train.unique(hp.label_column))
+        if len(values) < 2:
+            raise ValueError(
+                f"the training labels in column {hp.label_column!r} hold one value ({values.pop()!r}); a classifier "
+                "needs examples of at least two classes: add data of the other classes, or list every class in "
+                "data.init_args.label_names"
+            )
         if all(isinstance(v, str) for v in values):
             return sorted(values)
         if not all(isinstance(v, int) and v >= 0 for v in values):
@@ -122,19 +218,30 @@ class TextClassificationDataModule(TextDataModule):
             ds = ds.rename_column(hp.text_column, "text")
         return ds
 
+    def _raw_for(self, stage: str) -> DatasetDict:
+        """The splits a stage reads: fit reads them all; validate and test only their own files when given."""
+        hp = self.hparams
+        own = {"validate": "validation", "test": "test"}.get(stage)
+        if self._raw is not None or hp.dataset is not None or own is None:
+            return self.raw
+        if getattr(hp, f"{own}_files") is None:
+            return self.raw if own == "validation" else DatasetDict()  # validation is carved from train
+        return self._load((own,))
+
     def setup(self, stage: str) -> None:
         if stage == "predict":
             if "predict" not in self.datasets:
                 self.datasets["predict"] = self._tokenized("predict", self._predict_raw(), False, keep_text=True)
             return
         wanted = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",)}[stage]
-        for split in ("train", "validation", "test"):
-            if split not in self.raw or split in self.datasets:
+        raw = self._raw_for(stage)
+        for split in SPLITS:
+            if split not in raw or split in self.datasets:
                 continue
-            ds = self.raw[split]
-            if split == "test" and all(isinstance(v, int) and v < 0 for v in ds.unique(self.hparams.label_column)):
+            ds = raw[split]
+            if _unlabelled(split, ds, self.hparams.label_column):
                 if split in wanted:
-                    rank_zero_warn("the test split is unlabelled (labels < 0, as GLUE's); skipping it")
+                    rank_zero_warn(f"the {split} split is unlabelled (no labels, or labels < 0 as GLUE's); skipping it")
                 continue
             if split in wanted:
                 self.datasets[split] = self._tokenized(split, ds)
@@ -147,16 +254,13 @@ class TextClassificationDataModule(TextDataModule):
         hp = self.hparams
         if hp.predict_files is None:
             raise ValueError("bigmodel predict needs texts: set --data.init_args.predict_files (a .txt, one per line)")
-        files = [hp.predict_files] if isinstance(hp.predict_files, str) else list(hp.predict_files)
+        files = expand_files(hp.predict_files, "predict")
         if all(f.endswith(".txt") for f in files):
             texts = []
             for f in files:
-                if not os.path.exists(f):
-                    raise FileNotFoundError(f"predict file {f!r} does not exist")
                 texts += [line.rstrip("\n") for line in open(f, encoding="utf-8") if line.strip()]
             return Dataset.from_dict({hp.text_column: texts})
-        ds: DatasetDict = load_local({"predict": files})
-        return ds["predict"]
+        return self._clean("predict", load_local({"predict": files}, hp.column_names)["predict"])
 
     def _loader(self, split: str) -> DataLoader:
         if split not in self.datasets:
@@ -176,3 +280,18 @@ class TextClassificationDataModule(TextDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict")
+
+
+def _unlabelled(split: str, ds: Dataset, column: str) -> bool:
+    """A test split without labels: every label missing, or all negative (GLUE's test sets use -1)."""
+    if split != "test":
+        return False
+    if len(blank_rows(ds, column)) == len(ds):
+        return True
+    return str(getattr(ds.features[column], "dtype", "")).startswith("int") and all(v < 0 for v in ds.unique(column))
+
+
+def _integral_floats(ds: Dataset, column: str) -> bool:
+    if not str(getattr(ds.features[column], "dtype", "")).startswith("float"):
+        return False
+    return all(v is not None and float(v).is_integer() for v in ds.unique(column))

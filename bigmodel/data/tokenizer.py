@@ -1,4 +1,4 @@
-"""Tokenizers: a pretrained HF fast tokenizer by name/path, or a WordPiece trained on the corpus.
+"""Tokenizers: a pretrained HF fast tokenizer by name/path, or a WordPiece trained on the training texts.
 
 A tokenizer travels with the model: it is saved in the run directory, next to the checkpoints and inside every
 checkpoint (``checkpoint["tokenizer"]``: file name -> text), so fine-tuning reads exactly the vocabulary that
@@ -8,12 +8,16 @@ pretraining used. ``load_tokenizer`` accepts any of those places.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
+from datasets import Dataset
+from filelock import FileLock
+from lightning.pytorch.utilities import rank_zero_info
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from bigmodel.data.hub import HubUnavailableError, hub_offline_mode, hub_reachable, is_local, offline_message
@@ -52,6 +56,37 @@ def train_wordpiece(
         model_input_names=["input_ids", "token_type_ids", "attention_mask"],
         **SPECIAL_TOKENS,
     )
+
+
+def cached_wordpiece(
+    ds: Dataset, columns: Sequence[str], cache_dir: str | Path, vocab_size: int, lowercase: bool = True,
+    model_max_length: int = 512,
+) -> PreTrainedTokenizerBase:
+    """A WordPiece trained on the non-blank texts of ``columns``, once per (texts, settings).
+
+    The cache entry is named by a hash of the texts themselves, not by how they were loaded, so every process that
+    reads the same text (DDP ranks, reruns, two jobs started together) gets the same vocabulary; the lock makes one
+    of them train it while the others wait.
+    """
+
+    def texts() -> Iterator[str]:
+        for batch in ds.iter(batch_size=1000):
+            for column in columns:
+                yield from (t for t in batch[column] if isinstance(t, str) and t.strip())
+
+    digest = hashlib.sha256(json.dumps([vocab_size, lowercase, model_max_length]).encode())
+    for text in texts():
+        digest.update(text.encode() + b"\0")
+    target = Path(cache_dir) / "tokenizers" / f"wordpiece-{digest.hexdigest()[:16]}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):  # ranks launched together (torchrun, SLURM) train it once
+        if not (target / "tokenizer.json").exists():
+            rank_zero_info(f"Training a WordPiece tokenizer (vocab {vocab_size}) on the training texts")
+            tok = train_wordpiece(batched(texts()), vocab_size, lowercase, model_max_length=model_max_length)
+            tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+            tok.save_pretrained(str(tmp))
+            tmp.rename(target)
+    return AutoTokenizer.from_pretrained(str(target))
 
 
 def tokenizer_files(tokenizer: PreTrainedTokenizerBase) -> dict[str, str]:

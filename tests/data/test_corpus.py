@@ -67,3 +67,22 @@ def test_resumable_sampler_deals_one_order_to_ranks_and_resumes_each_rank():
     finished.resume(epoch=3, consumed=6)  # saved at the end of epoch 3: Lightning goes on with epoch 4
     finished.set_epoch(4)
     assert [i for _, i in finished] == shares[1]  # the whole of epoch 4, nothing skipped
+
+
+def test_same_text_gets_the_same_vocabulary_whatever_its_fingerprint(pydoc_text, tmp_path, caplog):
+    """Two runs on the same files (here: the file touched in between, which changes the datasets fingerprint)
+    must share one cache entry, not train two vocabularies."""
+    import logging
+    import os
+
+    path = tmp_path / "docs.txt"
+    path.write_text("\n\n".join(pydoc_text.read_text().splitlines()[:400]))  # an empty line between documents
+    with caplog.at_level(logging.INFO, logger="lightning.pytorch.utilities.rank_zero"):
+        first = CorpusDataModule(train_files=str(path), wordpiece_vocab_size=500, block_size=32)
+        first.setup("fit")
+    assert "Corpus: dropped 379 empty train rows (of 759)" in caplog.text
+    os.utime(path, (1_000_000_000, 1_000_000_000))
+    second = CorpusDataModule(train_files=str(path), wordpiece_vocab_size=500, block_size=32)
+    assert first.raw["train"]._fingerprint != second.raw["train"]._fingerprint
+    assert first.tokenizer.name_or_path == second.tokenizer.name_or_path
+    assert first.tokenizer.get_vocab() == second.tokenizer.get_vocab()

@@ -75,3 +75,134 @@ def test_sst2_tsv_from_shared_data(tokenizer_dir):
     assert dm.num_classes == 2
     dm.setup("test")
     assert len(dm.datasets["test"]) == 872
+
+
+def test_labels_mixing_numbers_and_names_are_refused_in_any_split(tmp_path, tokenizer_dir):
+    mixed = write_table(tmp_path / "mixed.csv", [("a b", "0"), ("c d", "1"), ("e f", "positive")] * 3)
+    with pytest.raises(ValueError, match=r"label column 'label' mixes numbers \('0', '1' in train\) and names "
+                                         r"\('positive' in train\); use one kind"):
+        TextClassificationDataModule(tokenizer_dir, train_files=mixed)
+    names = write_table(tmp_path / "names.csv", [("a b", "neg"), ("c d", "pos")] * 3)
+    ids = write_table(tmp_path / "ids.csv", [("e f", 0), ("g h", 1)])
+    with pytest.raises(ValueError, match=r"mixes numbers \('0', '1' in test\) and names \('neg', 'pos' in train\)"):
+        TextClassificationDataModule(tokenizer_dir, train_files=names, test_files=ids)
+
+
+def test_a_single_training_class_is_named_by_the_data_module(tmp_path, tokenizer_dir):
+    train = write_table(tmp_path / "one.csv", [("a b", "pos")] * 5)
+    with pytest.raises(ValueError, match=r"the training labels in column 'label' hold one value \('pos'\); .* "
+                                         r"add data of the other classes, or list every class in "
+                                         r"data.init_args.label_names"):
+        TextClassificationDataModule(tokenizer_dir, train_files=train)
+    dm = TextClassificationDataModule(tokenizer_dir, train_files=train, label_names=["neg", "pos"])
+    assert dm.num_classes == 2
+
+
+def test_empty_texts_are_skipped_with_a_count_and_a_missing_label_names_its_row(tmp_path, tokenizer_dir):
+    train = write_table(tmp_path / "train.csv", [("a b", 0), ("", 1), ("   ", 0), ("c d", 1)] * 5)
+    test = write_table(tmp_path / "test.csv", [("", ""), ("e f", 1), ("g h", 0)])
+    with pytest.warns(UserWarning) as warned:
+        dm = TextClassificationDataModule(tokenizer_dir, train_files=train, test_files=test, validation_fraction=0.2)
+    assert [str(w.message).split(" rows of ")[0] for w in warned] == ["skipped 10 of 20", "skipped 1 of 3"]
+    assert str(warned[0].message).endswith("train.csv' whose text is empty")
+    dm.setup("fit")
+    dm.setup("test")
+    assert len(dm.datasets["train"]) + len(dm.datasets["validation"]) == 10 and dm.class_names == ["0", "1"]
+    assert dm.datasets["test"]["labels"] == [1, 0]
+    no_label = write_table(tmp_path / "no-label.csv", [("a b", "neg"), ("c d", "pos"), ("e f", ""), ("", "")])
+    with pytest.raises(ValueError, match=r"train file '.*no-label.csv' has 1 row with a text but no 'label' label "
+                                         r"\(row 3, counted from 1 below the header\)"):
+        TextClassificationDataModule(tokenizer_dir, train_files=no_label)
+    blank = write_table(tmp_path / "blank.csv", [("", 0), (" ", 1)])
+    with pytest.raises(ValueError, match=r"every row of train file '.*blank.csv' has an empty 'text' cell"):
+        TextClassificationDataModule(tokenizer_dir, train_files=blank)
+
+
+def test_without_a_tokenizer_a_wordpiece_is_trained_once_on_the_training_texts(tmp_path):
+    rows = [(f"the {w} object is {'good' if i % 2 else 'bad'}", i % 2) for i, w in enumerate(["list", "dict"] * 10)]
+    train = write_table(tmp_path / "train.csv", rows)
+    dm = TextClassificationDataModule(train_files=train, wordpiece_vocab_size=200, max_length=32)
+    again = TextClassificationDataModule(tokenizer=None, train_files=train, wordpiece_vocab_size=200, max_length=32)
+    assert dm.tokenizer.name_or_path == again.tokenizer.name_or_path and dm.vocab_size == len(dm.tokenizer) < 200
+    assert "object" in dm.tokenizer.get_vocab() and dm.tokenizer.model_max_length == 32
+    dm.setup("fit")
+    assert next(iter(dm.train_dataloader()))["input_ids"].max() < dm.vocab_size
+
+
+def test_headerless_files_are_read_with_column_names_and_detected_without(tmp_path, tokenizer_dir):
+    train = write_table(tmp_path / "train.csv", [("c d", "neg"), ("e f", "pos")] * 3, header=("a b", "pos"))
+    with pytest.raises(ValueError, match=r"text column 'text' not found; columns are \['a b', 'pos'\] .* the first "
+                                         r"row looks like data: if the files have no header row, set "
+                                         r"data.init_args.column_names \(e.g. \[text, label\]\)"):
+        TextClassificationDataModule(tokenizer_dir, train_files=train)
+    dm = TextClassificationDataModule(tokenizer_dir, train_files=train, column_names=["text", "label"])
+    assert len(dm.raw["train"]) + len(dm.raw["validation"]) == 7 and dm.class_names == ["neg", "pos"]
+    good = write_table(tmp_path / "good.csv", [("c d", 0), ("e f", 1)] * 3)
+    test = write_table(tmp_path / "test.csv", [("g h", 0)], header=("the film was fine", "1"))
+    with pytest.raises(ValueError, match=r"text column 'text' not found in test file '.*test.csv': its columns are "
+                                         r"\['the film was fine', '1'\], while train's are \['text', 'label'\]; give "
+                                         r"every split the same columns; the first row looks like data"):
+        TextClassificationDataModule(tokenizer_dir, train_files=good, test_files=test)
+    other = write_table(tmp_path / "other.csv", [("g h", 0)], header=("sentence", "label"))
+    with pytest.raises(ValueError, match=r"train file '.*other.csv' has columns \['sentence', 'label'\] but "
+                                         r"'.*good.csv' has \['text', 'label'\]; give all train files the same columns"):
+        TextClassificationDataModule(tokenizer_dir, train_files=[good, other])
+
+
+def test_predict_and_test_need_only_the_tokenizer_label_names_and_their_own_files(tmp_path, tokenizer_dir):
+    texts = tmp_path / "new.txt"
+    texts.write_text("the object is good\n\nthe list is bad\n")
+    absent = str(tmp_path / "elsewhere" / "train.csv")  # the training files are on another machine
+    dm = TextClassificationDataModule(tokenizer_dir, label_names=["neg", "pos"], train_files=absent,
+                                      predict_files=str(texts))
+    assert dm.num_classes == 2 and dm.class_names == ["neg", "pos"] and dm._raw is None
+    dm.setup("predict")
+    batch = next(iter(dm.predict_dataloader()))
+    assert batch["input_ids"].shape[0] == 2 and dm._raw is None
+    test = write_table(tmp_path / "test.csv", [("the object is good", "pos"), ("the list is bad", "neg")])
+    dm = TextClassificationDataModule(tokenizer_dir, label_names=["neg", "pos"], train_files=absent, test_files=test,
+                                      validation_files=test)
+    dm.setup("test")
+    dm.setup("validate")
+    assert dm.datasets["test"]["labels"] == dm.datasets["validation"]["labels"] == [1, 0]
+    with pytest.raises(FileNotFoundError, match="train file .* does not exist"):
+        dm.setup("fit")
+
+
+def test_a_directory_or_a_broken_tsv_row_is_explained(tmp_path, tokenizer_dir):
+    write_table(tmp_path / "a.csv", [("a b", 0), ("c d", 1)])
+    with pytest.raises(ValueError, match=r"train file '.*' is a directory; give a file, or a glob of the files in it "
+                                         r"such as '.*/\*.csv'"):
+        TextClassificationDataModule(tokenizer_dir, train_files=str(tmp_path))
+    tsv = tmp_path / "train.tsv"
+    tsv.write_text('text\tlabel\na "quoted" word\t0\na tab\tinside\t1\n')
+    with pytest.raises(ValueError, match=r"cannot read train file '.*train.tsv': line 3 has 3 fields where 2 are "
+                                         r"expected; in .tsv files every tab separates fields and quote characters "
+                                         r"are plain text"):
+        TextClassificationDataModule(tokenizer_dir, train_files=str(tsv))
+
+
+def test_cli_fits_a_classifier_without_a_tokenizer_and_its_checkpoint_carries_the_trained_one(tmp_path):
+    import torch
+
+    from bigmodel.cli import BigModelCLI
+    from bigmodel.data.tokenizer import load_tokenizer
+    from tests.test_cli import write_yaml
+
+    rows = [(f"the {w} object is {'good' if i % 2 else 'bad'}", i % 2) for i, w in enumerate(["list", "dict"] * 10)]
+    config = {
+        "trainer": {"max_steps": 1, "limit_val_batches": 1, "accelerator": "cpu", "enable_progress_bar": False,
+                    "enable_model_summary": False,
+                    "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                               "init_args": {"save_dir": str(tmp_path), "name": "cls"}}},
+        "checkpoint": {"dirpath": str(tmp_path / "ckpt")},
+        "model": {"class_path": "bigmodel.tasks.ClassificationTask", "init_args": {"encoder": "bert-tiny"}},
+        "data": {"class_path": "bigmodel.data.TextClassificationDataModule",
+                 "init_args": {"tokenizer": None, "train_files": write_table(tmp_path / "train.csv", rows),
+                               "wordpiece_vocab_size": 300, "batch_size": 4}},
+    }
+    cli = BigModelCLI(args=["fit", "-c", write_yaml(tmp_path / "cls.yaml", config)])
+    assert cli.trainer.global_step == 1 and cli.model.hparams.vocab_size == cli.datamodule.vocab_size < 300
+    ckpt = str(tmp_path / "ckpt" / "last.ckpt")
+    assert "tokenizer" in torch.load(ckpt, weights_only=True, map_location="cpu")
+    assert load_tokenizer(ckpt, tmp_path / "cache").get_vocab() == cli.datamodule.tokenizer.get_vocab()
