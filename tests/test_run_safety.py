@@ -270,3 +270,36 @@ def test_under_ddp_a_signal_to_one_rank_stops_every_rank_after_the_same_step(sma
     assert proc.returncode == 143, proc.stderr[-3000:]
     assert f"stopped by SIGTERM at step 3 (after batch 3 of epoch 0); saved {last}" in proc.stderr
     assert step_of(last) == 3
+
+
+def test_predict_and_test_need_only_the_checkpoint_and_their_own_files(tmp_path, capsys):
+    """A classifier trained on files that are gone (and with a tokenizer trained on them): test and predict take
+    the tokenizer and class names from the checkpoint. Predictions keep non-ASCII text as written."""
+    from tests.helpers import write_table
+
+    rows = [(f"the {w} is {'good' if i % 2 else 'bad'}", "pos" if i % 2 else "neg") for i, w in enumerate("ab" * 10)]
+    config = {
+        "trainer": {"max_epochs": 1, "limit_val_batches": 1, "accelerator": "cpu", "enable_progress_bar": False,
+                    "enable_model_summary": False,
+                    "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                               "init_args": {"save_dir": str(tmp_path / "runs"), "name": "cls"}}},
+        "model": {"class_path": "bigmodel.tasks.ClassificationTask", "init_args": {"encoder": "bert-tiny"}},
+        "data": {"class_path": "bigmodel.data.TextClassificationDataModule",
+                 "init_args": {"tokenizer": None, "train_files": write_table(tmp_path / "train.csv", rows),
+                               "wordpiece_vocab_size": 300, "batch_size": 4}},
+    }
+    path = write_yaml(tmp_path / "cls.yaml", config)
+    assert run_main(["fit", "-c", path], capsys)[0] == 0
+    (tmp_path / "train.csv").unlink()  # another machine: the config, the checkpoint and new texts only
+    texts = tmp_path / "texts.txt"
+    texts.write_text("the a is good\n这部电影很好\n", encoding="utf-8")
+    out = tmp_path / "pred.jsonl"
+    code, line = run_main(["predict", "-c", path, "--ckpt_path", "best", "--data.init_args.predict_files", str(texts),
+                           "--predictions.output", str(out)], capsys)
+    assert code == 0, line
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 2 and "这部电影很好" in lines[1]  # UTF-8, not \\uXXXX
+    assert all('"class_name": "neg"' in x or '"class_name": "pos"' in x for x in lines)
+    test_file = write_table(tmp_path / "test.csv", [("the b is good", "pos"), ("the a is bad", "neg")])
+    code, line = run_main(["test", "-c", path, "--ckpt_path", "best", "--data.init_args.test_files", test_file], capsys)
+    assert code == 0, line
