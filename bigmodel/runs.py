@@ -13,6 +13,7 @@ import os
 import socket
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -80,18 +81,25 @@ class RunLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
-            os.close(fd)
-            raise RunInUseError(
-                f"run directory {self.directory} is in use by another fit ({holder}); wait for it to finish or stop "
-                "it, or give this run another name (--trainer.logger.init_args.name)"
-            ) from None
+        except OSError as err:
+            if isinstance(err, BlockingIOError):
+                self._refuse(fd)
+            os.close(fd)  # a filesystem without locks (some network mounts): run unlocked, and say so
+            warnings.warn(f"cannot lock {self.path} ({err.strerror}); two fits of this run name would not be stopped")
+            return
         started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         command = " ".join(["bigmodel", *sys.argv[1:]])[:300]
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, started {started}: {command}\n".encode(), 0)
         self._fd = fd
+
+    def _refuse(self, fd: int) -> None:
+        holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
+        os.close(fd)
+        raise RunInUseError(
+            f"run directory {self.directory} is in use by another fit ({holder}); wait for it to finish or stop "
+            "it, or give this run another name (--trainer.logger.init_args.name)"
+        )
 
     def release(self) -> None:
         if self._fd is not None:
