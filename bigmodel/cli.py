@@ -21,7 +21,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 import bigmodel.data  # noqa: F401  (registers the data modules for short class names in YAML)
 from bigmodel import runs
 from bigmodel.callbacks import KeepPreviousCheckpoints, PredictionWriter, TokenizerCheckpoint, default_checkpoint_dir
-from bigmodel.data.hub import HubUnavailableError
+from bigmodel.hub import HubUnavailableError
 from bigmodel.stopping import RunStopped, StopSafely
 from bigmodel.tasks import base
 

@@ -17,7 +17,7 @@ from unittest import mock
 import torch
 
 from bigmodel.cli import main
-from bigmodel.data import hub
+from bigmodel import hub
 
 
 def run_case(case: dict) -> dict:

@@ -18,7 +18,7 @@ from datasets.exceptions import DatasetGenerationError
 from datasets.table import CastError
 
 from bigmodel.data import builtin
-from bigmodel.data.hub import HubUnavailableError, hub_offline_mode, hub_reachable, offline_message
+from bigmodel.hub import HubUnavailableError, hub_offline_mode, hub_reachable, offline_message
 
 BUILDERS = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv",
             ".parquet": "parquet"}

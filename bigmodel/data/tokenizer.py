@@ -20,7 +20,7 @@ from filelock import FileLock
 from lightning.pytorch.utilities import rank_zero_info
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from bigmodel.data.hub import HubUnavailableError, hub_offline_mode, hub_reachable, is_local, offline_message
+from bigmodel.hub import HubUnavailableError, hub_offline_mode, hub_reachable, is_local, offline_message
 
 SPECIAL_TOKENS = {
     "pad_token": "[PAD]",

@@ -1,7 +1,7 @@
 """Encoder configuration and named presets (looked up by name, like litgpt's ``Config.from_name``).
 
 Field names follow Hugging Face's ``BertConfig`` where an idea is shared, so that published BERT/ViT configs map
-onto this dataclass one to one (see ``EncoderConfig.from_hf``).
+onto this dataclass one to one (``EncoderConfig.from_hf`` / ``to_hf``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ class EncoderConfig:
     num_heads: int = 12
     intermediate_size: int = 3072
     max_position_embeddings: int = 512
+    position_offset: int = 0  # learned positions start at this row (RoBERTa: its padding index + 1 = 2)
     type_vocab_size: int = 2
     position_embedding: Literal["learned", "sinusoidal"] = "learned"
     norm_first: bool = False  # False: post-LN (BERT); True: pre-LN (ViT, GPT-2) with a final LayerNorm
@@ -66,6 +67,55 @@ class EncoderConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "EncoderConfig":
         return cls().replace(**d)
+
+    @classmethod
+    def from_hf(cls, hf: dict[str, Any]) -> "EncoderConfig":
+        """A Hugging Face ``config.json`` (BERT or RoBERTa layout) -> this config; anything else is an error."""
+        model_type = hf.get("model_type")
+        if model_type not in HF_TEXT_FAMILIES:
+            raise ValueError(f"model_type {model_type!r} is not supported; bigmodel reads "
+                             f"{', '.join(HF_TEXT_FAMILIES)} checkpoints (and ViT for images)")
+        if hf.get("position_embedding_type", "absolute") != "absolute":
+            raise ValueError(f"position_embedding_type {hf['position_embedding_type']!r} is not supported "
+                             "(only 'absolute')")
+        act = hf.get("hidden_act", "gelu")
+        if act not in HF_ACTIVATIONS:
+            raise ValueError(f"hidden_act {act!r} is not supported; bigmodel has {', '.join(HF_ACTIVATIONS)}")
+        return cls(
+            vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"], num_layers=hf["num_hidden_layers"],
+            num_heads=hf["num_attention_heads"], intermediate_size=hf["intermediate_size"],
+            max_position_embeddings=hf["max_position_embeddings"], type_vocab_size=hf.get("type_vocab_size", 2),
+            position_offset=hf.get("pad_token_id", 1) + 1 if model_type == "roberta" else 0,
+            hidden_dropout=hf.get("hidden_dropout_prob", 0.1), attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
+            layer_norm_eps=hf.get("layer_norm_eps", 1e-12), initializer_range=hf.get("initializer_range", 0.02),
+            activation=HF_ACTIVATIONS[act],
+        )
+
+    def to_hf(self, model_type: str) -> dict[str, Any]:
+        """The ``config.json`` fields of this encoder as a Hugging Face ``model_type`` (inverse of ``from_hf``)."""
+        if model_type not in HF_TEXT_FAMILIES:
+            raise ValueError(f"cannot write model_type {model_type!r}; choose one of {', '.join(HF_TEXT_FAMILIES)}")
+        unlike = [name for name, ok in (("pre-LN (norm_first)", not self.norm_first), ("causal", not self.causal),
+                                        ("sinusoidal positions", self.position_embedding == "learned"),
+                                        ("qkv without bias", self.qkv_bias)) if not ok]
+        if unlike:
+            raise ValueError(f"this encoder has no {model_type} equivalent: it is {', '.join(unlike)}")
+        act = {v: k for k, v in HF_ACTIVATIONS.items()}[self.activation]
+        out = {
+            "model_type": model_type, "vocab_size": self.vocab_size, "hidden_size": self.hidden_size,
+            "num_hidden_layers": self.num_layers, "num_attention_heads": self.num_heads,
+            "intermediate_size": self.intermediate_size, "max_position_embeddings": self.max_position_embeddings,
+            "type_vocab_size": self.type_vocab_size, "hidden_dropout_prob": self.hidden_dropout,
+            "attention_probs_dropout_prob": self.attention_dropout, "layer_norm_eps": self.layer_norm_eps,
+            "initializer_range": self.initializer_range, "hidden_act": act,
+        }
+        if model_type == "roberta":
+            out["pad_token_id"] = self.position_offset - 1
+        return out
+
+
+HF_TEXT_FAMILIES = ("bert", "roberta")
+HF_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
 
 
 def _bert(layers: int, hidden: int, heads: int) -> EncoderConfig:

@@ -1,4 +1,9 @@
-"""Map Hugging Face BERT and ViT state dicts onto bigmodel's module names (the one place that knows both)."""
+"""Hugging Face <-> bigmodel parameter names: one table per family, read in both directions.
+
+A table row pairs a Hugging Face name with ours (``{i}`` stands for a layer number). Hugging Face keeps query, key
+and value apart; bigmodel fuses them into one ``qkv`` (concatenated on import, split on export). Adding a family
+means adding a table here; nothing else knows Hugging Face's names.
+"""
 
 from __future__ import annotations
 
@@ -6,65 +11,117 @@ import re
 
 import torch
 
-# Transformer layers are named alike in HF BERT and ViT; BERT's post-LN norms sit in attention.output/output,
-# ViT's pre-LN norms are layernorm_before/after.
-_LAYER_RENAMES = [
-    (r"^encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"encoder.layers.\1.attn.proj."),
-    (r"^encoder\.layer\.(\d+)\.attention\.output\.LayerNorm\.", r"encoder.layers.\1.attn_norm."),
-    (r"^encoder\.layer\.(\d+)\.layernorm_before\.", r"encoder.layers.\1.attn_norm."),
-    (r"^encoder\.layer\.(\d+)\.intermediate\.dense\.", r"encoder.layers.\1.ffn.up."),
-    (r"^encoder\.layer\.(\d+)\.output\.dense\.", r"encoder.layers.\1.ffn.down."),
-    (r"^encoder\.layer\.(\d+)\.output\.LayerNorm\.", r"encoder.layers.\1.ffn_norm."),
-    (r"^encoder\.layer\.(\d+)\.layernorm_after\.", r"encoder.layers.\1.ffn_norm."),
+Table = list[tuple[str, str]]
+
+# The transformer layers of BERT, RoBERTa and ViT share names; BERT/RoBERTa's post-LN norms sit in
+# attention.output/output, ViT's pre-LN norms are layernorm_before/after.
+_LAYERS: Table = [
+    ("encoder.layer.{i}.attention.output.dense.", "encoder.layers.{i}.attn.proj."),
+    ("encoder.layer.{i}.intermediate.dense.", "encoder.layers.{i}.ffn.up."),
+    ("encoder.layer.{i}.output.dense.", "encoder.layers.{i}.ffn.down."),
 ]
-_BERT_RENAMES = [
-    (r"^embeddings\.LayerNorm\.", "encoder.embeddings.norm."),
-    (r"^embeddings\.", "encoder.embeddings."),
-    *_LAYER_RENAMES,
-    (r"^pooler\.dense\.", "head.pooler.dense."),
-    (r"^cls\.predictions\.transform\.dense\.", "mlm_head.dense."),
-    (r"^cls\.predictions\.transform\.LayerNorm\.", "mlm_head.norm."),
-    (r"^cls\.predictions\.bias$", "mlm_head.bias"),
+_POST_LN: Table = [
+    ("encoder.layer.{i}.attention.output.LayerNorm.", "encoder.layers.{i}.attn_norm."),
+    ("encoder.layer.{i}.output.LayerNorm.", "encoder.layers.{i}.ffn_norm."),
 ]
-_VIT_RENAMES = [
-    (r"^embeddings\.patch_embeddings\.projection\.", "encoder.embeddings.proj."),
-    (r"^embeddings\.(cls_token|position_embeddings)$", r"encoder.embeddings.\1"),
-    *_LAYER_RENAMES,
-    (r"^layernorm\.", "encoder.final_norm."),
-    (r"^classifier\.", "head."),
+_TEXT_EMBEDDINGS: Table = [
+    ("embeddings.word_embeddings.", "encoder.embeddings.word_embeddings."),
+    ("embeddings.position_embeddings.", "encoder.embeddings.position_embeddings."),
+    ("embeddings.token_type_embeddings.", "encoder.embeddings.token_type_embeddings."),
+    ("embeddings.LayerNorm.", "encoder.embeddings.norm."),
 ]
-_QKV = re.compile(r"^encoder\.layer\.(\d+)\.attention\.(?:self|attention)\.(query|key|value)\.(weight|bias)$")
+TABLES: dict[str, Table] = {
+    "bert": _TEXT_EMBEDDINGS + _LAYERS + _POST_LN + [
+        ("pooler.dense.", "head.pooler.dense."),
+        ("classifier.", "head.classifier."),
+        ("cls.predictions.transform.dense.", "mlm_head.dense."),
+        ("cls.predictions.transform.LayerNorm.", "mlm_head.norm."),
+        ("cls.predictions.bias", "mlm_head.bias"),
+    ],
+    # RobertaForSequenceClassification's head (dense -> tanh -> out_proj on <s>) is BERT's pooler + classifier
+    "roberta": _TEXT_EMBEDDINGS + _LAYERS + _POST_LN + [
+        ("classifier.dense.", "head.pooler.dense."),  # first: what an exported classifier is written as
+        ("pooler.dense.", "head.pooler.dense."),
+        ("classifier.out_proj.", "head.classifier."),
+        ("lm_head.dense.", "mlm_head.dense."),
+        ("lm_head.layer_norm.", "mlm_head.norm."),
+        ("lm_head.bias", "mlm_head.bias"),
+    ],
+    "vit": _LAYERS + [
+        ("embeddings.patch_embeddings.projection.", "encoder.embeddings.proj."),
+        ("embeddings.cls_token", "encoder.embeddings.cls_token"),
+        ("embeddings.position_embeddings", "encoder.embeddings.position_embeddings"),
+        ("encoder.layer.{i}.layernorm_before.", "encoder.layers.{i}.attn_norm."),
+        ("encoder.layer.{i}.layernorm_after.", "encoder.layers.{i}.ffn_norm."),
+        ("layernorm.", "encoder.final_norm."),
+        ("classifier.", "head."),
+    ],
+}
+# Prefix of the body in Hugging Face's task models (BertForMaskedLM: bert.embeddings..., cls.predictions...).
+BODY_PREFIX = {"bert": "bert.", "roberta": "roberta.", "vit": "vit."}
+_BODY = ("embeddings.", "encoder.", "pooler.", "layernorm.")
+# Not parameters of bigmodel: position id buffers, decoders tied to the word embeddings, ViT's unused pooler.
+_DROP = re.compile(r"(position_ids|token_type_ids)$|^(cls\.predictions\.decoder\.|lm_head\.decoder\.|pooler\.)")
+_QKV_HF = re.compile(r"^encoder\.layer\.(\d+)\.attention\.(?:self|attention)\.(query|key|value)\.(weight|bias)$")
+_QKV_OURS = re.compile(r"^encoder\.layers\.(\d+)\.attn\.qkv\.(weight|bias)$")
 
 
-def _convert(state: dict[str, torch.Tensor], renames: list[tuple[str, str]], drop: tuple[str, ...]) -> dict:
+def _pattern(template: str) -> re.Pattern:
+    return re.compile("^" + re.escape(template).replace(re.escape("{i}"), r"(?P<i>\d+)"))
+
+
+def _rename(key: str, table: Table, reverse: bool) -> str | None:
+    for hf, ours in table:
+        source, target = (ours, hf) if reverse else (hf, ours)
+        m = _pattern(source).match(key)
+        if m:
+            head = target.replace("{i}", m["i"]) if "{i}" in target else target
+            return head + key[m.end():]
+    return None
+
+
+def from_hf(state: dict[str, torch.Tensor], family: str) -> dict[str, torch.Tensor]:
+    """Hugging Face state dict (a base model or any of its task models) -> bigmodel names."""
+    prefix = BODY_PREFIX[family]
+    table = TABLES[family]
+    if family == "vit":
+        state = {_vit_v5_to_file(k.removeprefix(prefix)): v for k, v in state.items()}
     out: dict[str, torch.Tensor] = {}
     qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
     for key, value in state.items():
-        m = _QKV.match(key)
+        key = key.removeprefix(prefix)
+        m = _QKV_HF.match(key)
         if m:
             qkv.setdefault((m[1], m[3]), {})[m[2]] = value
             continue
-        if key.endswith("position_ids") or key.startswith(drop):
+        if _DROP.search(key) and not (family != "vit" and key.startswith("pooler.")):
             continue
-        for pattern, repl in renames:
-            if re.match(pattern, key):
-                out[re.sub(pattern, repl, key)] = value
-                break
-        else:
-            raise KeyError(f"no bigmodel name for Hugging Face key {key!r}")
+        name = _rename(key, table, reverse=False)
+        if name is None:
+            raise KeyError(f"no bigmodel name for the {family} parameter {key!r}")
+        out[name] = value
     for (layer, kind), parts in qkv.items():
         out[f"encoder.layers.{layer}.attn.qkv.{kind}"] = torch.cat([parts["query"], parts["key"], parts["value"]])
     return out
 
 
-def convert_hf_bert(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """HF ``BertModel``/``BertForMaskedLM`` keys -> ``MaskedLanguageModel``/``SequenceClassifier`` keys.
-
-    Separate query/key/value projections are concatenated into the fused ``qkv``; position_ids buffers and the
-    tied decoder weight (it is the word embedding) are dropped.
-    """
-    state = {k.removeprefix("bert."): v for k, v in state.items()}
-    return _convert(state, _BERT_RENAMES, drop=("cls.predictions.decoder.",))
+def to_hf(state: dict[str, torch.Tensor], family: str) -> dict[str, torch.Tensor]:
+    """bigmodel names -> the Hugging Face task model's names (body under ``bert.``/``roberta.``/``vit.``, heads at
+    the top). Tied decoder weights are left to ``transformers``, which ties them on load."""
+    prefix, table = BODY_PREFIX[family], TABLES[family]
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        m = _QKV_OURS.match(key)
+        if m:
+            attention = "attention" if family == "vit" else "self"
+            for part, chunk in zip(("query", "key", "value"), value.chunk(3)):
+                out[f"{prefix}encoder.layer.{m[1]}.attention.{attention}.{part}.{m[2]}"] = chunk.clone()
+            continue
+        name = _rename(key, table, reverse=True)
+        if name is None:
+            raise KeyError(f"no {family} name for the bigmodel parameter {key!r}")
+        out[prefix + name if name.startswith(_BODY) else name] = value
+    return out
 
 
 # transformers >= 5 names a live ViT's modules differently from the files on the Hub; map them to the file names.
@@ -79,14 +136,22 @@ _VIT_V5_TO_FILE = [
 ]
 
 
+def _vit_v5_to_file(key: str) -> str:
+    for pattern, repl in _VIT_V5_TO_FILE:
+        key = re.sub(pattern, repl, key)
+    return key
+
+
 def is_hf_vit(state: dict[str, torch.Tensor]) -> bool:
     return any(k.removeprefix("vit.").startswith("embeddings.patch_embeddings.") for k in state)
+
+
+def convert_hf_bert(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """HF ``BertModel``/``BertForMaskedLM``/``BertForSequenceClassification`` keys -> bigmodel keys."""
+    return from_hf(state, "bert")
 
 
 def convert_hf_vit(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """HF ``ViTModel``/``ViTForImageClassification`` keys, as saved on the Hub or as named in a live transformers 5
     model, -> ``VisionTransformer`` keys (the pooler is dropped: not part of the original ViT, unused here)."""
-    state = {k.removeprefix("vit."): v for k, v in state.items()}
-    for pattern, repl in _VIT_V5_TO_FILE:
-        state = {re.sub(pattern, repl, k): v for k, v in state.items()}
-    return _convert(state, _VIT_RENAMES, drop=("pooler.",))
+    return from_hf(state, "vit")

@@ -44,16 +44,16 @@ class TextEmbeddings(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:  # (B, S, H)
-        seq_len = input_ids.shape[1]
-        if seq_len > self.config.max_position_embeddings:
+        seq_len, offset = input_ids.shape[1], self.config.position_offset
+        if seq_len + offset > self.config.max_position_embeddings:
             raise ValueError(
-                f"sequence length {seq_len} exceeds max_position_embeddings={self.config.max_position_embeddings}; "
-                "truncate the input (data max_length / block_size) or build a model with more positions"
+                f"sequence length {seq_len} exceeds the {self.config.max_position_embeddings - offset} positions of "
+                "this model; truncate the input (data max_length / block_size) or build a model with more positions"
             )
         x = self.word_embeddings(input_ids)
-        if position_ids is None:
+        if position_ids is None:  # right-padded batches: positions offset, offset + 1, ... (RoBERTa's for real tokens)
             position = (
-                self.position_embeddings.weight[:seq_len]
+                self.position_embeddings.weight[offset : offset + seq_len]
                 if self.config.position_embedding == "learned"
                 else self.sinusoidal[:seq_len]
             )

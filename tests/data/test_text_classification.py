@@ -1,7 +1,7 @@
 import pytest
 
 from bigmodel.data import TextClassificationDataModule
-from bigmodel.data.hub import HubUnavailableError
+from bigmodel.hub import HubUnavailableError
 from bigmodel.data.tokenizer import train_wordpiece
 from tests.conftest import shared_data
 from tests.helpers import write_table
@@ -58,7 +58,7 @@ def test_bad_columns_and_labels_are_explained(tmp_path, tokenizer_dir):
 def test_hub_name_without_network_says_how_to_use_local_files(monkeypatch, tokenizer_dir):
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")
-    from bigmodel.data import hub
+    from bigmodel import hub
 
     hub.hub_reachable.cache_clear()
     with pytest.raises(HubUnavailableError, match="train_files"):

@@ -63,3 +63,62 @@ def test_hf_vit_weights_give_identical_outputs_and_adapt_to_other_sizes(tmp_path
     torch.testing.assert_close(other.encoder.layers[1].attn.qkv.weight, ours.encoder.layers[1].attn.qkv.weight)
     with pytest.raises(ValueError, match=r"weights do not fit VisionTransformer: encoder.embeddings.proj.weight is \(64, 3, 4, 4\) there"):
         VisionTransformer(5, "vit-tiny", {**overrides, "patch_size": 8}).load_pretrained(hf.state_dict())
+
+
+def _small(cls_name: str, **extra):
+    cfg_cls = transformers.RobertaConfig if cls_name.startswith("Roberta") else transformers.BertConfig
+    cfg = cfg_cls(vocab_size=120, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                  max_position_embeddings=40, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **extra)
+    torch.manual_seed(0)
+    return getattr(transformers, cls_name)(cfg).eval()
+
+
+def _padded_batch(pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = torch.randint(5, 120, (3, 12))
+    mask = torch.ones(3, 12, dtype=torch.long)
+    mask[1, 8:] = 0
+    mask[2, 3:] = 0
+    return ids.masked_fill(mask == 0, pad_id), mask
+
+
+@pytest.mark.parametrize("family", ["Bert", "Roberta"])
+def test_masked_lm_of_both_families_gives_identical_outputs(family):
+    from bigmodel.nn.convert import from_hf
+
+    hf = _small(f"{family}ForMaskedLM")
+    config = EncoderConfig.from_hf(hf.config.to_dict())
+    assert config.position_offset == (2 if family == "Roberta" else 0)
+    ours = MaskedLanguageModel(config).eval()
+    ours.load_state_dict(from_hf(hf.state_dict(), family.lower()), strict=True)
+    ids, mask = _padded_batch(hf.config.pad_token_id)
+    with torch.no_grad():
+        ref = hf(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        hidden = ours.encoder(ids, mask).last_hidden_state
+        logits = ours(ids, torch.arange(ids.numel()), mask).view(3, 12, -1)
+    real = mask.bool()
+    torch.testing.assert_close(hidden[real], ref.hidden_states[-1][real], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logits[real], ref.logits[real], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["Bert", "Roberta"])
+def test_sequence_classifiers_of_both_families_give_identical_logits_and_export_back_exactly(family):
+    from bigmodel.nn import SequenceClassifier
+    from bigmodel.nn.convert import from_hf, to_hf
+
+    hf = _small(f"{family}ForSequenceClassification", num_labels=3)
+    ours = SequenceClassifier(EncoderConfig.from_hf(hf.config.to_dict()), num_classes=3).eval()
+    ours.load_state_dict(from_hf(hf.state_dict(), family.lower()), strict=True)
+    ids, mask = _padded_batch(hf.config.pad_token_id)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids, mask)[0], hf(input_ids=ids, attention_mask=mask).logits,
+                                   atol=1e-5, rtol=1e-5)
+    back = to_hf(ours.state_dict(), family.lower())
+    original = {k: v for k, v in hf.state_dict().items() if not k.endswith(("position_ids", "token_type_ids"))}
+    assert back.keys() == original.keys()
+    for key, value in original.items():
+        assert torch.equal(back[key], value), key
+
+
+def test_a_config_of_another_model_type_is_refused():
+    with pytest.raises(ValueError, match=r"model_type 'gpt2' is not supported; bigmodel reads bert, roberta"):
+        EncoderConfig.from_hf({"model_type": "gpt2"})
