@@ -107,28 +107,35 @@ class BigModelCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         """Lightning reads the ``--ckpt_path`` file here (its hyper-parameters update the config): check it first."""
         subcommand = self.config.get("subcommand")
+        meta = None
         if subcommand:
             config = self.config[subcommand]
-            self._check_ckpt_path(config, subcommand, runs.checkpoint_dir(config))
+            meta = self._check_ckpt_path(config, subcommand, runs.checkpoint_dir(config))
         super()._parse_ckpt_path()
+        model = self.config[subcommand].get("model") if subcommand else None
+        if meta and meta.get("task") and model is not None and model.get("init_args") is not None \
+                and model.init_args.get("init_from") is not None:
+            # the checkpoint holds the architecture (its hyper-parameters) and the weights: the run restores them,
+            # so init_from (which may not exist on this machine) is not read
+            model.init_args.init_from = None
 
-    def _check_ckpt_path(self, config, subcommand: str, directory: str | None) -> None:
+    def _check_ckpt_path(self, config, subcommand: str, directory: str | None) -> dict | None:
         """A ``--ckpt_path`` that is missing, truncated, of another task, or 'last' when only an earlier run's
         last.ckpt is left, is a one-line error here instead of a traceback (or a silent fresh start) later.
         Outside ``fit``, the data module takes the checkpoint's tokenizer and class names, so that testing and
         predicting need only the checkpoint (not the training files)."""
         ckpt_path = config.get("ckpt_path")
         if ckpt_path is None:
-            return
+            return None
         path = os.fspath(ckpt_path)
         if path == "last":
             path = runs.resolve_last(directory)
         elif path == "best" and subcommand != "fit" and directory is not None:
             path = os.path.join(directory, "best.ckpt")  # bigmodel's name for it; Lightning knows it only in-process
         elif path in runs.SPECIAL_CKPT_PATHS:
-            return
+            return None
         if path is None:
-            return
+            return None
         meta = runs.read_checkpoint_meta(path, directory)
         model_cls = _import(config.model.class_path) if config.get("model") else None
         expected = getattr(model_cls, "checkpoint_task", None)
@@ -138,7 +145,7 @@ class BigModelCLI(LightningCLI):
                 f"{config.model.class_path} ({expected!r}); use a config of the checkpoint's task or another checkpoint"
             )
         if subcommand == "fit":
-            return
+            return meta
         config.ckpt_path = path
         data = config.get("data")
         accepted = _init_parameters(_import(data.class_path)) if data is not None and "class_path" in data else set()
@@ -153,6 +160,7 @@ class BigModelCLI(LightningCLI):
                     "leave label_names unset to use the checkpoint's"
                 )
             data.init_args.label_names = list(names)
+        return meta
 
     def instantiate_trainer(self, **kwargs):
         """As Lightning's, but ``--trainer.enable_checkpointing false`` drops the default ModelCheckpoint."""
@@ -292,14 +300,19 @@ def check_config_files(args: list[str]) -> None:
 
 def main(args: list[str] | None = None) -> None:
     """Errors that bigmodel raises about configs and data print as one line (BIGMODEL_DEBUG=1: full trace)."""
+    argv = list(args if args is not None else sys.argv[1:])
     try:
-        check_config_files(list(args if args is not None else sys.argv[1:]))
+        if argv[:1] == ["export"]:  # not a Trainer method: its own small parser (bigmodel/export.py)
+            from bigmodel.export import main as export_main
+
+            return export_main(argv[1:])
+        check_config_files(argv)
         BigModelCLI(args=args)
     except ArgumentError as err:
         if os.environ.get("BIGMODEL_DEBUG"):
             raise
         message = parse_error_message(str(err))
-        command = next((a for a in (args if args is not None else sys.argv[1:]) if a in SUBCOMMANDS), "fit")
+        command = next((a for a in argv if a in (*SUBCOMMANDS, "export")), "fit")
         print(f"bigmodel: error: {message} -- see `bigmodel {command} --help`", file=sys.stderr)
         sys.exit(2)
     except RunStopped as stopped:

@@ -47,8 +47,9 @@ class TextEmbeddings(nn.Module):
         seq_len, offset = input_ids.shape[1], self.config.position_offset
         if seq_len + offset > self.config.max_position_embeddings:
             raise ValueError(
-                f"sequence length {seq_len} exceeds the {self.config.max_position_embeddings - offset} positions of "
-                "this model; truncate the input (data max_length / block_size) or build a model with more positions"
+                f"sequence length {seq_len} exceeds max_position_embeddings={self.config.max_position_embeddings}"
+                f"{f' less the offset {offset}' if offset else ''}; truncate the input (data max_length / block_size)"
+                " or build a model with more positions"
             )
         x = self.word_embeddings(input_ids)
         if position_ids is None:  # right-padded batches: positions offset, offset + 1, ... (RoBERTa's for real tokens)

@@ -11,7 +11,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
-from bigmodel.nn import num_parameters
+from bigmodel.nn import EncoderConfig, num_parameters
+from bigmodel.tasks.checkpoints import Pretrained, check_vocabulary, resolve, text_config
 from bigmodel.seeding import mix_seed
 from bigmodel.tasks.optim import Schedule, build_optimizer
 
@@ -54,6 +55,47 @@ class Task(L.LightningModule):
             raise ValueError(f"warmup must be >= 0, got {warmup}")
         self.skipped_steps = 0
         self._announced_scaler = False
+        self._pretrained: Pretrained | None = None  # init_from, read in __init__, loaded in setup
+
+    def encoder_config_for(self, encoder: str, overrides: dict[str, Any] | None, vocab_size: int | None,
+                           init_from: str | None) -> EncoderConfig:
+        """A text task's architecture: ``init_from``'s (dropout may change) or the preset with ``overrides``.
+        Stored resolved in the hyper-parameters, so ``load_from_checkpoint(path, init_from=None)`` rebuilds it."""
+        if init_from:
+            self._pretrained = resolve(init_from)
+            config = text_config(self._pretrained, overrides)
+            check_vocabulary(self._pretrained, vocab_size)
+        else:
+            config = EncoderConfig.from_name(encoder, **{**(overrides or {}), "vocab_size": vocab_size})
+        self.hparams["encoder_config"] = {**config.to_dict(), **(overrides or {})}
+        return config
+
+    def setup(self, stage: str) -> None:
+        """``init_from`` weights go in when a run starts from them (fit, or validate/test of a published model); a
+        run restored from its own checkpoint (a resumed fit, test or predict of a trained model) gets those."""
+        if self._pretrained is not None and self.trainer.ckpt_path is None:
+            try:
+                notes = self.load_pretrained(self._pretrained)
+            except ValueError as err:
+                message = str(err)
+                raise ValueError(message if message.startswith("init_from") else
+                                 f"init_from {self._pretrained.source!r}: {message}") from err
+            rank_zero_info(f"Loaded pretrained weights from {self._pretrained.source} "
+                           f"({len(self._pretrained.state)} tensors)" + "".join(f"; {n}" for n in notes))
+        self._pretrained = None
+
+    def load_pretrained(self, pretrained: Pretrained) -> list[str]:
+        """Puts ``init_from``'s weights into ``self.net``; returns notes on what was adapted or left new."""
+        raise NotImplementedError(f"{type(self).__name__} does not load init_from weights")
+
+    @staticmethod
+    def load_encoder(encoder: nn.Module, pretrained: Pretrained) -> list[str]:
+        """The source's text encoder, exactly (every tensor, every shape)."""
+        missing, unexpected = encoder.load_state_dict(pretrained.part("encoder."), strict=False)
+        if missing or unexpected:
+            raise ValueError(f"init_from {pretrained.source!r} does not fit the encoder: missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]}")
+        return []
 
     def configure_model(self) -> None:
         if self.hparams.compile:

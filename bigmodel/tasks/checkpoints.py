@@ -1,14 +1,50 @@
-"""Reading bigmodel checkpoints for ``init_from``: safely (weights_only), with checks that name the fix."""
+"""One way in for ``init_from``: any source -> weights + architecture + where its tokenizer is.
+
+Sources: a checkpoint of this project (any task), a Hugging Face model directory (``save_pretrained``: config.json
++ model.safetensors or pytorch_model.bin, with or without a task head), a Hugging Face Hub name (downloaded and
+cached by ``huggingface_hub``), or a state-dict file (``.safetensors``/``.pth``/``.bin``: torchvision, timm, DeiT).
+Everything is read as data only (``weights_only``). Family-specific names live in ``bigmodel.nn.convert``.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-META_KEY = "bigmodel"  # checkpoint["bigmodel"] = {"task": ..., "encoder_config": {...}}
+from bigmodel.hub import HubUnavailableError, hub_offline_mode, hub_reachable, is_local, offline_message
+from bigmodel.nn import EncoderConfig
+from bigmodel.nn.config import HF_TEXT_FAMILIES
+from bigmodel.nn.convert import from_hf
+
+META_KEY = "bigmodel"  # checkpoint["bigmodel"] = {"task": ..., "encoder_config": {...}, "class_names": [...]}
+_HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer_config.json")
+
+
+@dataclass
+class Pretrained:
+    """What ``init_from`` names, read once.
+
+    ``state`` uses bigmodel's names for text encoders (``encoder.*``, ``mlm_head.*``, ``head.*``) and the source's
+    own names for anything else (image backbones adapt them: see ``VisionTransformer.load_pretrained``).
+    """
+
+    source: str
+    state: dict[str, torch.Tensor]
+    kind: str  # "mlm", "classification" (this project's tasks), "huggingface" or "state_dict"
+    config: EncoderConfig | None = None  # a text encoder's architecture, when the source has one
+    class_names: list[str] | None = None  # of a classification head in the source
+    tokenizer: str | None = None  # a path or hub name that load_tokenizer reads, when the source has one
+    backbone: str | None = None  # an image classifier's backbone class, for this project's checkpoints
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def part(self, prefix: str) -> dict[str, torch.Tensor]:
+        return {k[len(prefix):]: v for k, v in self.state.items() if k.startswith(prefix)}
 
 
 def strip_compile_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -16,72 +52,122 @@ def strip_compile_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     return {re.sub(r"(^|\.)_orig_mod\.", r"\1", k): v for k, v in state.items()}
 
 
-def read_checkpoint(path: str, expected_task: str) -> dict[str, Any]:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"init_from checkpoint {path!r} does not exist; point it to a .ckpt file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # noqa: BLE001 - corrupt, truncated or foreign files all get this message
-        raise ValueError(
-            f"init_from {path!r} is not a readable checkpoint ({type(err).__name__}); was it fully written?"
-        ) from err
-    meta = ckpt.get(META_KEY) if isinstance(ckpt, dict) else None
-    if meta is None or "state_dict" not in ckpt:
-        raise ValueError(f"init_from {path!r} is not a bigmodel checkpoint (no '{META_KEY}' entry)")
-    if meta.get("task") != expected_task:
-        raise ValueError(
-            f"init_from {path!r} is a {meta.get('task')!r} checkpoint; expected a {expected_task!r} one "
-            f"(pretrain with bigmodel.tasks.MLMTask first)"
-        )
-    return ckpt
-
-
-def submodule_state(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    state = strip_compile_prefix(state)
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-
-
-_HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-
-
-def load_backbone_weights(path: str) -> dict[str, torch.Tensor]:
-    """The weights ``init_from`` names for a backbone: a classification checkpoint of this project (its ``net.``),
-    a Hugging Face model directory, or a state-dict file (``.safetensors``, or a torch file holding the state dict
-    flat or under ``state_dict``/``model``, as torchvision, timm and DeiT save them). Read as data only."""
+def resolve(source: str) -> Pretrained:
+    path = os.path.expanduser(source)
     if os.path.isdir(path):
-        found = [os.path.join(path, f) for f in _HF_WEIGHT_FILES if os.path.isfile(os.path.join(path, f))]
-        if not found:
-            raise FileNotFoundError(f"init_from directory {path!r} has none of {', '.join(_HF_WEIGHT_FILES)}")
-        path = found[0]
-    if not os.path.isfile(path):
+        return _from_directory(source, path)
+    if os.path.isfile(path):
+        return _from_file(source, path)
+    if is_local(path) or path.endswith((".ckpt", ".pth", ".pt", ".bin", ".safetensors")) or path.startswith((".", "/")):
         raise FileNotFoundError(
-            f"init_from {path!r} does not exist; point it to a .ckpt/.safetensors/.pth file or a Hugging Face model "
-            f"directory (with internet, e.g.: hf download google/vit-base-patch16-224-in21k --local-dir {path})"
+            f"init_from {source!r} does not exist; point it to a checkpoint (.ckpt), a state-dict file, a Hugging "
+            "Face model directory, or a hub name such as bert-base-uncased"
         )
+    return _from_directory(source, _download(source))
+
+
+def _from_file(source: str, path: str) -> Pretrained:
     try:
         if path.endswith(".safetensors"):
             from safetensors.torch import load_file
 
-            return load_file(path)
+            return Pretrained(source, load_file(path), "state_dict")
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # noqa: BLE001 - corrupt, truncated or pickled-code files all get this message
         raise ValueError(
-            f"init_from {path!r} is not a readable weights file ({type(err).__name__}); was it fully written?"
+            f"init_from {source!r} is not a readable checkpoint ({type(err).__name__}); was it fully written?"
         ) from err
     if not isinstance(ckpt, dict):
-        raise ValueError(f"init_from {path!r} holds a {type(ckpt).__name__}, not a state dict")
+        raise ValueError(f"init_from {source!r} holds a {type(ckpt).__name__}, not a checkpoint or state dict")
     meta = ckpt.get(META_KEY)
-    if meta is not None:
-        if meta.get("task") != "classification" or "backbone" not in meta:
-            kind = "text classification" if meta.get("task") == "classification" else repr(meta.get("task"))
-            raise ValueError(f"init_from {path!r} is a {kind} checkpoint; a backbone needs an image classification "
-                             "checkpoint or a pretrained state dict")
-        return submodule_state(ckpt["state_dict"], "net.")
+    if meta is not None and "state_dict" in ckpt:
+        state = strip_compile_prefix(ckpt["state_dict"])
+        state = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
+        config = EncoderConfig.from_dict(meta["encoder_config"]) if "encoder_config" in meta else None
+        return Pretrained(source, state, meta.get("task", "?"), config, meta.get("class_names"),
+                          tokenizer=source if "tokenizer" in ckpt else None, backbone=meta.get("backbone"), meta=meta)
     for key in ("state_dict", "model"):
         if isinstance(ckpt.get(key), dict):
             ckpt = ckpt[key]
             break
     state = strip_compile_prefix({k: v for k, v in ckpt.items() if isinstance(v, torch.Tensor)})
     if not state:
-        raise ValueError(f"init_from {path!r} holds no tensors")
-    return state
+        raise ValueError(f"init_from {source!r} holds no tensors")
+    return Pretrained(source, state, "state_dict")
+
+
+def _from_directory(source: str, path: str) -> Pretrained:
+    found = [os.path.join(path, f) for f in _HF_WEIGHT_FILES if os.path.isfile(os.path.join(path, f))]
+    if not found:
+        raise FileNotFoundError(f"init_from {source!r} has none of {', '.join(_HF_WEIGHT_FILES)}; give a directory "
+                                "written by save_pretrained (or `hf download <name> --local-dir <dir>`)")
+    raw = _from_file(source, found[0]).state
+    config_file = os.path.join(path, "config.json")
+    hf = json.load(open(config_file, encoding="utf-8")) if os.path.isfile(config_file) else {}
+    tokenizer = source if any(os.path.isfile(os.path.join(path, f)) for f in _TOKENIZER_FILES) else None
+    family = hf.get("model_type")
+    if family not in HF_TEXT_FAMILIES:  # an image model (ViT) or an unknown one: its own names, adapted later
+        return Pretrained(source, raw, "huggingface", tokenizer=tokenizer, meta={"config": hf})
+    try:
+        config = EncoderConfig.from_hf(hf)
+        state = from_hf(raw, family)
+    except (KeyError, ValueError) as err:
+        raise ValueError(f"init_from {source!r}: {err.args[0]}") from err
+    labels = hf.get("id2label") or {}
+    names = [labels[k] for k in sorted(labels, key=int)] if labels else None
+    if names and all(re.fullmatch(r"LABEL_\d+", n) for n in names):
+        names = None  # transformers' placeholders: the classes have no names
+    has_head = "head.classifier.weight" in state
+    return Pretrained(source, state, "huggingface", config, names if has_head else None, tokenizer,
+                      meta={"config": hf, "family": family})
+
+
+def _download(name: str) -> str:
+    """A hub name -> a local snapshot of its config, weights (safetensors when there are any) and tokenizer."""
+    if not hub_offline_mode() and not hub_reachable():
+        raise HubUnavailableError(offline_message(
+            "init_from", name, "Save the model where there is internet (`hf download NAME --local-dir DIR`, or "
+            "from_pretrained(NAME).save_pretrained(DIR)) and pass that directory as init_from and as "
+            "data.init_args.tokenizer"))
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    small = ["config.json", "tokenizer*", "vocab*", "merges.txt", "special_tokens_map.json", "*.model"]
+    try:
+        path = snapshot_download(name, allow_patterns=small + ["model.safetensors"])
+        if not os.path.isfile(os.path.join(path, "model.safetensors")):
+            path = snapshot_download(name, allow_patterns=small + ["pytorch_model.bin"])
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as err:
+        reason = "not in the Hugging Face cache (HF_HUB_OFFLINE=1)" if hub_offline_mode() else \
+            " ".join(str(err).split())[:200]
+        raise HubUnavailableError(
+            f"cannot load init_from {name!r}: {reason}; save the model where there is internet (`hf download {name} "
+            "--local-dir DIR`) and pass that directory as init_from and as data.init_args.tokenizer"
+        ) from err
+    return path
+
+
+def check_vocabulary(pretrained: Pretrained, vocab_size: int | None) -> None:
+    if pretrained.config is not None and vocab_size is not None and pretrained.config.vocab_size != vocab_size:
+        raise ValueError(
+            f"init_from {pretrained.source!r} has a vocabulary of {pretrained.config.vocab_size} tokens but the "
+            f"tokenizer has {vocab_size}; use the model's own tokenizer (data.init_args.tokenizer: {pretrained.source})"
+        )
+
+
+def text_config(pretrained: Pretrained, overrides: dict[str, Any] | None) -> EncoderConfig:
+    """The source's architecture; ``encoder_config`` may change dropout only."""
+    if pretrained.config is None:
+        model_type = pretrained.meta.get("config", {}).get("model_type")
+        what = f"a {model_type!r} model" if model_type else f"a {pretrained.kind} source without a text encoder"
+        raise ValueError(
+            f"init_from {pretrained.source!r} is {what}; give a checkpoint of this project's text tasks, or a "
+            "Hugging Face BERT/RoBERTa directory or hub name"
+        )
+    saved = pretrained.config.to_dict()
+    overrides = dict(overrides or {})
+    changed = sorted(k for k, v in overrides.items() if not k.endswith("dropout") and saved.get(k) != v)
+    if changed:
+        raise ValueError(f"encoder_config {changed} cannot change a pretrained encoder loaded by init_from; "
+                         "only *_dropout fields may be overridden")
+    return pretrained.config.replace(**overrides)

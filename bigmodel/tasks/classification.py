@@ -29,7 +29,7 @@ from torchmetrics.classification import (
 from bigmodel.nn import EncoderConfig, SequenceClassifier
 from bigmodel.nn.loading import load_matching
 from bigmodel.tasks.base import Task
-from bigmodel.tasks.checkpoints import META_KEY, load_backbone_weights, read_checkpoint, submodule_state
+from bigmodel.tasks.checkpoints import META_KEY, Pretrained, resolve
 
 
 MAX_PRINTED_CLASSES = 20
@@ -60,10 +60,12 @@ class ClassificationTask(Task):
         encoder, encoder_config: text architecture when training from scratch (ignored in favour of the
             checkpoint's architecture with ``init_from``; ``encoder_config`` may still change dropout there).
         vocab_size: linked from the data module's tokenizer; must equal the checkpoint's.
-        init_from: text: an MLM checkpoint of this project (its encoder is loaded, the head is new). With a
-            backbone: a classification checkpoint of this project, or a state-dict file / Hugging Face model
-            directory (``.safetensors``, ``.bin``, ``.pth``) such as an ImageNet ViT; a head of another class count
-            and position embeddings of another image size are adapted.
+        init_from: where the weights start (see ``bigmodel.tasks.checkpoints.resolve``). Text: a checkpoint of this
+            project's MLM or text-classification task, or a Hugging Face BERT/RoBERTa directory or hub name (with or
+            without a head); its encoder (and pooler) are loaded, its classifier too when it has the same classes,
+            else the classifier is new. With a backbone: an image classification checkpoint of this project, a
+            state-dict file or a Hugging Face model directory such as an ImageNet ViT; a head of another class
+            count and position embeddings of another image size are adapted.
         classifier_dropout: text head dropout.
         label_smoothing: cross-entropy label smoothing.
         **kwargs: optimiser settings, see ``Task``.
@@ -87,18 +89,21 @@ class ClassificationTask(Task):
         super().__init__(**kwargs)
         if num_classes is None or num_classes < 2:
             raise ValueError(f"num_classes must be >= 2 (linked from the data module), got {num_classes}")
-        self._init_state: dict[str, torch.Tensor] | None = None
         self.config: EncoderConfig | None = None
+        self.class_names = class_names or [str(i) for i in range(num_classes)]
         if backbone is not None:
             if not isinstance(self.hparams.get("backbone"), dict):  # given in Python, not by class path (CLI)
                 self.hparams["backbone"] = backbone_spec(backbone)
             self.net = build_backbone(backbone, num_classes)
             if init_from:
-                self._init_state = load_backbone_weights(init_from)
+                self._pretrained = resolve(init_from)
+                if self._pretrained.config is not None or self._pretrained.kind == "mlm" or (
+                        self._pretrained.kind == "classification" and self._pretrained.backbone is None):
+                    raise ValueError(f"init_from {init_from!r} is a text model; a backbone needs an image "
+                                     "classification checkpoint or a pretrained state dict")
         else:
             self.net = self._text_classifier(num_classes, encoder, encoder_config, vocab_size, init_from,
                                              classifier_dropout)
-        self.class_names = class_names or [str(i) for i in range(num_classes)]
         self.val_metrics = classification_metrics(num_classes, "val/")
         self.test_metrics = classification_metrics(num_classes, "test/")
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
@@ -112,52 +117,27 @@ class ClassificationTask(Task):
                 "vocab_size is unset: it comes from a text data module's tokenizer through the CLI link "
                 "(for images, set model.init_args.backbone)"
             )
-        overrides = dict(encoder_config or {})
-        if init_from:
-            ckpt = read_checkpoint(init_from, expected_task="mlm")
-            saved = ckpt[META_KEY]["encoder_config"]
-            changed = sorted(k for k, v in overrides.items() if not k.endswith("dropout") and saved.get(k) != v)
-            if changed:
-                raise ValueError(
-                    f"encoder_config {changed} cannot change a pretrained encoder loaded by init_from; "
-                    "only *_dropout fields may be overridden"
-                )
-            if saved["vocab_size"] != vocab_size:
-                raise ValueError(
-                    f"init_from {init_from!r} has a vocabulary of {saved['vocab_size']} tokens but the tokenizer has "
-                    f"{vocab_size}; use the checkpoint's own tokenizer (data.init_args.tokenizer: {init_from})"
-                )
-            self.config = EncoderConfig.from_dict(saved).replace(**overrides)
-            self._init_state = submodule_state(ckpt["state_dict"], "net.encoder.")
-        else:
-            self.config = EncoderConfig.from_name(encoder, **{**overrides, "vocab_size": vocab_size})
-        # The resolved architecture, so that load_from_checkpoint(path, init_from=None) rebuilds it exactly.
-        self.hparams["encoder_config"] = {**self.config.to_dict(), **overrides}
+        self.config = self.encoder_config_for(encoder, encoder_config, vocab_size, init_from)
         return SequenceClassifier(self.config, num_classes, classifier_dropout)
 
-    def setup(self, stage: str) -> None:
-        """Pretrained encoder weights go in when a fit starts afresh; a resumed fit, test or predict restores
-        the fine-tuned weights from its own checkpoint instead."""
-        if stage == "fit" and self._init_state is not None and self.trainer.ckpt_path is None:
-            self.load_pretrained(self._init_state)
-        self._init_state = None
-
-    def load_pretrained(self, state: dict[str, torch.Tensor]) -> None:
-        source = self.hparams.init_from
-        if self.config is not None:  # text: the pretrained encoder, exactly; pooler and classifier are new
-            missing, unexpected = self.net.encoder.load_state_dict(state, strict=False)
-            if missing or unexpected:
-                raise ValueError(f"init_from {source!r} does not fit the encoder: missing {missing[:3]}, "
-                                 f"unexpected {unexpected[:3]}")
-            notes = []
+    def load_pretrained(self, pretrained: Pretrained) -> list[str]:
+        if self.config is None:  # a ViT knows foreign layouts and resamples positions; any backbone may get a new head
+            state = pretrained.state
+            return self.net.load_pretrained(state) if hasattr(self.net, "load_pretrained") else \
+                load_matching(self.net, state)
+        notes = self.load_encoder(self.net.encoder, pretrained)
+        pooler, classifier = pretrained.part("head.pooler."), pretrained.part("head.classifier.")
+        if pooler:
+            self.net.head.pooler.load_state_dict(pooler)
+        same = classifier and classifier["weight"].shape == self.net.head.classifier.weight.shape and (
+            pretrained.class_names is None or list(pretrained.class_names) == list(self.class_names))
+        if same:
+            self.net.head.classifier.load_state_dict(classifier)
+            notes.append(f"classifier loaded ({len(self.class_names)} classes)")
         else:
-            try:  # a ViT knows foreign layouts and resamples positions; every backbone may get a new head
-                notes = self.net.load_pretrained(state) if hasattr(self.net, "load_pretrained") else \
-                    load_matching(self.net, state)
-            except ValueError as err:
-                raise ValueError(f"init_from {source!r}: {err}") from err
-        rank_zero_info(f"Loaded pretrained weights from {source} ({len(state)} tensors)" +
-                       "".join(f"; {n}" for n in notes))
+            had = f" (the source's: {pretrained.class_names or classifier['weight'].shape[0]})" if classifier else ""
+            notes.append(f"new classifier for {len(self.class_names)} classes {self.class_names}{had}")
+        return notes
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         if self.config is None:

@@ -11,14 +11,18 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from bigmodel.nn import EncoderConfig, MaskedLanguageModel
 from bigmodel.tasks.base import Task
-from bigmodel.tasks.checkpoints import META_KEY
+from bigmodel.tasks.checkpoints import META_KEY, Pretrained
 
 
 class MLMTask(Task):
     """Args:
         encoder: preset name (``bert-tiny`` ... ``bert-large``).
-        encoder_config: overrides of the preset's fields, e.g. ``{num_layers: 4, hidden_dropout: 0.0}``.
+        encoder_config: overrides of the preset's fields, e.g. ``{num_layers: 4, hidden_dropout: 0.0}``; with
+            ``init_from`` only the ``*_dropout`` fields.
         vocab_size: linked from the data module's tokenizer; never set by hand.
+        init_from: continue pretraining from a checkpoint of this project (MLM or text classification) or a
+            Hugging Face BERT/RoBERTa directory or hub name; its MLM head is loaded when it has one (set
+            ``data.init_args.tokenizer`` to the same value).
         **kwargs: optimiser settings, see ``Task``.
     """
 
@@ -29,16 +33,26 @@ class MLMTask(Task):
         encoder: str = "bert-tiny",
         encoder_config: dict[str, Any] | None = None,
         vocab_size: int | None = None,
+        init_from: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if vocab_size is None:
             raise ValueError("vocab_size is unset: it comes from the data module's tokenizer through the CLI link")
-        self.config = EncoderConfig.from_name(encoder, **{**(encoder_config or {}), "vocab_size": vocab_size})
+        self.config = self.encoder_config_for(encoder, encoder_config, vocab_size, init_from)
         self.net = MaskedLanguageModel(self.config)
         self.train_acc = MulticlassAccuracy(vocab_size, average="micro", validate_args=False)
         self.val_acc = MulticlassAccuracy(vocab_size, average="micro", validate_args=False)
         self.val_loss = MeanMetric()
+
+    def load_pretrained(self, pretrained: Pretrained) -> list[str]:
+        notes = self.load_encoder(self.net.encoder, pretrained)
+        head = pretrained.part("mlm_head.")
+        if head:
+            self.net.mlm_head.load_state_dict(head)
+        else:
+            notes.append("new MLM head (the source has none)")
+        return notes
 
     def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         logits = self.net(batch["input_ids"], batch["masked_positions"], batch.get("attention_mask"))

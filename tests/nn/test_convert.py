@@ -37,7 +37,7 @@ def test_hf_bert_weights_give_identical_outputs():
 
 def test_hf_vit_weights_give_identical_outputs_and_adapt_to_other_sizes(tmp_path):
     from bigmodel.nn import VisionTransformer
-    from bigmodel.tasks.checkpoints import load_backbone_weights
+    from bigmodel.tasks.checkpoints import resolve
 
     hf_cfg = transformers.ViTConfig(
         image_size=32, patch_size=4, num_channels=3, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -50,7 +50,7 @@ def test_hf_vit_weights_give_identical_outputs_and_adapt_to_other_sizes(tmp_path
                  "intermediate_size": 128}
     ours = VisionTransformer(5, "vit-tiny", overrides).eval()
     hf.save_pretrained(tmp_path / "vit")  # the Hub's file layout (older module names than a live transformers 5 model)
-    assert ours.load_pretrained(load_backbone_weights(str(tmp_path / "vit"))) == []
+    assert ours.load_pretrained(resolve(str(tmp_path / "vit")).state) == []
     assert VisionTransformer(5, "vit-tiny", overrides).load_pretrained(hf.state_dict()) == []
     images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():

@@ -40,7 +40,7 @@ def test_init_from_a_torchvision_style_state_dict_keeps_the_body_and_makes_a_new
     task = ClassificationTask(num_classes=10, backbone=functools.partial(ResNet18, small_input=False),
                               init_from=str(tmp_path / "resnet18.pth"))
     fc_before = task.net.fc.weight.clone()
-    task.load_pretrained(task._init_state)
+    task.load_pretrained(task._pretrained)
     torch.testing.assert_close(task.net.layer3[0].conv1.weight, source.layer3[0].conv1.weight)
     assert torch.equal(task.net.fc.weight, fc_before) and task.net.fc.weight.shape == (10, 512)
 
@@ -49,12 +49,12 @@ def test_init_from_weights_of_another_architecture_is_a_clear_error(tmp_path):
     torch.save(SmallCNN(10).state_dict(), tmp_path / "cnn.pth")
     task = ClassificationTask(num_classes=10, backbone=ResNet18, init_from=str(tmp_path / "cnn.pth"))
     with pytest.raises(ValueError, match=r"weights do not fit ResNet18: unexpected \['features.0.weight'"):
-        task.load_pretrained(task._init_state)
+        task.load_pretrained(task._pretrained)
 
 
 def test_init_from_a_text_checkpoint_with_an_image_backbone_is_refused(tmp_path):
     torch.save({"state_dict": {}, META_KEY: {"task": "mlm"}}, tmp_path / "mlm.ckpt")
-    with pytest.raises(ValueError, match="is a 'mlm' checkpoint; a backbone needs an image classification"):
+    with pytest.raises(ValueError, match="is a text model; a backbone needs an image classification"):
         ClassificationTask(num_classes=10, backbone=cnn, init_from=str(tmp_path / "mlm.ckpt"))
     with pytest.raises(FileNotFoundError, match="Hugging Face model directory"):
         ClassificationTask(num_classes=10, backbone=cnn, init_from=str(tmp_path / "google/vit-base"))

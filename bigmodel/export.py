@@ -1,0 +1,133 @@
+"""``bigmodel export``: a checkpoint of this project -> a Hugging Face directory the Auto classes load.
+
+    bigmodel export --ckpt_path runs/x/checkpoints/best.ckpt --out exported/x [--family roberta]
+
+An MLM checkpoint becomes ``BertForMaskedLM`` (or ``RobertaForMaskedLM``), a text classifier
+``BertForSequenceClassification`` (``id2label`` from the class names), a ViT image classifier
+``ViTForImageClassification``; weights as safetensors, ``config.json`` and the tokenizer files. Names are mapped by
+``bigmodel.nn.convert`` (the same table as for import), so a model imported from Hugging Face exports back to its
+original tensors.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from bigmodel.nn import EncoderConfig
+from bigmodel.nn.convert import to_hf
+from bigmodel.tasks.checkpoints import META_KEY, strip_compile_prefix
+
+_ARCHITECTURES = {"mlm": "ForMaskedLM", "classification": "ForSequenceClassification"}
+_FAMILY_NAMES = {"bert": "Bert", "roberta": "Roberta", "vit": "ViT"}
+_TIED = ("cls.predictions.decoder.", "lm_head.decoder.")  # transformers ties these to the word embeddings
+
+
+def export(ckpt_path: str, out: str, family: str | None = None) -> Path:
+    """Writes the checkpoint as a Hugging Face model directory and returns its path.
+
+    Args:
+        ckpt_path: a ``.ckpt`` of this project (MLM, text or ViT image classification).
+        out: the directory to write (created; files in it are replaced).
+        family: ``bert`` or ``roberta`` for text (default: ``roberta`` when the encoder has RoBERTa's position
+            offset, else ``bert``).
+    """
+    import transformers
+
+    ckpt = _read(ckpt_path)
+    meta = ckpt[META_KEY]
+    task = meta.get("task")
+    state = {k.removeprefix("net."): v for k, v in strip_compile_prefix(ckpt["state_dict"]).items()
+             if k.startswith("net.")}
+    if "encoder_config" in meta:
+        if task not in _ARCHITECTURES:
+            raise ValueError(f"a {task!r} checkpoint has no Hugging Face BERT/RoBERTa equivalent; export an MLM or "
+                             "a text classification checkpoint")
+        config = EncoderConfig.from_dict(meta["encoder_config"])
+        family = family or ("roberta" if config.position_offset else "bert")
+        hf_config = config.to_hf(family)
+        tokenizer = _tokenizer(ckpt)
+        if tokenizer is not None and tokenizer.pad_token_id is not None:
+            hf_config["pad_token_id"] = tokenizer.pad_token_id
+            if family == "roberta" and tokenizer.pad_token_id != config.position_offset - 1:
+                raise ValueError(f"the tokenizer's padding id {tokenizer.pad_token_id} does not give RoBERTa's "
+                                 f"position offset {config.position_offset}; export with --family bert")
+    elif str(meta.get("backbone", "")).endswith("VisionTransformer"):
+        family, tokenizer = "vit", None
+        hf_config = _vit_config(ckpt, meta)
+    else:
+        raise ValueError(f"{ckpt_path!r} holds a {meta.get('backbone') or task} model; bigmodel exports MLM and text "
+                         "classification checkpoints and ViT image classifiers")
+    if task == "classification":
+        names = list(meta.get("class_names") or [])
+        hf_config.update(num_labels=len(names), id2label=dict(enumerate(names)),
+                         label2id={n: i for i, n in enumerate(names)})
+    name = _FAMILY_NAMES[family] + ("ForImageClassification" if family == "vit" else _ARCHITECTURES[task])
+    model_type = hf_config.pop("model_type", family)
+    hf_config = transformers.AutoConfig.for_model(model_type, architectures=[name], **hf_config)
+    target = Path(out)
+    target.mkdir(parents=True, exist_ok=True)
+    hf_config.save_pretrained(target)  # the file layout of the Hub, read back through transformers to check it
+    save_file({k: v.contiguous() for k, v in to_hf(state, family).items()}, str(target / "model.safetensors"),
+              metadata={"format": "pt"})
+    _, info = getattr(transformers, name).from_pretrained(target, output_loading_info=True)
+    missing = [k for k in info["missing_keys"] if not k.startswith(_TIED) and not k.endswith("position_ids")]
+    wrong = list(info["unexpected_keys"]) + [str(m[0]) for m in info.get("mismatched_keys", [])]
+    if missing or wrong:
+        raise ValueError(f"{name} does not take this checkpoint: missing {missing[:3]}, unexpected {wrong[:3]}")
+    if tokenizer is not None:
+        tokenizer.save_pretrained(target)
+    print(f"Wrote {name} to {target}" + (" with its tokenizer" if tokenizer is not None else ""))
+    return target
+
+
+def _read(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--ckpt_path {path!r} does not exist; give a .ckpt file of this project")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - corrupt or foreign files get the same advice
+        raise ValueError(f"--ckpt_path {path!r} is not a readable checkpoint ({type(err).__name__})") from err
+    if not isinstance(ckpt, dict) or META_KEY not in ckpt:
+        raise ValueError(f"--ckpt_path {path!r} is not a bigmodel checkpoint (no '{META_KEY}' entry)")
+    return ckpt
+
+
+def _tokenizer(ckpt: dict):
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    files = ckpt.get("tokenizer")
+    if not files:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        for file_name, text in files.items():
+            Path(tmp, file_name).write_text(text, encoding="utf-8")
+        return AutoTokenizer.from_pretrained(tmp)
+
+
+def _vit_config(ckpt: dict, meta: dict) -> dict:
+    from bigmodel.tasks.classification import build_backbone
+
+    backbone = ckpt.get("hyper_parameters", {}).get("backbone")
+    if not isinstance(backbone, dict):
+        raise ValueError("the checkpoint does not say how its ViT was built (hyper_parameters.backbone)")
+    c = build_backbone(backbone, len(meta.get("class_names") or [0, 1])).config
+    if c.position_embedding != "learned" or not c.norm_first:
+        raise ValueError("this ViT has no Hugging Face ViT equivalent (learned positions and pre-LN are needed)")
+    return {"model_type": "vit", "hidden_size": c.hidden_size, "num_hidden_layers": c.num_layers,
+            "num_attention_heads": c.num_heads, "intermediate_size": c.intermediate_size,
+            "hidden_act": {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh"}[c.activation],
+            "hidden_dropout_prob": c.hidden_dropout, "attention_probs_dropout_prob": c.attention_dropout,
+            "layer_norm_eps": c.layer_norm_eps, "initializer_range": c.initializer_range, "image_size": c.image_size,
+            "patch_size": c.patch_size, "num_channels": c.num_channels, "qkv_bias": c.qkv_bias}
+
+
+def main(args: list[str]) -> None:
+    from jsonargparse import CLI
+
+    CLI(export, args=args, as_positional=False, exit_on_error=False)

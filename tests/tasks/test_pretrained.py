@@ -1,0 +1,168 @@
+"""Published-format models in through the CLI: a Hugging Face BERT directory (saved with save_pretrained, with its
+tokenizer) fine-tunes a classifier, continues MLM pretraining and is validated with its own masked-token loss."""
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+transformers = pytest.importorskip("transformers")
+
+from bigmodel.cli import BigModelCLI  # noqa: E402
+from bigmodel.data.tokenizer import train_wordpiece  # noqa: E402
+from tests.test_cli import finetune_config, mlm_config, write_yaml  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def hf_bert(tmp_path_factory, pydoc_text):
+    """A small randomly initialised BertForMaskedLM and its WordPiece tokenizer, as save_pretrained writes them."""
+    path = tmp_path_factory.mktemp("hf") / "bert-small-mlm"
+    tok = train_wordpiece(pydoc_text.read_text().splitlines(), vocab_size=600)
+    tok.save_pretrained(path)
+    config = transformers.BertConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=128, max_position_embeddings=128,
+                                     pad_token_id=tok.pad_token_id, hidden_dropout_prob=0.0,
+                                     attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    model = transformers.BertForMaskedLM(config).eval()
+    model.save_pretrained(path)
+    return path, model
+
+
+def test_a_hugging_face_directory_fine_tunes_a_classifier_through_the_cli(hf_bert, tmp_path):
+    path, hf = hf_bert
+    config = finetune_config(tmp_path, str(path), str(path))
+    config["trainer"].update(max_steps=0, num_sanity_val_steps=0)  # setup loads the weights; no step changes them
+    cli = BigModelCLI(args=["fit", "-c", write_yaml(tmp_path / "cls.yaml", config)])
+    assert cli.model.config.hidden_size == 64 and cli.model.config.num_layers == 2  # from config.json
+    ids = torch.randint(5, hf.config.vocab_size, (2, 10))
+    with torch.no_grad():
+        ours = cli.model.net.encoder.eval()(ids, None).last_hidden_state
+        torch.testing.assert_close(ours, hf.bert(input_ids=ids).last_hidden_state, atol=1e-5, rtol=1e-5)
+    fit = BigModelCLI(args=["fit", "-c", write_yaml(tmp_path / "cls.yaml", {**config, "trainer": {
+        **config["trainer"], "max_steps": 3, "limit_val_batches": 1}})])
+    assert fit.trainer.global_step == 3
+
+
+def test_mlm_validates_the_published_model_then_continues_pretraining(hf_bert, tmp_path, pydoc_text):
+    path, hf = hf_bert
+    config = mlm_config(tmp_path, pydoc_text, max_steps=2, limit_val_batches=2)
+    config["model"]["init_args"].update(init_from=str(path), encoder_config={"hidden_dropout": 0.0})
+    config["data"]["init_args"].update(tokenizer=str(path))
+    path_yaml = write_yaml(tmp_path / "mlm.yaml", config)
+    validate = BigModelCLI(args=["validate", "-c", path_yaml])
+    # the published model's own masked-token loss, computed by transformers on the same batches and masks
+    total, count = 0.0, 0
+    for i, batch in enumerate(validate.datamodule.val_dataloader()):
+        if i == 2:
+            break
+        mask = batch.get("attention_mask")
+        with torch.no_grad():
+            logits = hf(input_ids=batch["input_ids"], attention_mask=mask).logits.flatten(0, 1)
+        total += F.cross_entropy(logits[batch["masked_positions"]], batch["masked_labels"], reduction="sum").item()
+        count += batch["masked_labels"].numel()
+    assert validate.trainer.callback_metrics["val/loss"].item() == pytest.approx(total / count, abs=1e-4)
+    assert total / count == pytest.approx(math.log(hf.config.vocab_size), abs=0.5)  # random weights: chance
+    fit = BigModelCLI(args=["fit", "-c", path_yaml])
+    assert fit.trainer.global_step == 2
+    saved = torch.load(tmp_path / "runs" / "mlm" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["bigmodel"]["encoder_config"]["hidden_size"] == 64 and "tokenizer" in saved
+
+
+def test_init_from_a_directory_of_another_model_type_or_without_weights_is_one_line(tmp_path):
+    from bigmodel.tasks import ClassificationTask
+
+    (tmp_path / "gpt").mkdir()
+    (tmp_path / "gpt" / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    torch.save({"wte.weight": torch.zeros(3, 2)}, tmp_path / "gpt" / "pytorch_model.bin")
+    with pytest.raises(ValueError, match=r"gpt' is a 'gpt2' model; give a checkpoint of this project's text tasks"):
+        ClassificationTask(num_classes=2, vocab_size=3, init_from=str(tmp_path / "gpt"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"has none of model.safetensors, pytorch_model.bin"):
+        ClassificationTask(num_classes=2, vocab_size=3, init_from=str(tmp_path / "empty"))
+
+
+def test_a_classifier_continues_on_a_new_task_keeping_the_encoder(hf_bert, tmp_path):
+    from bigmodel.tasks import ClassificationTask
+
+    path, hf = hf_bert
+    first = ClassificationTask(num_classes=2, class_names=["neg", "pos"], vocab_size=hf.config.vocab_size,
+                               init_from=str(path))
+    first.load_pretrained(first._pretrained)
+    ckpt = {"state_dict": first.state_dict()}
+    first.on_save_checkpoint(ckpt)
+    torch.save(ckpt, tmp_path / "sentiment.ckpt")
+
+    same = ClassificationTask(num_classes=2, class_names=["neg", "pos"], vocab_size=hf.config.vocab_size,
+                              init_from=str(tmp_path / "sentiment.ckpt"))
+    assert same.load_pretrained(same._pretrained) == ["classifier loaded (2 classes)"]
+    assert torch.equal(same.net.head.classifier.weight, first.net.head.classifier.weight)
+    other = ClassificationTask(num_classes=3, class_names=["a", "b", "c"], vocab_size=hf.config.vocab_size,
+                               init_from=str(tmp_path / "sentiment.ckpt"))
+    notes = other.load_pretrained(other._pretrained)
+    assert notes == ["new classifier for 3 classes ['a', 'b', 'c'] (the source's: ['neg', 'pos'])"]
+    for (name, a), b in zip(first.net.encoder.state_dict().items(), other.net.encoder.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert torch.equal(other.net.head.pooler.dense.weight, first.net.head.pooler.dense.weight)
+
+
+def test_export_gives_a_directory_transformers_loads_with_equal_logits(hf_bert, tmp_path, capsys):
+    """HF -> bigmodel -> HF gives back the original tensors; bigmodel -> HF gives equal logits (MLM, classifier)."""
+    from bigmodel.cli import main
+    from bigmodel.tasks import ClassificationTask, MLMTask
+
+    path, hf = hf_bert
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    mlm = MLMTask(vocab_size=hf.config.vocab_size, init_from=str(path))
+    mlm.load_pretrained(mlm._pretrained)
+    cls = ClassificationTask(num_classes=3, class_names=["a", "b", "c"], vocab_size=hf.config.vocab_size,
+                             init_from=str(path))
+    cls.load_pretrained(cls._pretrained)
+    ids = torch.tensor([tokenizer("the for statement iterates")["input_ids"] + [0, 0]])
+    mask = (ids != 0).long()
+    for name, task in (("mlm", mlm), ("cls", cls)):
+        ckpt = {"state_dict": task.state_dict(), "tokenizer": {}, "hyper_parameters": dict(task.hparams)}
+        task.on_save_checkpoint(ckpt)
+        from bigmodel.data.tokenizer import tokenizer_files
+
+        ckpt["tokenizer"] = tokenizer_files(tokenizer)
+        torch.save(ckpt, tmp_path / f"{name}.ckpt")
+        main(["export", "--ckpt_path", str(tmp_path / f"{name}.ckpt"), "--out", str(tmp_path / name)])
+    assert "Wrote BertForMaskedLM" in capsys.readouterr().out
+
+    back = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "mlm").eval()
+    for key, value in hf.state_dict().items():
+        assert torch.equal(back.state_dict()[key], value), key  # HF -> ours -> HF: the original tensors
+    assert transformers.AutoTokenizer.from_pretrained(tmp_path / "mlm").get_vocab() == tokenizer.get_vocab()
+
+    exported = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "cls").eval()
+    assert exported.config.id2label == {0: "a", 1: "b", 2: "c"}
+    with torch.no_grad():
+        ours = cls.eval()({"input_ids": ids, "attention_mask": mask})
+        torch.testing.assert_close(exported(input_ids=ids, attention_mask=mask).logits, ours, atol=1e-5, rtol=1e-5)
+
+
+def test_a_vit_image_classifier_exports_with_equal_logits(tmp_path):
+    import functools
+
+    from bigmodel.export import export
+    from bigmodel.nn import VisionTransformer
+    from bigmodel.tasks import ClassificationTask
+
+    overrides = {"image_size": 16, "patch_size": 4, "hidden_size": 32, "num_layers": 2, "num_heads": 2,
+                 "intermediate_size": 64, "num_channels": 1}
+    torch.manual_seed(0)
+    task = ClassificationTask(num_classes=3, class_names=["x", "y", "z"], backbone=functools.partial(
+        VisionTransformer, config="vit-tiny", overrides=overrides)).eval()
+    ckpt = {"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams)}
+    task.on_save_checkpoint(ckpt)
+    torch.save(ckpt, tmp_path / "vit.ckpt")
+    export(str(tmp_path / "vit.ckpt"), str(tmp_path / "vit"))
+    hf = transformers.AutoModelForImageClassification.from_pretrained(tmp_path / "vit").eval()
+    images = torch.randn(2, 1, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(hf(pixel_values=images).logits, task({"pixel_values": images}), atol=1e-5,
+                                   rtol=1e-5)
+    assert hf.config.id2label[2] == "z"
