@@ -92,4 +92,5 @@ class CausalLMCollator:
 
 def collate_prompts(examples: list[dict[str, Any]]) -> dict[str, Any]:
     """Prompts to continue: unpadded rows of different lengths (each is generated on its own) and their texts."""
-    return {"prompt_ids": [torch.as_tensor(ex["input_ids"]) for ex in examples], "text": [ex["text"] for ex in examples]}
+    return {"prompt_ids": [torch.as_tensor(ex["input_ids"]) for ex in examples],
+            "text": [ex["text"] for ex in examples]}

@@ -58,9 +58,8 @@ class CausalLMTask(Task):
 
     def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         if "labels" not in batch:
-            raise ValueError(
-                "CausalLMTask needs whole blocks as labels but got masked-LM batches: set data.init_args.objective: causal"
-            )
+            raise ValueError("CausalLMTask needs whole blocks as labels but got masked-LM batches: "
+                             "set data.init_args.objective: causal")
         # x = tokens 0..S-2 predict y = tokens 1..S-1 (nanoGPT's shift): the last position would have no target
         mask = batch.get("attention_mask")
         logits = self.net(batch["input_ids"][:, :-1], mask[:, :-1] if mask is not None else None)
