@@ -44,7 +44,8 @@ class TokenizerCheckpoint(Callback):
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Writes ``predict`` results (text or image path, label id, class name, class probabilities) to CSV or JSONL.
+    """Writes ``predict`` results (text or image path, label id, class name, class probabilities) to CSV or JSONL;
+    for a causal LM, each prompt with its continuations (one column per decoding).
 
     Args:
         output: file path (``.csv`` or ``.jsonl``); default ``<run dir>/predictions.csv``. Ranks other than 0
@@ -63,6 +64,9 @@ class PredictionWriter(BasePredictionWriter):
         names = list(getattr(pl_module, "class_names", None) or [])
         rows = []
         for batch in predictions:
+            if "generated" in batch:  # a causal LM's continuations: decoded here, where the tokenizer is
+                rows += generated_rows(batch, trainer.datamodule.tokenizer)
+                continue
             key = "path" if "path" in batch else "text"
             inputs = batch.get(key) or [None] * len(batch["pred"])
             for item, pred, probs in zip(inputs, batch["pred"].tolist(), batch["probs"].tolist()):
@@ -128,3 +132,17 @@ def default_checkpoint_dir(trainer: L.Trainer) -> None:
     for cb in trainer.checkpoint_callbacks:
         if isinstance(cb, ModelCheckpoint) and cb.dirpath is None and root:
             cb.dirpath = os.path.join(root, "checkpoints")
+
+
+def generated_rows(batch: dict[str, Any], tokenizer) -> list[dict[str, str]]:
+    """Prompt text, then prompt + continuation decoded per decoding; a generated [SEP] (end of document) ends it."""
+    rows = []
+    for i, text in enumerate(batch["text"]):
+        row = {"text": text}
+        for name, sequences in batch["generated"].items():
+            ids = sequences[i]
+            if tokenizer.sep_token_id in ids:
+                ids = ids[: ids.index(tokenizer.sep_token_id)]
+            row[name] = tokenizer.decode(ids, skip_special_tokens=True)
+        rows.append(row)
+    return rows

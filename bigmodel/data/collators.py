@@ -1,4 +1,4 @@
-"""Batch makers. Both drop the attention mask when a batch has no padding (checked on the CPU, before the
+"""Batch makers. They drop the attention mask when a batch has no padding (checked on the CPU, before the
 batch reaches the device), so the encoder can call SDPA without a mask and take the flash kernel."""
 
 from __future__ import annotations
@@ -72,3 +72,25 @@ class ClassificationCollator:
         if texts is not None:
             batch["text"] = texts
         return _drop_full_mask(batch)
+
+
+class CausalLMCollator:
+    """Blocks for next-token prediction: ``labels`` are the inputs themselves (the task shifts them by one),
+    with -100 at padding so it is never a target. Corpus blocks have no padding; other sources may."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        rows = [torch.as_tensor(ex["input_ids"]) for ex in examples]
+        input_ids = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=self.pad_id)
+        lengths = torch.tensor([len(r) for r in rows])
+        attention_mask = torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]
+        labels = input_ids.masked_fill(~attention_mask, -100)
+        return _drop_full_mask({"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels})
+
+
+def collate_prompts(examples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Prompts to continue: unpadded rows of different lengths (each is generated on its own) and their texts."""
+    return {"prompt_ids": [torch.as_tensor(ex["input_ids"]) for ex in examples],
+            "text": [ex["text"] for ex in examples]}

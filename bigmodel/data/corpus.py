@@ -1,16 +1,18 @@
-"""Text corpus for masked-language-model pretraining: tokenise, concatenate, chunk into fixed-length blocks."""
+"""Text corpus for language-model pretraining (masked or causal): tokenise, concatenate, chunk into fixed-length
+blocks."""
 
 from __future__ import annotations
 
 from itertools import chain
-from typing import Any
+from typing import Any, Literal
 
+from datasets import Dataset
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
-from bigmodel.data.collators import MLMCollator
+from bigmodel.data.collators import CausalLMCollator, MLMCollator, collate_prompts
 from bigmodel.data.base import TextDataModule
-from bigmodel.data.sources import Files, blank_rows, check_columns, ensure_validation, load_source
+from bigmodel.data.sources import Files, blank_rows, check_columns, ensure_validation, expand_files, load_source
 from bigmodel.data.tokenizer import cached_wordpiece, load_tokenizer
 
 
@@ -27,6 +29,9 @@ class CorpusDataModule(TextDataModule):
         column_names: names for the columns of .csv/.tsv files that have no header row.
         tokenizer: a tokenizer directory, bigmodel checkpoint or hub name; None trains a WordPiece on the corpus.
         wordpiece_vocab_size: vocabulary size of the trained WordPiece.
+        objective: ``mlm`` masks 15% of each block (``MLMTask``); ``causal`` gives whole blocks as their own labels
+            (``CausalLMTask``).
+        predict_files: prompts for ``bigmodel predict`` with a causal LM: .txt files, one prompt per line.
         **kwargs: batch size, workers, validation split, seed, cache: see ``TextDataModule``.
     """
 
@@ -43,6 +48,8 @@ class CorpusDataModule(TextDataModule):
         lowercase: bool = True,
         block_size: int = 128,
         mlm_probability: float = 0.15,
+        objective: Literal["mlm", "causal"] = "mlm",
+        predict_files: Files = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -97,9 +104,13 @@ class CorpusDataModule(TextDataModule):
             self._blocks(split)  # fills the datasets cache on one process
 
     def setup(self, stage: str) -> None:
-        if not self.datasets:
-            self.datasets = {split: self._blocks(split) for split in ("train", "validation")}
-            for split in self.datasets:
+        if stage == "predict":
+            if "predict" not in self.datasets:
+                self.datasets["predict"] = self._prompts()
+            return
+        if "train" not in self.datasets:
+            self.datasets.update({split: self._blocks(split) for split in ("train", "validation")})
+            for split in ("train", "validation"):
                 dropped = len(blank_rows(self.raw[split], self.hparams.text_column))
                 if dropped:
                     rank_zero_info(f"Corpus: dropped {dropped} empty {split} rows (of {len(self.raw[split])})")
@@ -108,13 +119,28 @@ class CorpusDataModule(TextDataModule):
                 f"of {self.hparams.block_size} tokens, vocabulary {self.vocab_size}"
             )
 
-    def train_dataloader(self) -> DataLoader:
+    def _prompts(self) -> Dataset:
+        """One prompt per non-empty line, as a block begins: [CLS] then the tokens, no [SEP] (the text goes on)."""
+        if self.hparams.predict_files is None:
+            raise ValueError("bigmodel predict needs prompts: set --data.init_args.predict_files (a .txt, one per line)")
+        texts = [line.rstrip("\n") for f in expand_files(self.hparams.predict_files, "predict")
+                 for line in open(f, encoding="utf-8") if line.strip()]
+        ids = self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+        return Dataset.from_dict({"text": texts, "input_ids": [[self.tokenizer.cls_token_id] + x for x in ids]})
+
+    def _collator(self):
         hp = self.hparams
+        if hp.objective == "causal":
+            return CausalLMCollator(self.tokenizer)
+        return MLMCollator(self.tokenizer, hp.mlm_probability, seed=hp.seed)
+
+    def train_dataloader(self) -> DataLoader:
         blocks = self.datasets["train"]
-        collate = MLMCollator(self.tokenizer, hp.mlm_probability, seed=hp.seed)
-        return self.train_loader(blocks, collate, drop_last=len(blocks) > hp.batch_size)
+        return self.train_loader(blocks, self._collator(), drop_last=len(blocks) > self.hparams.batch_size)
 
     def val_dataloader(self) -> DataLoader:
-        hp = self.hparams
-        return self.loader(self.datasets["validation"], MLMCollator(self.tokenizer, hp.mlm_probability, seed=hp.seed))
+        return self.loader(self.datasets["validation"], self._collator())
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.loader(self.datasets["predict"], collate_prompts)
 

@@ -27,3 +27,7 @@ __all__ = [
     "TransformerEncoder",
     "num_parameters",
 ]
+
+from bigmodel.nn.models import CausalLanguageModel  # noqa: E402
+
+__all__ += ["CausalLanguageModel"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bigmodel.nn.config import EncoderConfig
@@ -46,3 +47,62 @@ class SequenceClassifier(nn.Module):
     ) -> tuple[torch.Tensor, EncoderOutput]:
         out = self.encoder(input_ids, attention_mask, output_attentions, token_type_ids=token_type_ids)
         return self.head(out.last_hidden_state), out
+
+
+class CausalLanguageModel(nn.Module):
+    """The shared encoder with a causal mask and a next-token decoder tied to the word embeddings (GPT-2's LM).
+
+    No head of its own: with ``norm_first`` the encoder ends in a LayerNorm (post-LN blocks end in one too), and the
+    logits are that state times the embedding matrix, so input and output share one vocabulary table. An MLM-style
+    dense + LayerNorm transform would add H^2 + 2H parameters applied at every position for no gain at this size.
+    """
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        if not config.causal:
+            raise ValueError("CausalLanguageModel needs config.causal=True (each token sees only earlier ones)")
+        self.config = config
+        self.encoder = TransformerEncoder(config)
+
+    @property
+    def decoder_weight(self) -> torch.Tensor:  # (V, H): the input embedding matrix
+        return self.encoder.embeddings.word_embeddings.weight
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:  # (B, S) -> (B, S, V): logits at t predict token t + 1
+        hidden = self.encoder(input_ids, attention_mask).last_hidden_state
+        return F.linear(hidden, self.decoder_weight)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        greedy: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Appends ``max_new_tokens`` tokens to ``input_ids`` (B, S; no padding) and returns (B, S + new).
+
+        Greedy takes the most likely token; otherwise a draw from softmax(logits / temperature), restricted to the
+        ``top_k`` most likely when given. The context is cropped to the last ``max_position_embeddings`` tokens.
+        No key/value cache: each step recomputes the whole context, which is cheap at these model sizes and
+        keeps one forward path. Call ``eval()`` first (dropout would otherwise stay on).
+        """
+        if not greedy and temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}; use greedy=True for argmax")
+        ids = input_ids
+        for _ in range(max_new_tokens):
+            logits = self(ids[:, -self.config.max_position_embeddings :])[:, -1].float()  # (B, V)
+            if greedy:
+                next_id = logits.argmax(-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None and top_k < logits.shape[-1]:
+                    kth = logits.topk(top_k, dim=-1).values[:, -1:]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                next_id = torch.multinomial(logits.softmax(-1), 1, generator=generator)
+            ids = torch.cat([ids, next_id], dim=1)
+        return ids

@@ -4,3 +4,7 @@ from bigmodel.tasks.classification import ClassificationTask
 from bigmodel.tasks.mlm import MLMTask
 
 __all__ = ["ClassificationTask", "MLMTask"]
+
+from bigmodel.tasks.causal_lm import CausalLMTask  # noqa: E402
+
+__all__ += ["CausalLMTask"]

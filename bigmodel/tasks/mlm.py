@@ -55,6 +55,8 @@ class MLMTask(Task):
         return notes
 
     def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if "masked_positions" not in batch:
+            raise ValueError("MLMTask needs masked batches but got whole blocks: set data.init_args.objective: mlm")
         logits = self.net(batch["input_ids"], batch["masked_positions"], batch.get("attention_mask"))
         labels = batch["masked_labels"]
         # sum / count instead of mean: a batch with no selected token gives 0, not NaN; the count is a host int.

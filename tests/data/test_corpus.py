@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from bigmodel.data import CorpusDataModule
 from tests.conftest import shared_data
@@ -86,3 +87,27 @@ def test_same_text_gets_the_same_vocabulary_whatever_its_fingerprint(pydoc_text,
     assert first.raw["train"]._fingerprint != second.raw["train"]._fingerprint
     assert first.tokenizer.name_or_path == second.tokenizer.name_or_path
     assert first.tokenizer.get_vocab() == second.tokenizer.get_vocab()
+
+
+def test_causal_objective_gives_whole_blocks_as_labels_and_prompts_for_predict(pydoc_text, tmp_path):
+    from bigmodel.data.collators import CausalLMCollator
+
+    dm = CorpusDataModule(train_files=str(pydoc_text), wordpiece_vocab_size=800, block_size=32, batch_size=4,
+                          objective="causal")
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert set(batch) == {"input_ids", "labels"}  # no padding in blocks: no mask, SDPA's causal kernel
+    assert batch["input_ids"].shape == (4, 32) and torch.equal(batch["labels"], batch["input_ids"])
+    padded = CausalLMCollator(dm.tokenizer)([{"input_ids": [2, 7, 8]}, {"input_ids": [2, 9]}])
+    assert padded["labels"].tolist() == [[2, 7, 8], [2, 9, -100]]  # padding is never a target
+    assert padded["attention_mask"].tolist() == [[True, True, True], [True, True, False]]
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("The while statement\n\nReturn a copy\n")
+    dm = CorpusDataModule(train_files=str(pydoc_text), wordpiece_vocab_size=800, objective="causal",
+                          predict_files=str(prompts))
+    dm.setup("predict")
+    batch = next(iter(dm.predict_dataloader()))
+    assert batch["text"] == ["The while statement", "Return a copy"]
+    assert [ids[0].item() for ids in batch["prompt_ids"]] == [dm.tokenizer.cls_token_id] * 2  # as a block begins
+    assert dm.tokenizer.sep_token_id not in batch["prompt_ids"][0].tolist()  # the text goes on

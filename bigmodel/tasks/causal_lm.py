@@ -1,0 +1,105 @@
+"""Causal language modelling: the shared encoder with a causal mask learns to predict the next token."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from bigmodel.nn import CausalLanguageModel, EncoderConfig
+from bigmodel.tasks.base import Task
+from bigmodel.seeding import mix_seed
+from bigmodel.tasks.checkpoints import META_KEY
+
+
+class CausalLMTask(Task):
+    """Args:
+        encoder: preset name (``bert-tiny`` ...); ``causal`` is set to true whatever the preset says.
+        encoder_config: overrides of the preset's fields, e.g. ``{norm_first: true}`` (GPT-2's pre-LN).
+        vocab_size: linked from the data module's tokenizer; never set by hand.
+        max_new_tokens, temperature, top_k: what ``bigmodel predict`` generates after each prompt: a greedy
+            continuation and one sampled from the ``top_k`` most likely tokens (all of them when null).
+        **kwargs: optimiser settings, see ``Task``.
+    The data module must give whole blocks: ``CorpusDataModule`` with ``objective: causal``.
+    """
+
+    checkpoint_task = "causal_lm"  # checkpoint["bigmodel"]["task"]: the CLI checks a --ckpt_path against it
+
+    def __init__(
+        self,
+        encoder: str = "bert-tiny",
+        encoder_config: dict[str, Any] | None = None,
+        vocab_size: int | None = None,
+        max_new_tokens: int = 40,
+        temperature: float = 1.0,
+        top_k: int | None = 40,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if vocab_size is None:
+            raise ValueError("vocab_size is unset: it comes from the data module's tokenizer through the CLI link")
+        overrides = dict(encoder_config or {})
+        if overrides.get("causal", True) is not True:
+            raise ValueError("CausalLMTask trains a causal encoder: remove causal: false from encoder_config")
+        self.config = EncoderConfig.from_name(encoder, **{**overrides, "vocab_size": vocab_size, "causal": True})
+        self.net = CausalLanguageModel(self.config)
+        # How to decode is not how it was trained: kept out of the checkpoint's hyper-parameters, which Lightning's
+        # CLI lets override the command line, so `bigmodel predict --model.init_args.top_k 5` takes effect.
+        self.generation = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k}
+        for key in self.generation:
+            self.hparams.pop(key)
+        self.train_acc = MulticlassAccuracy(vocab_size, average="micro", ignore_index=-100, validate_args=False)
+        self.val_acc = MulticlassAccuracy(vocab_size, average="micro", ignore_index=-100, validate_args=False)
+        self.val_loss = MeanMetric()
+
+    def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        if "labels" not in batch:
+            raise ValueError("CausalLMTask needs whole blocks as labels but got masked-LM batches: "
+                             "set data.init_args.objective: causal")
+        # x = tokens 0..S-2 predict y = tokens 1..S-1 (nanoGPT's shift): the last position would have no target
+        mask = batch.get("attention_mask")
+        logits = self.net(batch["input_ids"][:, :-1], mask[:, :-1] if mask is not None else None)
+        labels = batch["labels"][:, 1:]
+        count = (labels != -100).sum()
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum")
+        return loss / count.clamp(min=1), logits.flatten(0, 1), labels.flatten(), count
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, logits, labels, _ = self._step(batch)
+        self.train_acc(logits, labels)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/ppl", loss.detach().exp())
+        self.log("train/acc", self.train_acc)
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss, logits, labels, count = self._step(batch)
+        self.val_loss.update(loss, weight=count)
+        self.val_acc.update(logits, labels)
+
+    def on_validation_epoch_end(self) -> None:
+        loss = self.val_loss.compute()
+        self.log_dict({"val/loss": loss, "val/ppl": loss.exp(), "val/acc": self.val_acc.compute()}, prog_bar=True)
+        self.val_loss.reset()
+        self.val_acc.reset()
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Continues each prompt twice, greedily and by top-k sampling; token ids out, the writer decodes them.
+
+        Prompts differ in length and are generated one by one (no padding to get right); each draw has its own
+        generator seeded by (seed, rank, batch, row), so a sample does not depend on the batch size or device order."""
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        greedy, sampled = [], []
+        for row, ids in enumerate(batch["prompt_ids"]):
+            prompt = ids[None]
+            greedy.append(self.net.generate(prompt, self.generation["max_new_tokens"], greedy=True)[0].tolist())
+            generator = torch.Generator(self.device).manual_seed(mix_seed(seed, self.global_rank, batch_idx, row))
+            sampled.append(self.net.generate(prompt, **self.generation, generator=generator)[0].tolist())
+        return {"text": batch["text"], "generated": {"greedy": greedy, "sampled": sampled}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[META_KEY] = {"task": self.checkpoint_task, "encoder_config": self.config.to_dict()}

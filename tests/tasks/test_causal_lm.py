@@ -1,0 +1,134 @@
+"""Causal LM: the model never looks ahead, its decoder is the embedding, generation, and a real fit + predict."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from bigmodel.cli import BigModelCLI
+from bigmodel.nn import CausalLanguageModel, EncoderConfig
+from bigmodel.tasks import CausalLMTask
+from tests.test_cli import mlm_config, write_yaml
+
+VOCAB = 50
+
+
+def tiny_model(**overrides) -> CausalLanguageModel:
+    torch.manual_seed(0)
+    config = EncoderConfig.from_name(
+        "bert-tiny", vocab_size=VOCAB, causal=True, hidden_dropout=0.0, attention_dropout=0.0,
+        max_position_embeddings=32, **overrides,
+    )
+    return CausalLanguageModel(config).eval()
+
+
+@pytest.mark.parametrize("norm_first", [False, True], ids=["post-LN", "pre-LN"])
+@pytest.mark.parametrize("padded", [False, True], ids=["no-mask", "padding-mask"])
+def test_changing_a_later_token_leaves_earlier_logits_unchanged(norm_first, padded):
+    model = tiny_model(norm_first=norm_first)
+    ids = torch.randint(5, VOCAB, (2, 12))
+    mask = torch.ones(2, 12, dtype=torch.long)
+    if padded:
+        mask[1, 9:] = 0  # right padding: row 1 has 9 real tokens
+    mask_arg = mask if padded else None
+    t = 6
+    changed = ids.clone()
+    changed[:, t] = (ids[:, t] + 1 - 5) % (VOCAB - 5) + 5
+    before, after = model(ids, mask_arg), model(changed, mask_arg)  # SDPA path (is_causal / boolean mask)
+    assert before.shape == (2, 12, VOCAB)
+    torch.testing.assert_close(before[:, :t], after[:, :t], rtol=0, atol=1e-6)
+    assert not torch.allclose(before[:, t], after[:, t])  # the changed position itself does see it
+    # the explicit softmax path (attention weights returned) agrees and never weighs a later key
+    out = model.encoder(ids, mask_arg, output_attentions=True)
+    torch.testing.assert_close(torch.nn.functional.linear(out.last_hidden_state, model.decoder_weight), before,
+                               rtol=1e-4, atol=1e-5)
+    for weights in out.attentions:
+        assert weights.triu(diagonal=1).abs().max() == 0
+
+
+def test_decoder_is_the_word_embedding_matrix():
+    model = tiny_model(norm_first=True)
+    assert model.decoder_weight is model.encoder.embeddings.word_embeddings.weight
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in model.encoder.parameters())
+    ids = torch.randint(5, VOCAB, (1, 8))
+    hidden = model.encoder(ids).last_hidden_state
+    torch.testing.assert_close(model(ids), hidden @ model.encoder.embeddings.word_embeddings.weight.T)
+
+
+def test_a_non_causal_config_is_refused():
+    with pytest.raises(ValueError, match="causal=True"):
+        CausalLanguageModel(EncoderConfig.from_name("bert-tiny", vocab_size=VOCAB))
+    with pytest.raises(ValueError, match="remove causal: false"):
+        CausalLMTask(vocab_size=VOCAB, encoder_config={"causal": False})
+    assert CausalLMTask(vocab_size=VOCAB).config.causal  # the preset's causal=False is overridden
+
+
+def test_generate_greedy_is_deterministic_and_top_k_draws_only_the_k_most_likely():
+    model = tiny_model(norm_first=True)
+    prompt = torch.randint(5, VOCAB, (3, 5))
+    greedy = model.generate(prompt, 6, greedy=True)
+    assert greedy.shape == (3, 11) and torch.equal(greedy[:, :5], prompt)
+    assert torch.equal(greedy, model.generate(prompt, 6, greedy=True))
+    assert torch.equal(model.generate(prompt, 6, top_k=1), greedy)  # k=1 is greedy
+    allowed = model(prompt)[:, -1].topk(3).indices  # (3, 3)
+    draws = torch.cat([model.generate(prompt, 1, top_k=3, temperature=5.0)[:, -1:] for _ in range(40)], 1)
+    assert all(set(draws[b].tolist()) <= set(allowed[b].tolist()) for b in range(3))
+    assert len(set(draws.flatten().tolist())) > 3  # it does sample (hot temperature), not always the argmax
+    g = [torch.Generator().manual_seed(1) for _ in range(2)]
+    assert torch.equal(model.generate(prompt, 4, top_k=10, generator=g[0]),
+                       model.generate(prompt, 4, top_k=10, generator=g[1]))
+    # longer than max_position_embeddings (32): the context is cropped to the last 32 tokens
+    assert model.generate(prompt[:1], 40, greedy=True).shape == (1, 45)
+
+
+def causal_config(tmp, train_file) -> dict:
+    """The CLI test's MLM run made causal, and small: 60 steps of 16 blocks of 64 tokens (seconds)."""
+    config = mlm_config(tmp, train_file, max_epochs=1, limit_train_batches=60, limit_val_batches=5)
+    config["trainer"]["logger"]["init_args"]["name"] = "causal"
+    config["model"] = {"class_path": "bigmodel.tasks.CausalLMTask",
+                       "init_args": {"encoder": "bert-tiny", "lr": 3e-3, "warmup": 0.1, "max_new_tokens": 8,
+                                     "encoder_config": {"norm_first": True, "hidden_dropout": 0.0,
+                                                        "attention_dropout": 0.0}}}
+    config["data"]["init_args"].update(objective="causal")
+    return config
+
+
+def test_causal_lm_loss_falls_on_real_text_then_predict_continues_prompts(tmp_path, pydoc_text):
+    config = write_yaml(tmp_path / "causal.yaml", causal_config(tmp_path, pydoc_text))
+    cli = BigModelCLI(args=["fit", "-c", config])
+    vocab = cli.model.hparams.vocab_size
+    metrics = cli.trainer.callback_metrics
+    assert metrics["val/loss"] < math.log(vocab) - 1.5, f"val loss {metrics['val/loss']:.2f}, chance {math.log(vocab):.2f}"
+    assert abs(metrics["val/ppl"] - metrics["val/loss"].exp()) < 1e-3 * metrics["val/ppl"]
+    assert metrics["val/acc"] > 0.09  # chance: 0.001
+    best = tmp_path / "runs" / "causal" / "checkpoints" / "best.ckpt"
+    saved = torch.load(best, weights_only=True)
+    assert saved["bigmodel"]["task"] == "causal_lm" and "top_k" not in saved["hyper_parameters"]
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("The for statement is used to\n\nReturn a copy of the string\n")
+    out = tmp_path / "continued.jsonl"
+    BigModelCLI(args=["predict", "-c", config, "--ckpt_path", str(best), "--model.init_args.max_new_tokens", "3",
+                      "--data.init_args.predict_files", str(prompts), "--predictions.output", str(out)])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["text"] for r in rows] == ["The for statement is used to", "Return a copy of the string"]
+    for r in rows:
+        assert set(r) == {"text", "greedy", "sampled"}
+        assert r["greedy"].startswith(r["text"].lower()) and r["sampled"].startswith(r["text"].lower())
+        assert len(r["greedy"].split()) <= len(r["text"].split()) + 3  # the command line's max_new_tokens holds
+    assert any(len(r["sampled"]) > len(r["text"]) for r in rows)  # something was generated (a [SEP] stops it)
+
+
+def test_batches_of_the_other_objective_are_refused_naming_the_option(pydoc_text):
+    from bigmodel.data import CorpusDataModule
+    from bigmodel.tasks import MLMTask
+
+    dm = CorpusDataModule(train_files=str(pydoc_text), wordpiece_vocab_size=800, block_size=32, batch_size=4)
+    dm.setup("fit")
+    masked = next(iter(dm.val_dataloader()))
+    with pytest.raises(ValueError, match="got masked-LM batches: set data.init_args.objective: causal"):
+        CausalLMTask(vocab_size=dm.vocab_size).training_step(masked, 0)
+    dm.hparams.objective = "causal"
+    with pytest.raises(ValueError, match="got whole blocks: set data.init_args.objective: mlm"):
+        MLMTask(vocab_size=dm.vocab_size).training_step(next(iter(dm.val_dataloader())), 0)
