@@ -58,16 +58,18 @@ class Task(L.LightningModule):
         self._pretrained: Pretrained | None = None  # init_from, read in __init__, loaded in setup
 
     def encoder_config_for(self, encoder: str, overrides: dict[str, Any] | None, vocab_size: int | None,
-                           init_from: str | None) -> EncoderConfig:
-        """A text task's architecture: ``init_from``'s (dropout may change) or the preset with ``overrides``.
-        Stored resolved in the hyper-parameters, so ``load_from_checkpoint(path, init_from=None)`` rebuilds it."""
+                           init_from: str | None, **task_fields: Any) -> EncoderConfig:
+        """A text task's architecture: ``init_from``'s (dropout may change) or the preset with ``overrides``;
+        ``task_fields`` are what the task itself sets (a causal LM: ``causal=True``). Stored resolved in the
+        hyper-parameters, so ``load_from_checkpoint(path, init_from=None)`` rebuilds it."""
+        overrides = dict(overrides or {})
         if init_from:
             self._pretrained = resolve(init_from)
-            config = text_config(self._pretrained, overrides)
+            config = text_config(self._pretrained, overrides).replace(**task_fields)
             check_vocabulary(self._pretrained, vocab_size)
         else:
-            config = EncoderConfig.from_name(encoder, **{**(overrides or {}), "vocab_size": vocab_size})
-        self.hparams["encoder_config"] = {**config.to_dict(), **(overrides or {})}
+            config = EncoderConfig.from_name(encoder, **{**overrides, **task_fields, "vocab_size": vocab_size})
+        self.hparams["encoder_config"] = {**config.to_dict(), **overrides, **task_fields}
         return config
 
     def setup(self, stage: str) -> None:

@@ -10,10 +10,10 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from bigmodel.nn import CausalLanguageModel, EncoderConfig
+from bigmodel.nn import CausalLanguageModel
 from bigmodel.tasks.base import Task
 from bigmodel.seeding import mix_seed
-from bigmodel.tasks.checkpoints import META_KEY
+from bigmodel.tasks.checkpoints import META_KEY, Pretrained
 
 
 class CausalLMTask(Task):
@@ -21,6 +21,8 @@ class CausalLMTask(Task):
         encoder: preset name (``bert-tiny`` ...); ``causal`` is set to true whatever the preset says.
         encoder_config: overrides of the preset's fields, e.g. ``{norm_first: true}`` (GPT-2's pre-LN).
         vocab_size: linked from the data module's tokenizer; never set by hand.
+        init_from: start from another checkpoint's encoder (this project's causal LM or MLM, a Hugging Face
+            BERT/RoBERTa): its weights, now read causally; the next-token decoder is the word embeddings.
         max_new_tokens, temperature, top_k: what ``bigmodel predict`` generates after each prompt: a greedy
             continuation and one sampled from the ``top_k`` most likely tokens (all of them when null).
         **kwargs: optimiser settings, see ``Task``.
@@ -34,6 +36,7 @@ class CausalLMTask(Task):
         encoder: str = "bert-tiny",
         encoder_config: dict[str, Any] | None = None,
         vocab_size: int | None = None,
+        init_from: str | None = None,
         max_new_tokens: int = 40,
         temperature: float = 1.0,
         top_k: int | None = 40,
@@ -45,7 +48,8 @@ class CausalLMTask(Task):
         overrides = dict(encoder_config or {})
         if overrides.get("causal", True) is not True:
             raise ValueError("CausalLMTask trains a causal encoder: remove causal: false from encoder_config")
-        self.config = EncoderConfig.from_name(encoder, **{**overrides, "vocab_size": vocab_size, "causal": True})
+        self.config = self.encoder_config_for(encoder, {k: v for k, v in overrides.items() if k != "causal"},
+                                              vocab_size, init_from, causal=True)
         self.net = CausalLanguageModel(self.config)
         # How to decode is not how it was trained: kept out of the checkpoint's hyper-parameters, which Lightning's
         # CLI lets override the command line, so `bigmodel predict --model.init_args.top_k 5` takes effect.
@@ -55,6 +59,12 @@ class CausalLMTask(Task):
         self.train_acc = MulticlassAccuracy(vocab_size, average="micro", ignore_index=-100, validate_args=False)
         self.val_acc = MulticlassAccuracy(vocab_size, average="micro", ignore_index=-100, validate_args=False)
         self.val_loss = MeanMetric()
+
+    def load_pretrained(self, pretrained: Pretrained) -> list[str]:
+        notes = self.load_encoder(self.net.encoder, pretrained)
+        if pretrained.config is not None and not pretrained.config.causal:
+            notes.append("a bidirectional encoder, now trained with the causal mask")
+        return notes
 
     def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         if "labels" not in batch:

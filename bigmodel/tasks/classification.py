@@ -118,6 +118,9 @@ class ClassificationTask(Task):
                 "(for images, set model.init_args.backbone)"
             )
         self.config = self.encoder_config_for(encoder, encoder_config, vocab_size, init_from)
+        if self.config.causal and init_from:
+            raise ValueError(f"init_from {init_from!r} is a causal encoder: its first token ([CLS]) sees nothing after "
+                             "it, so it cannot classify; start from an MLM or a Hugging Face BERT/RoBERTa")
         return SequenceClassifier(self.config, num_classes, classifier_dropout)
 
     def load_pretrained(self, pretrained: Pretrained) -> list[str]:

@@ -166,3 +166,18 @@ def test_a_vit_image_classifier_exports_with_equal_logits(tmp_path):
         torch.testing.assert_close(hf(pixel_values=images).logits, task({"pixel_values": images}), atol=1e-5,
                                    rtol=1e-5)
     assert hf.config.id2label[2] == "z"
+
+
+def test_a_causal_lm_starts_from_a_bidirectional_encoder_and_a_classifier_refuses_a_causal_one(hf_bert, tmp_path):
+    from bigmodel.tasks import CausalLMTask, ClassificationTask
+
+    path, hf = hf_bert
+    causal = CausalLMTask(vocab_size=hf.config.vocab_size, init_from=str(path))
+    assert causal.config.causal and causal.hparams["encoder_config"]["causal"]
+    assert causal.load_pretrained(causal._pretrained) == ["a bidirectional encoder, now trained with the causal mask"]
+    assert torch.equal(causal.net.encoder.embeddings.word_embeddings.weight, hf.bert.embeddings.word_embeddings.weight)
+    ckpt = {"state_dict": causal.state_dict()}
+    causal.on_save_checkpoint(ckpt)
+    torch.save(ckpt, tmp_path / "causal.ckpt")
+    with pytest.raises(ValueError, match=r"is a causal encoder: its first token \(\[CLS\]\) sees nothing after it"):
+        ClassificationTask(num_classes=2, vocab_size=hf.config.vocab_size, init_from=str(tmp_path / "causal.ckpt"))
