@@ -7,16 +7,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
 
 from bigmodel.nn import CausalLanguageModel
-from bigmodel.tasks.base import Task
+from bigmodel.tasks.language_model import LanguageModelTask
 from bigmodel.seeding import mix_seed
-from bigmodel.tasks.checkpoints import META_KEY, Pretrained
+from bigmodel.tasks.checkpoints import Pretrained
 
 
-class CausalLMTask(Task):
+class CausalLMTask(LanguageModelTask):
     """Args:
         encoder: preset name (``bert-tiny`` ...); ``causal`` is set to true whatever the preset says.
         encoder_config: overrides of the preset's fields, e.g. ``{norm_first: true}`` (GPT-2's pre-LN).
@@ -56,9 +54,7 @@ class CausalLMTask(Task):
         self.generation = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k}
         for key in self.generation:
             self.hparams.pop(key)
-        self.train_acc = MulticlassAccuracy(vocab_size, average="micro", ignore_index=-100, validate_args=False)
-        self.val_acc = MulticlassAccuracy(vocab_size, average="micro", ignore_index=-100, validate_args=False)
-        self.val_loss = MeanMetric()
+        self._init_metrics(vocab_size)
 
     def load_pretrained(self, pretrained: Pretrained) -> list[str]:
         notes = self.load_encoder(self.net.encoder, pretrained)
@@ -78,25 +74,6 @@ class CausalLMTask(Task):
         loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum")
         return loss / count.clamp(min=1), logits.flatten(0, 1), labels.flatten(), count
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, logits, labels, _ = self._step(batch)
-        self.train_acc(logits, labels)
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/ppl", loss.detach().exp())
-        self.log("train/acc", self.train_acc)
-        return loss
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        loss, logits, labels, count = self._step(batch)
-        self.val_loss.update(loss, weight=count)
-        self.val_acc.update(logits, labels)
-
-    def on_validation_epoch_end(self) -> None:
-        loss = self.val_loss.compute()
-        self.log_dict({"val/loss": loss, "val/ppl": loss.exp(), "val/acc": self.val_acc.compute()}, prog_bar=True)
-        self.val_loss.reset()
-        self.val_acc.reset()
-
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """Continues each prompt twice, greedily and by top-k sampling; token ids out, the writer decodes them.
 
@@ -110,6 +87,3 @@ class CausalLMTask(Task):
             generator = torch.Generator(self.device).manual_seed(mix_seed(seed, self.global_rank, batch_idx, row))
             sampled.append(self.net.generate(prompt, **self.generation, generator=generator)[0].tolist())
         return {"text": batch["text"], "generated": {"greedy": greedy, "sampled": sampled}}
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[META_KEY] = {"task": self.checkpoint_task, "encoder_config": self.config.to_dict()}

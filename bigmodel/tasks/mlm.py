@@ -6,15 +6,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
 
-from bigmodel.nn import EncoderConfig, MaskedLanguageModel
-from bigmodel.tasks.base import Task
-from bigmodel.tasks.checkpoints import META_KEY, Pretrained
+from bigmodel.nn import MaskedLanguageModel
+from bigmodel.tasks.language_model import LanguageModelTask
+from bigmodel.tasks.checkpoints import Pretrained
 
 
-class MLMTask(Task):
+class MLMTask(LanguageModelTask):
     """Args:
         encoder: preset name (``bert-tiny`` ... ``bert-large``).
         encoder_config: overrides of the preset's fields, e.g. ``{num_layers: 4, hidden_dropout: 0.0}``; with
@@ -41,9 +39,7 @@ class MLMTask(Task):
             raise ValueError("vocab_size is unset: it comes from the data module's tokenizer through the CLI link")
         self.config = self.encoder_config_for(encoder, encoder_config, vocab_size, init_from)
         self.net = MaskedLanguageModel(self.config)
-        self.train_acc = MulticlassAccuracy(vocab_size, average="micro", validate_args=False)
-        self.val_acc = MulticlassAccuracy(vocab_size, average="micro", validate_args=False)
-        self.val_loss = MeanMetric()
+        self._init_metrics(vocab_size)
 
     def load_pretrained(self, pretrained: Pretrained) -> list[str]:
         notes = self.load_encoder(self.net.encoder, pretrained)
@@ -54,33 +50,11 @@ class MLMTask(Task):
             notes.append("new MLM head (the source has none)")
         return notes
 
-    def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         if "masked_positions" not in batch:
             raise ValueError("MLMTask needs masked batches but got whole blocks: set data.init_args.objective: mlm")
         logits = self.net(batch["input_ids"], batch["masked_positions"], batch.get("attention_mask"))
         labels = batch["masked_labels"]
         # sum / count instead of mean: a batch with no selected token gives 0, not NaN; the count is a host int.
         loss = F.cross_entropy(logits.float(), labels, reduction="sum") / max(labels.numel(), 1)
-        return loss, logits, labels
-
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, logits, labels = self._step(batch)
-        self.train_acc(logits, labels)
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/ppl", loss.detach().exp())
-        self.log("train/acc", self.train_acc)
-        return loss
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        loss, logits, labels = self._step(batch)
-        self.val_loss.update(loss, weight=labels.numel())
-        self.val_acc.update(logits, labels)
-
-    def on_validation_epoch_end(self) -> None:
-        loss = self.val_loss.compute()
-        self.log_dict({"val/loss": loss, "val/ppl": loss.exp(), "val/acc": self.val_acc.compute()}, prog_bar=True)
-        self.val_loss.reset()
-        self.val_acc.reset()
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[META_KEY] = {"task": self.checkpoint_task, "encoder_config": self.config.to_dict()}
+        return loss, logits, labels, labels.numel()
