@@ -83,6 +83,26 @@ class PredictionWriter(BasePredictionWriter):
         rank_zero_info(f"Wrote {len(rows)} predictions to {path}")
 
 
+class Checkpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, but ``last.ckpt`` follows every save point (each validation, or each epoch end
+    without validation), as its docs describe, not only those where ``best.ckpt`` improved (what Lightning 2.6
+    does): a job killed late in a run that stopped improving early must not lose the epochs in between."""
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def _refresh_last(self, trainer: L.Trainer) -> None:
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
 class KeepPreviousCheckpoints(Callback):
     """A fresh fit under a run name that already has checkpoints moves them to ``checkpoints/previous/<time>/``
     instead of overwriting them -- at the moment its own first checkpoint is completely written (through

@@ -6,10 +6,12 @@ import difflib
 import errno
 import importlib
 import inspect
+import logging
 import os
 import re
 import sys
 import warnings
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -17,10 +19,17 @@ import yaml
 from jsonargparse import ArgumentError
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 import bigmodel.data  # noqa: F401  (registers the data modules for short class names in YAML)
 from bigmodel import runs
-from bigmodel.callbacks import KeepPreviousCheckpoints, PredictionWriter, TokenizerCheckpoint, default_checkpoint_dir
+from bigmodel.callbacks import (
+    Checkpoint,
+    KeepPreviousCheckpoints,
+    PredictionWriter,
+    TokenizerCheckpoint,
+    default_checkpoint_dir,
+)
 from bigmodel.hub import HubUnavailableError
 from bigmodel.stopping import RunStopped, StopSafely
 from bigmodel.tasks import base
@@ -67,7 +76,7 @@ class BigModelCLI(LightningCLI):
         )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(L.pytorch.callbacks.ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(Checkpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/loss",
@@ -130,6 +139,9 @@ class BigModelCLI(LightningCLI):
         path = os.fspath(ckpt_path)
         if path == "last":
             path = runs.resolve_last(directory)
+            if path is None and subcommand == "fit":
+                warnings.warn(f"--ckpt_path last: there is no last.ckpt in {directory} (a new run name?); "
+                              "training starts from the beginning")
         elif path == "best" and subcommand != "fit" and directory is not None:
             path = os.path.join(directory, "best.ckpt")  # bigmodel's name for it; Lightning knows it only in-process
         elif path in runs.SPECIAL_CKPT_PATHS:
@@ -271,7 +283,9 @@ def check_config_files(args: list[str]) -> None:
     paths += [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
     for path in paths:
         if os.path.isdir(path):
-            raise ValueError(f"config {path!r} is a directory; give a YAML file (e.g. {os.path.join(path, 'fit.yaml')})")
+            found = sorted(str(p) for p in Path(path).glob("*.yaml"))[:3]
+            raise ValueError(f"config {path!r} is a directory; give a YAML file" +
+                             (f" (there: {', '.join(found)})" if found else ""))
         if not os.path.isfile(path):
             continue  # jsonargparse says 'File does not exist'
         try:
@@ -298,9 +312,24 @@ def check_config_files(args: list[str]) -> None:
             )
 
 
+def _quiet_output() -> None:
+    """What a terminal user reads: warnings as one line (no source line that looks like a traceback), without
+    Lightning's advertising tips and an upstream deprecation it prints on every command."""
+    warnings.formatwarning = lambda message, category, *rest, **kw: f"{category.__name__}: {message}\n"
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.* is deprecated")
+
+    class _NoTips(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return not str(record.msg).startswith("💡 Tip")
+
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoTips())
+
+
 def main(args: list[str] | None = None) -> None:
     """Errors that bigmodel raises about configs and data print as one line (BIGMODEL_DEBUG=1: full trace)."""
     argv = list(args if args is not None else sys.argv[1:])
+    if args is None:  # the command itself, not a caller in Python (tests, notebooks)
+        _quiet_output()
     try:
         if argv[:1] == ["export"]:  # not a Trainer method: its own small parser (bigmodel/export.py)
             from bigmodel.export import main as export_main
@@ -318,6 +347,13 @@ def main(args: list[str] | None = None) -> None:
     except RunStopped as stopped:
         print(f"bigmodel: {stopped}", file=sys.stderr)
         sys.exit(stopped.exit_code)
+    except (KeyboardInterrupt, SystemExit) as err:
+        # Lightning turns a Ctrl-C it catches (before training, or a second one) into exit 1
+        if isinstance(err, SystemExit) and not isinstance(err.__context__, KeyboardInterrupt):
+            raise
+        print("bigmodel: interrupted by Ctrl-C; nothing was saved by this stop (checkpoints written before are "
+              "kept)", file=sys.stderr)
+        sys.exit(130)
     except Exception as err:
         if os.environ.get("BIGMODEL_DEBUG"):
             raise
@@ -326,6 +362,8 @@ def main(args: list[str] | None = None) -> None:
             message = " ".join(str(ours).split()) if not isinstance(ours, KeyError) else str(ours.args[0])
         elif os_error_message(err) is not None:
             message = os_error_message(err)
+        elif isinstance(err, MisconfigurationException):  # Lightning's own word on a setting, e.g. a monitor typo
+            message = " ".join(str(err).split())
         else:
             raise
         print(f"bigmodel: error: {message}", file=sys.stderr)

@@ -131,7 +131,9 @@ def resolve_last(directory: str | None) -> str | None:
 def read_checkpoint_meta(path: str, directory: str | None = None) -> dict[str, Any]:
     """The checkpoint's ``bigmodel`` entry (``{}`` for a foreign Lightning checkpoint), read as data only."""
     if os.path.isdir(path):
-        raise ValueError(f"--ckpt_path {path!r} is a directory; give a .ckpt file in it (e.g. {path}/last.ckpt)")
+        found = sorted(str(p) for p in Path(path).glob("*.ckpt"))[:3]
+        raise ValueError(f"--ckpt_path {path!r} is a directory; give a .ckpt file" +
+                         (f" (there: {', '.join(found)})" if found else ""))
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--ckpt_path {path!r} does not exist{_others(path, directory)}")
     try:

@@ -81,7 +81,10 @@ class StopSafely(Callback):
         if isinstance(env, SLURMEnvironment) and env.auto_requeue and env.requeue_signal is not None:
             wanted[env.requeue_signal] = self._on_requeue  # Lightning's handler, wrapped: we learn of the requeue
         for signum, handler in wanted.items():
-            self._previous[signum] = signal.getsignal(signum)
+            previous = signal.getsignal(signum)
+            if previous is signal.SIG_IGN:
+                continue  # ignored by whoever started us (a background job's SIGINT): stays ignored
+            self._previous[signum] = previous
             signal.signal(signum, handler)
 
     def _restore(self) -> None:
@@ -111,11 +114,14 @@ class StopSafely(Callback):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         """An error during a training step (bad data, NaN stop, out of memory) leaves the parameters of the last
-        optimizer step: they are saved as last.ckpt. Not under DDP, where the other ranks wait in a collective."""
+        optimizer step: they are saved as last.ckpt -- unless this fresh run has written no checkpoint yet (the
+        save would move an earlier run's aside), and not under DDP, where the other ranks wait in a collective."""
         self._restore()
         if isinstance(exception, (RunStopped, KeyboardInterrupt, SystemExit)) or trainer.world_size > 1 \
                 or not trainer.training:
             return
+        if getattr(trainer.strategy.checkpoint_io, "before_first_replace", None) is not None:
+            return  # a fresh run with no checkpoint of its own yet: the earlier run's stay where they are
         try:
             if save_last(trainer):
                 rank_zero_warn(f"the run failed at step {trainer.global_step}; saved {last_checkpoint_path(trainer)} "

@@ -121,6 +121,13 @@ def test_a_failed_fresh_fit_keeps_the_earlier_checkpoints(small_text, tmp_path, 
     code, line = run_main(["fit", "-c", path, "--trainer.max_epochs", "-1", "--trainer.max_steps", "-1"], capsys)
     assert code == 2 and "the learning-rate schedule needs a length" in line
     BigModelCLI(args=["fit", "-c", path, "--trainer.max_steps", "0"])
+    from bigmodel.tasks import MLMTask
+
+    original = MLMTask.training_step
+    with pytest.MonkeyPatch.context() as mp:  # a NaN in its first steps: the error must not save over them
+        mp.setattr(MLMTask, "training_step", lambda self, b, i: original(self, b, i) * (float("nan") if i else 1))
+        code, line = run_main(["fit", "-c", path], capsys)
+    assert code == 2 and "non-finite gradients at step 1" in line
     assert (ckpts / "last.ckpt").read_bytes() == earlier and not (ckpts / "previous").exists()
 
     # a run that writes its own checkpoint moves the earlier ones, whole, to previous/<time>/
@@ -209,13 +216,16 @@ def test_bad_checkpoints_and_configs_are_one_line(mlm_checkpoint, small_text, tm
                     f"--ckpt_path '{tmp_path / 'nope.ckpt'}' does not exist; checkpoints there: {truncated}"),
         "truncated": (["fit", "-c", mlm, "--ckpt_path", str(truncated)],
                       f"--ckpt_path '{truncated}' is not a readable checkpoint"),
-        "directory": (["test", "-c", cls, "--ckpt_path", str(tmp_path)], "is a directory; give a .ckpt file in it"),
+        "directory": (["test", "-c", cls, "--ckpt_path", str(tmp_path)], "is a directory; give a .ckpt file"),
         "other task": (["test", "-c", cls, "--ckpt_path", str(mlm_checkpoint)],
                        f"--ckpt_path '{mlm_checkpoint}' is a 'mlm' checkpoint but the config's model is "
                        "bigmodel.tasks.ClassificationTask ('classification')"),
         "tab": (["fit", "-c", str(tmp_path / "tab.yaml")], "line 2 is indented with a tab; YAML indents with spaces"),
         "list": (["fit", "-c", str(tmp_path / "list.yaml")], "holds a list, not a mapping of settings"),
         "config directory": (["fit", "-c", str(tmp_path)], "is a directory; give a YAML file"),
+        "monitor typo": (["fit", "-c", mlm, "--checkpoint.monitor", "val/losss", "--trainer.max_steps", "-1",
+                          "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2"],
+                         "ModelCheckpoint(monitor='val/losss')` could not find the monitored key"),
         "not a directory": (["fit", "-c", mlm, "--trainer.logger.init_args.save_dir", f"{truncated}/runs"],
                             f"cannot use '{truncated}/runs': Not a directory"),
     }
@@ -303,3 +313,23 @@ def test_predict_and_test_need_only_the_checkpoint_and_their_own_files(tmp_path,
     test_file = write_table(tmp_path / "test.csv", [("the b is good", "pos"), ("the a is bad", "neg")])
     code, line = run_main(["test", "-c", path, "--ckpt_path", "best", "--data.init_args.test_files", test_file], capsys)
     assert code == 0, line
+
+
+def test_last_ckpt_follows_every_validation_even_when_best_stops_improving(small_text, tmp_path, monkeypatch):
+    """Lightning 2.6 rewrites last.ckpt only when a top-k checkpoint is written; a run whose best came early would
+    leave a stale last.ckpt for a kill to fall back on."""
+    from bigmodel.checkpoint_io import AtomicCheckpointIO
+
+    written = []
+    real = AtomicCheckpointIO.save_checkpoint
+
+    def record(self, checkpoint, path, storage_options=None):
+        written.append((os.path.basename(path), checkpoint["global_step"]))
+        return real(self, checkpoint, path, storage_options)
+
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", record)
+    config = mlm_config(tmp_path, small_text, max_epochs=3, limit_train_batches=4, limit_val_batches=1)
+    config["checkpoint"] = {"monitor": "val/loss", "mode": "max"}  # the falling loss is never 'better' again
+    BigModelCLI(args=["fit", "-c", write_yaml(tmp_path / "mlm.yaml", config)])
+    assert [step for name, step in written if name == "best.ckpt"] == [4]
+    assert [step for name, step in written if name == "last.ckpt"] == [4, 8, 12]

@@ -256,9 +256,11 @@ class TextClassificationDataModule(TextDataModule):
             raise ValueError("bigmodel predict needs texts: set --data.init_args.predict_files (a .txt, one per line)")
         files = expand_files(hp.predict_files, "predict")
         if all(f.endswith(".txt") for f in files):
-            texts = []
-            for f in files:
-                texts += [line.rstrip("\n") for line in open(f, encoding="utf-8") if line.strip()]
+            lines = [line.rstrip("\n") for f in files for line in open(f, encoding="utf-8")]
+            texts = [line for line in lines if line.strip()]
+            if len(texts) < len(lines):
+                rank_zero_warn(f"skipped {len(lines) - len(texts)} blank line(s) of the predict files: the prediction "
+                               "rows follow the non-blank lines (each row repeats its text)")
             return Dataset.from_dict({hp.text_column: texts})
         return self._clean("predict", load_local({"predict": files}, hp.column_names)["predict"])
 
