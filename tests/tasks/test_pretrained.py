@@ -181,3 +181,29 @@ def test_a_causal_lm_starts_from_a_bidirectional_encoder_and_a_classifier_refuse
     torch.save(ckpt, tmp_path / "causal.ckpt")
     with pytest.raises(ValueError, match=r"is a causal encoder: its first token \(\[CLS\]\) sees nothing after it"):
         ClassificationTask(num_classes=2, vocab_size=hf.config.vocab_size, init_from=str(tmp_path / "causal.ckpt"))
+
+
+def test_a_roberta_directory_imports_and_exports_back_exactly(tmp_path):
+    from bigmodel.export import export
+    from bigmodel.tasks import MLMTask
+
+    config = transformers.RobertaConfig(vocab_size=120, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                        intermediate_size=128, max_position_embeddings=34, type_vocab_size=1,
+                                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    hf = transformers.RobertaForMaskedLM(config).eval()
+    hf.save_pretrained(tmp_path / "roberta")
+    task = MLMTask(vocab_size=120, init_from=str(tmp_path / "roberta")).eval()
+    assert task.load_pretrained(task._pretrained) == [] and task.config.position_offset == 2
+    ids = torch.randint(5, 120, (2, 32))  # the longest input RoBERTa's 34 positions allow
+    with torch.no_grad():
+        torch.testing.assert_close(task.net.encoder(ids, None).last_hidden_state,
+                                   hf.roberta(input_ids=ids).last_hidden_state, atol=1e-5, rtol=1e-5)
+    ckpt = {"state_dict": task.state_dict()}
+    task.on_save_checkpoint(ckpt)
+    torch.save(ckpt, tmp_path / "mlm.ckpt")
+    export(str(tmp_path / "mlm.ckpt"), str(tmp_path / "back"))
+    back = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "back")
+    assert type(back).__name__ == "RobertaForMaskedLM"
+    for key, value in hf.state_dict().items():
+        assert torch.equal(back.state_dict()[key], value), key
