@@ -98,6 +98,10 @@ class Checkpoint(ModelCheckpoint):
         if self._should_save_on_train_epoch_end(trainer):
             self._refresh_last(trainer)
 
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.fast_dev_run:  # Lightning 2.6 writes last.ckpt even for a fast_dev_run smoke test
+            super().on_train_end(trainer, pl_module)
+
     def _refresh_last(self, trainer: L.Trainer) -> None:
         if self.save_last and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

@@ -109,7 +109,7 @@ class BigModelCLI(LightningCLI):
                 "use --trainer.precision 16-mixed"
             )
         directory = runs.checkpoint_dir(config)
-        if self.subcommand == "fit" and directory is not None and runs.launch_rank_zero():
+        if self.subcommand == "fit" and directory is not None and runs.launch_rank_zero() and not trainer.fast_dev_run:
             self._lock = runs.RunLock(directory)  # before the data module trains a tokenizer or anything is written
             self._lock.acquire()
 

@@ -165,8 +165,8 @@ def last_checkpoint_path(trainer: L.Trainer) -> str | None:
 def save_last(trainer: L.Trainer) -> bool:
     """Writes ``last.ckpt`` through the run's ModelCheckpoint unless it already holds this step (collective)."""
     cb = _last_callback(trainer)
-    if cb is None or trainer.global_step == 0 or cb._last_global_step_saved == trainer.global_step:
-        return False
+    if cb is None or trainer.fast_dev_run or trainer.global_step == 0 or cb._last_global_step_saved == trainer.global_step:
+        return False  # (fast_dev_run: a smoke test writes no checkpoints, as Lightning's own callbacks)
     cb._save_last_checkpoint(trainer, cb._monitor_candidates(trainer))
     return True
 

@@ -8,7 +8,9 @@ import yaml
 
 from bigmodel.cli import BigModelCLI
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "experiments").rglob("*.yaml"))
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+FRAGMENTS = sorted((EXPERIMENTS / "trainer").glob("*.yaml"))  # trainer settings only, combined with an experiment
+CONFIGS = sorted(set(EXPERIMENTS.rglob("*.yaml")) - set(FRAGMENTS))
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -19,3 +21,23 @@ def test_experiment_config_parses(config, capsys):
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["class_path"].startswith("bigmodel.tasks.")
     assert printed["data"]["class_path"].startswith("bigmodel.data.")
+
+
+@pytest.mark.parametrize("fragment", FRAGMENTS, ids=lambda p: p.name)
+def test_trainer_fragments_compose_with_any_experiment(fragment, capsys):
+    """Later -c files override earlier ones: the experiment's trainer block gives way to the fragment's."""
+    base = EXPERIMENTS / "finetune" / "sst2_from_bert.yaml"
+    with pytest.raises(SystemExit):
+        BigModelCLI(args=["fit", "-c", str(base), "-c", str(fragment), "--print_config"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    for key, value in yaml.safe_load(fragment.read_text())["trainer"].items():
+        assert printed["trainer"][key] == value, key
+    assert printed["model"]["init_args"]["lr"] == 2.0e-5  # the experiment's own settings stay
+
+
+def test_the_debug_fragment_smoke_tests_an_experiment_without_writing_checkpoints(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the experiment writes under runs/ of the working directory
+    cli = BigModelCLI(args=["fit", "-c", str(EXPERIMENTS / "quickstart" / "digits_cnn.yaml"),
+                            "-c", str(EXPERIMENTS / "trainer" / "debug.yaml"), "-c", str(FRAGMENTS[0])])
+    assert cli.trainer.global_step == 2 and cli.trainer.fast_dev_run == 2
+    assert not list(tmp_path.rglob("*.ckpt"))
