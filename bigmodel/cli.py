@@ -9,6 +9,7 @@ import inspect
 import logging
 import os
 import re
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -19,7 +20,7 @@ import yaml
 from jsonargparse import ArgumentError
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 import bigmodel.data  # noqa: F401  (registers the data modules for short class names in YAML)
 from bigmodel import runs
@@ -142,7 +143,7 @@ class BigModelCLI(LightningCLI):
             if path is None and subcommand == "fit":
                 warnings.warn(f"--ckpt_path last: there is no last.ckpt in {directory} (a new run name?); "
                               "training starts from the beginning")
-        elif path == "best" and subcommand != "fit" and directory is not None:
+        elif path == "best" and directory is not None:
             path = os.path.join(directory, "best.ckpt")  # bigmodel's name for it; Lightning knows it only in-process
         elif path in runs.SPECIAL_CKPT_PATHS:
             return None
@@ -156,9 +157,9 @@ class BigModelCLI(LightningCLI):
                 f"--ckpt_path {path!r} is a {meta['task']!r} checkpoint but the config's model is "
                 f"{config.model.class_path} ({expected!r}); use a config of the checkpoint's task or another checkpoint"
             )
+        config.ckpt_path = path  # resolved, so that Lightning reads the checkpoint's hyper-parameters too
         if subcommand == "fit":
             return meta
-        config.ckpt_path = path
         data = config.get("data")
         accepted = _init_parameters(_import(data.class_path)) if data is not None and "class_path" in data else set()
         if meta.get("_tokenizer") and "tokenizer" in accepted:
@@ -348,6 +349,10 @@ def main(args: list[str] | None = None) -> None:
         print(f"bigmodel: {stopped}", file=sys.stderr)
         sys.exit(stopped.exit_code)
     except (KeyboardInterrupt, SystemExit) as err:
+        if isinstance(err, SIGTERMException):  # Lightning's own stop (exit status 0): a run that did not finish
+            print("bigmodel: stopped by SIGTERM before training started; nothing was saved by this stop",
+                  file=sys.stderr)
+            sys.exit(128 + signal.SIGTERM)
         # Lightning turns a Ctrl-C it catches (before training, or a second one) into exit 1
         if isinstance(err, SystemExit) and not isinstance(err.__context__, KeyboardInterrupt):
             raise

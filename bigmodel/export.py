@@ -47,14 +47,19 @@ def export(ckpt_path: str, out: str, family: str | None = None) -> Path:
             raise ValueError(f"a {task!r} checkpoint has no Hugging Face BERT/RoBERTa equivalent; export an MLM or "
                              "a text classification checkpoint")
         config = EncoderConfig.from_dict(meta["encoder_config"])
-        family = family or ("roberta" if config.position_offset else "bert")
+        natural = "roberta" if config.position_offset else "bert"
+        family = family or natural
+        if family != natural:
+            raise ValueError(f"this encoder reads positions from row {config.position_offset}, as {natural} does: "
+                             f"as {family} every position would shift; export with --family {natural}")
         hf_config = config.to_hf(family)
         tokenizer = _tokenizer(ckpt)
         if tokenizer is not None and tokenizer.pad_token_id is not None:
             hf_config["pad_token_id"] = tokenizer.pad_token_id
             if family == "roberta" and tokenizer.pad_token_id != config.position_offset - 1:
                 raise ValueError(f"the tokenizer's padding id {tokenizer.pad_token_id} does not give RoBERTa's "
-                                 f"position offset {config.position_offset}; export with --family bert")
+                                 f"position offset {config.position_offset}: transformers would read positions "
+                                 "differently; export the model with the tokenizer it was trained with")
     elif str(meta.get("backbone", "")).endswith("VisionTransformer"):
         family, tokenizer = "vit", None
         hf_config = _vit_config(ckpt, meta)

@@ -76,6 +76,7 @@ class StopSafely(Callback):
         self._trainer = trainer
         if getattr(trainer, "received_sigterm", False):  # arrived between Lightning's handler and this one
             self.signum = signal.SIGTERM
+            trainer._signal_connector.received_sigterm = False  # ours to act on, at a step boundary
         wanted = {signal.SIGINT: self._on_signal, signal.SIGTERM: self._on_signal}
         env = trainer._accelerator_connector.cluster_environment
         if isinstance(env, SLURMEnvironment) and env.auto_requeue and env.requeue_signal is not None:

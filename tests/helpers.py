@@ -62,3 +62,10 @@ class SignalAtStep(L.Callback):
         if not self.sent and (trainer.global_step == self.step or batch_idx == self.batch):
             self.sent = True
             os.kill(os.getpid(), self.signum)
+
+
+class SignalAtSanityCheck(L.Callback):
+    """SIGTERM to its own process while the sanity check runs: after Lightning's handler, before training."""
+
+    def on_sanity_check_start(self, trainer, pl_module) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)

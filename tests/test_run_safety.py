@@ -103,6 +103,14 @@ def test_a_signal_never_splits_an_accumulated_step(small_text, tmp_path, capsys)
     assert step_of(tmp_path / "runs" / "acc" / "checkpoints" / "last.ckpt") == 2
 
 
+def test_a_sigterm_before_training_exits_143_not_0(small_text, tmp_path, capsys):
+    """Lightning's handler sees it first and stops the sanity check with a SystemExit of status 0."""
+    config = resume_config(tmp_path, small_text, "early", accumulate_grad_batches=2)
+    code, line = run_main(["fit", "-c", config, "--trainer.callbacks+=tests.helpers.SignalAtSanityCheck"], capsys)
+    assert (code, line) == (143, "bigmodel: stopped by SIGTERM before training started; nothing was saved by this stop")
+    assert not list((tmp_path / "runs").rglob("*.ckpt"))
+
+
 def test_max_steps_mid_epoch_saves_the_final_step(small_text, tmp_path):
     path = write_yaml(tmp_path / "mlm.yaml", mlm_config(tmp_path, small_text, max_steps=19, limit_val_batches=1))
     cli = BigModelCLI(args=["fit", "-c", path])
@@ -223,6 +231,8 @@ def test_bad_checkpoints_and_configs_are_one_line(mlm_checkpoint, small_text, tm
         "tab": (["fit", "-c", str(tmp_path / "tab.yaml")], "line 2 is indented with a tab; YAML indents with spaces"),
         "list": (["fit", "-c", str(tmp_path / "list.yaml")], "holds a list, not a mapping of settings"),
         "config directory": (["fit", "-c", str(tmp_path)], "is a directory; give a YAML file"),
+        "fit best without one": (["fit", "-c", mlm, "--ckpt_path", "best"],
+                                 f"--ckpt_path '{tmp_path / 'runs' / 'mlm' / 'checkpoints' / 'best.ckpt'}' does not exist"),
         "monitor typo": (["fit", "-c", mlm, "--checkpoint.monitor", "val/losss", "--trainer.max_steps", "-1",
                           "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2"],
                          "ModelCheckpoint(monitor='val/losss')` could not find the monitored key"),

@@ -61,7 +61,9 @@ TABLES: dict[str, Table] = {
 BODY_PREFIX = {"bert": "bert.", "roberta": "roberta.", "vit": "vit."}
 _BODY = ("embeddings.", "encoder.", "pooler.", "layernorm.")
 # Not parameters of bigmodel: position id buffers, decoders tied to the word embeddings, ViT's unused pooler.
-_DROP = re.compile(r"(position_ids|token_type_ids)$|^(cls\.predictions\.decoder\.|lm_head\.decoder\.|pooler\.)")
+# BERT's next-sentence head (cls.seq_relationship, in bert-base-uncased's files) has no use here either.
+_DROP = re.compile(r"(position_ids|token_type_ids)$|^(cls\.predictions\.decoder\.|lm_head\.decoder\.|pooler\.|"
+                   r"cls\.seq_relationship\.)")
 _QKV_HF = re.compile(r"^encoder\.layer\.(\d+)\.attention\.(?:self|attention)\.(query|key|value)\.(weight|bias)$")
 _QKV_OURS = re.compile(r"^encoder\.layers\.(\d+)\.attn\.qkv\.(weight|bias)$")
 
@@ -86,10 +88,14 @@ def from_hf(state: dict[str, torch.Tensor], family: str) -> dict[str, torch.Tens
     table = TABLES[family]
     if family == "vit":
         state = {_vit_v5_to_file(k.removeprefix(prefix)): v for k, v in state.items()}
+    if family == "roberta" and any(k.startswith("classifier.dense.") for k in state):
+        # some RobertaForSequenceClassification files also carry the base model's unused pooler
+        state = {k: v for k, v in state.items() if not k.removeprefix(prefix).startswith("pooler.")}
     out: dict[str, torch.Tensor] = {}
     qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
     for key, value in state.items():
-        key = key.removeprefix(prefix)
+        key = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias",
+                                                                     key.removeprefix(prefix)))  # TF-era names
         m = _QKV_HF.match(key)
         if m:
             qkv.setdefault((m[1], m[3]), {})[m[2]] = value
@@ -99,6 +105,8 @@ def from_hf(state: dict[str, torch.Tensor], family: str) -> dict[str, torch.Tens
         name = _rename(key, table, reverse=False)
         if name is None:
             raise KeyError(f"no bigmodel name for the {family} parameter {key!r}")
+        if name in out:
+            raise KeyError(f"two {family} parameters map to bigmodel's {name!r} (the second: {key!r})")
         out[name] = value
     for (layer, kind), parts in qkv.items():
         out[f"encoder.layers.{layer}.attn.qkv.{kind}"] = torch.cat([parts["query"], parts["key"], parts["value"]])

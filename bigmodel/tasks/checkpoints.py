@@ -58,7 +58,9 @@ def resolve(source: str) -> Pretrained:
         return _from_directory(source, path)
     if os.path.isfile(path):
         return _from_file(source, path)
-    if is_local(path) or path.endswith((".ckpt", ".pth", ".pt", ".bin", ".safetensors")) or path.startswith((".", "/")):
+    first = path.split(os.sep, 1)[0]
+    if is_local(path) or path.endswith((".ckpt", ".pth", ".pt", ".bin", ".safetensors")) or path.startswith((".", "/")) \
+            or (os.sep in path and os.path.isdir(first)):  # a relative path under a folder that is here
         raise FileNotFoundError(
             f"init_from {source!r} does not exist; point it to a checkpoint (.ckpt), a state-dict file, a Hugging "
             "Face model directory, or a hub name such as bert-base-uncased"

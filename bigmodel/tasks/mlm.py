@@ -37,12 +37,15 @@ class MLMTask(LanguageModelTask):
         super().__init__(**kwargs)
         if vocab_size is None:
             raise ValueError("vocab_size is unset: it comes from the data module's tokenizer through the CLI link")
-        self.config = self.encoder_config_for(encoder, encoder_config, vocab_size, init_from)
+        overrides = {k: v for k, v in (encoder_config or {}).items() if k != "causal"}
+        self.config = self.encoder_config_for(encoder, overrides, vocab_size, init_from, causal=False)
         self.net = MaskedLanguageModel(self.config)
         self._init_metrics(vocab_size)
 
     def load_pretrained(self, pretrained: Pretrained) -> list[str]:
         notes = self.load_encoder(self.net.encoder, pretrained)
+        if pretrained.config is not None and pretrained.config.causal:
+            notes.append("a causal encoder, now trained bidirectionally")
         head = pretrained.part("mlm_head.")
         if head:
             self.net.mlm_head.load_state_dict(head)

@@ -122,3 +122,23 @@ def test_sequence_classifiers_of_both_families_give_identical_logits_and_export_
 def test_a_config_of_another_model_type_is_refused():
     with pytest.raises(ValueError, match=r"model_type 'gpt2' is not supported; bigmodel reads bert, roberta"):
         EncoderConfig.from_hf({"model_type": "gpt2"})
+
+
+def test_pretraining_heads_old_names_and_a_stray_roberta_pooler_import_cleanly():
+    from bigmodel.nn import SequenceClassifier
+    from bigmodel.nn.convert import from_hf
+
+    pre = _small("BertForPreTraining").state_dict()  # bert-base-uncased's layout: MLM + next-sentence heads
+    tf_names = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+                for k, v in pre.items()}  # checkpoints converted from TensorFlow name LayerNorm gamma/beta
+    assert from_hf(tf_names, "bert").keys() == from_hf(pre, "bert").keys()
+    assert not any("seq_relationship" in k for k in from_hf(pre, "bert"))
+    hf = _small("RobertaForSequenceClassification", num_labels=3)
+    stray = {**hf.state_dict(), "roberta.pooler.dense.weight": torch.zeros(64, 64),
+             "roberta.pooler.dense.bias": torch.zeros(64)}  # unused by transformers; must not replace the head
+    ours = SequenceClassifier(EncoderConfig.from_hf(hf.config.to_dict()), num_classes=3).eval()
+    ours.load_state_dict(from_hf(stray, "roberta"), strict=True)
+    ids, mask = _padded_batch(hf.config.pad_token_id)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids, mask)[0], hf(input_ids=ids, attention_mask=mask).logits,
+                                   atol=1e-5, rtol=1e-5)

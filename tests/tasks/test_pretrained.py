@@ -3,6 +3,7 @@ tokenizer) fine-tunes a classifier, continues MLM pretraining and is validated w
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -41,9 +42,12 @@ def test_a_hugging_face_directory_fine_tunes_a_classifier_through_the_cli(hf_ber
     with torch.no_grad():
         ours = cli.model.net.encoder.eval()(ids, None).last_hidden_state
         torch.testing.assert_close(ours, hf.bert(input_ids=ids).last_hidden_state, atol=1e-5, rtol=1e-5)
-    fit = BigModelCLI(args=["fit", "-c", write_yaml(tmp_path / "cls.yaml", {**config, "trainer": {
-        **config["trainer"], "max_steps": 3, "limit_val_batches": 1}})])
-    assert fit.trainer.global_step == 3
+    path_yaml = write_yaml(tmp_path / "cls.yaml", {**config, "trainer": {
+        **config["trainer"], "max_steps": 3, "limit_val_batches": 1}})
+    assert BigModelCLI(args=["fit", "-c", path_yaml]).trainer.global_step == 3
+    # resuming rebuilds the architecture from the checkpoint (the source's, not the config's preset)
+    resumed = BigModelCLI(args=["fit", "-c", path_yaml, "--ckpt_path", "last", "--trainer.max_steps", "5"])
+    assert resumed.trainer.global_step == 5 and resumed.model.config.hidden_size == 64
 
 
 def test_mlm_validates_the_published_model_then_continues_pretraining(hf_bert, tmp_path, pydoc_text):
@@ -71,7 +75,8 @@ def test_mlm_validates_the_published_model_then_continues_pretraining(hf_bert, t
     assert saved["bigmodel"]["encoder_config"]["hidden_size"] == 64 and "tokenizer" in saved
 
 
-def test_init_from_a_directory_of_another_model_type_or_without_weights_is_one_line(tmp_path):
+def test_init_from_a_directory_of_another_model_type_or_without_weights_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     from bigmodel.tasks import ClassificationTask
 
     (tmp_path / "gpt").mkdir()
@@ -79,6 +84,9 @@ def test_init_from_a_directory_of_another_model_type_or_without_weights_is_one_l
     torch.save({"wte.weight": torch.zeros(3, 2)}, tmp_path / "gpt" / "pytorch_model.bin")
     with pytest.raises(ValueError, match=r"gpt' is a 'gpt2' model; give a checkpoint of this project's text tasks"):
         ClassificationTask(num_classes=2, vocab_size=3, init_from=str(tmp_path / "gpt"))
+    (tmp_path / "exported").mkdir()  # a mistyped directory under a folder that exists is not a hub name
+    with pytest.raises(FileNotFoundError, match=r"exported/sst2' does not exist"):
+        ClassificationTask(num_classes=2, vocab_size=3, init_from=str(Path("exported") / "sst2"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match=r"has none of model.safetensors, pytorch_model.bin"):
         ClassificationTask(num_classes=2, vocab_size=3, init_from=str(tmp_path / "empty"))
@@ -181,6 +189,12 @@ def test_a_causal_lm_starts_from_a_bidirectional_encoder_and_a_classifier_refuse
     torch.save(ckpt, tmp_path / "causal.ckpt")
     with pytest.raises(ValueError, match=r"is a causal encoder: its first token \(\[CLS\]\) sees nothing after it"):
         ClassificationTask(num_classes=2, vocab_size=hf.config.vocab_size, init_from=str(tmp_path / "causal.ckpt"))
+    from bigmodel.tasks import MLMTask
+
+    mlm = MLMTask(vocab_size=hf.config.vocab_size, init_from=str(tmp_path / "causal.ckpt"))
+    assert not mlm.config.causal
+    assert mlm.load_pretrained(mlm._pretrained) == ["a causal encoder, now trained bidirectionally",
+                                                    "new MLM head (the source has none)"]
 
 
 def test_a_roberta_directory_imports_and_exports_back_exactly(tmp_path):
@@ -202,6 +216,8 @@ def test_a_roberta_directory_imports_and_exports_back_exactly(tmp_path):
     ckpt = {"state_dict": task.state_dict()}
     task.on_save_checkpoint(ckpt)
     torch.save(ckpt, tmp_path / "mlm.ckpt")
+    with pytest.raises(ValueError, match="reads positions from row 2, as roberta does: as bert every position would"):
+        export(str(tmp_path / "mlm.ckpt"), str(tmp_path / "wrong"), family="bert")
     export(str(tmp_path / "mlm.ckpt"), str(tmp_path / "back"))
     back = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "back")
     assert type(back).__name__ == "RobertaForMaskedLM"
