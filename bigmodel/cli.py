@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-import difflib
-import errno
-import importlib
-import inspect
-import logging
 import os
-import re
 import signal
 import sys
 import warnings
-from pathlib import Path
 
 import lightning as L
 import torch
-import yaml
 from jsonargparse import ArgumentError
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import bigmodel.data  # noqa: F401  (registers the data modules for short class names in YAML)
-from bigmodel import runs
+from bigmodel import errors, runs
 from bigmodel.callbacks import (
     Checkpoint,
     KeepPreviousCheckpoints,
@@ -31,7 +23,6 @@ from bigmodel.callbacks import (
     TokenizerCheckpoint,
     default_checkpoint_dir,
 )
-from bigmodel.hub import HubUnavailableError
 from bigmodel.stopping import RunStopped, StopSafely
 from bigmodel.tasks import base
 
@@ -150,7 +141,7 @@ class BigModelCLI(LightningCLI):
         if path is None:
             return None
         meta = runs.read_checkpoint_meta(path, directory)
-        model_cls = _import(config.model.class_path) if config.get("model") else None
+        model_cls = errors.import_class(config.model.class_path) if config.get("model") else None
         expected = getattr(model_cls, "checkpoint_task", None)
         if meta.get("task") and expected and meta["task"] != expected:
             raise ValueError(
@@ -161,7 +152,7 @@ class BigModelCLI(LightningCLI):
         if subcommand == "fit":
             return meta
         data = config.get("data")
-        accepted = _init_parameters(_import(data.class_path)) if data is not None and "class_path" in data else set()
+        accepted = errors.init_parameters(errors.import_class(data.class_path)) if data is not None and "class_path" in data else set()
         if meta.get("_tokenizer") and "tokenizer" in accepted:
             data.init_args.tokenizer = path
         names = meta.get("class_names")
@@ -188,160 +179,30 @@ class BigModelCLI(LightningCLI):
         default_checkpoint_dir(self.trainer)
 
     def before_fit(self) -> None:
-        if self._lock is None and runs.launch_rank_zero():  # a logger whose directory the config did not tell
+        if self._lock is None and runs.launch_rank_zero() and not self.trainer.fast_dev_run:
+            # a logger whose directory the config did not tell
             directory = next((cb.dirpath for cb in self.trainer.checkpoint_callbacks if cb.dirpath), None)
             if directory is not None:
                 self._lock = runs.RunLock(directory)
                 self._lock.acquire()
 
 
-def _import(class_path: str):
-    module, _, name = class_path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
-
-
-def _init_parameters(cls) -> set[str]:
-    return {p for c in cls.__mro__ if "__init__" in vars(c) for p in inspect.signature(c.__init__).parameters}
-
-
-USER_ERRORS = (ValueError, FileNotFoundError, HubUnavailableError, FloatingPointError)
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-
-
-def own_error(err: BaseException) -> BaseException | None:
-    """The first error in the chain that bigmodel itself raised about the user's input, if any.
-
-    jsonargparse wraps an error raised in a class's ``__init__`` in a multi-line report; the chain keeps ours.
-    """
-    for e in _chain(err):
-        tb = e.__traceback__
-        while tb is not None and tb.tb_next is not None:
-            tb = tb.tb_next
-        if isinstance(e, USER_ERRORS) and tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
-            return e
-    return None
-
-
-def _chain(err: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    current: BaseException | None = err
-    while current is not None and current not in seen:
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    return seen
-
-
-_NOISE = ("Does not validate", "Subtypes:", "Errors:", "Given value", "Expected a <class 'NoneType'>")
-
-
-def parse_error_message(text: str) -> str:
-    """jsonargparse's multi-line report -> one line, with a 'did you mean' for a misspelled option."""
-    lines = [line.strip().removeprefix("- ") for line in text.splitlines() if line.strip()]
-    if not lines:
-        return "bad arguments"
-    details = [line for line in lines[1:] if not line.startswith(_NOISE)]
-    message = " ".join([lines[0]] + details).replace(": :", ":").replace(":: ", ": ")
-    option = re.search(r"Option '(\w+)' is not accepted", text)
-    class_path = re.search(r"class_path '([\w.]+)'", text)
-    if option and class_path:
-        try:
-            module, _, name = class_path[1].rpartition(".")
-            accepted = _init_parameters(getattr(importlib.import_module(module), name))
-            close = difflib.get_close_matches(option[1], sorted(accepted - {"self", "args", "kwargs"}), n=1)
-            if close:
-                message += f"; did you mean '{close[0]}'?"
-        except (ImportError, AttributeError, ValueError, TypeError):
-            pass
-    return message
-
-
-_OS_HINTS = {
-    errno.ENOSPC: "free space there, or write the run elsewhere (--trainer.logger.init_args.save_dir)",
-    errno.EDQUOT: "free space in your quota, or write the run elsewhere (--trainer.logger.init_args.save_dir)",
-    errno.EROFS: "write the run to a writable disk (--trainer.logger.init_args.save_dir)",
-    errno.EACCES: "fix the permissions, or use a directory you can write (--trainer.logger.init_args.save_dir)",
-    errno.EPERM: "fix the permissions, or use a directory you can write (--trainer.logger.init_args.save_dir)",
-    errno.ENOTDIR: "a part of the path is a file, not a directory: choose another path",
-    errno.EISDIR: "it is a directory: give a file path",
-    errno.ENAMETOOLONG: "choose a shorter path",
-}
-
-
-def os_error_message(error: BaseException) -> str | None:
-    """Disk and permission failures (full, read-only, not allowed) as one line naming the path; None for others.
-    Checkpoints are written to a temporary file and swapped in, so such a failure leaves the previous ones whole."""
-    err = next((e for e in _chain(error) if isinstance(e, OSError) and e.errno in _OS_HINTS), None)
-    if err is None:
-        return None
-    where = f" {err.filename!r}" if err.filename else ""
-    return f"cannot use{where}: {err.strerror or os.strerror(err.errno)}; {_OS_HINTS[err.errno]}"
-
-
-def check_config_files(args: list[str]) -> None:
-    """The ``-c`` files, read as a user would check them: a directory, a tab in the indentation or a file that is
-    not a mapping of settings get a message in those words (the YAML parser's own is about tokens)."""
-    paths = [b for a, b in zip(args, args[1:]) if a in ("-c", "--config")]
-    paths += [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
-    for path in paths:
-        if os.path.isdir(path):
-            found = sorted(str(p) for p in Path(path).glob("*.yaml"))[:3]
-            raise ValueError(f"config {path!r} is a directory; give a YAML file" +
-                             (f" (there: {', '.join(found)})" if found else ""))
-        if not os.path.isfile(path):
-            continue  # jsonargparse says 'File does not exist'
-        try:
-            text = open(path, encoding="utf-8").read()
-        except UnicodeDecodeError as err:
-            raise ValueError(f"config {path!r} is not a UTF-8 text file ({err.reason}); give a YAML file") from None
-        for number, line in enumerate(text.splitlines(), 1):
-            if line[: len(line) - len(line.lstrip())].count("\t"):
-                raise ValueError(
-                    f"config {path!r} line {number} is indented with a tab; YAML indents with spaces only: "
-                    "replace the tab with spaces"
-                )
-        try:
-            content = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-            raise ValueError(f"config {path!r} is not valid YAML at{where}: {problem}") from None
-        if content is not None and not isinstance(content, dict):
-            raise ValueError(
-                f"config {path!r} holds a {type(content).__name__}, not a mapping of settings; a config looks like "
-                "'trainer: {...}', 'model: {...}', 'data: {...}' at the top level"
-            )
-
-
-def _quiet_output() -> None:
-    """What a terminal user reads: warnings as one line (no source line that looks like a traceback), without
-    Lightning's advertising tips and an upstream deprecation it prints on every command."""
-    warnings.formatwarning = lambda message, category, *rest, **kw: f"{category.__name__}: {message}\n"
-    warnings.filterwarnings("ignore", message=r".*LeafSpec.* is deprecated")
-
-    class _NoTips(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            return not str(record.msg).startswith("💡 Tip")
-
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoTips())
-
-
 def main(args: list[str] | None = None) -> None:
     """Errors that bigmodel raises about configs and data print as one line (BIGMODEL_DEBUG=1: full trace)."""
     argv = list(args if args is not None else sys.argv[1:])
     if args is None:  # the command itself, not a caller in Python (tests, notebooks)
-        _quiet_output()
+        errors.quiet_output()
     try:
         if argv[:1] == ["export"]:  # not a Trainer method: its own small parser (bigmodel/export.py)
             from bigmodel.export import main as export_main
 
             return export_main(argv[1:])
-        check_config_files(argv)
+        errors.check_config_files(argv)
         BigModelCLI(args=args)
     except ArgumentError as err:
         if os.environ.get("BIGMODEL_DEBUG"):
             raise
-        message = parse_error_message(str(err))
+        message = errors.parse_error_message(str(err))
         command = next((a for a in argv if a in (*SUBCOMMANDS, "export")), "fit")
         print(f"bigmodel: error: {message} -- see `bigmodel {command} --help`", file=sys.stderr)
         sys.exit(2)
@@ -362,17 +223,11 @@ def main(args: list[str] | None = None) -> None:
     except Exception as err:
         if os.environ.get("BIGMODEL_DEBUG"):
             raise
-        ours = own_error(err)
-        if ours is not None:
-            message = " ".join(str(ours).split()) if not isinstance(ours, KeyError) else str(ours.args[0])
-        elif os_error_message(err) is not None:
-            message = os_error_message(err)
-        elif isinstance(err, MisconfigurationException):  # Lightning's own word on a setting, e.g. a monitor typo
-            message = " ".join(str(err).split())
-        else:
+        message = errors.user_message(err)
+        if message is None:
             raise
         print(f"bigmodel: error: {message}", file=sys.stderr)
         sys.exit(2)
 
 
-__all__ = ["BigModelCLI", "main", "own_error", "os_error_message"]
+__all__ = ["BigModelCLI", "main"]

@@ -1,0 +1,164 @@
+"""What a user reads when something is wrong: one line, in their words, naming the fix.
+
+The CLI's boundary (``bigmodel.cli.main``) turns bigmodel's own errors about configs and data, disk and permission
+failures, Lightning's configuration errors and jsonargparse's reports into ``bigmodel: error: ...`` lines.
+"""
+
+from __future__ import annotations
+
+import difflib
+import errno
+import importlib
+import inspect
+import logging
+import os
+import re
+import warnings
+from pathlib import Path
+
+import yaml
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
+from bigmodel.hub import HubUnavailableError
+
+
+def import_class(class_path: str):
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def init_parameters(cls) -> set[str]:
+    return {p for c in cls.__mro__ if "__init__" in vars(c) for p in inspect.signature(c.__init__).parameters}
+
+
+USER_ERRORS = (ValueError, FileNotFoundError, HubUnavailableError, FloatingPointError)
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def own_error(err: BaseException) -> BaseException | None:
+    """The first error in the chain that bigmodel itself raised about the user's input, if any.
+
+    jsonargparse wraps an error raised in a class's ``__init__`` in a multi-line report; the chain keeps ours.
+    """
+    for e in _chain(err):
+        tb = e.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        if isinstance(e, USER_ERRORS) and tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+            return e
+    return None
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = err
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+_NOISE = ("Does not validate", "Subtypes:", "Errors:", "Given value", "Expected a <class 'NoneType'>")
+
+
+def parse_error_message(text: str) -> str:
+    """jsonargparse's multi-line report -> one line, with a 'did you mean' for a misspelled option."""
+    lines = [line.strip().removeprefix("- ") for line in text.splitlines() if line.strip()]
+    if not lines:
+        return "bad arguments"
+    details = [line for line in lines[1:] if not line.startswith(_NOISE)]
+    message = " ".join([lines[0]] + details).replace(": :", ":").replace(":: ", ": ")
+    option = re.search(r"Option '(\w+)' is not accepted", text)
+    class_path = re.search(r"class_path '([\w.]+)'", text)
+    if option and class_path:
+        try:
+            accepted = init_parameters(import_class(class_path[1]))
+            close = difflib.get_close_matches(option[1], sorted(accepted - {"self", "args", "kwargs"}), n=1)
+            if close:
+                message += f"; did you mean '{close[0]}'?"
+        except (ImportError, AttributeError, ValueError, TypeError):
+            pass
+    return message
+
+
+_OS_HINTS = {
+    errno.ENOSPC: "free space there, or write the run elsewhere (--trainer.logger.init_args.save_dir)",
+    errno.EDQUOT: "free space in your quota, or write the run elsewhere (--trainer.logger.init_args.save_dir)",
+    errno.EROFS: "write the run to a writable disk (--trainer.logger.init_args.save_dir)",
+    errno.EACCES: "fix the permissions, or use a directory you can write (--trainer.logger.init_args.save_dir)",
+    errno.EPERM: "fix the permissions, or use a directory you can write (--trainer.logger.init_args.save_dir)",
+    errno.ENOTDIR: "a part of the path is a file, not a directory: choose another path",
+    errno.EISDIR: "it is a directory: give a file path",
+    errno.ENAMETOOLONG: "choose a shorter path",
+}
+
+
+def os_error_message(error: BaseException) -> str | None:
+    """Disk and permission failures (full, read-only, not allowed) as one line naming the path; None for others.
+    Checkpoints are written to a temporary file and swapped in, so such a failure leaves the previous ones whole."""
+    err = next((e for e in _chain(error) if isinstance(e, OSError) and e.errno in _OS_HINTS), None)
+    if err is None:
+        return None
+    where = f" {err.filename!r}" if err.filename else ""
+    return f"cannot use{where}: {err.strerror or os.strerror(err.errno)}; {_OS_HINTS[err.errno]}"
+
+
+def check_config_files(args: list[str]) -> None:
+    """The ``-c`` files, read as a user would check them: a directory, a tab in the indentation or a file that is
+    not a mapping of settings get a message in those words (the YAML parser's own is about tokens)."""
+    paths = [b for a, b in zip(args, args[1:]) if a in ("-c", "--config")]
+    paths += [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+    for path in paths:
+        if os.path.isdir(path):
+            found = sorted(str(p) for p in Path(path).glob("*.yaml"))[:3]
+            raise ValueError(f"config {path!r} is a directory; give a YAML file" +
+                             (f" (there: {', '.join(found)})" if found else ""))
+        if not os.path.isfile(path):
+            continue  # jsonargparse says 'File does not exist'
+        try:
+            text = open(path, encoding="utf-8").read()
+        except UnicodeDecodeError as err:
+            raise ValueError(f"config {path!r} is not a UTF-8 text file ({err.reason}); give a YAML file") from None
+        for number, line in enumerate(text.splitlines(), 1):
+            if line[: len(line) - len(line.lstrip())].count("\t"):
+                raise ValueError(
+                    f"config {path!r} line {number} is indented with a tab; YAML indents with spaces only: "
+                    "replace the tab with spaces"
+                )
+        try:
+            content = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ValueError(f"config {path!r} is not valid YAML at{where}: {problem}") from None
+        if content is not None and not isinstance(content, dict):
+            raise ValueError(
+                f"config {path!r} holds a {type(content).__name__}, not a mapping of settings; a config looks like "
+                "'trainer: {...}', 'model: {...}', 'data: {...}' at the top level"
+            )
+
+
+def quiet_output() -> None:
+    """What a terminal user reads: warnings as one line (no source line that looks like a traceback), without
+    Lightning's advertising tips and an upstream deprecation it prints on every command."""
+    warnings.formatwarning = lambda message, category, *rest, **kw: f"{category.__name__}: {message}\n"
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.* is deprecated")
+
+    class _NoTips(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return not str(record.msg).startswith("💡 Tip")
+
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoTips())
+
+
+def user_message(err: BaseException) -> str | None:
+    """The one line for an error about the user's input or machine; None for a bug (the traceback is shown)."""
+    ours = own_error(err)
+    if ours is not None:
+        return " ".join(str(ours).split()) if not isinstance(ours, KeyError) else str(ours.args[0])
+    if os_error_message(err) is not None:
+        return os_error_message(err)
+    if isinstance(err, MisconfigurationException):  # Lightning's own word on a setting, e.g. a monitor typo
+        return " ".join(str(err).split())
+    return None
