@@ -5,6 +5,8 @@
   stale lock, the kernel drops it with the process).
 - ``read_checkpoint_meta``: a ``--ckpt_path`` is checked (exists, complete, of the configured task) before
   Lightning reads it, with one-line messages that name the alternatives on disk.
+- ``write_metrics``: what a ``test``/``validate`` printed, kept as ``<log dir>/<stage>_metrics.json`` with the
+  checkpoint, device and versions (``bigmodel sweep`` reads it).
 """
 
 from __future__ import annotations
