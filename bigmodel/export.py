@@ -21,7 +21,7 @@ from bigmodel.nn.convert import to_hf
 from bigmodel.runs import read_checkpoint_meta
 from bigmodel.tasks.checkpoints import META_KEY, merge_lora_state_of, strip_compile_prefix
 
-_ARCHITECTURES = {"mlm": "ForMaskedLM", "classification": "ForSequenceClassification"}
+_ARCHITECTURES = {"mlm": "ForMaskedLM", "prompt": "ForMaskedLM", "classification": "ForSequenceClassification"}
 _FAMILY_NAMES = {"bert": "Bert", "roberta": "Roberta", "vit": "ViT"}
 _TIED = ("cls.predictions.decoder.", "lm_head.decoder.")  # transformers ties these to the word embeddings
 

@@ -11,7 +11,9 @@ from bigmodel.cli import BigModelCLI
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 FRAGMENTS = sorted((EXPERIMENTS / "trainer").glob("*.yaml"))  # trainer settings only, combined with an experiment
 MODES = sorted((EXPERIMENTS / "finetune" / "modes").glob("*.yaml"))  # fine-tuning mode fragments
-CONFIGS = sorted(set(EXPERIMENTS.rglob("*.yaml")) - set(FRAGMENTS) - set(MODES) - {EXPERIMENTS / "results.yaml"})
+# whole experiments name their model's class; overlays (a distilled variant) and results.yaml do not
+CONFIGS = sorted(p for p in set(EXPERIMENTS.rglob("*.yaml")) - set(FRAGMENTS) - set(MODES)
+                 if "class_path" in (yaml.safe_load(p.read_text()).get("model") or {}))
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -51,16 +53,17 @@ def test_each_fine_tuning_mode_fragment_trains_a_vit_and_composes_with_text(mode
     settings = yaml.safe_load(mode.read_text())["model"]["init_args"]
     cli = BigModelCLI(args=["fit", "-c", str(EXPERIMENTS / "quickstart" / "digits_vit.yaml"), "-c", str(mode),
                             "-c", str(EXPERIMENTS / "trainer" / "debug.yaml")])
-    assert cli.trainer.global_step == 2 and cli.model.hparams.finetune == settings["finetune"]
+    finetune = settings.get("finetune", "full")
+    assert cli.trainer.global_step == 2 and cli.model.hparams.finetune == finetune
     trainable = {n for n, p in cli.model.net.named_parameters() if p.requires_grad}
     optimized = {id(p) for group in cli.trainer.optimizers[0].param_groups for p in group["params"]}
     assert optimized == {id(p) for p in cli.model.net.parameters() if p.requires_grad}
     assert "head.weight" in trainable
-    assert (len(trainable) < len(dict(cli.model.net.named_parameters()))) == (settings["finetune"] != "full")
+    assert (len(trainable) < len(dict(cli.model.net.named_parameters()))) == (finetune != "full")
     capsys.readouterr()
     with pytest.raises(SystemExit):
         BigModelCLI(args=["fit", "-c", str(EXPERIMENTS / "finetune" / "sst2_bert_mini_cpu.yaml"), "-c", str(mode),
                           "--print_config"])
     printed = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
-    assert {k: printed[k] for k in settings} == {k: v if k != "lora" else {**v, "alpha": float(v["alpha"])}
-                                                for k, v in settings.items()}
+    for key, value in settings.items():  # dataclass settings print with their defaults
+        assert {k: printed[key][k] for k in value} == value if isinstance(value, dict) else printed[key] == value

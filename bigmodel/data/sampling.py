@@ -72,3 +72,22 @@ class EpochIndexed(Dataset):
         get_batch = getattr(self.dataset, "get_batch", None)
         batch = get_batch([i for _, i in keys]) if get_batch is not None else None
         return batch if batch is not None else [self[k] for k in keys]
+
+
+def examples_per_class(labels: list[Any], k: int, seed: int) -> list[int]:
+    """Indices of ``k`` examples of each label, drawn without replacement by ``seed``, in their original order:
+    the few-shot training set that a prompt and a classification head can share (same data module seed, same
+    examples). A label with fewer than ``k`` examples is an error."""
+    import numpy as np
+
+    by_label: dict[Any, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_label.setdefault(label, []).append(i)
+    short = {label: len(rows) for label, rows in by_label.items() if len(rows) < k}
+    if short:
+        raise ValueError(f"train_examples_per_class={k} but the training data has fewer examples of "
+                         f"{dict(sorted(short.items(), key=str))}; lower it or add data")
+    rng = np.random.default_rng(seed)
+    chosen = [rows[j] for _, rows in sorted(by_label.items(), key=lambda kv: str(kv[0]))
+              for j in rng.choice(len(rows), size=k, replace=False)]
+    return sorted(chosen)

@@ -16,6 +16,8 @@ from torch.utils.data import DataLoader
 
 from bigmodel.data.collators import ClassificationCollator
 from bigmodel.data.base import TextDataModule
+from bigmodel.data.prompts import check_template, encode_prompts
+from bigmodel.data.sampling import examples_per_class
 from bigmodel.data.sources import (Files, blank_rows, check_columns, ensure_validation, expand_files, load_local,
                                    load_source)
 from bigmodel.data.tokenizer import cached_wordpiece, load_tokenizer
@@ -37,6 +39,11 @@ class TextClassificationDataModule(TextDataModule):
             feature, else the sorted string labels, else ``0..C-1``). Given, no training data is needed to
             test or predict.
         max_length: longer texts are truncated (the number truncated is reported).
+        train_examples_per_class: few-shot training: ``k`` examples of each class drawn from the training data
+            by ``seed`` (the same examples for any task given the same seed); validation and test stay whole.
+        template: prompt-based classification (``bigmodel.tasks.PromptClassificationTask``): each text becomes
+            this cloze, e.g. ``"{text} It was {mask}."`` (``{text_a}``/``{text_b}`` for pairs; ``[MASK]`` is read
+            as ``{mask}``, the tokenizer's own mask token). Long texts are cut, never the template.
         **kwargs: batch size, workers, validation split, seed, cache: see ``TextDataModule``.
     """
 
@@ -57,9 +64,15 @@ class TextClassificationDataModule(TextDataModule):
         max_length: int = 128,
         wordpiece_vocab_size: int = 8192,
         lowercase: bool = True,
+        train_examples_per_class: int | None = None,
+        template: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if train_examples_per_class is not None and train_examples_per_class < 1:
+            raise ValueError(f"train_examples_per_class must be >= 1, got {train_examples_per_class}")
+        if template is not None:
+            check_template(template, text_pair_column is not None)
         self._raw: DatasetDict | None = None
         self.datasets: dict[str, Dataset] = {}
         if tokenizer is not None:
@@ -68,6 +81,9 @@ class TextClassificationDataModule(TextDataModule):
             self.tokenizer = cached_wordpiece(self.raw["train"], self._text_columns(), self.cache_dir,
                                               wordpiece_vocab_size, lowercase, model_max_length=max_length)
         self.vocab_size = len(self.tokenizer)
+        if template is not None and self.tokenizer.mask_token is None:
+            raise ValueError("template needs a tokenizer with a mask token (an MLM's): set data.init_args.tokenizer "
+                             "to the checkpoint the task starts from")
         self.class_names = self._class_names()
         self.num_classes = len(self.class_names)
 
@@ -202,6 +218,8 @@ class TextClassificationDataModule(TextDataModule):
 
         def encode(batch: dict[str, list]) -> dict[str, Any]:
             pair = batch[hp.text_pair_column] if hp.text_pair_column else None
+            if hp.get("template"):
+                return encode_prompts(tok, hp.template, batch[hp.text_column], pair, hp.max_length)
             enc = tok(batch[hp.text_column], pair, truncation=True, max_length=hp.max_length)
             enc["truncated"] = [bool(e.overflowing) for e in enc.encodings]
             return dict(enc)
@@ -243,12 +261,21 @@ class TextClassificationDataModule(TextDataModule):
                 if split in wanted:
                     rank_zero_warn(f"the {split} split is unlabelled (no labels, or labels < 0 as GLUE's); skipping it")
                 continue
+            if split == "train" and self.hparams.get("train_examples_per_class"):
+                ds = self._few_shot(ds)
             if split in wanted:
                 self.datasets[split] = self._tokenized(split, ds)
             else:
                 self._label_ids(split, ds)  # bad labels anywhere stop the run now, not after training
         rank_zero_info("Text classification: " + ", ".join(f"{k} {len(v)}" for k, v in self.datasets.items())
                        + f"; {self.num_classes} classes {self.class_names}")
+
+    def _few_shot(self, ds: Dataset) -> Dataset:
+        hp = self.hparams
+        keep = examples_per_class(list(ds[hp.label_column]), hp.train_examples_per_class, hp.seed)
+        rank_zero_info(f"Few-shot training: {hp.train_examples_per_class} examples per class, {len(keep)} of "
+                       f"{len(ds)} (data seed {hp.seed})")
+        return ds.select(keep)
 
     def _predict_raw(self) -> Dataset:
         hp = self.hparams

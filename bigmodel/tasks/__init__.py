@@ -8,3 +8,7 @@ __all__ = ["ClassificationTask", "MLMTask"]
 from bigmodel.tasks.causal_lm import CausalLMTask  # noqa: E402
 
 __all__ += ["CausalLMTask"]
+
+from bigmodel.tasks.prompt import PromptClassificationTask  # noqa: E402
+
+__all__ += ["PromptClassificationTask"]

@@ -11,6 +11,7 @@ import csv
 import functools
 import importlib
 import os
+from dataclasses import asdict
 from typing import Any, Callable
 
 import torch
@@ -27,6 +28,8 @@ from torchmetrics.classification import (
 )
 
 from bigmodel.nn import EncoderConfig, SequenceClassifier
+from bigmodel.nn.adversarial import AdversarialConfig, Adversary, embedding_layer
+from bigmodel.nn.distillation import distillation_loss
 from bigmodel.nn.loading import load_matching
 from bigmodel.tasks.base import Task
 from bigmodel.tasks.checkpoints import META_KEY, Pretrained, resolve
@@ -68,7 +71,14 @@ class ClassificationTask(Task):
             count and position embeddings of another image size are adapted.
         classifier_dropout: text head dropout.
         label_smoothing: cross-entropy label smoothing.
-        **kwargs: optimiser settings, see ``Task``.
+        adversarial: FGM or PGD on the embedding output (``{method: fgm, epsilon: 1.0}``, ``{method: pgd,
+            epsilon: 1.0, steps: 3}``; ``bigmodel.nn.adversarial``), on top of any fine-tuning mode; the loss is
+            clean + adversarial.
+        distill_from: a trained classification checkpoint of the same classes (and tokenizer, for text) as
+            teacher: the loss becomes ``(1 - distill_weight) * cross-entropy + distill_weight * T^2 * KL`` with
+            the teacher's softened probabilities (``distill_temperature``). The teacher runs in eval mode without
+            gradients, only in ``fit``, and is not saved in this model's checkpoints.
+        **kwargs: optimiser and fine-tuning settings, see ``Task``.
     """
 
     checkpoint_task = "classification"  # checkpoint["bigmodel"]["task"]: the CLI checks a --ckpt_path against it
@@ -84,11 +94,27 @@ class ClassificationTask(Task):
         init_from: str | None = None,
         classifier_dropout: float = 0.1,
         label_smoothing: float = 0.0,
+        adversarial: AdversarialConfig | None = None,
+        distill_from: str | None = None,
+        distill_temperature: float = 2.0,
+        distill_weight: float = 0.5,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if num_classes is None or num_classes < 2:
             raise ValueError(f"num_classes must be >= 2 (linked from the data module), got {num_classes}")
+        self.adversary: Adversary | None = None
+        if adversarial is not None:
+            config = AdversarialConfig(**adversarial) if isinstance(adversarial, dict) else adversarial
+            self.hparams["adversarial"] = asdict(config)  # plain data: checkpoints load with weights_only
+            if self.hparams.compile:
+                raise ValueError("adversarial training hooks the embedding layer at every step, which a compiled "
+                                 "network would recompile for: set compile: false")
+            self.adversary = Adversary(config)
+        if distill_temperature <= 0 or not 0 <= distill_weight <= 1:
+            raise ValueError(f"distillation needs distill_temperature > 0 and distill_weight in [0, 1], got "
+                             f"{distill_temperature} and {distill_weight}")
+        self._teacher: nn.Module | None = None
         self.config: EncoderConfig | None = None
         self.class_names = class_names or [str(i) for i in range(num_classes)]
         if backbone is not None:
@@ -151,10 +177,31 @@ class ClassificationTask(Task):
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float(), labels, label_smoothing=self.hparams.label_smoothing)
 
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage == "fit" and self.hparams.get("distill_from") and self._teacher is None:
+            object.__setattr__(self, "_teacher", load_teacher(self.hparams.distill_from, self))  # not a submodule
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        logits = self(batch)
         labels = batch["labels"]  # class ids, or (B, classes) probabilities after MixUp/CutMix
-        loss = self._loss(logits, labels)
+        if self.adversary is None:
+            logits = self(batch)
+            loss = self._loss(logits, labels)
+        else:
+            with self.adversary.attach(embedding_layer(self.net)):
+                logits = self(batch)
+                loss = self._loss(logits, labels)
+                adversarial = self.adversary.loss(loss, lambda: self._loss(self(batch), labels))
+            self.log("train/adv_loss", adversarial)
+            loss = loss + adversarial
+        if self._teacher is not None:
+            teacher = self._teacher.to(self.device)
+            with torch.no_grad():
+                teacher_logits = teacher(batch)
+            soft = distillation_loss(logits, teacher_logits, self.hparams.distill_temperature)
+            self.log("train/distill_loss", soft)
+            weight = self.hparams.distill_weight
+            loss = (1 - weight) * loss + weight * soft
         self.log("train/loss", loss, prog_bar=True)
         hard = labels.argmax(-1) if labels.is_floating_point() else labels
         self.log("train/acc", (logits.argmax(-1) == hard).float().mean())
@@ -221,6 +268,28 @@ class ClassificationTask(Task):
         else:
             meta["backbone"] = f"{type(self.net).__module__}.{type(self.net).__qualname__}"
         checkpoint[META_KEY] = meta
+
+
+def load_teacher(path: str, student: ClassificationTask) -> ClassificationTask:
+    """A trained classifier of the student's classes, in eval mode, without gradients."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"distill_from {path!r} does not exist; point it to the teacher's .ckpt")
+    meta = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get(META_KEY) or {}
+    if meta.get("task") != "classification":
+        raise ValueError(f"distill_from {path!r} is a {meta.get('task', 'non-bigmodel')!r} checkpoint; the teacher "
+                         "must be a classification checkpoint of this project")
+    if list(meta.get("class_names") or []) != list(student.class_names):
+        raise ValueError(f"distill_from {path!r} has the classes {meta.get('class_names')}, the student "
+                         f"{student.class_names}: a teacher must have the same classes in the same order")
+    teacher = ClassificationTask.load_from_checkpoint(path, map_location="cpu", init_from=None, distill_from=None)
+    text = (teacher.config is not None, student.config is not None)
+    if text[0] != text[1] or (all(text) and teacher.config.vocab_size != student.config.vocab_size):
+        raise ValueError(f"distill_from {path!r} reads {'text' if text[0] else 'images'}"
+                         f"{f' with {teacher.config.vocab_size} tokens' if text[0] else ''}; the student must read the "
+                         "same inputs (for text, the same tokenizer)")
+    rank_zero_info(f"Distilling from {path} ({type(teacher.net).__name__}, "
+                   f"{sum(p.numel() for p in teacher.parameters()) / 1e6:.2f}M parameters, eval mode)")
+    return teacher.eval().requires_grad_(False)
 
 
 def backbone_spec(backbone: Any) -> dict[str, Any] | None:
