@@ -16,6 +16,26 @@ CONFIGS = sorted(p for p in set(EXPERIMENTS.rglob("*.yaml")) - set(FRAGMENTS) - 
                  if "class_path" in (yaml.safe_load(p.read_text()).get("model") or {}))
 
 
+OVERLAYS = {EXPERIMENTS / "finetune" / "few_shot.yaml": EXPERIMENTS / "finetune" / "sst2_bert_mini_cpu.yaml",
+            EXPERIMENTS / "quickstart" / "digits_vit_distilled.yaml": EXPERIMENTS / "quickstart" / "digits_vit.yaml"}
+
+
+def _contains(printed, expected) -> bool:
+    if isinstance(expected, dict):
+        return all(key in printed and _contains(printed[key], value) for key, value in expected.items())
+    return printed == expected
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS), ids=lambda p: p.name)
+def test_each_overlay_composes_with_its_experiment(overlay, capsys):
+    with pytest.raises(SystemExit):
+        BigModelCLI(args=["fit", "-c", str(OVERLAYS[overlay]), "-c", str(overlay), "--print_config"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert _contains(printed, yaml.safe_load(overlay.read_text()))  # the overlay's settings win
+    assert {p for p in set(EXPERIMENTS.rglob("*.yaml")) - set(FRAGMENTS) - set(MODES) - set(CONFIGS)} == \
+        set(OVERLAYS) | {EXPERIMENTS / "results.yaml"}  # every file is tested one way or another
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_experiment_config_parses(config, capsys):
     with pytest.raises(SystemExit) as exit:
