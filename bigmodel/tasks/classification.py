@@ -29,7 +29,7 @@ from torchmetrics.classification import (
 from bigmodel.nn import EncoderConfig, SequenceClassifier
 from bigmodel.nn.loading import load_matching
 from bigmodel.tasks.base import Task
-from bigmodel.tasks.checkpoints import META_KEY, Pretrained, resolve
+from bigmodel.tasks.checkpoints import Pretrained, resolve
 
 
 MAX_PRINTED_CLASSES = 20
@@ -214,13 +214,11 @@ class ClassificationTask(Task):
                 out[key] = batch[key]
         return out
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        meta = {"task": self.checkpoint_task, "class_names": self.class_names}
-        if self.config is not None:
-            meta["encoder_config"] = self.config.to_dict()
-        else:
+    def checkpoint_meta(self) -> dict[str, Any]:
+        meta = {**super().checkpoint_meta(), "class_names": self.class_names}
+        if self.config is None:
             meta["backbone"] = f"{type(self.net).__module__}.{type(self.net).__qualname__}"
-        checkpoint[META_KEY] = meta
+        return meta
 
 
 def backbone_spec(backbone: Any) -> dict[str, Any] | None:
