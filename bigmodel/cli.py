@@ -178,6 +178,12 @@ class BigModelCLI(LightningCLI):
         super().instantiate_classes()
         default_checkpoint_dir(self.trainer)
 
+    def after_validate(self) -> None:
+        runs.write_metrics(self.trainer, "validate")
+
+    def after_test(self) -> None:
+        runs.write_metrics(self.trainer, "test")
+
     def before_fit(self) -> None:
         if self._lock is None and runs.launch_rank_zero() and not self.trainer.fast_dev_run:
             # a logger whose directory the config did not tell
@@ -197,13 +203,17 @@ def main(args: list[str] | None = None) -> None:
             from bigmodel.export import main as export_main
 
             return export_main(argv[1:])
+        if argv[:1] in (["sweep"], ["results"]):  # commands over many runs (bigmodel/sweep.py, results.py)
+            from importlib import import_module
+
+            return import_module(f"bigmodel.{argv[0]}").main(argv[1:])
         errors.check_config_files(argv)
         BigModelCLI(args=args)
     except ArgumentError as err:
         if os.environ.get("BIGMODEL_DEBUG"):
             raise
         message = errors.parse_error_message(str(err))
-        command = next((a for a in argv if a in (*SUBCOMMANDS, "export")), "fit")
+        command = next((a for a in argv if a in (*SUBCOMMANDS, "export", "sweep", "results")), "fit")
         print(f"bigmodel: error: {message} -- see `bigmodel {command} --help`", file=sys.stderr)
         sys.exit(2)
     except RunStopped as stopped:

@@ -11,7 +11,6 @@ original tensors.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -19,7 +18,8 @@ from safetensors.torch import save_file
 
 from bigmodel.nn import EncoderConfig
 from bigmodel.nn.convert import to_hf
-from bigmodel.tasks.checkpoints import META_KEY, strip_compile_prefix
+from bigmodel.runs import read_checkpoint_meta
+from bigmodel.tasks.checkpoints import META_KEY, merge_lora_state_of, strip_compile_prefix
 
 _ARCHITECTURES = {"mlm": "ForMaskedLM", "classification": "ForSequenceClassification"}
 _FAMILY_NAMES = {"bert": "Bert", "roberta": "Roberta", "vit": "ViT"}
@@ -40,8 +40,9 @@ def export(ckpt_path: str, out: str, family: str | None = None) -> Path:
     ckpt = _read(ckpt_path)
     meta = ckpt[META_KEY]
     task = meta.get("task")
-    state = {k.removeprefix("net."): v for k, v in strip_compile_prefix(ckpt["state_dict"]).items()
-             if k.startswith("net.")}
+    state = merge_lora_state_of(ckpt, {k.removeprefix("net."): v for k, v in
+                                       strip_compile_prefix(ckpt["state_dict"]).items()
+                                       if k.startswith("net.")})  # LoRA folded into the base weights
     if "encoder_config" in meta:
         if task not in _ARCHITECTURES:
             raise ValueError(f"a {task!r} checkpoint has no Hugging Face BERT/RoBERTa equivalent; export an MLM or "
@@ -90,15 +91,11 @@ def export(ckpt_path: str, out: str, family: str | None = None) -> Path:
 
 
 def _read(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"--ckpt_path {path!r} does not exist; give a .ckpt file of this project")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - corrupt or foreign files get the same advice
-        raise ValueError(f"--ckpt_path {path!r} is not a readable checkpoint ({type(err).__name__})") from err
-    if not isinstance(ckpt, dict) or META_KEY not in ckpt:
+    """The checkpoint, after the checks (and messages) every ``--ckpt_path`` gets."""
+    meta = read_checkpoint_meta(path)
+    if not meta.get("task"):
         raise ValueError(f"--ckpt_path {path!r} is not a bigmodel checkpoint (no '{META_KEY}' entry)")
-    return ckpt
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
 
 
 def _tokenizer(ckpt: dict):

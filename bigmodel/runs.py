@@ -5,11 +5,15 @@
   stale lock, the kernel drops it with the process).
 - ``read_checkpoint_meta``: a ``--ckpt_path`` is checked (exists, complete, of the configured task) before
   Lightning reads it, with one-line messages that name the alternatives on disk.
+- ``write_metrics``: what a ``test``/``validate`` printed, kept as ``<log dir>/<stage>_metrics.json`` with the
+  checkpoint, device and versions (``bigmodel sweep`` reads it).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import platform
 import socket
 import sys
 import time
@@ -154,3 +158,47 @@ def _others(path: str, directory: str | None) -> str:
     found = [p for f in folders for p in sorted(f.glob("*.ckpt")) + archived_last_checkpoints(str(f))]
     others = [p for p in dict.fromkeys(found) if os.path.abspath(p) != os.path.abspath(path)]
     return f"; checkpoints there: {', '.join(str(p) for p in others[:3])}" if others else ""
+
+
+METRICS_FILE = "{stage}_metrics.json"
+
+
+def device_description(trainer: Any) -> str:
+    """What the run computed on, as a results table states it: GPU model and count, or the CPU and its threads."""
+    device = trainer.strategy.root_device
+    count = trainer.world_size
+    if device.type == "cuda":
+        return f"{count} x {torch.cuda.get_device_name(device)}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"{count} x CPU ({cpu}, {torch.get_num_threads()} threads)"
+
+
+def write_metrics(trainer: Any, stage: str) -> str | None:
+    """``<log dir>/<stage>_metrics.json``: the metrics ``validate``/``test`` printed, with the checkpoint, device and
+    versions that made them -- what ``bigmodel sweep`` collects, and a record beside the run's TensorBoard logs."""
+    import lightning
+
+    directory = trainer.log_dir  # a collective under DDP: every rank asks
+    if not trainer.is_global_zero or directory is None:
+        return None
+    record = {
+        "stage": stage,
+        "metrics": {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if v.numel() == 1},
+        "ckpt_path": trainer.ckpt_path,
+        "device": device_description(trainer),
+        "precision": str(trainer.precision),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "lightning": lightning.__version__},
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    }
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, METRICS_FILE.format(stage=stage))
+    with open(path + ".tmp", "w", encoding="utf-8") as out:
+        json.dump(record, out, indent=1)
+    os.replace(path + ".tmp", path)
+    return path

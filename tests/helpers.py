@@ -69,3 +69,14 @@ class SignalAtSanityCheck(L.Callback):
 
     def on_sanity_check_start(self, trainer, pl_module) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+class FailForSeed(L.Callback):
+    """Raises when training starts in the run seeded with ``seed``: one seed of a sweep failing."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if os.environ.get("PL_GLOBAL_SEED") == str(self.seed):
+            raise RuntimeError(f"seed {self.seed} fails on purpose")

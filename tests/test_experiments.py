@@ -11,7 +11,8 @@ from bigmodel.cli import BigModelCLI
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 EXTENDING = EXPERIMENTS / "extending"  # the extension example's package (my_lab) imports from here
 FRAGMENTS = sorted((EXPERIMENTS / "trainer").glob("*.yaml"))  # trainer settings only, combined with an experiment
-CONFIGS = sorted(set(EXPERIMENTS.rglob("*.yaml")) - set(FRAGMENTS))
+MODES = sorted((EXPERIMENTS / "finetune" / "modes").glob("*.yaml"))  # fine-tuning mode fragments
+CONFIGS = sorted(set(EXPERIMENTS.rglob("*.yaml")) - set(FRAGMENTS) - set(MODES) - {EXPERIMENTS / "results.yaml"})
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -43,3 +44,25 @@ def test_the_debug_fragment_smoke_tests_an_experiment_without_writing_checkpoint
                             "-c", str(EXPERIMENTS / "trainer" / "debug.yaml"), "-c", str(FRAGMENTS[0])])
     assert cli.trainer.global_step == 2 and cli.trainer.fast_dev_run == 2
     assert not list(tmp_path.rglob("*.ckpt"))
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda p: p.name)
+def test_each_fine_tuning_mode_fragment_trains_a_vit_and_composes_with_text(mode, tmp_path, monkeypatch, capsys):
+    """One implementation for text and images: each mode runs on the digits ViT (2 steps) and sets the text recipe."""
+    monkeypatch.chdir(tmp_path)
+    settings = yaml.safe_load(mode.read_text())["model"]["init_args"]
+    cli = BigModelCLI(args=["fit", "-c", str(EXPERIMENTS / "quickstart" / "digits_vit.yaml"), "-c", str(mode),
+                            "-c", str(EXPERIMENTS / "trainer" / "debug.yaml")])
+    assert cli.trainer.global_step == 2 and cli.model.hparams.finetune == settings["finetune"]
+    trainable = {n for n, p in cli.model.net.named_parameters() if p.requires_grad}
+    optimized = {id(p) for group in cli.trainer.optimizers[0].param_groups for p in group["params"]}
+    assert optimized == {id(p) for p in cli.model.net.parameters() if p.requires_grad}
+    assert "head.weight" in trainable
+    assert (len(trainable) < len(dict(cli.model.net.named_parameters()))) == (settings["finetune"] != "full")
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        BigModelCLI(args=["fit", "-c", str(EXPERIMENTS / "finetune" / "sst2_bert_mini_cpu.yaml"), "-c", str(mode),
+                          "--print_config"])
+    printed = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
+    assert {k: printed[k] for k in settings} == {k: v if k != "lora" else {**v, "alpha": float(v["alpha"])}
+                                                for k, v in settings.items()}

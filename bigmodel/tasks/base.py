@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, ClassVar, Literal
+from dataclasses import asdict
+from typing import Any, ClassVar, Literal, get_args
 
 import lightning as L
 import torch
@@ -12,6 +13,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from bigmodel.nn import EncoderConfig, num_parameters
+from bigmodel.nn.peft import Finetune, LoRAConfig, add_lora, set_trainable
 from bigmodel.tasks.checkpoints import META_KEY, Pretrained, check_vocabulary, resolve, text_config
 from bigmodel.seeding import mix_seed
 from bigmodel.tasks.optim import Schedule, build_optimizer
@@ -29,6 +31,12 @@ class Task(L.LightningModule):
             saves one host sync per optimizer step).
         compile: ``torch.compile`` the network in place (parameter names, hence checkpoints, stay unchanged).
             Pays off for fixed shapes (images); text batches of varying length recompile per new length.
+        finetune: which parameters train (``bigmodel.nn.peft``): ``full``; ``linear_probe`` (the encoder frozen,
+            the head trained); ``bitfit`` (the encoder's biases and the head); ``lora`` (low-rank updates of the
+            encoder's ``lora.targets`` layers and the head). Frozen parameters get no optimizer state.
+        lora: rank, alpha, dropout and targets of ``finetune: lora``.
+        layer_decay: layer-wise learning-rate decay, e.g. 0.8: each layer down from the head trains at that
+            fraction of the one above (embeddings lowest); 1.0 is off.
 
     Subclasses build ``self.net`` (a plain ``nn.Module``; a text encoder at ``self.net.encoder``), set
     ``checkpoint_task`` and implement the steps; see README, "Extending bigmodel".
@@ -51,11 +59,20 @@ class Task(L.LightningModule):
         warmup: float = 0.06,
         nonfinite: Literal["stop", "skip", "off"] = "stop",
         compile: bool = False,
+        finetune: Finetune = "full",
+        lora: LoRAConfig | None = None,
+        layer_decay: float = 1.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()  # collects the subclass's init args too
         if lr <= 0:
             raise ValueError(f"lr must be positive, got {lr}")
+        if not 0 < layer_decay <= 1:
+            raise ValueError(f"layer_decay must be in (0, 1], got {layer_decay}")
+        if finetune not in get_args(Finetune):
+            raise ValueError(f"finetune {finetune!r}: choose one of {', '.join(get_args(Finetune))}")
+        self.lora = LoRAConfig(**lora) if isinstance(lora, dict) else (lora or LoRAConfig())
+        self.hparams["lora"] = asdict(self.lora)  # plain data: checkpoints load with weights_only
         if warmup < 0:
             raise ValueError(f"warmup must be >= 0, got {warmup}")
         self.skipped_steps = 0
@@ -118,8 +135,19 @@ class Task(L.LightningModule):
         checkpoint[META_KEY] = self.checkpoint_meta()
 
     def configure_model(self) -> None:
-        if self.hparams.compile:
+        """Fine-tuning mode, then compilation; Lightning calls this before restoring a checkpoint (and
+        ``load_from_checkpoint`` too), so a LoRA checkpoint finds its LoRA layers. Idempotent."""
+        finetune = self.hparams.get("finetune", "full")
+        if finetune != "full":
+            if not isinstance(getattr(self.net, "encoder", None), nn.Module):
+                raise ValueError(f"finetune: {finetune} needs a model on the shared encoder (net.encoder); "
+                                 f"{type(self.net).__name__} has none: use finetune: full")
+            if finetune == "lora":
+                add_lora(self.net.encoder, self.lora)
+            set_trainable(self.net, finetune)
+        if self.hparams.compile and not getattr(self, "_compiled", False):
             self.net.compile()
+            self._compiled = True
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Dropout draws from a generator seeded by (seed, rank, epoch, batch): a run resumed mid-epoch makes the
@@ -171,10 +199,11 @@ class Task(L.LightningModule):
         self.log("train/skipped_steps", float(self.skipped_steps))
 
     def on_fit_start(self) -> None:
-        rank_zero_info(
-            f"{type(self).__name__}: {num_parameters(self.net) / 1e6:.2f}M parameters "
-            f"({num_parameters(self.net, trainable_only=True) / 1e6:.2f}M trainable)"
-        )
+        total, trainable = num_parameters(self.net), num_parameters(self.net, trainable_only=True)
+        rank_zero_info(f"{type(self).__name__}: {total / 1e6:.2f}M parameters ({trainable / 1e6:.2f}M trainable, "
+                       f"{100 * trainable / max(total, 1):.2f} %; finetune: {self.hparams.get('finetune', 'full')})")
+        for logger in self.loggers:
+            logger.log_metrics({"params/total": float(total), "params/trainable": float(trainable)}, step=0)
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -188,6 +217,6 @@ class Task(L.LightningModule):
             total = 1
         optimizer, scheduler = build_optimizer(
             self.net, hp.lr, hp.weight_decay, tuple(hp.betas), hp.eps, hp.schedule, hp.warmup,
-            total_steps=max(1, int(total)),
+            total_steps=max(1, int(total)), layer_decay=hp.get("layer_decay", 1.0),
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -20,6 +20,7 @@ from bigmodel.hub import HubUnavailableError, hub_offline_mode, hub_reachable, i
 from bigmodel.nn import EncoderConfig
 from bigmodel.nn.config import HF_TEXT_FAMILIES
 from bigmodel.nn.convert import from_hf
+from bigmodel.nn.peft import merge_lora_state
 
 META_KEY = "bigmodel"  # checkpoint["bigmodel"] = {"task": ..., "encoder_config": {...}, "class_names": [...]}
 _HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -50,6 +51,14 @@ class Pretrained:
 def strip_compile_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """torch.compile saves keys with ``_orig_mod.``; drop it so compiled and eager checkpoints load alike."""
     return {re.sub(r"(^|\.)_orig_mod\.", r"\1", k): v for k, v in state.items()}
+
+
+def merge_lora_state_of(ckpt: dict, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A LoRA run's weights with its updates folded in (its rank and alpha are in the hyper-parameters)."""
+    if not any(".lora_" in key for key in state):
+        return state
+    lora = (ckpt.get("hyper_parameters") or {}).get("lora") or {}
+    return merge_lora_state(state, float(lora.get("alpha", 16.0)) / int(lora.get("rank", 8)))
 
 
 def resolve(source: str) -> Pretrained:
@@ -84,7 +93,7 @@ def _from_file(source: str, path: str) -> Pretrained:
     meta = ckpt.get(META_KEY)
     if meta is not None and "state_dict" in ckpt:
         state = strip_compile_prefix(ckpt["state_dict"])
-        state = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
+        state = merge_lora_state_of(ckpt, {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
         config = EncoderConfig.from_dict(meta["encoder_config"]) if "encoder_config" in meta else None
         return Pretrained(source, state, meta.get("task", "?"), config, meta.get("class_names"),
                           tokenizer=source if "tokenizer" in ckpt else None, backbone=meta.get("backbone"), meta=meta)

@@ -119,6 +119,7 @@ def test_a_classifier_continues_on_a_new_task_keeping_the_encoder(hf_bert, tmp_p
 def test_export_gives_a_directory_transformers_loads_with_equal_logits(hf_bert, tmp_path, capsys):
     """HF -> bigmodel -> HF gives back the original tensors; bigmodel -> HF gives equal logits (MLM, classifier)."""
     from bigmodel.cli import main
+    from bigmodel.tasks import ClassificationTask
     from bigmodel.tasks import ClassificationTask, MLMTask
 
     path, hf = hf_bert
@@ -223,3 +224,34 @@ def test_a_roberta_directory_imports_and_exports_back_exactly(tmp_path):
     assert type(back).__name__ == "RobertaForMaskedLM"
     for key, value in hf.state_dict().items():
         assert torch.equal(back.state_dict()[key], value), key
+
+
+def test_lora_from_a_published_model_through_the_cli_resumes_and_exports_merged(hf_bert, tmp_path, capsys):
+    """The experiments' LoRA fragment on a Hugging Face BERT: only LoRA + head train, the checkpoint resumes, and
+    export folds the updates in (transformers' logits equal ours)."""
+    from bigmodel.cli import main
+    from bigmodel.tasks import ClassificationTask
+
+    path, hf = hf_bert
+    config = finetune_config(tmp_path, str(path), str(path))
+    config["trainer"].update(max_steps=4, limit_val_batches=1)
+    config["model"]["init_args"]["encoder_config"] = {"hidden_dropout": 0.0, "attention_dropout": 0.0}
+    args = ["fit", "-c", write_yaml(tmp_path / "cls.yaml", config), "-c", "experiments/finetune/modes/lora.yaml"]
+    fit = BigModelCLI(args=args)
+    net = fit.model.net
+    assert fit.model.hparams.finetune == "lora" and fit.model.hparams.lora["rank"] == 8
+    trainable = {n for n, p in net.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, _ in net.named_parameters() if ".lora_" in n or n.startswith("head.")}
+    encoder_weight = hf.bert.encoder.layer[0].attention.self.query.weight
+    torch.testing.assert_close(net.encoder.layers[0].attn.qkv.weight[:64], encoder_weight)  # frozen, unchanged
+    assert net.encoder.layers[0].attn.qkv.lora_b.abs().sum() > 0  # the update trained
+    last = tmp_path / "runs" / "cls" / "checkpoints" / "last.ckpt"
+    resumed = BigModelCLI(args=[*args, "--ckpt_path", "last", "--trainer.max_steps", "6"])
+    assert resumed.trainer.global_step == 6 and isinstance(resumed.model.net.encoder.layers[1].attn.proj,
+                                                           type(net.encoder.layers[1].attn.proj))
+    main(["export", "--ckpt_path", str(last), "--out", str(tmp_path / "merged")])
+    exported = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "merged").eval()
+    model = ClassificationTask.load_from_checkpoint(last, init_from=None).eval()
+    ids = torch.randint(5, hf.config.vocab_size, (2, 10))
+    with torch.no_grad():
+        torch.testing.assert_close(exported(input_ids=ids).logits, model({"input_ids": ids}), atol=1e-5, rtol=1e-5)

@@ -1,0 +1,411 @@
+"""``bigmodel sweep``: one experiment over seeds (and a small grid), each run fitted then tested in a directory of its
+own, summarised as mean ± std so that a number in a README can be traced back to the runs that made it.
+
+    bigmodel sweep -c experiments/quickstart/digits_vit.yaml --seeds 0 1 2 \\
+        [--grid model.init_args.lr=1e-3,3e-3] [--out runs/sweeps/digits_vit] \\
+        [--summary_dir experiments/results/digits_vit] [--parallel gpus] [any fit override, e.g. --trainer.max_epochs 5]
+
+Layout: ``<out>/<point>/seed<k>/`` holds ``checkpoints/``, ``fit/`` (TensorBoard logs and the resolved
+``config.yaml``), ``test/test_metrics.json``, ``fit.log`` and ``test.log``; ``<out>/summary.{json,csv,md}`` (also
+written to ``--summary_dir``) hold every test metric per grid point as mean ± sample std with n, the per-seed
+values, wall times, failed seeds with their one-line error, the exact command, each run's resolved config, the code's
+git commit, the device and the versions.
+
+Each run is a process of its own (a crash or an out-of-memory kill fails that seed only, and is reported). Running the
+same sweep again skips seeds whose test result exists and resumes a killed fit from its ``last.ckpt``. The experiment's
+logger must be Lightning's TensorBoard or CSV logger (the default): the sweep sets its directory per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import itertools
+import json
+import os
+import re
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bigmodel.runs import METRICS_FILE
+
+SUMMARY_FILES = ("summary.json", "summary.csv", "summary.md")
+_INTERRUPTED = (130, 143)  # a run stopped by Ctrl-C / SIGTERM: its last.ckpt is kept and the next sweep resumes it
+
+
+@dataclass
+class Run:
+    point: str
+    grid: dict[str, str]
+    seed: int
+    directory: str
+    status: str = "pending"  # done | failed | interrupted | pending
+    metrics: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    device: str | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    ckpt_path: str | None = None
+    config: str | None = None  # the fit's resolved config.yaml
+
+    @property
+    def metrics_file(self) -> Path:
+        return Path(self.directory, "test", METRICS_FILE.format(stage="test"))
+
+    @property
+    def checkpoints(self) -> Path:
+        return Path(self.directory, "checkpoints")
+
+
+def parse_grid(items: list[str]) -> list[tuple[str, list[str]]]:
+    """``key=v1,v2`` items -> ``[(key, [v1, v2])]``; a key given twice is an error."""
+    grid: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        key = key.strip().removeprefix("--")
+        if not sep or not key or not values:
+            raise ValueError(f"--grid {item!r}: write KEY=VALUE1,VALUE2 (e.g. model.init_args.lr=1e-4,3e-4)")
+        if key in grid:
+            raise ValueError(f"--grid {key} is given twice; list all its values in one --grid {key}=a,b")
+        grid[key] = [v.strip() for v in values.split(",")]
+    return list(grid.items())
+
+
+def point_name(point: dict[str, str]) -> str:
+    """A directory name for a grid point: ``lr=0.001_warmup=0.1``; ``default`` without a grid."""
+    if not point:
+        return "default"
+    parts = [f"{key.rsplit('.', 1)[-1]}={value}" for key, value in point.items()]
+    return re.sub(r"[^A-Za-z0-9._=+-]+", "-", "_".join(parts))[:120]
+
+
+def plan(out: Path, grid: list[tuple[str, list[str]]], seeds: list[int]) -> list[Run]:
+    keys = [key for key, _ in grid]
+    runs = []
+    for values in itertools.product(*(values for _, values in grid)):
+        point = dict(zip(keys, values))
+        name = point_name(point)
+        runs += [Run(name, point, seed, str(out / name / f"seed{seed}")) for seed in seeds]
+    names = [r.point for r in runs]
+    if len(set(names)) * len(seeds) != len(names):
+        raise ValueError("two grid points get the same directory name; make their values differ in letters or digits")
+    return runs
+
+
+class Sweep:
+    """Runs the plan (``parallel`` runs at a time, each pinned to one of ``gpus`` when given), then summarises."""
+
+    def __init__(self, configs: list[str], overrides: list[str], runs: list[Run], parallel: int = 1,
+                 gpus: list[str] | None = None, test_ckpt: str = "best") -> None:
+        self.configs, self.overrides, self.runs = configs, overrides, runs
+        self.parallel, self.test_ckpt = max(1, parallel), test_ckpt
+        self._slots = list(gpus or [None] * self.parallel)[: self.parallel]
+        self._free = list(self._slots)
+        self._lock = threading.Lock()
+        self._children: set[subprocess.Popen] = set()
+        self.stop_signal: int | None = None
+
+    def arguments(self, run: Run, stage: str) -> list[str]:
+        point_dir = str(Path(run.directory).parent)
+        args = [stage] + [a for c in self.configs for a in ("-c", c)] + list(self.overrides)
+        args += [f"--{key}={value}" for key, value in run.grid.items()]
+        return args + [
+            f"--seed_everything={run.seed}",
+            f"--trainer.logger.init_args.save_dir={point_dir}",
+            f"--trainer.logger.init_args.name={Path(run.directory).name}",
+            f"--trainer.logger.init_args.version={stage}",
+            f"--checkpoint.dirpath={run.checkpoints}",
+        ]
+
+    def execute(self) -> None:
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm) if _main_thread() else None
+        try:
+            with ThreadPoolExecutor(self.parallel) as pool:
+                for future in [pool.submit(self._run, run) for run in self.runs]:
+                    future.result()
+        except KeyboardInterrupt:  # the runs got the Ctrl-C too (same process group): they save and stop
+            self.stop_signal = signal.SIGINT
+            self._wait_children()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+    def _run(self, run: Run) -> None:
+        if run.metrics_file.is_file():
+            self._collect(run)
+            run.status = "done"
+            return
+        with self._lock:
+            slot = self._free.pop()
+        try:
+            for stage in ("fit", "test"):
+                if self.stop_signal is not None:
+                    run.status = "interrupted" if run.status != "failed" else run.status
+                    return
+                if stage == "fit" and self._fit_finished(run):
+                    continue
+                if not self._stage(run, stage, slot):
+                    return
+            self._collect(run)
+            run.status = "done"
+        finally:
+            with self._lock:
+                self._free.append(slot)
+
+    def _stage(self, run: Run, stage: str, slot: str | None) -> bool:
+        args = self.arguments(run, stage)
+        if stage == "fit" and (run.checkpoints / "last.ckpt").is_file():
+            args.append("--ckpt_path=last")  # a run stopped earlier continues exactly where it was
+        if stage == "test":
+            ckpt = run.checkpoints / f"{self.test_ckpt}.ckpt"
+            ckpt = ckpt if ckpt.is_file() else run.checkpoints / "last.ckpt"
+            args.append(f"--ckpt_path={ckpt}")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if slot is not None:
+            env["CUDA_VISIBLE_DEVICES"] = slot
+        Path(run.directory).mkdir(parents=True, exist_ok=True)
+        log = Path(run.directory, f"{stage}.log")
+        print(f"sweep: {run.point} seed {run.seed}: {stage}" + (f" on GPU {slot}" if slot else ""), flush=True)
+        start = time.perf_counter()
+        with open(log, "w", encoding="utf-8") as out:
+            child = subprocess.Popen([sys.executable, "-m", "bigmodel", *args], stdout=out, stderr=subprocess.STDOUT,
+                                     env=env)
+            with self._lock:
+                self._children.add(child)
+            code = child.wait()
+            with self._lock:
+                self._children.discard(child)
+        run.seconds[stage] = round(time.perf_counter() - start, 1)
+        if code == 0:
+            if stage == "fit":
+                Path(run.directory, ".fit_done").write_text(json.dumps(run.seconds), encoding="utf-8")
+            return True
+        run.status = "interrupted" if code in _INTERRUPTED else "failed"
+        run.error = f"{stage} exit {code}: {_last_line(log)}"
+        print(f"sweep: {run.point} seed {run.seed}: {run.error} (log: {log})", flush=True)
+        return False
+
+    def _fit_finished(self, run: Run) -> bool:
+        done = Path(run.directory, ".fit_done")
+        if not done.is_file() or not any(run.checkpoints.glob("*.ckpt")):
+            return False
+        run.seconds.update(json.loads(done.read_text(encoding="utf-8")))
+        return True
+
+    def _collect(self, run: Run) -> None:
+        record = json.loads(run.metrics_file.read_text(encoding="utf-8"))
+        run.metrics = record["metrics"]
+        run.device, run.versions, run.ckpt_path = record.get("device"), record.get("versions", {}), record.get("ckpt_path")
+        done = Path(run.directory, ".fit_done")
+        if "fit" not in run.seconds and done.is_file():
+            run.seconds.update(json.loads(done.read_text(encoding="utf-8")))
+        config = Path(run.directory, "fit", "config.yaml")
+        run.config = config.read_text(encoding="utf-8") if config.is_file() else None
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        self.stop_signal = signal.SIGTERM
+        with self._lock:
+            for child in self._children:
+                child.send_signal(signal.SIGTERM)  # each run saves last.ckpt at its step and exits 143
+
+    def _wait_children(self) -> None:
+        while True:
+            with self._lock:
+                children = list(self._children)
+            if not children:
+                return
+            for child in children:
+                try:
+                    child.wait()
+                except KeyboardInterrupt:
+                    child.kill()  # a second Ctrl-C: stop now
+
+
+def summarise(runs: list[Run], command: str) -> dict[str, Any]:
+    """Per grid point: each test metric's mean, sample std (n - 1; none for n = 1) and per-seed values."""
+    points = []
+    for name in dict.fromkeys(r.point for r in runs):
+        group = [r for r in runs if r.point == name]
+        done = [r for r in group if r.status == "done"]
+        metrics = {}
+        for metric in sorted({m for r in done for m in r.metrics}):
+            values = {r.seed: r.metrics[metric] for r in done if metric in r.metrics}
+            metrics[metric] = _stats(list(values.values())) | {"values": values}
+        seconds = [sum(r.seconds.values()) for r in done if r.seconds]
+        points.append({
+            "point": name, "grid": group[0].grid, "seeds": [r.seed for r in group], "metrics": metrics,
+            "wall_seconds": _stats(seconds) if seconds else None,
+            "failed": {r.seed: r.error for r in group if r.status == "failed"},
+            "unfinished": {r.seed: r.error or r.status for r in group if r.status in ("interrupted", "pending")},
+        })
+    devices = sorted({r.device for r in runs if r.device})
+    versions = next((r.versions for r in runs if r.versions), {})
+    return {
+        "command": command, "date": time.strftime("%Y-%m-%d", time.gmtime()), "code": git_commit(),
+        "devices": devices, "versions": versions, "points": points,
+        "runs": [asdict(r) for r in runs],
+    }
+
+
+def _stats(values: list[float]) -> dict[str, Any]:
+    return {"n": len(values), "mean": statistics.fmean(values),
+            "std": statistics.stdev(values) if len(values) > 1 else None}
+
+
+def git_commit() -> str | None:
+    """The commit of the code that ran, ``+dirty`` when tracked files differ from it; None outside git."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True,
+                                timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
+def _decimals(value: float) -> int:
+    return 4 if abs(value) < 10 else 2
+
+
+def format_value(value: float | None) -> str:
+    return "–" if value is None else f"{value:.{_decimals(value)}f}"
+
+
+def mean_std(stats: dict[str, Any], scale: float = 1.0, digits: int | None = None) -> str:
+    """``0.8123 ± 0.0051 (n=3)``; with ``scale`` 100 and ``digits`` 1, ``81.2 ± 0.5 (n=3)``; both numbers to the
+    same decimal place."""
+    mean, std = stats["mean"] * scale, stats["std"]
+    places = digits if digits is not None else _decimals(mean)
+    spread = "–" if std is None else f"{std * scale:.{places}f}"
+    return f"{mean:.{places}f} ± {spread} (n={stats['n']})"
+
+
+def render_markdown(summary: dict[str, Any]) -> str:
+    lines = ["# Sweep summary", "", f"    {summary['command']}", "",
+             f"Code {summary['code'] or 'not in git'}; {', '.join(summary['devices']) or 'device unknown'}; "
+             + ", ".join(f"{k} {v}" for k, v in summary["versions"].items()) + f"; {summary['date']}.", ""]
+    for point in summary["points"]:
+        seeds = point["seeds"]
+        lines += [f"## {point['point']}", ""] if point["grid"] else []
+        lines += ["| metric | mean ± std (n) | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+                  "|---|---|" + "---|" * len(seeds)]
+        for metric, stats in point["metrics"].items():
+            per_seed = [format_value(stats["values"].get(s)) for s in seeds]
+            lines.append(f"| {metric} | {mean_std(stats)} | " + " | ".join(per_seed) + " |")
+        if point["wall_seconds"]:
+            lines.append(f"| wall time, fit + test (s) | {mean_std(point['wall_seconds'])} |" + " |" * len(seeds))
+        lines.append("")
+        for kind in ("failed", "unfinished"):
+            for seed, why in point[kind].items():
+                lines.append(f"- seed {seed} {kind}: {why}")
+        if point["failed"] or point["unfinished"]:
+            lines.append("")
+    return "\n".join(lines)
+
+
+def render_csv(summary: dict[str, Any]) -> str:
+    runs = summary["runs"]
+    metrics = sorted({m for r in runs for m in r["metrics"]})
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["point", "seed", "status", "fit_s", "test_s", *metrics, "error"])
+    for r in runs:
+        writer.writerow([r["point"], r["seed"], r["status"], r["seconds"].get("fit", ""), r["seconds"].get("test", ""),
+                         *(r["metrics"].get(m, "") for m in metrics), r["error"] or ""])
+    return out.getvalue()
+
+
+def write_summary(summary: dict[str, Any], *directories: Path) -> None:
+    texts = {"summary.json": json.dumps(summary, indent=1) + "\n", "summary.csv": render_csv(summary),
+             "summary.md": render_markdown(summary)}
+    for directory in directories:
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, text in texts.items():
+            (directory / name).write_text(text, encoding="utf-8")
+
+
+def visible_gpus() -> list[str]:
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [g.strip() for g in listed.split(",") if g.strip() and g.strip() != "-1"]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def _last_line(log: Path) -> str:
+    lines = [line.strip() for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    return lines[-1][:500] if lines else "no output"
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bigmodel sweep", allow_abbrev=False,
+                                description="Fit and test one experiment per seed (x grid point); summarise.",
+                                epilog="Any other argument (e.g. --trainer.max_epochs 5) is passed to every fit and test.")
+    p.add_argument("-c", "--config", action="append", required=True, help="experiment YAML (repeatable, as for fit)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2", help="a setting to vary (repeatable)")
+    p.add_argument("--out", help="sweep directory (default: runs/sweeps/<first config's name>)")
+    p.add_argument("--summary_dir", help="also write summary.{json,csv,md} here (e.g. experiments/results/<name>)")
+    p.add_argument("--parallel", default="1",
+                   help="runs at a time (default 1); 'gpus': one run per visible GPU, each seeing only its GPU")
+    p.add_argument("--test_ckpt", choices=("best", "last"), default="best",
+                   help="the checkpoint each run is tested with (default best; last when there is no best)")
+    return p
+
+
+def main(argv: list[str]) -> None:
+    from bigmodel import errors
+
+    args, overrides = parser().parse_known_args(argv)
+    if len(set(args.seeds)) != len(args.seeds):
+        raise ValueError(f"--seeds {' '.join(map(str, args.seeds))} repeats a seed; give each seed once")
+    for o in overrides:
+        if o.split("=", 1)[0] in ("--seed_everything", "--ckpt_path", "--checkpoint.dirpath") or o in ("fit", "test"):
+            raise ValueError(f"{o!r}: the sweep sets seeds, checkpoints and subcommands itself; use --seeds")
+    errors.check_config_files([a for c in args.config for a in ("-c", c)])
+    for config in args.config:
+        if not os.path.isfile(config):
+            raise FileNotFoundError(f"config {config!r} does not exist")
+    gpus = None
+    if args.parallel == "gpus":
+        gpus = visible_gpus()
+        if not gpus:
+            raise ValueError("--parallel gpus: no GPU is visible; leave --parallel out to run the seeds one by one")
+        parallel = len(gpus)
+    elif args.parallel.isdigit() and int(args.parallel) >= 1:
+        parallel = int(args.parallel)
+    else:
+        raise ValueError(f"--parallel {args.parallel!r}: give a number of runs at a time, or 'gpus'")
+    out = Path(args.out or Path("runs", "sweeps", Path(args.config[0]).stem))
+    runs = plan(out, parse_grid(args.grid), args.seeds)
+    sweep = Sweep(args.config, overrides, runs, parallel, gpus, args.test_ckpt)
+    sweep.execute()
+    summary = summarise(runs, shlex.join(["bigmodel", "sweep", *argv]))
+    directories = [out] + ([Path(args.summary_dir)] if args.summary_dir else [])
+    write_summary(summary, *directories)
+    print(render_markdown(summary))
+    print(f"sweep: summary in {', '.join(str(d / 'summary.md') for d in directories)}")
+    if sweep.stop_signal is not None:
+        sys.exit(128 + sweep.stop_signal)
+    failed = sum(r.status == "failed" for r in runs)
+    if failed:
+        print(f"bigmodel: error: {failed} of {len(runs)} runs failed (listed above; their logs are in {out})",
+              file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,114 @@
+"""Fine-tuning modes on the shared encoder (text and ViT alike): LoRA, BitFit, linear probe, layer-wise lr decay."""
+
+import functools
+
+import pytest
+import torch
+from torch import nn
+
+from bigmodel.nn import EncoderConfig, SequenceClassifier, VisionTransformer
+from bigmodel.nn.peft import LoRAConfig, LoRALinear, add_lora, merge_lora, merge_lora_state, set_trainable
+from bigmodel.tasks import ClassificationTask
+from bigmodel.tasks.optim import parameter_groups
+
+CONFIG = EncoderConfig.from_name("bert-tiny", vocab_size=100, hidden_dropout=0.0, attention_dropout=0.0)
+
+
+def _batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 100, (3, 12), generator=g)
+    mask = torch.ones(3, 12, dtype=torch.bool)
+    mask[0, 8:] = False
+    return ids, mask
+
+
+def _task(finetune, **kw):
+    task = ClassificationTask(num_classes=3, vocab_size=100, encoder="bert-tiny", finetune=finetune,
+                              encoder_config={"hidden_dropout": 0.0, "attention_dropout": 0.0},
+                              classifier_dropout=0.0, **kw)
+    task.configure_model()
+    return task
+
+
+def test_lora_starts_as_its_base_and_trains_only_updates_and_head():
+    torch.manual_seed(0)
+    base = SequenceClassifier(CONFIG, 3).eval()
+    task = _task("lora", lora={"rank": 4, "alpha": 8, "targets": ["qkv", "proj", "up"]})
+    task.net.load_state_dict(base.state_dict(), strict=False)  # same names: the base's checkpoint loads as is
+    task.eval()
+    ids, mask = _batch()
+    assert torch.equal(task.net(ids, mask)[0], base(ids, mask)[0])  # B = 0: exactly the base at step 0
+    assert isinstance(task.net.encoder.layers[0].attn.qkv, LoRALinear)
+    assert type(task.net.encoder.layers[0].ffn.down) is nn.Linear  # not a target
+    task.train()
+    task.net(ids, mask)[0].sum().backward()
+    with_grad = {n for n, p in task.net.named_parameters() if p.grad is not None}
+    trainable = {n for n, p in task.net.named_parameters() if p.requires_grad}
+    assert with_grad == trainable
+    assert trainable == {n for n, _ in task.net.named_parameters() if ".lora_" in n or n.startswith("head.")}
+    assert len([n for n in trainable if n.endswith("lora_a")]) == 3 * CONFIG.num_layers
+    groups = parameter_groups(task.net, 0.01)  # frozen parameters never reach the optimizer
+    assert sum(len(g["params"]) for g in groups) == len(trainable)
+
+
+def test_merged_lora_equals_unmerged_on_text_and_vit():
+    torch.manual_seed(0)
+    vit = VisionTransformer(4, "vit-tiny", {"image_size": 8, "patch_size": 2, "num_channels": 1, "num_layers": 2,
+                                            "hidden_size": 64, "num_heads": 2, "intermediate_size": 128})
+    models = [(SequenceClassifier(CONFIG, 3), _batch()), (vit, (torch.randn(2, 1, 8, 8),))]
+    for model, inputs in models:
+        model.eval()
+        add_lora(model.encoder, LoRAConfig(rank=4, targets=("qkv", "proj", "up", "down")))
+        for m in model.modules():
+            if isinstance(m, LoRALinear):
+                nn.init.normal_(m.lora_b, std=0.05)  # a trained update
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        out = model(*inputs)
+        out = out[0] if isinstance(out, tuple) else out
+        assert merge_lora(model) == 4 * 2  # four targets in each of the two layers
+        merged = model(*inputs)
+        merged = merged[0] if isinstance(merged, tuple) else merged
+        torch.testing.assert_close(merged, out, atol=1e-5, rtol=0)
+        assert not any(".lora_" in k for k in model.state_dict())
+        folded = merge_lora_state(state, 16.0 / 4)
+        assert folded.keys() == model.state_dict().keys()
+        for key, value in model.state_dict().items():
+            torch.testing.assert_close(folded[key], value, atol=1e-6, rtol=0)
+
+
+def test_probe_and_bitfit_freeze_what_they_claim():
+    probe = _task("linear_probe")
+    assert {n for n, p in probe.net.named_parameters() if p.requires_grad} == \
+        {n for n, _ in probe.net.named_parameters() if n.startswith("head.")}
+    bitfit = _task("bitfit")
+    trainable = {n for n, p in bitfit.net.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, _ in bitfit.net.named_parameters() if n.startswith("head.") or n.endswith(".bias")}
+    assert "encoder.layers.1.attn.qkv.bias" in trainable and "encoder.layers.1.attn.qkv.weight" not in trainable
+    full = _task("full")
+    assert all(p.requires_grad for p in full.net.parameters())
+
+
+def test_layer_decay_scales_each_depth():
+    task = _task("full")
+    groups = parameter_groups(task.net, 0.01, lr=1.0, layer_decay=0.5)
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    named = dict(task.net.named_parameters())
+    L = CONFIG.num_layers
+    assert lr_of[id(named["head.classifier.weight"])] == 1.0
+    assert lr_of[id(named[f"encoder.layers.{L - 1}.attn.qkv.weight"])] == 0.5
+    assert lr_of[id(named["encoder.layers.0.ffn.up.bias"])] == 0.5**L
+    assert lr_of[id(named["encoder.embeddings.word_embeddings.weight"])] == 0.5 ** (L + 1)
+    assert sum(len(g["params"]) for g in groups) == len(named)
+    assert all(g["weight_decay"] == 0.0 for g in groups if any(p.ndim == 1 for p in g["params"]))
+
+
+def test_bad_settings_are_one_line_errors():
+    with pytest.raises(ValueError, match="choose from qkv, proj, up, down"):
+        LoRAConfig(targets=("query",))
+    with pytest.raises(ValueError, match="finetune 'prefix'"):
+        ClassificationTask(num_classes=3, vocab_size=100, finetune="prefix")
+    with pytest.raises(ValueError, match="layer_decay must be in"):
+        ClassificationTask(num_classes=3, vocab_size=100, layer_decay=1.5)
+    cnn = ClassificationTask(num_classes=3, backbone=functools.partial(nn.Linear, 4), finetune="lora")
+    with pytest.raises(ValueError, match="needs a model on the shared encoder"):
+        cnn.configure_model()

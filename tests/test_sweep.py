@@ -1,0 +1,121 @@
+"""``bigmodel sweep`` and ``bigmodel results``: seeds run as their own processes, summarised as mean ± sample std,
+failures reported, finished seeds never rerun; the README's results table is what the command renders."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bigmodel import results, sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS_CNN = str(ROOT / "experiments" / "quickstart" / "digits_cnn.yaml")
+SHORT = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3", "--trainer.enable_progress_bar=false",
+         "--trainer.enable_model_summary=false"]
+
+
+def test_a_sweep_summarises_seeds_reports_a_failure_and_resumes(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the runs import tests.helpers
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "sweep"
+    failing = ["--trainer.callbacks+=tests.helpers.FailForSeed", "--trainer.callbacks.seed=1"]
+    with pytest.raises(SystemExit) as stop:
+        sweep.main(["-c", DIGITS_CNN, "--seeds", "0", "1", "--out", str(out), *SHORT, *failing])
+    assert stop.value.code == 1
+    first = json.loads((out / "summary.json").read_text())
+    (point,) = first["points"]
+    assert point["metrics"]["test/acc"]["n"] == 1 and point["metrics"]["test/acc"]["std"] is None
+    assert list(point["failed"]) == ["1"] and "seed 1 fails on purpose" in point["failed"]["1"]
+    assert "- seed 1 failed: fit exit 1" in (out / "summary.md").read_text()
+    seed0_log = out / "default" / "seed0" / "fit.log"
+    mtime = seed0_log.stat().st_mtime_ns
+
+    sweep.main(["-c", DIGITS_CNN, "--seeds", "0", "1", "--out", str(out), "--summary_dir", str(tmp_path / "kept"),
+                *SHORT])
+    assert seed0_log.stat().st_mtime_ns == mtime  # seed 0 had its test result: not run again
+    summary = json.loads((tmp_path / "kept" / "summary.json").read_text())
+    (point,) = summary["points"]
+    per_seed = [json.loads((out / "default" / f"seed{s}" / "test" / "test_metrics.json").read_text())["metrics"]
+                for s in (0, 1)]
+    for metric in ("test/acc", "test/loss"):
+        values = [m[metric] for m in per_seed]
+        stats = point["metrics"][metric]
+        assert stats["n"] == 2 and stats["values"] == {"0": values[0], "1": values[1]}
+        assert stats["mean"] == pytest.approx(np.mean(values), abs=1e-12)
+        assert stats["std"] == pytest.approx(np.std(values, ddof=1), abs=1e-12)
+    assert not point["failed"] and not point["unfinished"]
+    run = summary["runs"][1]
+    assert run["status"] == "done" and "seed_everything: 1" in run["config"] and run["device"].startswith("1 x CPU")
+    assert summary["command"].startswith("bigmodel sweep -c ") and summary["versions"]["torch"]
+    assert (tmp_path / "kept" / "summary.csv").read_text().splitlines()[0].startswith("point,seed,status,fit_s,test_s")
+
+
+def test_grid_points_and_their_errors(tmp_path):
+    grid = sweep.parse_grid(["model.init_args.lr=1e-4,3e-4", "--trainer.max_epochs=2"])
+    runs = sweep.plan(tmp_path, grid, [0, 1])
+    assert [(r.point, r.seed) for r in runs] == [
+        ("lr=1e-4_max_epochs=2", 0), ("lr=1e-4_max_epochs=2", 1), ("lr=3e-4_max_epochs=2", 0),
+        ("lr=3e-4_max_epochs=2", 1)]
+    assert runs[2].grid == {"model.init_args.lr": "3e-4", "trainer.max_epochs": "2"}
+    with pytest.raises(ValueError, match="write KEY=VALUE1,VALUE2"):
+        sweep.parse_grid(["model.init_args.lr"])
+    with pytest.raises(ValueError, match="given twice"):
+        sweep.parse_grid(["a.lr=1", "a.lr=2"])
+    with pytest.raises(ValueError, match="repeats a seed"):
+        sweep.main(["-c", DIGITS_CNN, "--seeds", "0", "0"])
+    with pytest.raises(ValueError, match="sets seeds, checkpoints"):
+        sweep.main(["-c", DIGITS_CNN, "--seed_everything=3"])
+
+
+def test_mean_std_formats_both_numbers_to_the_same_place():
+    assert sweep.mean_std({"n": 3, "mean": 0.91234, "std": 0.00812}) == "0.9123 ± 0.0081 (n=3)"
+    assert sweep.mean_std({"n": 3, "mean": 0.91234, "std": 0.00812}, 100, 1) == "91.2 ± 0.8 (n=3)"
+    assert sweep.mean_std({"n": 2, "mean": 26.2, "std": 4.1012}) == "26.20 ± 4.10 (n=2)"
+    assert sweep.mean_std({"n": 1, "mean": 0.5, "std": None}) == "0.5000 ± – (n=1)"
+
+
+def _fixture_summary(path: Path) -> str:
+    summary = {
+        "command": "bigmodel sweep -c x.yaml --seeds 0 1 2", "date": "2026-11-23", "code": "abc", "devices": ["1 x CPU"],
+        "versions": {}, "runs": [],
+        "points": [{"point": "default", "grid": {}, "seeds": [0, 1, 2], "failed": {"2": "fit exit 2: bad"},
+                    "unfinished": {}, "wall_seconds": None,
+                    "metrics": {"test/acc": {"n": 2, "mean": 0.9, "std": 0.01414, "values": {"0": 0.89, "1": 0.91}}}}],
+    }
+    path.mkdir(parents=True)
+    (path / "summary.json").write_text(json.dumps(summary))
+    return str(path / "summary.json")
+
+
+def test_results_renders_rows_from_summaries(tmp_path):
+    spec = tmp_path / "results.yaml"
+    summary = _fixture_summary(tmp_path / "r")
+    spec.write_text(f"""rows:
+  - {{result: Digits, summary: {summary}, metric: test/acc, percent: true, data: digits}}
+  - {{result: SST-2 GPU, metric: test/acc, data: SST-2, not_measured: no GPU yet, command: bigmodel sweep -c y.yaml}}
+""")
+    assert results.render(spec).splitlines() == [
+        "| Result | Data | Metric | Mean ± std (n) | Per seed | Device | Date | Command |",
+        "|---|---|---|---|---|---|---|---|",
+        "| Digits | digits | test/acc (%) | 90.0 ± 1.4 (n=2), 1 of 3 seeds failed or unfinished | 89.0, 91.0 | 1 x CPU "
+        "| 2026-11-23 | `bigmodel sweep -c x.yaml --seeds 0 1 2` |",
+        "| SST-2 GPU | SST-2 | test/acc | not measured: no GPU yet |  |  |  | `bigmodel sweep -c y.yaml` |",
+    ]
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{results.BEGIN}\nold\n{results.END}\nafter\n")
+    with pytest.raises(SystemExit):
+        results.main([str(spec), "--check", str(readme)])
+    results.main([str(spec), "--write", str(readme)])
+    results.main([str(spec), "--check", str(readme)])
+    assert readme.read_text().startswith(f"intro\n{results.BEGIN}\n| Result |")
+    spec.write_text(f"rows:\n  - {{result: X, summary: {summary}, metric: test/f1}}\n")
+    with pytest.raises(ValueError, match="has no 'test/f1'; it has test/acc"):
+        results.render(spec)
+
+
+def test_the_readme_results_table_is_the_rendered_one(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert results.update(text, results.render("experiments/results.yaml")) == text, \
+        "run `bigmodel results experiments/results.yaml --write README.md`"
