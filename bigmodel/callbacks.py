@@ -45,7 +45,8 @@ class TokenizerCheckpoint(Callback):
 
 class PredictionWriter(BasePredictionWriter):
     """Writes ``predict`` results (text or image path, label id, class name, class probabilities) to CSV or JSONL;
-    for a causal LM, each prompt with its continuations (one column per decoding).
+    for a causal LM, each prompt with its continuations (one column per decoding). A task of another kind has its
+    ``predict_step`` return ``{"rows": [{column: value, ...}, ...]}``: each dict is one row, written as it is.
 
     Args:
         output: file path (``.csv`` or ``.jsonl``); default ``<run dir>/predictions.csv``. Ranks other than 0
@@ -64,6 +65,9 @@ class PredictionWriter(BasePredictionWriter):
         names = list(getattr(pl_module, "class_names", None) or [])
         rows = []
         for batch in predictions:
+            if "rows" in batch:
+                rows += batch["rows"]
+                continue
             if "generated" in batch:  # a causal LM's continuations: decoded here, where the tokenizer is
                 rows += generated_rows(batch, trainer.datamodule.tokenizer)
                 continue

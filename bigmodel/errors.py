@@ -1,7 +1,8 @@
 """What a user reads when something is wrong: one line, in their words, naming the fix.
 
 The CLI's boundary (``bigmodel.cli.main``) turns bigmodel's own errors about configs and data, disk and permission
-failures, Lightning's configuration errors and jsonargparse's reports into ``bigmodel: error: ...`` lines.
+failures, Lightning's configuration errors and jsonargparse's reports into ``bigmodel: error: ...`` lines. Code
+outside bigmodel (a task or data module of your own) raises ``bigmodel.UsageError`` for the same one line.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import yaml
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
+from bigmodel import UsageError
 from bigmodel.hub import HubUnavailableError
 
 
@@ -36,7 +38,7 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def own_error(err: BaseException) -> BaseException | None:
-    """The first error in the chain that bigmodel itself raised about the user's input, if any.
+    """The first error in the chain that bigmodel itself raised about the user's input (or any ``UsageError``).
 
     jsonargparse wraps an error raised in a class's ``__init__`` in a multi-line report; the chain keeps ours.
     """
@@ -44,7 +46,8 @@ def own_error(err: BaseException) -> BaseException | None:
         tb = e.__traceback__
         while tb is not None and tb.tb_next is not None:
             tb = tb.tb_next
-        if isinstance(e, USER_ERRORS) and tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        if isinstance(e, UsageError) or (
+                isinstance(e, USER_ERRORS) and tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR)):
             return e
     return None
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
 from bigmodel.cli import BigModelCLI
 from bigmodel.nn import SmallCNN

@@ -9,6 +9,7 @@ import yaml
 from bigmodel.cli import BigModelCLI
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+EXTENDING = EXPERIMENTS / "extending"  # the extension example's package (my_lab) imports from here
 FRAGMENTS = sorted((EXPERIMENTS / "trainer").glob("*.yaml"))  # trainer settings only, combined with an experiment
 MODES = sorted((EXPERIMENTS / "finetune" / "modes").glob("*.yaml"))  # fine-tuning mode fragments
 # whole experiments name their model's class; overlays (a distilled variant) and results.yaml do not
@@ -37,13 +38,14 @@ def test_each_overlay_composes_with_its_experiment(overlay, capsys):
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_experiment_config_parses(config, capsys):
+def test_experiment_config_parses(config, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(EXTENDING))
     with pytest.raises(SystemExit) as exit:
         BigModelCLI(args=["fit", "-c", str(config), "--print_config"])
     assert exit.value.code in (0, None)
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["model"]["class_path"].startswith("bigmodel.tasks.")
-    assert printed["data"]["class_path"].startswith("bigmodel.data.")
+    assert printed["model"]["class_path"].startswith(("bigmodel.tasks.", "my_lab."))
+    assert printed["data"]["class_path"].startswith(("bigmodel.data.", "my_lab."))
 
 
 @pytest.mark.parametrize("fragment", FRAGMENTS, ids=lambda p: p.name)

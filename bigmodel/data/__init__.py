@@ -1,7 +1,16 @@
-"""LightningDataModules, tokenizers and collators (MLM masking lives here, where batches are made)."""
+"""LightningDataModules, tokenizers and collators (MLM masking lives here, where batches are made).
 
+For a data module of your own: subclass ``DataModule`` (batch size, workers, seed, a resumable training order)
+or ``TextDataModule``, and set the attributes the CLI links to the task (``vocab_size``, ``num_classes``,
+``class_names``) in ``__init__``; ``load_tokenizer`` and ``cached_wordpiece`` give a tokenizer as the built-in
+modules do. See README, "Extending bigmodel".
+"""
+
+from bigmodel.data.base import DataModule, TextDataModule
 from bigmodel.data.corpus import CorpusDataModule
 from bigmodel.data.images import ImageDataModule
 from bigmodel.data.text_classification import TextClassificationDataModule
+from bigmodel.data.tokenizer import cached_wordpiece, load_tokenizer
 
-__all__ = ["CorpusDataModule", "ImageDataModule", "TextClassificationDataModule"]
+__all__ = ["CorpusDataModule", "DataModule", "ImageDataModule", "TextClassificationDataModule", "TextDataModule",
+           "cached_wordpiece", "load_tokenizer"]

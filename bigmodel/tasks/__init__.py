@@ -1,9 +1,15 @@
-"""LightningModules: loss, metrics, optimiser setup and logging. They import ``bigmodel.nn``, never ``data``."""
+"""LightningModules: loss, metrics, optimiser setup and logging. They import ``bigmodel.nn``, never ``data``.
 
+``Task`` is the base to subclass for a task of your own (optimiser settings, ``init_from``, checkpoint entry);
+``Pretrained`` is what ``init_from`` reads, handed to ``Task.load_pretrained``.
+"""
+
+from bigmodel.tasks.base import Task
+from bigmodel.tasks.checkpoints import Pretrained
 from bigmodel.tasks.classification import ClassificationTask
 from bigmodel.tasks.mlm import MLMTask
 
-__all__ = ["ClassificationTask", "MLMTask"]
+__all__ = ["ClassificationTask", "MLMTask", "Pretrained", "Task"]
 
 from bigmodel.tasks.causal_lm import CausalLMTask  # noqa: E402
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from bigmodel.nn import EncoderConfig, num_parameters
 from bigmodel.nn.peft import Finetune, LoRAConfig, add_lora, set_trainable
-from bigmodel.tasks.checkpoints import Pretrained, check_vocabulary, resolve, text_config
+from bigmodel.tasks.checkpoints import META_KEY, Pretrained, check_vocabulary, resolve, text_config
 from bigmodel.seeding import mix_seed
 from bigmodel.tasks.optim import Schedule, build_optimizer
 
@@ -37,10 +37,15 @@ class Task(L.LightningModule):
         lora: rank, alpha, dropout and targets of ``finetune: lora``.
         layer_decay: layer-wise learning-rate decay, e.g. 0.8: each layer down from the head trains at that
             fraction of the one above (embeddings lowest); 1.0 is off.
+
+    Subclasses build ``self.net`` (a plain ``nn.Module``; a text encoder at ``self.net.encoder``), set
+    ``checkpoint_task`` and implement the steps; see README, "Extending bigmodel".
     """
 
     net: nn.Module
-    checkpoint_task: ClassVar[str | None] = None  # written as checkpoint["bigmodel"]["task"] by each task
+    # checkpoint["bigmodel"]["task"]: `--ckpt_path` is checked against it, and init_from reads it; give each task
+    # its own name
+    checkpoint_task: ClassVar[str | None] = None
 
     MIN_LOSS_SCALE = 2.0**-14  # a 16-mixed loss scale below this means every step overflows
 
@@ -115,6 +120,19 @@ class Task(L.LightningModule):
             raise ValueError(f"init_from {pretrained.source!r} does not fit the encoder: missing {missing[:3]}, "
                              f"unexpected {unexpected[:3]}")
         return []
+
+    def checkpoint_meta(self) -> dict[str, Any]:
+        """What a checkpoint carries for bigmodel beside Lightning's entries: ``checkpoint["bigmodel"]``. The
+        task's name (checked against a ``--ckpt_path``'s config) and, for a text encoder (``self.config``), its
+        architecture (what ``init_from`` rebuilds). Extend the dict to add task-specific entries."""
+        meta: dict[str, Any] = {"task": self.checkpoint_task}
+        config = getattr(self, "config", None)
+        if isinstance(config, EncoderConfig):
+            meta["encoder_config"] = config.to_dict()
+        return meta
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[META_KEY] = self.checkpoint_meta()
 
     def configure_model(self) -> None:
         """Fine-tuning mode, then compilation; Lightning calls this before restoring a checkpoint (and

@@ -261,13 +261,11 @@ class ClassificationTask(Task):
                 out[key] = batch[key]
         return out
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        meta = {"task": self.checkpoint_task, "class_names": self.class_names}
-        if self.config is not None:
-            meta["encoder_config"] = self.config.to_dict()
-        else:
+    def checkpoint_meta(self) -> dict[str, Any]:
+        meta = {**super().checkpoint_meta(), "class_names": self.class_names}
+        if self.config is None:
             meta["backbone"] = f"{type(self.net).__module__}.{type(self.net).__qualname__}"
-        checkpoint[META_KEY] = meta
+        return meta
 
 
 def load_teacher(path: str, student: ClassificationTask) -> ClassificationTask:

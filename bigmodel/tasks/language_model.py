@@ -1,5 +1,4 @@
-"""What masked and causal language modelling share: a token-weighted loss, perplexity and accuracy, and the
-checkpoint entry that carries the architecture."""
+"""What masked and causal language modelling share: a token-weighted loss, perplexity and accuracy."""
 
 from __future__ import annotations
 
@@ -11,7 +10,6 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from bigmodel.nn import EncoderConfig
 from bigmodel.tasks.base import Task
-from bigmodel.tasks.checkpoints import META_KEY
 
 
 class LanguageModelTask(Task):
@@ -44,6 +42,3 @@ class LanguageModelTask(Task):
         self.log_dict({"val/loss": loss, "val/ppl": loss.exp(), "val/acc": self.val_acc.compute()}, prog_bar=True)
         self.val_loss.reset()
         self.val_acc.reset()
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[META_KEY] = {"task": self.checkpoint_task, "encoder_config": self.config.to_dict()}

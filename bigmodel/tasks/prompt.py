@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from bigmodel.nn import MaskedLanguageModel
-from bigmodel.tasks.checkpoints import META_KEY, Pretrained
+from bigmodel.tasks.checkpoints import Pretrained
 from bigmodel.tasks.classification import ClassificationTask
 
 
@@ -138,6 +138,5 @@ class PromptClassificationTask(ClassificationTask):
         logits = self.net(input_ids, positions, batch.get("attention_mask"))
         return verbalizer_scores(logits, self.word_ids, self.word_mask)
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        checkpoint[META_KEY]["verbalizer"] = self.verbalizer
+    def checkpoint_meta(self) -> dict[str, Any]:
+        return {**super().checkpoint_meta(), "verbalizer": self.verbalizer}

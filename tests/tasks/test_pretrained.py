@@ -119,7 +119,6 @@ def test_a_classifier_continues_on_a_new_task_keeping_the_encoder(hf_bert, tmp_p
 def test_export_gives_a_directory_transformers_loads_with_equal_logits(hf_bert, tmp_path, capsys):
     """HF -> bigmodel -> HF gives back the original tensors; bigmodel -> HF gives equal logits (MLM, classifier)."""
     from bigmodel.cli import main
-    from bigmodel.tasks import ClassificationTask
     from bigmodel.tasks import ClassificationTask, MLMTask
 
     path, hf = hf_bert

@@ -1,0 +1,176 @@
+"""The extension example, ``experiments/extending/my_lab``: a lab's own task, data module, backbone and callback,
+chosen by class path, trained and reloaded through the ``bigmodel`` command without editing bigmodel; and a run's
+saved ``config.yaml`` alone reproducing the run."""
+
+import csv
+import functools
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bigmodel.cli import BigModelCLI, main
+from tests.test_cli import mlm_config, write_yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+EXTENDING = ROOT / "experiments" / "extending"
+CPU = str(ROOT / "experiments" / "trainer" / "cpu.yaml")
+CODE_SPANS = str(EXTENDING / "code_spans.yaml")
+sys.path.insert(0, str(EXTENDING))  # as PYTHONPATH=experiments/extending does for the command
+
+from my_lab import CodeSpansDataModule, ConvMixer, TokenTagger, TokenTaggingTask  # noqa: E402
+from my_lab.data import words_and_tags  # noqa: E402
+from my_lab.task import tagged_text  # noqa: E402
+
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+SMALL = ["--data.init_args.max_length", "64", "--data.init_args.batch_size", "16"]  # cheaper steps than the recipe's
+
+
+@pytest.fixture(scope="module")
+def mlm_checkpoint(tmp_path_factory, pydoc_text) -> str:
+    """A few steps of bigmodel's own MLM task: what the example's init_from starts from."""
+    tmp = tmp_path_factory.mktemp("mlm")
+    BigModelCLI(args=["fit", "-c", write_yaml(tmp / "mlm.yaml", mlm_config(tmp, pydoc_text, max_steps=3,
+                                                                            limit_val_batches=1))])
+    return str(tmp / "runs" / "mlm" / "checkpoints" / "last.ckpt")
+
+
+def test_words_the_documentation_quotes_are_tagged_code_and_lose_their_quotes():
+    assert words_and_tags('The "if" statement calls "print(x)".') == (
+        ["The", "if", "statement", "calls", "print", "(", "x", ")", "."], [0, 1, 0, 0, 1, 1, 1, 1, 0])
+    assert words_and_tags("if the value is true") == (["if", "the", "value", "is", "true"], [0] * 5)
+
+
+def test_the_data_module_tags_each_words_first_token_and_gives_the_linked_sizes():
+    dm = CodeSpansDataModule(max_length=64, batch_size=8)  # a WordPiece trained on its training paragraphs
+    assert (dm.vocab_size, dm.num_classes, dm.class_names) == (len(dm.tokenizer), 2, ["O", "CODE"])
+    dm.setup("fit")
+    splits = {name: set(texts) for name, texts in dm.paragraphs.items()}
+    assert not splits["train"] & splits["validation"] and not splits["train"] & splits["test"]
+    assert len(splits["train"]) > 600 and len(splits["validation"]) > 60 and len(splits["test"]) > 60
+    tags = [t for ex in dm.datasets["train"] for t in ex["labels"] if t != -100]
+    assert 0.05 < sum(tags) / len(tags) < 0.15  # share of CODE words
+    for ex, text in zip(dm.datasets["train"], dm.paragraphs["train"]):
+        words, word_tags = words_and_tags(text)
+        tagged = [(ex["word_ids"][i], t) for i, t in enumerate(ex["labels"]) if t != -100]
+        assert [w for w, _ in tagged] == list(range(len(tagged)))  # one label per word, in order
+        assert [t for _, t in tagged] == word_tags[: len(tagged)]
+        assert len(tagged) == len(words) or len(ex["input_ids"]) == 64  # only truncation drops words
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["input_ids"].shape == batch["labels"].shape and batch["input_ids"].shape[0] == 8
+    assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()  # padding is never scored
+
+
+def test_the_token_tagger_gives_logits_per_position_that_padding_does_not_change():
+    from bigmodel.nn import EncoderConfig
+
+    net = TokenTagger(EncoderConfig.from_name("bert-tiny", vocab_size=100), num_tags=3).eval()
+    ids = torch.randint(5, 100, (1, 7))
+    padded = torch.cat([ids, torch.zeros(1, 3, dtype=torch.long)], 1)
+    mask = torch.cat([torch.ones(1, 7), torch.zeros(1, 3)], 1).long()
+    with torch.no_grad():
+        alone, batched = net(ids), net(padded, mask)
+    assert alone.shape == (1, 7, 3) and batched.shape == (1, 10, 3)
+    torch.testing.assert_close(batched[:, :7], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_convmixer_is_a_backbone_for_bigmodels_classification_task():
+    from bigmodel import UsageError
+    from bigmodel.tasks import ClassificationTask
+
+    assert ConvMixer(10, in_channels=1, patch_size=1)(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+    assert ConvMixer(100, in_channels=3)(torch.randn(2, 3, 32, 32)).shape == (2, 100)
+    with pytest.raises(UsageError, match=r"ConvMixer sizes must be at least 1, got \{'depth': 0\}"):
+        ConvMixer(10, depth=0)
+    task = ClassificationTask(num_classes=10, backbone=functools.partial(ConvMixer, in_channels=1, dim=16, depth=1))
+    assert task({"pixel_values": torch.randn(4, 1, 8, 8)}).shape == (4, 10)
+    assert task.checkpoint_meta()["backbone"] == "my_lab.nn.ConvMixer"  # how a checkpoint names it
+    assert task.hparams["backbone"]["class_path"] == "my_lab.nn.ConvMixer"  # what load_from_checkpoint rebuilds
+
+
+def test_an_extensions_usage_error_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", "-c", CODE_SPANS, "-c", CPU, "--data.init_args.max_length", "4",
+              "--trainer.logger.init_args.save_dir", str(tmp_path)])
+    assert stop.value.code == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert err[-1] == "bigmodel: error: max_length must be at least 8 tokens, got 4" and "Traceback" not in err
+
+
+def test_the_example_trains_through_the_bigmodel_command_then_tests_predicts_and_reloads(tmp_path, mlm_checkpoint):
+    runs = tmp_path / "runs"
+    fit = subprocess.run(
+        [sys.executable, "-m", "bigmodel", "fit", "-c", CODE_SPANS, "-c", CPU,
+         "--model.init_args.init_from", mlm_checkpoint, "--data.init_args.tokenizer", mlm_checkpoint,
+         "--model.init_args.lr", "3e-3", "--trainer.max_steps", "30", "--trainer.val_check_interval", "10",
+         "--trainer.logger.init_args.save_dir", str(runs), *SMALL, *QUIET],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(EXTENDING)])},
+    )
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    assert f"Loaded pretrained weights from {mlm_checkpoint}" in fit.stdout + fit.stderr
+    ckpt_dir = runs / "code-spans" / "checkpoints"
+    last = torch.load(ckpt_dir / "last.ckpt", weights_only=True)  # plain data, as bigmodel's own
+    mlm = torch.load(mlm_checkpoint, weights_only=True)
+    assert last["global_step"] == 30
+    assert last["bigmodel"] == {"task": "token_tagging", "class_names": ["O", "CODE"],
+                                "encoder_config": mlm["bigmodel"]["encoder_config"]}  # the architecture came along
+    vocabulary = [json.loads(c["tokenizer"]["tokenizer.json"])["model"]["vocab"] for c in (last, mlm)]
+    assert vocabulary[0] == vocabulary[1]  # so did the vocabulary, inside the checkpoint
+    samples = (runs / "code-spans" / "version_0" / "tag_samples.txt").read_text().splitlines()
+    assert [line for line in samples if line.startswith("#")] == [f"# epoch 0, step {s}" for s in (10, 20, 30)]
+    assert samples[1].replace("/CODE", "").split() == words_and_tags(
+        "The for statement is used to iterate over the elements of a sequence.")[0]
+
+    # test from the best checkpoint with the same config: the CLI restores the weights, the tokenizer comes from the
+    # checkpoint and init_from is not read
+    args = ["-c", CODE_SPANS, "-c", CPU, "--ckpt_path", "best", "--trainer.logger.init_args.save_dir", str(runs),
+            *SMALL, *QUIET]
+    tested = BigModelCLI(args=["test", *args])
+    metrics = tested.trainer.callback_metrics
+    labels = torch.tensor([t for ex in tested.datamodule.datasets["test"] for t in ex["labels"] if t != -100])
+    share = labels.float().mean().item()
+    prior = -(share * math.log(share) + (1 - share) * math.log(1 - share))  # knowing only how often code occurs
+    assert metrics["test/loss"] < prior - 0.05, (metrics, prior)
+    assert metrics["test/f1_CODE"] > 0.2  # it finds code (tagging every word O scores 0)
+
+    # in Python, the checkpoint alone rebuilds the model (init_from=None: the weights are the checkpoint's)
+    reloaded = TokenTaggingTask.load_from_checkpoint(ckpt_dir / "best.ckpt", init_from=None).eval()
+    batch = tested.datamodule.batch(["Use the with statement to open a file.", "Return None if the list is empty."])
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(batch), tested.model.eval()(batch))
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("Use the with statement to open a file.\n\nReturn None if the list is empty.\n")
+    out = tmp_path / "tags.csv"
+    BigModelCLI(args=["predict", *args, "--data.init_args.predict_files", str(texts), "--predictions.output", str(out)])
+    rows = list(csv.DictReader(out.open()))
+    assert [r["text"] for r in rows] == ["Use the with statement to open a file .", "Return None if the list is empty ."]
+    assert [r["tagged"].replace("/CODE", "") for r in rows] == [r["text"] for r in rows]
+    assert [r["tagged"] for r in rows] == [tagged_text(w, t) for w, t in zip(batch["words"], reloaded.tag(batch))]
+
+
+def test_a_runs_saved_config_yaml_alone_reproduces_the_run(tmp_path):
+    """An experiment, a trainer fragment and command-line overrides resolve into the run's config.yaml; fitting from
+    that file alone repeats the run exactly. The first run leaves the seed to Lightning (seed_everything: true): the
+    config keeps the number it used."""
+    first = BigModelCLI(args=[
+        "fit", "-c", str(EXTENDING / "digits_convmixer.yaml"), "-c", CPU, "--seed_everything", "true",
+        "--trainer.max_steps", "6", "--trainer.val_check_interval", "3", "--trainer.limit_val_batches", "2",
+        "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"), *QUIET])
+    run_dir = tmp_path / "runs" / "digits-convmixer"
+    second = BigModelCLI(args=["fit", "-c", str(run_dir / "version_0" / "config.yaml")])
+    assert second.trainer.log_dir == str(run_dir / "version_1") and second.trainer.global_step == 6
+    assert isinstance(second.config["fit"]["seed_everything"], int)
+    assert second.config["fit"]["seed_everything"] == first.config["fit"]["seed_everything"]
+    assert type(second.model.net).__name__ == "ConvMixer"
+    for (name, a), (_, b) in zip(first.model.state_dict().items(), second.model.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert first.trainer.callback_metrics.keys() == second.trainer.callback_metrics.keys()
+    for key, value in first.trainer.callback_metrics.items():
+        assert torch.equal(value, second.trainer.callback_metrics[key]), key
