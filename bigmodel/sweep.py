@@ -148,7 +148,7 @@ class Sweep:
         with self._lock:
             slot = self._free.pop()
         try:
-            for stage in ("fit", "test"):
+            for stage in ("test",) if self.test_ckpt == "none" else ("fit", "test"):
                 if self.stop_signal is not None:
                     run.status = "interrupted" if run.status != "failed" else run.status
                     return
@@ -166,7 +166,7 @@ class Sweep:
         args = self.arguments(run, stage)
         if stage == "fit" and (run.checkpoints / "last.ckpt").is_file():
             args.append("--ckpt_path=last")  # a run stopped earlier continues exactly where it was
-        if stage == "test":
+        if stage == "test" and self.test_ckpt != "none":
             ckpt = run.checkpoints / f"{self.test_ckpt}.ckpt"
             ckpt = ckpt if ckpt.is_file() else run.checkpoints / "last.ckpt"
             args.append(f"--ckpt_path={ckpt}")
@@ -209,7 +209,7 @@ class Sweep:
         done = Path(run.directory, ".fit_done")
         if "fit" not in run.seconds and done.is_file():
             run.seconds.update(json.loads(done.read_text(encoding="utf-8")))
-        config = Path(run.directory, "fit", "config.yaml")
+        config = Path(run.directory, "fit" if self.test_ckpt != "none" else "test", "config.yaml")
         run.config = config.read_text(encoding="utf-8") if config.is_file() else None
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
@@ -365,8 +365,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--summary_dir", help="also write summary.{json,csv,md} here (e.g. experiments/results/<name>)")
     p.add_argument("--parallel", default="1",
                    help="runs at a time (default 1); 'gpus': one run per visible GPU, each seeing only its GPU")
-    p.add_argument("--test_ckpt", choices=("best", "last"), default="best",
-                   help="the checkpoint each run is tested with (default best; last when there is no best)")
+    p.add_argument("--test_ckpt", choices=("best", "last", "none"), default="best",
+                   help="the checkpoint each run is tested with (default best; last when there is no best); none: "
+                        "no fit, test the config's own weights (init_from: a zero-shot prompt, a published model)")
     return p
 
 

@@ -51,6 +51,17 @@ def test_a_sweep_summarises_seeds_reports_a_failure_and_resumes(tmp_path, monkey
     assert (tmp_path / "kept" / "summary.csv").read_text().splitlines()[0].startswith("point,seed,status,fit_s,test_s")
 
 
+def test_test_ckpt_none_tests_the_configs_own_weights_without_fitting(tmp_path, monkeypatch):
+    """What a zero-shot prompt (or a published model as it is) needs: one test per seed, no fit, no checkpoint."""
+    monkeypatch.chdir(tmp_path)
+    sweep.main(["-c", DIGITS_CNN, "--seeds", "3", "--out", "zero", "--test_ckpt", "none", *SHORT])
+    run_dir = tmp_path / "zero" / "default" / "seed3"
+    assert not (run_dir / "fit.log").exists() and not list(run_dir.rglob("*.ckpt"))
+    (run,) = json.loads((tmp_path / "zero" / "summary.json").read_text())["runs"]
+    assert run["status"] == "done" and run["ckpt_path"] is None and "seed_everything: 3" in run["config"]
+    assert 0 <= run["metrics"]["test/acc"] < 0.3  # an untrained CNN: about chance
+
+
 def test_grid_points_and_their_errors(tmp_path):
     grid = sweep.parse_grid(["model.init_args.lr=1e-4,3e-4", "--trainer.max_epochs=2"])
     runs = sweep.plan(tmp_path, grid, [0, 1])
