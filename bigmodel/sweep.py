@@ -117,7 +117,8 @@ class Sweep:
 
     def arguments(self, run: Run, stage: str) -> list[str]:
         point_dir = str(Path(run.directory).parent)
-        args = [stage] + [a for c in self.configs for a in ("-c", c)] + list(self.overrides)
+        overrides = [o.replace("{seed}", str(run.seed)) for o in self.overrides]  # e.g. a data seed per run
+        args = [stage] + [a for c in self.configs for a in ("-c", c)] + overrides
         args += [f"--{key}={value}" for key, value in run.grid.items()]
         return args + [
             f"--seed_everything={run.seed}",

@@ -69,6 +69,8 @@ def test_grid_points_and_their_errors(tmp_path):
         ("lr=1e-4_max_epochs=2", 0), ("lr=1e-4_max_epochs=2", 1), ("lr=3e-4_max_epochs=2", 0),
         ("lr=3e-4_max_epochs=2", 1)]
     assert runs[2].grid == {"model.init_args.lr": "3e-4", "trainer.max_epochs": "2"}
+    args = sweep.Sweep(["a.yaml"], ["--data.init_args.seed={seed}"], runs).arguments(runs[1], "fit")
+    assert args[:4] == ["fit", "-c", "a.yaml", "--data.init_args.seed=1"]  # {seed}: the run's seed
     with pytest.raises(ValueError, match="write KEY=VALUE1,VALUE2"):
         sweep.parse_grid(["model.init_args.lr"])
     with pytest.raises(ValueError, match="given twice"):
