@@ -221,6 +221,7 @@ class ClassificationTask(Task):
         else:
             meta["backbone"] = f"{type(self.net).__module__}.{type(self.net).__qualname__}"
         checkpoint[META_KEY] = meta
+        super().on_save_checkpoint(checkpoint)  # checkpoint_weights: trainable keeps only what trains
 
 
 def backbone_spec(backbone: Any) -> dict[str, Any] | None:

@@ -47,3 +47,4 @@ class LanguageModelTask(Task):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[META_KEY] = {"task": self.checkpoint_task, "encoder_config": self.config.to_dict()}
+        super().on_save_checkpoint(checkpoint)  # checkpoint_weights: trainable keeps only what trains

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from bigmodel.nn import EncoderConfig, SequenceClassifier, VisionTransformer
-from bigmodel.nn.peft import LoRAConfig, LoRALinear, add_lora, merge_lora, merge_lora_state, set_trainable
+from bigmodel.nn.peft import LoRAConfig, LoRALinear, add_lora, merge_lora, merge_lora_state
 from bigmodel.tasks import ClassificationTask
 from bigmodel.tasks.optim import parameter_groups
 
