@@ -41,6 +41,8 @@ class Task(L.LightningModule):
             checkpoints hold only what trains (LoRA updates, biases, the head) and the buffers -- a small file --
             plus where the frozen rest came from (``init_from``, which must be set) and a checksum of it; resuming,
             testing, predicting, ``export`` and ``init_from`` rebuild the frozen part from that source.
+        quantize: ``int8``: test and predict on CPU with dynamic int8 linear layers (``bigmodel.nn.quantize``;
+            LoRA merged first). An inference setting: not stored in checkpoints, so it can be added at test time.
     """
 
     net: nn.Module
@@ -62,9 +64,15 @@ class Task(L.LightningModule):
         lora: LoRAConfig | None = None,
         layer_decay: float = 1.0,
         checkpoint_weights: Literal["all", "trainable"] = "all",
+        quantize: Literal["int8"] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()  # collects the subclass's init args too
+        # how to run inference is not how the model was trained: kept out of the checkpoint's hyper-parameters,
+        # which Lightning's CLI lets override the command line (as CausalLMTask's decoding settings)
+        self.quantize = self.hparams.pop("quantize")
+        if quantize not in (None, "int8"):
+            raise ValueError(f"quantize {quantize!r}: choose int8 or null")
         if checkpoint_weights not in ("all", "trainable"):
             raise ValueError(f"checkpoint_weights {checkpoint_weights!r}: choose all or trainable")
         if checkpoint_weights == "trainable" and finetune == "full":
@@ -107,6 +115,11 @@ class Task(L.LightningModule):
         """``init_from`` weights go in when a run starts from them (fit, or validate/test of a published model); a
         run restored from its own checkpoint (a resumed fit, test or predict of a trained model) then gets the
         checkpoint's (the CLI leaves init_from unset there, unless the checkpoint holds only the trainable ones)."""
+        device = self.trainer.strategy.root_device.type
+        if self.quantize and (stage == "fit" or device != "cpu"):
+            raise ValueError(f"quantize: {self.quantize} is for test and predict on CPU (dynamic int8 kernels), not "
+                             f"{'for training' if stage == 'fit' else 'on ' + device}: drop quantize, or run "
+                             "test/predict with --trainer.accelerator cpu")
         if self._pretrained is not None and self.trainer.ckpt_path is None:
             self._load_pretrained_once()
 
@@ -150,6 +163,24 @@ class Task(L.LightningModule):
         if self.hparams.compile and not getattr(self, "_compiled", False):
             self.net.compile()
             self._compiled = True
+
+    def on_validation_start(self) -> None:
+        self._quantize()  # reached with quantize set only by validate: setup refuses it in fit
+
+    def on_test_start(self) -> None:
+        self._quantize()
+
+    def on_predict_start(self) -> None:
+        self._quantize()
+
+    def _quantize(self) -> None:
+        """After the checkpoint's float weights are in (Lightning restores them after ``setup``)."""
+        if self.quantize and not getattr(self, "_quantized", False):
+            from bigmodel.nn.quantize import quantize_int8
+
+            self.net, count = quantize_int8(self.net)
+            self._quantized = True
+            rank_zero_info(f"quantize: {self.quantize}: {count} linear layers run in int8")
 
     def frozen_parameter_names(self) -> set[str]:
         return {name for name, p in self.named_parameters(remove_duplicate=False) if not p.requires_grad}

@@ -1,8 +1,9 @@
 """Smaller fine-tuned models. checkpoint_weights: trainable -- a LoRA run's checkpoints hold the adapters and the
 head only (a small file), and every reader (resume, test, load_from_checkpoint, export, init_from) rebuilds the
-frozen base from init_from."""
+frozen base from init_from. quantize: int8 -- test and predict on CPU with dynamic int8 linear layers."""
 
 import io
+import json
 import shutil
 
 import lightning
@@ -12,6 +13,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from bigmodel.cli import BigModelCLI, main  # noqa: E402
+from bigmodel.data import builtin  # noqa: E402
 from bigmodel.tasks import ClassificationTask  # noqa: E402
 from bigmodel.tasks.checkpoints import resolve  # noqa: E402
 from tests.test_cli import finetune_config, write_yaml  # noqa: E402
@@ -133,3 +135,26 @@ def test_bitfit_and_probe_checkpoints_keep_what_trains(finetune, hf_bert, tmp_pa
     assert torch.equal(_logits(ClassificationTask.load_from_checkpoint(tmp_path / "small.ckpt"), ids),
                        _logits(task, ids))
 
+
+def test_int8_predictions_from_an_adapter_checkpoint_agree_with_float(lora_run, tmp_path):
+    tmp, args, _ = lora_run
+    texts = builtin.materialise("pydoc-topics", tmp_path)["test"][0]  # a table with a text column
+    rows = {}
+    for quantize in ("null", "int8"):
+        out = tmp_path / f"{quantize}.jsonl"
+        cli = BigModelCLI(args=["predict", "-c", args[2], "-c", args[4], "--ckpt_path", "best",
+                                "--data.init_args.predict_files", texts, "--predictions.output", str(out),
+                                "--model.init_args.quantize", quantize])
+        rows[quantize] = [json.loads(line) for line in out.read_text().splitlines()]
+    quantized = torch.ao.nn.quantized
+    linear = [type(m) for m in cli.model.net.modules() if isinstance(m, (torch.nn.Linear, quantized.Linear))]
+    assert len(linear) == 10 and all(t is quantized.dynamic.Linear for t in linear)  # LoRA merged first
+    assert len(rows["int8"]) == len(rows["null"]) > 50
+    agree = sum(a["class_name"] == b["class_name"] for a, b in zip(rows["null"], rows["int8"])) / len(rows["int8"])
+    assert agree >= 0.9, agree  # 1.0 here
+    gap = max(abs(a[k] - b[k]) for a, b in zip(rows["null"], rows["int8"]) for k in a if k.startswith("prob_"))
+    assert gap < 0.02, gap
+    assert "quantize" not in torch.load(tmp / "runs" / "cls" / "checkpoints" / "best.ckpt",
+                                        weights_only=True)["hyper_parameters"]  # an inference setting only
+    with pytest.raises(ValueError, match="quantize: int8 is for test and predict on CPU"):
+        BigModelCLI(args=[*args, "--model.init_args.quantize", "int8", "--trainer.fast_dev_run", "1"])
