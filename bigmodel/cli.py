@@ -118,9 +118,11 @@ class BigModelCLI(LightningCLI):
         if meta and meta.get("task") and model is not None and model.get("init_args") is not None \
                 and model.init_args.get("init_from") is not None:
             if meta.get("weights") == "trainable":
-                # only the trained weights are in the checkpoint: the frozen rest is read from its init_from, or
-                # from another copy of that base named here (checked against the checksum in the checkpoint)
-                model.init_args.init_from = given or model.init_args.init_from
+                # only the trained weights are in the checkpoint: the frozen rest is read from its init_from, or,
+                # when that path is gone, from the config's (a moved copy; the checkpoint's checksum must match)
+                recorded = model.init_args.init_from
+                if given and not os.path.exists(os.path.expanduser(recorded)):
+                    model.init_args.init_from = given
             else:
                 # the checkpoint holds the architecture (its hyper-parameters) and the weights: the run restores
                 # them, so init_from (which may not exist on this machine) is not read

@@ -21,9 +21,9 @@ from tests.test_cli import finetune_config, write_yaml  # noqa: E402
 
 @pytest.fixture(scope="module")
 def lora_run(hf_bert, tmp_path_factory):
-    """A 4-step LoRA fit of the small Hugging Face BERT with adapter-only checkpoints."""
+    """A 4-step LoRA fit of the small Hugging Face BERT (a copy in the run's folder) with adapter-only checkpoints."""
     tmp = tmp_path_factory.mktemp("lora")
-    path, _ = hf_bert
+    path = shutil.copytree(hf_bert[0], tmp / "base")
     config = finetune_config(tmp, str(path), str(path))
     config["trainer"].update(max_steps=4, limit_val_batches=1, val_check_interval=2)  # best.ckpt at step 2 or 4
     config["model"]["init_args"].update(checkpoint_weights="trainable",
@@ -46,13 +46,13 @@ def _logits(model, ids):
 
 def test_an_adapter_checkpoint_is_small_and_reloads_with_its_head(lora_run, hf_bert):
     tmp, _, fit = lora_run
-    path, hf = hf_bert
+    hf = hf_bert[1]
     last = tmp / "runs" / "cls" / "checkpoints" / "last.ckpt"
     saved = torch.load(last, weights_only=True)
     trainable = {f"net.{n}" for n, p in fit.model.net.named_parameters() if p.requires_grad}
     assert set(saved["state_dict"]) == trainable  # LoRA A/B and the head (pooler + classifier); no buffers here
     assert any(".lora_b" in k for k in trainable) and "net.head.classifier.weight" in trainable
-    assert saved["bigmodel"]["weights"] == "trainable" and saved["bigmodel"]["base"] == str(path)
+    assert saved["bigmodel"]["weights"] == "trainable" and saved["bigmodel"]["base"] == str(tmp / "base")
     # about a tenth of the parameters train; the file also holds their AdamW moments and the tokenizer
     assert _size(saved["state_dict"]) < 0.1 * _size(fit.model.state_dict())
     full = dict(saved, state_dict=fit.model.state_dict())  # the same checkpoint with every weight in it
@@ -95,18 +95,24 @@ def test_an_adapter_checkpoint_resumes_tests_and_exports_merged(lora_run, hf_ber
     assert torch.equal(merged.state["head.classifier.weight"], model.net.head.classifier.weight)
 
 
-def test_a_different_base_or_a_full_finetune_is_refused(lora_run, hf_bert, tmp_path):
-    tmp, _, _ = lora_run
+def test_a_moved_base_is_read_from_the_config_and_a_changed_one_refused(lora_run, hf_bert, tmp_path):
+    tmp, args, _ = lora_run
     path, hf = hf_bert
-    other = tmp_path / "other"
-    shutil.copytree(path, other)
-    changed = transformers.BertForMaskedLM.from_pretrained(other)
-    with torch.no_grad():
-        changed.bert.encoder.layer[0].attention.self.query.weight.add_(0.01)  # e.g. a base pretrained further
-    changed.save_pretrained(other)
-    last = tmp / "runs" / "cls" / "checkpoints" / "last.ckpt"
-    with pytest.raises(ValueError, match="is not the frozen base this checkpoint was trained on"):
-        ClassificationTask.load_from_checkpoint(last, init_from=str(other))
+    moved = tmp_path / "moved"
+    shutil.move(tmp / "base", moved)  # the checkpoint's init_from is gone; the config names the new place
+    try:
+        test = BigModelCLI(args=["test", "-c", args[2], "-c", args[4], "--ckpt_path", "best",
+                                 "--model.init_args.init_from", str(moved)])
+        assert test.model.hparams.init_from == str(moved)
+        with torch.no_grad():
+            changed = transformers.BertForMaskedLM.from_pretrained(moved)
+            changed.bert.encoder.layer[0].attention.self.query.weight.add_(0.01)  # e.g. a base pretrained further
+            changed.save_pretrained(tmp_path / "changed")
+        with pytest.raises(ValueError, match="is not the frozen base this checkpoint was trained on"):
+            BigModelCLI(args=["test", "-c", args[2], "-c", args[4], "--ckpt_path", "best",
+                              "--model.init_args.init_from", str(tmp_path / "changed")])
+    finally:
+        shutil.move(moved, tmp / "base")
     with pytest.raises(ValueError, match="set finetune to lora, bitfit or linear_probe"):
         ClassificationTask(num_classes=2, vocab_size=hf.config.vocab_size, init_from=str(path),
                            checkpoint_weights="trainable")
