@@ -164,3 +164,31 @@ def test_int8_predictions_from_an_adapter_checkpoint_agree_with_float(lora_run, 
                                         weights_only=True)["hyper_parameters"]  # an inference setting only
     with pytest.raises(ValueError, match="quantize: int8 is for test and predict on CPU"):
         BigModelCLI(args=[*args, "--model.init_args.quantize", "int8", "--trainer.fast_dev_run", "1"])
+
+
+def test_a_vit_adapter_checkpoint_reloads_from_its_base(tmp_path):
+    import functools
+
+    from bigmodel.nn import VisionTransformer
+
+    overrides = {"image_size": 8, "patch_size": 2, "num_channels": 1, "num_layers": 2, "hidden_size": 64,
+                 "num_heads": 2, "intermediate_size": 128}
+    torch.save(VisionTransformer(5, "vit-tiny", overrides).state_dict(), tmp_path / "base.pth")  # another head
+    task = ClassificationTask(num_classes=3, backbone=functools.partial(VisionTransformer, config="vit-tiny",
+                                                                        overrides=overrides),
+                              init_from=str(tmp_path / "base.pth"), finetune="lora", checkpoint_weights="trainable")
+    task.load_pretrained(task._pretrained)
+    task.configure_model()
+    with torch.no_grad():
+        for p in task.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p))
+    ckpt = {"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams),
+            "pytorch-lightning_version": lightning.__version__}
+    task.on_save_checkpoint(ckpt)
+    assert len(ckpt["state_dict"]) == 2 * 2 * 2 + 2  # A and B of qkv and proj in two layers, the head
+    torch.save(ckpt, tmp_path / "small.ckpt")
+    images = torch.randn(4, 1, 8, 8)
+    reloaded = ClassificationTask.load_from_checkpoint(tmp_path / "small.ckpt").eval()
+    with torch.no_grad():
+        assert torch.equal(reloaded({"pixel_values": images}), task.eval()({"pixel_values": images}))
