@@ -198,7 +198,9 @@ def run_int8(ckpt_path: str, test_files: list[str], batch: int, warmup: int = 2,
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
     data_args = {k: v for k, v in (ckpt.get("datamodule_hyper_parameters") or {}).items()
                  if k in ("text_column", "text_pair_column", "label_column", "column_names", "max_length")}
-    task = ClassificationTask.load_from_checkpoint(ckpt_path, map_location="cpu")
+    adapters = (ckpt.get("bigmodel") or {}).get("weights") == "trainable"  # only these need their init_from
+    task = ClassificationTask.load_from_checkpoint(ckpt_path, map_location="cpu", **({} if adapters else
+                                                                                     {"init_from": None}))
     data = TextClassificationDataModule(tokenizer=ckpt_path, test_files=test_files, label_names=task.class_names,
                                         batch_size=batch, num_workers=0, **data_args)
     data.setup("test")
