@@ -108,17 +108,25 @@ class BigModelCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         """Lightning reads the ``--ckpt_path`` file here (its hyper-parameters update the config): check it first."""
         subcommand = self.config.get("subcommand")
-        meta = None
+        meta, given = None, None
         if subcommand:
             config = self.config[subcommand]
             meta = self._check_ckpt_path(config, subcommand, runs.checkpoint_dir(config))
+            given = ((config.get("model") or {}).get("init_args") or {}).get("init_from")
         super()._parse_ckpt_path()
         model = self.config[subcommand].get("model") if subcommand else None
         if meta and meta.get("task") and model is not None and model.get("init_args") is not None \
                 and model.init_args.get("init_from") is not None:
-            # the checkpoint holds the architecture (its hyper-parameters) and the weights: the run restores them,
-            # so init_from (which may not exist on this machine) is not read
-            model.init_args.init_from = None
+            if meta.get("weights") == "trainable":
+                # only the trained weights are in the checkpoint: the frozen rest is read from its init_from, or,
+                # when that path is gone, from the config's (a moved copy; the checkpoint's checksum must match)
+                recorded = model.init_args.init_from
+                if given and not os.path.exists(os.path.expanduser(recorded)):
+                    model.init_args.init_from = given
+            else:
+                # the checkpoint holds the architecture (its hyper-parameters) and the weights: the run restores
+                # them, so init_from (which may not exist on this machine) is not read
+                model.init_args.init_from = None
 
     def _check_ckpt_path(self, config, subcommand: str, directory: str | None) -> dict | None:
         """A ``--ckpt_path`` that is missing, truncated, of another task, or 'last' when only an earlier run's

@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from bigmodel.nn import EncoderConfig
 from bigmodel.nn.convert import to_hf
 from bigmodel.runs import read_checkpoint_meta
-from bigmodel.tasks.checkpoints import META_KEY, merge_lora_state_of, strip_compile_prefix
+from bigmodel.tasks.checkpoints import META_KEY, network_state
 
 _ARCHITECTURES = {"mlm": "ForMaskedLM", "prompt": "ForMaskedLM", "classification": "ForSequenceClassification"}
 _FAMILY_NAMES = {"bert": "Bert", "roberta": "Roberta", "vit": "ViT"}
@@ -40,9 +40,7 @@ def export(ckpt_path: str, out: str, family: str | None = None) -> Path:
     ckpt = _read(ckpt_path)
     meta = ckpt[META_KEY]
     task = meta.get("task")
-    state = merge_lora_state_of(ckpt, {k.removeprefix("net."): v for k, v in
-                                       strip_compile_prefix(ckpt["state_dict"]).items()
-                                       if k.startswith("net.")})  # LoRA folded into the base weights
+    state = network_state(ckpt, ckpt_path)  # LoRA folded into the base weights; a frozen base read back in
     if "encoder_config" in meta:
         if task not in _ARCHITECTURES:
             raise ValueError(f"a {task!r} checkpoint has no Hugging Face BERT/RoBERTa equivalent; export an MLM or "

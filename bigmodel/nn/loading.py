@@ -23,7 +23,7 @@ def load_matching(net: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
         )
     missing, unexpected = net.load_state_dict({k: v for k, v in state.items() if k not in reshaped}, strict=False)
     new_output = [k for k in missing if k in output] + [k for k in reshaped if k in output]
-    missing = [k for k in missing if k not in output]
+    missing = [k for k in missing if k not in output and ".lora_" not in k]  # LoRA updates are never in a source
     if missing or unexpected:
         raise ValueError(
             f"weights do not fit {name}: unexpected {unexpected[:3]}, missing {missing[:3]}; build the backbone as "

@@ -37,6 +37,12 @@ class Task(L.LightningModule):
         lora: rank, alpha, dropout and targets of ``finetune: lora``.
         layer_decay: layer-wise learning-rate decay, e.g. 0.8: each layer down from the head trains at that
             fraction of the one above (embeddings lowest); 1.0 is off.
+        checkpoint_weights: ``all``, or ``trainable``: with a frozen encoder (``finetune`` other than ``full``),
+            checkpoints hold only what trains (LoRA updates, biases, the head) and the buffers -- a small file --
+            plus where the frozen rest came from (``init_from``, which must be set) and a checksum of it; resuming,
+            testing, predicting, ``export`` and ``init_from`` rebuild the frozen part from that source.
+        quantize: ``int8``: test and predict on CPU with dynamic int8 linear layers (``bigmodel.nn.quantize``;
+            LoRA merged first). An inference setting: not stored in checkpoints, so it can be added at test time.
 
     Subclasses build ``self.net`` (a plain ``nn.Module``; a text encoder at ``self.net.encoder``), set
     ``checkpoint_task`` and implement the steps; see README, "Extending bigmodel".
@@ -62,9 +68,24 @@ class Task(L.LightningModule):
         finetune: Finetune = "full",
         lora: LoRAConfig | None = None,
         layer_decay: float = 1.0,
+        checkpoint_weights: Literal["all", "trainable"] = "all",
+        quantize: Literal["int8"] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()  # collects the subclass's init args too
+        # how to run inference is not how the model was trained: kept out of the checkpoint's hyper-parameters,
+        # which Lightning's CLI lets override the command line (as CausalLMTask's decoding settings)
+        self.quantize = self.hparams.pop("quantize")
+        if quantize not in (None, "int8"):
+            raise ValueError(f"quantize {quantize!r}: choose int8 or null")
+        if checkpoint_weights not in ("all", "trainable"):
+            raise ValueError(f"checkpoint_weights {checkpoint_weights!r}: choose all or trainable")
+        if checkpoint_weights == "trainable" and finetune == "full":
+            raise ValueError("checkpoint_weights: trainable keeps only what trains, and with finetune: full that is "
+                             "everything: set finetune to lora, bitfit or linear_probe, or checkpoint_weights: all")
+        if checkpoint_weights == "trainable" and not self.hparams.get("init_from"):
+            raise ValueError("checkpoint_weights: trainable rebuilds the frozen encoder from init_from, which is "
+                             "unset: set model.init_args.init_from (the frozen base), or checkpoint_weights: all")
         if lr <= 0:
             raise ValueError(f"lr must be positive, got {lr}")
         if not 0 < layer_decay <= 1:
@@ -78,6 +99,7 @@ class Task(L.LightningModule):
         self.skipped_steps = 0
         self._announced_scaler = False
         self._pretrained: Pretrained | None = None  # init_from, read in __init__, loaded in setup
+        self._loaded_from: str | None = None  # the init_from whose weights went in
 
     def encoder_config_for(self, encoder: str, overrides: dict[str, Any] | None, vocab_size: int | None,
                            init_from: str | None, **task_fields: Any) -> EncoderConfig:
@@ -96,17 +118,27 @@ class Task(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         """``init_from`` weights go in when a run starts from them (fit, or validate/test of a published model); a
-        run restored from its own checkpoint (a resumed fit, test or predict of a trained model) gets those."""
+        run restored from its own checkpoint (a resumed fit, test or predict of a trained model) then gets the
+        checkpoint's (the CLI leaves init_from unset there, unless the checkpoint holds only the trainable ones)."""
+        device = self.trainer.strategy.root_device.type
+        if self.quantize and (stage == "fit" or device != "cpu"):
+            raise ValueError(f"quantize: {self.quantize} is for test and predict on CPU (dynamic int8 kernels), not "
+                             f"{'for training' if stage == 'fit' else 'on ' + device}: drop quantize, or run "
+                             "test/predict with --trainer.accelerator cpu")
         if self._pretrained is not None and self.trainer.ckpt_path is None:
-            try:
-                notes = self.load_pretrained(self._pretrained)
-            except ValueError as err:
-                message = str(err)
-                raise ValueError(message if message.startswith("init_from") else
-                                 f"init_from {self._pretrained.source!r}: {message}") from err
-            rank_zero_info(f"Loaded pretrained weights from {self._pretrained.source} "
-                           f"({len(self._pretrained.state)} tensors)" + "".join(f"; {n}" for n in notes))
-        self._pretrained = None
+            self._load_pretrained_once()
+
+    def _load_pretrained_once(self) -> None:
+        pretrained, self._pretrained = self._pretrained, None
+        self._loaded_from = pretrained.source
+        try:
+            notes = self.load_pretrained(pretrained)
+        except ValueError as err:
+            message = str(err)
+            raise ValueError(message if message.startswith("init_from") else
+                             f"init_from {pretrained.source!r}: {message}") from err
+        rank_zero_info(f"Loaded pretrained weights from {pretrained.source} "
+                       f"({len(pretrained.state)} tensors)" + "".join(f"; {n}" for n in notes))
 
     def load_pretrained(self, pretrained: Pretrained) -> list[str]:
         """Puts ``init_from``'s weights into ``self.net``; returns notes on what was adapted or left new."""
@@ -114,8 +146,9 @@ class Task(L.LightningModule):
 
     @staticmethod
     def load_encoder(encoder: nn.Module, pretrained: Pretrained) -> list[str]:
-        """The source's text encoder, exactly (every tensor, every shape)."""
+        """The source's text encoder, exactly (every tensor, every shape); LoRA updates are never in a source."""
         missing, unexpected = encoder.load_state_dict(pretrained.part("encoder."), strict=False)
+        missing = [k for k in missing if ".lora_" not in k]
         if missing or unexpected:
             raise ValueError(f"init_from {pretrained.source!r} does not fit the encoder: missing {missing[:3]}, "
                              f"unexpected {unexpected[:3]}")
@@ -131,9 +164,6 @@ class Task(L.LightningModule):
             meta["encoder_config"] = config.to_dict()
         return meta
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[META_KEY] = self.checkpoint_meta()
-
     def configure_model(self) -> None:
         """Fine-tuning mode, then compilation; Lightning calls this before restoring a checkpoint (and
         ``load_from_checkpoint`` too), so a LoRA checkpoint finds its LoRA layers. Idempotent."""
@@ -148,6 +178,63 @@ class Task(L.LightningModule):
         if self.hparams.compile and not getattr(self, "_compiled", False):
             self.net.compile()
             self._compiled = True
+
+    def on_validation_start(self) -> None:
+        self._quantize()  # reached with quantize set only by validate: setup refuses it in fit
+
+    def on_test_start(self) -> None:
+        self._quantize()
+
+    def on_predict_start(self) -> None:
+        self._quantize()
+
+    def _quantize(self) -> None:
+        """After the checkpoint's float weights are in (Lightning restores them after ``setup``)."""
+        if self.quantize and not getattr(self, "_quantized", False):
+            from bigmodel.nn.quantize import quantize_int8
+
+            self.net, count = quantize_int8(self.net)
+            self._quantized = True
+            rank_zero_info(f"quantize: {self.quantize}: {count} linear layers run in int8")
+
+    def frozen_parameter_names(self) -> set[str]:
+        return {name for name, p in self.named_parameters(remove_duplicate=False) if not p.requires_grad}
+
+    def frozen_checksum(self) -> float:
+        """Sum of |w| over the frozen parameters (float64): tells whether ``init_from`` still holds the weights a
+        run of trainable-only checkpoints was trained on (a base file overwritten by further pretraining does not)."""
+        frozen = [p.detach().abs().sum(dtype=torch.float64) for p in self.parameters() if not p.requires_grad]
+        return float(torch.stack(frozen).sum()) if frozen else 0.0
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """``checkpoint["bigmodel"]`` from ``checkpoint_meta``; with ``checkpoint_weights: trainable`` the frozen
+        parameters are left out of the state dict."""
+        checkpoint[META_KEY] = self.checkpoint_meta()
+        if self.hparams.get("checkpoint_weights", "all") != "trainable":
+            return
+        frozen = self.frozen_parameter_names()
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k not in frozen}
+        checkpoint.setdefault(META_KEY, {}).update(
+            weights="trainable", base=self.hparams.init_from, base_checksum=self.frozen_checksum())
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A checkpoint of trainable weights only is completed before Lightning loads it (strictly): the frozen base
+        is read again from ``init_from``, checked against the checksum saved with it, and fills in the rest."""
+        meta = checkpoint.get(META_KEY) or {}
+        if meta.get("weights") != "trainable":
+            self._pretrained = None
+            return
+        if self._pretrained is not None:  # load_from_checkpoint (a Trainer's setup has loaded it already)
+            self._load_pretrained_once()
+        source = self._loaded_from
+        if source is None:
+            raise ValueError(f"this checkpoint holds only the trainable weights (checkpoint_weights: trainable); "
+                             f"the frozen rest is its init_from {meta.get('base')!r}: set model.init_args.init_from")
+        if not math.isclose(self.frozen_checksum(), meta["base_checksum"], rel_tol=1e-9):
+            raise ValueError(f"init_from {source!r} is not the frozen base this checkpoint was trained on (its "
+                             f"weights differ from {meta.get('base')!r} then): give that run's base")
+        saved = checkpoint["state_dict"]
+        checkpoint["state_dict"] = {**{k: v for k, v in self.state_dict().items() if k not in saved}, **saved}
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Dropout draws from a generator seeded by (seed, rank, epoch, batch): a run resumed mid-epoch makes the

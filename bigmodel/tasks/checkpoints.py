@@ -61,6 +61,24 @@ def merge_lora_state_of(ckpt: dict, state: dict[str, torch.Tensor]) -> dict[str,
     return merge_lora_state(state, float(lora.get("alpha", 16.0)) / int(lora.get("rank", 8)))
 
 
+def network_state(ckpt: dict, path: str) -> dict[str, torch.Tensor]:
+    """A checkpoint's network weights (``net.`` dropped) with LoRA folded in. A checkpoint of trainable weights only
+    (``checkpoint_weights: trainable``) is first completed by its own task, which rebuilds the frozen base from
+    the checkpoint's ``init_from`` exactly as a resumed run does."""
+    state = ckpt["state_dict"]
+    meta = ckpt.get(META_KEY) or {}
+    if meta.get("weights") == "trainable":
+        import bigmodel.tasks
+
+        task = next((cls for cls in map(vars(bigmodel.tasks).get, bigmodel.tasks.__all__)
+                     if getattr(cls, "checkpoint_task", None) == meta.get("task")), None)
+        if task is None:
+            raise ValueError(f"{path!r} is a {meta.get('task')!r} checkpoint, which no task of bigmodel reads")
+        state = {f"net.{k}": v for k, v in task.load_from_checkpoint(path, map_location="cpu").net.state_dict().items()}
+    state = strip_compile_prefix(state)
+    return merge_lora_state_of(ckpt, {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
+
+
 def resolve(source: str) -> Pretrained:
     path = os.path.expanduser(source)
     if os.path.isdir(path):
@@ -92,8 +110,7 @@ def _from_file(source: str, path: str) -> Pretrained:
         raise ValueError(f"init_from {source!r} holds a {type(ckpt).__name__}, not a checkpoint or state dict")
     meta = ckpt.get(META_KEY)
     if meta is not None and "state_dict" in ckpt:
-        state = strip_compile_prefix(ckpt["state_dict"])
-        state = merge_lora_state_of(ckpt, {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
+        state = network_state(ckpt, path)
         config = EncoderConfig.from_dict(meta["encoder_config"]) if "encoder_config" in meta else None
         return Pretrained(source, state, meta.get("task", "?"), config, meta.get("class_names"),
                           tokenizer=source if "tokenizer" in ckpt else None, backbone=meta.get("backbone"), meta=meta)

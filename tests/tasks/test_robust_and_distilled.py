@@ -10,6 +10,7 @@ from bigmodel.cli import BigModelCLI
 from bigmodel.nn.adversarial import AdversarialConfig, Adversary, embedding_layer
 from bigmodel.nn.distillation import distillation_loss
 from bigmodel.tasks import ClassificationTask
+from bigmodel.tasks.classification import load_teacher
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 QUICK = EXPERIMENTS / "quickstart"
@@ -108,5 +109,5 @@ def test_a_cnn_teaches_the_digits_vit_through_the_cli(tmp_path, monkeypatch):
                                str(QUICK / "digits_vit_distilled.yaml"), "--ckpt_path", "best", *quick[4:]])
     assert tested.model._teacher is None  # not read outside fit
     with pytest.raises(ValueError, match=r"has the classes \['0', .*\], the student \['a', 'b'\]"):
-        ClassificationTask(num_classes=2, class_names=["a", "b"], vocab_size=10,
-                           distill_from="runs/digits-cnn/checkpoints/best.ckpt").setup("fit")
+        load_teacher("runs/digits-cnn/checkpoints/best.ckpt", ClassificationTask(
+            num_classes=2, class_names=["a", "b"], vocab_size=10))
