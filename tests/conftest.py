@@ -26,3 +26,15 @@ def shared_data(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent (development data beside the project)")
     return path
+
+
+@pytest.fixture(scope="session")
+def mlm_checkpoint(tmp_path_factory, pydoc_text) -> str:
+    """Three steps of bigmodel's own MLM task on real text: a checkpoint (with its tokenizer) to start tasks from."""
+    from bigmodel.cli import BigModelCLI
+    from tests.test_cli import mlm_config, write_yaml
+
+    tmp = tmp_path_factory.mktemp("mlm")
+    BigModelCLI(args=["fit", "-c", write_yaml(tmp / "mlm.yaml", mlm_config(tmp, pydoc_text, max_steps=3,
+                                                                            limit_val_batches=1))])
+    return str(tmp / "runs" / "mlm" / "checkpoints" / "last.ckpt")

@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from bigmodel.cli import BigModelCLI, main
-from tests.test_cli import mlm_config, write_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 EXTENDING = ROOT / "experiments" / "extending"
@@ -29,15 +28,6 @@ from my_lab.task import tagged_text  # noqa: E402
 
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 SMALL = ["--data.init_args.max_length", "64", "--data.init_args.batch_size", "16"]  # cheaper steps than the recipe's
-
-
-@pytest.fixture(scope="module")
-def mlm_checkpoint(tmp_path_factory, pydoc_text) -> str:
-    """A few steps of bigmodel's own MLM task: what the example's init_from starts from."""
-    tmp = tmp_path_factory.mktemp("mlm")
-    BigModelCLI(args=["fit", "-c", write_yaml(tmp / "mlm.yaml", mlm_config(tmp, pydoc_text, max_steps=3,
-                                                                            limit_val_batches=1))])
-    return str(tmp / "runs" / "mlm" / "checkpoints" / "last.ckpt")
 
 
 def test_words_the_documentation_quotes_are_tagged_code_and_lose_their_quotes():

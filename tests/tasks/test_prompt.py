@@ -94,16 +94,6 @@ def test_few_shot_sampling_is_balanced_seeded_and_shared_by_any_task(tmp_path, t
     assert [p + " it was." for p in plain] == [p.replace(" .", ".") for p in prompted]
 
 
-@pytest.fixture(scope="module")
-def mlm_checkpoint(tmp_path_factory, pydoc_text) -> str:
-    from tests.test_cli import mlm_config, write_yaml
-
-    tmp = tmp_path_factory.mktemp("mlm")
-    BigModelCLI(args=["fit", "-c", write_yaml(tmp / "mlm.yaml", mlm_config(tmp, pydoc_text, max_steps=3,
-                                                                            limit_val_batches=1))])
-    return str(tmp / "runs" / "mlm" / "checkpoints" / "last.ckpt")
-
-
 def test_zero_shot_test_then_pet_fine_tuning_through_the_cli(mlm_checkpoint, tmp_path, monkeypatch):
     """The offline recipe: its zero-shot accuracy equals the MLM's cloze answers counted by hand; a few-shot fit
     saves a prompt checkpoint that test and predict read back."""
