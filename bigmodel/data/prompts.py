@@ -44,8 +44,8 @@ def fill(template: str, mask_token: str, text: str, text_b: str | None = None) -
 def encode_prompts(
     tokenizer: PreTrainedTokenizerBase, template: str, texts: list[str], pairs: list[str] | None, max_length: int,
 ) -> dict[str, Any]:
-    """Tokenised filled templates, each with exactly one mask token and at most ``max_length`` tokens; the
-    ``truncated`` flag says whose text was cut."""
+    """Tokenised filled templates, each with exactly one mask token (at ``mask_index``) and at most
+    ``max_length`` tokens; the ``truncated`` flag says whose text was cut."""
     mask = tokenizer.mask_token
     if mask is None:
         raise ValueError("the tokenizer has no mask token; prompt-based classification needs an MLM's tokenizer")
@@ -57,7 +57,7 @@ def encode_prompts(
     columns = [texts] + ([pairs] if pairs is not None else [])
     pieces = [tokenizer(col, add_special_tokens=False, return_offsets_mapping=True, verbose=False)["offset_mapping"]
               for col in columns]
-    out: dict[str, list] = {"input_ids": [], "attention_mask": [], "truncated": []}
+    out: dict[str, list] = {"input_ids": [], "attention_mask": [], "mask_index": [], "truncated": []}
     for i in range(len(texts)):
         originals = [col[i] for col in columns]
         lengths = [len(p[i]) for p in pieces]
@@ -76,6 +76,7 @@ def encode_prompts(
                              "two masks: remove it from the data")
         out["input_ids"].append(ids[:max_length])
         out["attention_mask"].append([1] * len(ids[:max_length]))
+        out["mask_index"].append(ids.index(tokenizer.mask_token_id))  # found once here, not per training step
         out["truncated"].append(cut)
     return out
 

@@ -130,11 +130,12 @@ class PromptClassificationTask(ClassificationTask):
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:  # (B, classes)
         if self.mask_token_id is None:
             raise ValueError("call set_tokenizer(tokenizer) first (the CLI does it from the data module)")
+        if "mask_index" not in batch:
+            raise ValueError("the batch has no mask_index: make prompts with data.init_args.template (or "
+                             "bigmodel.data.prompts.encode_prompts)")
         input_ids = batch["input_ids"]
-        positions = (input_ids.flatten() == self.mask_token_id).nonzero().squeeze(1)
-        if positions.numel() != input_ids.shape[0]:
-            raise ValueError(f"{positions.numel()} mask tokens in a batch of {input_ids.shape[0]} prompts: each "
-                             "needs exactly one (was the data made with data.init_args.template?)")
+        rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+        positions = rows * input_ids.shape[1] + batch["mask_index"]  # flat indices, no host sync
         logits = self.net(input_ids, positions, batch.get("attention_mask"))
         return verbalizer_scores(logits, self.word_ids, self.word_mask)
 
