@@ -44,6 +44,11 @@ def train_wordpiece(
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
     tok.train_from_iterator(texts, trainer=trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials))
+    # The trainer numbers tokens in a hash order that changes with every process, so the same texts and seed gave
+    # other ids, embeddings and results. Ids sorted by token depend only on the vocabulary (which can still differ
+    # by a few tokens where merge counts tie; the cache and the run's saved tokenizer make reruns exact).
+    learned = sorted(set(tok.get_vocab()) - set(specials))
+    tok.model = models.WordPiece({t: i for i, t in enumerate(specials + learned)}, unk_token=SPECIAL_TOKENS["unk_token"])
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
