@@ -6,6 +6,14 @@ import pytest
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Trained numbers in tests depend on the CPU's kernels and thread count: say which ran them."""
+    import torch
+
+    terminalreporter.write_line(f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+                                f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_caches(tmp_path_factory):
     """Tests write tokenizers and built-in datasets to a private cache, never to ~/.cache."""
