@@ -1,0 +1,105 @@
+"""Figures of what a model learned: attention per head, attention rollout over tokens or image patches, and
+confusion matrices. One drawing of each for TensorBoard (``bigmodel.tensorboard``) and the notebooks.
+
+Plain matplotlib ``Figure`` objects (no pyplot, so no global backend or open-figure state): TensorBoard's
+``add_figure`` renders them, a notebook shows them with ``display(fig)``. Inputs are CPU tensors of one example.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from matplotlib.figure import Figure
+
+CMAP = "viridis"
+
+
+def _grid(n: int, max_cols: int = 4) -> tuple[int, int]:
+    cols = min(n, max_cols)
+    return math.ceil(n / cols), cols
+
+
+def attention_heads(weights: torch.Tensor, tokens: Sequence[str], title: str = "",
+                    heads: Sequence[int] | None = None) -> Figure:
+    """One layer's attention of one sentence, a heatmap per head: rows attend (queries) to columns (keys)."""
+    heads = list(range(weights.shape[0])) if heads is None else list(heads)
+    rows, cols = _grid(len(heads))
+    size = max(2.5, 0.22 * len(tokens) + 1.0)
+    fig = Figure(figsize=(cols * size, rows * size), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.flat[len(heads):]:
+        ax.set_axis_off()
+    for ax, h in zip(axes.flat, heads):
+        ax.imshow(weights[h].float().numpy(), cmap=CMAP, vmin=0.0, vmax=1.0)
+        ax.set_title(f"head {h}", fontsize=9)
+        ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(tokens)), tokens, fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def token_rollout(scores: torch.Tensor, tokens: Sequence[str], title: str = "attention rollout from [CLS]") -> Figure:
+    """How much [CLS] draws from each token through all layers (Abnar & Zuidema, 2020), as a strip over the text."""
+    fig = Figure(figsize=(max(4.0, 0.35 * len(tokens) + 1.0), 1.6), layout="constrained")
+    ax = fig.subplots()
+    ax.imshow(scores.float()[None].numpy(), cmap=CMAP, aspect="auto")
+    ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=8)
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
+def image_attention(image: torch.Tensor, maps: torch.Tensor, titles: Sequence[str], title: str = "") -> Figure:
+    """The picture, then each (grid_h, grid_w) map stretched over it: where [CLS] looks, per head and rolled out."""
+    picture = image.float()
+    picture = (picture - picture.min()) / (picture.max() - picture.min()).clamp_min(1e-8)
+    picture = picture.permute(1, 2, 0).numpy()
+    gray = picture.shape[-1] == 1
+    extent = (0, picture.shape[1], picture.shape[0], 0)
+    rows, cols = _grid(len(maps) + 1, max_cols=5)
+    fig = Figure(figsize=(2.2 * cols, 2.3 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    axes.flat[0].imshow(picture[..., 0] if gray else picture, cmap="gray" if gray else None, extent=extent)
+    axes.flat[0].set_title("input", fontsize=9)
+    for ax, m, name in zip(axes.flat[1:], maps, titles):
+        ax.imshow(picture[..., 0] if gray else picture, cmap="gray" if gray else None, extent=extent)
+        ax.imshow(m.float().numpy(), cmap="inferno", alpha=0.6, extent=extent, interpolation="nearest")
+        ax.set_title(name, fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def confusion_matrix(matrix: torch.Tensor, class_names: Sequence[str], title: str = "") -> Figure:
+    """Counts and row-normalised rates (recall on the diagonal) side by side; numbers written in when they fit."""
+    counts = matrix.to(torch.float64)
+    rates = counts / counts.sum(dim=1, keepdim=True).clamp_min(1)
+    n = len(class_names)
+    side = min(14.0, max(3.5, 0.45 * n + 2.0))
+    fig = Figure(figsize=(2 * side, side), layout="constrained")
+    for ax, values, name, fmt in zip(fig.subplots(1, 2), (counts, rates), ("counts", "row-normalised"),
+                                     ("{:.0f}", "{:.2f}")):
+        image = ax.imshow(values.numpy(), cmap="Blues", vmin=0)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        labels = [c[:14] for c in class_names]
+        ax.set_xticks(range(n), labels, rotation=90, fontsize=8)
+        ax.set_yticks(range(n), labels, fontsize=8)
+        if n <= 20:
+            top = float(values.max()) or 1.0
+            for i in range(n):
+                for j in range(n):
+                    v = float(values[i, j])
+                    ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=7,
+                            color="white" if v > 0.6 * top else "black")
+        fig.colorbar(image, ax=ax, shrink=0.8)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
