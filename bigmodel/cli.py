@@ -12,10 +12,12 @@ import torch
 from jsonargparse import ArgumentError
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import bigmodel.data  # noqa: F401  (registers the data modules for short class names in YAML)
 from bigmodel import errors, runs
+from bigmodel.__main__ import COMMANDS, OVERVIEW
 from bigmodel.callbacks import (
     Checkpoint,
     KeepPreviousCheckpoints,
@@ -23,11 +25,13 @@ from bigmodel.callbacks import (
     TokenizerCheckpoint,
     default_checkpoint_dir,
 )
+from bigmodel.monitoring import AttentionMaps, BestScoreHParam, MaskedPredictions, ProgressLog
 from bigmodel.stopping import RunStopped, StopSafely
 from bigmodel.tasks import base
 
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
+MONITORS = (ProgressLog, BestScoreHParam, AttentionMaps, MaskedPredictions)  # on by default, configurable in YAML
 
 # bigmodel handles these: the run's own lock file sits in the checkpoint directory and earlier checkpoints move to
 # previous/ when the new run writes its first; the data modules resume mid-epoch themselves.
@@ -58,11 +62,13 @@ class BigModelCLI(LightningCLI):
                     "init_args": {"save_dir": "runs", "name": "default"},
                 },
                 "callbacks": [LearningRateMonitor(logging_interval="step"), TokenizerCheckpoint(), StopSafely(),
-                              KeepPreviousCheckpoints()],
+                              KeepPreviousCheckpoints(), ProgressLog(), BestScoreHParam(), AttentionMaps(),
+                              MaskedPredictions()],
                 "plugins": [{"class_path": "bigmodel.checkpoint_io.AtomicCheckpointIO"}],  # a path: serialisable
             },
             # parse errors raise instead of printing a ~50-line usage block; main() prints them as one line
-            parser_kwargs={"exit_on_error": False, **{c: {"exit_on_error": False} for c in SUBCOMMANDS}},
+            parser_kwargs={"exit_on_error": False, "prog": "bigmodel", "description": OVERVIEW.split("\n\n")[1],
+                           **{c: {"exit_on_error": False, "description": COMMANDS[c]} for c in SUBCOMMANDS}},
             args=args,
             run=run,
         )
@@ -180,17 +186,32 @@ class BigModelCLI(LightningCLI):
         config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
         if config.get("enable_checkpointing") is False:
             extra = [cb for cb in extra if not isinstance(cb, L.pytorch.callbacks.ModelCheckpoint)]
-        return self._instantiate_trainer(config, extra)
+        given = list(config.get("callbacks") or [])
+        trainer = self._instantiate_trainer(config, extra)
+        # a monitoring callback in the config's trainer.callbacks replaces the default one of its class (settings,
+        # or switching it off), instead of running twice
+        defaults = [cb for cb in self.trainer_defaults["callbacks"] if isinstance(cb, MONITORS)
+                    and any(type(g) is type(cb) for g in given)]
+        trainer.callbacks[:] = [cb for cb in trainer.callbacks if not any(cb is d for d in defaults)]
+        return trainer
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
         default_checkpoint_dir(self.trainer)
 
     def after_validate(self) -> None:
-        runs.write_metrics(self.trainer, "validate")
+        self._say_where(runs.write_metrics(self.trainer, "validate"))
 
     def after_test(self) -> None:
-        runs.write_metrics(self.trainer, "test")
+        self._say_where(runs.write_metrics(self.trainer, "test"))
+
+    @staticmethod
+    def _say_where(metrics_file: str | None) -> None:
+        """Each test/validate opens a new version directory: name it and what is in it."""
+        if metrics_file:
+            directory = os.path.dirname(metrics_file)
+            files = sorted(f for f in os.listdir(directory) if f.endswith((".json", ".csv")))
+            rank_zero_info(f"Wrote {', '.join(files)} and the TensorBoard logs to {directory}")
 
     def before_fit(self) -> None:
         if self._lock is None and runs.launch_rank_zero() and not self.trainer.fast_dev_run:

@@ -26,14 +26,15 @@ def attention_heads(weights: torch.Tensor, tokens: Sequence[str], title: str = "
     """One layer's attention of one sentence, a heatmap per head: rows attend (queries) to columns (keys)."""
     heads = list(range(weights.shape[0])) if heads is None else list(heads)
     rows, cols = _grid(len(heads))
-    size = max(2.5, 0.22 * len(tokens) + 1.0)
+    size = max(2.5, 0.16 * len(tokens) + 1.0)
     fig = Figure(figsize=(cols * size, rows * size), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat[len(heads):]:
         ax.set_axis_off()
     for ax, h in zip(axes.flat, heads):
-        ax.imshow(weights[h].float().numpy(), cmap=CMAP, vmin=0.0, vmax=1.0)
-        ax.set_title(f"head {h}", fontsize=9)
+        w = weights[h].float()
+        ax.imshow(w.numpy(), cmap=CMAP, vmin=0.0)  # each head on its own scale: early heads are near uniform
+        ax.set_title(f"head {h} (max {float(w.max()):.2f})", fontsize=9)
         ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=7)
         ax.set_yticks(range(len(tokens)), tokens, fontsize=7)
     if title:

@@ -3,6 +3,7 @@ blocks."""
 
 from __future__ import annotations
 
+import time
 from itertools import chain
 from typing import Any, Literal
 
@@ -109,6 +110,7 @@ class CorpusDataModule(TextDataModule):
                 self.datasets["predict"] = self._prompts()
             return
         if "train" not in self.datasets:
+            start = time.perf_counter()
             self.datasets.update({split: self._blocks(split) for split in ("train", "validation")})
             for split in ("train", "validation"):
                 dropped = len(blank_rows(self.raw[split], self.hparams.text_column))
@@ -116,7 +118,8 @@ class CorpusDataModule(TextDataModule):
                     rank_zero_info(f"Corpus: dropped {dropped} empty {split} rows (of {len(self.raw[split])})")
             rank_zero_info(
                 f"Corpus: {len(self.datasets['train'])} train / {len(self.datasets['validation'])} validation blocks "
-                f"of {self.hparams.block_size} tokens, vocabulary {self.vocab_size}"
+                f"of {self.hparams.block_size} tokens, vocabulary {self.vocab_size} "
+                f"(prepared in {time.perf_counter() - start:.1f} s)"
             )
 
     def _prompts(self) -> Dataset:

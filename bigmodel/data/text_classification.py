@@ -7,6 +7,7 @@ that mix ids and names, a single training class. Rows with an empty text are ski
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -252,6 +253,7 @@ class TextClassificationDataModule(TextDataModule):
                 self.datasets["predict"] = self._tokenized("predict", self._predict_raw(), False, keep_text=True)
             return
         wanted = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",)}[stage]
+        start = time.perf_counter()
         raw = self._raw_for(stage)
         for split in SPLITS:
             if split not in raw or split in self.datasets:
@@ -268,7 +270,8 @@ class TextClassificationDataModule(TextDataModule):
             else:
                 self._label_ids(split, ds)  # bad labels anywhere stop the run now, not after training
         rank_zero_info("Text classification: " + ", ".join(f"{k} {len(v)}" for k, v in self.datasets.items())
-                       + f"; {self.num_classes} classes {self.class_names}")
+                       + f"; {self.num_classes} classes {self.class_names} (prepared in "
+                       f"{time.perf_counter() - start:.1f} s)")
 
     def _few_shot(self, ds: Dataset) -> Dataset:
         hp = self.hparams

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -87,10 +88,12 @@ def cached_wordpiece(
     with FileLock(str(target) + ".lock"):  # ranks launched together (torchrun, SLURM) train it once
         if not (target / "tokenizer.json").exists():
             rank_zero_info(f"Training a WordPiece tokenizer (vocab {vocab_size}) on the training texts")
+            start = time.perf_counter()
             tok = train_wordpiece(batched(texts()), vocab_size, lowercase, model_max_length=model_max_length)
             tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
             tok.save_pretrained(str(tmp))
             tmp.rename(target)
+            rank_zero_info(f"Trained the tokenizer in {time.perf_counter() - start:.1f} s; cached in {target}")
     return AutoTokenizer.from_pretrained(str(target))
 
 

@@ -31,6 +31,7 @@ from bigmodel.nn import EncoderConfig, SequenceClassifier
 from bigmodel.nn.adversarial import AdversarialConfig, Adversary, embedding_layer
 from bigmodel.nn.distillation import distillation_loss
 from bigmodel.nn.loading import load_matching
+from bigmodel.monitoring import tensorboards
 from bigmodel.tasks.base import Task
 from bigmodel.tasks.checkpoints import META_KEY, Pretrained, resolve
 
@@ -132,6 +133,7 @@ class ClassificationTask(Task):
                                              classifier_dropout)
         self.val_metrics = classification_metrics(num_classes, "val/")
         self.test_metrics = classification_metrics(num_classes, "test/")
+        self.val_confusion = MulticlassConfusionMatrix(num_classes)
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
 
     def _text_classifier(
@@ -212,10 +214,24 @@ class ClassificationTask(Task):
         self.log("val/loss", self._loss(logits, batch["labels"]), prog_bar=True, sync_dist=True,
                  batch_size=len(batch["labels"]))
         self.val_metrics.update(logits, batch["labels"])
+        self.val_confusion.update(logits, batch["labels"])
 
     def on_validation_epoch_end(self) -> None:
         self.log_dict(self.val_metrics.compute(), prog_bar=True)
         self.val_metrics.reset()
+        matrix = self.val_confusion.compute().cpu()  # collective under DDP: every rank computes, rank zero draws
+        self.val_confusion.reset()
+        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            self._draw_confusion("val/confusion_matrix", matrix)
+
+    def _draw_confusion(self, tag: str, matrix: torch.Tensor) -> None:
+        writers = tensorboards(self.trainer)
+        if writers:
+            from bigmodel import visuals
+
+            fig = visuals.confusion_matrix(matrix, self.class_names, f"{tag} at step {self.global_step}")
+            for writer in writers:
+                writer.add_figure(tag, fig, self.global_step, close=False)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         logits = self(batch)
@@ -249,9 +265,9 @@ class ClassificationTask(Task):
                 writer = csv.writer(f)
                 writer.writerow(["true\\pred", *names])
                 writer.writerows([names[i], *map(int, row)] for i, row in enumerate(matrix))
-        experiment = getattr(self.logger, "experiment", None)
-        if experiment is not None and hasattr(experiment, "add_text"):
-            experiment.add_text("test/confusion_matrix", "    " + "\n    ".join(lines), self.global_step)
+        for writer in tensorboards(self.trainer):
+            writer.add_text("test/confusion_matrix", "    " + "\n    ".join(lines), self.global_step)
+        self._draw_confusion("test/confusion_matrix", matrix)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         probs = self(batch).float().softmax(-1)

@@ -1,0 +1,84 @@
+"""What a run shows in TensorBoard and in a log file, read back from the event file of short fits."""
+
+import io
+import logging
+import re
+from pathlib import Path
+
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from bigmodel.cli import BigModelCLI
+from bigmodel.monitoring import ProgressLog
+from tests.test_cli import mlm_config, write_yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def events(log_dir: str) -> EventAccumulator:
+    return EventAccumulator(log_dir, size_guidance={"images": 0, "tensors": 0, "scalars": 0}).Reload()
+
+
+def pictures(acc: EventAccumulator, tag: str) -> list[Image.Image]:
+    out = []
+    for event in acc.Images(tag):
+        picture = Image.open(io.BytesIO(event.encoded_image_string))
+        assert picture.size == (event.width, event.height)
+        out.append(picture)
+    return out
+
+
+def fit_quietly_logged(args: list[str]) -> BigModelCLI:
+    """A fit whose progress lines come every step (they come every minute in a batch job)."""
+    cli = BigModelCLI(args=args, run=False)
+    progress = next(cb for cb in cli.trainer.callbacks if isinstance(cb, ProgressLog))
+    progress.every_seconds, progress.lines = 0.0, True
+    cli.trainer.fit(cli.model, cli.datamodule)
+    return cli
+
+
+def test_mlm_fit_writes_attention_maps_guesses_speed_and_hparams_and_logs_progress_lines(tmp_path, pydoc_text,
+                                                                                         caplog):
+    config = mlm_config(tmp_path, pydoc_text, max_epochs=2, limit_train_batches=6, limit_val_batches=2,
+                        log_every_n_steps=2, callbacks=[{"class_path": "bigmodel.monitoring.AttentionMaps",
+                                                         "init_args": {"layers": [-1], "num_examples": 2}}])
+    with caplog.at_level(logging.INFO):
+        cli = fit_quietly_logged(["-c", write_yaml(tmp_path / "mlm.yaml", config)])
+    acc = events(cli.trainer.log_dir)
+    tags = acc.Tags()
+    # the config's AttentionMaps (last layer, two examples) replaced the default one (first and last, one example)
+    assert sorted(t for t in tags["images"] if t.startswith("attention/")) == [
+        f"attention/example{i}/{name}" for i in (0, 1) for name in ("layer1", "rollout")]
+    for tag in ("attention/example0/layer1", "attention/example1/rollout"):
+        shots = pictures(acc, tag)
+        assert len(shots) == 2 and shots[0].size[0] > 200 and shots[0].size[1] > 50, tag  # one per validation
+    text = acc.Tensors("mlm/predictions/text_summary")[-1].tensor_proto.string_val[0].decode()
+    assert "**example 0:**" in text and "[MASK]" in text and "| true | top 5 |" in text
+    assert len(re.findall(r"^\| \S+ \| (\S+ 0\.\d\d, ){4}\S+ 0\.\d\d \|$", text, re.M)) >= 3
+    assert "_hparams_/session_start_info" in acc.PluginTagToContent("hparams")  # the HParams tab
+    best = cli.trainer.checkpoint_callback.best_model_score.item()
+    assert abs(acc.Scalars("hp_metric")[-1].value - best) < 1e-6  # the HParams column: the best val/loss
+    assert all(s.value > 0 for s in acc.Scalars("perf/samples_per_sec"))
+    assert all(s.value > 0 for s in acc.Scalars("perf/tokens_per_sec"))
+    assert [s.step for s in acc.Scalars("train/grad_norm")] == [1, 3, 5, 7, 9, 11]  # logged with the others
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert re.fullmatch(r"epoch 1/2 \| step 1/12 \(8\.3 %\) \| .*train/loss \d.* \| elapsed 0:00:\d\d, left \d+:\d\d:\d\d",
+                        lines[0]), lines[0]
+    assert len(lines) == 12 and lines[-1].startswith("epoch 2/2 | step 12/12 (100.0 %)")
+    assert sum(r.getMessage().startswith("validation at step ") for r in caplog.records) == 2
+
+
+def test_vit_fit_and_test_write_image_attention_and_confusion_matrices(tmp_path):
+    config = str(ROOT / "experiments" / "quickstart" / "digits_vit.yaml")
+    common = ["--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
+              "--trainer.accelerator", "cpu", "--trainer.limit_val_batches", "2"]
+    cli = BigModelCLI(args=["fit", "-c", config, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3",
+                            *common])
+    acc = events(cli.trainer.log_dir)
+    (attention,) = pictures(acc, "attention/example0")
+    (confusion,) = pictures(acc, "val/confusion_matrix")
+    assert attention.size[0] > 400 and confusion.size[0] > confusion.size[1] > 300  # two panels side by side
+    best = str(Path(cli.trainer.checkpoint_callback.dirpath) / "best.ckpt")
+    test = BigModelCLI(args=["test", "-c", config, "--ckpt_path", best, *common])
+    tags = events(test.trainer.log_dir).Tags()
+    assert "test/confusion_matrix" in tags["images"] and "test/confusion_matrix/text_summary" in tags["tensors"]
