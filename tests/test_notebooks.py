@@ -38,14 +38,17 @@ def text(nb: nbformat.NotebookNode) -> str:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("notebook-runs")
-
-
-def test_attention_maps_fits_stand_ins_and_draws_every_figure(runs):
+def attention_maps(tmp_path_factory) -> tuple[Path, nbformat.NotebookNode]:
+    """attention_maps.ipynb run from notebooks/ with absent checkpoints: the runs directory it filled, the notebook."""
+    runs = tmp_path_factory.mktemp("notebook-runs")
     absent = str(runs / "absent.ckpt")
     nb = execute("attention_maps.ipynb", ROOT / "notebooks", MLM_CKPT=absent, VIT_CKPT=absent, RUNS_DIR=str(runs),
                  MLM_STEPS=6, VIT_EPOCHS=1, IMAGES=IMAGES)
+    return runs, nb
+
+
+def test_attention_maps_fits_stand_ins_and_draws_every_figure(attention_maps):
+    runs, nb = attention_maps
     assert (runs / "notebook-mlm" / "checkpoints" / "last.ckpt").is_file()
     assert (runs / "notebook-vit" / "checkpoints" / "best.ckpt").is_file()
     drawn = [images(c) for c in nb.cells if c.cell_type == "code"]
@@ -54,7 +57,8 @@ def test_attention_maps_fits_stand_ins_and_draws_every_figure(runs):
     assert "[MASK]" in text(nb)
 
 
-def test_results_draws_learning_curves_of_those_runs_and_the_summaries(runs):
+def test_results_draws_learning_curves_of_those_runs_and_the_summaries(attention_maps):
+    runs, _ = attention_maps
     nb = execute("results.ipynb", ROOT, RUNS_DIR=str(runs))
     assert [n for n in (images(c) for c in nb.cells) if n] == [1, 1]  # the curves, the comparison
     shown = text(nb)
