@@ -104,3 +104,26 @@ def confusion_matrix(matrix: torch.Tensor, class_names: Sequence[str], title: st
         fig.suptitle(title, fontsize=11)
     return fig
 
+
+
+def mask_predictions(words: Sequence[Sequence[str]], probs: torch.Tensor, titles: Sequence[str],
+                     title: str = "") -> Figure:
+    """The MLM head's top-k words at each [MASK] of a sentence, a bar chart per mask (best on top): what the
+    pretraining objective itself learned, which the attention maps alone do not show. ``probs`` is (masks, k)."""
+    rows, cols = _grid(len(words))
+    fig = Figure(figsize=(2.8 * cols, 0.3 * probs.shape[-1] * rows + 1.0 * rows + 0.3), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.flat[len(words):]:
+        ax.set_axis_off()
+    right = min(1.0, 1.3 * float(probs.max()))  # one scale for all masks; a weak model's bars stay visible
+    for ax, candidates, p, name in zip(axes.flat, words, probs.float(), titles):
+        bars = ax.barh(range(len(candidates)), p.numpy(), color="tab:blue")
+        ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=2)
+        ax.set_yticks(range(len(candidates)), candidates, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlim(0, right)
+        ax.set_xlabel("probability", fontsize=8)
+        ax.set_title(name, fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
