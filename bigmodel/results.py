@@ -57,6 +57,20 @@ def _cells(row: dict[str, Any], spec_path: str | Path) -> list[str]:
     if row.get("not_measured"):
         return [row["result"], row.get("data", ""), metric, f"not measured: {row['not_measured']}", "", "", "",
                 _code(row.get("command", ""))]
+    summary, point, stats = row_stats(row, spec_path)
+    scale, digits = (100.0, 1) if percent else (1.0, row.get("digits"))
+    value = mean_std(stats, scale, digits)
+    failed = len(point["failed"]) + len(point["unfinished"])
+    if failed:
+        value += f", {failed} of {len(point['seeds'])} seeds failed or unfinished"
+    per_seed = ", ".join(_number(v * scale, digits) for v in stats["values"].values())
+    return [row["result"], row.get("data", ""), metric, value, per_seed, "; ".join(summary["devices"]),
+            summary["date"], _code(row.get("command", summary["command"]))]
+
+
+def row_stats(row: dict[str, Any], spec_path: str | Path = "the spec") -> tuple[dict, dict, dict]:
+    """A measured row's summary, its grid point and the metric's statistics (mean, std, n, per-seed values),
+    checked: what the table and the results notebook both read."""
     if "summary" not in row:
         raise ValueError(f"{spec_path}: row {row['result']!r} needs 'summary:' (a sweep's summary.json) or "
                          "'not_measured:' (why)")
@@ -75,14 +89,7 @@ def _cells(row: dict[str, Any], spec_path: str | Path) -> list[str]:
     if stats is None:
         raise ValueError(f"{spec_path}: row {row['result']!r}: {path} has no {row['metric']!r}; it has "
                          f"{', '.join(point['metrics']) or 'no finished seed'}")
-    scale, digits = (100.0, 1) if percent else (1.0, row.get("digits"))
-    value = mean_std(stats, scale, digits)
-    failed = len(point["failed"]) + len(point["unfinished"])
-    if failed:
-        value += f", {failed} of {len(point['seeds'])} seeds failed or unfinished"
-    per_seed = ", ".join(_number(v * scale, digits) for v in stats["values"].values())
-    return [row["result"], row.get("data", ""), metric, value, per_seed, "; ".join(summary["devices"]),
-            summary["date"], _code(row.get("command", summary["command"]))]
+    return summary, point, stats
 
 
 def _number(value: float, digits: int | None) -> str:

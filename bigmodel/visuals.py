@@ -2,7 +2,7 @@
 confusion matrices. One drawing of each for TensorBoard (``bigmodel.tensorboard``) and the notebooks.
 
 Plain matplotlib ``Figure`` objects (no pyplot, so no global backend or open-figure state): TensorBoard's
-``add_figure`` renders them, a notebook shows them with ``display(fig)``. Inputs are CPU tensors of one example.
+``add_figure`` renders them, a notebook shows them with ``display(fig)`` (after ``%matplotlib inline``). Inputs are CPU tensors of one example.
 """
 
 from __future__ import annotations
