@@ -16,6 +16,7 @@ import lightning as L
 import torch
 from lightning.fabric.utilities.throughput import get_available_flops
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from bigmodel.nn.encoder import TransformerEncoder
@@ -25,6 +26,12 @@ from bigmodel.nn.vision import attention_rollout, cls_attention_maps
 def tensorboards(trainer: L.Trainer) -> list[Any]:
     """The SummaryWriters of the run's TensorBoard loggers (figures and text need one)."""
     return [lg.experiment for lg in trainer.loggers if hasattr(getattr(lg, "experiment", None), "add_figure")]
+
+
+def _sharded(trainer: L.Trainer) -> bool:
+    """FSDP gathers a layer's weights only inside the wrapped model's own forward: calling the encoder or the MLM
+    head directly from a callback would read shards (or wait forever on rank zero alone), so the drawings skip it."""
+    return isinstance(trainer.strategy, FSDPStrategy)
 
 
 def _first(batch: dict[str, Any], n: int) -> dict[str, Any]:
@@ -127,7 +134,7 @@ class ProgressLog(Callback):
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
         # the step about to happen is global_step + 1's update; log with the other scalars of a logging step
-        if (trainer.global_step + 1) % trainer.log_every_n_steps:
+        if (trainer.global_step + 1) % trainer.log_every_n_steps or _sharded(trainer):  # FSDP: shards, not the norm
             return
         grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
         if grads:
@@ -185,7 +192,7 @@ class AttentionMaps(Callback):
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         encoder = getattr(getattr(pl_module, "net", None), "encoder", None)
-        if (not self.every_n_epochs or trainer.sanity_checking or self.examples is None
+        if (not self.every_n_epochs or trainer.sanity_checking or self.examples is None or _sharded(trainer)
                 or not isinstance(encoder, TransformerEncoder) or (trainer.current_epoch + 1) % self.every_n_epochs
                 or not tensorboards(trainer)):
             return
@@ -273,7 +280,7 @@ class MaskedPredictions(Callback):
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         net = getattr(pl_module, "net", None)
-        if (trainer.sanity_checking or self.examples is None or not hasattr(net, "mlm_head")
+        if (trainer.sanity_checking or self.examples is None or not hasattr(net, "mlm_head") or _sharded(trainer)
                 or not trainer.is_global_zero or not tensorboards(trainer)):
             return
         tokenizer = trainer.datamodule.tokenizer
