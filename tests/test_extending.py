@@ -126,7 +126,7 @@ def test_the_example_trains_through_the_bigmodel_command_then_tests_predicts_and
     labels = torch.tensor([t for ex in tested.datamodule.datasets["test"] for t in ex["labels"] if t != -100])
     share = labels.float().mean().item()
     prior = -(share * math.log(share) + (1 - share) * math.log(1 - share))  # knowing only how often code occurs
-    assert metrics["test/loss"] < prior - 0.05, (metrics, prior)
+    assert metrics["test/loss"] < prior, (metrics, prior)  # below what the share of code alone gives
     assert metrics["test/f1_CODE"] > 0.2  # it finds code (tagging every word O scores 0)
 
     # in Python, the checkpoint alone rebuilds the model (init_from=None: the weights are the checkpoint's)
