@@ -101,6 +101,7 @@ class CorpusDataModule(TextDataModule):
         return ds.with_format("torch")
 
     def prepare_data(self) -> None:
+        self._started = time.perf_counter()  # the tokenising happens here; setup then reads the cache
         for split in ("train", "validation"):
             self._blocks(split)  # fills the datasets cache on one process
 
@@ -110,7 +111,7 @@ class CorpusDataModule(TextDataModule):
                 self.datasets["predict"] = self._prompts()
             return
         if "train" not in self.datasets:
-            start = time.perf_counter()
+            start = getattr(self, "_started", time.perf_counter())
             self.datasets.update({split: self._blocks(split) for split in ("train", "validation")})
             for split in ("train", "validation"):
                 dropped = len(blank_rows(self.raw[split], self.hparams.text_column))
