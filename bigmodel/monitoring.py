@@ -58,7 +58,7 @@ class ProgressLog(Callback):
         self.every_seconds = every_seconds
         self.lines = lines  # None: only when stdout is not a terminal
         self._last_line = self._t0 = self._interval_start = 0.0
-        self._samples = self._tokens = self._step = 0
+        self._samples = self._tokens = self._step = self._start_step = 0
         self._speed: dict[str, float] = {}
         self._validation_start = 0.0
         self._flops_per_token: float | None = None
@@ -69,7 +69,7 @@ class ProgressLog(Callback):
             self.lines = not sys.stdout.isatty()
         self._t0 = self._interval_start = self._last_line = time.perf_counter()
         self._samples = self._tokens = 0
-        self._step = trainer.global_step
+        self._step = self._start_step = trainer.global_step  # a resumed run's elapsed time covers only its own steps
         encoder = next((m for m in pl_module.modules() if isinstance(m, TransformerEncoder)), None)
         if encoder is not None and trainer.strategy.root_device.type == "cuda":
             # 6 N per token for the matmuls forward and backward (Kaplan et al.), attention scores excluded
@@ -120,7 +120,7 @@ class ProgressLog(Callback):
         parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}" if trainer.max_epochs and
                  trainer.max_epochs > 0 else f"epoch {trainer.current_epoch + 1}"]
         if math.isfinite(total) and total > 0:
-            left = elapsed / max(step, 1) * (total - step)
+            left = elapsed / max(step - self._start_step, 1) * (total - step)
             parts.append(f"step {step}/{int(total)} ({100 * step / total:.1f} %)")
         else:
             left = None
