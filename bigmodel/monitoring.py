@@ -194,21 +194,20 @@ class AttentionMaps(Callback):
         encoder = getattr(getattr(pl_module, "net", None), "encoder", None)
         if (not self.every_n_epochs or trainer.sanity_checking or self.examples is None or _sharded(trainer)
                 or not isinstance(encoder, TransformerEncoder) or (trainer.current_epoch + 1) % self.every_n_epochs
-                or not tensorboards(trainer)):
+                or not trainer.is_global_zero or not tensorboards(trainer)):
             return
         batch = {k: v.to(pl_module.device) for k, v in self.examples.items()}
         inputs = batch.get("input_ids", batch.get("pixel_values"))
         if inputs is None:
             return
         extra = {"token_type_ids": batch["token_type_ids"]} if "token_type_ids" in batch else {}
-        with torch.no_grad():  # every rank runs it (sharded weights need all of them); rank zero draws
+        with torch.no_grad():  # rank zero alone: the plain encoder (not the DDP wrapper) runs no collective
             attentions = encoder(inputs, batch.get("attention_mask"), True, **extra).attentions
-        if trainer.is_global_zero:
-            attentions = tuple(a.float().cpu() for a in attentions)
-            if "input_ids" in batch:
-                self._draw_text(trainer, attentions, encoder.config.causal)
-            else:
-                self._draw_images(trainer, attentions)
+        attentions = tuple(a.float().cpu() for a in attentions)
+        if "input_ids" in batch:
+            self._draw_text(trainer, attentions, encoder.config.causal)
+        else:
+            self._draw_images(trainer, attentions)
 
     def _draw_text(self, trainer: L.Trainer, attentions: tuple[torch.Tensor, ...], causal: bool) -> None:
         from bigmodel import visuals
