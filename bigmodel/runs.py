@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from bigmodel.nn import num_parameters
 from bigmodel.tasks.checkpoints import META_KEY
 
 LOCK_NAME = ".fit.lock"
@@ -178,6 +179,13 @@ def device_description(trainer: Any) -> str:
     return f"{count} x CPU ({cpu}, {torch.get_num_threads()} threads)"
 
 
+def parameter_counts(module: torch.nn.Module) -> dict[str, int]:
+    """Total and trainable parameters of the task's model as its fine-tuning mode left them (what the fit printed;
+    what a results table compares)."""
+    net = getattr(module, "net", module)
+    return {"total": num_parameters(net), "trainable": num_parameters(net, trainable_only=True)}
+
+
 def write_metrics(trainer: Any, stage: str) -> str | None:
     """``<log dir>/<stage>_metrics.json``: the metrics ``validate``/``test`` printed, with the checkpoint, device and
     versions that made them -- what ``bigmodel sweep`` collects, and a record beside the run's TensorBoard logs."""
@@ -190,6 +198,7 @@ def write_metrics(trainer: Any, stage: str) -> str | None:
         "stage": stage,
         "metrics": {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if v.numel() == 1},
         "ckpt_path": trainer.ckpt_path,
+        "parameters": parameter_counts(trainer.lightning_module),
         "device": device_description(trainer),
         "precision": str(trainer.precision),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,

@@ -57,6 +57,7 @@ class Run:
     versions: dict[str, str] = field(default_factory=dict)
     ckpt_path: str | None = None
     config: str | None = None  # the fit's resolved config.yaml
+    parameters: dict[str, int] = field(default_factory=dict)  # total, trainable (as the test run built the model)
 
     @property
     def metrics_file(self) -> Path:
@@ -207,6 +208,7 @@ class Sweep:
         record = json.loads(run.metrics_file.read_text(encoding="utf-8"))
         run.metrics = record["metrics"]
         run.device, run.versions, run.ckpt_path = record.get("device"), record.get("versions", {}), record.get("ckpt_path")
+        run.parameters = record.get("parameters", {})
         done = Path(run.directory, ".fit_done")
         if "fit" not in run.seconds and done.is_file():
             run.seconds.update(json.loads(done.read_text(encoding="utf-8")))
@@ -232,8 +234,9 @@ class Sweep:
                     child.kill()  # a second Ctrl-C: stop now
 
 
-def summarise(runs: list[Run], command: str) -> dict[str, Any]:
-    """Per grid point: each test metric's mean, sample std (n - 1; none for n = 1) and per-seed values."""
+def summarise(runs: list[Run], command: str, fitted: bool = True) -> dict[str, Any]:
+    """Per grid point: each test metric's mean, sample std (n - 1; none for n = 1) and per-seed values, the
+    parameter counts and the wall time per run (``fitted`` False: the runs only tested, nothing was trained)."""
     points = []
     for name in dict.fromkeys(r.point for r in runs):
         group = [r for r in runs if r.point == name]
@@ -246,6 +249,7 @@ def summarise(runs: list[Run], command: str) -> dict[str, Any]:
         points.append({
             "point": name, "grid": group[0].grid, "seeds": [r.seed for r in group], "metrics": metrics,
             "wall_seconds": _stats(seconds) if seconds else None,
+            "parameters": next((r.parameters for r in done if r.parameters), None), "fitted": fitted,
             "failed": {r.seed: r.error for r in group if r.status == "failed"},
             "unfinished": {r.seed: r.error or r.status for r in group if r.status in ("interrupted", "pending")},
         })
@@ -293,6 +297,25 @@ def mean_std(stats: dict[str, Any], scale: float = 1.0, digits: int | None = Non
     return f"{mean:.{places}f} ± {spread} (n={stats['n']})"
 
 
+def count(n: int) -> str:
+    """``5.45M``, ``130.2k``, ``812``: a parameter count at a glance."""
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
+
+
+def trained_parameters(point: dict[str, Any]) -> str:
+    """``1.03M / 5.45M (19 %)``; ``0 / 5.58M (no fit)`` for a sweep that only tested; empty when not recorded."""
+    params = point.get("parameters")
+    if not params:
+        return ""
+    trained = params["trainable"] if point.get("fitted", True) else 0
+    share = f"{100 * trained / params['total']:.2g} %" if trained else "no fit"
+    return f"{count(trained)} / {count(params['total'])} ({share})"
+
+
+def duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
 def render_markdown(summary: dict[str, Any]) -> str:
     lines = ["# Sweep summary", "", f"    {summary['command']}", "",
              f"Code {summary['code'] or 'not in git'}; {', '.join(summary['devices']) or 'device unknown'}; "
@@ -307,6 +330,8 @@ def render_markdown(summary: dict[str, Any]) -> str:
             lines.append(f"| {metric} | {mean_std(stats)} | " + " | ".join(per_seed) + " |")
         if point["wall_seconds"]:
             lines.append(f"| wall time, fit + test (s) | {mean_std(point['wall_seconds'])} |" + " |" * len(seeds))
+        if point.get("parameters"):
+            lines.append(f"| parameters trained / total | {trained_parameters(point)} |" + " |" * len(seeds))
         lines.append("")
         for kind in ("failed", "unfinished"):
             for seed, why in point[kind].items():
@@ -399,7 +424,7 @@ def main(argv: list[str]) -> None:
     runs = plan(out, parse_grid(args.grid), args.seeds)
     sweep = Sweep(args.config, overrides, runs, parallel, gpus, args.test_ckpt)
     sweep.execute()
-    summary = summarise(runs, shlex.join(["bigmodel", "sweep", *argv]))
+    summary = summarise(runs, shlex.join(["bigmodel", "sweep", *argv]), fitted=args.test_ckpt != "none")
     directories = [out] + ([Path(args.summary_dir)] if args.summary_dir else [])
     write_summary(summary, *directories)
     print(render_markdown(summary))

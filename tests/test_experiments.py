@@ -18,6 +18,7 @@ CONFIGS = sorted(p for p in set(EXPERIMENTS.rglob("*.yaml")) - set(FRAGMENTS) - 
 
 
 OVERLAYS = {EXPERIMENTS / "finetune" / "few_shot.yaml": EXPERIMENTS / "finetune" / "sst2_bert_mini_cpu.yaml",
+            EXPERIMENTS / "finetune" / "sst2_budget_cpu.yaml": EXPERIMENTS / "finetune" / "sst2_bert_mini_cpu.yaml",
             EXPERIMENTS / "quickstart" / "digits_vit_distilled.yaml": EXPERIMENTS / "quickstart" / "digits_vit.yaml"}
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from bigmodel import results, sweep
+from bigmodel.nn import SmallCNN
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS_CNN = str(ROOT / "experiments" / "quickstart" / "digits_cnn.yaml")
@@ -48,6 +49,9 @@ def test_a_sweep_summarises_seeds_reports_a_failure_and_resumes(tmp_path, monkey
     run = summary["runs"][1]
     assert run["status"] == "done" and "seed_everything: 1" in run["config"] and run["device"].startswith("1 x CPU")
     assert summary["command"].startswith("bigmodel sweep -c ") and summary["versions"]["torch"]
+    cnn = sum(p.numel() for p in SmallCNN(10, in_channels=1, image_size=8, width=32, hidden=128).parameters())
+    assert point["parameters"] == {"total": cnn, "trainable": cnn} and point["fitted"]
+    assert point["wall_seconds"]["n"] == 2 and point["wall_seconds"]["mean"] > 0
     assert (tmp_path / "kept" / "summary.csv").read_text().splitlines()[0].startswith("point,seed,status,fit_s,test_s")
 
 
@@ -60,6 +64,9 @@ def test_test_ckpt_none_tests_the_configs_own_weights_without_fitting(tmp_path, 
     (run,) = json.loads((tmp_path / "zero" / "summary.json").read_text())["runs"]
     assert run["status"] == "done" and run["ckpt_path"] is None and "seed_everything: 3" in run["config"]
     assert 0 <= run["metrics"]["test/acc"] < 0.3  # an untrained CNN: about chance
+    (point,) = json.loads((tmp_path / "zero" / "summary.json").read_text())["points"]
+    assert not point["fitted"] and sweep.trained_parameters(point).startswith("0 / ")
+    assert sweep.duration(71.4) == "71 s" and sweep.duration(912) == "15.2 min" and sweep.count(130_210) == "130.2k"
 
 
 def test_grid_points_and_their_errors(tmp_path):
@@ -93,7 +100,8 @@ def _fixture_summary(path: Path) -> str:
         "command": "bigmodel sweep -c x.yaml --seeds 0 1 2", "date": "2026-11-23", "code": "abc", "devices": ["1 x CPU"],
         "versions": {}, "runs": [],
         "points": [{"point": "default", "grid": {}, "seeds": [0, 1, 2], "failed": {"2": "fit exit 2: bad"},
-                    "unfinished": {}, "wall_seconds": None,
+                    "unfinished": {}, "wall_seconds": {"n": 2, "mean": 912.0, "std": 30.0},
+                    "parameters": {"total": 5_450_000, "trainable": 1_034_498}, "fitted": True,
                     "metrics": {"test/acc": {"n": 2, "mean": 0.9, "std": 0.01414, "values": {"0": 0.89, "1": 0.91}}}}],
     }
     path.mkdir(parents=True)
@@ -109,11 +117,12 @@ def test_results_renders_rows_from_summaries(tmp_path):
   - {{result: SST-2 GPU, metric: test/acc, data: SST-2, not_measured: no GPU yet, command: bigmodel sweep -c y.yaml}}
 """)
     assert results.render(spec).splitlines() == [
-        "| Result | Data | Metric | Mean ± std (n) | Per seed | Device | Date | Command |",
-        "|---|---|---|---|---|---|---|---|",
-        "| Digits | digits | test/acc (%) | 90.0 ± 1.4 (n=2), 1 of 3 seeds failed or unfinished | 89.0, 91.0 | 1 x CPU "
-        "| 2026-11-23 | `bigmodel sweep -c x.yaml --seeds 0 1 2` |",
-        "| SST-2 GPU | SST-2 | test/acc | not measured: no GPU yet |  |  |  | `bigmodel sweep -c y.yaml` |",
+        "| Result | Data | Metric | Mean ± std (n) | Per seed | Parameters trained / total | Time per run | Device "
+        "| Date | Command |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        "| Digits | digits | test/acc (%) | 90.0 ± 1.4 (n=2), 1 of 3 seeds failed or unfinished | 89.0, 91.0 "
+        "| 1.03M / 5.45M (19 %) | 15.2 min | 1 x CPU | 2026-11-23 | `bigmodel sweep -c x.yaml --seeds 0 1 2` |",
+        "| SST-2 GPU | SST-2 | test/acc | not measured: no GPU yet |  |  |  |  |  | `bigmodel sweep -c y.yaml` |",
     ]
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{results.BEGIN}\nold\n{results.END}\nafter\n")
