@@ -162,6 +162,19 @@ def user_message(err: BaseException) -> str | None:
         return " ".join(str(ours).split()) if not isinstance(ours, KeyError) else str(ours.args[0])
     if os_error_message(err) is not None:
         return os_error_message(err)
-    if isinstance(err, MisconfigurationException):  # Lightning's own word on a setting, e.g. a monitor typo
-        return " ".join(str(err).split())
+    if isinstance(err, MisconfigurationException) or _trainer_setting_error(err):
+        return " ".join(str(err).split())  # Lightning's own word on a setting: a monitor typo, FSDP on a CPU
     return None
+
+
+_SETTING_CHECKS = (os.path.join("connectors", "accelerator_connector.py"), os.path.join("accelerators", ""))
+
+
+def _trainer_setting_error(err: BaseException) -> bool:
+    """A ValueError/TypeError raised where Lightning checks the accelerator, devices, strategy and precision."""
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = tb.tb_frame.f_code.co_filename if tb is not None else ""
+    return (isinstance(err, (ValueError, TypeError)) and f"{os.sep}lightning{os.sep}" in where
+            and any(check in where for check in _SETTING_CHECKS))

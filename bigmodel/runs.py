@@ -28,6 +28,7 @@ from bigmodel.tasks.checkpoints import META_KEY
 
 LOCK_NAME = ".fit.lock"
 SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
+SHARDED_META = "meta.pt"  # Lightning's name for a sharded checkpoint's non-tensor part
 
 
 class RunInUseError(ValueError):
@@ -122,7 +123,7 @@ def resolve_last(directory: str | None) -> str | None:
     if directory is None:
         return None
     last = os.path.join(directory, "last.ckpt")
-    if os.path.isfile(last):
+    if os.path.isfile(last) or is_sharded(last):
         return last
     archived = archived_last_checkpoints(directory)
     if archived:
@@ -133,8 +134,17 @@ def resolve_last(directory: str | None) -> str | None:
     return None
 
 
+def is_sharded(path: str) -> bool:
+    """A sharded checkpoint (FSDP ``state_dict_type: sharded``): a directory of each rank's shards with Lightning's
+    ``meta.pt`` holding the rest of the checkpoint (loops, callbacks, ``bigmodel``, tokenizer)."""
+    return os.path.isfile(os.path.join(path, SHARDED_META))
+
+
 def read_checkpoint_meta(path: str, directory: str | None = None) -> dict[str, Any]:
     """The checkpoint's ``bigmodel`` entry (``{}`` for a foreign Lightning checkpoint), read as data only."""
+    if is_sharded(path):
+        meta = torch.load(os.path.join(path, SHARDED_META), map_location="cpu", weights_only=True)
+        return dict(meta.get(META_KEY) or {}) | {"_tokenizer": "tokenizer" in meta}
     if os.path.isdir(path):
         found = sorted(str(p) for p in Path(path).glob("*.ckpt"))[:3]
         raise ValueError(f"--ckpt_path {path!r} is a directory; give a .ckpt file" +

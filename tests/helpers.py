@@ -1,11 +1,13 @@
 """Test helpers; the callbacks are importable by CLI subprocesses (``--trainer.callbacks+=tests.helpers.X``)."""
 
 import csv
+import hashlib
 import json
 import os
 import signal
 
 import lightning as L
+import torch
 
 
 def write_table(path, rows, header=("text", "label")) -> str:
@@ -33,7 +35,16 @@ class RecordBlocks(L.Callback):
         os.makedirs(self.dir, exist_ok=True)
         with open(os.path.join(self.dir, f"rank{trainer.global_rank}.json"), "w") as f:
             json.dump({"blocks": self.blocks, "world_size": trainer.world_size,
-                       "dataset_size": len(trainer.train_dataloader.dataset)}, f)
+                       "dataset_size": len(trainer.train_dataloader.dataset), "weights": weights_digest(pl_module),
+                       "steps": trainer.global_step}, f)
+
+
+def weights_digest(module) -> str:
+    """A hash of every parameter's bytes: equal across ranks only if their weights are bit-identical."""
+    digest = hashlib.sha256()
+    for name, p in sorted(module.state_dict().items()):
+        digest.update(name.encode() + p.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 class KillAtStep(L.Callback):

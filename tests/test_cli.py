@@ -4,6 +4,7 @@ import csv
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -183,6 +184,32 @@ def test_ddp_two_cpu_processes_see_different_data(tmp_path, pydoc_text):
     assert len(ranks[0]["blocks"]) == len(ranks[1]["blocks"]) == math.ceil(size / 2) // 16 * 16  # drop_last
     ckpt = torch.load(tmp_path / "runs" / "mlm" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["hyper_parameters"]["vocab_size"] == 1000
+
+
+def test_two_nodes_of_one_process_each_train_as_one_run(tmp_path, pydoc_text):
+    """Multi-node DDP as a cluster runs it, on this machine: one `bigmodel fit` per node, told its NODE_RANK and the
+    master's address (what torchrun/SLURM set). The ranks see disjoint data and end with bit-identical weights."""
+    small = tmp_path / "small.txt"
+    small.write_text("\n".join(pydoc_text.read_text().splitlines()[:300]))
+    config = write_yaml(tmp_path / "mlm.yaml", mlm_config(tmp_path, small, max_epochs=1, limit_val_batches=2))
+    record = tmp_path / "record"
+    cmd = [sys.executable, "-m", "bigmodel", "fit", "-c", config, "--trainer.strategy", "ddp", "--trainer.devices",
+           "1", "--trainer.num_nodes", "2", "--trainer.accelerator", "cpu",
+           "--trainer.callbacks+=tests.helpers.RecordBlocks", f"--trainer.callbacks.dir={record}"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    nodes = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={
+        **os.environ, "PYTHONPATH": str(ROOT), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+        "NODE_RANK": str(rank)}) for rank in (0, 1)]
+    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], "\n".join(o[-2000:] for o in outputs)
+    ranks = [json.loads((record / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2] and ranks[0]["steps"] == ranks[1]["steps"] > 0
+    seen = [{tuple(b) for b in r["blocks"]} for r in ranks]
+    assert seen[0] and seen[1] and not seen[0] & seen[1]
+    assert ranks[0]["weights"] == ranks[1]["weights"]  # gradients all-reduced across "nodes" every step
+    assert (tmp_path / "runs" / "mlm" / "checkpoints" / "last.ckpt").is_file()
 
 
 def test_configuration_errors_are_one_line(tmp_path, pydoc_text):

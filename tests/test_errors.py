@@ -45,6 +45,8 @@ EXPECTED = {
     "batch_size 0": ["batch_size must be positive, got 0"],
     "bf16 without support": ["needs a GPU with bfloat16", "use --trainer.precision 16-mixed"],
     "no schedule length": ["the learning-rate schedule needs a length"],
+    "fsdp on a cpu": ["The strategy `fsdp` requires a GPU accelerator"],
+    "devices -1 on a cpu": ["`devices` selected with `CPUAccelerator` should be an int > 0"],
     "image folder without images": ["has no images: expected", "/<class name>/<image> files with one of"],
     "image dataset unknown": ["is neither a known name (digits, cifar10", "nor an existing image folder"],
     "torchvision set offline": ["cifar10 is not in", "could not be downloaded", "use dataset: digits"],
@@ -140,6 +142,10 @@ def cases(tmp: Path, pydoc_text: Path, mlm_ckpt: str, cls_ckpt: str) -> list[dic
         {"name": "bf16 without support", "no_bf16_gpu": True,
          "args": mlm + ["--trainer.accelerator", "gpu", "--trainer.precision", "bf16-mixed"]},
         {"name": "no schedule length", "args": mlm + ["--trainer.max_epochs", "-1"]},
+        {"name": "fsdp on a cpu", "args": mlm + ["-c", str(ROOT / "experiments" / "trainer" / "fsdp-bf16.yaml"),
+                                                 "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+                                                 "--trainer.precision", "32-true"]},
+        {"name": "devices -1 on a cpu", "args": mlm + ["--trainer.accelerator", "cpu", "--trainer.devices", "-1"]},
         {"name": "labels mixing ids and names", "args": cls_args("mixed", train_files=write_table(
             tmp / "mixed.csv", [("a b", "0"), ("c d", "1"), ("e f", "positive")] * 3))},
         {"name": "single training class", "args": cls_args(

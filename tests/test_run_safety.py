@@ -343,3 +343,19 @@ def test_last_ckpt_follows_every_validation_even_when_best_stops_improving(small
     BigModelCLI(args=["fit", "-c", write_yaml(tmp_path / "mlm.yaml", config)])
     assert [step for name, step in written if name == "best.ckpt"] == [4]
     assert [step for name, step in written if name == "last.ckpt"] == [4, 8, 12]
+
+
+def test_a_sharded_fsdp_checkpoint_directory_is_a_checkpoint(tmp_path):
+    """FSDP's sharded checkpoints are directories (shards + Lightning's meta.pt): `--ckpt_path last` finds one and
+    the task check reads meta.pt, while any other directory stays a one-line error."""
+    from bigmodel import runs
+
+    last = tmp_path / "last.ckpt"
+    last.mkdir()
+    with pytest.raises(ValueError, match="is a directory; give a .ckpt file"):
+        runs.read_checkpoint_meta(str(last))
+    assert runs.resolve_last(str(tmp_path)) is None
+    torch.save({"epoch": 3, "bigmodel": {"task": "mlm"}, "tokenizer": {"tokenizer.json": "{}"}}, last / "meta.pt")
+    (last / "__0_0.distcp").write_bytes(b"shard")
+    assert runs.resolve_last(str(tmp_path)) == str(last)
+    assert runs.read_checkpoint_meta(str(last)) == {"task": "mlm", "_tokenizer": True}

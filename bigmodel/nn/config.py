@@ -10,6 +10,10 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
 
+# fields a pretrained encoder's config may change (they leave every weight as it is)
+TRAINING_FIELDS = ("hidden_dropout", "attention_dropout", "activation_checkpointing")
+
+
 @dataclass(frozen=True)
 class EncoderConfig:
     vocab_size: int = 30522
@@ -29,6 +33,9 @@ class EncoderConfig:
     activation: Literal["gelu", "gelu_tanh"] = "gelu"
     causal: bool = False
     qkv_bias: bool = True
+    # training only (not architecture): recompute each block's activations in the backward pass instead of keeping
+    # them -- memory ~ one block's activations instead of every block's, for about one more forward per step
+    activation_checkpointing: bool = False
     # images (ignored by text models): a ViT cuts image_size x image_size inputs into patch_size patches
     image_size: int = 224
     patch_size: int = 16

@@ -12,6 +12,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from bigmodel.nn.config import EncoderConfig
 from bigmodel.nn.embeddings import TextEmbeddings
@@ -173,8 +174,12 @@ class TransformerEncoder(nn.Module):
         x = self.embeddings(inputs, **embedding_kwargs)
         mask = build_attention_mask(attention_mask, self.config.causal, x.shape[1])
         attentions = [] if output_attentions else None
+        recompute = self.config.activation_checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.layers:
-            x, weights = layer(x, mask, output_attentions)
+            if recompute:  # non-reentrant; the RNG state is replayed, so dropout masks match the first forward
+                x, weights = checkpoint(layer, x, mask, output_attentions, use_reentrant=False)
+            else:
+                x, weights = layer(x, mask, output_attentions)
             if attentions is not None:
                 attentions.append(weights)
         x = self.final_norm(x)

@@ -18,7 +18,7 @@ import torch
 
 from bigmodel.hub import HubUnavailableError, hub_offline_mode, hub_reachable, is_local, offline_message
 from bigmodel.nn import EncoderConfig
-from bigmodel.nn.config import HF_TEXT_FAMILIES
+from bigmodel.nn.config import HF_TEXT_FAMILIES, TRAINING_FIELDS
 from bigmodel.nn.convert import from_hf
 from bigmodel.nn.peft import merge_lora_state
 
@@ -184,7 +184,7 @@ def check_vocabulary(pretrained: Pretrained, vocab_size: int | None) -> None:
 
 
 def text_config(pretrained: Pretrained, overrides: dict[str, Any] | None) -> EncoderConfig:
-    """The source's architecture; ``encoder_config`` may change dropout only."""
+    """The source's architecture; ``encoder_config`` may change dropout and activation checkpointing only."""
     if pretrained.config is None:
         model_type = pretrained.meta.get("config", {}).get("model_type")
         what = f"a {model_type!r} model" if model_type else f"a {pretrained.kind} source without a text encoder"
@@ -194,8 +194,8 @@ def text_config(pretrained: Pretrained, overrides: dict[str, Any] | None) -> Enc
         )
     saved = pretrained.config.to_dict()
     overrides = dict(overrides or {})
-    changed = sorted(k for k, v in overrides.items() if not k.endswith("dropout") and saved.get(k) != v)
+    changed = sorted(k for k, v in overrides.items() if k not in TRAINING_FIELDS and saved.get(k) != v)
     if changed:
         raise ValueError(f"encoder_config {changed} cannot change a pretrained encoder loaded by init_from; "
-                         "only *_dropout fields may be overridden")
-    return pretrained.config.replace(**overrides)
+                         f"only {', '.join(TRAINING_FIELDS)} may be overridden")
+    return pretrained.config.replace(**{"activation_checkpointing": False, **overrides})  # a setting of that run

@@ -143,3 +143,31 @@ def test_classifier_shapes_and_backward():
     assert logits.shape == (3, 5) and out.last_hidden_state.shape == (3, 11, 128)
     logits.sum().backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_activation_checkpointing_gives_the_same_loss_and_gradients():
+    """Dropout on: the recomputed forward must replay the same masks, or the gradients would differ."""
+    cfg = EncoderConfig.from_name("bert-tiny", vocab_size=50, max_position_embeddings=16, hidden_dropout=0.2,
+                                  attention_dropout=0.2)
+    ids = torch.randint(0, 50, (3, 12))
+    mask = torch.ones(3, 12, dtype=torch.long)
+    mask[1, 8:] = 0
+    results = []
+    for recompute in (False, True):
+        torch.manual_seed(0)
+        model = TransformerEncoder(cfg.replace(activation_checkpointing=recompute)).train()
+        calls = []
+        model.layers[0].attn.register_forward_hook(lambda *_: calls.append(1))
+        torch.manual_seed(1)
+        loss = model(ids, mask).last_hidden_state.square().mean()
+        loss.backward()
+        assert len(calls) == (2 if recompute else 1)  # recomputed in the backward pass
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (loss0, grads0), (loss1, grads1) = results
+    assert torch.equal(loss0, loss1) and grads0.keys() == grads1.keys() and len(grads0) > 10
+    for name in grads0:
+        torch.testing.assert_close(grads1[name], grads0[name], rtol=1e-5, atol=1e-7, msg=name)
+    # it is a training setting: eval and no-grad forwards are unchanged, and a pretrained encoder may turn it on
+    model.eval()
+    with torch.no_grad():
+        assert model(ids, mask).last_hidden_state.shape == (3, 12, cfg.hidden_size)
