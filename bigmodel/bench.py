@@ -5,6 +5,9 @@ tables for the README.
     python -m bigmodel.bench --preset vit-cifar-small --batch-size 512 --dtype bf16 --compile
     python -m bigmodel.bench --finetune full lora --preset bert-base --batch-size 8 --seq-len 128 --dtype fp32
     python -m bigmodel.bench --int8 runs/sst2-mini/checkpoints/best.ckpt --test-files ../shared/data/sst2/test.tsv
+    python -m bigmodel.bench --compare --json bench.json                              # CPU: bert-mini, 32 x 128
+    python -m bigmodel.bench --compare --preset bert-base --batch-size 256 --seq-len 128 --compile \
+        --vision-preset vit-base --vision-batch-size 256 --json bench.json          # GPU
 
 Text presets train the MLM objective on synthetic token ids; ``vit-*`` presets train CIFAR-shaped classification
 on synthetic uint8 images, with and without the on-device augmentation recipe (crop, flip, RandAugment, erasing,
@@ -17,19 +20,42 @@ fresh process so that its peak resident memory (``getrusage`` max RSS: every CPU
 ``tracemalloc``) is its own; on a GPU, ``max_memory_allocated``. ``--int8``: a trained classifier checkpoint, float
 vs dynamic int8 linear layers (``bigmodel.nn.quantize``) on CPU: weights on disk, latency per batch of a real test
 file, accuracy.
+
+``--compare``: side by side in one process, the same device, batch and precision (bf16-mixed on a GPU, fp32 on CPU)
+and AdamW: bigmodel's MLM step in plain PyTorch, the same through Lightning's loop (``MLMTask`` + ``Trainer``),
+Hugging Face's ``BertForMaskedLM`` of the same shape (the reference), and bigmodel's ViT vs timm's when timm is
+installed; eager and, with ``--compile``, compiled. Rounds of short windows take turns (``interleave``) so machine
+noise hits all rows alike; the median window counts. One Markdown table; ``--json`` writes it with the device,
+versions, command and date.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import datetime
+import importlib.util
+import json
+import logging
 import multiprocessing
+import platform
 import resource
 import statistics
+import sys
+import tempfile
+import threading
 import time
+import warnings
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
 
+import lightning as L
 import torch
+from lightning.fabric.utilities.throughput import get_available_flops
+from lightning.pytorch.callbacks import Callback
+from torch import nn
 
 from bigmodel.data.augment import AugmentConfig, BatchAugment, batch_mixer
 from bigmodel.nn import EncoderConfig, MaskedLanguageModel, SequenceClassifier, VisionTransformer, num_parameters
@@ -38,57 +64,90 @@ from bigmodel.nn.quantize import quantize_int8, state_dict_bytes
 from bigmodel.tasks.optim import parameter_groups
 
 
-def _train_flops_per_token(model: MaskedLanguageModel, seq_len: int, mask_fraction: float) -> float:
-    """6 x (parameters used per token) + attention; the tied decoder runs only at the masked positions."""
+def _train_flops_per_token(model: nn.Module, seq_len: int, head_fraction: float) -> float:
+    """6 x (weights used per token) + attention, forward and backward. The encoder's matmuls run at every token
+    (embedding lookups are free); the head at ``head_fraction`` of them: an MLM head at the masked positions (its
+    decoder is the tied word-embedding matrix), a ViT's classifier at the [CLS] token (1 / seq_len)."""
     cfg = model.config
-    embeddings = sum(p.numel() for p in model.encoder.embeddings.parameters())
-    dense = num_parameters(model) - embeddings
-    decoder = cfg.vocab_size * cfg.hidden_size * mask_fraction
+    dense = num_parameters(model.encoder) - num_parameters(model.encoder.embeddings)
+    head = num_parameters(model) - num_parameters(model.encoder)
+    if isinstance(model, MaskedLanguageModel):
+        head += cfg.vocab_size * cfg.hidden_size
     attention = 2 * 2 * cfg.num_layers * seq_len * cfg.hidden_size  # QK^T and AV, forward
-    return 6 * (dense + decoder) + 3 * attention
+    return 6 * (dense + head_fraction * head) + 3 * attention
+
+
+def _synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
 
 
 def time_steps(step, steps: int, warmup: int, device: str) -> float:
     """Seconds per call of ``step`` after ``warmup`` calls (compilation, allocator warm-up)."""
     for _ in range(warmup):
         step()
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    sync()
+    _synchronize(device)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     for _ in range(steps):
         step()
-    sync()
+    _synchronize(device)
     return (time.perf_counter() - start) / steps
 
 
-def run_vision(preset: str, batch: int, dtype: str, steps: int, warmup: int, device: str, augment: bool,
-               compile: bool, num_classes: int = 10) -> dict:
-    torch.manual_seed(0)
-    model = VisionTransformer(num_classes, preset).to(device)
-    size = model.config.image_size
+def train_step(loss_fn, opt: torch.optim.Optimizer, autocast: torch.autocast):
+    """One optimizer step as every plain-PyTorch row runs it: forward (under ``autocast``), backward, AdamW step,
+    gradients set to None."""
+
+    def step() -> torch.Tensor:
+        with autocast:
+            loss = loss_fn()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
+    return step
+
+
+def mlm_batch(vocab_size: int, batch: int, seq: int, device: str, mask_fraction: float = 0.15) -> dict:
+    """A synthetic MLM batch as ``MLMCollator`` makes them, without padding: token ids, a fixed number of selected
+    positions (flat indices into B*S, sorted) and their labels."""
+    n_sel = int(mask_fraction * batch * seq)
+    return {"input_ids": torch.randint(5, vocab_size, (batch, seq), device=device),
+            "masked_positions": torch.randperm(batch * seq, device=device)[:n_sel].sort().values,
+            "masked_labels": torch.randint(5, vocab_size, (n_sel,), device=device)}
+
+
+def vision_step(model: nn.Module, image_size: int, batch: int, dtype: str, device: str, augment: bool,
+                num_classes: int = 10):
+    """A classification training step on synthetic uint8 images for any ``(B, C, H, W) -> (B, classes)`` model
+    (bigmodel's ViT, timm's), with or without the on-device augmentation recipe."""
     opt = torch.optim.AdamW(parameter_groups(model, 0.05), lr=1e-4)
-    images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device)
+    images = torch.randint(0, 256, (batch, 3, image_size, image_size), dtype=torch.uint8, device=device)
     labels = torch.randint(0, num_classes, (batch,), device=device)
     recipe = AugmentConfig(crop_padding=4, horizontal_flip=True, auto_augment="randaugment", random_erasing=0.25,
                            mixup_alpha=0.8, cutmix_alpha=1.0)
     augment_batch = BatchAugment(recipe if augment else None, None, (0.5,) * 3, (0.25,) * 3)
     mixer = batch_mixer(recipe, num_classes) if augment else None
-    if compile:
-        model.compile()
-    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bf16")
 
-    def step() -> None:
+    def loss() -> torch.Tensor:
         x, y = augment_batch(images), labels
         if mixer is not None:
             x, y = mixer(x, y)
-        with autocast:
-            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        return torch.nn.functional.cross_entropy(model(x).float(), y)
 
+    return train_step(loss, opt, torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bf16")), opt
+
+
+def run_vision(preset: str | EncoderConfig, batch: int, dtype: str, steps: int, warmup: int, device: str,
+               augment: bool, compile: bool, num_classes: int = 10) -> dict:
+    torch.manual_seed(0)
+    model = VisionTransformer(num_classes, preset).to(device)
+    if compile:
+        model.compile()
+    step, _ = vision_step(model, model.config.image_size, batch, dtype, device, augment, num_classes)
     elapsed = time_steps(step, steps, warmup, device)
     return {
         "ms_per_step": 1000 * elapsed,
@@ -98,15 +157,14 @@ def run_vision(preset: str, batch: int, dtype: str, steps: int, warmup: int, dev
     }
 
 
-def run(cfg: EncoderConfig, batch: int, seq: int, dtype: str, steps: int, warmup: int, device: str,
-        explicit: bool, padded: bool, compile: bool) -> dict:
+def mlm_step(cfg: EncoderConfig, batch: int, seq: int, dtype: str, device: str, explicit: bool = False,
+             padded: bool = False, compile: bool = False, data: dict | None = None):
+    """bigmodel's MLM training step in plain PyTorch: the vocabulary logits only at the masked positions. Returns
+    the step, the model and its optimizer. ``data``: an ``mlm_batch`` to train on (default: a new one)."""
     torch.manual_seed(0)
     model = MaskedLanguageModel(cfg).to(device)
     opt = torch.optim.AdamW(parameter_groups(model, 0.01), lr=1e-4)  # as in training (tasks/optim.py)
-    ids = torch.randint(5, cfg.vocab_size, (batch, seq), device=device)
-    n_sel = int(0.15 * batch * seq)
-    positions = torch.randperm(batch * seq, device=device)[:n_sel].sort().values
-    labels = torch.randint(5, cfg.vocab_size, (n_sel,), device=device)
+    data = mlm_batch(cfg.vocab_size, batch, seq, device) if data is None else data
     mask = None
     if padded:
         mask = torch.ones(batch, seq, dtype=torch.long, device=device)
@@ -116,23 +174,23 @@ def run(cfg: EncoderConfig, batch: int, seq: int, dtype: str, steps: int, warmup
             attn_forward = layer.attn.forward
             layer.attn.forward = lambda x, m=None, need_weights=False, f=attn_forward: f(x, m, True)
     step_model = torch.compile(model) if compile else model
-    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bf16")
 
-    def step() -> torch.Tensor:
-        with autocast:
-            logits = step_model(ids, positions, mask)
-            loss = torch.nn.functional.cross_entropy(logits.float(), labels)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss
+    def loss() -> torch.Tensor:
+        logits = step_model(data["input_ids"], data["masked_positions"], mask)
+        return torch.nn.functional.cross_entropy(logits.float(), data["masked_labels"])
 
+    return train_step(loss, opt, torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bf16")), model, opt
+
+
+def run(cfg: EncoderConfig, batch: int, seq: int, dtype: str, steps: int, warmup: int, device: str,
+        explicit: bool, padded: bool, compile: bool) -> dict:
+    step, model, _ = mlm_step(cfg, batch, seq, dtype, device, explicit, padded, compile)
     elapsed = time_steps(step, steps, warmup, device)
     tokens = batch * seq / elapsed
     return {
         "ms_per_step": 1000 * elapsed,
         "tokens_per_s": tokens,
-        "tflops": tokens * _train_flops_per_token(model, seq, n_sel / (batch * seq)) / 1e12,
+        "tflops": tokens * _train_flops_per_token(model, seq, int(0.15 * batch * seq) / (batch * seq)) / 1e12,
         "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan"),
     }
 
@@ -229,25 +287,369 @@ def run_int8(ckpt_path: str, test_files: list[str], batch: int, warmup: int = 2,
     return rows
 
 
+# -- Side by side: bigmodel (plain PyTorch, and through Lightning's loop) vs Hugging Face and timm, in one process.
+
+
+@dataclass
+class Contender:
+    """One row of the comparison. ``window(n)`` trains n steps and returns seconds per step."""
+
+    name: str
+    family: str  # "text" (throughput in tokens) or "vision" (in images)
+    window: Callable[[int], float]
+    items_per_step: int
+    useful_flops: float  # per token or image: what the task needs (bigmodel's count, the same for every row)
+    computed_flops: float  # per token or image: what this implementation computes
+    state_bytes: Callable[[], int]  # held between steps: weights and optimizer state
+    reference: bool = False  # the row the others' ratio is to (HF eager, timm eager)
+    close: Callable[[], None] = lambda: None
+
+
+def _state_bytes(model: nn.Module, opt: torch.optim.Optimizer) -> int:
+    tensors = list(model.parameters()) + [t for s in opt.state.values() for t in s.values() if torch.is_tensor(t)]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _plain(name: str, family: str, step, model: nn.Module, opt: torch.optim.Optimizer, device: str, items: int,
+           useful: float, computed: float, reference: bool = False) -> Contender:
+    return Contender(name, family, lambda n: time_steps(step, n, 0, device), items, useful, computed,
+                     lambda: _state_bytes(model, opt), reference)
+
+
+def hf_mlm_step(cfg: EncoderConfig, data: dict, dtype: str, device: str, compile: bool):
+    """``transformers.BertForMaskedLM`` of the same shape (SDPA attention) on the same batch, as Hugging Face
+    computes MLM: vocabulary logits at every position, labels -100 outside the masked ones."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    torch.manual_seed(0)
+    model = BertForMaskedLM(BertConfig(**cfg.to_hf("bert"), attn_implementation="sdpa")).to(device).train()
+    opt = torch.optim.AdamW(parameter_groups(model, 0.01), lr=1e-4)
+    ids = data["input_ids"]
+    labels = torch.full_like(ids, -100)
+    labels.view(-1)[data["masked_positions"]] = data["masked_labels"]
+    step_model = torch.compile(model) if compile else model
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bf16")
+    return train_step(lambda: step_model(input_ids=ids, labels=labels).loss, opt, autocast), model, opt
+
+
+class LightningLoop(Callback):
+    """bigmodel's ``MLMTask`` trained by a ``lightning.Trainer`` in a thread that runs only when asked:
+    ``window(n)`` lets it train n batches and returns seconds per batch, timed from the end of the batch before
+    the window to the end of its last, so the loop's own work between batches (fetching and moving the batch,
+    logging, hooks) counts. The trainer is ``bigmodel fit``'s for a run without validation: its precision, the
+    task's optimizer, LR schedule and non-finite check, a TensorBoard logger (in a temporary directory),
+    ``LearningRateMonitor`` and ``ProgressLog``; no progress bar (it would print into the table), no checkpoints,
+    no gradient clipping (the plain rows have none)."""
+
+    def __init__(self, task: L.LightningModule, batch: dict, total_steps: int, device: str, precision: str,
+                 root: str, log_every_n_steps: int = 20) -> None:
+        from lightning.pytorch.callbacks import LearningRateMonitor
+        from lightning.pytorch.loggers import TensorBoardLogger
+        from torch.utils.data import DataLoader
+
+        from bigmodel.monitoring import ProgressLog
+
+        self.task, self.device = task, device
+        self._go, self._done = threading.Semaphore(0), threading.Semaphore(0)
+        self._todo = self._count = 0
+        self._start = self._seconds = 0.0
+        self._error: BaseException | None = None
+        self._stop = self._finished = False
+        batch = {k: v.cpu() for k, v in batch.items()}  # a data loader's batch: the loop moves it to the device
+        self._loader = DataLoader([batch] * total_steps, batch_size=None, pin_memory=device == "cuda")
+        self.trainer = L.Trainer(
+            accelerator=device, devices=1, precision=precision, max_steps=total_steps,
+            logger=TensorBoardLogger(root, name="bench"), log_every_n_steps=log_every_n_steps,
+            callbacks=[LearningRateMonitor(logging_interval="step"), ProgressLog(lines=False), self],
+            enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
+            limit_val_batches=0, num_sanity_val_steps=0, default_root_dir=root,
+        )
+        self._thread = threading.Thread(target=self._fit, daemon=True)
+
+    def _fit(self) -> None:
+        try:
+            self.trainer.fit(self.task, train_dataloaders=self._loader)
+        except BaseException as err:  # noqa: B036 (handed to the main thread)
+            self._error = err
+        finally:
+            self._finished = True
+            self._done.release()
+
+    def window(self, steps: int) -> float:
+        self._todo = steps
+        if self._thread.is_alive():
+            self._go.release()
+        else:
+            self._thread.start()  # setup (and compilation) happen in the first window: the warm-up
+        self._done.acquire()
+        if self._error is not None:
+            raise RuntimeError(f"the Lightning contender failed: {self._error!r}") from self._error
+        if self._finished:
+            raise RuntimeError("the Lightning fit ended before its window did")
+        return self._seconds / steps
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._stop = True
+            self._go.release()
+            self._thread.join()
+
+    def state_bytes(self) -> int:
+        return _state_bytes(self.task, self.trainer.optimizers[0])
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        _synchronize(self.device)
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self._count += 1
+        if self._count < self._todo:
+            return
+        _synchronize(self.device)
+        self._seconds = time.perf_counter() - self._start
+        self._done.release()
+        self._go.acquire()  # the other contenders run now
+        if self._stop:
+            trainer.should_stop = True
+            return
+        self._count = 0
+        self._start = time.perf_counter()
+
+
+def timm_vit(config: EncoderConfig, num_classes: int) -> nn.Module:
+    """timm's ``VisionTransformer`` of a ViT preset's shape ([CLS] pooling, pre-LN, LayerNorm eps 1e-6, no
+    dropout: as the ``vit-*`` presets)."""
+    from timm.models.vision_transformer import VisionTransformer as TimmViT
+
+    return TimmViT(img_size=config.image_size, patch_size=config.patch_size, in_chans=config.num_channels,
+                   num_classes=num_classes, embed_dim=config.hidden_size, depth=config.num_layers,
+                   num_heads=config.num_heads, mlp_ratio=config.intermediate_size / config.hidden_size,
+                   qkv_bias=config.qkv_bias, global_pool="token")
+
+
+def interleave(contenders: list[Contender], steps: int, warmup: int, rounds: int, device: str) -> dict[str, dict]:
+    """Round-robin: every contender warms up (compiles) once, then ``rounds`` rounds of one ``steps``-step window
+    each, each round starting one contender later, so that a busy machine slows all alike. Per contender: the
+    seconds per step of each window and, on a GPU, the largest rise of allocated memory over a window."""
+    for c in contenders:
+        c.window(warmup)
+    out = {c.name: {"windows": [], "rise": 0} for c in contenders}
+    for r in range(rounds):
+        for c in contenders[r % len(contenders):] + contenders[: r % len(contenders)]:
+            if device == "cuda":
+                _synchronize(device)
+                base = torch.cuda.memory_allocated()
+                torch.cuda.reset_peak_memory_stats()
+            out[c.name]["windows"].append(c.window(steps))
+            if device == "cuda":
+                out[c.name]["rise"] = max(out[c.name]["rise"], torch.cuda.max_memory_allocated() - base)
+    return out
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def _versions() -> dict[str, str | None]:
+    import importlib.metadata
+
+    found = {}
+    for package in ("torch", "transformers", "lightning", "timm"):
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            found[package] = None
+    return found
+
+
+def compare(cfg: EncoderConfig, batch: int = 32, seq: int = 128, steps: int = 2, warmup: int = 2, rounds: int = 5,
+            compile: bool = False, vision: EncoderConfig | None = None, vision_batch: int = 64,
+            device: str | None = None, json_path: str | None = None, command: str | None = None) -> dict:
+    """MLM training steps of bigmodel (plain PyTorch; ``MLMTask`` through Lightning's loop) and Hugging Face's
+    ``BertForMaskedLM`` of the same shape, and ViT classification steps of bigmodel and timm (when installed), on
+    the same device, batch and precision (bf16-mixed on a GPU, fp32 on CPU) with AdamW, eager and with
+    ``compile`` compiled too, timed in interleaved rounds (``interleave``). Returns (and with ``json_path`` writes)
+    the rows with the device, versions, command and date."""
+    from bigmodel.tasks import MLMTask
+
+    if warmup < 1 or steps < 1 or rounds < 1:
+        raise ValueError("compare needs warmup, steps and rounds >= 1 (the first window sets up and compiles)")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = "bf16" if device == "cuda" else "fp32"
+    data = mlm_batch(cfg.vocab_size, batch, seq, device)
+    fraction = len(data["masked_positions"]) / (batch * seq)
+    timm_found = importlib.util.find_spec("timm") is not None
+    notes = []
+    if vision is not None and not timm_found:
+        notes.append("timm is not installed: the ViT rows have no timm reference (bigmodel's ViT only)")
+    total_steps = warmup + rounds * steps
+    contenders: list[Contender] = []
+    quiet = logging.getLogger("lightning.pytorch")
+    level = quiet.level
+    with tempfile.TemporaryDirectory() as root, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*(does not have many workers|GPU available but not used|"
+                                                  r"no `val_dataloader`|smaller than the logging interval|LeafSpec).*")
+        quiet.setLevel(logging.WARNING)
+        try:
+            for compiled in [False, True] if compile else [False]:
+                tag = " + torch.compile" if compiled else ""
+                step, model, opt = mlm_step(cfg, batch, seq, dtype, device, compile=compiled, data=data)
+                useful = _train_flops_per_token(model, seq, fraction)
+                contenders.append(_plain(f"bigmodel MLM, plain PyTorch{tag}", "text", step, model, opt, device,
+                                         batch * seq, useful, useful))
+                torch.manual_seed(0)
+                overrides = {k: v for k, v in cfg.to_dict().items() if k != "vocab_size"}
+                task = MLMTask(encoder="bert-tiny", encoder_config=overrides, vocab_size=cfg.vocab_size, lr=1e-4,
+                               weight_decay=0.01, compile=compiled)
+                loop = LightningLoop(task, data, total_steps, device, "bf16-mixed" if dtype == "bf16" else "32-true",
+                                     f"{root}/{len(contenders)}")
+                contenders.append(Contender(f"bigmodel MLMTask, Lightning Trainer{tag}", "text", loop.window,
+                                            batch * seq, useful, useful, loop.state_bytes, close=loop.close))
+                step, hf_model, hf_opt = hf_mlm_step(cfg, data, dtype, device, compiled)
+                computed = _train_flops_per_token(model, seq, 1.0)  # the same matmuls, the head at every token
+                contenders.append(_plain(f"HF BertForMaskedLM (sdpa){tag}", "text", step, hf_model, hf_opt, device,
+                                         batch * seq, useful, computed, reference=not compiled))
+                if vision is not None:
+                    torch.manual_seed(0)
+                    vit = VisionTransformer(10, vision).to(device)
+                    if compiled:
+                        vit.compile()
+                    tokens = 1 + (vision.image_size // vision.patch_size) ** 2
+                    per_image = tokens * _train_flops_per_token(vit, tokens, 1 / tokens)
+                    step, opt = vision_step(vit, vision.image_size, vision_batch, dtype, device, augment=False)
+                    contenders.append(_plain(f"bigmodel ViT{tag}", "vision", step, vit, opt, device, vision_batch,
+                                             per_image, per_image))
+                    if timm_found:
+                        torch.manual_seed(0)
+                        theirs = timm_vit(vision, 10).to(device)
+                        if compiled:
+                            theirs.compile()
+                        step, opt = vision_step(theirs, vision.image_size, vision_batch, dtype, device, augment=False)
+                        contenders.append(_plain(f"timm VisionTransformer{tag}", "vision", step, theirs, opt, device,
+                                                 vision_batch, per_image, per_image, reference=not compiled))
+            timings = interleave(contenders, steps, warmup, rounds, device)
+        finally:
+            for c in contenders:
+                c.close()
+            quiet.setLevel(level)
+    peak_flops = get_available_flops(torch.device(device), torch.bfloat16) if device == "cuda" else None
+    per_s = {c.name: c.items_per_step / statistics.median(timings[c.name]["windows"]) for c in contenders}
+    references = {c.family: per_s[c.name] for c in contenders if c.reference}
+    rows = []
+    for c in contenders:
+        ref = references.get(c.family)
+        rows.append({
+            "contender": c.name, "family": c.family, "unit": "tokens" if c.family == "text" else "images",
+            "per_s": per_s[c.name], "ms_per_step": 1000 * statistics.median(timings[c.name]["windows"]),
+            "ratio": per_s[c.name] / ref if ref else None,
+            "useful_flops": c.useful_flops, "computed_flops": c.computed_flops,
+            "mfu": per_s[c.name] * c.useful_flops / peak_flops if peak_flops else None,
+            "peak_mem_gib": (c.state_bytes() + timings[c.name]["rise"]) / 2**30 if device == "cuda" else None,
+            "windows_s_per_step": timings[c.name]["windows"],
+        })
+    result = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": command, "device": torch.cuda.get_device_name() if device == "cuda" else _cpu_name(),
+        "threads": torch.get_num_threads(),
+        "precision": "bf16-mixed" if dtype == "bf16" else "fp32", "versions": _versions(),
+        "text": {**{k: getattr(cfg, k) for k in ("num_layers", "hidden_size", "num_heads", "intermediate_size",
+                                                 "vocab_size")}, "batch": batch, "seq_len": seq,
+                 "mask_fraction": fraction},
+        "vision": None if vision is None else {
+            **{k: getattr(vision, k) for k in ("num_layers", "hidden_size", "num_heads", "intermediate_size",
+                                               "image_size", "patch_size")}, "batch": vision_batch},
+        "timing": {"warmup_steps": warmup, "steps_per_window": steps, "rounds": rounds,
+                   "peak_bf16_flops": peak_flops},
+        "notes": notes, "rows": rows,
+    }
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+def comparison_table(result: dict) -> str:
+    """The rows of ``compare`` as one Markdown table."""
+
+    def number(x: float | None, fmt: str) -> str:
+        return "–" if x is None else format(x, fmt)
+
+    lines = ["| contender | throughput | × reference | useful FLOPs per token/image | computed FLOPs per token/image "
+             "| useful MFU | peak GiB | ms/step |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in result["rows"]:
+        unit = "tok/s" if r["unit"] == "tokens" else "img/s"
+        lines.append(
+            f"| {r['contender']} | {r['per_s']:,.0f} {unit} | {number(r['ratio'], '.2f')} | "
+            f"{r['useful_flops'] / 1e6:,.1f} M | {r['computed_flops'] / 1e6:,.1f} M | "
+            f"{'–' if r['mfu'] is None else format(100 * r['mfu'], '.1f') + ' %'} | "
+            f"{number(r['peak_mem_gib'], '.2f')} | {r['ms_per_step']:,.0f} |")
+    return "\n".join(lines)
+
+
 def _mib(n: float) -> str:
     return f"{n / 2**20:,.1f}"
 
 
+def compare_main(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.dtype or args.finetune or args.int8:
+        p.error("--compare sets the precision itself (bf16-mixed on a GPU, fp32 on CPU) and takes no --dtype, "
+                "--finetune or --int8")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    preset = args.preset or "bert-mini"
+    cfg = EncoderConfig.from_name(preset, vocab_size=args.vocab_size, max_position_embeddings=max(512, args.seq_len))
+    vision = None if args.vision_preset == "none" else EncoderConfig.from_name(args.vision_preset)
+    batch, steps = args.batch_size or 32, args.steps or 2
+    warmup = 2 if args.warmup is None else args.warmup
+    result = compare(cfg, batch, args.seq_len, steps, warmup, args.rounds, args.compile, vision,
+                     args.vision_batch_size, device, args.json, "python -m bigmodel.bench " + " ".join(sys.argv[1:]))
+    v = result["versions"]
+    print(f"{preset} MLM: batch {batch} x {args.seq_len} tokens, {100 * result['text']['mask_fraction']:.0f} % "
+          f"masked" + (f"; {args.vision_preset}: batch {args.vision_batch_size} images" if vision else "") +
+          f"; {result['precision']}, AdamW; {result['device']}, {result['threads']} threads; torch {v['torch']}, "
+          f"transformers {v['transformers']}, lightning {v['lightning']}, timm {v['timm'] or '(not installed)'}; "
+          f"median of {args.rounds} interleaved windows of {steps} steps after {warmup} warm-up steps")
+    for note in result["notes"]:
+        print(f"note: {note}")
+    print(comparison_table(result))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="bert-base")
+    p.add_argument("--compare", action="store_true",
+                   help="bigmodel (plain PyTorch and through Lightning's loop) vs HF BertForMaskedLM and timm's ViT, "
+                        "interleaved in one process; defaults: bert-mini, batch 32 x 128, 2 warm-up steps, 5 rounds "
+                        "of 2-step windows")
+    p.add_argument("--preset", help="encoder preset (default bert-base; with --compare bert-mini)")
     p.add_argument("--vocab-size", type=int, default=30522)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, help="default 64; with --compare 32")
     p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--dtype", choices=["fp32", "bf16"], default="bf16")
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--compile", action="store_true", help="add a torch.compile row")
+    p.add_argument("--dtype", choices=["fp32", "bf16"], help="default bf16 (--compare: bf16-mixed on GPU, fp32 on CPU)")
+    p.add_argument("--steps", type=int, help="timed steps (default 20; with --compare steps per window, 2)")
+    p.add_argument("--warmup", type=int, help="untimed steps first (default 5; with --compare 2)")
+    p.add_argument("--rounds", type=int, default=5, help="with --compare: interleaved rounds (median of the windows)")
+    p.add_argument("--vision-preset", default="vit-cifar-tiny",
+                   help="with --compare: the ViT of the vision rows ('none': no vision rows)")
+    p.add_argument("--vision-batch-size", type=int, default=64, help="with --compare: images per step")
+    p.add_argument("--json", metavar="PATH", help="with --compare: write the rows, device, versions, command, date")
+    p.add_argument("--compile", action="store_true", help="add torch.compile rows")
     p.add_argument("--finetune", nargs="+", choices=["full", "lora", "bitfit", "linear_probe"],
                    help="memory and step time of these fine-tuning modes (a 2-class head; LoRA: rank 8 on qkv, proj)")
     p.add_argument("--int8", metavar="CKPT", help="a classifier checkpoint: fp32 vs dynamic int8 on CPU")
     p.add_argument("--test-files", nargs="+", help="with --int8: labelled test file(s), read as the run read its data")
     args = p.parse_args()
+    if args.compare:
+        compare_main(p, args)
+        return
+    args.preset, args.batch_size = args.preset or "bert-base", args.batch_size or 64
+    args.dtype, args.steps = args.dtype or "bf16", args.steps or 20
+    args.warmup = 5 if args.warmup is None else args.warmup
     if args.int8:
         if not args.test_files:
             p.error("--int8 needs --test-files (a labelled test file)")
