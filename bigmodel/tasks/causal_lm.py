@@ -54,7 +54,7 @@ class CausalLMTask(LanguageModelTask):
         self.generation = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k}
         for key in self.generation:
             self.hparams.pop(key)
-        self._init_metrics(vocab_size)
+        self._init_metrics()
 
     def load_pretrained(self, pretrained: Pretrained) -> list[str]:
         notes = self.load_encoder(self.net.encoder, pretrained)

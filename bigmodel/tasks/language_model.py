@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics import SumMetric
 
 from bigmodel.nn import EncoderConfig
 from bigmodel.tasks.base import Task
@@ -15,10 +14,11 @@ from bigmodel.tasks.base import Task
 class LanguageModelTask(Task):
     config: EncoderConfig
 
-    def _init_metrics(self, vocab_size: int) -> None:
-        self.train_acc = MulticlassAccuracy(vocab_size, average="micro", ignore_index=-100, validate_args=False)
-        self.val_acc = MulticlassAccuracy(vocab_size, average="micro", ignore_index=-100, validate_args=False)
-        self.val_loss = MeanMetric()
+    def _init_metrics(self) -> None:
+        # sums with the NaN check off: no boolean indexing and no .any(), so no host sync per step (a classification
+        # metric with ignore_index selects the kept tokens, which waits for the GPU at every step). Not MeanMetric's
+        # weights: with nan_strategy "disable" torchmetrics 1.9 replaces them by ones.
+        self.val_loss_sum, self.val_hits, self.val_tokens = (SumMetric(nan_strategy="disable") for _ in range(3))
 
     def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]:
         """(mean loss over the predicted tokens, their logits (N, V), labels (N,), how many tokens count)."""
@@ -26,19 +26,29 @@ class LanguageModelTask(Task):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, logits, labels, _ = self._step(batch)
-        self.train_acc(logits, labels)
+        hits, counted = token_hits(logits, labels)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/ppl", loss.detach().exp())
-        self.log("train/acc", self.train_acc)
+        self.log("train/acc", hits.sum() / counted.sum().clamp(min=1))
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss, logits, labels, count = self._step(batch)
-        self.val_loss.update(loss, weight=count)
-        self.val_acc.update(logits, labels)
+        hits, counted = token_hits(logits, labels)
+        self.val_loss_sum.update(loss * count)
+        self.val_hits.update(hits.sum())
+        self.val_tokens.update(counted.sum())
 
     def on_validation_epoch_end(self) -> None:
-        loss = self.val_loss.compute()
-        self.log_dict({"val/loss": loss, "val/ppl": loss.exp(), "val/acc": self.val_acc.compute()}, prog_bar=True)
-        self.val_loss.reset()
-        self.val_acc.reset()
+        tokens = self.val_tokens.compute().clamp(min=1)
+        loss = self.val_loss_sum.compute() / tokens
+        self.log_dict({"val/loss": loss, "val/ppl": loss.exp(), "val/acc": self.val_hits.compute() / tokens},
+                      prog_bar=True)
+        for metric in (self.val_loss_sum, self.val_hits, self.val_tokens):
+            metric.reset()
+
+
+def token_hits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1 where the top logit is the label, 1 where the token counts): token accuracy is sum(hits) / sum(counted);
+    -100 labels (padding, unpredicted positions) count as neither."""
+    return (logits.argmax(-1) == labels).float(), (labels != -100).float()

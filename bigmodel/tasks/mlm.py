@@ -40,7 +40,7 @@ class MLMTask(LanguageModelTask):
         overrides = {k: v for k, v in (encoder_config or {}).items() if k != "causal"}
         self.config = self.encoder_config_for(encoder, overrides, vocab_size, init_from, causal=False)
         self.net = MaskedLanguageModel(self.config)
-        self._init_metrics(vocab_size)
+        self._init_metrics()
 
     def load_pretrained(self, pretrained: Pretrained) -> list[str]:
         notes = self.load_encoder(self.net.encoder, pretrained)

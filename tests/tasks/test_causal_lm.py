@@ -132,3 +132,29 @@ def test_batches_of_the_other_objective_are_refused_naming_the_option(pydoc_text
     dm.hparams.objective = "causal"
     with pytest.raises(ValueError, match="got whole blocks: set data.init_args.objective: mlm"):
         MLMTask(vocab_size=dm.vocab_size).training_step(next(iter(dm.val_dataloader())), 0)
+
+
+def test_token_accuracy_equals_torchmetrics_with_ignore_index_and_its_validation_sums_are_token_weighted():
+    """The language-model tasks count hits without boolean indexing (no host sync); the numbers must not change."""
+    from torchmetrics.classification import MulticlassAccuracy
+
+    from bigmodel.tasks.language_model import LanguageModelTask, token_hits
+
+    logits, labels = torch.randn(50, 7), torch.randint(0, 7, (50,))
+    labels[::4] = -100
+    hits, counted = token_hits(logits, labels)
+    reference = MulticlassAccuracy(7, average="micro", ignore_index=-100)(logits, labels)
+    torch.testing.assert_close(hits.sum() / counted.sum(), reference)
+    task = LanguageModelTask.__new__(LanguageModelTask)
+    torch.nn.Module.__init__(task)
+    task._init_metrics()
+    logged = {}
+    task.log_dict = lambda values, **_: logged.update(values)
+    for loss, count, hits in ((2.0, 30, 3), (4.0, 10, 1)):  # batch mean losses over their own token counts
+        logits = torch.eye(2)[[0] * hits + [1] * (count - hits)]  # the first `hits` tokens predict label 0
+        result = (torch.tensor(loss), logits, torch.zeros(count, dtype=torch.long), count)
+        task._step = lambda batch, result=result: result
+        task.validation_step({}, 0)
+    task.on_validation_epoch_end()
+    torch.testing.assert_close(logged["val/loss"], torch.tensor((2.0 * 30 + 4.0 * 10) / 40))
+    torch.testing.assert_close(logged["val/acc"], torch.tensor(4.0 / 40))
