@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import lightning as L
@@ -41,13 +42,16 @@ class DataModule(L.LightningDataModule):
         self._consumed: tuple[int, int] = (0, 0)  # (epoch, training batches consumed in it), saved in checkpoints
         self._resume: tuple[int, int] | None = None
 
-    def train_loader(self, dataset: Dataset, collate_fn: Callable[[list[Any]], Any], drop_last: bool = False):
+    def train_loader(self, dataset: Dataset, collate_fn: Callable[[list[Any]], Any], drop_last: bool = False,
+                     lengths: Sequence[int] | None = None):
         """Shuffled from (seed, epoch) and resumable mid-epoch; examples carry their epoch and index so that
-        collators can seed per batch. ``--ckpt_path last`` after a kill continues with the very next batch."""
+        collators can seed per batch. ``--ckpt_path last`` after a kill continues with the very next batch.
+        ``lengths`` (one per example): batches of similar lengths, see ``sampling.group_by_length``."""
         hp = self.hparams
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        sampler = ResumableSampler(len(dataset), hp.seed, rank=rank, world_size=world)
+        sampler = ResumableSampler(len(dataset), hp.seed, rank=rank, world_size=world, lengths=lengths,
+                                   batch_size=hp.batch_size)
         if self._resume is not None:  # restored mid-epoch: skip what this rank already trained on
             epoch, consumed = self._resume
             sampler.resume(epoch, consumed * hp.batch_size)  # nothing is skipped if that epoch had finished

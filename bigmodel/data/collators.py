@@ -61,10 +61,11 @@ class MLMCollator:
 
 
 class ClassificationCollator:
-    """Dynamic padding to the longest sequence in the batch; passes the raw texts through for prediction files."""
+    """Dynamic padding to the longest sequence in the batch, rounded up to ``pad_to_multiple_of`` (by the
+    tokenizer's ``pad``); passes the raw texts through for prediction files."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
-        self.inner = DataCollatorWithPadding(tokenizer)
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, pad_to_multiple_of: int | None = None) -> None:
+        self.inner = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         texts = [ex.pop("text") for ex in examples] if "text" in examples[0] else None

@@ -4,7 +4,7 @@ the epoch part-way, so a run killed mid-epoch and resumed sees exactly the batch
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -22,9 +22,15 @@ class ResumableSampler(DistributedSampler):
     next iteration only: the examples a resumed run already trained on. ``len`` stays the full share so the
     trainer's count of batches per epoch does not change on resume. The skip belongs to one epoch
     (``skip_epoch``): a run saved at the end of epoch e resumes with epoch e + 1, which must not skip anything.
+
+    ``lengths`` (one per example) groups the shuffle by length (``group_by_length``): batches of similar lengths,
+    so pad-to-longest pads little. ``batch_size`` must then be the DataLoader's (per rank): the order is cut into
+    steps of ``batch_size * world_size`` examples, each dealt to the ranks as above, so every rank's batch at a
+    step holds similar lengths too and a skip of whole batches on resume stays aligned.
     """
 
-    def __init__(self, length: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, length: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1,
+                 lengths: Sequence[int] | None = None, batch_size: int = 1, mega_batch: int = 50) -> None:
         # DistributedSampler.__init__ wants a dataset and a process group; this needs neither
         self.length, self.seed, self.shuffle = length, seed, shuffle
         self.rank, self.num_replicas, self.drop_last = rank, world_size, False
@@ -33,17 +39,32 @@ class ResumableSampler(DistributedSampler):
         self.epoch = 0
         self.skip = 0
         self.skip_epoch = 0
+        if lengths is not None:
+            if len(lengths) != length:
+                raise ValueError(f"lengths has {len(lengths)} entries for {length} examples")
+            if not shuffle:
+                raise ValueError("grouping by length reorders a shuffle; it needs shuffle=True")
+        self.lengths = None if lengths is None else torch.as_tensor(lengths)
+        self.batch_size, self.mega_batch = batch_size, mega_batch
 
     def resume(self, epoch: int, consumed: int) -> None:
         """Skip the first ``consumed`` examples of ``epoch`` (this rank's), if that is the epoch iterated next."""
         self.set_epoch(epoch)
         self.skip, self.skip_epoch = consumed, epoch
 
+    def order(self) -> torch.Tensor:
+        """This epoch's order of the whole set (before padding and dealing to ranks)."""
+        if not self.shuffle:
+            return torch.arange(self.length)
+        generator = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
+        order = torch.randperm(self.length, generator=generator)
+        if self.lengths is not None:
+            order = group_by_length(order, self.lengths, self.batch_size * self.num_replicas, self.mega_batch,
+                                    generator)
+        return order
+
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        if self.shuffle:
-            order = torch.randperm(self.length, generator=torch.Generator().manual_seed(mix_seed(self.seed, self.epoch)))
-        else:
-            order = torch.arange(self.length)
+        order = self.order()
         order = order.repeat(math.ceil(self.total_size / max(self.length, 1)))[: self.total_size]
         mine = order[self.rank :: self.num_replicas]
         skip = self.skip if self.epoch == self.skip_epoch else 0
@@ -52,6 +73,28 @@ class ResumableSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return self.num_samples
+
+
+def group_by_length(order: torch.Tensor, lengths: torch.Tensor, step: int, mega_batch: int,
+                    generator: torch.Generator) -> torch.Tensor:
+    """HF Trainer's ``LengthGroupedSampler`` idea on a shuffled ``order``: cut it into mega-batches of
+    ``mega_batch`` steps, sort each by length (longest first), cut into steps of ``step`` examples, shuffle the
+    steps, and put the one holding the longest example first, so that running out of memory shows at step 0.
+
+    Only the last step may be short; it stays last (ranks deal steps out in whole batches). A last mega-batch
+    shorter than one step joins the one before it, so the short step never holds the longest example.
+    """
+    megas = list(order.split(step * mega_batch))
+    if len(megas) > 1 and len(megas[-1]) < step:
+        megas[-2:] = [torch.cat(megas[-2:])]
+    order = torch.cat([m[torch.argsort(lengths[m], descending=True, stable=True)] for m in megas])
+    steps = list(order.split(step))
+    full = len(steps) - (len(steps[-1]) < step)
+    steps[:full] = [steps[i] for i in torch.randperm(full, generator=generator).tolist()]
+    if full:
+        longest = int(torch.stack([lengths[s[0]] for s in steps[:full]]).argmax())  # each step is sorted
+        steps[0], steps[longest] = steps[longest], steps[0]
+    return torch.cat(steps)
 
 
 class EpochIndexed(Dataset):

@@ -45,6 +45,13 @@ class TextClassificationDataModule(TextDataModule):
         template: prompt-based classification (``bigmodel.tasks.PromptClassificationTask``): each text becomes
             this cloze, e.g. ``"{text} It was {mask}."`` (``{text_a}``/``{text_b}`` for pairs; ``[MASK]`` is read
             as ``{mask}``, the tokenizer's own mask token). Long texts are cut, never the template.
+        group_by_length: training batches of similar lengths (HF Trainer's ``group_by_length``): the seeded shuffle
+            is cut into mega-batches of 50 batches, each sorted by length, and the batches are shuffled, the one
+            with the longest text first (an out-of-memory shows at step 0). Pads far less than a plain shuffle;
+            still a function of (seed, epoch), resumable mid-epoch and split evenly across ranks. Validation
+            and test order are unchanged.
+        pad_to_multiple_of: every batch (all splits) is padded to the longest text rounded up to a multiple of
+            this (8 suits tensor cores and bounds the number of shapes ``compile`` sees); None: to the longest.
         **kwargs: batch size, workers, validation split, seed, cache: see ``TextDataModule``.
     """
 
@@ -67,11 +74,15 @@ class TextClassificationDataModule(TextDataModule):
         lowercase: bool = True,
         train_examples_per_class: int | None = None,
         template: str | None = None,
+        group_by_length: bool = False,
+        pad_to_multiple_of: int | None = 8,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if train_examples_per_class is not None and train_examples_per_class < 1:
             raise ValueError(f"train_examples_per_class must be >= 1, got {train_examples_per_class}")
+        if pad_to_multiple_of is not None and pad_to_multiple_of < 1:
+            raise ValueError(f"pad_to_multiple_of must be >= 1 or null, got {pad_to_multiple_of}")
         if template is not None:
             check_template(template, text_pair_column is not None)
         self._raw: DatasetDict | None = None
@@ -297,12 +308,17 @@ class TextClassificationDataModule(TextDataModule):
     def _loader(self, split: str) -> DataLoader:
         if split not in self.datasets:
             raise ValueError(f"no {split} data: set data.init_args.{split}_files (or a dataset with that split)")
-        return self.loader(self.datasets[split], ClassificationCollator(self.tokenizer))
+        return self.loader(self.datasets[split], self.collator())
+
+    def collator(self) -> ClassificationCollator:
+        return ClassificationCollator(self.tokenizer, self.hparams.get("pad_to_multiple_of"))
 
     def train_dataloader(self) -> DataLoader:
         if "train" not in self.datasets:
             raise ValueError("no train data: set data.init_args.train_files (or a dataset with a train split)")
-        return self.train_loader(self.datasets["train"], ClassificationCollator(self.tokenizer))
+        train = self.datasets["train"]
+        lengths = token_lengths(train) if self.hparams.get("group_by_length") else None
+        return self.train_loader(train, self.collator(), lengths=lengths)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("validation")
@@ -312,6 +328,13 @@ class TextClassificationDataModule(TextDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict")
+
+
+def token_lengths(ds: Dataset) -> list[int]:
+    """Tokens per example, read from the Arrow column without decoding the ids (60k texts in about 1 ms)."""
+    import pyarrow.compute as pc
+
+    return pc.list_value_length(ds.with_format("arrow")["input_ids"]).to_pylist()
 
 
 def _unlabelled(split: str, ds: Dataset, column: str) -> bool:

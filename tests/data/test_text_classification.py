@@ -1,3 +1,4 @@
+import torch
 import pytest
 
 from bigmodel.data import TextClassificationDataModule
@@ -206,3 +207,68 @@ def test_cli_fits_a_classifier_without_a_tokenizer_and_its_checkpoint_carries_th
     ckpt = str(tmp_path / "ckpt" / "last.ckpt")
     assert "tokenizer" in torch.load(ckpt, weights_only=True, map_location="cpu")
     assert load_tokenizer(ckpt, tmp_path / "cache").get_vocab() == cli.datamodule.tokenizer.get_vocab()
+
+
+def _varied_rows(n=160):
+    words = "the list dict object is good bad a very hashable tuple".split()
+    return [(" ".join(words[(i * 7 + j) % len(words)] for j in range(1 + (i * 37) % 29)), i % 2) for i in range(n)]
+
+
+def test_group_by_length_batches_similar_lengths_padded_to_multiples_of_8(tmp_path, tokenizer_dir):
+    train = write_table(tmp_path / "train.csv", _varied_rows())
+
+    def module(**kwargs):
+        dm = TextClassificationDataModule(tokenizer_dir, train_files=train, batch_size=8, **kwargs)
+        dm.setup("fit")
+        return dm
+
+    def spread(loader):
+        real = [b["attention_mask"].sum(1) if "attention_mask" in b else torch.full((len(b["labels"]),),
+                b["input_ids"].shape[1]) for b in loader]
+        return sum(int(r.max() - r.min()) for r in real) / len(real)
+
+    grouped, plain = module(group_by_length=True), module(pad_to_multiple_of=None)
+    assert grouped.hparams.pad_to_multiple_of == 8  # the default
+    shapes = [b["input_ids"].shape[1] for b in grouped.train_dataloader()]
+    assert all(s % 8 == 0 for s in shapes) and len(set(shapes)) > 1
+    assert any(b["input_ids"].shape[1] % 8 for b in plain.train_dataloader())
+    assert spread(grouped.train_dataloader()) < spread(plain.train_dataloader()) / 5
+    assert all(b["input_ids"].shape[1] % 8 == 0 for b in grouped.val_dataloader())
+    first = [b["labels"].tolist() for b in grouped.val_dataloader()]
+    assert first == [b["labels"].tolist() for b in plain.val_dataloader()]  # validation order unchanged
+
+
+def test_padding_to_a_multiple_of_8_leaves_logits_and_real_token_states_unchanged(tmp_path, tokenizer_dir):
+    from bigmodel.data.collators import ClassificationCollator
+    from bigmodel.data.text_classification import token_lengths
+    from bigmodel.nn import EncoderConfig, SequenceClassifier
+
+    dm = TextClassificationDataModule(tokenizer_dir, train_files=write_table(tmp_path / "t.csv", _varied_rows(16)))
+    dm.setup("fit")
+    lengths = token_lengths(dm.datasets["train"])
+    examples = [dm.datasets["train"][i] for i, n in enumerate(lengths) if n % 8][:6]  # the multiple adds padding
+    torch.manual_seed(0)
+    model = SequenceClassifier(EncoderConfig.from_name("bert-tiny", vocab_size=dm.vocab_size), 2).eval()
+    with torch.no_grad():
+        outs = []
+        for multiple in (None, 8):
+            batch = ClassificationCollator(dm.tokenizer, multiple)([dict(e) for e in examples])
+            logits, out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+            outs.append((batch["input_ids"].shape[1], logits, out.last_hidden_state, batch["attention_mask"].bool()))
+    (short, logits, hidden, mask), (long, logits8, hidden8, _) = outs
+    assert long % 8 == 0 and long > short
+    torch.testing.assert_close(logits8, logits, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(hidden8[:, :short][mask], hidden[mask], atol=1e-6, rtol=1e-5)
+
+
+def test_the_cli_reads_group_by_length_and_pad_to_multiple_of(capsys):
+    import yaml
+
+    from bigmodel.cli import BigModelCLI
+
+    with pytest.raises(SystemExit):
+        BigModelCLI(args=["fit", "-c", "experiments/finetune/sst2_bert_mini_cpu.yaml",
+                          "--data.init_args.group_by_length=true", "--data.init_args.pad_to_multiple_of=null",
+                          "--print_config"])
+    data = yaml.safe_load(capsys.readouterr().out)["data"]["init_args"]
+    assert data["group_by_length"] is True and data["pad_to_multiple_of"] is None
