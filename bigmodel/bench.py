@@ -245,6 +245,37 @@ def finetune_rows(cfg: EncoderConfig, modes: list[str], batch: int, seq: int, st
     return rows
 
 
+def adversarial_rows(cfg: EncoderConfig, batch: int, seq: int, steps: int, warmup: int, rounds: int, device: str,
+                     pgd_steps: int = 3) -> dict[str, float]:
+    """ms per fine-tuning step of a 2-class classifier: clean, + FGM, + PGD-``pgd_steps`` (the task's own
+    ``Adversary`` on the word embeddings), interleaved; what adversarial training adds to each step."""
+    from bigmodel.nn.adversarial import AdversarialConfig, Adversary, embedding_layer
+
+    ids = torch.randint(5, cfg.vocab_size, (batch, seq), device=device)
+    labels = torch.randint(0, 2, (batch,), device=device)
+    contenders = []
+    for name, config in (("clean", None), ("FGM", AdversarialConfig("fgm")),
+                         (f"PGD-{pgd_steps}", AdversarialConfig("pgd", steps=pgd_steps))):
+        torch.manual_seed(0)
+        model = SequenceClassifier(cfg, 2).to(device)
+        opt = torch.optim.AdamW(parameter_groups(model, 0.01), lr=1e-5)
+
+        def loss_fn(model=model, adversary=Adversary(config) if config else None) -> torch.Tensor:
+            def loss() -> torch.Tensor:
+                return nn.functional.cross_entropy(model(ids)[0].float(), labels)
+
+            if adversary is None:
+                return loss()
+            with adversary.attach(embedding_layer(model)):
+                clean = loss()
+                return clean + adversary.loss(clean, loss)
+
+        step = train_step(loss_fn, opt, torch.autocast(device, enabled=False))
+        contenders.append(_plain(name, "text", step, model, opt, device, batch * seq, 0.0, 0.0))
+    timings = interleave(contenders, steps, warmup, rounds, device)
+    return {name: 1000 * statistics.median(t["windows"]) for name, t in timings.items()}
+
+
 def run_int8(ckpt_path: str, test_files: list[str], batch: int, warmup: int = 2, repeats: int = 3) -> dict[str, dict]:
     """A classifier checkpoint in float and with dynamic int8 linear layers, on CPU over a labelled test file
     (read as the checkpoint's run read its data): state-dict bytes, median ms per batch, accuracy, predictions.
@@ -642,6 +673,8 @@ def main() -> None:
     p.add_argument("--finetune", nargs="+", choices=["full", "lora", "bitfit", "linear_probe"],
                    help="memory and step time of these fine-tuning modes (a 2-class head; LoRA: rank 8 on qkv, proj)")
     p.add_argument("--int8", metavar="CKPT", help="a classifier checkpoint: fp32 vs dynamic int8 on CPU")
+    p.add_argument("--adversarial", action="store_true",
+                   help="fine-tuning step time: clean vs FGM vs PGD-3 (a 2-class head, fp32, interleaved rounds)")
     p.add_argument("--test-files", nargs="+", help="with --int8: labelled test file(s), read as the run read its data")
     args = p.parse_args()
     if args.compare:
@@ -650,6 +683,18 @@ def main() -> None:
     args.preset, args.batch_size = args.preset or "bert-base", args.batch_size or 64
     args.dtype, args.steps = args.dtype or "bf16", args.steps or 20
     args.warmup = 5 if args.warmup is None else args.warmup
+    if args.adversarial:
+        cfg = EncoderConfig.from_name(args.preset, vocab_size=args.vocab_size,
+                                      max_position_embeddings=max(512, args.seq_len))
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        rows = adversarial_rows(cfg, args.batch_size, args.seq_len, args.steps, args.warmup, 5, device)
+        print(f"{args.preset} + 2-class head, batch {args.batch_size} x {args.seq_len}, fp32, AdamW, {device}, "
+              f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of 5 interleaved windows of "
+              f"{args.steps} steps after {args.warmup}")
+        print("| fine-tuning step | ms/step | x clean |\n|---|---:|---:|")
+        for name, ms in rows.items():
+            print(f"| {name} | {ms:.0f} | {ms / rows['clean']:.2f} |")
+        return
     if args.int8:
         if not args.test_files:
             p.error("--int8 needs --test-files (a labelled test file)")

@@ -26,3 +26,12 @@ def test_compare_times_every_contender_and_writes_json(tmp_path):
     assert {"torch", "transformers", "lightning", "timm"} <= written["versions"].keys()
     assert written["rows"] == result["rows"]
     assert comparison_table(result).count("\n") == 1 + len(result["rows"])
+
+
+def test_adversarial_rows_time_clean_fgm_and_pgd():
+    from bigmodel.bench import adversarial_rows
+
+    text = EncoderConfig.from_name("bert-tiny", num_layers=1, hidden_size=32, num_heads=2, intermediate_size=64,
+                                   vocab_size=100, max_position_embeddings=32)
+    rows = adversarial_rows(text, batch=2, seq=8, steps=1, warmup=1, rounds=1, device="cpu")
+    assert list(rows) == ["clean", "FGM", "PGD-3"] and all(ms > 0 for ms in rows.values())

@@ -30,7 +30,8 @@ class Task(L.LightningModule):
             (no parameter or optimizer-state update; counted in ``train/skipped_steps``), or ``off`` (no check,
             saves one host sync per optimizer step).
         compile: ``torch.compile`` the network in place (parameter names, hence checkpoints, stay unchanged).
-            Pays off for fixed shapes (images); text batches of varying length recompile per new length.
+            Pays off most for fixed shapes (images); text lengths go dynamic after the second one, and
+            ``pad_to_multiple_of`` (data) bounds how many there are.
         finetune: which parameters train (``bigmodel.nn.peft``): ``full``; ``linear_probe`` (the encoder frozen,
             the head trained); ``bitfit`` (the encoder's biases and the head); ``lora`` (low-rank updates of the
             encoder's ``lora.targets`` layers and the head). Frozen parameters get no optimizer state.
