@@ -70,3 +70,24 @@ def test_vit_cls_token_and_positions_are_not_decayed():
     kept = {id(p) for p in no_decay["params"]}
     assert id(vit.encoder.embeddings.cls_token) in kept and id(vit.encoder.embeddings.position_embeddings) in kept
     assert id(vit.encoder.embeddings.proj.weight) not in kept and id(vit.head.weight) not in kept
+
+
+def test_conv_stem_keeps_the_token_grid_and_the_default_is_the_plain_patch_embedding():
+    overrides = {"image_size": 8, "patch_size": 2, "num_channels": 1, "num_layers": 1, "hidden_size": 32,
+                 "num_heads": 2, "intermediate_size": 64}
+    torch.manual_seed(0)
+    plain = VisionTransformer(10, "vit-tiny", overrides)
+    torch.manual_seed(0)
+    default = VisionTransformer(10, "vit-tiny", overrides, stem_channels=())
+    assert plain.encoder.embeddings.stem is None and plain.state_dict().keys() == default.state_dict().keys()
+    assert not any(".stem." in k for k in plain.state_dict())  # published checkpoints keep loading as before
+    images = torch.randn(3, 1, 8, 8)
+    torch.testing.assert_close(plain(images), default(images))
+    stem = VisionTransformer(10, "vit-tiny", overrides, stem_channels=[8, 16])
+    assert stem.encoder.embeddings.proj.in_channels == 16
+    out = stem.forward_features(images).last_hidden_state
+    assert out.shape == (3, 1 + 4 * 4, 32)  # same 16 patches + [CLS] as without the stem
+    stem(images).sum().backward()
+    assert all(p.grad is not None for p in stem.parameters())
+    with pytest.raises(ValueError, match="stem_channels"):
+        VisionTransformer(10, "vit-tiny", overrides, stem_channels=[0])
