@@ -116,9 +116,11 @@ def _vit_config(ckpt: dict, meta: dict) -> dict:
     backbone = ckpt.get("hyper_parameters", {}).get("backbone")
     if not isinstance(backbone, dict):
         raise ValueError("the checkpoint does not say how its ViT was built (hyper_parameters.backbone)")
-    c = build_backbone(backbone, len(meta.get("class_names") or [0, 1])).config
-    if c.position_embedding != "learned" or not c.norm_first:
-        raise ValueError("this ViT has no Hugging Face ViT equivalent (learned positions and pre-LN are needed)")
+    net = build_backbone(backbone, len(meta.get("class_names") or [0, 1]))
+    c = net.config
+    if c.position_embedding != "learned" or not c.norm_first or net.encoder.embeddings.stem is not None:
+        raise ValueError("this ViT has no Hugging Face ViT equivalent (learned positions and pre-LN are needed, and "
+                         "no convolutional stem)")
     return {"model_type": "vit", "hidden_size": c.hidden_size, "num_hidden_layers": c.num_layers,
             "num_attention_heads": c.num_heads, "intermediate_size": c.intermediate_size,
             "hidden_act": {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh"}[c.activation],

@@ -308,7 +308,7 @@ def trained_parameters(point: dict[str, Any]) -> str:
     if not params:
         return ""
     trained = params["trainable"] if point.get("fitted", True) else 0
-    share = f"{100 * trained / params['total']:.2g} %" if trained else "no fit"
+    share = f"{100 * trained / params['total']:.3g} %" if trained else "no fit"
     return f"{count(trained)} / {count(params['total'])} ({share})"
 
 
