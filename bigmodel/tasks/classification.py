@@ -72,8 +72,8 @@ class ClassificationTask(Task):
             count and position embeddings of another image size are adapted.
         classifier_dropout: text head dropout.
         label_smoothing: cross-entropy label smoothing.
-        adversarial: FGM or PGD on the embedding output (``{method: fgm, epsilon: 1.0}``, ``{method: pgd,
-            epsilon: 1.0, steps: 3}``; ``bigmodel.nn.adversarial``), on top of any fine-tuning mode; the loss is
+        adversarial: FGM or PGD on the embedding output (``{method: fgm, epsilon: 0.02}``, ``{method: pgd,
+            epsilon: 0.02, steps: 3}``; ``bigmodel.nn.adversarial``), on top of any fine-tuning mode; the loss is
             clean + adversarial.
         distill_from: a trained classification checkpoint of the same classes (and tokenizer, for text) as
             teacher: the loss becomes ``(1 - distill_weight) * cross-entropy + distill_weight * T^2 * KL`` with
