@@ -664,7 +664,8 @@ def main() -> None:
     p.add_argument("--dtype", choices=["fp32", "bf16"], help="default bf16 (--compare: bf16-mixed on GPU, fp32 on CPU)")
     p.add_argument("--steps", type=int, help="timed steps (default 20; with --compare steps per window, 2)")
     p.add_argument("--warmup", type=int, help="untimed steps first (default 5; with --compare 2)")
-    p.add_argument("--rounds", type=int, default=5, help="with --compare: interleaved rounds (median of the windows)")
+    p.add_argument("--rounds", type=int, default=5,
+                   help="with --compare/--adversarial: interleaved rounds (median of the windows)")
     p.add_argument("--vision-preset", default="vit-cifar-tiny",
                    help="with --compare: the ViT of the vision rows ('none': no vision rows)")
     p.add_argument("--vision-batch-size", type=int, default=64, help="with --compare: images per step")
@@ -674,27 +675,30 @@ def main() -> None:
                    help="memory and step time of these fine-tuning modes (a 2-class head; LoRA: rank 8 on qkv, proj)")
     p.add_argument("--int8", metavar="CKPT", help="a classifier checkpoint: fp32 vs dynamic int8 on CPU")
     p.add_argument("--adversarial", action="store_true",
-                   help="fine-tuning step time: clean vs FGM vs PGD-3 (a 2-class head, fp32, interleaved rounds)")
+                   help="fine-tuning step time: clean vs FGM vs PGD-3 (a 2-class head, fp32, interleaved rounds; "
+                        "default bert-mini, batch 32, 2 steps a window)")
     p.add_argument("--test-files", nargs="+", help="with --int8: labelled test file(s), read as the run read its data")
     args = p.parse_args()
     if args.compare:
         compare_main(p, args)
         return
-    args.preset, args.batch_size = args.preset or "bert-base", args.batch_size or 64
-    args.dtype, args.steps = args.dtype or "bf16", args.steps or 20
-    args.warmup = 5 if args.warmup is None else args.warmup
     if args.adversarial:
+        args.preset, args.batch_size = args.preset or "bert-mini", args.batch_size or 32
+        args.steps, args.warmup = args.steps or 2, 1 if args.warmup is None else args.warmup
         cfg = EncoderConfig.from_name(args.preset, vocab_size=args.vocab_size,
                                       max_position_embeddings=max(512, args.seq_len))
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        rows = adversarial_rows(cfg, args.batch_size, args.seq_len, args.steps, args.warmup, 5, device)
+        rows = adversarial_rows(cfg, args.batch_size, args.seq_len, args.steps, args.warmup, args.rounds, device)
         print(f"{args.preset} + 2-class head, batch {args.batch_size} x {args.seq_len}, fp32, AdamW, {device}, "
-              f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of 5 interleaved windows of "
+              f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {args.rounds} interleaved windows of "
               f"{args.steps} steps after {args.warmup}")
         print("| fine-tuning step | ms/step | x clean |\n|---|---:|---:|")
         for name, ms in rows.items():
             print(f"| {name} | {ms:.0f} | {ms / rows['clean']:.2f} |")
         return
+    args.preset, args.batch_size = args.preset or "bert-base", args.batch_size or 64
+    args.dtype, args.steps = args.dtype or "bf16", args.steps or 20
+    args.warmup = 5 if args.warmup is None else args.warmup
     if args.int8:
         if not args.test_files:
             p.error("--int8 needs --test-files (a labelled test file)")
