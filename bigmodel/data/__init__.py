@@ -8,9 +8,10 @@ modules do. See README, "Extending bigmodel".
 
 from bigmodel.data.base import DataModule, TextDataModule
 from bigmodel.data.corpus import CorpusDataModule
+from bigmodel.data.image_text import ImageTextDataModule
 from bigmodel.data.images import ImageDataModule
 from bigmodel.data.text_classification import TextClassificationDataModule
 from bigmodel.data.tokenizer import cached_wordpiece, load_tokenizer
 
-__all__ = ["CorpusDataModule", "DataModule", "ImageDataModule", "TextClassificationDataModule", "TextDataModule",
-           "cached_wordpiece", "load_tokenizer"]
+__all__ = ["CorpusDataModule", "DataModule", "ImageDataModule", "ImageTextDataModule", "TextClassificationDataModule",
+           "TextDataModule", "cached_wordpiece", "load_tokenizer"]
