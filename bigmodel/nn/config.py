@@ -32,6 +32,9 @@ class EncoderConfig:
     initializer_range: float = 0.02
     activation: Literal["gelu", "gelu_tanh"] = "gelu"
     causal: bool = False
+    # every block gets a cross-attention sublayer (between self-attention and FFN) over another sequence's hidden
+    # states, passed as ``context=``: a fusion encoder (Hugging Face's name for the same field)
+    add_cross_attention: bool = False
     qkv_bias: bool = True
     # training only (not architecture): recompute each block's activations in the backward pass instead of keeping
     # them -- memory ~ one block's activations instead of every block's, for about one more forward per step
@@ -104,7 +107,9 @@ class EncoderConfig:
             raise ValueError(f"cannot write model_type {model_type!r}; choose one of {', '.join(HF_TEXT_FAMILIES)}")
         unlike = [name for name, ok in (("pre-LN (norm_first)", not self.norm_first), ("causal", not self.causal),
                                         ("sinusoidal positions", self.position_embedding == "learned"),
-                                        ("qkv without bias", self.qkv_bias)) if not ok]
+                                        ("qkv without bias", self.qkv_bias),
+                                        ("a fusion encoder (add_cross_attention)", not self.add_cross_attention),
+                                        ) if not ok]
         if unlike:
             raise ValueError(f"this encoder has no {model_type} equivalent: it is {', '.join(unlike)}")
         act = {v: k for k, v in HF_ACTIVATIONS.items()}[self.activation]

@@ -17,14 +17,16 @@ import torch.nn.functional as F
 from torch import nn
 
 Finetune = Literal["full", "linear_probe", "bitfit", "lora"]
-LORA_TARGETS = ("qkv", "proj", "up", "down")  # the encoder's linear layers: attention in/out, FFN up/down
+# the encoder's linear layers: attention in/out, FFN up/down, and a cross-attention layer's q (over x) and kv (over
+# its context); proj names the output of both kinds of attention
+LORA_TARGETS = ("qkv", "proj", "up", "down", "q", "kv")
 
 
 @dataclass
 class LoRAConfig:
     """rank: of the update; alpha: its scale is alpha / rank (so changing the rank keeps the update's size);
     dropout: on the update's input; targets: which of the encoder's linear layers get one (``qkv``, ``proj``,
-    ``up``, ``down``)."""
+    ``up``, ``down``; in a fusion encoder's cross-attention also ``q`` and ``kv``)."""
 
     rank: int = 8
     alpha: float = 16.0
