@@ -7,7 +7,8 @@ task can tell which captions describe which images: for digits that is class-lev
 caption of "3"), for photo sets it is the image's own captions. Splits are made by image, never by caption, so no
 image is in two splits.
 
-Evaluation batches come from several loaders, in a fixed order (``EVAL_*``); prediction from two (``PREDICT_*``).
+Evaluation batches come from two loaders, in a fixed order (``EVAL_*``); the zero-shot prompts are one batch that
+every rank encodes whole (``zero_shot_prompts``).
 """
 
 from __future__ import annotations
@@ -36,10 +37,6 @@ from bigmodel.seeding import mix_seed
 # val_dataloader / test_dataloader: a list of loaders, in this order
 EVAL_IMAGES = 0  # the split's images: pixel_values, image_index, image_caption_ids (+ labels)
 EVAL_CAPTIONS = 1  # the split's distinct captions: input_ids, attention_mask, caption_ids
-EVAL_PROMPTS = 2  # zero-shot prompts, every (template, class): input_ids, attention_mask, prompt_class; only with
-# class_names
-# predict_dataloader: prompts first (the class embeddings), then the images to classify
-PREDICT_PROMPTS, PREDICT_IMAGES = 0, 1
 
 SPLITS = ("train", "validation", "test")
 SPLIT_NAMES = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}
@@ -165,21 +162,21 @@ class Texts(Dataset):
         return {"input_ids": self.input_ids[i], **{k: v[i] for k, v in self.fields.items()}}
 
 
-def pad_ids(rows: list[list[int]]) -> torch.Tensor:
-    """Id sets (B, K) padded with -1 to the longest in the batch."""
-    out = torch.full((len(rows), max(len(r) for r in rows)), -1, dtype=torch.long)
+def pad_ids(rows: list[list[int]], width: int | None = None) -> torch.Tensor:
+    """Id sets (B, K) padded with -1 to ``width`` (default: the longest in the batch)."""
+    out = torch.full((len(rows), width or max(len(r) for r in rows)), -1, dtype=torch.long)
     for i, row in enumerate(rows):
         out[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
     return out
 
 
-def collate_images(items: list[dict[str, Any]]) -> dict[str, Any]:
+def collate_images(items: list[dict[str, Any]], width: int | None = None) -> dict[str, Any]:
     batch: dict[str, Any] = {"pixel_values": torch.stack([it["pixel_values"] for it in items])}
     for key in ("image_index", "labels"):
         if key in items[0]:
             batch[key] = torch.tensor([int(it[key]) for it in items], dtype=torch.long)
     if "image_caption_ids" in items[0]:
-        batch["image_caption_ids"] = pad_ids([it["image_caption_ids"] for it in items])
+        batch["image_caption_ids"] = pad_ids([it["image_caption_ids"] for it in items], width)
     if "path" in items[0]:
         batch["path"] = [it["path"] for it in items]
     return batch
@@ -203,11 +200,14 @@ class TextCollator:
 
 class CaptionDrawCollator:
     """Training batches: each image with one of its captions, drawn from (seed, epoch, index) so that every epoch
-    pairs the image with a new draw and a resumed run draws what an unbroken one would."""
+    pairs the image with a new draw and a resumed run draws what an unbroken one would. ``image_caption_ids`` are
+    padded to ``width``, the most captions any training image has: every batch has one shape, so ranks can gather
+    them for the contrastive loss."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, caption_input_ids: list[list[int]], seed: int) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, caption_input_ids: list[list[int]], seed: int,
+                 width: int | None = None) -> None:
         self.text = TextCollator(tokenizer)
-        self.caption_input_ids, self.seed = caption_input_ids, seed
+        self.caption_input_ids, self.seed, self.width = caption_input_ids, seed, width
 
     def draw(self, item: dict[str, Any]) -> int:
         ids = item["image_caption_ids"]
@@ -215,7 +215,7 @@ class CaptionDrawCollator:
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         drawn = [self.draw(it) for it in items]
-        batch = collate_images(items)
+        batch = collate_images(items, self.width)
         del batch["image_index"]
         batch.update(self.text([{"input_ids": self.caption_input_ids[c], "caption_ids": c} for c in drawn]))
         return batch
@@ -243,7 +243,7 @@ class ImageTextDataModule(DataModule):
         image_size: resize to this side length; default the native 8 for digits, 224 for photos.
         mean, std: normalisation; default digits' own statistics, ImageNet's for photos.
         crop_padding: training augmentation, a random crop after padding each side by this many pixels (0: off).
-        class_names: classes for zero-shot classification, each put into every ``zero_shot_templates``; digits
+        label_names: classes for zero-shot classification (as the text classifier's ``label_names``), each put into every ``zero_shot_templates``; digits
             default ``0``..``9`` (and its images carry ``labels``); other sets have none unless given.
         zero_shot_templates: prompts with ``{}`` where the class name goes. Digits default: English phrasings
             mostly unseen in training and one Chinese (when ``zh`` is among ``languages``); photos default
@@ -254,9 +254,9 @@ class ImageTextDataModule(DataModule):
 
     Batches: training, one per image per epoch with one of its captions: ``pixel_values`` (B, C, H, W),
     ``input_ids``, ``attention_mask`` (only when padded), ``caption_ids`` (B,), ``image_caption_ids`` (B, K; -1
-    pads) and, for digits, ``labels``. Validation and test: a list of loaders indexed by ``EVAL_IMAGES``,
-    ``EVAL_CAPTIONS``, ``EVAL_PROMPTS`` (see there); predict: ``PREDICT_PROMPTS``, ``PREDICT_IMAGES`` (files
-    carry ``path``).
+    pads; K is the most captions a training image has) and, for digits, ``labels``. Validation and test: two
+    loaders indexed by ``EVAL_IMAGES`` and ``EVAL_CAPTIONS`` (see there); predict: the images (files carry
+    ``path``). Zero-shot prompts: ``zero_shot_prompts()``, one batch.
     """
 
     def __init__(
@@ -274,7 +274,7 @@ class ImageTextDataModule(DataModule):
         mean: list[float] | None = None,
         std: list[float] | None = None,
         crop_padding: int = 0,
-        class_names: list[str] | None = None,
+        label_names: list[str] | None = None,
         zero_shot_templates: list[str] | None = None,
         predict_dir: str | None = None,
         **kwargs: Any,
@@ -306,12 +306,12 @@ class ImageTextDataModule(DataModule):
                                               model_max_length=max_length)
         self.vocab_size = len(self.tokenizer)
 
-        if class_names is not None:
-            if len(class_names) < 2:
-                raise ValueError(f"class_names lists {list(class_names)}; zero-shot classification needs two or more")
-            if self.digits and len(class_names) != 10:
-                raise ValueError(f"digits has 10 classes (0..9) but class_names lists {len(class_names)}")
-        self.class_names = list(class_names) if class_names is not None else (
+        if label_names is not None:
+            if len(label_names) < 2:
+                raise ValueError(f"label_names lists {list(label_names)}; zero-shot classification needs two or more")
+            if self.digits and len(label_names) != 10:
+                raise ValueError(f"digits has 10 classes (0..9) but label_names lists {len(label_names)}")
+        self.class_names = list(label_names) if label_names is not None else (
             [str(i) for i in range(10)] if self.digits else None)
         self.num_classes = len(self.class_names) if self.class_names is not None else None
         if zero_shot_templates is None:
@@ -512,8 +512,9 @@ class ImageTextDataModule(DataModule):
         if self.class_names is not None:
             pairs = [(t, c) for t in self.zero_shot_templates for c in range(len(self.class_names))]
             prompts = [t.replace("{}", self.class_names[c]) for t, c in pairs]
-            self.datasets["prompts"] = Texts(self._encode(prompts, "zero-shot prompts"),
-                                             prompt_class=[c for _, c in pairs])
+            self._prompts = TextCollator(self.tokenizer)(
+                [{"input_ids": ids, "prompt_class": c}
+                 for ids, (_, c) in zip(self._encode(prompts, "zero-shot prompts"), pairs)])
         if self.hparams.predict_dir:  # files are brought to the training images' size and channels
             files = list_images(Path(self.hparams.predict_dir).expanduser())
             size, mode = (self.image_size or 8, "L") if self.digits else (self.image_size, "RGB")
@@ -525,19 +526,26 @@ class ImageTextDataModule(DataModule):
 
     def train_dataloader(self) -> DataLoader:
         train = self.datasets["train"]  # full batches only: a short last batch would recompile a compiled model
-        collate = CaptionDrawCollator(self.tokenizer, self.caption_input_ids["train"], self.hparams.seed)
+        width = max(len(ids) for ids in self.splits["train"].image_captions)
+        collate = CaptionDrawCollator(self.tokenizer, self.caption_input_ids["train"], self.hparams.seed, width)
         return self.train_loader(train, collate, drop_last=len(train) > self.hparams.batch_size)
 
     def _eval_loaders(self, split: str) -> list[DataLoader]:
         if split not in self.datasets:
             raise ValueError(f"{self.hparams.dataset!r} has no {split} split: give CSV rows with split {split} or a "
                              f"dataset with a {split} split")
-        text = TextCollator(self.tokenizer)
-        loaders = [self.loader(self.datasets[split], collate_images),
-                   self.loader(self.datasets[f"{split}_captions"], text)]
-        if "prompts" in self.datasets:
-            loaders.append(self.loader(self.datasets["prompts"], text))
-        return loaders
+        return [self.loader(self.datasets[split], collate_images),
+                self.loader(self.datasets[f"{split}_captions"], TextCollator(self.tokenizer))]
+
+    def zero_shot_prompts(self) -> dict[str, torch.Tensor] | None:
+        """Every (template, class) prompt as one batch (template-major): ``input_ids``, ``attention_mask`` (when
+        padded), ``prompt_class``. A few dozen texts: each rank encodes them all, no gathering. None without
+        ``label_names``."""
+        if self.class_names is None:
+            return None
+        if not hasattr(self, "_prompts"):
+            self.setup("predict")
+        return dict(self._prompts)
 
     def val_dataloader(self) -> list[DataLoader]:
         return self._eval_loaders("validation")
@@ -545,15 +553,14 @@ class ImageTextDataModule(DataModule):
     def test_dataloader(self) -> list[DataLoader]:
         return self._eval_loaders("test")
 
-    def predict_dataloader(self) -> list[DataLoader]:
-        if "prompts" not in self.datasets:
-            raise ValueError("zero-shot prediction needs classes: set data.init_args.class_names (their prompts are "
+    def predict_dataloader(self) -> DataLoader:
+        if self.class_names is None:
+            raise ValueError("zero-shot prediction needs classes: set data.init_args.label_names (their prompts are "
                              "what the images are matched against)")
         images = self.datasets.get("predict", self.datasets.get("test"))
         if images is None:
             raise ValueError("nothing to predict: set data.init_args.predict_dir to an image file or directory")
-        return [self.loader(self.datasets["prompts"], TextCollator(self.tokenizer)),
-                self.loader(images, collate_images)]
+        return self.loader(images, collate_images)
 
 
 def _take(images: Any, indices: list[int]) -> Any:

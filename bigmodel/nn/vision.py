@@ -90,7 +90,8 @@ class VisionTransformer(nn.Module):
     """``forward_features`` (encoder output) and ``forward_head`` ([CLS] -> linear), as in timm.
 
     Args:
-        num_classes: outputs of the head (first, so a task can build any backbone as ``backbone(num_classes)``).
+        num_classes: outputs of the head (first, so a task can build any backbone as ``backbone(num_classes)``);
+            0: no head, ``forward`` returns the [CLS] state.
         config: an ``EncoderConfig`` or a preset name (``vit-tiny``, ``vit-cifar-small``, ...).
         overrides: config fields to change, e.g. ``{image_size: 28, num_channels: 1, hidden_dropout: 0.1}``.
         stem_channels: widths of 3x3 conv layers before the patch projection (``conv_stem``), e.g. ``[32, 64]``;
@@ -108,7 +109,8 @@ class VisionTransformer(nn.Module):
             raise ValueError("a ViT uses pre-LN blocks: build it from a vit-* preset or set norm_first: true")
         self.config = config
         self.encoder = TransformerEncoder(config, embeddings=PatchEmbeddings(config, tuple(stem_channels)))
-        self.head = nn.Linear(config.hidden_size, num_classes)
+        # num_classes 0: no head, the [CLS] state is the output (timm's convention; an image-text tower)
+        self.head = nn.Linear(config.hidden_size, num_classes) if num_classes > 0 else nn.Identity()
         init_weights(self.head, config.initializer_range)
 
     def no_weight_decay(self) -> set[str]:

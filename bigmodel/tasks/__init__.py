@@ -18,3 +18,7 @@ __all__ += ["CausalLMTask"]
 from bigmodel.tasks.prompt import PromptClassificationTask  # noqa: E402
 
 __all__ += ["PromptClassificationTask"]
+
+from bigmodel.tasks.image_text import ImageTextTask  # noqa: E402
+
+__all__ += ["ImageTextTask"]

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from bigmodel.data import ImageTextDataModule
-from bigmodel.data.image_text import (EVAL_CAPTIONS, EVAL_IMAGES, EVAL_PROMPTS, PREDICT_IMAGES, PREDICT_PROMPTS,
+from bigmodel.data.image_text import (EVAL_CAPTIONS, EVAL_IMAGES,
                                       digit_captions)
 from bigmodel.hub import HubUnavailableError
 
@@ -80,7 +80,7 @@ def test_training_batch_keys_shapes_and_types(digits):
 
 def test_evaluation_loaders_in_their_fixed_order_with_class_level_relevance(digits):
     loaders = digits.val_dataloader()
-    assert len(loaders) == 3 and (EVAL_IMAGES, EVAL_CAPTIONS, EVAL_PROMPTS) == (0, 1, 2)
+    assert len(loaders) == 2 and (EVAL_IMAGES, EVAL_CAPTIONS) == (0, 1)
     images = [b for b in loaders[EVAL_IMAGES]]
     assert set(images[0]) == {"pixel_values", "image_index", "image_caption_ids", "labels"}
     index = torch.cat([b["image_index"] for b in images])
@@ -93,25 +93,23 @@ def test_evaluation_loaders_in_their_fixed_order_with_class_level_relevance(digi
     captions = [b for b in loaders[EVAL_CAPTIONS]]
     assert set(captions[0]) <= {"input_ids", "attention_mask", "caption_ids"}
     assert torch.equal(torch.cat([b["caption_ids"] for b in captions]), torch.arange(120))  # 10 x (8 en + 4 zh)
-    prompts = [b for b in loaders[EVAL_PROMPTS]]
-    assert set(prompts[0]) <= {"input_ids", "attention_mask", "prompt_class"}
-    classes = torch.cat([b["prompt_class"] for b in prompts])
-    assert torch.equal(classes, torch.arange(10).repeat(len(digits.zero_shot_templates)))
+    prompts = digits.zero_shot_prompts()
+    assert set(prompts) <= {"input_ids", "attention_mask", "prompt_class"}
+    assert torch.equal(prompts["prompt_class"], torch.arange(10).repeat(len(digits.zero_shot_templates)))
     assert any("{}" in t and "digit" in t and all(t.format(d) not in digit_captions(d, ["en"]) for d in range(10))
                for t in digits.zero_shot_templates)  # phrasings that training never showed
     test = digits.test_dataloader()
-    assert len(test) == 3 and len(test[EVAL_IMAGES].dataset) == 360
+    assert len(test) == 2 and len(test[EVAL_IMAGES].dataset) == 360
 
 
 def test_predict_matches_prompts_against_test_images_or_files(digits, tmp_path):
-    prompts, images = digits.predict_dataloader()
-    assert set(next(iter(prompts))) <= {"input_ids", "attention_mask", "prompt_class"}
-    assert len(images.dataset) == 360 and (PREDICT_PROMPTS, PREDICT_IMAGES) == (0, 1)
+    images = digits.predict_dataloader()
+    assert len(images.dataset) == 360
     for i in range(3):
         Image.new("RGB", (30, 30), color=(10 * i, 200, 0)).save(tmp_path / f"{i}.png")
     files = ImageTextDataModule(batch_size=2, predict_dir=str(tmp_path))
     files.setup("predict")
-    batch = next(iter(files.predict_dataloader()[PREDICT_IMAGES]))
+    batch = next(iter(files.predict_dataloader()))
     assert batch["pixel_values"].shape == (2, 1, 8, 8) and batch["path"][1].endswith("1.png")
 
 
@@ -164,10 +162,10 @@ def test_csv_of_paths_and_captions_holds_validation_out_by_image(tmp_path):
     assert batch["pixel_values"].shape == (2, 3, 16, 16) and "labels" not in batch
     assert batch["image_caption_ids"].shape == (2, 2)
     loaders = dm.val_dataloader()
-    assert len(loaders) == 2  # no classes: no zero-shot prompts
+    assert len(loaders) == 2 and dm.zero_shot_prompts() is None  # no classes: no zero-shot prompts
     with pytest.raises(ValueError, match="has no test split"):
         dm.test_dataloader()
-    with pytest.raises(ValueError, match="class_names"):
+    with pytest.raises(ValueError, match="label_names"):
         dm.predict_dataloader()
 
 
@@ -176,10 +174,10 @@ def test_csv_split_column_and_errors(tmp_path):
     split = ["train", "train", "val", "test"]
     rows = [(f, f"picture {i} {word}", split[i]) for i, f in enumerate(files) for word in ("one", "two")]
     dm = ImageTextDataModule(dataset=write_captions(tmp_path, rows, ("path", "caption", "split")), image_size=8,
-                             class_names=["red", "blue"], batch_size=4)
+                             label_names=["red", "blue"], batch_size=4)
     assert {k: len(s.images) for k, s in dm.splits.items()} == {"train": 2, "validation": 1, "test": 1}
     dm.setup("test")
-    assert len(dm.test_dataloader()) == 3 and dm.zero_shot_templates == ["a photo of a {}", "a picture of a {}"]
+    assert len(dm.test_dataloader()) == 2 and dm.zero_shot_templates == ["a photo of a {}", "a picture of a {}"]
     missing = write_captions(tmp_path, [("img/0.png", "fine"), ("img/nowhere.png", "lost")])
     with pytest.raises(FileNotFoundError, match=r"image 'img/nowhere.png' \(line 3 .*\) does not exist"):
         ImageTextDataModule(dataset=missing)
@@ -203,7 +201,7 @@ def test_saved_hugging_face_dataset_with_caption_lists(tmp_path):
 
     DatasetDict({"train": split(8, 0), "test": split(3, 100)}).save_to_disk(str(tmp_path / "flickr"))
     dm = ImageTextDataModule(dataset=str(tmp_path / "flickr"), caption_column="sentences", image_size=8,
-                             batch_size=4, validation_fraction=0.25, class_names=["red", "green"])
+                             batch_size=4, validation_fraction=0.25, label_names=["red", "green"])
     assert {k: len(s.images) for k, s in dm.splits.items()} == {"train": 6, "validation": 2, "test": 3}
     test = dm.splits["test"]
     shared = test.captions.index("a red thing")  # one text on every image: one id, relevant to all of them
@@ -211,9 +209,9 @@ def test_saved_hugging_face_dataset_with_caption_lists(tmp_path):
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["pixel_values"].shape == (4, 3, 8, 8) and batch["image_caption_ids"].shape == (4, 3)
-    images, captions, prompts = dm.val_dataloader()
+    images, captions = dm.val_dataloader()
     assert next(iter(images))["pixel_values"].shape == (2, 3, 8, 8)
-    assert len(captions.dataset) == 5 and len(prompts.dataset) == 4
+    assert len(captions.dataset) == 5 and len(dm.zero_shot_prompts()["prompt_class"]) == 4
     with pytest.raises(ValueError, match=r"caption column 'caption' not found .* columns are \['image', 'sentences'\]"):
         ImageTextDataModule(dataset=str(tmp_path / "flickr"))
 
