@@ -22,9 +22,10 @@ vs dynamic int8 linear layers (``bigmodel.nn.quantize``) on CPU: weights on disk
 file, accuracy.
 
 ``--compare``: side by side in one process, the same device, batch and precision (bf16-mixed on a GPU, fp32 on CPU)
-and AdamW (fused where torch has it, as the tasks build it; ``tasks.optim.adamw``): bigmodel's MLM step in plain PyTorch, the same through Lightning's loop (``MLMTask`` + ``Trainer``),
-Hugging Face's ``BertForMaskedLM`` of the same shape (the reference), and bigmodel's ViT vs timm's when timm is
-installed; eager and, with ``--compile``, compiled. Rounds of short windows take turns (``interleave``) so machine
+and AdamW (fused where torch has it, as the tasks build it: ``tasks.optim.adamw``): bigmodel's MLM step in plain
+PyTorch, the same through Lightning's loop (``MLMTask`` + ``Trainer``), Hugging Face's ``BertForMaskedLM`` of
+the same shape (the reference), and bigmodel's ViT vs timm's when timm is installed; eager and, with
+``--compile``, compiled. Rounds of short windows take turns (``interleave``) so machine
 noise hits all rows alike; the median window counts. One Markdown table; ``--json`` writes it with the device,
 versions, command and date.
 """

@@ -288,8 +288,11 @@ class Task(L.LightningModule):
         if not grads:
             return
         norm = torch.nn.utils.get_total_norm(grads)  # foreach kernels on CPU and CUDA
-        sharded = self.trainer.world_size > 1 and not isinstance(self.trainer.strategy, L.pytorch.strategies.DDPStrategy)
-        if getattr(optimizer, "_step_supports_amp_scaling", False) and all(g.get("fused") for g in optimizer.param_groups):
+        sharded = self.trainer.world_size > 1 and not isinstance(self.trainer.strategy,
+                                                                 L.pytorch.strategies.DDPStrategy)
+        fused = getattr(optimizer, "_step_supports_amp_scaling", False) and all(
+            g.get("fused") for g in optimizer.param_groups)
+        if fused:
             bad = norm.isfinite().logical_not()
             if sharded:  # an all-reduce on the device: still no host sync
                 bad = self.trainer.strategy.reduce(bad.float(), reduce_op="max") > 0
