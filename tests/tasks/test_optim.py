@@ -119,3 +119,23 @@ def test_a_checkpoint_of_a_foreach_optimizer_resumes_fused_with_the_device_check
     trainer.fit(resumed, DataLoader(data, batch_size=4), ckpt_path=tmp_path / "old.ckpt")
     assert all(g["fused"] for g in trainer.optimizers[0].param_groups) and resumed.skipped_steps == 1
     assert {float(s["step"]) for s in trainer.optimizers[0].state.values()} == {4.0}  # 2 + 3 steps, one skipped
+
+
+def test_the_check_and_the_clipping_read_nothing_back_from_the_device(monkeypatch):
+    """No tensor becomes a Python number in the hooks of a step (on a GPU each would wait for the device)."""
+    def refuse(self, *args):
+        raise AssertionError("a host sync in the optimizer-step hooks")
+
+    def guarded(hook):
+        def run(self, *args, **kwargs):
+            with pytest.MonkeyPatch.context() as mp:
+                for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
+                    mp.setattr(torch.Tensor, name, refuse)
+                return hook(self, *args, **kwargs)
+        return run
+
+    monkeypatch.setattr(base.Task, "on_before_optimizer_step", guarded(base.Task.on_before_optimizer_step))
+    monkeypatch.setattr(base.Task, "configure_gradient_clipping", guarded(base.Task.configure_gradient_clipping))
+    skipped = task(poison=[1], nonfinite="skip")
+    fit(skipped, gradient_clip_val=1.0, precision="bf16-mixed")
+    assert skipped.skipped_steps == 1
