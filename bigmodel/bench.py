@@ -22,9 +22,10 @@ vs dynamic int8 linear layers (``bigmodel.nn.quantize``) on CPU: weights on disk
 file, accuracy.
 
 ``--compare``: side by side in one process, the same device, batch and precision (bf16-mixed on a GPU, fp32 on CPU)
-and AdamW: bigmodel's MLM step in plain PyTorch, the same through Lightning's loop (``MLMTask`` + ``Trainer``),
-Hugging Face's ``BertForMaskedLM`` of the same shape (the reference), and bigmodel's ViT vs timm's when timm is
-installed; eager and, with ``--compile``, compiled. Rounds of short windows take turns (``interleave``) so machine
+and AdamW (fused where torch has it, as the tasks build it: ``tasks.optim.adamw``): bigmodel's MLM step in plain
+PyTorch, the same through Lightning's loop (``MLMTask`` + ``Trainer``), Hugging Face's ``BertForMaskedLM`` of
+the same shape (the reference), and bigmodel's ViT vs timm's when timm is installed; eager and, with
+``--compile``, compiled. Rounds of short windows take turns (``interleave``) so machine
 noise hits all rows alike; the median window counts. One Markdown table; ``--json`` writes it with the device,
 versions, command and date.
 """
@@ -61,7 +62,7 @@ from bigmodel.data.augment import AugmentConfig, BatchAugment, batch_mixer
 from bigmodel.nn import EncoderConfig, MaskedLanguageModel, SequenceClassifier, VisionTransformer, num_parameters
 from bigmodel.nn.peft import LoRAConfig, add_lora, merge_lora, set_trainable
 from bigmodel.nn.quantize import quantize_int8, state_dict_bytes
-from bigmodel.tasks.optim import parameter_groups
+from bigmodel.tasks.optim import adamw, parameter_groups
 
 
 def _train_flops_per_token(model: nn.Module, seq_len: int, head_fraction: float) -> float:
@@ -124,7 +125,7 @@ def vision_step(model: nn.Module, image_size: int, batch: int, dtype: str, devic
                 num_classes: int = 10):
     """A classification training step on synthetic uint8 images for any ``(B, C, H, W) -> (B, classes)`` model
     (bigmodel's ViT, timm's), with or without the on-device augmentation recipe."""
-    opt = torch.optim.AdamW(parameter_groups(model, 0.05), lr=1e-4)
+    opt = adamw(parameter_groups(model, 0.05), 1e-4)
     images = torch.randint(0, 256, (batch, 3, image_size, image_size), dtype=torch.uint8, device=device)
     labels = torch.randint(0, num_classes, (batch,), device=device)
     recipe = AugmentConfig(crop_padding=4, horizontal_flip=True, auto_augment="randaugment", random_erasing=0.25,
@@ -163,7 +164,7 @@ def mlm_step(cfg: EncoderConfig, batch: int, seq: int, dtype: str, device: str, 
     the step, the model and its optimizer. ``data``: an ``mlm_batch`` to train on (default: a new one)."""
     torch.manual_seed(0)
     model = MaskedLanguageModel(cfg).to(device)
-    opt = torch.optim.AdamW(parameter_groups(model, 0.01), lr=1e-4)  # as in training (tasks/optim.py)
+    opt = adamw(parameter_groups(model, 0.01), 1e-4)  # as in training (tasks/optim.py)
     data = mlm_batch(cfg.vocab_size, batch, seq, device) if data is None else data
     mask = None
     if padded:
@@ -203,7 +204,7 @@ def run_finetune(cfg: EncoderConfig, finetune: str, batch: int, seq: int, steps:
     if finetune == "lora":
         add_lora(model.encoder, lora)
     set_trainable(model, finetune)
-    opt = torch.optim.AdamW(parameter_groups(model, 0.01), lr=1e-4)  # frozen parameters are not in it
+    opt = adamw(parameter_groups(model, 0.01), 1e-4)  # frozen parameters are not in it
     ids = torch.randint(5, cfg.vocab_size, (batch, seq), device=device)
     labels = torch.randint(0, 2, (batch,), device=device)
     built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # torch, the libraries and the model
@@ -258,7 +259,7 @@ def adversarial_rows(cfg: EncoderConfig, batch: int, seq: int, steps: int, warmu
                          (f"PGD-{pgd_steps}", AdversarialConfig("pgd", steps=pgd_steps))):
         torch.manual_seed(0)
         model = SequenceClassifier(cfg, 2).to(device)
-        opt = torch.optim.AdamW(parameter_groups(model, 0.01), lr=1e-5)
+        opt = adamw(parameter_groups(model, 0.01), 1e-5)
 
         def loss_fn(model=model, adversary=Adversary(config) if config else None) -> torch.Tensor:
             def loss() -> torch.Tensor:
@@ -354,7 +355,7 @@ def hf_mlm_step(cfg: EncoderConfig, data: dict, dtype: str, device: str, compile
 
     torch.manual_seed(0)
     model = BertForMaskedLM(BertConfig(**cfg.to_hf("bert"), attn_implementation="sdpa")).to(device).train()
-    opt = torch.optim.AdamW(parameter_groups(model, 0.01), lr=1e-4)
+    opt = adamw(parameter_groups(model, 0.01), 1e-4)
     ids = data["input_ids"]
     labels = torch.full_like(ids, -100)
     labels.view(-1)[data["masked_positions"]] = data["masked_labels"]

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from bigmodel.data import TextClassificationDataModule
 from bigmodel.data.text_classification import token_lengths
 from bigmodel.nn import EncoderConfig, SequenceClassifier
-from bigmodel.tasks.optim import parameter_groups
+from bigmodel.tasks.optim import adamw, parameter_groups
 
 WIKITEXT_TOKENIZER = "runs/wikitext2-mlm-mini/checkpoints/last.ckpt"
 
@@ -99,7 +99,7 @@ def huggingface(config: EncoderConfig) -> tuple[torch.nn.Module, Callable]:
 
 def trainer_step(model: torch.nn.Module, forward: Callable) -> Callable[[dict[str, torch.Tensor]], None]:
     model.train()
-    opt = torch.optim.AdamW(parameter_groups(model, 0.01), lr=1e-4)
+    opt = adamw(parameter_groups(model, 0.01), 1e-4)
 
     def step(batch: dict[str, torch.Tensor]) -> None:
         loss = F.cross_entropy(forward(batch), batch["labels"])

@@ -269,8 +269,8 @@ class MaskedPredictions(Callback):
                 and "masked_positions" in batch):
             ids = batch["input_ids"][: self.num_examples].detach().cpu()
             positions = batch["masked_positions"].detach().cpu()
-            keep = positions < ids.numel()
             labels = batch["masked_labels"].detach().cpu()
+            keep = (positions < ids.numel()) & (labels != -100)  # the shown examples; not the count's padding
             original = ids.clone().view(-1)
             original[positions[keep]] = labels[keep]
             self.examples = {"input_ids": ids, "original": original.view_as(ids), "positions": positions[keep]}

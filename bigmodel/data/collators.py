@@ -27,17 +27,26 @@ class MLMCollator:
     ``epoch`` and ``index`` (training, see ``sampling.EpochIndexed``) are masked from (seed, epoch, indices): new
     masks every epoch, the same ones again after a resume. Examples without them (validation) are masked from
     their content: the same masks every epoch, so validation losses compare across epochs.
+
+    ``masked_positions_multiple_of``: the number of selected positions varies from batch to batch (binomial), so
+    a compiled model sees a new shape at almost every batch. Rounding the count up to a multiple of ``m`` by
+    padding (position 0, a valid index; label -100, which the loss and the accuracy ignore) leaves a few shapes.
+    The masks themselves are unchanged; the padded rows cost head compute (up to ``m - 1`` rows per batch).
     """
 
     def __init__(
-        self, tokenizer: PreTrainedTokenizerBase, mlm_probability: float = 0.15, seed: int | None = None
+        self, tokenizer: PreTrainedTokenizerBase, mlm_probability: float = 0.15, seed: int | None = None,
+        masked_positions_multiple_of: int | None = None,
     ) -> None:
         if tokenizer.mask_token is None or tokenizer.pad_token is None:
             raise ValueError("MLM needs a tokenizer with mask and pad tokens (e.g. [MASK], [PAD])")
+        if masked_positions_multiple_of is not None and masked_positions_multiple_of < 1:
+            raise ValueError(f"masked_positions_multiple_of must be >= 1 or null, got {masked_positions_multiple_of}")
         self.inner = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability)
         self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)))
         self.pad_id = tokenizer.pad_token_id
         self.seed = seed
+        self.multiple_of = masked_positions_multiple_of
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         if self.seed is not None and "index" in examples[0]:
@@ -55,8 +64,13 @@ class MLMCollator:
         input_ids, labels = self.inner.torch_mask_tokens(input_ids, special_tokens_mask=special)
         labels = labels.view(-1)
         positions = (labels != -100).nonzero().squeeze(1)
+        masked_labels = labels[positions]
+        if self.multiple_of:
+            extra = max(1, -(-len(positions) // self.multiple_of)) * self.multiple_of - len(positions)
+            positions = torch.cat([positions, positions.new_zeros(extra)])
+            masked_labels = torch.cat([masked_labels, masked_labels.new_full((extra,), -100)])
         batch = {"input_ids": input_ids, "attention_mask": attention_mask,
-                 "masked_positions": positions, "masked_labels": labels[positions]}
+                 "masked_positions": positions, "masked_labels": masked_labels}
         return _drop_full_mask(batch)
 
 

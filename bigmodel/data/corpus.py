@@ -32,6 +32,9 @@ class CorpusDataModule(TextDataModule):
         wordpiece_vocab_size: vocabulary size of the trained WordPiece.
         objective: ``mlm`` masks 15% of each block (``MLMTask``); ``causal`` gives whole blocks as their own labels
             (``CausalLMTask``).
+        masked_positions_multiple_of: ``mlm``: pad each batch's masked positions (ignored in loss and accuracy) to a
+            multiple of this, so a compiled model sees a few shapes instead of a new count at almost every batch
+            (``MLMCollator``). Off (null) by default: in eager mode the padded rows are only extra head compute.
         predict_files: prompts for ``bigmodel predict`` with a causal LM: .txt files, one prompt per line.
         **kwargs: batch size, workers, validation split, seed, cache: see ``TextDataModule``.
     """
@@ -51,11 +54,14 @@ class CorpusDataModule(TextDataModule):
         mlm_probability: float = 0.15,
         objective: Literal["mlm", "causal"] = "mlm",
         predict_files: Files = None,
+        masked_positions_multiple_of: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if block_size < 8:
             raise ValueError(f"block_size must be at least 8, got {block_size}")
+        if masked_positions_multiple_of is not None and masked_positions_multiple_of < 1:
+            raise ValueError(f"masked_positions_multiple_of must be >= 1 or null, got {masked_positions_multiple_of}")
         hp = self.hparams
         self.raw = ensure_validation(
             load_source(dataset, dataset_config, {"train": train_files, "validation": validation_files},
@@ -136,7 +142,8 @@ class CorpusDataModule(TextDataModule):
         hp = self.hparams
         if hp.objective == "causal":
             return CausalLMCollator(self.tokenizer)
-        return MLMCollator(self.tokenizer, hp.mlm_probability, seed=hp.seed)
+        return MLMCollator(self.tokenizer, hp.mlm_probability, seed=hp.seed,
+                           masked_positions_multiple_of=hp.get("masked_positions_multiple_of"))
 
     def train_dataloader(self) -> DataLoader:
         blocks = self.datasets["train"]

@@ -27,11 +27,16 @@ class Task(L.LightningModule):
         schedule: ``linear`` or ``cosine`` decay to zero after warmup, or ``constant``.
         warmup: warmup length, as a fraction of all steps (< 1) or a number of steps (>= 1).
         nonfinite: what a NaN/inf gradient does: ``stop`` the run naming the step, ``skip`` that optimizer step
-            (no parameter or optimizer-state update; counted in ``train/skipped_steps``), or ``off`` (no check,
-            saves one host sync per optimizer step).
+            (no parameter or optimizer-state update; counted in ``train/skipped_steps``), or ``off`` (no check).
+            With a fused optimizer (the default AdamW on CPU and CUDA) the check decides on the device: the bad
+            step is skipped by the optimizer itself and the count is read every ``log_every_n_steps`` and at the
+            end of an epoch, so ``stop`` stops at the next of those (naming the first bad step; the bad steps in
+            between were skipped). Otherwise it costs one host sync per optimizer step.
         compile: ``torch.compile`` the network in place (parameter names, hence checkpoints, stay unchanged).
-            Pays off most for fixed shapes (images); text lengths go dynamic after the second one, and
-            ``pad_to_multiple_of`` (data) bounds how many there are.
+            Pays off most for fixed shapes (images). Variable text lengths do not compile once per length: the
+            first length gets a static graph, the second a graph with a dynamic length that serves the rest
+            (a batch without padding, which has no attention mask, is one more graph); ``pad_to_multiple_of``
+            (data) bounds the lengths, ``masked_positions_multiple_of`` the MLM's masked counts.
         finetune: which parameters train (``bigmodel.nn.peft``): ``full``; ``linear_probe`` (the encoder frozen,
             the head trained); ``bitfit`` (the encoder's biases and the head); ``lora`` (low-rank updates of the
             encoder's ``lora.targets`` layers and the head). Frozen parameters get no optimizer state.
@@ -97,8 +102,12 @@ class Task(L.LightningModule):
         self.hparams["lora"] = asdict(self.lora)  # plain data: checkpoints load with weights_only
         if warmup < 0:
             raise ValueError(f"warmup must be >= 0, got {warmup}")
-        self.skipped_steps = 0
+        self.skipped_steps = 0  # as read back from the device (see _read_nonfinite)
         self._announced_scaler = False
+        self._grad_norm: torch.Tensor | None = None  # this step's total norm, shared by the check and the clipping
+        self._bad_count: torch.Tensor | None = None  # device counters of the sync-free check: skipped steps,
+        self._bad_first: torch.Tensor | None = None  # the first bad step since the last read (-1: none)
+        self._bad_where: dict[int, tuple[int, int]] = {}  # step -> (epoch, batch) since the last read
         self._pretrained: Pretrained | None = None  # init_from, read in __init__, loaded in setup
         self._loaded_from: str | None = None  # the init_from whose weights went in
 
@@ -247,10 +256,16 @@ class Task(L.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Stops (or skips) a step with non-finite gradients before the parameters are touched.
 
+        With an optimizer that reads GradScaler's ``found_inf`` (fused AdamW) the decision stays on the device: the
+        optimizer skips the step (step count included) and device counters record it; ``_read_nonfinite`` reads
+        them back now and then (no host sync per step). Other optimizers: the gradients' finiteness is read at
+        every step (one host sync) and a bad step's gradients are dropped.
+
         Under ``16-mixed`` the GradScaler owns overflows: it skips the step and lowers the scale, routinely in the
         first steps, so gradients are not checked here; only a scale that collapses (every step overflows: a NaN
         in the forward pass) stops the run. Under DDP gradients are already reduced, so ranks agree; under
         sharded strategies (FSDP) each rank sees its shard, so the decision is reduced across ranks."""
+        self._grad_norm = None
         if self.hparams.nonfinite == "off":
             return
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
@@ -267,11 +282,29 @@ class Task(L.LightningModule):
                     "--trainer.gradient_clip_val 1.0, or train in bf16-mixed or 32-true"
                 )
             return
-        grads = [g.to_local() if hasattr(g, "to_local") else g for p in self.parameters() if (g := p.grad) is not None]
-        finite = not grads or bool(torch.stack(torch._foreach_norm(grads)).isfinite().all())  # one host sync
-        if self.trainer.world_size > 1 and not isinstance(self.trainer.strategy, L.pytorch.strategies.DDPStrategy):
+        # the optimizer's parameters, in its order: the clipping reuses this norm, bit for bit Lightning's
+        grads = [g.to_local() if hasattr(g, "to_local") else g
+                 for group in optimizer.param_groups for p in group["params"] if (g := p.grad) is not None]
+        if not grads:
+            return
+        norm = torch.nn.utils.get_total_norm(grads)  # foreach kernels on CPU and CUDA
+        sharded = self.trainer.world_size > 1 and not isinstance(self.trainer.strategy,
+                                                                 L.pytorch.strategies.DDPStrategy)
+        fused = getattr(optimizer, "_step_supports_amp_scaling", False) and all(
+            g.get("fused") for g in optimizer.param_groups)
+        if fused:
+            bad = norm.isfinite().logical_not()
+            if sharded:  # an all-reduce on the device: still no host sync
+                bad = self.trainer.strategy.reduce(bad.float(), reduce_op="max") > 0
+            else:
+                self._grad_norm = norm  # the clipping reuses it
+            self._flag_nonfinite(optimizer, bad)
+            return
+        finite = bool(norm.isfinite())  # one host sync
+        if sharded:
             finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
         if finite:
+            self._grad_norm = None if sharded else norm
             return
         if self.hparams.nonfinite == "stop":
             raise FloatingPointError(
@@ -284,7 +317,92 @@ class Task(L.LightningModule):
             p.grad = None  # AdamW leaves parameters without gradients untouched: the step is skipped
         self.skipped_steps += 1
         rank_zero_warn(f"skipped optimizer step {self.global_step}: non-finite gradients ({self.skipped_steps} so far)")
-        self.log("train/skipped_steps", float(self.skipped_steps))
+        self._log_skipped()
+
+    def _flag_nonfinite(self, optimizer: torch.optim.Optimizer, bad: torch.Tensor) -> None:
+        """Hands ``bad`` to the optimizer as GradScaler does (``found_inf`` 1.0: the fused kernel leaves parameters,
+        moments and step count as they were) and counts it on the device."""
+        optimizer.found_inf = bad.float()
+        if self._bad_count is None or self._bad_count.device != bad.device:
+            self._bad_count = torch.zeros((), dtype=torch.long, device=bad.device)
+            self._bad_first = torch.full((), -1, dtype=torch.long, device=bad.device)
+        self._bad_count += bad
+        self._bad_first = torch.where(bad & (self._bad_first < 0), self.global_step, self._bad_first)
+        self._bad_where[self.global_step] = (self.current_epoch, getattr(self, "_batch_idx", -1))
+
+    def _read_nonfinite(self) -> None:
+        """Reads the device counters of the sync-free check (one host sync, at points that sync anyway): ``stop``
+        raises naming the first bad step, ``skip`` warns and logs ``train/skipped_steps``."""
+        if self._bad_count is None or not self._bad_where:
+            return
+        count, first = torch.stack((self._bad_count, self._bad_first)).tolist()
+        where, self._bad_where = self._bad_where, {}
+        new = count - self.skipped_steps
+        if new <= 0:
+            return
+        self._bad_first.fill_(-1)
+        self.skipped_steps = count
+        epoch, batch = where.get(first, ("?", "?"))
+        if self.hparams.nonfinite == "stop":
+            raise FloatingPointError(
+                f"non-finite gradients at step {first} (epoch {epoch}, batch {batch} of the epoch); that optimizer "
+                f"step was skipped ({new} skipped by step {self.global_step}, when the check was read), so the "
+                "parameters are still finite. Lower the lr, set --trainer.gradient_clip_val 1.0, or set "
+                "model.init_args.nonfinite: skip"
+            )
+        rank_zero_warn(f"skipped {new} optimizer step(s) with non-finite gradients, the first at step {first} "
+                       f"(epoch {epoch}, batch {batch}); {count} so far")
+        self._log_skipped()
+
+    def _log_skipped(self) -> None:
+        for logger in self.loggers:  # not self.log: this also runs in hooks where Lightning refuses it
+            logger.log_metrics({"train/skipped_steps": float(self.skipped_steps)}, step=self.global_step)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._bad_where and self.global_step % max(1, self.trainer.log_every_n_steps) == 0:
+            self._read_nonfinite()  # with the logging step, which reads the logged values back anyway
+
+    def on_train_epoch_end(self) -> None:
+        self._read_nonfinite()
+
+    def on_train_end(self) -> None:
+        self._read_nonfinite()
+
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        """Clips here rather than through the precision plugin, which refuses any fused optimizer under
+        ``bf16-mixed`` (it cannot tell one from an fp16 optimizer that unscales inside its step), although bf16
+        gradients are never scaled. By norm: the non-finite check's total norm when it has one (one pass over
+        the gradients for both), torch's foreach kernels. ``16-mixed`` (GradScaler; a foreach AdamW, unscaled by
+        Lightning before this) keeps Lightning's path; under FSDP the norm is the sharded module's own."""
+        if not gradient_clip_val or gradient_clip_val <= 0:
+            return
+        strategy = self.trainer.strategy
+        sharded = self.trainer.world_size > 1 and not isinstance(strategy, L.pytorch.strategies.DDPStrategy)
+        fsdp = isinstance(strategy, L.pytorch.strategies.FSDPStrategy)
+        if getattr(self.trainer.precision_plugin, "scaler", None) is not None or (sharded and not fsdp):
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            return
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+        elif fsdp:
+            strategy.model.clip_grad_norm_(gradient_clip_val)  # (untested here: Lightning runs FSDP on GPUs only)
+        elif params:
+            norm = self._grad_norm if self._grad_norm is not None else torch.nn.utils.get_total_norm(
+                [p.grad for p in params])
+            torch.nn.utils.clip_grads_with_norm_(params, gradient_clip_val, norm)
+        self._grad_norm = None
+
+    def on_train_start(self) -> None:
+        """A resumed checkpoint's optimizer groups carry the fused/foreach choice of the run that saved them (torch
+        restores them with the state): this run's own choice wins, so a checkpoint from before the fused AdamW (or
+        from another device) trains as this run built its optimizer."""
+        for optimizer in self.trainer.optimizers:
+            for group in optimizer.param_groups:
+                for key in ("fused", "foreach"):
+                    if key in group and key in optimizer.defaults:
+                        group[key] = optimizer.defaults[key]
 
     def on_fit_start(self) -> None:
         total, trainable = num_parameters(self.net), num_parameters(self.net, trainable_only=True)
@@ -303,8 +421,11 @@ class Task(L.LightningModule):
                     "or use model.init_args.schedule: constant with warmup in steps"
                 )
             total = 1
+        # fused AdamW where torch has it, except under 16-mixed: a fused optimizer unscales inside its step, so
+        # Lightning would not unscale the gradients before clipping them; the foreach one keeps that order
+        scaled = getattr(self.trainer.precision_plugin, "scaler", None) is not None
         optimizer, scheduler = build_optimizer(
             self.net, hp.lr, hp.weight_decay, tuple(hp.betas), hp.eps, hp.schedule, hp.warmup,
-            total_steps=max(1, int(total)), layer_decay=hp.get("layer_decay", 1.0),
+            total_steps=max(1, int(total)), layer_decay=hp.get("layer_decay", 1.0), fused=False if scaled else None,
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

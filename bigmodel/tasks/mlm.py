@@ -53,11 +53,14 @@ class MLMTask(LanguageModelTask):
             notes.append("new MLM head (the source has none)")
         return notes
 
-    def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    def _step(self, batch: dict[str, torch.Tensor]
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         if "masked_positions" not in batch:
             raise ValueError("MLMTask needs masked batches but got whole blocks: set data.init_args.objective: mlm")
         logits = self.net(batch["input_ids"], batch["masked_positions"], batch.get("attention_mask"))
         labels = batch["masked_labels"]
-        # sum / count instead of mean: a batch with no selected token gives 0, not NaN; the count is a host int.
-        loss = F.cross_entropy(logits.float(), labels, reduction="sum") / max(labels.numel(), 1)
-        return loss, logits, labels, labels.numel()
+        # sum / count instead of mean: a batch with no selected token gives 0, not NaN. Labels -100 (padding of the
+        # positions to a multiple, see MLMCollator) count nowhere; the count stays on the device (no sync).
+        count = (labels != -100).sum()
+        loss = F.cross_entropy(logits.float(), labels, reduction="sum") / count.clamp(min=1)
+        return loss, logits, labels, count

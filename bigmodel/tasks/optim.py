@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal
 
 import torch
@@ -38,6 +39,27 @@ def parameter_groups(model: nn.Module, weight_decay: float, lr: float | None = N
     return [groups[key] for key in sorted(groups, key=lambda k: (k[1], not k[0]))]
 
 
+def fused_supported(params: Iterable[torch.Tensor]) -> bool:
+    """Whether torch has a fused AdamW kernel for every parameter (CPU and CUDA do, for floating dtypes)."""
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+        devices = set(_get_fused_kernels_supported_devices())
+    except ImportError:  # a private helper: fall back to the two devices every recent torch supports
+        devices = {"cpu", "cuda"}
+    params = list(params)
+    return bool(params) and all(p.device.type in devices and p.is_floating_point() for p in params)
+
+
+def adamw(groups: list[dict], lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+          fused: bool | None = None) -> torch.optim.AdamW:
+    """AdamW, fused (one kernel over all parameters) where torch supports the parameters' device, else foreach.
+    ``fused=None`` decides by the parameters; ``False`` forces foreach."""
+    if fused is None:
+        fused = fused_supported(p for g in groups for p in g["params"])
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, **({"fused": True} if fused else {"foreach": True}))
+
+
 def build_optimizer(
     model: nn.Module,
     lr: float,
@@ -48,11 +70,12 @@ def build_optimizer(
     warmup: float,
     total_steps: int,
     layer_decay: float = 1.0,
+    fused: bool | None = None,
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """``warmup`` below 1 is a fraction of ``total_steps``, otherwise a number of steps."""
-    # Not fused: Lightning refuses gradient clipping with optimizers that unscale internally (fused=True).
+    """``warmup`` below 1 is a fraction of ``total_steps``, otherwise a number of steps. ``fused``: see ``adamw``
+    (the tasks clip gradients themselves, so Lightning's refusal to clip for fused optimizers does not apply)."""
     groups = parameter_groups(model, weight_decay, lr, layer_decay)
-    optimizer = torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
+    optimizer = adamw(groups, lr, betas, eps, fused)
     warmup_steps = int(warmup * total_steps) if warmup < 1 else int(warmup)
     name = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[schedule]
     scheduler = get_scheduler(name, optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps)

@@ -19,8 +19,13 @@ def test_blocks_from_local_text(pydoc_text, tmp_path):
     batch = next(iter(dm.train_dataloader()))
     assert batch["input_ids"].shape == (4, 64) and "attention_mask" not in batch
     # the trained tokenizer is cached: a second module gets the very same vocabulary
-    again = CorpusDataModule(train_files=str(pydoc_text), wordpiece_vocab_size=800, block_size=64)
+    again = CorpusDataModule(train_files=str(pydoc_text), wordpiece_vocab_size=800, block_size=64, batch_size=4,
+                             masked_positions_multiple_of=16)
     assert again.tokenizer.get_vocab() == dm.tokenizer.get_vocab()
+    again.setup("fit")
+    assert all(len(b["masked_positions"]) % 16 == 0 for b, _ in zip(again.val_dataloader(), range(3)))
+    with pytest.raises(ValueError, match="masked_positions_multiple_of must be >= 1"):
+        CorpusDataModule(train_files=str(pydoc_text), wordpiece_vocab_size=800, masked_positions_multiple_of=0)
 
 
 def test_jsonl_source_and_bad_column(tmp_path, pydoc_text):

@@ -53,3 +53,20 @@ def test_validation_masks_are_fixed_per_batch(pydoc_text):
     fixed = MLMCollator(tok, seed=7)
     a, b = fixed(examples), fixed(examples)
     assert torch.equal(a["masked_positions"], b["masked_positions"]) and torch.equal(a["input_ids"], b["input_ids"])
+
+
+def test_masked_positions_padded_to_a_multiple_are_the_same_masks_plus_ignored_padding(pydoc_text):
+    tok = _tokenizer(pydoc_text)
+    ids = torch.randint(10, len(tok), (8, 64))
+    ids[:2, 50:] = tok.pad_token_id
+    examples = [{"input_ids": row, "epoch": 0, "index": i} for i, row in enumerate(ids)]
+    plain = MLMCollator(tok, seed=7)(examples)
+    padded = MLMCollator(tok, seed=7, masked_positions_multiple_of=32)(examples)
+    n = len(plain["masked_positions"])
+    assert len(padded["masked_positions"]) % 32 == 0 and n < len(padded["masked_positions"]) < n + 32
+    assert torch.equal(padded["input_ids"], plain["input_ids"])  # the same masks
+    assert torch.equal(padded["masked_positions"][:n], plain["masked_positions"])
+    assert torch.equal(padded["masked_labels"][:n], plain["masked_labels"])
+    assert (padded["masked_positions"][n:] == 0).all() and (padded["masked_labels"][n:] == -100).all()
+    nothing = MLMCollator(tok, mlm_probability=0.0, masked_positions_multiple_of=8)([{"input_ids": ids[0]}])
+    assert nothing["masked_positions"].tolist() == [0] * 8 and (nothing["masked_labels"] == -100).all()
