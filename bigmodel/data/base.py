@@ -58,6 +58,19 @@ class DataModule(L.LightningDataModule):
             self._resume = None
         return self.loader(EpochIndexed(dataset), collate_fn, sampler=sampler, drop_last=drop_last)
 
+    def hold_out(self, n: int) -> tuple[list[int], list[int]]:
+        """Indices (fit, validation) of ``n`` examples: ``validation_fraction`` of them drawn by ``seed``, for sources
+        without a validation split (image sets hold out whole images)."""
+        fraction = self.hparams.validation_fraction
+        if not 0 < fraction < 1:
+            raise ValueError(f"validation_fraction must be in (0, 1) when there is no validation split, got {fraction}")
+        if n < 2:
+            raise ValueError(f"{n} training example(s) cannot be split into train and validation; add data or a "
+                             "validation split")
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.hparams.seed)).tolist()
+        k = max(1, int(n * fraction))
+        return sorted(order[k:]), sorted(order[:k])
+
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Counts the training batches of this epoch that reached the model (not those merely prefetched)."""
         if self.trainer is not None and self.trainer.training:

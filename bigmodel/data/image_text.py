@@ -465,7 +465,7 @@ class ImageTextDataModule(DataModule):
                              "train split (or CSV rows without a split, or with split train)")
         if "validation" not in splits:
             images, captions = splits["train"]
-            fit, val = self._hold_out(len(images))
+            fit, val = self.hold_out(len(images))
             splits["train"] = (_take(images, fit), [captions[i] for i in fit])
             splits["validation"] = (_take(images, val), [captions[i] for i in val])
         out = {}
@@ -475,17 +475,6 @@ class ImageTextDataModule(DataModule):
                 texts, ids = index_captions(per_image)
                 out[name] = CaptionedSplit(images, texts, ids)
         return out
-
-    def _hold_out(self, n: int) -> tuple[list[int], list[int]]:
-        fraction = self.hparams.validation_fraction
-        if not 0 < fraction < 1:
-            raise ValueError(f"validation_fraction must be in (0, 1) when there is no validation split, got {fraction}")
-        if n < 2:
-            raise ValueError(f"{n} training image(s) cannot be split into train and validation; add images or a "
-                             "validation split")
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.hparams.seed)).tolist()
-        k = max(1, int(n * fraction))
-        return sorted(order[k:]), sorted(order[:k])
 
     # --- datasets and loaders ----------------------------------------------------------------------------------
 

@@ -115,7 +115,7 @@ class ImageDataModule(DataModule):
             s = self.tensors
             (images, labels), val = s.train, s.val
             if val is None:
-                fit_idx, val_idx = (torch.tensor(i) for i in self._hold_out(len(labels)))
+                fit_idx, val_idx = (torch.tensor(i) for i in self.hold_out(len(labels)))
                 images, labels, val = images[fit_idx], labels[fit_idx], (images[val_idx], labels[val_idx])
             self.datasets["train"] = TensorImages(images, labels, transform=train_tf)
             self.datasets["validation"] = TensorImages(*val, transform=eval_tf)
@@ -126,7 +126,7 @@ class ImageDataModule(DataModule):
                 self.datasets["train"] = train
                 self.datasets["validation"] = FolderImages(image_folder(self.folders["validation"], eval_tf))
             else:
-                fit_idx, val_idx = self._hold_out(len(train))
+                fit_idx, val_idx = self.hold_out(len(train))
                 self.datasets["train"] = Subset(train, fit_idx)
                 self.datasets["validation"] = Subset(FolderImages(image_folder(self.folders["train"], eval_tf)),
                                                      val_idx)
@@ -145,13 +145,6 @@ class ImageDataModule(DataModule):
                        f"; {self.num_classes} classes" + ("; augmented on the device" if self.hparams.on_device
                                                           else ""))
 
-    def _hold_out(self, n: int) -> tuple[list[int], list[int]]:
-        fraction = self.hparams.validation_fraction
-        if not 0 < fraction < 1:
-            raise ValueError(f"validation_fraction must be in (0, 1) when there is no validation split, got {fraction}")
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.hparams.seed)).tolist()
-        k = max(1, int(n * fraction))
-        return sorted(order[k:]), sorted(order[:k])
 
     def _check_folder_classes(self) -> None:
         for split in ("validation", "test"):
