@@ -24,11 +24,11 @@ from datasets import Dataset as HFDataset
 from datasets import DatasetDict, load_dataset, load_from_disk
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
-from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from bigmodel.data.augment import AugmentConfig, sample_transform
 from bigmodel.data.base import DataModule
-from bigmodel.data.collators import _drop_full_mask
+from bigmodel.data.collators import ClassificationCollator
 from bigmodel.data.image_sources import IMAGENET_MEAN, IMAGENET_STD, ImageFiles, list_images, load_digits_splits
 from bigmodel.data.tokenizer import cached_wordpiece, load_tokenizer
 from bigmodel.hub import HubUnavailableError, hub_offline_mode, hub_reachable, offline_message
@@ -182,21 +182,6 @@ def collate_images(items: list[dict[str, Any]], width: int | None = None) -> dic
     return batch
 
 
-class TextCollator:
-    """Pads ``input_ids`` to the longest in the batch (``attention_mask`` dropped when nothing is padded); the
-    other fields become long tensors."""
-
-    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
-        self.inner = DataCollatorWithPadding(tokenizer)
-
-    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        batch = dict(self.inner([{"input_ids": it["input_ids"]} for it in items]))
-        batch.pop("token_type_ids", None)
-        for key in items[0]:
-            if key != "input_ids":
-                batch[key] = torch.tensor([int(it[key]) for it in items], dtype=torch.long)
-        return _drop_full_mask(batch)
-
 
 class CaptionDrawCollator:
     """Training batches: each image with one of its captions, drawn from (seed, epoch, index) so that every epoch
@@ -206,7 +191,7 @@ class CaptionDrawCollator:
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, caption_input_ids: list[list[int]], seed: int,
                  width: int | None = None) -> None:
-        self.text = TextCollator(tokenizer)
+        self.text = ClassificationCollator(tokenizer)
         self.caption_input_ids, self.seed, self.width = caption_input_ids, seed, width
 
     def draw(self, item: dict[str, Any]) -> int:
@@ -501,7 +486,7 @@ class ImageTextDataModule(DataModule):
         if self.class_names is not None:
             pairs = [(t, c) for t in self.zero_shot_templates for c in range(len(self.class_names))]
             prompts = [t.replace("{}", self.class_names[c]) for t, c in pairs]
-            self._prompts = TextCollator(self.tokenizer)(
+            self._prompts = ClassificationCollator(self.tokenizer)(
                 [{"input_ids": ids, "prompt_class": c}
                  for ids, (_, c) in zip(self._encode(prompts, "zero-shot prompts"), pairs)])
         if self.hparams.predict_dir:  # files are brought to the training images' size and channels
@@ -524,7 +509,7 @@ class ImageTextDataModule(DataModule):
             raise ValueError(f"{self.hparams.dataset!r} has no {split} split: give CSV rows with split {split} or a "
                              f"dataset with a {split} split")
         return [self.loader(self.datasets[split], collate_images),
-                self.loader(self.datasets[f"{split}_captions"], TextCollator(self.tokenizer))]
+                self.loader(self.datasets[f"{split}_captions"], ClassificationCollator(self.tokenizer))]
 
     def zero_shot_prompts(self) -> dict[str, torch.Tensor] | None:
         """Every (template, class) prompt as one batch (template-major): ``input_ids``, ``attention_mask`` (when
