@@ -1,9 +1,16 @@
 """Parameter-efficient fine-tuning on the shared encoder, text and images alike: LoRA, BitFit and linear probes.
 
-LoRA (Hu et al., 2021) adds a trainable low-rank update ``scaling * B @ A`` to chosen linear layers of a frozen
+LoRA (Hu et al., 2021) adds a trainable low-rank update ``scaling * B @ A`` to chosen projections of a frozen
 encoder; ``B`` starts at zero, so a LoRA model computes exactly what its base does until the first step. The LoRA
 layer *is* an ``nn.Linear`` holding the base's own ``weight``/``bias`` Parameters under the same names, plus
 ``lora_a``/``lora_b``: checkpoints of the base load into it unchanged, and the Hugging Face name tables still apply.
+
+Targets name projections, as peft's ``target_modules`` and litgpt's flags do: ``q``, ``k``, ``v`` (self-attention's
+and, in a fusion encoder, cross-attention's), ``proj`` (attention output), ``up``/``down`` (FFN). bigmodel fuses q, k
+and v into one ``qkv`` layer (``kv`` in cross-attention), so each targeted projection gets its own rank-r update on
+its slice of the fused output (litgpt's ``LoRAQKVLinear``, loralib's ``MergedLinear``): r = 8 on q, k, v is three
+rank-8 updates, as three separate layers would have. ``qkv`` and ``kv`` stay accepted as aliases of [q, k, v] and
+[k, v].
 """
 
 from __future__ import annotations
@@ -17,54 +24,106 @@ import torch.nn.functional as F
 from torch import nn
 
 Finetune = Literal["full", "linear_probe", "bitfit", "lora"]
-# the encoder's linear layers: attention in/out, FFN up/down, and a cross-attention layer's q (over x) and kv (over
-# its context); proj names the output of both kinds of attention
-LORA_TARGETS = ("qkv", "proj", "up", "down", "q", "kv")
+LORA_TARGETS = ("q", "k", "v", "proj", "up", "down")
+LORA_ALIASES = {"qkv": ("q", "k", "v"), "kv": ("k", "v")}
+# the encoder's fused linear layers -> the projections they stack along their output, in order
+FUSED = {"qkv": ("q", "k", "v"), "kv": ("k", "v")}
 
 
 @dataclass
 class LoRAConfig:
-    """rank: of the update; alpha: its scale is alpha / rank (so changing the rank keeps the update's size);
-    dropout: on the update's input; targets: which of the encoder's linear layers get one (``qkv``, ``proj``,
-    ``up``, ``down``; in a fusion encoder's cross-attention also ``q`` and ``kv``)."""
+    """rank: of each projection's update; alpha: the update's scale is alpha / rank (so changing the rank keeps the
+    update's size), or alpha / sqrt(rank) with ``rslora`` (Kalajdzievski, 2023: rank-stabilised, for large ranks);
+    dropout: on the update's input; targets: which projections get one (``q``, ``k``, ``v``, ``proj``, ``up``,
+    ``down``; ``qkv`` and ``kv`` are aliases of [q, k, v] and [k, v]). The default [q, v] is the LoRA paper's."""
 
     rank: int = 8
     alpha: float = 16.0
     dropout: float = 0.0
-    targets: tuple[str, ...] = ("qkv", "proj")
+    targets: tuple[str, ...] = ("q", "v")
+    rslora: bool = False
 
     def __post_init__(self) -> None:
         if self.rank < 1:
             raise ValueError(f"lora.rank must be >= 1, got {self.rank}")
-        unknown = sorted(set(self.targets) - set(LORA_TARGETS))
-        if unknown or not self.targets:
-            raise ValueError(f"lora.targets {list(self.targets)}: choose from {', '.join(LORA_TARGETS)}")
+        named = list(self.targets)
+        unknown = sorted(set(named) - set(LORA_TARGETS) - set(LORA_ALIASES))
+        if unknown or not named:
+            raise ValueError(f"lora.targets {named}: choose from {', '.join(LORA_TARGETS)} (qkv = [q, k, v], "
+                             "kv = [k, v])")
+        expanded = [t for name in named for t in LORA_ALIASES.get(name, (name,))]
+        self.targets = tuple(dict.fromkeys(expanded))  # aliases expanded, order kept, duplicates dropped
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / (math.sqrt(self.rank) if self.rslora else self.rank)
+
+    def layout(self, layer: str) -> tuple[int, tuple[int, ...]]:
+        """For a linear layer called ``layer``: how many projections it stacks along its output, and which of them
+        (indices) get an update; none when it is not a target."""
+        parts = FUSED.get(layer, (layer,))
+        return len(parts), tuple(i for i, name in enumerate(parts) if name in self.targets)
+
+
+def lora_delta(a: torch.Tensor, b: torch.Tensor, slices: tuple[int, ...], parts: int) -> torch.Tensor:
+    """The unscaled update as a weight (out, in): ``B_i @ A_i`` in the rows of slice ``slices[i]``, zero in the
+    others. ``a`` stacks the A_i (k * r, in), ``b`` the B_i (k * d, r)."""
+    k = len(slices)
+    rank, size = a.shape[0] // k, b.shape[0] // k
+    blocks = torch.bmm(b.reshape(k, size, rank), a.reshape(k, rank, -1))  # (k, d, in)
+    if k == parts:
+        return blocks.flatten(0, 1)
+    delta = blocks.new_zeros(parts, size, a.shape[1])
+    delta[list(slices)] = blocks
+    return delta.flatten(0, 1)
+
+
+def _per_slice_a(a: torch.Tensor, rank: int, k: int) -> torch.Tensor:
+    """``a`` as k stacked A_i. A checkpoint from before per-slice updates has one A (rank rows) shared by all of a
+    fused layer's slices (and a full-height B): repeating it per slice gives exactly the same update."""
+    return a.repeat(k, 1) if k > 1 and a.shape[0] == rank else a
 
 
 class LoRALinear(nn.Linear):
-    """``base(x) + scaling * B(A(dropout(x)))``, sharing ``base``'s Parameters (no copy)."""
+    """``base(x) + scaling * update(x)``, sharing ``base``'s Parameters (no copy). ``base`` stacks ``parts``
+    projections of equal size along its output (3 for a fused qkv); each of ``slices`` gets its own update
+    ``B_i A_i``: ``lora_a`` holds the A_i stacked (k * r, in), ``lora_b`` the B_i stacked (k * d, r)."""
 
-    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float = 0.0) -> None:
+    def __init__(self, base: nn.Linear, rank: int, scaling: float, dropout: float = 0.0, parts: int = 1,
+                 slices: tuple[int, ...] = (0,)) -> None:
         nn.Module.__init__(self)  # not nn.Linear.__init__: it would allocate a second weight
+        if base.out_features % parts or not slices or not set(slices) <= set(range(parts)):
+            raise ValueError(f"LoRA slices {slices} of {parts} parts do not fit {base.out_features} outputs")
         self.in_features, self.out_features = base.in_features, base.out_features
         self.weight, self.bias = base.weight, base.bias
+        self.rank, self.scaling, self.parts, self.slices = rank, scaling, parts, tuple(slices)
+        k, size = len(self.slices), base.out_features // parts
         factory = {"device": base.weight.device, "dtype": base.weight.dtype}
-        self.lora_a = nn.Parameter(torch.empty(rank, base.in_features, **factory))
-        self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank, **factory))
-        nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))  # as nn.Linear initialises; B = 0 keeps outputs
-        self.scaling = alpha / rank
+        self.lora_a = nn.Parameter(torch.empty(k * rank, base.in_features, **factory))
+        self.lora_b = nn.Parameter(torch.zeros(k * size, rank, **factory))
+        nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))  # as nn.Linear and peft do; B = 0 keeps outputs
         self.lora_dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        update = F.linear(F.linear(self.lora_dropout(x), self.lora_a), self.lora_b)
-        return F.linear(x, self.weight, self.bias) + self.scaling * update
+        k, size = len(self.slices), self.out_features // self.parts
+        h = F.linear(self.lora_dropout(x), self.lora_a).unflatten(-1, (k, self.rank))  # (..., k, r)
+        update = torch.einsum("...kr,kdr->...kd", h, self.lora_b.view(k, size, self.rank))  # (..., k, d)
+        if k < self.parts:  # slices without an update add nothing
+            full = update.new_zeros(*update.shape[:-2], self.parts, size)
+            full[..., list(self.slices), :] = update
+            update = full
+        return F.linear(x, self.weight, self.bias) + self.scaling * update.flatten(-2)
+
+    def delta(self) -> torch.Tensor:
+        """The update as a weight: ``merged().weight - weight``."""
+        return self.scaling * lora_delta(self.lora_a, self.lora_b, self.slices, self.parts)
 
     def merged(self) -> nn.Linear:
         """A plain ``nn.Linear`` with the update folded into its weight."""
         linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
                            device=self.weight.device, dtype=self.weight.dtype)
         with torch.no_grad():
-            linear.weight.copy_(self.weight + self.scaling * (self.lora_b @ self.lora_a))
+            linear.weight.copy_(self.weight + self.delta())
             if self.bias is not None:
                 linear.bias.copy_(self.bias)
         linear.weight.requires_grad_(self.weight.requires_grad)
@@ -72,14 +131,22 @@ class LoRALinear(nn.Linear):
             linear.bias.requires_grad_(self.bias.requires_grad)
         return linear
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
+        key = prefix + "lora_a"
+        if key in state_dict:
+            state_dict[key] = _per_slice_a(state_dict[key], self.rank, len(self.slices))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
 
 def add_lora(module: nn.Module, config: LoRAConfig) -> list[str]:
     """Replaces the targeted ``nn.Linear`` layers of ``module`` by LoRA layers (idempotent); returns their names."""
     names = []
     for name, child in list(module.named_modules()):
-        if type(child) is nn.Linear and name.rsplit(".", 1)[-1] in config.targets:
+        parts, slices = config.layout(name.rsplit(".", 1)[-1])
+        if type(child) is nn.Linear and slices:
             parent, _, attr = name.rpartition(".")
-            setattr(module.get_submodule(parent), attr, LoRALinear(child, config.rank, config.alpha, config.dropout))
+            lora = LoRALinear(child, config.rank, config.scaling, config.dropout, parts, slices)
+            setattr(module.get_submodule(parent), attr, lora)
             names.append(name)
         elif isinstance(child, LoRALinear):
             names.append(name)
@@ -97,16 +164,21 @@ def merge_lora(module: nn.Module) -> int:
     return len(found)
 
 
-def merge_lora_state(state: dict[str, torch.Tensor], scaling: float) -> dict[str, torch.Tensor]:
-    """The same fold on a state dict (``x.weight += scaling * x.lora_b @ x.lora_a``; LoRA entries dropped), for
-    exporting a checkpoint without building its model."""
+def merge_lora_state(state: dict[str, torch.Tensor], config: LoRAConfig) -> dict[str, torch.Tensor]:
+    """The same fold on a state dict (``x.weight += x``'s update; LoRA entries dropped), for exporting a
+    checkpoint without building its model; ``config`` is the run's (which slices of a fused layer have updates)."""
     merged = {k: v for k, v in state.items() if ".lora_" not in k}
     for key in state:
         if key.endswith(".lora_a"):
             prefix = key[: -len("lora_a")]
+            parts, slices = config.layout(prefix[:-1].rsplit(".", 1)[-1])
+            if not slices:
+                raise ValueError(f"{key} is a LoRA update, but lora.targets {list(config.targets)} do not name its "
+                                 "layer: pass the run's own LoRA settings")
             weight = merged[prefix + "weight"]
-            update = state[prefix + "lora_b"].float() @ state[key].float()
-            merged[prefix + "weight"] = (weight.float() + scaling * update).to(weight.dtype)
+            a = _per_slice_a(state[key].float(), config.rank, len(slices))
+            update = lora_delta(a, state[prefix + "lora_b"].float(), slices, parts)
+            merged[prefix + "weight"] = (weight.float() + config.scaling * update).to(weight.dtype)
     return merged
 
 

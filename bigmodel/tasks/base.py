@@ -39,8 +39,9 @@ class Task(L.LightningModule):
             (data) bounds the lengths, ``masked_positions_multiple_of`` the MLM's masked counts.
         finetune: which parameters train (``bigmodel.nn.peft``): ``full``; ``linear_probe`` (the encoder frozen,
             the head trained); ``bitfit`` (the encoder's biases and the head); ``lora`` (low-rank updates of the
-            encoder's ``lora.targets`` layers and the head). Frozen parameters get no optimizer state.
-        lora: rank, alpha, dropout and targets of ``finetune: lora``.
+            encoder's ``lora.targets`` projections and the head). Frozen parameters get no optimizer state.
+        lora: rank, alpha, dropout, targets (``q``, ``k``, ``v``, ``proj``, ``up``, ``down``; ``qkv`` = [q, k, v])
+            and rslora of ``finetune: lora`` (``bigmodel.nn.peft.LoRAConfig``).
         layer_decay: layer-wise learning-rate decay, e.g. 0.8: each layer down from the head trains at that
             fraction of the one above (embeddings lowest); 1.0 is off.
         checkpoint_weights: ``all``, or ``trainable``: with a frozen encoder (``finetune`` other than ``full``),

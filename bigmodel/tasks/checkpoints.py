@@ -20,7 +20,7 @@ from bigmodel.hub import HubUnavailableError, hub_offline_mode, hub_reachable, i
 from bigmodel.nn import EncoderConfig
 from bigmodel.nn.config import HF_TEXT_FAMILIES, TRAINING_FIELDS
 from bigmodel.nn.convert import from_hf
-from bigmodel.nn.peft import merge_lora_state
+from bigmodel.nn.peft import LoRAConfig, merge_lora_state
 
 META_KEY = "bigmodel"  # checkpoint["bigmodel"] = {"task": ..., "encoder_config": {...}, "class_names": [...]}
 _HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -54,11 +54,11 @@ def strip_compile_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
 
 
 def merge_lora_state_of(ckpt: dict, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A LoRA run's weights with its updates folded in (its rank and alpha are in the hyper-parameters)."""
+    """A LoRA run's weights with its updates folded in (its rank, scaling and targets are in the
+    hyper-parameters)."""
     if not any(".lora_" in key for key in state):
         return state
-    lora = (ckpt.get("hyper_parameters") or {}).get("lora") or {}
-    return merge_lora_state(state, float(lora.get("alpha", 16.0)) / int(lora.get("rank", 8)))
+    return merge_lora_state(state, LoRAConfig(**(ckpt.get("hyper_parameters") or {}).get("lora") or {}))
 
 
 def network_state(ckpt: dict, path: str) -> dict[str, torch.Tensor]:

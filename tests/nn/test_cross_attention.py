@@ -172,10 +172,11 @@ def test_config_round_trip_hf_refusal_and_lora_targets():
     x, context, context_mask = inputs()
     with torch.no_grad():
         before = enc(x, context=context, context_mask=context_mask).last_hidden_state
-        names = add_lora(enc, LoRAConfig(rank=4, targets=("q", "kv")))
+        names = add_lora(enc, LoRAConfig(rank=4, targets=("q", "v")))  # both attentions' queries and values
         after = enc(x, context=context, context_mask=context_mask).last_hidden_state
-    assert names == [f"layers.{i}.cross_attn.{t}" for i in range(2) for t in ("q", "kv")]
-    assert isinstance(enc.layers[0].cross_attn.kv, LoRALinear) and type(enc.layers[0].attn.qkv) is nn.Linear
+    assert names == [f"layers.{i}.{t}" for i in range(2) for t in ("attn.qkv", "cross_attn.q", "cross_attn.kv")]
+    assert enc.layers[0].attn.qkv.slices == (0, 2) and enc.layers[0].cross_attn.kv.slices == (1,)  # v of [k, v]
+    assert type(enc.layers[0].attn.proj) is nn.Linear and isinstance(enc.layers[0].cross_attn.q, LoRALinear)
     assert torch.equal(before, after)  # B = 0: a LoRA model starts as its base
 
 

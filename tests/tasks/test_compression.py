@@ -186,7 +186,7 @@ def test_a_vit_adapter_checkpoint_reloads_from_its_base(tmp_path):
     ckpt = {"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams),
             "pytorch-lightning_version": lightning.__version__}
     task.on_save_checkpoint(ckpt)
-    assert len(ckpt["state_dict"]) == 2 * 2 * 2 + 2  # A and B of qkv and proj in two layers, the head
+    assert len(ckpt["state_dict"]) == 2 * 2 + 2  # A and B of qkv (default targets q, v) in two layers, the head
     torch.save(ckpt, tmp_path / "small.ckpt")
     images = torch.randn(4, 1, 8, 8)
     reloaded = ClassificationTask.load_from_checkpoint(tmp_path / "small.ckpt").eval()

@@ -47,6 +47,9 @@ def test_lora_starts_as_its_base_and_trains_only_updates_and_head():
     assert with_grad == trainable
     assert trainable == {n for n, _ in task.net.named_parameters() if ".lora_" in n or n.startswith("head.")}
     assert len([n for n in trainable if n.endswith("lora_a")]) == 3 * CONFIG.num_layers
+    qkv = task.net.encoder.layers[0].attn.qkv  # qkv: an alias of [q, k, v], a rank-4 update of each
+    assert task.hparams.lora["targets"] == ("q", "k", "v", "proj", "up") and qkv.slices == (0, 1, 2)
+    assert qkv.lora_a.shape == (3 * 4, CONFIG.hidden_size) and qkv.lora_b.shape == (3 * CONFIG.hidden_size, 4)
     groups = parameter_groups(task.net, 0.01)  # frozen parameters never reach the optimizer
     assert sum(len(g["params"]) for g in groups) == len(trainable)
 
@@ -58,7 +61,8 @@ def test_merged_lora_equals_unmerged_on_text_and_vit():
     models = [(SequenceClassifier(CONFIG, 3), _batch()), (vit, (torch.randn(2, 1, 8, 8),))]
     for model, inputs in models:
         model.eval()
-        add_lora(model.encoder, LoRAConfig(rank=4, targets=("qkv", "proj", "up", "down")))
+        lora = LoRAConfig(rank=4, targets=("qkv", "proj", "up", "down"))
+        add_lora(model.encoder, lora)
         for m in model.modules():
             if isinstance(m, LoRALinear):
                 nn.init.normal_(m.lora_b, std=0.05)  # a trained update
@@ -70,7 +74,7 @@ def test_merged_lora_equals_unmerged_on_text_and_vit():
         merged = merged[0] if isinstance(merged, tuple) else merged
         torch.testing.assert_close(merged, out, atol=1e-5, rtol=0)
         assert not any(".lora_" in k for k in model.state_dict())
-        folded = merge_lora_state(state, 16.0 / 4)
+        folded = merge_lora_state(state, lora)
         assert folded.keys() == model.state_dict().keys()
         for key, value in model.state_dict().items():
             torch.testing.assert_close(folded[key], value, atol=1e-6, rtol=0)
@@ -103,7 +107,7 @@ def test_layer_decay_scales_each_depth():
 
 
 def test_bad_settings_are_one_line_errors():
-    with pytest.raises(ValueError, match="choose from qkv, proj, up, down"):
+    with pytest.raises(ValueError, match="choose from q, k, v, proj, up, down"):
         LoRAConfig(targets=("query",))
     with pytest.raises(ValueError, match="finetune 'prefix'"):
         ClassificationTask(num_classes=3, vocab_size=100, finetune="prefix")

@@ -229,8 +229,7 @@ def test_lora_from_a_published_model_through_the_cli_resumes_and_exports_merged(
     assert net.encoder.layers[0].attn.qkv.lora_b.abs().sum() > 0  # the update trained
     last = tmp_path / "runs" / "cls" / "checkpoints" / "last.ckpt"
     resumed = BigModelCLI(args=[*args, "--ckpt_path", "last", "--trainer.max_steps", "6"])
-    assert resumed.trainer.global_step == 6 and isinstance(resumed.model.net.encoder.layers[1].attn.proj,
-                                                           type(net.encoder.layers[1].attn.proj))
+    assert resumed.trainer.global_step == 6 and resumed.model.net.encoder.layers[1].attn.qkv.slices == (0, 2)  # q, v
     main(["export", "--ckpt_path", str(last), "--out", str(tmp_path / "merged")])
     exported = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "merged").eval()
     model = ClassificationTask.load_from_checkpoint(last, init_from=None).eval()
