@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-Finetune = Literal["full", "linear_probe", "bitfit", "lora"]
+Finetune = Literal["full", "linear_probe", "pooler_probe", "bitfit", "lora"]
 # the encoder's linear layers: attention in/out, FFN up/down, and a cross-attention layer's q (over x) and kv (over
 # its context); proj names the output of both kinds of attention
 LORA_TARGETS = ("qkv", "proj", "up", "down", "q", "kv")
@@ -111,21 +111,22 @@ def merge_lora_state(state: dict[str, torch.Tensor], scaling: float) -> dict[str
 
 
 def set_trainable(model: nn.Module, finetune: Finetune, encoder: str = "encoder") -> None:
-    """Which parameters train: ``full`` all; ``linear_probe`` all but the encoder's; ``bitfit`` the encoder's
+    """Which parameters train: ``full`` all; ``linear_probe`` and ``pooler_probe`` all but the encoder's (the head:
+    one linear layer, or BERT's tanh pooler and one, as the classifier's pooling says); ``bitfit`` the encoder's
     biases and everything outside the encoder (the head); ``lora`` the LoRA updates and the head."""
     prefix = encoder + "."
     for name, p in model.named_parameters():
         inside = name.startswith(prefix)
         if finetune == "full" or not inside:
             p.requires_grad_(True)
-        elif finetune == "linear_probe":
+        elif finetune in ("linear_probe", "pooler_probe"):
             p.requires_grad_(False)
         elif finetune == "bitfit":
             p.requires_grad_(name.endswith("bias"))
         elif finetune == "lora":
             p.requires_grad_(".lora_" in name)
         else:
-            raise ValueError(f"finetune {finetune!r}: choose full, linear_probe, bitfit or lora")
+            raise ValueError(f"finetune {finetune!r}: choose full, linear_probe, pooler_probe, bitfit or lora")
 
 
 def layer_id(name: str, num_layers: int) -> int:
