@@ -12,7 +12,7 @@ import torch
 from jsonargparse import ArgumentError
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import bigmodel.data  # noqa: F401  (registers the data modules for short class names in YAML)
@@ -201,9 +201,16 @@ class BigModelCLI(LightningCLI):
 
     def after_validate(self) -> None:
         self._say_where(runs.write_metrics(self.trainer, "validate"))
+        self._say_untrained()
 
     def after_test(self) -> None:
         self._say_where(runs.write_metrics(self.trainer, "test"))
+        self._say_untrained()
+
+    def _say_untrained(self) -> None:
+        note = getattr(self.model, "untrained_note", lambda: None)()
+        if note:
+            rank_zero_warn(note)
 
     @staticmethod
     def _say_where(metrics_file: str | None) -> None:

@@ -1,6 +1,8 @@
-"""``bigmodel export``: a checkpoint of this project -> a Hugging Face directory the Auto classes load.
+"""``bigmodel export``: a checkpoint of this project, or an ``init_from`` source as it loads (no training) -> a
+Hugging Face directory the Auto classes load.
 
     bigmodel export --ckpt_path runs/x/checkpoints/best.ckpt --out exported/x [--family roberta]
+    bigmodel export --init_from DIR_OR_NAME --out exported/y [--class_names [a, b, c]] [--pooling pooler]
 
 An MLM checkpoint becomes ``BertForMaskedLM`` (or ``RobertaForMaskedLM``), a text classifier
 ``BertForSequenceClassification`` (``id2label`` from the class names), a ViT image classifier
@@ -12,6 +14,7 @@ original tensors.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -26,7 +29,9 @@ _FAMILY_NAMES = {"bert": "Bert", "roberta": "Roberta", "vit": "ViT"}
 _TIED = ("cls.predictions.decoder.", "lm_head.decoder.")  # transformers ties these to the word embeddings
 
 
-def export(ckpt_path: str, out: str, family: str | None = None) -> Path:
+def export(ckpt_path: str | None = None, out: str | None = None, family: str | None = None,
+           init_from: str | None = None, class_names: list[str] | None = None, pooling: str | None = None,
+           seed: int = 0) -> Path:
     """Writes the checkpoint as a Hugging Face model directory and returns its path.
 
     Args:
@@ -34,10 +39,25 @@ def export(ckpt_path: str, out: str, family: str | None = None) -> Path:
         out: the directory to write (created; files in it are replaced).
         family: ``bert`` or ``roberta`` for text (default: ``roberta`` when the encoder has RoBERTa's position
             offset, else ``bert``).
+        init_from: instead of ``ckpt_path``, a text source exactly as ``init_from`` loads it, without training
+            (a Hugging Face directory or hub name, a packaged model, a checkpoint): with ``class_names`` a text
+            classifier (the source's classifier when it has these classes, else a new one drawn with ``seed``),
+            otherwise the source's own head (MLM or classifier).
+        class_names, pooling: the classifier's classes and pooling (as ``ClassificationTask``'s); with init_from.
+        seed: draws a new head's weights (with init_from).
     """
     import transformers
 
-    ckpt = _read(ckpt_path)
+    if out is None:
+        raise ValueError("--out is unset: give the directory to write")
+    if (ckpt_path is None) == (init_from is None):
+        raise ValueError("give one of --ckpt_path (a trained checkpoint) or --init_from (a source as it loads)")
+    if init_from is None and (class_names or pooling):
+        raise ValueError("--class_names and --pooling build a head from --init_from; a checkpoint has its own")
+    if init_from is not None:
+        ckpt, ckpt_path = checkpoint_from_source(init_from, class_names, pooling, seed), init_from
+    else:
+        ckpt = _read(ckpt_path)
     meta = ckpt[META_KEY]
     task = meta.get("task")
     state = network_state(ckpt, ckpt_path)  # LoRA folded into the base weights; a frozen base read back in
@@ -65,6 +85,10 @@ def export(ckpt_path: str, out: str, family: str | None = None) -> Path:
     else:
         raise ValueError(f"{ckpt_path!r} holds a {meta.get('backbone') or task} model; bigmodel exports MLM and text "
                          "classification checkpoints and ViT image classifiers")
+    if task == "classification" and meta.get("pooling", "pooler") != "pooler" and family != "vit":
+        raise ValueError(f"this classifier reads {meta['pooling']} pooling; {_FAMILY_NAMES[family]}ForSequence"
+                         "Classification reads [CLS] through the tanh pooler only: a classifier to export needs "
+                         "pooling: pooler (with --init_from: --pooling pooler)")
     if task == "classification":
         names = list(meta.get("class_names") or [])
         hf_config.update(num_labels=len(names), id2label=dict(enumerate(names)),
@@ -86,6 +110,45 @@ def export(ckpt_path: str, out: str, family: str | None = None) -> Path:
         tokenizer.save_pretrained(target)
     print(f"Wrote {name} to {target}" + (" with its tokenizer" if tokenizer is not None else ""))
     return target
+
+
+def checkpoint_from_source(init_from: str, class_names: list[str] | None = None, pooling: str | None = None,
+                           seed: int = 0) -> dict[str, Any]:
+    """What a checkpoint of ``init_from`` loaded into a task (no step taken) would hold: weights, bigmodel's meta,
+    hyper-parameters and tokenizer files -- the same path through ``network_state`` as a trained checkpoint."""
+    from lightning.pytorch.utilities import rank_zero_info
+
+    from bigmodel.data.tokenizer import load_tokenizer, tokenizer_files
+    from bigmodel.hub import default_cache_dir
+    from bigmodel.tasks import ClassificationTask, MLMTask
+    from bigmodel.tasks.checkpoints import resolve
+
+    pretrained = resolve(init_from)
+    if pretrained.config is None:
+        raise ValueError(f"--init_from {init_from!r} has no text encoder; export an image classifier from its "
+                         "checkpoint (--ckpt_path)")
+    vocab_size = pretrained.config.vocab_size
+    names = class_names or (pretrained.class_names if "head.classifier.weight" in pretrained.state else None)
+    if not names and "head.classifier.weight" in pretrained.state:
+        names = [str(i) for i in range(pretrained.state["head.classifier.weight"].shape[0])]
+    torch.manual_seed(seed)
+    if names:
+        task = ClassificationTask(num_classes=len(names), class_names=list(names), vocab_size=vocab_size,
+                                  init_from=init_from, pooling=pooling)
+    elif pooling:
+        raise ValueError("--pooling is the classifier's: give --class_names too")
+    elif "mlm_head.bias" in pretrained.state:
+        task = MLMTask(vocab_size=vocab_size, init_from=init_from)
+    else:
+        raise ValueError(f"--init_from {init_from!r} has no head (neither MLM nor classifier): give --class_names to "
+                         "export a classifier with a new head")
+    task._load_pretrained_once()
+    ckpt: dict[str, Any] = {"state_dict": {f"net.{k}": v for k, v in task.net.state_dict().items()},
+                            META_KEY: task.checkpoint_meta(), "hyper_parameters": dict(task.hparams)}
+    if pretrained.tokenizer is not None:
+        ckpt["tokenizer"] = tokenizer_files(load_tokenizer(pretrained.tokenizer, default_cache_dir()))
+    rank_zero_info(f"Exporting {init_from} as loaded by {type(task).__name__}, without training")
+    return ckpt
 
 
 def _read(path: str) -> dict:

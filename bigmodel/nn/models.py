@@ -8,7 +8,7 @@ from torch import nn
 
 from bigmodel.nn.config import EncoderConfig
 from bigmodel.nn.encoder import EncoderOutput, TransformerEncoder, init_weights
-from bigmodel.nn.heads import ClassificationHead, MLMHead
+from bigmodel.nn.heads import ClassificationHead, MLMHead, Pooling
 
 
 class MaskedLanguageModel(nn.Module):
@@ -31,11 +31,12 @@ class MaskedLanguageModel(nn.Module):
 
 
 class SequenceClassifier(nn.Module):
-    def __init__(self, config: EncoderConfig, num_classes: int, classifier_dropout: float = 0.1) -> None:
+    def __init__(self, config: EncoderConfig, num_classes: int, classifier_dropout: float = 0.1,
+                 pooling: Pooling = "pooler") -> None:
         super().__init__()
         self.config = config
         self.encoder = TransformerEncoder(config)
-        self.head = ClassificationHead(config.hidden_size, num_classes, classifier_dropout)
+        self.head = ClassificationHead(config.hidden_size, num_classes, classifier_dropout, pooling)
         self.head.apply(lambda m: init_weights(m, config.initializer_range))
 
     def forward(
@@ -46,7 +47,7 @@ class SequenceClassifier(nn.Module):
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, EncoderOutput]:
         out = self.encoder(input_ids, attention_mask, output_attentions, token_type_ids=token_type_ids)
-        return self.head(out.last_hidden_state), out
+        return self.head(out.last_hidden_state, attention_mask), out
 
 
 class CausalLanguageModel(nn.Module):

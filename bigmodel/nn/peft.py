@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-Finetune = Literal["full", "linear_probe", "bitfit", "lora"]
+Finetune = Literal["full", "linear_probe", "pooler_probe", "bitfit", "lora"]
 LORA_TARGETS = ("q", "k", "v", "proj", "up", "down")
 LORA_ALIASES = {"qkv": ("q", "k", "v"), "kv": ("k", "v")}
 # the encoder's fused linear layers -> the projections they stack along their output, in order
@@ -183,21 +183,22 @@ def merge_lora_state(state: dict[str, torch.Tensor], config: LoRAConfig) -> dict
 
 
 def set_trainable(model: nn.Module, finetune: Finetune, encoder: str = "encoder") -> None:
-    """Which parameters train: ``full`` all; ``linear_probe`` all but the encoder's; ``bitfit`` the encoder's
+    """Which parameters train: ``full`` all; ``linear_probe`` and ``pooler_probe`` all but the encoder's (the head:
+    one linear layer, or BERT's tanh pooler and one, as the classifier's pooling says); ``bitfit`` the encoder's
     biases and everything outside the encoder (the head); ``lora`` the LoRA updates and the head."""
     prefix = encoder + "."
     for name, p in model.named_parameters():
         inside = name.startswith(prefix)
         if finetune == "full" or not inside:
             p.requires_grad_(True)
-        elif finetune == "linear_probe":
+        elif finetune in ("linear_probe", "pooler_probe"):
             p.requires_grad_(False)
         elif finetune == "bitfit":
             p.requires_grad_(name.endswith("bias"))
         elif finetune == "lora":
             p.requires_grad_(".lora_" in name)
         else:
-            raise ValueError(f"finetune {finetune!r}: choose full, linear_probe, bitfit or lora")
+            raise ValueError(f"finetune {finetune!r}: choose full, linear_probe, pooler_probe, bitfit or lora")
 
 
 def layer_id(name: str, num_layers: int) -> int:

@@ -38,8 +38,10 @@ class Task(L.LightningModule):
             (a batch without padding, which has no attention mask, is one more graph); ``pad_to_multiple_of``
             (data) bounds the lengths, ``masked_positions_multiple_of`` the MLM's masked counts.
         finetune: which parameters train (``bigmodel.nn.peft``): ``full``; ``linear_probe`` (the encoder frozen,
-            the head trained); ``bitfit`` (the encoder's biases and the head); ``lora`` (low-rank updates of the
-            encoder's ``lora.targets`` projections and the head). Frozen parameters get no optimizer state.
+            the head -- one linear layer on [CLS] or mean-pooled features -- trained); ``pooler_probe`` (the same
+            with BERT's tanh pooler before it, also trained); ``bitfit`` (the encoder's biases and the head);
+            ``lora`` (low-rank updates of the encoder's ``lora.targets`` projections and the head). Frozen
+            parameters get no optimizer state.
         lora: rank, alpha, dropout, targets (``q``, ``k``, ``v``, ``proj``, ``up``, ``down``; ``qkv`` = [q, k, v])
             and rslora of ``finetune: lora`` (``bigmodel.nn.peft.LoRAConfig``).
         layer_decay: layer-wise learning-rate decay, e.g. 0.8: each layer down from the head trains at that
@@ -111,6 +113,7 @@ class Task(L.LightningModule):
         self._bad_where: dict[int, tuple[int, int]] = {}  # step -> (epoch, batch) since the last read
         self._pretrained: Pretrained | None = None  # init_from, read in __init__, loaded in setup
         self._loaded_from: str | None = None  # the init_from whose weights went in
+        self.new_heads: list[str] = []  # heads init_from lacks (load_pretrained draws them): random until trained
 
     def encoder_config_for(self, encoder: str, overrides: dict[str, Any] | None, vocab_size: int | None,
                            init_from: str | None, **task_fields: Any) -> EncoderConfig:
@@ -151,8 +154,27 @@ class Task(L.LightningModule):
         rank_zero_info(f"Loaded pretrained weights from {pretrained.source} "
                        f"({len(pretrained.state)} tensors)" + "".join(f"; {n}" for n in notes))
 
+    def untrained_heads(self) -> list[str]:
+        """The new heads a ``validate``/``test`` of ``init_from`` itself measures as drawn (no step trained them)."""
+        stage = self._trainer.state.fn if self._trainer is not None else None
+        return list(self.new_heads) if stage in ("validate", "test") else []
+
+    def untrained_note(self) -> str | None:
+        """One line saying that this run's metrics are a random head's, or None."""
+        heads = self.untrained_heads()
+        if not heads:
+            return None
+        return (f"{' and '.join(heads)} new (init_from {self._loaded_from!r} has none) and untrained: these metrics "
+                "are a randomly initialised head's on the source's encoder, not the source model's own")
+
+    def log_untrained_heads(self, prefix: str) -> None:
+        """Marks an epoch's metrics with ``<prefix>random_head: 1`` when ``untrained_heads`` made them."""
+        if self.untrained_heads():
+            self.log(f"{prefix}random_head", 1.0)
+
     def load_pretrained(self, pretrained: Pretrained) -> list[str]:
-        """Puts ``init_from``'s weights into ``self.net``; returns notes on what was adapted or left new."""
+        """Puts ``init_from``'s weights into ``self.net``; returns notes on what was adapted or left new (and lists
+        a head the source lacks in ``self.new_heads``)."""
         raise NotImplementedError(f"{type(self).__name__} does not load init_from weights")
 
     @staticmethod

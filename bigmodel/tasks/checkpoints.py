@@ -1,8 +1,10 @@
 """One way in for ``init_from``: any source -> weights + architecture + where its tokenizer is.
 
 Sources: a checkpoint of this project (any task), a Hugging Face model directory (``save_pretrained``: config.json
-+ model.safetensors or pytorch_model.bin, with or without a task head), a Hugging Face Hub name (downloaded and
-cached by ``huggingface_hub``), or a state-dict file (``.safetensors``/``.pth``/``.bin``: torchvision, timm, DeiT).
++ model.safetensors or pytorch_model.bin, with or without a task head; a sentence-transformers directory's pooling
+and sequence length are read too), a model a package ships (``all-MiniLM-L6-v2``, see ``bigmodel.hub``), a
+Hugging Face Hub name (downloaded and cached by ``huggingface_hub``), or a state-dict file
+(``.safetensors``/``.pth``/``.bin``: torchvision, timm, DeiT).
 Everything is read as data only (``weights_only``). Family-specific names live in ``bigmodel.nn.convert``.
 """
 
@@ -16,7 +18,15 @@ from typing import Any
 
 import torch
 
-from bigmodel.hub import HubUnavailableError, hub_offline_mode, hub_reachable, is_local, offline_message
+from bigmodel.hub import (
+    PACKAGED_MODELS,
+    HubUnavailableError,
+    hub_offline_mode,
+    hub_reachable,
+    is_local,
+    offline_message,
+    packaged_model,
+)
 from bigmodel.nn import EncoderConfig
 from bigmodel.nn.config import HF_TEXT_FAMILIES, TRAINING_FIELDS
 from bigmodel.nn.convert import from_hf
@@ -43,6 +53,8 @@ class Pretrained:
     tokenizer: str | None = None  # a path or hub name that load_tokenizer reads, when the source has one
     backbone: str | None = None  # an image classifier's backbone class, for this project's checkpoints
     meta: dict[str, Any] = field(default_factory=dict)
+    pooling: str | None = None  # the sentence embedding the source declares: "mean", "cls" (or one bigmodel lacks)
+    max_seq_length: int | None = None  # the longest input the source was trained for, when it says
 
     def part(self, prefix: str) -> dict[str, torch.Tensor]:
         return {k[len(prefix):]: v for k, v in self.state.items() if k.startswith(prefix)}
@@ -86,6 +98,9 @@ def resolve(source: str) -> Pretrained:
     if os.path.isfile(path):
         return _from_file(source, path)
     first = path.split(os.sep, 1)[0]
+    packaged = None if is_local(path) else packaged_model(source)
+    if packaged is not None:
+        return _from_directory(source, packaged)
     if is_local(path) or path.endswith((".ckpt", ".pth", ".pt", ".bin", ".safetensors")) or path.startswith((".", "/")) \
             or (os.sep in path and os.path.isdir(first)):  # a relative path under a folder that is here
         raise FileNotFoundError(
@@ -113,7 +128,8 @@ def _from_file(source: str, path: str) -> Pretrained:
         state = network_state(ckpt, path)
         config = EncoderConfig.from_dict(meta["encoder_config"]) if "encoder_config" in meta else None
         return Pretrained(source, state, meta.get("task", "?"), config, meta.get("class_names"),
-                          tokenizer=source if "tokenizer" in ckpt else None, backbone=meta.get("backbone"), meta=meta)
+                          tokenizer=source if "tokenizer" in ckpt else None, backbone=meta.get("backbone"), meta=meta,
+                          pooling=meta.get("pooling"))
     for key in ("state_dict", "model"):
         if isinstance(ckpt.get(key), dict):
             ckpt = ckpt[key]
@@ -147,20 +163,49 @@ def _from_directory(source: str, path: str) -> Pretrained:
         names = None  # transformers' placeholders: the classes have no names
     has_head = "head.classifier.weight" in state
     return Pretrained(source, state, "huggingface", config, names if has_head else None, tokenizer,
-                      meta={"config": hf, "family": family})
+                      meta={"config": hf, "family": family}, **sentence_transformers_settings(path))
+
+
+# sentence-transformers' Pooling module flags -> its mode; bigmodel's classifier pools by "mean" or "cls"
+_POOLING_FLAGS = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean", "pooling_mode_max_tokens": "max",
+                  "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len", "pooling_mode_weightedmean_tokens":
+                  "weightedmean", "pooling_mode_lasttoken": "lasttoken"}
+
+
+def sentence_transformers_settings(path: str) -> dict[str, Any]:
+    """A sentence-transformers directory's sentence embedding: the pooling of its ``Pooling`` module (modules.json
+    -> <module path>/config.json) and ``max_seq_length`` (sentence_bert_config.json); {} for other directories."""
+    def read(*parts: str) -> dict:
+        file = os.path.join(path, *parts)
+        return json.load(open(file, encoding="utf-8")) if os.path.isfile(file) else {}
+
+    modules = read("modules.json") or []
+    pooling_dir = next((m.get("path", "") for m in modules if str(m.get("type", "")).endswith(".Pooling")), None)
+    out: dict[str, Any] = {}
+    if pooling_dir is not None:
+        flags = read(pooling_dir, "config.json")
+        modes = [mode for flag, mode in _POOLING_FLAGS.items() if flags.get(flag)] or [flags.get("pooling_mode")]
+        out["pooling"] = "+".join(str(m) for m in modes)
+    max_seq_length = read("sentence_bert_config.json").get("max_seq_length")
+    if max_seq_length:
+        out["max_seq_length"] = int(max_seq_length)
+    return out
 
 
 def _download(name: str) -> str:
     """A hub name -> a local snapshot of its config, weights (safetensors when there are any) and tokenizer."""
+    packaged = next((p for p in PACKAGED_MODELS if name.endswith("/" + p)), None)
+    hint = f" (offline: init_from {packaged!r} is the same model, from a package)" if packaged else ""
     if not hub_offline_mode() and not hub_reachable():
         raise HubUnavailableError(offline_message(
             "init_from", name, "Save the model where there is internet (`hf download NAME --local-dir DIR`, or "
             "from_pretrained(NAME).save_pretrained(DIR)) and pass that directory as init_from and as "
-            "data.init_args.tokenizer"))
+            "data.init_args.tokenizer") + hint)
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-    small = ["config.json", "tokenizer*", "vocab*", "merges.txt", "special_tokens_map.json", "*.model"]
+    small = ["config.json", "tokenizer*", "vocab*", "merges.txt", "special_tokens_map.json", "*.model",
+             "modules.json", "*_Pooling/config.json", "sentence_bert_config.json"]  # sentence-transformers
     try:
         path = snapshot_download(name, allow_patterns=small + ["model.safetensors"])
         if not os.path.isfile(os.path.join(path, "model.safetensors")):
@@ -170,7 +215,7 @@ def _download(name: str) -> str:
             " ".join(str(err).split())[:200]
         raise HubUnavailableError(
             f"cannot load init_from {name!r}: {reason}; save the model where there is internet (`hf download {name} "
-            "--local-dir DIR`) and pass that directory as init_from and as data.init_args.tokenizer"
+            "--local-dir DIR`) and pass that directory as init_from and as data.init_args.tokenizer" + hint
         ) from err
     return path
 

@@ -1,6 +1,6 @@
 """Classification for text and images: one task, two kinds of backbone.
 
-Text: the shared encoder + pooler + classifier, from scratch or from an MLM checkpoint (``init_from``).
+Text: the shared encoder + pooling + classifier, from scratch or from an MLM checkpoint (``init_from``).
 Images (or anything else): a ``backbone`` built from its class path, ``backbone(num_classes)`` maps
 ``batch["pixel_values"]`` to logits. Loss, metrics, confusion matrix and predictions are the same code for both.
 """
@@ -30,6 +30,7 @@ from torchmetrics.classification import (
 from bigmodel.nn import EncoderConfig, SequenceClassifier
 from bigmodel.nn.adversarial import AdversarialConfig, Adversary, embedding_layer
 from bigmodel.nn.distillation import distillation_loss
+from bigmodel.nn.heads import POOLINGS, Pooling
 from bigmodel.nn.loading import load_matching
 from bigmodel.monitoring import tensorboards
 from bigmodel.tasks.base import Task
@@ -71,6 +72,11 @@ class ClassificationTask(Task):
             state-dict file or a Hugging Face model directory such as an ImageNet ViT; a head of another class
             count and position embeddings of another image size are adapted.
         classifier_dropout: text head dropout.
+        pooling: what the text classifier reads: ``pooler`` ([CLS] through BERT's tanh pooler, as
+            ``BertForSequenceClassification``), ``cls`` (the [CLS] state) or ``mean`` (over real tokens). Unset: the
+            source's own when it declares one (a sentence-transformers model's Pooling config, a classifier
+            checkpoint's), else ``cls`` for ``finetune: linear_probe`` and ``pooler`` otherwise. The load message
+            says which and why.
         label_smoothing: cross-entropy label smoothing.
         adversarial: FGM or PGD on the embedding output (``{method: fgm, epsilon: 0.02}``, ``{method: pgd,
             epsilon: 0.02, steps: 3}``; ``bigmodel.nn.adversarial``), on top of any fine-tuning mode; the loss is
@@ -94,6 +100,7 @@ class ClassificationTask(Task):
         vocab_size: int | None = None,
         init_from: str | None = None,
         classifier_dropout: float = 0.1,
+        pooling: Pooling | None = None,
         label_smoothing: float = 0.0,
         adversarial: AdversarialConfig | None = None,
         distill_from: str | None = None,
@@ -118,6 +125,10 @@ class ClassificationTask(Task):
         self._teacher: nn.Module | None = None
         self.config: EncoderConfig | None = None
         self.class_names = class_names or [str(i) for i in range(num_classes)]
+        self._pooling_reason = ""
+        if backbone is not None and (pooling is not None or self.hparams.finetune == "pooler_probe"):
+            raise ValueError("pooling and finetune: pooler_probe are for the text classifier; an image backbone has "
+                             "its own head: unset them")
         if backbone is not None:
             if not isinstance(self.hparams.get("backbone"), dict):  # given in Python, not by class path (CLI)
                 self.hparams["backbone"] = backbone_spec(backbone)
@@ -130,7 +141,7 @@ class ClassificationTask(Task):
                                      "classification checkpoint or a pretrained state dict")
         else:
             self.net = self._text_classifier(num_classes, encoder, encoder_config, vocab_size, init_from,
-                                             classifier_dropout)
+                                             classifier_dropout, pooling)
         self.val_metrics = classification_metrics(num_classes, "val/")
         self.test_metrics = classification_metrics(num_classes, "test/")
         self.val_confusion = MulticlassConfusionMatrix(num_classes)
@@ -138,7 +149,7 @@ class ClassificationTask(Task):
 
     def _text_classifier(
         self, num_classes: int, encoder: str, encoder_config: dict[str, Any] | None, vocab_size: int | None,
-        init_from: str | None, classifier_dropout: float,
+        init_from: str | None, classifier_dropout: float, pooling: Pooling | None,
     ) -> SequenceClassifier:
         if vocab_size is None:
             raise ValueError(
@@ -149,7 +160,35 @@ class ClassificationTask(Task):
         if self.config.causal and init_from:
             raise ValueError(f"init_from {init_from!r} is a causal encoder: its first token ([CLS]) sees nothing after "
                              "it, so it cannot classify; start from an MLM or a Hugging Face BERT/RoBERTa")
-        return SequenceClassifier(self.config, num_classes, classifier_dropout)
+        pooling, self._pooling_reason = self._choose_pooling(pooling)
+        self.hparams["pooling"] = pooling  # resolved: a checkpoint rebuilds the same head without its source
+        return SequenceClassifier(self.config, num_classes, classifier_dropout, pooling)
+
+    def _choose_pooling(self, pooling: Pooling | None) -> tuple[Pooling, str]:
+        """The classifier's pooling and why: set, the source's declared one, or the mode's default."""
+        finetune = self.hparams.finetune
+        if pooling is not None and pooling not in POOLINGS:
+            raise ValueError(f"pooling {pooling!r}: choose one of {', '.join(POOLINGS)}")
+        if finetune == "linear_probe" and pooling == "pooler":
+            raise ValueError("finetune: linear_probe trains one linear layer, and pooling: pooler puts BERT's tanh "
+                             "pooler (a trained dense layer) before it: use finetune: pooler_probe for that, or "
+                             "pooling: cls or mean")
+        if finetune == "pooler_probe" and pooling not in (None, "pooler"):
+            raise ValueError(f"finetune: pooler_probe trains BERT's tanh pooler and the classifier, which pooling: "
+                             f"{pooling} does not have: use finetune: linear_probe, or pooling: pooler")
+        if pooling is not None:
+            return pooling, "set by model.init_args.pooling"
+        if finetune == "pooler_probe":
+            return "pooler", "finetune: pooler_probe"
+        declared = self._pretrained.pooling if self._pretrained is not None else None
+        if declared in POOLINGS:
+            where = "sentence-transformers Pooling config" if self._pretrained.kind == "huggingface" else "checkpoint"
+            return declared, f"the source's own, from its {where}"
+        unknown = f"the source's {declared} pooling is not one of {', '.join(POOLINGS)}; " if declared else \
+            "the source declares none; "
+        if finetune == "linear_probe":
+            return "cls", unknown + "a linear probe reads [CLS] without the tanh pooler"
+        return "pooler", unknown + "BERT's classifier"
 
     def load_pretrained(self, pretrained: Pretrained) -> list[str]:
         if self.config is None:  # a ViT knows foreign layouts and resamples positions; any backbone may get a new head
@@ -158,8 +197,14 @@ class ClassificationTask(Task):
                 load_matching(self.net, state)
         notes = self.load_encoder(self.net.encoder, pretrained)
         pooler, classifier = pretrained.part("head.pooler."), pretrained.part("head.classifier.")
-        if pooler:
-            self.net.head.pooler.load_state_dict(pooler)
+        head = self.net.head
+        notes.append(f"pooling: {head.pooling} ({self._pooling_reason})")
+        if head.pooler is not None and pooler:
+            head.pooler.load_state_dict(pooler)
+        elif head.pooler is not None:
+            notes.append("new pooler (the source has none)")
+        if pretrained.max_seq_length:
+            notes.append(f"the source was trained on at most {pretrained.max_seq_length} tokens per text")
         same = classifier and classifier["weight"].shape == self.net.head.classifier.weight.shape and (
             pretrained.class_names is None or list(pretrained.class_names) == list(self.class_names))
         if same:
@@ -168,6 +213,7 @@ class ClassificationTask(Task):
         else:
             had = f" (the source's: {pretrained.class_names or classifier['weight'].shape[0]})" if classifier else ""
             notes.append(f"new classifier for {len(self.class_names)} classes {self.class_names}{had}")
+            self.new_heads.append("classifier")
         return notes
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -218,6 +264,7 @@ class ClassificationTask(Task):
 
     def on_validation_epoch_end(self) -> None:
         self.log_dict(self.val_metrics.compute(), prog_bar=True)
+        self.log_untrained_heads("val/")
         self.val_metrics.reset()
         matrix = self.val_confusion.compute().cpu()  # collective under DDP: every rank computes, rank zero draws
         self.val_confusion.reset()
@@ -241,6 +288,7 @@ class ClassificationTask(Task):
 
     def on_test_epoch_end(self) -> None:
         self.log_dict(self.test_metrics.compute())
+        self.log_untrained_heads("test/")
         self.test_metrics.reset()
         matrix = self.test_confusion.compute().cpu()
         self.test_confusion.reset()
@@ -279,6 +327,8 @@ class ClassificationTask(Task):
 
     def checkpoint_meta(self) -> dict[str, Any]:
         meta = {**super().checkpoint_meta(), "class_names": self.class_names}
+        if isinstance(self.net, SequenceClassifier):
+            meta["pooling"] = self.net.head.pooling
         if self.config is None:
             meta["backbone"] = f"{type(self.net).__module__}.{type(self.net).__qualname__}"
         return meta

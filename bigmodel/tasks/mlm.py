@@ -51,6 +51,7 @@ class MLMTask(LanguageModelTask):
             self.net.mlm_head.load_state_dict(head)
         else:
             notes.append("new MLM head (the source has none)")
+            self.new_heads.append("MLM head")
         return notes
 
     def _step(self, batch: dict[str, torch.Tensor]

@@ -82,7 +82,7 @@ class PromptClassificationTask(ClassificationTask):
         super().__init__(num_classes=num_classes, class_names=class_names, encoder=encoder,
                          encoder_config=encoder_config, vocab_size=vocab_size, init_from=init_from,
                          label_smoothing=label_smoothing, **kwargs)
-        for key in ("backbone", "classifier_dropout"):  # the classifier's, unused here
+        for key in ("backbone", "classifier_dropout", "pooling"):  # the classifier's, unused here
             self.hparams.pop(key, None)
         width = max(len(words) for words in self.verbalizer.values())
         self.register_buffer("word_ids", torch.zeros(len(self.class_names), width, dtype=torch.long), persistent=False)
@@ -91,7 +91,8 @@ class PromptClassificationTask(ClassificationTask):
         self.mask_token_id: int | None = None
 
     def _text_classifier(self, num_classes: int, encoder: str, encoder_config: dict[str, Any] | None,
-                         vocab_size: int | None, init_from: str | None, classifier_dropout: float) -> nn.Module:
+                         vocab_size: int | None, init_from: str | None, classifier_dropout: float,
+                         pooling: str | None = None) -> nn.Module:
         if vocab_size is None:
             raise ValueError("vocab_size is unset: it comes from the data module's tokenizer through the CLI link")
         self.config = self.encoder_config_for(encoder, encoder_config, vocab_size, init_from, causal=False)

@@ -88,12 +88,14 @@ def test_a_classifier_continues_on_a_new_task_keeping_the_encoder(hf_bert, tmp_p
 
     same = ClassificationTask(num_classes=2, class_names=["neg", "pos"], vocab_size=hf.config.vocab_size,
                               init_from=str(tmp_path / "sentiment.ckpt"))
-    assert same.load_pretrained(same._pretrained) == ["classifier loaded (2 classes)"]
+    assert same.load_pretrained(same._pretrained) == ["pooling: pooler (the source's own, from its checkpoint)",
+                                                      "classifier loaded (2 classes)"]
     assert torch.equal(same.net.head.classifier.weight, first.net.head.classifier.weight)
     other = ClassificationTask(num_classes=3, class_names=["a", "b", "c"], vocab_size=hf.config.vocab_size,
                                init_from=str(tmp_path / "sentiment.ckpt"))
     notes = other.load_pretrained(other._pretrained)
-    assert notes == ["new classifier for 3 classes ['a', 'b', 'c'] (the source's: ['neg', 'pos'])"]
+    assert notes == ["pooling: pooler (the source's own, from its checkpoint)",
+                     "new classifier for 3 classes ['a', 'b', 'c'] (the source's: ['neg', 'pos'])"]
     for (name, a), b in zip(first.net.encoder.state_dict().items(), other.net.encoder.state_dict().values()):
         assert torch.equal(a, b), name
     assert torch.equal(other.net.head.pooler.dense.weight, first.net.head.pooler.dense.weight)
