@@ -48,6 +48,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -718,7 +719,9 @@ def main() -> None:
 
         if not args.out:
             p.error("--suite needs --out DIR (suite.json and suite.md are written there)")
-        run_suite(args.suite, args.out, args.parts, "python -m bigmodel.bench " + " ".join(sys.argv[1:]))
+        # the command as committed results record it: no absolute path of the machine that ran it
+        argv = [Path(a).name if Path(a).is_absolute() else a for a in sys.argv[1:]]
+        run_suite(args.suite, args.out, args.parts, "python -m bigmodel.bench " + " ".join(argv))
         return
     if args.compare:
         compare_main(p, args)
