@@ -48,6 +48,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -81,6 +82,22 @@ def _train_flops_per_token(model: nn.Module, seq_len: int, head_fraction: float)
 def _synchronize(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
+
+
+def matmul_peak(device: str, dtype: torch.dtype, size: int, repeats: int = 5) -> float:
+    """FLOP/s of a large square ``torch.mm`` (2 n^3 FLOPs) on this device in this dtype, the best of ``repeats``
+    timed products after one warm-up: the machine's practical matrix ceiling, measured in the run that it divides
+    (MFU against a datasheet peak says as much about the datasheet as about the code)."""
+    a, b = (torch.randn(size, size, device=device).to(dtype) for _ in range(2))
+    torch.mm(a, b)
+    _synchronize(device)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        _synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
 
 
 def time_steps(step, steps: int, warmup: int, device: str) -> float:
@@ -121,15 +138,17 @@ def mlm_batch(vocab_size: int, batch: int, seq: int, device: str, mask_fraction:
             "masked_labels": torch.randint(5, vocab_size, (n_sel,), device=device)}
 
 
+STRONG_AUGMENT = AugmentConfig(crop_padding=4, horizontal_flip=True, auto_augment="randaugment", random_erasing=0.25,
+                               mixup_alpha=0.8, cutmix_alpha=1.0)
+
+
 def vision_step(model: nn.Module, image_size: int, batch: int, dtype: str, device: str, augment: bool,
-                num_classes: int = 10):
+                num_classes: int = 10, recipe: AugmentConfig = STRONG_AUGMENT):
     """A classification training step on synthetic uint8 images for any ``(B, C, H, W) -> (B, classes)`` model
-    (bigmodel's ViT, timm's), with or without the on-device augmentation recipe."""
+    (bigmodel's ViT, timm's), with or without the on-device augmentation ``recipe``."""
     opt = adamw(parameter_groups(model, 0.05), 1e-4)
     images = torch.randint(0, 256, (batch, 3, image_size, image_size), dtype=torch.uint8, device=device)
     labels = torch.randint(0, num_classes, (batch,), device=device)
-    recipe = AugmentConfig(crop_padding=4, horizontal_flip=True, auto_augment="randaugment", random_erasing=0.25,
-                           mixup_alpha=0.8, cutmix_alpha=1.0)
     augment_batch = BatchAugment(recipe if augment else None, None, (0.5,) * 3, (0.25,) * 3)
     mixer = batch_mixer(recipe, num_classes) if augment else None
 
@@ -143,12 +162,12 @@ def vision_step(model: nn.Module, image_size: int, batch: int, dtype: str, devic
 
 
 def run_vision(preset: str | EncoderConfig, batch: int, dtype: str, steps: int, warmup: int, device: str,
-               augment: bool, compile: bool, num_classes: int = 10) -> dict:
+               augment: bool, compile: bool, num_classes: int = 10, recipe: AugmentConfig = STRONG_AUGMENT) -> dict:
     torch.manual_seed(0)
     model = VisionTransformer(num_classes, preset).to(device)
     if compile:
         model.compile()
-    step, _ = vision_step(model, model.config.image_size, batch, dtype, device, augment, num_classes)
+    step, _ = vision_step(model, model.config.image_size, batch, dtype, device, augment, num_classes, recipe)
     elapsed = time_steps(step, steps, warmup, device)
     return {
         "ms_per_step": 1000 * elapsed,
@@ -159,9 +178,10 @@ def run_vision(preset: str | EncoderConfig, batch: int, dtype: str, steps: int, 
 
 
 def mlm_step(cfg: EncoderConfig, batch: int, seq: int, dtype: str, device: str, explicit: bool = False,
-             padded: bool = False, compile: bool = False, data: dict | None = None):
+             padded: bool = False, compile: bool | str = False, data: dict | None = None):
     """bigmodel's MLM training step in plain PyTorch: the vocabulary logits only at the masked positions. Returns
-    the step, the model and its optimizer. ``data``: an ``mlm_batch`` to train on (default: a new one)."""
+    the step, the model and its optimizer. ``data``: an ``mlm_batch`` to train on (default: a new one).
+    ``compile``: a ``torch.compile`` mode (e.g. ``"reduce-overhead"``: CUDA graphs) or True (the default mode)."""
     torch.manual_seed(0)
     model = MaskedLanguageModel(cfg).to(device)
     opt = adamw(parameter_groups(model, 0.01), 1e-4)  # as in training (tasks/optim.py)
@@ -174,7 +194,7 @@ def mlm_step(cfg: EncoderConfig, batch: int, seq: int, dtype: str, device: str, 
         for layer in model.encoder.layers:
             attn_forward = layer.attn.forward
             layer.attn.forward = lambda x, m=None, need_weights=False, f=attn_forward: f(x, m, True)
-    step_model = torch.compile(model) if compile else model
+    step_model = torch.compile(model, mode=compile if isinstance(compile, str) else None) if compile else model
 
     def loss() -> torch.Tensor:
         logits = step_model(data["input_ids"], data["masked_positions"], mask)
@@ -501,18 +521,22 @@ def _versions() -> dict[str, str | None]:
 
 def compare(cfg: EncoderConfig, batch: int = 32, seq: int = 128, steps: int = 2, warmup: int = 2, rounds: int = 5,
             compile: bool = False, vision: EncoderConfig | None = None, vision_batch: int = 64,
-            device: str | None = None, json_path: str | None = None, command: str | None = None) -> dict:
+            device: str | None = None, json_path: str | None = None, command: str | None = None,
+            matmul_size: int | None = None) -> dict:
     """MLM training steps of bigmodel (plain PyTorch; ``MLMTask`` through Lightning's loop) and Hugging Face's
     ``BertForMaskedLM`` of the same shape, and ViT classification steps of bigmodel and timm (when installed), on
     the same device, batch and precision (bf16-mixed on a GPU, fp32 on CPU) with AdamW, eager and with
     ``compile`` compiled too, timed in interleaved rounds (``interleave``). Returns (and with ``json_path`` writes)
-    the rows with the device, versions, command and date."""
+    the rows with the device, versions, command and date. Useful MFU is against ``matmul_peak`` measured here
+    first (bf16 on a GPU, fp32 on CPU; ``matmul_size`` default 8192 and 2048)."""
     from bigmodel.tasks import MLMTask
 
     if warmup < 1 or steps < 1 or rounds < 1:
         raise ValueError("compare needs warmup, steps and rounds >= 1 (the first window sets up and compiles)")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = "bf16" if device == "cuda" else "fp32"
+    peak_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
+    peak_flops = matmul_peak(device, peak_dtype, matmul_size or (8192 if device == "cuda" else 2048))
     data = mlm_batch(cfg.vocab_size, batch, seq, device)
     fraction = len(data["masked_positions"]) / (batch * seq)
     timm_found = importlib.util.find_spec("timm") is not None
@@ -569,7 +593,6 @@ def compare(cfg: EncoderConfig, batch: int = 32, seq: int = 128, steps: int = 2,
             for c in contenders:
                 c.close()
             quiet.setLevel(level)
-    peak_flops = get_available_flops(torch.device(device), torch.bfloat16) if device == "cuda" else None
     per_s = {c.name: c.items_per_step / statistics.median(timings[c.name]["windows"]) for c in contenders}
     references = {c.family: per_s[c.name] for c in contenders if c.reference}
     rows = []
@@ -580,7 +603,7 @@ def compare(cfg: EncoderConfig, batch: int = 32, seq: int = 128, steps: int = 2,
             "per_s": per_s[c.name], "ms_per_step": 1000 * statistics.median(timings[c.name]["windows"]),
             "ratio": per_s[c.name] / ref if ref else None,
             "useful_flops": c.useful_flops, "computed_flops": c.computed_flops,
-            "mfu": per_s[c.name] * c.useful_flops / peak_flops if peak_flops else None,
+            "mfu": per_s[c.name] * c.useful_flops / peak_flops,
             "peak_mem_gib": (c.state_bytes() + timings[c.name]["rise"]) / 2**30 if device == "cuda" else None,
             "windows_s_per_step": timings[c.name]["windows"],
         })
@@ -596,7 +619,9 @@ def compare(cfg: EncoderConfig, batch: int = 32, seq: int = 128, steps: int = 2,
             **{k: getattr(vision, k) for k in ("num_layers", "hidden_size", "num_heads", "intermediate_size",
                                                "image_size", "patch_size")}, "batch": vision_batch},
         "timing": {"warmup_steps": warmup, "steps_per_window": steps, "rounds": rounds,
-                   "peak_bf16_flops": peak_flops},
+                   "matmul_peak_flops": peak_flops, "matmul_dtype": str(peak_dtype).removeprefix("torch."),
+                   "datasheet_bf16_flops": get_available_flops(torch.device(device), torch.bfloat16)
+                   if device == "cuda" else None},
         "notes": notes, "rows": rows,
     }
     if json_path:
@@ -611,8 +636,10 @@ def comparison_table(result: dict) -> str:
     def number(x: float | None, fmt: str) -> str:
         return "–" if x is None else format(x, fmt)
 
-    lines = ["| contender | throughput | × reference | useful FLOPs per token/image | computed FLOPs per token/image "
-             "| useful MFU | peak GiB | ms/step |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    peak = result["timing"]["matmul_peak_flops"]
+    lines = [f"| contender | throughput | × reference | useful FLOPs per token/image | computed FLOPs per token/image "
+             f"| useful MFU (of {peak / 1e12:,.3g} TFLOP/s {result['timing']['matmul_dtype']} matmul) | peak GiB | "
+             "ms/step |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
         unit = "tok/s" if r["unit"] == "tokens" else "img/s"
         lines.append(
@@ -646,7 +673,9 @@ def compare_main(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
           f"masked" + (f"; {args.vision_preset}: batch {args.vision_batch_size} images" if vision else "") +
           f"; {result['precision']}, AdamW; {result['device']}, {result['threads']} threads; torch {v['torch']}, "
           f"transformers {v['transformers']}, lightning {v['lightning']}, timm {v['timm'] or '(not installed)'}; "
-          f"median of {args.rounds} interleaved windows of {steps} steps after {warmup} warm-up steps")
+          f"median of {args.rounds} interleaved windows of {steps} steps after {warmup} warm-up steps; matmul ceiling "
+          f"{result['timing']['matmul_peak_flops'] / 1e12:,.3g} TFLOP/s ({result['timing']['matmul_dtype']}, "
+          "measured in this run)")
     for note in result["notes"]:
         print(f"note: {note}")
     print(comparison_table(result))
@@ -679,7 +708,21 @@ def main() -> None:
                    help="fine-tuning step time: clean vs FGM vs PGD-3 (a 2-class head, fp32, interleaved rounds; "
                         "default bert-mini, batch 32, 2 steps a window)")
     p.add_argument("--test-files", nargs="+", help="with --int8: labelled test file(s), read as the run read its data")
+    p.add_argument("--suite", choices=["gpu", "cpu-smoke"],
+                   help="every pending GPU measurement in one time-boxed run (bigmodel.bench_suite); cpu-smoke: the "
+                        "same code paths at tiny shapes, seconds a part")
+    p.add_argument("--out", metavar="DIR", help="with --suite: where suite.json and suite.md go")
+    p.add_argument("--parts", nargs="+", help="with --suite: only these parts (default: all)")
     args = p.parse_args()
+    if args.suite:
+        from bigmodel.bench_suite import run_suite
+
+        if not args.out:
+            p.error("--suite needs --out DIR (suite.json and suite.md are written there)")
+        # the command as committed results record it: no absolute path of the machine that ran it
+        argv = [Path(a).name if Path(a).is_absolute() else a for a in sys.argv[1:]]
+        run_suite(args.suite, args.out, args.parts, "python -m bigmodel.bench " + " ".join(argv))
+        return
     if args.compare:
         compare_main(p, args)
         return

@@ -103,12 +103,13 @@ def _code(command: str) -> str:
     return f"`{command}`" if command else ""
 
 
-def update(text: str, table: str, where: str = "README.md") -> str:
+def update(text: str, table: str, where: str = "README.md", begin: str = BEGIN, end_marker: str = END) -> str:
     """``text`` with the table between the markers replaced."""
-    start, end = text.find(BEGIN), text.find(END)
+    start, end = text.find(begin), text.find(end_marker)
     if start < 0 or end < start:
-        raise ValueError(f"{where} has no results markers; put these two lines where the table goes:\n{BEGIN}\n{END}")
-    return text[: start + len(BEGIN)] + "\n" + table + "\n" + text[end:]
+        raise ValueError(f"{where} has no results markers; put these two lines where the table goes:\n{begin}\n"
+                         f"{end_marker}")
+    return text[: start + len(begin)] + "\n" + table + "\n" + text[end:]
 
 
 def main(argv: list[str]) -> None:

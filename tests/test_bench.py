@@ -1,31 +1,56 @@
 import json
+import time
+from pathlib import Path
 
+import pytest
+
+from bigmodel import bench_suite
 from bigmodel.bench import compare, comparison_table
 from bigmodel.nn import EncoderConfig
 
+ROOT = Path(__file__).resolve().parents[1]
 
-def test_compare_times_every_contender_and_writes_json(tmp_path):
-    text = EncoderConfig.from_name("bert-tiny", num_layers=2, hidden_size=32, num_heads=2, intermediate_size=64,
-                                   vocab_size=100, max_position_embeddings=32)
+
+def test_compare_counts_flops_ratios_and_mfu_from_its_rows(tmp_path):
+    h, f, layers, vocab, seq, batch = 32, 64, 2, 100, 16, 2
+    text = EncoderConfig.from_name("bert-tiny", num_layers=layers, hidden_size=h, num_heads=2, intermediate_size=f,
+                                   vocab_size=vocab, max_position_embeddings=32)
     vision = EncoderConfig.from_name("vit-cifar-tiny", num_layers=1, hidden_size=32, num_heads=2,
                                      intermediate_size=64, image_size=8, patch_size=4)
     path = tmp_path / "bench.json"
-    result = compare(text, batch=2, seq=16, steps=2, warmup=1, rounds=1, vision=vision, vision_batch=2,
-                     device="cpu", json_path=str(path), command="test")
+    result = compare(text, batch=batch, seq=seq, steps=2, warmup=1, rounds=1, vision=vision, vision_batch=2,
+                     device="cpu", json_path=str(path), command="test", matmul_size=64)
 
-    names = [r["contender"] for r in result["rows"]]
-    assert names[:3] == ["bigmodel MLM, plain PyTorch", "bigmodel MLMTask, Lightning Trainer",
-                         "HF BertForMaskedLM (sdpa)"]
-    assert "bigmodel ViT" in names  # timm's row beside it only where timm is installed
-    assert all(r["per_s"] > 0 and len(r["windows_s_per_step"]) == 1 for r in result["rows"])
-    hf = result["rows"][2]
-    assert hf["ratio"] == 1.0 and hf["computed_flops"] > hf["useful_flops"] == result["rows"][0]["useful_flops"]
+    rows = {r["contender"]: r for r in result["rows"]}
+    assert list(rows)[:3] == ["bigmodel MLM, plain PyTorch", "bigmodel MLMTask, Lightning Trainer",
+                              "HF BertForMaskedLM (sdpa)"]
+    assert "bigmodel ViT" in rows  # timm's row beside it only where timm is installed
+    # FLOPs per token, by hand: 6 x (weights used per token) + 3 x forward attention (QK^T and AV)
+    dense = layers * (4 * h * h + 4 * h + 2 * h * f + f + h + 4 * h)  # qkv, proj, FFN, two LayerNorms
+    head = h * h + h + 2 * h + vocab + vocab * h  # transform, LayerNorm, bias, the tied decoder
+    fraction = int(0.15 * batch * seq) / (batch * seq)
+    attention = 3 * 2 * 2 * layers * seq * h
+    plain, hf = rows["bigmodel MLM, plain PyTorch"], rows["HF BertForMaskedLM (sdpa)"]
+    assert plain["useful_flops"] == pytest.approx(6 * (dense + fraction * head) + attention)
+    assert hf["computed_flops"] == pytest.approx(6 * (dense + head) + attention)
+    assert hf["useful_flops"] == plain["useful_flops"] == rows["bigmodel MLMTask, Lightning Trainer"]["useful_flops"]
+    assert result["text"]["mask_fraction"] == fraction
+    # ratios and MFU follow from each row's own throughput, the reference's and the measured matmul ceiling
+    peak = result["timing"]["matmul_peak_flops"]
+    assert result["timing"]["matmul_dtype"] == "float32" and peak > 0
+    for r in result["rows"]:
+        assert r["per_s"] == pytest.approx((batch * seq if r["unit"] == "tokens" else 2) / (r["ms_per_step"] / 1000))
+        assert r["mfu"] == pytest.approx(r["per_s"] * r["useful_flops"] / peak)
+        if r["family"] == "text":
+            assert r["ratio"] == pytest.approx(r["per_s"] / hf["per_s"])
+    assert hf["ratio"] == 1.0 and rows["bigmodel ViT"]["ratio"] is None  # no timm: nothing to divide by
     written = json.loads(path.read_text())
-    assert {"date", "command", "device", "threads", "precision", "versions", "text", "vision", "timing", "notes",
-            "rows"} <= written.keys()
+    assert written["rows"] == result["rows"] and written["command"] == "test"
     assert {"torch", "transformers", "lightning", "timm"} <= written["versions"].keys()
-    assert written["rows"] == result["rows"]
-    assert comparison_table(result).count("\n") == 1 + len(result["rows"])
+    table = comparison_table(result)
+    assert table.count("\n") == 1 + len(result["rows"])
+    assert f"useful MFU (of {peak / 1e12:,.3g} TFLOP/s float32 matmul)" in table
+    assert f"| {100 * plain['mfu']:.1f} % |" in table.splitlines()[2]
 
 
 def test_adversarial_rows_time_clean_fgm_and_pgd():
@@ -35,3 +60,105 @@ def test_adversarial_rows_time_clean_fgm_and_pgd():
                                    vocab_size=100, max_position_embeddings=32)
     rows = adversarial_rows(text, batch=2, seq=8, steps=1, warmup=1, rounds=1, device="cpu")
     assert list(rows) == ["clean", "FGM", "PGD-3"] and all(ms > 0 for ms in rows.values())
+
+
+def test_cpu_smoke_suite_runs_every_part_and_writes_json_and_markdown(tmp_path, capsys):
+    report = bench_suite.run_suite("cpu-smoke", tmp_path, command="smoke")
+    parts = report["parts"]
+    assert list(parts) == list(bench_suite.PARTS)
+    assert {name: p["status"] for name, p in parts.items()} == {name: "ok" for name in bench_suite.PARTS}
+    assert json.loads((tmp_path / "suite.json").read_text()) == json.loads(json.dumps(report, default=str))
+    markdown = (tmp_path / "suite.md").read_text()
+    assert markdown == bench_suite.markdown(report) + "\n" and markdown.strip() in capsys.readouterr().out
+    assert "`smoke`" in markdown.splitlines()[0] and report["versions"]["torch"] in markdown.splitlines()[0]
+
+    assert [r["dtype"] for r in parts["matmul"]["rows"]] == ["float32"]
+    assert [r["contender"] for r in parts["compare"]["rows"]][:3] == [
+        "bigmodel MLM, plain PyTorch", "bigmodel MLMTask, Lightning Trainer", "HF BertForMaskedLM (sdpa)"]
+    assert parts["compare-compiled"]["rows"] == [{"contender": "every row + torch.compile",
+                                                  "status": bench_suite.SKIPPED}]
+    graphs = parts["cuda-graphs"]["rows"]
+    assert graphs[0]["step"] == "eager" and graphs[0]["x eager"] == 1.0
+    assert [r.get("status") for r in graphs[1:]] == [bench_suite.SKIPPED] * 2
+    fit = parts["fit-16-mixed"]["rows"][0]
+    assert fit["finished"] and fit["last.ckpt"] and fit["steps"] == fit["of"] == 2
+    sizes = bench_suite.SUITES["cpu-smoke"]
+    fsdp = parts["fsdp"]["rows"]
+    assert [(r["first step"], r["last step"]) for r in fsdp] == [(0, sizes.fsdp_steps),
+                                                                 (sizes.fsdp_steps, sizes.fsdp_steps + 2)]
+    assert fsdp[0]["saved"] == "file" and any(bench_suite.SKIPPED in n for n in parts["fsdp"]["notes"])
+    for r in fsdp:  # the clipping ran: norms above 0.5 came out at 0.5
+        assert r["max grad norm before clip"] > 0.5 and r["after (clip 0.5)"] == pytest.approx(0.5, rel=1e-4)
+    cifar = parts["cifar-epoch"]["rows"]
+    assert [r["s per epoch"] for r in cifar] == pytest.approx([49_000 // 2 * r["ms/step"] / 1000 for r in cifar])
+    assert [r["Lightning loop"] for r in parts["nonfinite"]["rows"]] == ["nonfinite: stop", "nonfinite: off"]
+
+
+def _fails(sizes, device, root):
+    raise ValueError("a typo\nsecond line")
+
+
+def _sleeps(sizes, device, root):
+    time.sleep(30)
+
+
+def test_a_failing_or_slow_part_is_recorded_and_the_rest_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench_suite, "PARTS", {"bad": (_fails, "fails"), "slow": (_sleeps, "sleeps"),
+                                               "matmul": bench_suite.PARTS["matmul"]})
+    monkeypatch.setitem(bench_suite.SUITES["cpu-smoke"].budgets, "slow", 1.0)
+    parts = bench_suite.run_suite("cpu-smoke", tmp_path)["parts"]
+    assert parts["bad"]["status"] == "failed: ValueError: a typo" and "Traceback" in parts["bad"]["traceback"]
+    assert parts["slow"]["status"] == "timed out after 1 s" and parts["slow"]["seconds"] < 10
+    assert parts["matmul"]["status"] == "ok"
+    with pytest.raises(ValueError, match="unknown parts \\['nope'\\]"):
+        bench_suite.run_suite("cpu-smoke", tmp_path, ["nope"])
+
+
+def test_readme_gpu_section_is_rendered_from_the_suite_output(tmp_path):
+    from bigmodel.results import update
+
+    missing = bench_suite.readme_section(tmp_path / "none.json")
+    assert missing.count("not measured: needs a GPU run") == len(bench_suite.PARTS)
+    report = {"suite": "gpu", "device": "NVIDIA H200", "threads": 16, "python": "3.12.3", "date": "2026-12-07",
+              "command": "c", "versions": {"torch": "2.11.0", "lightning": "2.6.6", "transformers": "5.17.0",
+                                           "timm": "1.0"},
+              "parts": {"matmul": {"status": "ok", "seconds": 3.0, "rows": [{"dtype": "bfloat16", "TFLOP/s": 790.4}],
+                                   "notes": []}}}
+    (tmp_path / "suite.json").write_text(json.dumps(report))
+    section = bench_suite.readme_section(tmp_path / "suite.json")
+    assert "| bfloat16 | 790 |" in section and "NVIDIA H200" in section
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")  # the committed section is up to date
+    committed = ROOT / "experiments/results/gpu_suite/suite.json"
+    assert update(readme, bench_suite.readme_section(committed), "README.md", bench_suite.BEGIN,
+                  bench_suite.END) == readme
+
+
+def test_wheel_list_names_every_package_the_gpu_machine_lacks():
+    wheels = (ROOT / "experiments/gpu/WHEELS.txt").read_text()
+    requirements = {line.split("==")[0].split("[")[0]: line.split("==")[1].split()[0]
+                    for line in (ROOT / "requirements.txt").read_text().splitlines() if "==" in line}
+    for package in ("datasets", "jsonargparse"):
+        assert f"{package}=={requirements[package]}" in wheels
+    assert "pip download" in wheels and "--python-version 3.12" in wheels and "--suite gpu" in wheels
+
+
+def test_bench_lengths_pads_as_each_row_promises(tmp_path, capsys):
+    from bigmodel import bench_lengths
+
+    words = ["alpha", "beta", "gamma", "delta"]
+    lines = ["sentence\tlabel"] + [" ".join(words[i % 4:] + words[:i % 4]) + f"\t{i % 2}" for i in range(24)]
+    train = tmp_path / "train.tsv"
+    train.write_text("\n".join(lines) + "\n")
+    bench_lengths.main(["--train-file", str(train), "--preset", "bert-tiny", "--batch-size", "4", "--max-length", "12",
+                        "--steps", "1", "--warmup", "1", "--rounds", "1", "--wordpiece-vocab-size", "64"])
+    out = capsys.readouterr().out
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in out.splitlines()
+            if line.startswith("| bigmodel")}
+    # every text is [CLS] + 4 words + [SEP] = 6 tokens: padded to 12 wastes half, to the longest nothing, to a
+    # multiple of 8 a quarter
+    assert {name: cells[1] for name, cells in rows.items()} == {
+        "bigmodel max_length": "50%", "bigmodel longest": "0%", "bigmodel grouped": "0%", "bigmodel grouped/8": "25%"}
+    assert {name: cells[2] for name, cells in rows.items()} == {
+        "bigmodel max_length": "12.0", "bigmodel longest": "6.0", "bigmodel grouped": "6.0",
+        "bigmodel grouped/8": "8.0"}
+    assert rows["bigmodel max_length"][4].strip(" |") == "1.00x"
