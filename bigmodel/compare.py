@@ -146,6 +146,17 @@ def describe_randomness(record: dict[str, Any]) -> str:
     return text + ("; " + ", ".join(fixed) if fixed else "")
 
 
+def describe_summary(summary: dict[str, Any]) -> list[str]:
+    """A summary's lines on what its seeds control and, for a grid, which point validation chose."""
+    lines = [f"Seeds: {describe_randomness(summary['randomness'])}."] if "randomness" in summary else []
+    chosen = (summary.get("selected") or {}).get("selected")
+    if chosen:
+        which = chosen.get("point") or ", ".join(f"seed {s}: {p}" for s, p in chosen["points"].items())
+        lines.append(f"Selected on validation ({chosen['metric']}, {chosen['goal']}, by {chosen['by']}): {which}; "
+                     "test metrics chose nothing.")
+    return lines
+
+
 def load(path: str | Path) -> dict[str, Any]:
     """A ``summary.json``, or the sweep (or ``--summary_dir``) directory holding one."""
     path = Path(path)

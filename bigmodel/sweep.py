@@ -6,7 +6,8 @@ own, summarised as mean ± std so that a number in a README can be traced back t
         [--summary_dir experiments/results/digits_vit] [--parallel gpus] [any fit override, e.g. --trainer.max_epochs 5]
 
 Layout: ``<out>/<point>/seed<k>/`` holds ``checkpoints/``, ``fit/`` (TensorBoard logs and the resolved
-``config.yaml``), ``test/test_metrics.json``, ``fit.log`` and ``test.log``; ``<out>/summary.{json,csv,md}`` (also
+``config.yaml``), ``test/test_metrics.json``, ``fit.log`` and ``test.log`` (a grid: also ``validate/``, the pass on the
+tested checkpoint whose ``--select`` metric chooses the point reported as ``selected``); ``<out>/summary.{json,csv,md}`` (also
 written to ``--summary_dir``) hold every test metric per grid point as mean ± sample std with n, the per-seed
 values, wall times, failed seeds with their one-line error, the exact command, each run's resolved config, the code's
 git commit, the device and the versions.
@@ -37,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bigmodel.compare import describe_randomness, randomness
+from bigmodel.compare import describe_summary, randomness
 from bigmodel.compare import select as select_point
 from bigmodel.runs import METRICS_FILE
 
@@ -346,12 +347,7 @@ def render_markdown(summary: dict[str, Any]) -> str:
     lines = ["# Sweep summary", "", f"    {summary['command']}", "",
              f"Code {summary['code'] or 'not in git'}; {', '.join(summary['devices']) or 'device unknown'}; "
              + ", ".join(f"{k} {v}" for k, v in summary["versions"].items()) + f"; {summary['date']}.", ""]
-    lines += [f"Seeds: {describe_randomness(summary['randomness'])}.", ""] if "randomness" in summary else []
-    chosen = (summary.get("selected") or {}).get("selected")
-    if chosen:
-        which = chosen.get("point") or ", ".join(f"seed {s}: {p}" for s, p in chosen["points"].items())
-        lines += [f"Selected on validation ({chosen['metric']}, {chosen['goal']}, by {chosen['by']}): {which}; "
-                  "test metrics chose nothing.", ""]
+    lines += [f"{line}\n" for line in describe_summary(summary)]
     for point in summary["points"]:
         seeds = point["seeds"]
         lines += [f"## {point['point']}", ""] if point["grid"] else []
