@@ -12,6 +12,7 @@ COMMANDS = {
     "predict": "predictions to CSV/JSONL for data.init_args.predict_files (text) or predict_dir (images)",
     "sweep": "fit + test over seeds (and a grid): summary.csv/.md with mean ± std",
     "results": "the results table (Markdown) from sweep summaries",
+    "compare": "sweeps against a reference: paired differences, 95 % intervals, verdicts",
     "export": "a checkpoint as a Hugging Face directory that transformers loads",
 }
 

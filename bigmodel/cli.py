@@ -239,7 +239,7 @@ def main(args: list[str] | None = None) -> None:
             from bigmodel.export import main as export_main
 
             return export_main(argv[1:])
-        if argv[:1] in (["sweep"], ["results"]):  # commands over many runs (bigmodel/sweep.py, results.py)
+        if argv[:1] in (["sweep"], ["results"], ["compare"]):  # over many runs (bigmodel/sweep.py, results.py, ...)
             from importlib import import_module
 
             return import_module(f"bigmodel.{argv[0]}").main(argv[1:])
@@ -249,7 +249,7 @@ def main(args: list[str] | None = None) -> None:
         if os.environ.get("BIGMODEL_DEBUG"):
             raise
         message = errors.parse_error_message(str(err))
-        command = next((a for a in argv if a in (*SUBCOMMANDS, "export", "sweep", "results")), "fit")
+        command = next((a for a in argv if a in (*SUBCOMMANDS, "export", "sweep", "results", "compare")), "fit")
         print(f"bigmodel: error: {message} -- see `bigmodel {command} --help`", file=sys.stderr)
         sys.exit(2)
     except RunStopped as stopped:

@@ -6,7 +6,8 @@ own, summarised as mean ± std so that a number in a README can be traced back t
         [--summary_dir experiments/results/digits_vit] [--parallel gpus] [any fit override, e.g. --trainer.max_epochs 5]
 
 Layout: ``<out>/<point>/seed<k>/`` holds ``checkpoints/``, ``fit/`` (TensorBoard logs and the resolved
-``config.yaml``), ``test/test_metrics.json``, ``fit.log`` and ``test.log``; ``<out>/summary.{json,csv,md}`` (also
+``config.yaml``), ``test/test_metrics.json``, ``fit.log`` and ``test.log`` (a grid: also ``validate/``, the pass on the
+tested checkpoint whose ``--select`` metric chooses the point reported as ``selected``); ``<out>/summary.{json,csv,md}`` (also
 written to ``--summary_dir``) hold every test metric per grid point as mean ± sample std with n, the per-seed
 values, wall times, failed seeds with their one-line error, the exact command, each run's resolved config, the code's
 git commit, the device and the versions.
@@ -37,6 +38,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bigmodel.compare import describe_summary, randomness
+from bigmodel.compare import select as select_point
 from bigmodel.runs import METRICS_FILE
 
 SUMMARY_FILES = ("summary.json", "summary.csv", "summary.md")
@@ -51,6 +54,7 @@ class Run:
     directory: str
     status: str = "pending"  # done | failed | interrupted | pending
     metrics: dict[str, float] = field(default_factory=dict)
+    validation: dict[str, float] = field(default_factory=dict)  # a grid sweep's validate pass: what selects a point
     seconds: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     device: str | None = None
@@ -62,6 +66,10 @@ class Run:
     @property
     def metrics_file(self) -> Path:
         return Path(self.directory, "test", METRICS_FILE.format(stage="test"))
+
+    @property
+    def validation_file(self) -> Path:
+        return Path(self.directory, "validate", METRICS_FILE.format(stage="validate"))
 
     @property
     def checkpoints(self) -> Path:
@@ -107,9 +115,11 @@ class Sweep:
     """Runs the plan (``parallel`` runs at a time, each pinned to one of ``gpus`` when given), then summarises."""
 
     def __init__(self, configs: list[str], overrides: list[str], runs: list[Run], parallel: int = 1,
-                 gpus: list[str] | None = None, test_ckpt: str = "best") -> None:
+                 gpus: list[str] | None = None, test_ckpt: str = "best", validate: bool = False,
+                 vary: str = "model", model_seed: int = 0) -> None:
         self.configs, self.overrides, self.runs = configs, overrides, runs
-        self.parallel, self.test_ckpt = max(1, parallel), test_ckpt
+        self.parallel, self.test_ckpt, self.validate = max(1, parallel), test_ckpt, validate
+        self.vary, self.model_seed = vary, model_seed
         self._slots = list(gpus or [None] * self.parallel)[: self.parallel]
         self._free = list(self._slots)
         self._lock = threading.Lock()
@@ -121,8 +131,10 @@ class Sweep:
         overrides = [o.replace("{seed}", str(run.seed)) for o in self.overrides]  # e.g. a data seed per run
         args = [stage] + [a for c in self.configs for a in ("-c", c)] + overrides
         args += [f"--{key}={value}" for key, value in run.grid.items()]
+        if self.vary in ("data", "both"):
+            args.append(f"--data.init_args.seed={run.seed}")
         return args + [
-            f"--seed_everything={run.seed}",
+            f"--seed_everything={run.seed if self.vary != 'data' else self.model_seed}",
             f"--trainer.logger.init_args.save_dir={point_dir}",
             f"--trainer.logger.init_args.name={Path(run.directory).name}",
             f"--trainer.logger.init_args.version={stage}",
@@ -143,18 +155,20 @@ class Sweep:
                 signal.signal(signal.SIGTERM, previous)
 
     def _run(self, run: Run) -> None:
-        if run.metrics_file.is_file():
+        stages = ("validate",) * self.validate + ("test",)
+        stages = stages if self.test_ckpt == "none" else ("fit", *stages)
+        if run.metrics_file.is_file() and (not self.validate or run.validation_file.is_file()):
             self._collect(run)
             run.status = "done"
             return
         with self._lock:
             slot = self._free.pop()
         try:
-            for stage in ("test",) if self.test_ckpt == "none" else ("fit", "test"):
+            for stage in stages:
                 if self.stop_signal is not None:
                     run.status = "interrupted" if run.status != "failed" else run.status
                     return
-                if stage == "fit" and self._fit_finished(run):
+                if stage == "fit" and self._fit_finished(run) or stage == "validate" and run.validation_file.is_file():
                     continue
                 if not self._stage(run, stage, slot):
                     return
@@ -168,7 +182,7 @@ class Sweep:
         args = self.arguments(run, stage)
         if stage == "fit" and (run.checkpoints / "last.ckpt").is_file():
             args.append("--ckpt_path=last")  # a run stopped earlier continues exactly where it was
-        if stage == "test" and self.test_ckpt != "none":
+        if stage in ("validate", "test") and self.test_ckpt != "none":  # the same weights: selected on, then tested
             ckpt = run.checkpoints / f"{self.test_ckpt}.ckpt"
             ckpt = ckpt if ckpt.is_file() else run.checkpoints / "last.ckpt"
             args.append(f"--ckpt_path={ckpt}")
@@ -209,6 +223,8 @@ class Sweep:
         run.metrics = record["metrics"]
         run.device, run.versions, run.ckpt_path = record.get("device"), record.get("versions", {}), record.get("ckpt_path")
         run.parameters = record.get("parameters", {})
+        if run.validation_file.is_file():
+            run.validation = json.loads(run.validation_file.read_text(encoding="utf-8"))["metrics"]
         done = Path(run.directory, ".fit_done")
         if "fit" not in run.seconds and done.is_file():
             run.seconds.update(json.loads(done.read_text(encoding="utf-8")))
@@ -234,20 +250,21 @@ class Sweep:
                     child.kill()  # a second Ctrl-C: stop now
 
 
-def summarise(runs: list[Run], command: str, fitted: bool = True) -> dict[str, Any]:
+def summarise(runs: list[Run], command: str, fitted: bool = True, select: str | None = None,
+              select_by: str = "mean") -> dict[str, Any]:
     """Per grid point: each test metric's mean, sample std (n - 1; none for n = 1) and per-seed values, the
-    parameter counts and the wall time per run (``fitted`` False: the runs only tested, nothing was trained)."""
+    parameter counts and the wall time per run (``fitted`` False: the runs only tested, nothing was trained).
+    ``select``: the validation metric that chooses a grid point (``compare.select``), recorded as ``selected``."""
     points = []
     for name in dict.fromkeys(r.point for r in runs):
         group = [r for r in runs if r.point == name]
         done = [r for r in group if r.status == "done"]
-        metrics = {}
-        for metric in sorted({m for r in done for m in r.metrics}):
-            values = {r.seed: r.metrics[metric] for r in done if metric in r.metrics}
-            metrics[metric] = _stats(list(values.values())) | {"values": values}
+        metrics, validation = ({metric: _stats(list(values.values())) | {"values": values}
+                                for metric, values in _per_seed(done, kind).items()} for kind in ("metrics", "validation"))
         seconds = [sum(r.seconds.values()) for r in done if r.seconds]
         points.append({
             "point": name, "grid": group[0].grid, "seeds": [r.seed for r in group], "metrics": metrics,
+            **({"validation": validation} if validation else {}),
             "wall_seconds": _stats(seconds) if seconds else None,
             "parameters": next((r.parameters for r in done if r.parameters), None), "fitted": fitted,
             "failed": {r.seed: r.error for r in group if r.status == "failed"},
@@ -255,11 +272,21 @@ def summarise(runs: list[Run], command: str, fitted: bool = True) -> dict[str, A
         })
     devices = sorted({r.device for r in runs if r.device})
     versions = next((r.versions for r in runs if r.versions), {})
-    return {
+    summary = {
         "command": command, "date": time.strftime("%Y-%m-%d", time.gmtime()), "code": git_commit(),
         "devices": devices, "versions": versions, "points": points,
         "runs": [asdict(r) for r in runs],
     }
+    summary["randomness"] = randomness(summary)
+    if select and any(p.get("validation") for p in points):
+        summary["selected"] = select_point(points, select, select_by)
+    return summary
+
+
+def _per_seed(runs: list[Run], kind: str) -> dict[str, dict[int, float]]:
+    """``{metric: {seed: value}}`` of the runs' test ``metrics`` or ``validation`` metrics."""
+    names = sorted({m for r in runs for m in getattr(r, kind)})
+    return {m: {r.seed: getattr(r, kind)[m] for r in runs if m in getattr(r, kind)} for m in names}
 
 
 def _stats(values: list[float]) -> dict[str, Any]:
@@ -320,6 +347,7 @@ def render_markdown(summary: dict[str, Any]) -> str:
     lines = ["# Sweep summary", "", f"    {summary['command']}", "",
              f"Code {summary['code'] or 'not in git'}; {', '.join(summary['devices']) or 'device unknown'}; "
              + ", ".join(f"{k} {v}" for k, v in summary["versions"].items()) + f"; {summary['date']}.", ""]
+    lines += [f"{line}\n" for line in describe_summary(summary)]
     for point in summary["points"]:
         seeds = point["seeds"]
         lines += [f"## {point['point']}", ""] if point["grid"] else []
@@ -362,6 +390,15 @@ def write_summary(summary: dict[str, Any], *directories: Path) -> None:
             (directory / name).write_text(text, encoding="utf-8")
 
 
+def project_path(argument: str) -> str:
+    """A path argument (or ``--key=path``) relative to the working directory, the project root, so that a summary
+    holds no absolute path of the machine that ran it (a reader runs its command as written)."""
+    key, sep, value = argument.rpartition("=") if argument.startswith("-") else ("", "", argument)
+    if not os.path.isabs(value):
+        return argument
+    return key + sep + os.path.relpath(value)
+
+
 def visible_gpus() -> list[str]:
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")
     if listed is not None:
@@ -391,6 +428,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--summary_dir", help="also write summary.{json,csv,md} here (e.g. experiments/results/<name>)")
     p.add_argument("--parallel", default="1",
                    help="runs at a time (default 1); 'gpus': one run per visible GPU, each seeing only its GPU")
+    p.add_argument("--select", default="val/loss", metavar="METRIC",
+                   help="with --grid: the validation metric that chooses the point to report (default val/loss; "
+                        "each run is validated on the checkpoint it is tested with; test metrics never choose)")
+    p.add_argument("--select_by", choices=("mean", "seed"), default="mean",
+                   help="with --grid: the point with the best mean (default), or each seed's best point")
+    p.add_argument("--vary", choices=("model", "data", "both"), default="model",
+                   help="what each seed sets: seed_everything (model: initialisation, dropout; default), "
+                        "data.init_args.seed (data: order, hold-out, draws; the model seed stays --model_seed), or both")
+    p.add_argument("--model_seed", type=int, default=0, help="seed_everything for every run with --vary data")
     p.add_argument("--test_ckpt", choices=("best", "last", "none"), default="best",
                    help="the checkpoint each run is tested with (default best; last when there is no best); none: "
                         "no fit, test the config's own weights (init_from: a zero-shot prompt, a published model)")
@@ -420,11 +466,16 @@ def main(argv: list[str]) -> None:
         parallel = int(args.parallel)
     else:
         raise ValueError(f"--parallel {args.parallel!r}: give a number of runs at a time, or 'gpus'")
-    out = Path(args.out or Path("runs", "sweeps", Path(args.config[0]).stem))
-    runs = plan(out, parse_grid(args.grid), args.seeds)
-    sweep = Sweep(args.config, overrides, runs, parallel, gpus, args.test_ckpt)
+    out = Path(project_path(args.out or os.path.join("runs", "sweeps", Path(args.config[0]).stem)))
+    grid = parse_grid(args.grid)
+    runs = plan(out, grid, args.seeds)
+    validate = len({r.point for r in runs}) > 1  # a grid: each run validated, and a point chosen on validation
+    sweep = Sweep([project_path(c) for c in args.config], overrides, runs, parallel, gpus, args.test_ckpt, validate,
+                  args.vary, args.model_seed)
     sweep.execute()
-    summary = summarise(runs, shlex.join(["bigmodel", "sweep", *argv]), fitted=args.test_ckpt != "none")
+    command = shlex.join(["bigmodel", "sweep", *map(project_path, argv)])
+    summary = summarise(runs, command, fitted=args.test_ckpt != "none", select=args.select if validate else None,
+                        select_by=args.select_by)
     directories = [out] + ([Path(args.summary_dir)] if args.summary_dir else [])
     write_summary(summary, *directories)
     print(render_markdown(summary))

@@ -114,3 +114,19 @@ def test_the_fsdp_fragment_builds_lightnings_fsdp_with_a_unit_per_block_and_the_
     assert config.activation_checkpointing
     with torch.device("meta"):  # no memory for the weights
         assert 1.2e9 < num_parameters(MaskedLanguageModel(config)) < 1.35e9
+
+
+def test_no_committed_summary_or_results_row_holds_an_absolute_path():
+    """A reader runs a recorded command as written: paths in results are relative to the project."""
+    import re
+
+    absolute = re.compile(r"(?<![\w.\-/~:])/(?:[\w.\-]+/)+[\w.\-]*")  # /work/x/..., not test/acc or https://
+    from bigmodel.results import BEGIN, END
+
+    texts = {str(f.relative_to(EXPERIMENTS)): f.read_text(encoding="utf-8")
+             for f in sorted((EXPERIMENTS / "results").rglob("summary.*"))}
+    readme = (EXPERIMENTS.parent / "README.md").read_text(encoding="utf-8")
+    texts["README results table"] = readme[readme.index(BEGIN):readme.index(END)]
+    assert len(texts) > 60
+    found = {name: m.group() for name, text in texts.items() for m in [absolute.search(text)] if m}
+    assert not found

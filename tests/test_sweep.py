@@ -55,18 +55,29 @@ def test_a_sweep_summarises_seeds_reports_a_failure_and_resumes(tmp_path, monkey
     assert (tmp_path / "kept" / "summary.csv").read_text().splitlines()[0].startswith("point,seed,status,fit_s,test_s")
 
 
-def test_test_ckpt_none_tests_the_configs_own_weights_without_fitting(tmp_path, monkeypatch):
-    """What a zero-shot prompt (or a published model as it is) needs: one test per seed, no fit, no checkpoint."""
+def test_test_ckpt_none_tests_the_configs_own_weights_and_a_grid_selects_on_validation(tmp_path, monkeypatch):
+    """What a zero-shot prompt (or a published model as it is) needs: one test per seed, no fit, no checkpoint. With a
+    grid, each run is also validated, and the point chosen on the validation metric is recorded (never on test)."""
     monkeypatch.chdir(tmp_path)
-    sweep.main(["-c", DIGITS_CNN, "--seeds", "3", "--out", "zero", "--test_ckpt", "none", *SHORT])
-    run_dir = tmp_path / "zero" / "default" / "seed3"
+    sweep.main(["-c", DIGITS_CNN, "--seeds", "3", "--out", str(tmp_path / "zero"), "--test_ckpt", "none",
+                "--grid", "model.init_args.label_smoothing=0.0,0.3", "--select", "val/loss", *SHORT])
+    points = ("label_smoothing=0.0", "label_smoothing=0.3")
+    run_dir = tmp_path / "zero" / points[0] / "seed3"
     assert not (run_dir / "fit.log").exists() and not list(run_dir.rglob("*.ckpt"))
-    (run,) = json.loads((tmp_path / "zero" / "summary.json").read_text())["runs"]
+    summary = json.loads((tmp_path / "zero" / "summary.json").read_text())
+    run = summary["runs"][0]
     assert run["status"] == "done" and run["ckpt_path"] is None and "seed_everything: 3" in run["config"]
     assert 0 <= run["metrics"]["test/acc"] < 0.3  # an untrained CNN: about chance
-    (point,) = json.loads((tmp_path / "zero" / "summary.json").read_text())["points"]
+    point = summary["points"][0]
     assert not point["fitted"] and sweep.trained_parameters(point).startswith("0 / ")
     assert sweep.duration(71.4) == "71 s" and sweep.duration(912) == "15.2 min" and sweep.count(130_210) == "130.2k"
+    losses = [json.loads((tmp_path / "zero" / p / "seed3" / "validate" / "validate_metrics.json").read_text())
+              ["metrics"]["val/loss"] for p in points]
+    assert [p["validation"]["val/loss"]["values"]["3"] for p in summary["points"]] == losses
+    assert summary["selected"]["selected"] == {"metric": "val/loss", "goal": "min", "by": "mean",
+                                               "point": points[losses.index(min(losses))]}
+    assert " --out zero " in summary["command"] and run["directory"] == f"zero/{points[0]}/seed3"  # project-relative
+    assert summary["randomness"] == {"model": "seed", "data": 42}
 
 
 def test_grid_points_and_their_errors(tmp_path):
@@ -117,12 +128,12 @@ def test_results_renders_rows_from_summaries(tmp_path):
   - {{result: SST-2 GPU, metric: test/acc, data: SST-2, not_measured: no GPU yet, command: bigmodel sweep -c y.yaml}}
 """)
     assert results.render(spec).splitlines() == [
-        "| Result | Data | Metric | Mean ± std (n) | Per seed | Parameters trained / total | Time per run | Device "
-        "| Date | Command |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| Result | Data | Metric | Mean ± std (n) | Per seed | Δ vs reference [95 % CI] | Parameters trained / total "
+        "| Time per run | Device | Date | Command |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         "| Digits | digits | test/acc (%) | 90.0 ± 1.4 (n=2), 1 of 3 seeds failed or unfinished | 89.0, 91.0 "
-        "| 1.03M / 5.45M (19 %) | 15.2 min | 1 x CPU | 2026-11-23 | `bigmodel sweep -c x.yaml --seeds 0 1 2` |",
-        "| SST-2 GPU | SST-2 | test/acc | not measured: no GPU yet |  |  |  |  |  | `bigmodel sweep -c y.yaml` |",
+        "|  | 1.03M / 5.45M (19 %) | 15.2 min | 1 x CPU | 2026-11-23 | `bigmodel sweep -c x.yaml --seeds 0 1 2` |",
+        "| SST-2 GPU | SST-2 | test/acc | not measured: no GPU yet |  |  |  |  |  |  | `bigmodel sweep -c y.yaml` |",
     ]
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{results.BEGIN}\nold\n{results.END}\nafter\n")
@@ -141,3 +152,26 @@ def test_the_readme_results_table_is_the_rendered_one(monkeypatch):
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     assert results.update(text, results.render("experiments/results.yaml")) == text, \
         "run `bigmodel results experiments/results.yaml --write README.md`"
+
+
+def test_the_readme_delta_column_is_what_bigmodel_compare_renders_from_the_committed_summaries(monkeypatch, capsys):
+    import yaml
+
+    from bigmodel import compare
+
+    monkeypatch.chdir(ROOT)
+    rows = [r for r in yaml.safe_load((ROOT / "experiments" / "results.yaml").read_text())["rows"] if "compare_to" in r]
+    table = {line.split(" | ")[0].removeprefix("| "): line.split(" | ") for line in
+             (ROOT / "README.md").read_text(encoding="utf-8").splitlines() if line.startswith("| ")}
+    column = table["Result"].index("Δ vs reference [95 % CI]")
+    assert len(rows) >= 8  # every fine-tuning method against full, pretrained against scratch, ...
+    for row in rows:
+        compare.main([row["compare_to"]["summary"], row["summary"], "--metric", row["metric"], "--percent"])
+        line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| summary.json")
+                    or " − " in line and line.startswith("| "))
+        cells = line.strip("| ").split(" | ")
+        other, reference = cells[0].split(" − ")
+        verdict = cells[6].replace(f"{other} better", "this row better").replace(
+            f"{reference} better", f"{row['compare_to']['label']} better")
+        assert table[row["result"]][column] == (f"{cells[2]} vs {row['compare_to']['label']} (paired, n={cells[4]}): "
+                                                f"{verdict}"), row["result"]

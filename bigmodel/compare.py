@@ -1,0 +1,311 @@
+"""``bigmodel compare``: is method A better than B, and by how much -- from sweep summaries, seed by seed.
+
+    bigmodel compare experiments/results/sst2_budget_full experiments/results/sst2_budget_lora [...] \\
+        [--metric test/acc] [--point NAME]
+
+The first summary (a ``summary.json`` or the directory holding it) is the reference; every other one is compared with
+it on each test metric: the mean difference (other − reference), its sample std, a 95 % t-interval, n, a verdict
+("<other> better", "<reference> better" or "not resolved at n seeds") and the seeds a difference of the observed size
+would need at the observed spread (80 % power, two-sided 5 %, normal approximation). Sweeps whose seeds pair up
+(the same seed values, each controlling the same randomness) are compared seed by seed (a paired t-interval);
+otherwise Welch's interval is used, and the table says so.
+
+Also here: choosing a grid point on a validation metric (``select``), which ``bigmodel sweep --grid`` records, and
+what randomness a sweep's seed controls (``randomness``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+LEVEL = 0.95
+POWER = 0.80
+_LOWER_IS_BETTER = ("loss", "perplexity", "ppl", "error", "ece")
+
+
+def lower_is_better(metric: str) -> bool:
+    """Losses, perplexities and errors fall as a model improves; every other metric (accuracy, F1, recall) rises."""
+    name = metric.rsplit("/", 1)[-1].lower()
+    return any(word in name for word in _LOWER_IS_BETTER)
+
+
+@dataclass
+class Difference:
+    """``other − reference`` on one metric."""
+
+    metric: str
+    mean: float
+    std: float | None  # sample std of the paired differences; None for Welch (two spreads) or one seed
+    low: float
+    high: float
+    n: int  # paired: the seeds both have; Welch: the smaller sweep's seeds
+    paired: bool
+    seeds_needed: int | None  # per sweep, to resolve a difference of this size at this spread; None: no difference
+
+    @property
+    def resolved(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+    def verdict(self, other: str, reference: str) -> str:
+        if not self.resolved:
+            return f"not resolved at {self.n} seed{'s' * (self.n != 1)}"
+        return f"{other if (self.mean > 0) != lower_is_better(self.metric) else reference} better"
+
+
+def _t_quantile(df: float) -> float:
+    from scipy import stats
+
+    return float(stats.t.ppf(0.5 + LEVEL / 2, df))
+
+
+def _seeds_needed(difference: float, variance: float) -> int | None:
+    """n = ((z_{1-α/2} + z_{power}) σ / δ)², the textbook sample size for a difference δ at spread σ."""
+    if difference == 0:
+        return None
+    from scipy import stats
+
+    z = stats.norm.ppf(0.5 + LEVEL / 2) + stats.norm.ppf(POWER)
+    return max(2, math.ceil(z * z * variance / difference ** 2))
+
+
+def paired(metric: str, other: dict[str, float], reference: dict[str, float]) -> Difference:
+    """The paired t-interval over the seeds both sweeps have (seed values as keys)."""
+    seeds = [s for s in reference if s in other]
+    if not seeds:
+        raise ValueError(f"{metric}: the sweeps share no seed; compare them unpaired")
+    differences = [other[s] - reference[s] for s in seeds]
+    n, mean = len(differences), statistics.fmean(differences)
+    std = statistics.stdev(differences) if n > 1 else None
+    if std is None:
+        low, high = -math.inf, math.inf
+    else:
+        half = _t_quantile(n - 1) * std / math.sqrt(n) if std > 0 else 0.0
+        low, high = mean - half, mean + half
+    return Difference(metric, mean, std, low, high, n, True, None if std is None else _seeds_needed(mean, std ** 2))
+
+
+def welch(metric: str, other: list[float], reference: list[float]) -> Difference:
+    """Welch's t-interval (unequal variances, Welch–Satterthwaite degrees of freedom) for unpaired sweeps."""
+    if len(other) < 2 or len(reference) < 2:
+        mean = statistics.fmean(other) - statistics.fmean(reference)
+        return Difference(metric, mean, None, -math.inf, math.inf, min(len(other), len(reference)), False, None)
+    va, vb = statistics.variance(other) / len(other), statistics.variance(reference) / len(reference)
+    mean = statistics.fmean(other) - statistics.fmean(reference)
+    se = math.sqrt(va + vb)
+    if se == 0:
+        low = high = mean
+    else:
+        df = (va + vb) ** 2 / (va ** 2 / (len(other) - 1) + vb ** 2 / (len(reference) - 1))
+        low, high = mean - _t_quantile(df) * se, mean + _t_quantile(df) * se
+    variance = statistics.variance(other) + statistics.variance(reference)  # per-sweep n for two groups
+    return Difference(metric, mean, None, low, high, min(len(other), len(reference)), False,
+                      _seeds_needed(mean, variance))
+
+
+def randomness(summary: dict[str, Any]) -> dict[str, Any]:
+    """Which randomness the sweep's seed controls, read off each run's resolved config: ``seed_everything`` (the
+    model's initialisation and dropout) and ``data.init_args.seed`` (training order, validation hold-out, few-shot
+    draws, augmentation). Each is ``"seed"`` (it follows the run's seed) or the one value every run used."""
+    if "randomness" in summary:
+        return summary["randomness"]
+    seen: dict[str, dict[int, Any]] = {"model": {}, "data": {}}
+    for run in summary.get("runs", []):
+        config = yaml.safe_load(run["config"]) if run.get("config") else None
+        if not config:
+            continue
+        seen["model"][run["seed"]] = config.get("seed_everything")
+        seen["data"][run["seed"]] = ((config.get("data") or {}).get("init_args") or {}).get("seed")
+    record: dict[str, Any] = {}
+    for kind, values in seen.items():
+        if not values:
+            record[kind] = "unknown"
+        elif all(v == s for s, v in values.items()):
+            record[kind] = "seed"
+        elif len(set(map(str, values.values()))) == 1:
+            record[kind] = next(iter(values.values()))
+        else:
+            record[kind] = "varies"
+    return record
+
+
+def describe_randomness(record: dict[str, Any]) -> str:
+    """``the seed sets the model's initialisation (seed_everything); the data seed is fixed at 42``."""
+    parts = {"model": "the model's initialisation and dropout (seed_everything)",
+             "data": "the data order, hold-out and draws (data.init_args.seed)"}
+    varied = [parts[k] for k in ("model", "data") if record.get(k) == "seed"]
+    fixed = [f"{k} seed fixed at {record[k]}" for k in ("model", "data") if record.get(k) not in ("seed", "unknown")]
+    text = "the seed sets " + " and ".join(varied) if varied else "the seed sets neither model nor data seed"
+    return text + ("; " + ", ".join(fixed) if fixed else "")
+
+
+def describe_summary(summary: dict[str, Any]) -> list[str]:
+    """A summary's lines on what its seeds control and, for a grid, which point validation chose."""
+    lines = [f"Seeds: {describe_randomness(summary['randomness'])}."] if "randomness" in summary else []
+    chosen = (summary.get("selected") or {}).get("selected")
+    if chosen:
+        which = chosen.get("point") or ", ".join(f"seed {s}: {p}" for s, p in chosen["points"].items())
+        lines.append(f"Selected on validation ({chosen['metric']}, {chosen['goal']}, by {chosen['by']}): {which}; "
+                     "test metrics chose nothing.")
+    return lines
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """A ``summary.json``, or the sweep (or ``--summary_dir``) directory holding one."""
+    path = Path(path)
+    file = path / "summary.json" if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"{path}: no summary.json there; give a sweep's --out or --summary_dir directory, or "
+                                "its summary.json")
+    return json.loads(file.read_text(encoding="utf-8"))
+
+
+def point_of(summary: dict[str, Any], name: str | None = None, where: str = "the summary") -> dict[str, Any]:
+    """The named grid point; without a name, the point the sweep selected on validation, or its only point."""
+    points = {p["point"]: p for p in summary["points"]}
+    if name is None and summary.get("selected"):
+        return summary["selected"]
+    if name is None and len(points) == 1:
+        return next(iter(points.values()))
+    if name == "selected" and summary.get("selected"):
+        return summary["selected"]
+    if name not in points:
+        raise ValueError(f"{where}: say which grid point with 'point:', one of {', '.join(points)}")
+    return points[name]
+
+
+def compare_points(metric: str, other: dict[str, Any], reference: dict[str, Any], pair: bool) -> Difference:
+    """``other − reference`` on ``metric``: paired over shared seeds when ``pair``, else Welch's."""
+    a, b = (p["metrics"].get(metric) for p in (other, reference))
+    if a is None or b is None:
+        raise ValueError(f"{metric}: measured in only one of the two sweeps")
+    if pair:
+        return paired(metric, a["values"], b["values"])
+    return welch(metric, list(a["values"].values()), list(b["values"].values()))
+
+
+def pairable(other: dict[str, Any], reference: dict[str, Any], a: dict[str, Any], b: dict[str, Any]) -> str | None:
+    """None when the two sweeps pair up seed by seed; else why they do not (then Welch's interval is used)."""
+    if randomness(a) != randomness(b):
+        return "their seeds control different randomness"
+    if "seed" in ((other.get("selected") or {}).get("by"), (reference.get("selected") or {}).get("by")):
+        return "a grid point chosen per seed"
+    if set(map(str, other["seeds"])) != set(map(str, reference["seeds"])):
+        return "different seeds"
+    return None
+
+
+def number(value: float, scale: float = 1.0, digits: int | None = None) -> str:
+    value *= scale
+    if math.isinf(value):
+        return "∞" if value > 0 else "−∞"
+    places = digits if digits is not None else (4 if abs(value) < 10 else 2)
+    return f"{value:+.{places}f}".replace("-", "−")
+
+
+def interval(d: Difference, scale: float = 1.0, digits: int | None = None) -> str:
+    """``−16.4 [−19.3, −13.5]``."""
+    return f"{number(d.mean, scale, digits)} [{number(d.low, scale, digits)}, {number(d.high, scale, digits)}]"
+
+
+def row(d: Difference, other: str, reference: str, why_unpaired: str | None = None, scale: float = 1.0,
+        digits: int | None = None) -> list[str]:
+    how = "paired" if d.paired else f"unpaired ({why_unpaired}): Welch"
+    std = "–" if d.std is None else f"{d.std * scale:.4g}"
+    needed = "–" if d.seeds_needed is None else str(d.seeds_needed)
+    return [f"{other} − {reference}", d.metric, interval(d, scale, digits), std, str(d.n), how,
+            d.verdict(other, reference), needed]
+
+
+def delta(point: dict[str, Any], summary: dict[str, Any], reference: dict[str, Any], metric: str, label: str,
+          scale: float = 1.0, digits: int | None = None) -> str:
+    """A results-table cell: ``−16.5 [−19.6, −13.4] vs full fine-tuning (paired, n=3): full fine-tuning better``."""
+    reference_point = point_of(reference, None, label)
+    why = pairable(point, reference_point, summary, reference)
+    d = compare_points(metric, point, reference_point, why is None)
+    how = f"paired, n={d.n}" if why is None else f"Welch, {why}"
+    return f"{interval(d, scale, digits)} vs {label} ({how}): {d.verdict('this row', label)}"
+
+
+HEADER = ("comparison", "metric", "mean difference [95 % CI]", "std of differences", "n", "pairing", "verdict",
+          "seeds for 80 % power")
+
+
+def table(paths: list[str], metrics: list[str] | None = None, point: str | None = None, percent: bool = False) -> str:
+    """The Markdown table: every summary after the first against the first, on each test metric they share."""
+    if len(paths) < 2:
+        raise ValueError("give a reference sweep and at least one to compare with it")
+    summaries = [load(p) for p in paths]
+    names = [_name(p) for p in paths]
+    points = [point_of(s, point, p) for s, p in zip(summaries, paths)]
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    notes = dict.fromkeys(f"- {n}: {describe_randomness(randomness(s))}" for n, s in zip(names, summaries))
+    scale, digits = (100.0, 1) if percent else (1.0, None)
+    for name, summary, other in zip(names[1:], summaries[1:], points[1:]):
+        why = pairable(other, points[0], summary, summaries[0])
+        shared = [m for m in other["metrics"] if m in points[0]["metrics"] and m.startswith("test/")]
+        for metric in metrics or shared:
+            d = compare_points(metric, other, points[0], why is None)
+            lines.append("| " + " | ".join(row(d, name, names[0], why, scale, digits)) + " |")
+    return "\n".join(lines + ["", "Seeds:", *notes])
+
+
+def _name(path: str) -> str:
+    path_ = Path(path)
+    return (path_.parent if path_.name == "summary.json" else path_).name or str(path)
+
+
+def select(points: list[dict[str, Any]], metric: str, by: str = "mean") -> dict[str, Any]:
+    """The grid point chosen on a validation metric, never a test one: ``by`` "mean" picks the point whose mean is
+    best; "seed" picks, seed by seed, that seed's best point. Returns a point (test metrics of the chosen runs) with
+    ``selected`` naming what was chosen and on what. Reads only each point's ``validation`` statistics."""
+    if by not in ("mean", "seed"):
+        raise ValueError(f"select by {by!r}: 'mean' or 'seed'")
+    if not metric.startswith("val"):
+        raise ValueError(f"select on {metric!r}: a validation metric (val/...); a test metric cannot choose a point")
+    sign = 1 if lower_is_better(metric) else -1
+    points = [dict(p, validation=_by_seed(p.get("validation", {})), metrics=_by_seed(p["metrics"])) for p in points]
+    candidates = [p for p in points if metric in p["validation"]]
+    if not candidates:
+        have = sorted({m for p in points for m in p["validation"]})
+        raise ValueError(f"no grid point has {metric!r} on validation; it has {', '.join(have) or 'nothing'}")
+    record = {"metric": metric, "goal": "min" if sign > 0 else "max", "by": by}
+    if by == "mean":
+        best = min(candidates, key=lambda p: sign * p["validation"][metric]["mean"])
+        return dict(best, point="selected", selected=record | {"point": best["point"]})
+    chosen: dict[str, dict[str, Any]] = {}
+    for seed in dict.fromkeys(s for p in candidates for s in p["validation"][metric]["values"]):
+        have = [p for p in candidates if seed in p["validation"][metric]["values"]]
+        chosen[seed] = min(have, key=lambda p: sign * p["validation"][metric]["values"][seed])
+    metrics = {}
+    for name in dict.fromkeys(m for p in chosen.values() for m in p["metrics"]):
+        values = {s: p["metrics"][name]["values"][s] for s, p in chosen.items()
+                  if s in p["metrics"].get(name, {}).get("values", {})}
+        metrics[name] = {"n": len(values), "mean": statistics.fmean(values.values()),
+                         "std": statistics.stdev(values.values()) if len(values) > 1 else None, "values": values}
+    return {"point": "selected", "grid": {}, "seeds": [int(s) for s in chosen], "metrics": metrics,
+            "wall_seconds": None, "parameters": None, "fitted": True, "failed": {}, "unfinished": {},
+            "selected": record | {"points": {s: p["point"] for s, p in chosen.items()}}}
+
+
+def _by_seed(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Per-seed values keyed by the seed as text, as a summary.json read back has them."""
+    return {m: dict(stats, values={str(k): v for k, v in stats["values"].items()}) for m, stats in metrics.items()}
+
+
+def main(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="bigmodel compare", allow_abbrev=False, description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("summaries", nargs="+", help="the reference sweep first, then the ones to compare with it")
+    p.add_argument("--metric", action="append", help="a test metric (repeatable; default: every one they share)")
+    p.add_argument("--point", help="the grid point (default: the one the sweep selected on validation)")
+    p.add_argument("--percent", action="store_true", help="differences in percentage points (0.012 -> 1.2)")
+    args = p.parse_args(argv)
+    print(table(args.summaries, args.metric, args.point, args.percent))

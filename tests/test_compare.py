@@ -1,0 +1,135 @@
+"""``bigmodel compare``: paired and Welch intervals as scipy computes them, verdicts, a power estimate that holds,
+grid points chosen on validation only, and what randomness a seed controls."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from scipy import stats
+
+from bigmodel import compare, sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+FULL = str(ROOT / "experiments" / "results" / "sst2_budget_full")
+
+
+def _summary(directory: Path, values: dict[str, float], seed_key: str = "seed_everything") -> str:
+    """A one-point summary of test/acc and test/loss per seed, with each run's config naming the seeds it used."""
+    runs = [{"seed": int(s), "config": f"{seed_key}: {s}\ndata: {{init_args: {{seed: 42}}}}\n" if seed_key ==
+             "seed_everything" else f"seed_everything: 0\ndata: {{init_args: {{seed: {s}}}}}\n"} for s in values]
+    metrics = {}
+    for name, sign in (("test/acc", 1), ("test/loss", -1)):
+        per_seed = {s: 0.5 + sign * (v - 0.5) for s, v in values.items()}
+        metrics[name] = {"n": len(values), "mean": sum(per_seed.values()) / len(values), "std": None,
+                         "values": per_seed}
+    summary = {"command": "bigmodel sweep", "date": "2026-11-24", "code": None, "devices": [], "versions": {},
+               "runs": runs, "points": [{"point": "default", "grid": {}, "seeds": [int(s) for s in values],
+                                         "metrics": metrics, "failed": {}, "unfinished": {}}]}
+    directory.mkdir(parents=True)
+    (directory / "summary.json").write_text(json.dumps(summary))
+    return str(directory)
+
+
+REFERENCE = {"0": 0.731, "1": 0.744, "2": 0.728, "3": 0.739}
+OTHER = {"3": 0.751, "1": 0.749, "0": 0.742, "2": 0.741}  # another order: pairs go by seed, not by position
+
+
+def test_paired_interval_is_scipys_and_the_table_says_which_is_better(tmp_path, capsys):
+    reference, other = _summary(tmp_path / "full", REFERENCE), _summary(tmp_path / "lora", OTHER)
+    seeds = list(REFERENCE)
+    a, b = [OTHER[s] for s in seeds], [REFERENCE[s] for s in seeds]
+    expected = stats.ttest_rel(a, b).confidence_interval(0.95)
+    d = compare.compare_points("test/acc", compare.load(other)["points"][0], compare.load(reference)["points"][0],
+                               pair=True)
+    assert d.paired and d.n == 4
+    assert (d.low, d.high) == pytest.approx((expected.low, expected.high), abs=1e-12)
+    assert d.std == pytest.approx(stats.tstd([x - y for x, y in zip(a, b)]), abs=1e-12)
+    compare.main([reference, other])
+    lines = capsys.readouterr().out.splitlines()
+    acc = next(line for line in lines if "| test/acc |" in line)
+    loss = next(line for line in lines if "| test/loss |" in line)
+    assert acc.startswith(f"| lora − full | test/acc | +0.0103 [{compare.number(expected.low)}, "
+                          f"{compare.number(expected.high)}] |") and "| paired | lora better |" in acc
+    assert "| paired | lora better |" in loss  # the loss fell: lower is better for a loss
+    assert "the seed sets the model's initialisation" in lines[-1] and "data seed fixed at 42" in lines[-1]
+
+
+def test_unpaired_sweeps_get_welchs_interval_as_scipy_and_say_so(tmp_path, capsys):
+    reference = _summary(tmp_path / "a", REFERENCE)
+    other = _summary(tmp_path / "b", {"5": 0.70, "6": 0.76, "7": 0.73})  # other seeds
+    data_seeded = _summary(tmp_path / "c", OTHER, seed_key="data")  # same seed values, other randomness
+    expected = stats.ttest_ind([0.70, 0.76, 0.73], list(REFERENCE.values()), equal_var=False).confidence_interval()
+    compare.main([reference, other, data_seeded, "--metric", "test/acc"])
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| b − a"))
+    assert f"[{compare.number(expected.low)}, {compare.number(expected.high)}]" in row
+    assert "unpaired (different seeds): Welch" in row and "not resolved at 3 seeds" in row
+    assert "unpaired (their seeds control different randomness): Welch" in out
+    d = compare.welch("test/acc", [0.70, 0.76, 0.73], list(REFERENCE.values()))
+    assert (d.low, d.high) == pytest.approx((expected.low, expected.high), abs=1e-12)
+    assert "- c: the seed sets the data order" in out and "model seed fixed at 0" in out
+
+
+def test_the_seeds_needed_give_80_percent_power_and_one_fewer_does_not():
+    d = compare.paired("test/acc", {"0": 0.75, "1": 0.74, "2": 0.77}, {"0": 0.74, "1": 0.74, "2": 0.74})
+    z, effect = stats.norm.ppf(0.975), abs(d.mean) / d.std
+    power = [stats.norm.cdf(effect * math.sqrt(n) - z) for n in (d.seeds_needed - 1, d.seeds_needed)]
+    assert d.seeds_needed > 3 and power[0] < 0.8 <= power[1]
+
+
+def test_a_sweep_compared_with_itself_is_not_resolved_with_zero_difference(capsys):
+    compare.main([FULL, FULL + "/summary.json", "--percent"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| sst2_budget_full − ")]
+    assert len(rows) == 5  # acc, f1, loss, precision, recall
+    for row in rows:
+        assert "| +0.0 [+0.0, +0.0] | 0 | 3 | paired | not resolved at 3 seeds | – |" in row
+    with pytest.raises(ValueError, match="at least one to compare"):
+        compare.table([FULL])
+
+
+def _run(point: str, seed: int, test: float, val: float) -> sweep.Run:
+    return sweep.Run(point, {"model.init_args.lr": point}, seed, f"runs/{point}/seed{seed}", "done",
+                     metrics={"test/acc": test}, validation={"val/acc": val, "val/loss": 1 - val},
+                     config=f"seed_everything: {seed}\n")
+
+
+def test_a_grid_sweep_selects_on_validation_and_never_on_test():
+    """Point 1e-3 wins on validation, 3e-3 on test: the summary reports 1e-3's test numbers, and says why."""
+    runs = [_run("1e-3", 0, 0.80, 0.90), _run("1e-3", 1, 0.82, 0.70), _run("3e-3", 0, 0.95, 0.85),
+            _run("3e-3", 1, 0.97, 0.72)]
+    summary = sweep.summarise(runs, "bigmodel sweep", select="val/acc")
+    chosen = summary["selected"]
+    assert chosen["selected"] == {"metric": "val/acc", "goal": "max", "by": "mean", "point": "1e-3"}
+    assert chosen["metrics"]["test/acc"]["values"] == {"0": 0.80, "1": 0.82}
+    assert summary["points"][0]["validation"]["val/acc"]["mean"] == pytest.approx(0.80)
+    assert sweep.summarise(runs, "x", select="val/loss")["selected"]["selected"]["goal"] == "min"  # loss: lower
+    by_seed = sweep.summarise(runs, "x", select="val/acc", select_by="seed")["selected"]
+    assert by_seed["selected"]["points"] == {"0": "1e-3", "1": "3e-3"}
+    assert by_seed["metrics"]["test/acc"]["values"] == {"0": 0.80, "1": 0.97}
+    assert "Selected on validation (val/acc, max, by mean): 1e-3" in sweep.render_markdown(summary)
+    with pytest.raises(ValueError, match="a test metric cannot choose"):
+        sweep.summarise(runs, "x", select="test/acc")
+    summary = json.loads(json.dumps(summary))  # as read back from summary.json
+    assert compare.point_of(summary)["selected"]["point"] == "1e-3"  # a results row's default point
+
+
+def test_vary_data_fixes_the_model_seed_and_the_summary_says_so(tmp_path):
+    runs = sweep.plan(tmp_path, [], [3])
+    args = sweep.Sweep(["a.yaml"], [], runs, vary="data", model_seed=7).arguments(runs[0], "fit")
+    assert "--data.init_args.seed=3" in args and "--seed_everything=7" in args
+    args = sweep.Sweep(["a.yaml"], [], runs, vary="both").arguments(runs[0], "fit")
+    assert "--data.init_args.seed=3" in args and "--seed_everything=3" in args
+    record = compare.randomness({"runs": [{"seed": s, "config": f"seed_everything: 7\ndata: {{init_args: {{seed: {s}}}}}"}
+                                          for s in (0, 1)]})
+    assert record == {"model": 7, "data": "seed"}
+    assert compare.describe_randomness(record) == ("the seed sets the data order, hold-out and draws "
+                                                   "(data.init_args.seed); model seed fixed at 7")
+
+
+def test_a_sweep_records_paths_relative_to_the_project(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert sweep.project_path(str(tmp_path / "runs" / "x")) == "runs/x"
+    assert sweep.project_path(f"--out={tmp_path}/runs/x") == "--out=runs/x"
+    assert sweep.project_path("--trainer.max_epochs=1") == "--trainer.max_epochs=1"
+    assert sweep.project_path(str(tmp_path.parent / "elsewhere.yaml")) == "../elsewhere.yaml"
