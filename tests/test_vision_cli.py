@@ -89,7 +89,8 @@ def test_cifar10_vit_recipe_runs_end_to_end_on_cifar_shaped_data(tmp_path, monke
 def test_fine_tune_from_a_hugging_face_vit_directory_through_the_cli(tmp_path, capsys):
     """init_from a saved HF ViT (the Hub's layout) at another image size and class count: positions resampled,
     new head, every other tensor equal to the HF weights at fit start."""
-    transformers = __import__("pytest").importorskip("transformers")
+    import transformers
+
     from bigmodel.cli import BigModelCLI
 
     hf_config = transformers.ViTConfig(image_size=8, patch_size=2, num_channels=1, hidden_size=32,
