@@ -170,3 +170,43 @@ def retrieval_example(image: torch.Tensor, captions: Sequence[str], scores: torc
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
+
+
+def results_chart(measured: Sequence[tuple[dict, dict]]) -> Figure:
+    """The results table as bars, one panel per data set (rows of the same data are comparable): the mean over seeds,
+    whiskers of one standard deviation (clipped to what a percentage can be), the single seeds as dots, and a dashed
+    chance line for rows that declare ``chance``. ``measured`` pairs each row of ``experiments/results.yaml`` (its
+    ``label`` names the bar) with its statistics from ``bigmodel.results.row_stats``."""
+    from bigmodel.sweep import mean_std
+
+    groups: dict[str, list[tuple[dict, dict]]] = {}
+    for row, stats in measured:
+        if not row.get("label"):
+            raise ValueError(f"results row {row['result']!r} has no label: give it 'label:', a short name for its bar")
+        groups.setdefault(row.get("data", ""), []).append((row, stats))
+    fig = Figure(figsize=(10, 1.0 + sum(0.45 * len(g) + 0.7 for g in groups.values())), layout="constrained")
+    axes = fig.subplots(len(groups), 1, squeeze=False, gridspec_kw={"height_ratios": [len(g) for g in groups.values()]})
+    chance_drawn = False
+    for ax, (data, group) in zip(axes.flat, groups.items()):
+        for y, (row, stats) in enumerate(group):
+            percent = bool(row.get("percent"))
+            scale = 100.0 if percent else 1.0
+            mean, std = stats["mean"] * scale, (stats["std"] or 0.0) * scale
+            low, high = (min(std, mean), min(std, 100.0 - mean)) if percent else (std, std)
+            ax.barh(y, mean, xerr=[[low], [high]], color="tab:blue", alpha=0.6, capsize=3)
+            ax.plot([v * scale for v in stats["values"].values()], [y] * len(stats["values"]), "k.")
+            ax.text(mean, y - 0.38, " " + mean_std(stats, scale, 1 if percent else None), fontsize=8, va="center")
+            if row.get("chance") is not None:
+                ax.vlines(row["chance"] * scale, y - 0.45, y + 0.45, colors="tab:red", linestyles="--", gid="chance",
+                          label="chance" if not chance_drawn else None)
+                chance_drawn = True
+        ax.set_yticks(range(len(group)), [row["label"] for row, _ in group], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 100 if all(row.get("percent") for row, _ in group) else None)
+        metrics = {row["metric"] + (" (%)" if row.get("percent") else "") for row, _ in group}
+        ax.set_xlabel(", ".join(sorted(metrics)))
+        ax.set_title(data, fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    if chance_drawn:
+        fig.legend(loc="outside upper right", fontsize=8)
+    return fig

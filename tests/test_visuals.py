@@ -1,9 +1,13 @@
 """The figures of bigmodel.visuals, read back from their matplotlib objects: what a reader of the picture sees."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from bigmodel import visuals
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _colorbars(fig) -> list:
@@ -55,3 +59,36 @@ def test_retrieval_example_ranks_captions_and_ticks_the_right_ones():
     assert [t.get_text() for t in bars.get_yticklabels()] == ["✓ a 3", "a 5", "an 8"]
     assert [p.get_width() for p in bars.patches] == pytest.approx([0.9, 0.4, 0.1])
     assert fig.get_suptitle() == "validation image 0"
+
+
+def _committed_results() -> list[tuple[dict, dict]]:
+    import yaml
+
+    from bigmodel.results import row_stats
+
+    spec = ROOT / "experiments" / "results.yaml"
+    rows = yaml.safe_load(spec.read_text(encoding="utf-8"))["rows"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(ROOT)  # the spec's summary paths are relative to the project root
+        return [(row, row_stats(row, spec)[2]) for row in rows if "summary" in row]
+
+
+def test_results_chart_names_each_bar_clips_whiskers_and_draws_chance():
+    measured = _committed_results()
+    fig = visuals.results_chart(measured)
+    panels = {ax.get_title(): ax for ax in fig.axes if ax.get_title()}
+    for data, ax in panels.items():
+        rows = [row for row, _ in measured if row.get("data", "") == data]
+        names = [t.get_text() for t in ax.get_yticklabels()]
+        assert names == [row["label"] for row in rows] and len(set(names)) == len(names), data  # one name per bar
+        for (row, stats), caps in zip([m for m in measured if m[0].get("data", "") == data],
+                                      [c for c in ax.containers if hasattr(c, "lines")]):
+            ends = [x for line in caps.lines[2] for x in line.get_segments()[0][:, 0]]
+            assert 0 <= min(ends) and max(ends) <= 100, (row["label"], ends)  # a percentage's whisker stays in 0-100
+        chance = [c for c in ax.collections if c.get_gid() == "chance"]
+        assert sorted({float(s[0][0]) for c in chance for s in c.get_segments()}) == sorted(
+            {100 * row["chance"] for row in rows}), data
+    image_text = panels["scikit-learn digits test split, 360 images x 120 distinct captions (class-level relevance)"]
+    assert len({t.get_text() for t in image_text.get_yticklabels()}) == 3  # the three image-text bars, told apart
+    with pytest.raises(ValueError, match="has no label: give it 'label:', a short name for its bar"):
+        visuals.results_chart([({**measured[0][0], "label": None}, measured[0][1])])
