@@ -25,13 +25,14 @@ from bigmodel.callbacks import (
     TokenizerCheckpoint,
     default_checkpoint_dir,
 )
-from bigmodel.monitoring import AttentionMaps, BestScoreHParam, MaskedPredictions, ProgressLog
+from bigmodel.monitoring import AttentionMaps, BestScoreHParam, MaskedPredictions, ProgressLog, RetrievalExamples
 from bigmodel.stopping import RunStopped, StopSafely
 from bigmodel.tasks import base
 
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
-MONITORS = (ProgressLog, BestScoreHParam, AttentionMaps, MaskedPredictions)  # on by default, configurable in YAML
+# on by default, configurable in YAML
+MONITORS = (ProgressLog, BestScoreHParam, AttentionMaps, MaskedPredictions, RetrievalExamples)
 
 # bigmodel handles these: the run's own lock file sits in the checkpoint directory and earlier checkpoints move to
 # previous/ when the new run writes its first; the data modules resume mid-epoch themselves.
@@ -63,7 +64,7 @@ class BigModelCLI(LightningCLI):
                 },
                 "callbacks": [LearningRateMonitor(logging_interval="step"), TokenizerCheckpoint(), StopSafely(),
                               KeepPreviousCheckpoints(), ProgressLog(), BestScoreHParam(), AttentionMaps(),
-                              MaskedPredictions()],
+                              MaskedPredictions(), RetrievalExamples()],
                 "plugins": [{"class_path": "bigmodel.checkpoint_io.AtomicCheckpointIO"}],  # a path: serialisable
             },
             # parse errors raise instead of printing a ~50-line usage block; main() prints them as one line

@@ -16,6 +16,7 @@ import lightning as L
 import torch
 from lightning.fabric.utilities.throughput import get_available_flops
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
@@ -26,6 +27,12 @@ from bigmodel.nn.vision import attention_rollout, cls_attention_maps
 def tensorboards(trainer: L.Trainer) -> list[Any]:
     """The SummaryWriters of the run's TensorBoard loggers (figures and text need one)."""
     return [lg.experiment for lg in trainer.loggers if hasattr(getattr(lg, "experiment", None), "add_figure")]
+
+
+def add_figure(trainer: L.Trainer, tag: str, fig: Any) -> None:
+    """A matplotlib figure into every TensorBoard of the run, at the current step."""
+    for writer in tensorboards(trainer):
+        writer.add_figure(tag, fig, trainer.global_step, close=False)
 
 
 def _sharded(trainer: L.Trainer) -> bool:
@@ -39,6 +46,10 @@ def _first(batch: dict[str, Any], n: int) -> dict[str, Any]:
     size = next(len(v) for v in batch.values() if torch.is_tensor(v) and v.dim() > 0)
     return {k: v[:n].detach().cpu() for k, v in batch.items()
             if torch.is_tensor(v) and v.dim() > 0 and len(v) == size and k != "masked_positions"}
+
+
+def _class_name(names: list[str] | None, index: torch.Tensor) -> str:
+    return names[int(index)] if names else str(int(index))
 
 
 def _format_time(seconds: float) -> str:
@@ -154,20 +165,36 @@ class ProgressLog(Callback):
 
 class BestScoreHParam(Callback):
     """The HParams tab lists every run's hyper-parameters with ``hp_metric``: make that the best value of the
-    checkpoint's monitored metric so far (Lightning's TensorBoardLogger writes -1 there at the start)."""
+    checkpoint's monitored metric so far in a fit. Lightning's TensorBoardLogger would write a placeholder -1 at the
+    start of every run (and of every test and predict, which measure no monitored value): that placeholder is
+    switched off, and the hyper-parameters reach the HParams tab with the first real value instead."""
+
+    def __init__(self) -> None:
+        self._listed: set[int] = set()  # the loggers whose HParams entry is written
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        for logger in trainer.loggers:  # before Lightning logs the hyper-parameters
+            if isinstance(logger, TensorBoardLogger):
+                logger._default_hp_metric = False  # its init argument default_hp_metric, which configs set rarely
+        self._listed.clear()
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         ckpt = trainer.checkpoint_callback
         monitor = getattr(ckpt, "monitor", None)
         current = trainer.callback_metrics.get(monitor) if monitor else None
-        if trainer.sanity_checking or current is None or not trainer.is_global_zero:
+        if (trainer.sanity_checking or current is None or not trainer.is_global_zero
+                or trainer.state.fn != "fit"):
             return
         # the checkpoint callback updates its best after this hook (Lightning runs it last); a resumed run's best
         # comes from its state
         scores = [float(current)] + ([float(ckpt.best_model_score)] if ckpt.best_model_score is not None else [])
         best = max(scores) if ckpt.mode == "max" else min(scores)
         for logger in trainer.loggers:
-            logger.log_metrics({"hp_metric": best}, step=trainer.global_step)
+            if isinstance(logger, TensorBoardLogger) and id(logger) not in self._listed:
+                self._listed.add(id(logger))
+                logger.log_hyperparams(logger.hparams, {"hp_metric": best}, step=trainer.global_step)
+            else:
+                logger.log_metrics({"hp_metric": best}, step=trainer.global_step)
 
 
 class AttentionMaps(Callback):
@@ -207,7 +234,7 @@ class AttentionMaps(Callback):
         if "input_ids" in batch:
             self._draw_text(trainer, attentions, encoder.config.causal)
         else:
-            self._draw_images(trainer, attentions)
+            self._draw_images(trainer, pl_module, attentions)
 
     def _draw_text(self, trainer: L.Trainer, attentions: tuple[torch.Tensor, ...], causal: bool) -> None:
         from bigmodel import visuals
@@ -217,18 +244,20 @@ class AttentionMaps(Callback):
         rollout = attention_rollout(attentions)
         for i, ids in enumerate(self.examples["input_ids"]):
             mask = self.examples.get("attention_mask")
-            n = min(int(mask[i].sum()) if mask is not None else len(ids), self.max_tokens)
+            n = int(mask[i].sum()) if mask is not None else len(ids)  # the real tokens; padding is not drawn
             tokens = (tokenizer.convert_ids_to_tokens(ids[:n].tolist()) if tokenizer is not None
                       else [str(t) for t in ids[:n].tolist()])
             heads = list(range(min(attentions[0].shape[1], self.max_heads)))
             for layer in layers:
                 fig = visuals.attention_heads(attentions[layer][i, :, :n, :n], tokens,
-                                              f"example {i}, layer {layer}", heads)
-                self._add(trainer, f"attention/example{i}/layer{layer}", fig)
+                                              f"example {i}, layer {layer}", heads, self.max_tokens)
+                add_figure(trainer, f"attention/example{i}/layer{layer}", fig)
             if not causal:  # a causal first token sees only itself: nothing to roll out
-                self._add(trainer, f"attention/example{i}/rollout", visuals.token_rollout(rollout[i, :n], tokens))
+                add_figure(trainer, f"attention/example{i}/rollout",
+                          visuals.token_rollout(rollout[i, :n], tokens, max_tokens=self.max_tokens))
 
-    def _draw_images(self, trainer: L.Trainer, attentions: tuple[torch.Tensor, ...]) -> None:
+    def _draw_images(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                     attentions: tuple[torch.Tensor, ...]) -> None:
         from bigmodel import visuals
 
         pixels = self.examples["pixel_values"]
@@ -239,18 +268,21 @@ class AttentionMaps(Callback):
             return
         per_head = cls_attention_maps(attentions, grid)[:, : self.max_heads]
         rollout = attention_rollout(attentions, grid)
+        names = getattr(pl_module, "class_names", None)
+        with torch.no_grad():
+            logits = pl_module.net(pixels.to(pl_module.device))
+        predicted = logits.argmax(-1).cpu() if torch.is_tensor(logits) and logits.dim() == 2 else None
+        labels = self.examples.get("labels")
         for i, image in enumerate(pixels):
             maps = torch.cat([per_head[i], rollout[i][None]])
             titles = [f"head {h}" for h in range(len(per_head[i]))] + ["rollout"]
-            label = f", label {int(self.examples['labels'][i])}" if "labels" in self.examples and \
-                self.examples["labels"].dim() == 1 else ""
-            self._add(trainer, f"attention/example{i}",
-                      visuals.image_attention(image, maps, titles, f"[CLS] attention, last layer{label}"))
+            title = "[CLS] attention, last layer"
+            if labels is not None and labels.dim() == 1:
+                title += f", label {_class_name(names, labels[i])}"
+            if predicted is not None:
+                title += f", predicted {_class_name(names, predicted[i])}"
+            add_figure(trainer, f"attention/example{i}", visuals.image_attention(image, maps, titles, title))
 
-    @staticmethod
-    def _add(trainer: L.Trainer, tag: str, fig) -> None:
-        for writer in tensorboards(trainer):
-            writer.add_figure(tag, fig, trainer.global_step, close=False)
 
 
 class MaskedPredictions(Callback):
@@ -301,3 +333,61 @@ class MaskedPredictions(Callback):
             rows.append(f"| {tokenizer.convert_ids_to_tokens(int(ex['original'][i, j]))} | {guesses} |")
         for writer in tensorboards(trainer):
             writer.add_text("mlm/predictions", "\n".join(rows), trainer.global_step)
+
+
+class RetrievalExamples(Callback):
+    """An image-text model's retrieval at a glance: a few fixed validation images, each beside the ``top_k`` of the
+    split's captions it ranks highest (ticked when they describe it), every ``every_n_epochs`` validations. Under
+    DDP rank zero ranks the captions of its own share (the title says how many)."""
+
+    def __init__(self, every_n_epochs: int = 1, num_examples: int = 2, top_k: int = 5) -> None:
+        """``every_n_epochs: 0`` switches it off."""
+        self.every_n_epochs = every_n_epochs
+        self.num_examples = num_examples
+        self.top_k = top_k
+        self.examples: dict[str, torch.Tensor] | None = None
+        self._captions: list[dict[str, torch.Tensor]] = []
+
+    def _due(self, trainer: L.Trainer, pl_module: L.LightningModule) -> bool:
+        net = getattr(pl_module, "net", None)
+        return bool(self.every_n_epochs and self.num_examples and not trainer.sanity_checking
+                    and hasattr(net, "encode_image") and hasattr(net, "encode_text") and not _sharded(trainer)
+                    and (trainer.current_epoch + 1) % self.every_n_epochs == 0 and trainer.is_global_zero
+                    and tensorboards(trainer))
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._captions = []
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        if not isinstance(batch, dict) or not self._due(trainer, pl_module):
+            return
+        if "pixel_values" in batch and self.examples is None:  # the images loader's first batch, kept for good
+            self.examples = _first(batch, self.num_examples)
+        elif "caption_ids" in batch and "pixel_values" not in batch:  # the captions loader: every batch
+            self._captions.append({k: v.detach().cpu() for k, v in batch.items() if torch.is_tensor(v)})
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.examples is None or not self._captions or not self._due(trainer, pl_module):
+            return
+        from bigmodel import visuals
+
+        net, device = pl_module.net, pl_module.device
+        with torch.no_grad():
+            texts = torch.cat([net.encode_text(b["input_ids"].to(device), None if b.get("attention_mask") is None
+                                               else b["attention_mask"].to(device))[0].float().cpu()
+                               for b in self._captions])
+            images = net.encode_image(self.examples["pixel_values"].to(device))[0].float().cpu()
+        ids = torch.cat([b["caption_ids"] for b in self._captions])
+        tokenizer = trainer.datamodule.tokenizer
+        words = [tokenizer.decode(row, skip_special_tokens=True) for b in self._captions for row in b["input_ids"]]
+        scores, top = (images @ texts.T).topk(min(self.top_k, len(ids)), dim=-1)
+        names = getattr(pl_module, "class_names", None)
+        for i, image in enumerate(self.examples["pixel_values"]):
+            described = set(self.examples["image_caption_ids"][i].tolist()) - {-1}
+            title = f"validation image {i}: its top {len(top[i])} of {len(ids)} captions"
+            if "labels" in self.examples:
+                title += f", label {_class_name(names, self.examples['labels'][i])}"
+            add_figure(trainer, f"retrieval/example{i}", visuals.retrieval_example(
+                image, [words[j] for j in top[i]], scores[i], [int(ids[j]) in described for j in top[i]], title))
+        self._captions = []

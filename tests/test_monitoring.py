@@ -5,14 +5,17 @@ import logging
 import re
 from pathlib import Path
 
+import pytest
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from bigmodel import monitoring
 from bigmodel.cli import BigModelCLI
 from bigmodel.monitoring import ProgressLog
 from tests.test_cli import mlm_config, write_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+TEXT = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "max_position_embeddings": 64}
 
 
 def events(log_dir: str) -> EventAccumulator:
@@ -28,6 +31,24 @@ def pictures(acc: EventAccumulator, tag: str) -> list[Image.Image]:
     return out
 
 
+@pytest.fixture
+def drawn(monkeypatch) -> dict[str, list]:
+    """Every figure the monitoring callbacks send to TensorBoard, by tag (they still go there)."""
+    figures: dict[str, list] = {}
+    add = monitoring.add_figure
+
+    def record(trainer, tag, fig):
+        figures.setdefault(tag, []).append(fig)
+        add(trainer, tag, fig)
+
+    monkeypatch.setattr(monitoring, "add_figure", record)
+    return figures
+
+
+def colorbars(fig) -> int:
+    return sum(im.colorbar is not None for ax in fig.axes for im in ax.images)
+
+
 def fit_quietly_logged(args: list[str]) -> BigModelCLI:
     """A fit whose progress lines come every step (they come every minute in a batch job)."""
     cli = BigModelCLI(args=args, run=False)
@@ -38,7 +59,7 @@ def fit_quietly_logged(args: list[str]) -> BigModelCLI:
 
 
 def test_mlm_fit_writes_attention_maps_guesses_speed_and_hparams_and_logs_progress_lines(tmp_path, pydoc_text,
-                                                                                         caplog):
+                                                                                         caplog, drawn):
     config = mlm_config(tmp_path, pydoc_text, max_epochs=2, limit_train_batches=6, limit_val_batches=2,
                         log_every_n_steps=2, callbacks=[{"class_path": "bigmodel.monitoring.AttentionMaps",
                                                          "init_args": {"layers": [-1], "num_examples": 2}}])
@@ -52,12 +73,20 @@ def test_mlm_fit_writes_attention_maps_guesses_speed_and_hparams_and_logs_progre
     for tag in ("attention/example0/layer1", "attention/example1/rollout"):
         shots = pictures(acc, tag)
         assert len(shots) == 2 and shots[0].size[0] > 200 and shots[0].size[1] > 50, tag  # one per validation
+    # 64-token blocks, 40 drawn, and the title says so; a colour bar per head; the rollout leaves [CLS] out
+    heads = drawn["attention/example0/layer1"][-1]
+    assert heads.get_suptitle() == "example 0, layer 1: first 40 of 64 tokens" and colorbars(heads) == 2
+    rollout = drawn["attention/example0/rollout"][-1]
+    strip = next(ax for ax in rollout.axes if ax.get_xticklabels())
+    assert len(strip.get_xticklabels()) == 39 and "[CLS]" not in {t.get_text() for t in strip.get_xticklabels()}
+    assert "[CLS] keeps" in strip.get_title() and colorbars(rollout) == 1
     text = acc.Tensors("mlm/predictions/text_summary")[-1].tensor_proto.string_val[0].decode()
     assert "**example 0:**" in text and "[MASK]" in text and "| true | top 5 |" in text
     assert len(re.findall(r"^\| \S+ \| (\S+ 0\.\d\d, ){4}\S+ 0\.\d\d \|$", text, re.M)) >= 3
     assert "_hparams_/session_start_info" in acc.PluginTagToContent("hparams")  # the HParams tab
     best = cli.trainer.checkpoint_callback.best_model_score.item()
     assert abs(acc.Scalars("hp_metric")[-1].value - best) < 1e-6  # the HParams column: the best val/loss
+    assert [s.step for s in acc.Scalars("hp_metric")] == [6, 12]  # from the first validation: no -1 placeholder
     assert all(s.value > 0 for s in acc.Scalars("perf/samples_per_sec"))
     assert all(s.value > 0 for s in acc.Scalars("perf/tokens_per_sec"))
     assert [s.step for s in acc.Scalars("train/grad_norm")] == [1, 3, 5, 7, 9, 11]  # logged with the others
@@ -68,7 +97,7 @@ def test_mlm_fit_writes_attention_maps_guesses_speed_and_hparams_and_logs_progre
     assert sum(r.getMessage().startswith("validation at step ") for r in caplog.records) == 2
 
 
-def test_vit_fit_and_test_write_image_attention_and_confusion_matrices(tmp_path):
+def test_vit_fit_and_test_write_image_attention_and_confusion_matrices(tmp_path, drawn):
     config = str(ROOT / "experiments" / "quickstart" / "digits_vit.yaml")
     common = ["--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
               "--trainer.accelerator", "cpu", "--trainer.limit_val_batches", "2"]
@@ -78,7 +107,35 @@ def test_vit_fit_and_test_write_image_attention_and_confusion_matrices(tmp_path)
     (attention,) = pictures(acc, "attention/example0")
     (confusion,) = pictures(acc, "val/confusion_matrix")
     assert attention.size[0] > 400 and confusion.size[0] > confusion.size[1] > 300  # two panels side by side
+    (figure,) = drawn["attention/example0"]
+    # the example's label and the model's guess, by class name; a colour bar beside each of 4 heads and the rollout
+    assert re.fullmatch(r"\[CLS\] attention, last layer, label \d, predicted \d", figure.get_suptitle())
+    assert colorbars(figure) == 5
     best = str(Path(cli.trainer.checkpoint_callback.dirpath) / "best.ckpt")
     test = BigModelCLI(args=["test", "-c", config, "--ckpt_path", best, *common])
     tags = events(test.trainer.log_dir).Tags()
     assert "test/confusion_matrix" in tags["images"] and "test/confusion_matrix/text_summary" in tags["tensors"]
+    assert "hp_metric" not in tags["scalars"]  # a test measures no best-so-far
+    predict = BigModelCLI(args=["predict", "-c", config, "--ckpt_path", best, *common])
+    # predictions.csv beside, and no TensorBoard run that holds a placeholder hp_metric alone
+    assert (Path(predict.trainer.log_dir) / "predictions.csv").is_file()
+    assert events(predict.trainer.log_dir).Tags()["scalars"] == []
+
+
+def test_image_text_fit_shows_validation_images_beside_their_top_captions(tmp_path, drawn):
+    config = str(ROOT / "experiments" / "quickstart" / "digits_image_text.yaml")
+    cli = BigModelCLI(args=["fit", "-c", config, "--trainer.logger.init_args.save_dir", str(tmp_path),
+                            "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu",
+                            "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+                            "--model.init_args.encoder_config", str(TEXT)])
+    acc = events(cli.trainer.log_dir)
+    assert len(pictures(acc, "retrieval/example0")) == len(pictures(acc, "retrieval/example1")) == 1
+    captions = cli.trainer.datamodule.splits["validation"].captions
+    figure = drawn["retrieval/example0"][0]
+    assert re.fullmatch(rf"validation image 0: its top 5 of {len(captions)} captions, label \d",
+                        figure.get_suptitle())
+    bars = next(ax for ax in figure.axes if ax.patches)
+    shown = [t.get_text().removeprefix("✓ ") for t in bars.get_yticklabels()]
+    assert len(shown) == 5 and all(c in {c.lower() for c in captions} for c in shown), shown  # decoded captions
+    widths = [p.get_width() for p in bars.patches]
+    assert widths == sorted(widths, reverse=True) and -1 <= widths[-1] <= widths[0] <= 1  # cosine, best first

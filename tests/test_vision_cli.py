@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import torch
-from PIL import Image
+
+from bigmodel.data.image_sources import write_digit_images
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,16 +40,15 @@ def test_digits_cnn_quickstart_fits_tests_and_predicts_in_subprocesses(tmp_path)
     assert total == 360  # the fixed test split
     assert correct / total > 0.7, f"test accuracy {correct / total:.2f} after 4 epochs (chance 0.10)"
     photos = tmp_path / "photos"
-    photos.mkdir()
-    for i in range(3):
-        Image.new("L", (32, 32), color=60 * i).save(photos / f"digit{i}.png")
+    written = write_digit_images(photos)  # the README's way to get digits to predict
     out = tmp_path / "labels.csv"
     predict = run("predict", "-c", config, "--ckpt_path", str(ckpt_dir / "best.ckpt"), *common,
                   "--data.init_args.predict_dir", str(photos), "--predictions.output", str(out))
     assert predict.returncode == 0, predict.stderr[-2000:]
     rows = list(csv.DictReader(out.open()))
-    assert [Path(r["path"]).name for r in rows] == ["digit0.png", "digit1.png", "digit2.png"]
-    assert all(r["class_name"] in [str(d) for d in range(10)] for r in rows)
+    assert sorted(Path(r["path"]).name for r in rows) == sorted(p.name for p in written)
+    right = sum(Path(r["path"]).stem.endswith(f"label{r['class_name']}") for r in rows)
+    assert right >= 6, f"{right} of 10 test digits right after 4 epochs (test accuracy > 0.7 above)"
     assert abs(sum(float(rows[0][f"prob_{d}"]) for d in range(10)) - 1) < 1e-4
 
 
@@ -89,7 +89,8 @@ def test_cifar10_vit_recipe_runs_end_to_end_on_cifar_shaped_data(tmp_path, monke
 def test_fine_tune_from_a_hugging_face_vit_directory_through_the_cli(tmp_path, capsys):
     """init_from a saved HF ViT (the Hub's layout) at another image size and class count: positions resampled,
     new head, every other tensor equal to the HF weights at fit start."""
-    transformers = __import__("pytest").importorskip("transformers")
+    import transformers
+
     from bigmodel.cli import BigModelCLI
 
     hf_config = transformers.ViTConfig(image_size=8, patch_size=2, num_channels=1, hidden_size=32,

@@ -83,6 +83,21 @@ def load_digits_splits() -> TensorSplits:
     )
 
 
+
+def write_digit_images(directory: str | Path, count: int = 10) -> list[Path]:
+    """The first ``count`` digits of the fixed test split as 8x8 grey PNGs named by their label
+    (``test<i>_label<d>.png``): images to try ``bigmodel predict --data.init_args.predict_dir`` on, none of which
+    the quickstart models trained on."""
+    from torchvision.transforms.functional import to_pil_image
+
+    images, labels = load_digits_splits().test
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"test{i}_label{int(labels[i])}.png" for i in range(min(count, len(labels)))]
+    for i, path in enumerate(paths):
+        to_pil_image(images[i]).save(path)
+    return paths
+
 # The usual per-channel statistics of each training set (pixel values in [0, 1]).
 _TORCHVISION = {
     "cifar10": (CIFAR10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),

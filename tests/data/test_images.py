@@ -140,3 +140,15 @@ def test_on_device_batches_reach_a_bf16_true_model_in_its_dtype(tmp_path):
                         enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path)
     trainer.fit(task, dm)
     assert trainer.global_step == 2 and torch.isfinite(trainer.callback_metrics["train/loss"])
+
+
+def test_write_digit_images_saves_test_digits_under_their_labels(tmp_path):
+    from bigmodel.data.image_sources import load_digits_splits, write_digit_images
+
+    images, labels = load_digits_splits().test
+    paths = write_digit_images(tmp_path / "my_digits", count=4)
+    assert [p.name for p in paths] == [f"test{i}_label{int(labels[i])}.png" for i in range(4)]
+    for i, path in enumerate(paths):
+        picture = Image.open(path)
+        assert picture.mode == "L" and picture.size == (8, 8)
+        assert torch.equal(torch.tensor(list(picture.getdata()), dtype=torch.uint8).view(1, 8, 8), images[i])

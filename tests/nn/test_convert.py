@@ -2,11 +2,10 @@
 
 import pytest
 import torch
+import transformers
 
-transformers = pytest.importorskip("transformers")
-
-from bigmodel.nn import EncoderConfig, MaskedLanguageModel  # noqa: E402
-from bigmodel.nn.convert import convert_hf_bert  # noqa: E402
+from bigmodel.nn import EncoderConfig, MaskedLanguageModel
+from bigmodel.nn.convert import convert_hf_bert
 
 
 def test_hf_bert_weights_give_identical_outputs():

@@ -182,7 +182,8 @@ def test_config_round_trip_hf_refusal_and_lora_targets():
 
 def test_matches_hugging_face_bert_cross_attention():
     """HF's BERT decoder layer (causal self-attention, then cross-attention, then FFN, post-LN) with its weights."""
-    transformers = pytest.importorskip("transformers")
+    import transformers
+
     hf_cfg = transformers.BertConfig(
         vocab_size=97, hidden_size=H, num_hidden_layers=2, num_attention_heads=2, intermediate_size=4 * H,
         max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, is_decoder=True,

@@ -140,12 +140,12 @@ def test_zero_shot_classifier_averages_templates_per_class():
     assert classes[1].abs().sum() == 0  # opposite templates cancel: F.normalize leaves zeros, no NaN
 
 
-def _tiny(fusion_layers: int = 0) -> ImageTextModel:
+def _tiny(fusion_layers: int = 0, text_pooling: str = "mean") -> ImageTextModel:
     vit = VisionTransformer(0, "vit-cifar-tiny", {"image_size": 8, "patch_size": 4, "num_channels": 1, "num_layers": 1,
                                                   "hidden_size": 32, "num_heads": 2, "intermediate_size": 64})
     text = EncoderConfig.from_name("bert-tiny", vocab_size=50, num_layers=1, hidden_size=16, num_heads=2,
                                    intermediate_size=32)
-    return ImageTextModel(vit, text, embed_dim=8, fusion_layers=fusion_layers)
+    return ImageTextModel(vit, text, embed_dim=8, fusion_layers=fusion_layers, text_pooling=text_pooling)
 
 
 def test_towers_give_unit_embeddings_and_the_fusion_matches_pairs():
@@ -170,3 +170,22 @@ def test_a_non_vit_image_tower_is_refused():
 
     with pytest.raises(ValueError, match="VisionTransformer"):
         ImageTextModel(SmallCNN(10), EncoderConfig.from_name("bert-tiny"))
+
+
+def test_cls_pooling_embeds_the_first_state_and_mean_pooling_skips_padding():
+    """text_pooling: cls is the projected [CLS] state (ALBEF); mean averages the unpadded tokens only."""
+    torch.manual_seed(0)
+    cls_model = _tiny(text_pooling="cls").eval()
+    mean_model = _tiny().eval()
+    mean_model.load_state_dict(cls_model.state_dict())  # the same weights, pooled the other way
+    ids, mask = torch.randint(5, 50, (2, 6)), torch.ones(2, 6, dtype=torch.long)
+    mask[1, 3:] = 0
+    with torch.no_grad():
+        states = cls_model.text_encoder(ids, mask).last_hidden_state
+        embeds, _ = cls_model.encode_text(ids, mask)
+        mean, _ = mean_model.encode_text(ids, mask)
+    torch.testing.assert_close(embeds, F.normalize(cls_model.text_projection(states[:, 0]), dim=-1))
+    torch.testing.assert_close(mean[1], F.normalize(cls_model.text_projection(states[1, :3].mean(0)), dim=-1))
+    assert not torch.allclose(embeds, mean)
+    with pytest.raises(ValueError, match="text_pooling 'max': choose mean or cls"):
+        _tiny(text_pooling="max")

@@ -7,7 +7,8 @@ import torch
 @pytest.fixture(scope="module")
 def hf_bert(tmp_path_factory, pydoc_text):
     """A small randomly initialised BertForMaskedLM and its WordPiece tokenizer, as save_pretrained writes them."""
-    transformers = pytest.importorskip("transformers")
+    import transformers
+
     from bigmodel.data.tokenizer import train_wordpiece
 
     path = tmp_path_factory.mktemp("hf") / "bert-small-mlm"

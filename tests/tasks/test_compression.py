@@ -9,14 +9,13 @@ import shutil
 import lightning
 import pytest
 import torch
+import transformers
 
-transformers = pytest.importorskip("transformers")
-
-from bigmodel.cli import BigModelCLI, main  # noqa: E402
-from bigmodel.data import builtin  # noqa: E402
-from bigmodel.tasks import ClassificationTask  # noqa: E402
-from bigmodel.tasks.checkpoints import resolve  # noqa: E402
-from tests.test_cli import finetune_config, write_yaml  # noqa: E402
+from bigmodel.cli import BigModelCLI, main
+from bigmodel.data import builtin
+from bigmodel.tasks import ClassificationTask
+from bigmodel.tasks.checkpoints import resolve
+from tests.test_cli import finetune_config, write_yaml
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+import transformers
 
-transformers = pytest.importorskip("transformers")
-
-from bigmodel.cli import BigModelCLI  # noqa: E402
-from tests.test_cli import finetune_config, mlm_config, write_yaml  # noqa: E402
+from bigmodel.cli import BigModelCLI
+from tests.test_cli import finetune_config, mlm_config, write_yaml
 
 
 def test_a_hugging_face_directory_fine_tunes_a_classifier_through_the_cli(hf_bert, tmp_path):
