@@ -15,7 +15,9 @@ from bigmodel.data.sources import default_cache_dir
 
 
 class DataModule(L.LightningDataModule):
-    """Args (under ``data.init_args`` in YAML):
+    """Settings every data module shares (under ``data.init_args`` in YAML).
+
+    Args:
         batch_size: per device; the effective batch also multiplies by devices and gradient accumulation.
         num_workers: DataLoader worker processes.
         validation_fraction: share of train held out when the source has no validation split.
@@ -108,8 +110,12 @@ class DataModule(L.LightningDataModule):
 
 
 class TextDataModule(DataModule):
-    """Args: ``num_proc``: processes for ``datasets.map`` (tokenising is cached, so only the first run pays);
-    the rest as ``DataModule``."""
+    """A data module of tokenised text.
+
+    Args:
+        num_proc: processes for ``datasets.map`` (tokenising is cached, so only the first run pays).
+        **kwargs: batch size, workers, validation split, seed, cache: see ``DataModule``.
+    """
 
     def __init__(self, num_proc: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)

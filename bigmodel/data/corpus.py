@@ -27,9 +27,13 @@ class CorpusDataModule(TextDataModule):
         dataset_config: the dataset's configuration (``wikitext-103-raw-v1``).
         train_files: local .txt/.jsonl/.csv/.tsv/.parquet files or globs (one document per line for .txt).
         validation_files: held-out files; without them ``validation_fraction`` of train is held out.
+        text_column: the column of texts (``.txt`` files: ``text``).
         column_names: names for the columns of .csv/.tsv files that have no header row.
         tokenizer: a tokenizer directory, bigmodel checkpoint or hub name; None trains a WordPiece on the corpus.
         wordpiece_vocab_size: vocabulary size of the trained WordPiece.
+        lowercase: the trained WordPiece lowercases the texts.
+        block_size: tokens per block, [CLS] included: the sequence length the model trains on.
+        mlm_probability: ``mlm``: share of each block's tokens chosen for prediction (BERT's 80/10/10 masking).
         objective: ``mlm`` masks 15% of each block (``MLMTask``); ``causal`` gives whole blocks as their own labels
             (``CausalLMTask``).
         masked_positions_multiple_of: ``mlm``: pad each batch's masked positions (ignored in loss and accuracy) to a

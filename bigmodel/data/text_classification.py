@@ -27,19 +27,28 @@ SPLITS = ("train", "validation", "test")
 
 
 class TextClassificationDataModule(TextDataModule):
-    """Args:
+    """Labelled texts (or text pairs) for ``ClassificationTask`` and ``PromptClassificationTask``.
+
+    Args:
         tokenizer: a bigmodel checkpoint (its embedded tokenizer), a tokenizer directory, or a hub name; None
             trains a WordPiece on the training texts (``wordpiece_vocab_size``, ``lowercase``; cached).
         dataset: hub name (``glue`` with ``dataset_config: sst2``, ``imdb``, ``ag_news``) or
             ``builtin:pydoc-topics`` (offline); None for local files.
-        train_files / validation_files / test_files: local CSV/TSV/JSON(L)/Parquet files or globs.
+        dataset_config: the hub dataset's configuration name (``sst2`` of ``glue``).
+        train_files: local CSV/TSV/JSON(L)/Parquet files or globs to train on.
+        validation_files: files or globs to validate on; without them ``validation_fraction`` of train is held out.
+        test_files: files or globs for ``bigmodel test``.
         predict_files: texts to label with ``bigmodel predict``: a .txt (one text per line) or a table.
-        text_column / text_pair_column / label_column: column names (pairs for tasks like MNLI).
+        text_column: the column of texts.
+        text_pair_column: the column of second texts, for pair tasks such as MNLI; None for single texts.
+        label_column: the column of labels: class names, or class ids 0..C-1.
         column_names: names for the columns of .csv/.tsv files without a header row, e.g. ``[text, label]``.
         label_names: class names in label-id order; taken from the data when omitted (a ``ClassLabel``
-            feature, else the sorted string labels, else ``0..C-1``). Given, no training data is needed to
-            test or predict.
+            feature, else the sorted string labels, else ``0..C-1`` named ``'0'``, ``'1'``, ...). Given, no
+            training data is needed to test or predict.
         max_length: longer texts are truncated (the number truncated is reported).
+        wordpiece_vocab_size: vocabulary size of the WordPiece trained when ``tokenizer`` is None.
+        lowercase: that WordPiece lowercases the texts.
         train_examples_per_class: few-shot training: ``k`` examples of each class drawn from the training data
             by ``seed`` (the same examples for any task given the same seed); validation and test stay whole.
         template: prompt-based classification (``bigmodel.tasks.PromptClassificationTask``): each text becomes

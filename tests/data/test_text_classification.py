@@ -272,3 +272,26 @@ def test_the_cli_reads_group_by_length_and_pad_to_multiple_of(capsys):
                           "--print_config"])
     data = yaml.safe_load(capsys.readouterr().out)["data"]["init_args"]
     assert data["group_by_length"] is True and data["pad_to_multiple_of"] is None
+
+
+def test_data_help_describes_every_argument_of_every_data_module(capsys):
+    """``--data.help`` shows each init argument's description, read from the class docstring's ``Args:``."""
+    import re
+
+    from jsonargparse import ArgumentParser
+
+    import bigmodel.data as data
+    from bigmodel.cli import BigModelCLI
+
+    with pytest.raises(SystemExit):
+        BigModelCLI(args=["fit", "--data.help", "TextClassificationDataModule"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert re.search(r"--data\.text_column TEXT_COLUMN the column of texts\. \(type: str, default: text\)", text)
+    assert "--data.label_names LABEL_NAMES, --data.label_names+ LABEL_NAMES class names in label-id order" in text
+    assert "--data.batch_size BATCH_SIZE per device;" in text  # inherited from DataModule
+    for cls in (data.TextClassificationDataModule, data.CorpusDataModule, data.ImageDataModule,
+                data.ImageTextDataModule):
+        parser = ArgumentParser()
+        parser.add_class_arguments(cls, "data")
+        undescribed = [a.dest for a in parser._actions if a.dest.startswith("data.") and not (a.help or "").strip()]
+        assert undescribed == [], cls.__name__
