@@ -13,7 +13,8 @@ from torch.utils.data import DataLoader
 
 from bigmodel.data.collators import CausalLMCollator, MLMCollator, collate_prompts
 from bigmodel.data.base import TextDataModule
-from bigmodel.data.sources import Files, blank_rows, check_columns, ensure_validation, expand_files, load_source
+from bigmodel.data.sources import (Files, blank_rows, check_columns, ensure_validation, expand_files, load_source,
+                                   read_lines)
 from bigmodel.data.tokenizer import cached_wordpiece, load_tokenizer
 
 
@@ -137,8 +138,8 @@ class CorpusDataModule(TextDataModule):
         """One prompt per non-empty line, as a block begins: [CLS] then the tokens, no [SEP] (the text goes on)."""
         if self.hparams.predict_files is None:
             raise ValueError("bigmodel predict needs prompts: set --data.init_args.predict_files (a .txt, one per line)")
-        texts = [line.rstrip("\n") for f in expand_files(self.hparams.predict_files, "predict")
-                 for line in open(f, encoding="utf-8") if line.strip()]
+        texts = [line for line in read_lines(expand_files(self.hparams.predict_files, "predict"), "predict")
+                 if line.strip()]
         ids = self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
         return Dataset.from_dict({"text": texts, "input_ids": [[self.tokenizer.cls_token_id] + x for x in ids]})
 

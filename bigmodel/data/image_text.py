@@ -29,6 +29,7 @@ from transformers import PreTrainedTokenizerBase
 from bigmodel.data.augment import AugmentConfig, sample_transform
 from bigmodel.data.base import DataModule
 from bigmodel.data.collators import ClassificationCollator
+from bigmodel.data.sources import not_utf8
 from bigmodel.data.image_sources import IMAGENET_MEAN, IMAGENET_STD, ImageFiles, list_images, load_digits_splits
 from bigmodel.data.tokenizer import cached_wordpiece, load_tokenizer
 from bigmodel.hub import HubUnavailableError, hub_offline_mode, hub_reachable, offline_message
@@ -365,11 +366,14 @@ class ImageTextDataModule(DataModule):
 
     def _load_csv(self, path: Path) -> dict[str, CaptionedSplit]:
         hp = self.hparams
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            columns = [c.strip() for c in reader.fieldnames or []]
-            reader.fieldnames = columns
-            rows = list(reader)
+        try:
+            with open(path, newline="", encoding="utf-8-sig") as f:
+                reader = csv.DictReader(f)
+                columns = [c.strip() for c in reader.fieldnames or []]
+                reader.fieldnames = columns
+                rows = list(reader)
+        except UnicodeDecodeError:
+            raise ValueError(not_utf8("captions", [str(path)])) from None
         where = f"CSV file {str(path)!r}"
         default = hp.image_column == "image" and "image" not in columns and "path" in columns
         image_column = "path" if default else hp.image_column
