@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from bigmodel.data.sampling import EpochIndexed, ResumableSampler
@@ -54,6 +55,12 @@ class DataModule(L.LightningDataModule):
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         sampler = ResumableSampler(len(dataset), hp.seed, rank=rank, world_size=world, lengths=lengths,
                                    batch_size=hp.batch_size)
+        share = -(-len(dataset) // world)
+        if hp.batch_size > share:
+            each = f" ({share} per device)" if world > 1 else ""
+            rank_zero_warn(f"batch_size {hp.batch_size} is larger than the {len(dataset)} training examples{each}: "
+                           f"every step trains on all of them (one batch per epoch); a smaller batch_size gives "
+                           "more steps")
         if self._resume is not None:  # restored mid-epoch: skip what this rank already trained on
             epoch, consumed = self._resume
             sampler.resume(epoch, consumed * hp.batch_size)  # nothing is skipped if that epoch had finished
