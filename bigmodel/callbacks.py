@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import ModelSummary as LightningModelSummary
+from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
 from lightning.pytorch.utilities import rank_zero_info
 
 from bigmodel.checkpoint_io import AtomicCheckpointIO
@@ -109,6 +111,58 @@ class Checkpoint(ModelCheckpoint):
     def _refresh_last(self, trainer: L.Trainer) -> None:
         if self.save_last and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def _save_topk_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict[str, Any]) -> None:
+        """Before the first validation there is no ``val/...`` score to choose the best by: no best.ckpt yet, and
+        not Lightning's "could not find the monitored key ... Did you call log()?" (the fit's last line says so)."""
+        if (self.monitor and self.monitor.startswith("val") and self.monitor not in monitor_candidates
+                and not trainer.fit_loop.epoch_loop.val_loop._has_run):
+            return
+        super()._save_topk_checkpoint(trainer, monitor_candidates)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """One line: where the checkpoints are and the best monitored value."""
+        if trainer.fast_dev_run or not trainer.is_global_zero or not self.dirpath:
+            return
+        saved = []
+        if self.best_model_path and os.path.isfile(self.best_model_path):
+            score = f" {self.monitor} {float(self.best_model_score):.4g}" if self.best_model_score is not None else ""
+            saved.append(f"{os.path.basename(self.best_model_path)} (best{score})")
+        last = self.last_model_path or os.path.join(self.dirpath, "last.ckpt")
+        if self.save_last and os.path.isfile(last):
+            saved.append(f"{os.path.basename(last)} (step {trainer.global_step})")
+        if not saved:
+            return
+        no_best = (f"; no best.ckpt: no validation ran, so there was no {self.monitor} to choose it by"
+                   if self.monitor and self.save_top_k and not self.best_model_path
+                   and not trainer.fit_loop.epoch_loop.val_loop._has_run else "")
+        rank_zero_info(f"Checkpoints in {self.dirpath}: {', '.join(saved)}{no_best}")
+
+
+class ModelSummary(LightningModelSummary):
+    """Lightning's model summary as a plain table (a log file shows it as printed) without the FLOPs column and
+    total when they were not measured: Lightning counts FLOPs only for a model that declares an
+    ``example_input_array``, and prints zeros otherwise."""
+
+    @staticmethod
+    def summarize(summary_data: list[tuple[str, list[str]]], total_parameters: int, trainable_parameters: int,
+                  model_size: float, total_training_modes: dict[str, int], total_flops: int, **kwargs: Any) -> None:
+        if not total_flops:
+            summary_data = [column for column in summary_data if column[0] != "FLOPs"]
+        table = _format_summary_table(total_parameters, trainable_parameters, model_size, total_training_modes,
+                                      total_flops, *summary_data)
+        if not total_flops:
+            table = table.rsplit("\n", 1)[0]  # "0  Total Flops"
+        rank_zero_info("\n" + table)
+
+
+class ProgressBar(RichProgressBar):
+    """Lightning's rich progress bar without ``v_num`` (the logger's version number, shown as a metric: 0.000)."""
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return items
 
 
 class KeepPreviousCheckpoints(Callback):

@@ -7,10 +7,12 @@ import signal
 import sys
 import warnings
 
+import datasets
 import lightning as L
 import torch
 from jsonargparse import ArgumentError
-from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, RichModelSummary, RichProgressBar, Timer
+from lightning.pytorch.callbacks import ModelSummary as LightningModelSummary
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -21,11 +23,20 @@ from bigmodel.__main__ import COMMANDS, OVERVIEW
 from bigmodel.callbacks import (
     Checkpoint,
     KeepPreviousCheckpoints,
+    ModelSummary,
     PredictionWriter,
+    ProgressBar,
     TokenizerCheckpoint,
     default_checkpoint_dir,
 )
-from bigmodel.monitoring import AttentionMaps, BestScoreHParam, MaskedPredictions, ProgressLog, RetrievalExamples
+from bigmodel.monitoring import (
+    AttentionMaps,
+    BestScoreHParam,
+    MaskedPredictions,
+    ProgressLog,
+    RetrievalExamples,
+    interactive,
+)
 from bigmodel.stopping import RunStopped, StopSafely
 from bigmodel.tasks import base
 
@@ -50,6 +61,8 @@ class BigModelCLI(LightningCLI):
                 self._lock.release()
 
     def _init(self, args, run: bool) -> None:
+        if not interactive():  # a batch job's log: no 'Generating train split' or 'Map:' bars
+            datasets.disable_progress_bars()
         super().__init__(
             model_class=base.Task,
             datamodule_class=L.LightningDataModule,
@@ -182,19 +195,37 @@ class BigModelCLI(LightningCLI):
         return meta
 
     def instantiate_trainer(self, **kwargs):
-        """As Lightning's, but ``--trainer.enable_checkpointing false`` drops the default ModelCheckpoint."""
+        """As Lightning's, but ``--trainer.enable_checkpointing false`` drops the default ModelCheckpoint, and
+        output that goes to a file gets no progress bar (ProgressLog writes lines there)."""
         extra = [self._get(self.config_init, key) for key in self._parser(self.subcommand).callback_keys]
         config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
         if config.get("enable_checkpointing") is False:
             extra = [cb for cb in extra if not isinstance(cb, L.pytorch.callbacks.ModelCheckpoint)]
+        if config.get("enable_progress_bar") is None and not interactive():
+            config["enable_progress_bar"] = False  # a bar in a file is its last frame, or a line per refresh
         given = list(config.get("callbacks") or [])
         trainer = self._instantiate_trainer(config, extra)
         # a monitoring callback in the config's trainer.callbacks replaces the default one of its class (settings,
         # or switching it off), instead of running twice
         defaults = [cb for cb in self.trainer_defaults["callbacks"] if isinstance(cb, MONITORS)
                     and any(type(g) is type(cb) for g in given)]
-        trainer.callbacks[:] = [cb for cb in trainer.callbacks if not any(cb is d for d in defaults)]
+        if not trainer.loggers:  # --trainer.logger false: a legitimate run (smoke tests, benchmarks, sweeps)
+            defaults += [cb for cb in self.trainer_defaults["callbacks"] if isinstance(cb, LearningRateMonitor)]
+            if self.subcommand == "fit":
+                rank_zero_info("No logger (--trainer.logger false): no learning-rate monitor, TensorBoard scalars "
+                               "or figures; checkpoints and the progress output are as usual")
+        trainer.callbacks[:] = [self._bigmodel_default(cb) for cb in trainer.callbacks
+                                if not any(cb is d for d in defaults)]
         return trainer
+
+    @staticmethod
+    def _bigmodel_default(callback: L.Callback) -> L.Callback:
+        """Lightning's default model summary and progress bar (not one the config chose) as bigmodel shows them."""
+        if type(callback) in (LightningModelSummary, RichModelSummary):
+            return ModelSummary(max_depth=callback._max_depth)
+        if type(callback) is RichProgressBar:
+            return ProgressBar()
+        return callback
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
@@ -222,6 +253,12 @@ class BigModelCLI(LightningCLI):
             rank_zero_info(f"Wrote {', '.join(files)} and the TensorBoard logs to {directory}")
 
     def before_fit(self) -> None:
+        trainer = self.trainer
+        stops = (EarlyStopping, Timer)
+        if trainer.max_epochs == -1 and trainer.max_steps == -1 and not any(isinstance(cb, stops) for cb in
+                                                                           trainer.callbacks):
+            rank_zero_warn("--trainer.max_epochs -1 with no max_steps, max_time or EarlyStopping: this fit trains "
+                           "until it is stopped (Ctrl-C or SIGTERM writes last.ckpt first)")
         if self._lock is None and runs.launch_rank_zero() and not self.trainer.fast_dev_run:
             # a logger whose directory the config did not tell
             directory = next((cb.dirpath for cb in self.trainer.checkpoint_callbacks if cb.dirpath), None)

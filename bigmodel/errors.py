@@ -42,7 +42,7 @@ def own_error(err: BaseException) -> BaseException | None:
 
     jsonargparse wraps an error raised in a class's ``__init__`` in a multi-line report; the chain keeps ours.
     """
-    for e in _chain(err):
+    for e in error_chain(err):
         tb = e.__traceback__
         while tb is not None and tb.tb_next is not None:
             tb = tb.tb_next
@@ -52,7 +52,7 @@ def own_error(err: BaseException) -> BaseException | None:
     return None
 
 
-def _chain(err: BaseException) -> list[BaseException]:
+def error_chain(err: BaseException) -> list[BaseException]:
     seen: list[BaseException] = []
     current: BaseException | None = err
     while current is not None and current not in seen:
@@ -99,7 +99,7 @@ _OS_HINTS = {
 def os_error_message(error: BaseException) -> str | None:
     """Disk and permission failures (full, read-only, not allowed) as one line naming the path; None for others.
     Checkpoints are written to a temporary file and swapped in, so such a failure leaves the previous ones whole."""
-    err = next((e for e in _chain(error) if isinstance(e, OSError) and e.errno in _OS_HINTS), None)
+    err = next((e for e in error_chain(error) if isinstance(e, OSError) and e.errno in _OS_HINTS), None)
     if err is None:
         return None
     where = f" {err.filename!r}" if err.filename else ""

@@ -57,6 +57,11 @@ def _format_time(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def interactive() -> bool:
+    """Output goes to a terminal (not a file, as in SLURM or nohup): progress bars there, ProgressLog lines else."""
+    return sys.stdout.isatty()
+
+
 class ProgressLog(Callback):
     """A progress line every ``every_seconds`` when output goes to a file (SLURM, nohup), where the interactive bar
     writes nothing readable; samples/s and tokens/s (padded), MFU on a GPU whose peak FLOPs are known, and the
@@ -77,7 +82,7 @@ class ProgressLog(Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.lines is None:
-            self.lines = not sys.stdout.isatty()
+            self.lines = not interactive()
         self._t0 = self._interval_start = self._last_line = time.perf_counter()
         self._samples = self._tokens = 0
         self._step = self._start_step = trainer.global_step  # a resumed run's elapsed time covers only its own steps

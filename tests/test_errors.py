@@ -25,8 +25,12 @@ EXPECTED = {
     "missing text column": ["text column 'body' not found; columns are ['text']"],
     "missing label column": ["label column 'label' not found; columns are ['text', 'target']",
                              "set data.init_args.label_column"],
-    "label id outside the classes": ["test has label ids [7] outside 0..1"],
-    "unknown label name": ["validation has labels ['neutral'] that are not among the classes ['neg', 'pos']"],
+    "label id outside the classes": ["test file '", "test.csv' has label ids [7] outside 0..1"],
+    "unknown label name": ["validation file '", "val.csv' has labels ['neutral'] that are not among the training "
+                           "classes ['neg', 'pos']; add training examples of them, or list every class in "
+                           "data.init_args.label_names"],
+    "text not in UTF-8": ["train file '", "latin.csv' is not UTF-8 text: line 2 has the byte 0xe9",
+                          "re-save the file as UTF-8"],
     "empty data file": ["is empty; give a file with data"],
     "empty split": ["the test split is empty:", "has no rows (only a header?); add data or leave test_files unset"],
     "init_from missing": ["missing.ckpt' does not exist; point it to a checkpoint (.ckpt), a state-dict file, a "
@@ -102,6 +106,7 @@ def cases(tmp: Path, pydoc_text: Path, mlm_ckpt: str, cls_ckpt: str) -> list[dic
     bad_column["data"]["init_args"]["text_column"] = "body"
     (tmp / "broken.ckpt").write_bytes(b"\x00" * 100)
     (tmp / "empty.csv").write_text("")
+    (tmp / "latin.csv").write_bytes("text,label\ncafé,0\nthé,1\n".encode("latin-1"))
     from bigmodel.data.tokenizer import train_wordpiece
 
     small_tokenizer = tmp / "small-tokenizer"  # fewer tokens than the checkpoint's 1000
@@ -124,6 +129,7 @@ def cases(tmp: Path, pydoc_text: Path, mlm_ckpt: str, cls_ckpt: str) -> list[dic
             "names", train_files=write_table(tmp / "names.csv", [("a b", "neg"), ("c d", "pos")] * 4),
             validation_files=write_table(tmp / "val.csv", [("e f", "neutral")]))},
         {"name": "empty data file", "args": cls_args("empty", train_files=str(tmp / "empty.csv"))},
+        {"name": "text not in UTF-8", "args": cls_args("latin", train_files=str(tmp / "latin.csv"))},
         {"name": "empty split", "args": cls_args(
             "empty-split", train_files=pairs, test_files=write_table(tmp / "header-only.csv", []))},
         {"name": "init_from missing", "args": cls_args("m") + ["--model.init_args.init_from", str(tmp / "missing.ckpt")]},

@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from bigmodel.data.sampling import EpochIndexed, ResumableSampler
@@ -15,7 +16,9 @@ from bigmodel.data.sources import default_cache_dir
 
 
 class DataModule(L.LightningDataModule):
-    """Args (under ``data.init_args`` in YAML):
+    """Settings every data module shares (under ``data.init_args`` in YAML).
+
+    Args:
         batch_size: per device; the effective batch also multiplies by devices and gradient accumulation.
         num_workers: DataLoader worker processes.
         validation_fraction: share of train held out when the source has no validation split.
@@ -52,6 +55,12 @@ class DataModule(L.LightningDataModule):
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         sampler = ResumableSampler(len(dataset), hp.seed, rank=rank, world_size=world, lengths=lengths,
                                    batch_size=hp.batch_size)
+        share = -(-len(dataset) // world)
+        if hp.batch_size > share:
+            each = f" ({share} per device)" if world > 1 else ""
+            rank_zero_warn(f"batch_size {hp.batch_size} is larger than the {len(dataset)} training examples{each}: "
+                           f"every step trains on all of them (one batch per epoch); a smaller batch_size gives "
+                           "more steps")
         if self._resume is not None:  # restored mid-epoch: skip what this rank already trained on
             epoch, consumed = self._resume
             sampler.resume(epoch, consumed * hp.batch_size)  # nothing is skipped if that epoch had finished
@@ -108,8 +117,12 @@ class DataModule(L.LightningDataModule):
 
 
 class TextDataModule(DataModule):
-    """Args: ``num_proc``: processes for ``datasets.map`` (tokenising is cached, so only the first run pays);
-    the rest as ``DataModule``."""
+    """A data module of tokenised text.
+
+    Args:
+        num_proc: processes for ``datasets.map`` (tokenising is cached, so only the first run pays).
+        **kwargs: batch size, workers, validation split, seed, cache: see ``DataModule``.
+    """
 
     def __init__(self, num_proc: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)

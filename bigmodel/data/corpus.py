@@ -13,7 +13,8 @@ from torch.utils.data import DataLoader
 
 from bigmodel.data.collators import CausalLMCollator, MLMCollator, collate_prompts
 from bigmodel.data.base import TextDataModule
-from bigmodel.data.sources import Files, blank_rows, check_columns, ensure_validation, expand_files, load_source
+from bigmodel.data.sources import (Files, blank_rows, check_columns, ensure_validation, expand_files, load_source,
+                                   read_lines)
 from bigmodel.data.tokenizer import cached_wordpiece, load_tokenizer
 
 
@@ -27,9 +28,13 @@ class CorpusDataModule(TextDataModule):
         dataset_config: the dataset's configuration (``wikitext-103-raw-v1``).
         train_files: local .txt/.jsonl/.csv/.tsv/.parquet files or globs (one document per line for .txt).
         validation_files: held-out files; without them ``validation_fraction`` of train is held out.
+        text_column: the column of texts (``.txt`` files: ``text``).
         column_names: names for the columns of .csv/.tsv files that have no header row.
         tokenizer: a tokenizer directory, bigmodel checkpoint or hub name; None trains a WordPiece on the corpus.
         wordpiece_vocab_size: vocabulary size of the trained WordPiece.
+        lowercase: the trained WordPiece lowercases the texts.
+        block_size: tokens per block, [CLS] included: the sequence length the model trains on.
+        mlm_probability: ``mlm``: share of each block's tokens chosen for prediction (BERT's 80/10/10 masking).
         objective: ``mlm`` masks 15% of each block (``MLMTask``); ``causal`` gives whole blocks as their own labels
             (``CausalLMTask``).
         masked_positions_multiple_of: ``mlm``: pad each batch's masked positions (ignored in loss and accuracy) to a
@@ -133,8 +138,8 @@ class CorpusDataModule(TextDataModule):
         """One prompt per non-empty line, as a block begins: [CLS] then the tokens, no [SEP] (the text goes on)."""
         if self.hparams.predict_files is None:
             raise ValueError("bigmodel predict needs prompts: set --data.init_args.predict_files (a .txt, one per line)")
-        texts = [line.rstrip("\n") for f in expand_files(self.hparams.predict_files, "predict")
-                 for line in open(f, encoding="utf-8") if line.strip()]
+        texts = [line for line in read_lines(expand_files(self.hparams.predict_files, "predict"), "predict")
+                 if line.strip()]
         ids = self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
         return Dataset.from_dict({"text": texts, "input_ids": [[self.tokenizer.cls_token_id] + x for x in ids]})
 

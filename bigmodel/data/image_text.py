@@ -29,6 +29,7 @@ from transformers import PreTrainedTokenizerBase
 from bigmodel.data.augment import AugmentConfig, sample_transform
 from bigmodel.data.base import DataModule
 from bigmodel.data.collators import ClassificationCollator
+from bigmodel.data.sources import not_utf8
 from bigmodel.data.image_sources import IMAGENET_MEAN, IMAGENET_STD, ImageFiles, list_images, load_digits_splits
 from bigmodel.data.tokenizer import cached_wordpiece, load_tokenizer
 from bigmodel.hub import HubUnavailableError, hub_offline_mode, hub_reachable, offline_message
@@ -207,7 +208,9 @@ class CaptionDrawCollator:
 
 
 class ImageTextDataModule(DataModule):
-    """Args:
+    """Images with captions for contrastive image-text training (``ImageTextTask``) and zero-shot classification.
+
+    Args:
         dataset: ``digits`` (scikit-learn's 1,797 digits in their fixed 1,257/180/360 split, captions generated
             from the label in several phrasings; offline); a CSV file of ``path,caption`` rows (image paths relative
             to the CSV's folder; several rows per image are several captions; an optional ``split`` column of
@@ -226,7 +229,10 @@ class ImageTextDataModule(DataModule):
         max_length: longer captions and prompts are truncated (the number truncated is reported).
         languages: caption languages for digits: ``en`` and/or ``zh`` (Chinese).
         image_size: resize to this side length; default the native 8 for digits, 224 for photos.
-        mean, std: normalisation; default digits' own statistics, ImageNet's for photos.
+        wordpiece_vocab_size: vocabulary size of the WordPiece trained when ``tokenizer`` is None.
+        lowercase: that WordPiece lowercases the captions.
+        mean: per-channel normalisation mean; default digits' own statistics, ImageNet's for photos.
+        std: per-channel normalisation standard deviation, defaulting as ``mean``.
         crop_padding: training augmentation, a random crop after padding each side by this many pixels (0: off).
         label_names: classes for zero-shot classification (as the text classifier's ``label_names``), each put into every ``zero_shot_templates``; digits
             default ``0``..``9`` (and its images carry ``labels``); other sets have none unless given.
@@ -360,11 +366,14 @@ class ImageTextDataModule(DataModule):
 
     def _load_csv(self, path: Path) -> dict[str, CaptionedSplit]:
         hp = self.hparams
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            columns = [c.strip() for c in reader.fieldnames or []]
-            reader.fieldnames = columns
-            rows = list(reader)
+        try:
+            with open(path, newline="", encoding="utf-8-sig") as f:
+                reader = csv.DictReader(f)
+                columns = [c.strip() for c in reader.fieldnames or []]
+                reader.fieldnames = columns
+                rows = list(reader)
+        except UnicodeDecodeError:
+            raise ValueError(not_utf8("captions", [str(path)])) from None
         where = f"CSV file {str(path)!r}"
         default = hp.image_column == "image" and "image" not in columns and "path" in columns
         image_column = "path" if default else hp.image_column

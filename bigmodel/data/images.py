@@ -36,17 +36,28 @@ def collate(items: Any) -> dict[str, Any]:
 
 
 class ImageDataModule(DataModule):
-    """Args:
+    """Labelled images for ``ClassificationTask`` with an image backbone: built-in sets or class folders.
+
+    Args:
         dataset: ``digits`` (scikit-learn's, no network), ``cifar10``, ``cifar100``, ``mnist``, ``fashion-mnist``
             (downloaded to ``data_dir`` once), or a directory of class subfolders (``train/``, optional
             ``val/`` and ``test/``; without ``train/`` the directory is the training set).
         data_dir: where torchvision sets are stored; default ``<cache_dir>/torchvision``.
         image_size: resize to this side length (e.g. 224 for an ImageNet ViT); image folders default to 224,
             in-memory sets to their own size.
-        mean, std: normalisation; default the dataset's own statistics (ImageNet's for folders). Hugging Face ViT
-            checkpoints expect 0.5/0.5.
-        crop_padding, horizontal_flip, auto_augment, randaugment_ops, randaugment_magnitude, random_erasing,
-        mixup_alpha, cutmix_alpha: training augmentation, see ``bigmodel.data.augment.AugmentConfig``.
+        mean: per-channel normalisation mean; default the dataset's own statistics (ImageNet's for folders).
+            Hugging Face ViT checkpoints expect 0.5.
+        std: per-channel normalisation standard deviation, defaulting as ``mean``.
+        crop_padding: training augmentation: random crop of the original size after zero-padding each side by
+            this many pixels (0: off).
+        horizontal_flip: training augmentation: mirror half of the images (off for digits and text-like images).
+        auto_augment: ``randaugment`` (Cubuk et al., 2020), ``trivialaugment`` (Müller & Hutter, 2021) or ``none``.
+        randaugment_ops: RandAugment's N, the operations per image.
+        randaugment_magnitude: RandAugment's M, their strength (0-30).
+        random_erasing: probability of erasing one random rectangle per image (Zhong et al., 2020).
+        mixup_alpha: MixUp's Beta(alpha, alpha) mixing of image pairs per batch (0: off); labels become class
+            probabilities.
+        cutmix_alpha: CutMix's Beta(alpha, alpha) (0: off); with MixUp also on, each batch uses one of the two.
         on_device: keep the uint8 images in memory and augment whole batches on the accelerator instead of
             per image in workers (CIFAR/MNIST/digits; a small GPU model is otherwise bound by the workers).
         predict_dir: image file or directory to label with ``bigmodel predict`` (default: the test split).

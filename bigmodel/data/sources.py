@@ -18,6 +18,7 @@ from datasets.exceptions import DatasetGenerationError
 from datasets.table import CastError
 
 from bigmodel.data import builtin
+from bigmodel.errors import error_chain
 from bigmodel.hub import HubUnavailableError, default_cache_dir, hub_offline_mode, hub_reachable, offline_message
 
 BUILDERS = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv",
@@ -82,8 +83,37 @@ def _load_split(split: str, files: list[str], column_names: list[str] | None) ->
         raise ValueError(f"the {split} split is empty: {files} has no rows (only a header?); add data{leave}") from err
 
 
+def not_utf8(split: str, files: list[str]) -> str | None:
+    """The first line of ``files`` that is not UTF-8, as a message naming the file, the line and the fix; None when
+    all are UTF-8 (read line by line in binary: runs only after a decoding failure)."""
+    for path in files:
+        with open(path, "rb") as raw:
+            for number, line in enumerate(raw, 1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    byte = line[err.start]
+                    latin = bytes([byte]).decode("cp1252", "replace")
+                    return (f"{split} file {path!r} is not UTF-8 text: line {number} has the byte 0x{byte:02x} "
+                            f"({latin!r} in Latin-1/Windows-1252); re-save the file as UTF-8 (e.g. "
+                            f"`iconv -f cp1252 -t utf-8 IN > OUT`, or 'Save as... UTF-8' in a spreadsheet)")
+    return None
+
+
+def read_lines(files: list[str], split: str) -> list[str]:
+    """The lines of text files (newlines removed); a file that is not UTF-8 is a one-line error naming its line."""
+    try:
+        return [line.rstrip("\n") for f in files for line in open(f, encoding="utf-8-sig")]
+    except UnicodeDecodeError:
+        raise ValueError(not_utf8(split, files)) from None
+
+
 def _read_error(split: str, files: list[str], builder: str, kwargs: dict, cause: BaseException) -> str:
     """Which file failed and why, in the user's words; runs only after a failure (it re-reads files)."""
+    if any(isinstance(e, UnicodeDecodeError) for e in error_chain(cause)):
+        message = not_utf8(split, files)
+        if message is not None:
+            return message
     fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(cause))
     if fields:
         bad = files[0] if len(files) == 1 else _first_unreadable(builder, files, kwargs)

@@ -20,26 +20,35 @@ from bigmodel.data.base import TextDataModule
 from bigmodel.data.prompts import check_template, encode_prompts
 from bigmodel.data.sampling import examples_per_class
 from bigmodel.data.sources import (Files, blank_rows, check_columns, ensure_validation, expand_files, load_local,
-                                   load_source)
+                                   load_source, read_lines)
 from bigmodel.data.tokenizer import cached_wordpiece, load_tokenizer
 
 SPLITS = ("train", "validation", "test")
 
 
 class TextClassificationDataModule(TextDataModule):
-    """Args:
+    """Labelled texts (or text pairs) for ``ClassificationTask`` and ``PromptClassificationTask``.
+
+    Args:
         tokenizer: a bigmodel checkpoint (its embedded tokenizer), a tokenizer directory, or a hub name; None
             trains a WordPiece on the training texts (``wordpiece_vocab_size``, ``lowercase``; cached).
         dataset: hub name (``glue`` with ``dataset_config: sst2``, ``imdb``, ``ag_news``) or
             ``builtin:pydoc-topics`` (offline); None for local files.
-        train_files / validation_files / test_files: local CSV/TSV/JSON(L)/Parquet files or globs.
+        dataset_config: the hub dataset's configuration name (``sst2`` of ``glue``).
+        train_files: local CSV/TSV/JSON(L)/Parquet files or globs to train on.
+        validation_files: files or globs to validate on; without them ``validation_fraction`` of train is held out.
+        test_files: files or globs for ``bigmodel test``.
         predict_files: texts to label with ``bigmodel predict``: a .txt (one text per line) or a table.
-        text_column / text_pair_column / label_column: column names (pairs for tasks like MNLI).
+        text_column: the column of texts.
+        text_pair_column: the column of second texts, for pair tasks such as MNLI; None for single texts.
+        label_column: the column of labels: class names, or class ids 0..C-1.
         column_names: names for the columns of .csv/.tsv files without a header row, e.g. ``[text, label]``.
         label_names: class names in label-id order; taken from the data when omitted (a ``ClassLabel``
-            feature, else the sorted string labels, else ``0..C-1``). Given, no training data is needed to
-            test or predict.
+            feature, else the sorted string labels, else ``0..C-1`` named ``'0'``, ``'1'``, ...). Given, no
+            training data is needed to test or predict.
         max_length: longer texts are truncated (the number truncated is reported).
+        wordpiece_vocab_size: vocabulary size of the WordPiece trained when ``tokenizer`` is None.
+        lowercase: that WordPiece lowercases the texts.
         train_examples_per_class: few-shot training: ``k`` examples of each class drawn from the training data
             by ``seed`` (the same examples for any task given the same seed); validation and test stay whole.
         template: prompt-based classification (``bigmodel.tasks.PromptClassificationTask``): each text becomes
@@ -96,6 +105,7 @@ class TextClassificationDataModule(TextDataModule):
         if template is not None and self.tokenizer.mask_token is None:
             raise ValueError("template needs a tokenizer with a mask token (an MLM's): set data.init_args.tokenizer "
                              "to the checkpoint the task starts from")
+        self._numbered = False  # class names made from integer labels ('0', '1', ...), not given or in the data
         self.class_names = self._class_names()
         self.num_classes = len(self.class_names)
 
@@ -201,6 +211,7 @@ class TextClassificationDataModule(TextDataModule):
             return sorted(values)
         if not all(isinstance(v, int) and v >= 0 for v in values):
             raise ValueError(f"labels in {hp.label_column!r} must be non-negative ints or names, got {sorted(values)[:5]}")
+        self._numbered = True
         return [str(i) for i in range(max(values) + 1)]
 
     def _label_ids(self, split: str, ds: Dataset) -> Dataset:
@@ -210,12 +221,16 @@ class TextClassificationDataModule(TextDataModule):
             index = {name: i for i, name in enumerate(self.class_names)}
             unknown = sorted(set(values) - set(index))
             if unknown:
-                raise ValueError(f"{split} has labels {unknown[:5]} that are not among the classes {self.class_names}")
+                fix = ("add them to data.init_args.label_names, or correct those labels" if hp.label_names else
+                       "add training examples of them, or list every class in data.init_args.label_names")
+                known = "data.init_args.label_names" if hp.label_names else "the training classes"
+                raise ValueError(f"{self._where(split)} has labels {unknown[:5]} that are not among {known} "
+                                 f"{self.class_names}; {fix}")
             return ds.map(lambda b: {"labels": [index[v] for v in b[hp.label_column]]}, batched=True)
         bad = sorted(v for v in values if not 0 <= v < self.num_classes)
         if bad:
             raise ValueError(
-                f"{split} has label ids {bad[:5]} outside 0..{self.num_classes - 1} "
+                f"{self._where(split)} has label ids {bad[:5]} outside 0..{self.num_classes - 1} "
                 f"({self.num_classes} classes: {self.class_names}); fix the labels or set data.init_args.label_names"
             )
         return ds.map(lambda b: {"labels": b[hp.label_column]}, batched=True)
@@ -280,8 +295,10 @@ class TextClassificationDataModule(TextDataModule):
                 self.datasets[split] = self._tokenized(split, ds)
             else:
                 self._label_ids(split, ds)  # bad labels anywhere stop the run now, not after training
+        numbered = ("; the labels are ids, so the classes are named by number: set data.init_args.label_names to "
+                    "name them" if self._numbered else "")
         rank_zero_info("Text classification: " + ", ".join(f"{k} {len(v)}" for k, v in self.datasets.items())
-                       + f"; {self.num_classes} classes {self.class_names} (prepared in "
+                       + f"; {self.num_classes} classes {self.class_names}{numbered} (prepared in "
                        f"{time.perf_counter() - start:.1f} s)")
 
     def _few_shot(self, ds: Dataset) -> Dataset:
@@ -297,7 +314,7 @@ class TextClassificationDataModule(TextDataModule):
             raise ValueError("bigmodel predict needs texts: set --data.init_args.predict_files (a .txt, one per line)")
         files = expand_files(hp.predict_files, "predict")
         if all(f.endswith(".txt") for f in files):
-            lines = [line.rstrip("\n") for f in files for line in open(f, encoding="utf-8")]
+            lines = read_lines(files, "predict")
             texts = [line for line in lines if line.strip()]
             if len(texts) < len(lines):
                 rank_zero_warn(f"skipped {len(lines) - len(texts)} blank line(s) of the predict files: the prediction "

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
+from datasets.utils.logging import is_progress_bar_enabled
 from filelock import FileLock
 from lightning.pytorch.utilities import rank_zero_info
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
@@ -44,7 +45,10 @@ def train_wordpiece(
     tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
-    tok.train_from_iterator(texts, trainer=trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials))
+    # its progress bar follows datasets' (the CLI turns both off when the output goes to a file)
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                        show_progress=is_progress_bar_enabled())
+    tok.train_from_iterator(texts, trainer=trainer)
     # The trainer numbers tokens in a hash order that changes with every process, so the same texts and seed gave
     # other ids, embeddings and results. Ids sorted by token depend only on the vocabulary (which can still differ
     # by a few tokens where merge counts tie; the cache and the run's saved tokenizer make reruns exact).

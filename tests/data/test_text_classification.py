@@ -52,8 +52,50 @@ def test_bad_columns_and_labels_are_explained(tmp_path, tokenizer_dir):
     test = _write(tmp_path / "test.csv", [("c text", 5)])
     dm = TextClassificationDataModule(tokenizer_dir, train_files=train, test_files=test, text_column="review",
                                       label_column="sentiment")
-    with pytest.raises(ValueError, match=r"test has label ids \[5\] outside 0..1"):
+    with pytest.raises(ValueError, match=r"test file '.*test.csv' has label ids \[5\] outside 0..1"):
         dm.setup("test")
+
+
+def test_a_validation_class_absent_from_training_names_the_file_and_the_fix(tmp_path, tokenizer_dir):
+    train = write_table(tmp_path / "train.csv", [("a b", "neg"), ("c d", "pos")] * 4)
+    val = write_table(tmp_path / "val.csv", [("e f", "World"), ("g h", "pos")])
+    dm = TextClassificationDataModule(tokenizer_dir, train_files=train, validation_files=val)
+    with pytest.raises(ValueError, match=r"validation file '.*val.csv' has labels \['World'\] that are not among the "
+                                         r"training classes \['neg', 'pos'\]; add training examples of them, or list "
+                                         r"every class in data.init_args.label_names"):
+        dm.setup("fit")
+    dm = TextClassificationDataModule(tokenizer_dir, train_files=train, validation_files=val,
+                                      label_names=["neg", "pos"])
+    with pytest.raises(ValueError, match=r"not among data.init_args.label_names \['neg', 'pos'\]; add them to "
+                                         r"data.init_args.label_names, or correct those labels"):
+        dm.setup("fit")
+
+
+def test_text_that_is_not_utf8_names_the_file_the_line_and_the_fix(tmp_path, tokenizer_dir):
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("text,label\nplain words,0\ncafé au lait,1\n".encode("cp1252"))
+    with pytest.raises(ValueError, match=r"train file '.*latin.csv' is not UTF-8 text: line 3 has the byte 0xe9 "
+                                         r"\('é' in Latin-1/Windows-1252\); re-save the file as UTF-8"):
+        TextClassificationDataModule(tokenizer_dir, train_files=str(latin))
+    texts = tmp_path / "texts.txt"
+    texts.write_bytes("first text\nna\xefve second\n".encode("cp1252"))
+    dm = TextClassificationDataModule(tokenizer_dir, label_names=["neg", "pos"], predict_files=str(texts))
+    with pytest.raises(ValueError, match=r"predict file '.*texts.txt' is not UTF-8 text: line 2 has the byte 0xef"):
+        dm.setup("predict")
+
+
+def test_integer_labels_say_that_the_classes_are_named_by_number(tmp_path, tokenizer_dir, caplog):
+    import logging
+
+    train = write_table(tmp_path / "train.csv", [("a b", 0), ("c d", 1)] * 4)
+    with caplog.at_level(logging.INFO, logger="lightning.pytorch.utilities.rank_zero"):
+        TextClassificationDataModule(tokenizer_dir, train_files=train, validation_fraction=0.25).setup("fit")
+        TextClassificationDataModule(tokenizer_dir, train_files=train, validation_fraction=0.25,
+                                     label_names=["neg", "pos"]).setup("fit")
+    numbered, named = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Text classification:")]
+    assert "2 classes ['0', '1']; the labels are ids, so the classes are named by number: set " \
+           "data.init_args.label_names to name them (prepared in" in numbered
+    assert "2 classes ['neg', 'pos'] (prepared in" in named
 
 
 def test_hub_name_without_network_says_how_to_use_local_files(monkeypatch, tokenizer_dir):
@@ -272,3 +314,26 @@ def test_the_cli_reads_group_by_length_and_pad_to_multiple_of(capsys):
                           "--print_config"])
     data = yaml.safe_load(capsys.readouterr().out)["data"]["init_args"]
     assert data["group_by_length"] is True and data["pad_to_multiple_of"] is None
+
+
+def test_data_help_describes_every_argument_of_every_data_module(capsys):
+    """``--data.help`` shows each init argument's description, read from the class docstring's ``Args:``."""
+    import re
+
+    from jsonargparse import ArgumentParser
+
+    import bigmodel.data as data
+    from bigmodel.cli import BigModelCLI
+
+    with pytest.raises(SystemExit):
+        BigModelCLI(args=["fit", "--data.help", "TextClassificationDataModule"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert re.search(r"--data\.text_column TEXT_COLUMN the column of texts\. \(type: str, default: text\)", text)
+    assert "--data.label_names LABEL_NAMES, --data.label_names+ LABEL_NAMES class names in label-id order" in text
+    assert "--data.batch_size BATCH_SIZE per device;" in text  # inherited from DataModule
+    for cls in (data.TextClassificationDataModule, data.CorpusDataModule, data.ImageDataModule,
+                data.ImageTextDataModule):
+        parser = ArgumentParser()
+        parser.add_class_arguments(cls, "data")
+        undescribed = [a.dest for a in parser._actions if a.dest.startswith("data.") and not (a.help or "").strip()]
+        assert undescribed == [], cls.__name__
