@@ -2,7 +2,8 @@
 
     bigmodel export --ckpt_path runs/x/checkpoints/best.ckpt --out exported/x [--family roberta]
 
-An MLM checkpoint becomes ``BertForMaskedLM`` (or ``RobertaForMaskedLM``), a text classifier
+An MLM checkpoint becomes ``BertForMaskedLM`` (or ``RobertaForMaskedLM``, or ``ModernBertForMaskedLM`` for an
+encoder with ModernBERT's switches), a text classifier
 ``BertForSequenceClassification`` (``id2label`` from the class names), a ViT image classifier
 ``ViTForImageClassification``; weights as safetensors, ``config.json`` and the tokenizer files. Names are mapped by
 ``bigmodel.nn.convert`` (the same table as for import), so a model imported from Hugging Face exports back to its
@@ -22,8 +23,9 @@ from bigmodel.runs import read_checkpoint_meta
 from bigmodel.tasks.checkpoints import META_KEY, network_state
 
 _ARCHITECTURES = {"mlm": "ForMaskedLM", "prompt": "ForMaskedLM", "classification": "ForSequenceClassification"}
-_FAMILY_NAMES = {"bert": "Bert", "roberta": "Roberta", "vit": "ViT"}
-_TIED = ("cls.predictions.decoder.", "lm_head.decoder.")  # transformers ties these to the word embeddings
+_FAMILY_NAMES = {"bert": "Bert", "roberta": "Roberta", "modernbert": "ModernBert", "vit": "ViT"}
+# transformers ties these to the word embeddings
+_TIED = ("cls.predictions.decoder.", "lm_head.decoder.", "decoder.weight")
 
 
 def export(ckpt_path: str, out: str, family: str | None = None) -> Path:
@@ -32,8 +34,8 @@ def export(ckpt_path: str, out: str, family: str | None = None) -> Path:
     Args:
         ckpt_path: a ``.ckpt`` of this project (MLM, text or ViT image classification).
         out: the directory to write (created; files in it are replaced).
-        family: ``bert`` or ``roberta`` for text (default: ``roberta`` when the encoder has RoBERTa's position
-            offset, else ``bert``).
+        family: ``bert``, ``roberta`` or ``modernbert`` for text (default: ``modernbert`` for rotary positions,
+            ``roberta`` when the encoder has RoBERTa's position offset, else ``bert``).
     """
     import transformers
 
@@ -46,8 +48,12 @@ def export(ckpt_path: str, out: str, family: str | None = None) -> Path:
             raise ValueError(f"a {task!r} checkpoint has no Hugging Face BERT/RoBERTa equivalent; export an MLM or "
                              "a text classification checkpoint")
         config = EncoderConfig.from_dict(meta["encoder_config"])
-        natural = "roberta" if config.position_offset else "bert"
+        natural = "modernbert" if config.position_embedding == "rope" else \
+            "roberta" if config.position_offset else "bert"
         family = family or natural
+        if family != natural and "modernbert" in (family, natural):
+            raise ValueError(f"only modernbert has rotary positions; this encoder is a {natural}: export with "
+                             f"--family {natural}")
         if family != natural:
             raise ValueError(f"this encoder reads positions from row {config.position_offset}, as {natural} does: "
                              f"as {family} every position would shift; export with --family {natural}")
@@ -55,6 +61,9 @@ def export(ckpt_path: str, out: str, family: str | None = None) -> Path:
         tokenizer = _tokenizer(ckpt)
         if tokenizer is not None and tokenizer.pad_token_id is not None:
             hf_config["pad_token_id"] = tokenizer.pad_token_id
+            if family == "modernbert":  # its config names the special tokens (defaults: ModernBERT's vocabulary)
+                hf_config.update(cls_token_id=tokenizer.cls_token_id, bos_token_id=tokenizer.cls_token_id,
+                                 sep_token_id=tokenizer.sep_token_id, eos_token_id=tokenizer.sep_token_id)
             if family == "roberta" and tokenizer.pad_token_id != config.position_offset - 1:
                 raise ValueError(f"the tokenizer's padding id {tokenizer.pad_token_id} does not give RoBERTa's "
                                  f"position offset {config.position_offset}: transformers would read positions "

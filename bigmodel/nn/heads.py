@@ -7,16 +7,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from bigmodel.nn.config import EncoderConfig
+from bigmodel.nn.norm import make_norm
+
+
+def _gelu(config: EncoderConfig) -> nn.GELU:
+    return nn.GELU(approximate="tanh" if config.activation == "gelu_tanh" else "none")
 
 
 class MLMHead(nn.Module):
-    """dense -> GELU -> LayerNorm -> decoder tied to the word embeddings (+ own bias)."""
+    """dense -> GELU -> norm -> decoder tied to the word embeddings (+ own bias)."""
 
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.act = nn.GELU(approximate="tanh" if config.activation == "gelu_tanh" else "none")
-        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size, bias=config.bias)
+        self.act = _gelu(config)
+        self.norm = make_norm(config)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
 
     def forward(self, hidden: torch.Tensor, decoder_weight: torch.Tensor) -> torch.Tensor:
@@ -24,25 +29,58 @@ class MLMHead(nn.Module):
         return F.linear(self.norm(self.act(self.dense(hidden))), decoder_weight, self.bias)
 
 
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None, how: str) -> torch.Tensor:
+    """(B, S, H) -> (B, H): the first ([CLS]) state, or the mean over real tokens (all of them without a mask)."""
+    if how == "cls":
+        return hidden[:, 0]
+    if attention_mask is None:
+        return hidden.mean(dim=1)
+    weights = attention_mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1)
+
+
 class Pooler(nn.Module):
-    """BERT's pooler: tanh(W h_[CLS] + b)."""
+    """BERT's pooler: tanh(W h + b) of the pooled state ([CLS] by default)."""
 
-    def __init__(self, hidden_size: int) -> None:
+    def __init__(self, hidden_size: int, pooling: str = "cls", bias: bool = True) -> None:
         super().__init__()
-        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.dense = nn.Linear(hidden_size, hidden_size, bias=bias)
+        self.pooling = pooling
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # (B, S, H) -> (B, H)
-        return torch.tanh(self.dense(hidden[:, 0]))
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.tanh(self.dense(pool(hidden, attention_mask, self.pooling)))  # (B, S, H) -> (B, H)
+
+
+class TransformPooler(nn.Module):
+    """ModernBERT's classification head before its classifier: pooled state -> dense -> GELU -> norm."""
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size, bias=config.bias)
+        self.act = _gelu(config)
+        self.norm = make_norm(config)
+        self.pooling = config.classifier_pooling
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.norm(self.act(self.dense(pool(hidden, attention_mask, self.pooling))))
 
 
 class ClassificationHead(nn.Module):
-    """[CLS] -> pooler -> dropout -> linear."""
+    """pooled state -> pooler -> dropout -> linear; the pooler is BERT's (tanh) unless one is given."""
 
-    def __init__(self, hidden_size: int, num_classes: int, dropout: float = 0.1) -> None:
+    def __init__(self, hidden_size: int, num_classes: int, dropout: float = 0.1,
+                 pooler: nn.Module | None = None) -> None:
         super().__init__()
-        self.pooler = Pooler(hidden_size)
+        self.pooler = pooler if pooler is not None else Pooler(hidden_size)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden_size, num_classes)
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # (B, S, H) -> (B, C)
-        return self.classifier(self.dropout(self.pooler(hidden)))
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.classifier(self.dropout(self.pooler(hidden, attention_mask)))  # (B, S, H) -> (B, C)
+
+    @classmethod
+    def for_encoder(cls, config: EncoderConfig, num_classes: int, dropout: float = 0.1) -> "ClassificationHead":
+        """The head ``config`` asks for (``pooler``, ``classifier_pooling``)."""
+        pooler = TransformPooler(config) if config.pooler == "transform" else \
+            Pooler(config.hidden_size, config.classifier_pooling, config.bias)
+        return cls(config.hidden_size, num_classes, dropout, pooler)

@@ -35,7 +35,7 @@ class SequenceClassifier(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = TransformerEncoder(config)
-        self.head = ClassificationHead(config.hidden_size, num_classes, classifier_dropout)
+        self.head = ClassificationHead.for_encoder(config, num_classes, classifier_dropout)
         self.head.apply(lambda m: init_weights(m, config.initializer_range))
 
     def forward(
@@ -46,7 +46,7 @@ class SequenceClassifier(nn.Module):
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, EncoderOutput]:
         out = self.encoder(input_ids, attention_mask, output_attentions, token_type_ids=token_type_ids)
-        return self.head(out.last_hidden_state), out
+        return self.head(out.last_hidden_state, attention_mask), out
 
 
 class CausalLanguageModel(nn.Module):
