@@ -177,3 +177,35 @@ def test_modern_configs_name_their_fixes():
         tiny(global_attention_every=0)
     assert [tiny(sliding_window=4, global_attention_every=3, num_layers=7).is_global(i) for i in range(7)] == \
         [True, False, False, True, False, False, True]
+
+
+def test_document_positions_restart_at_each_document():
+    from bigmodel.nn.encoder import document_positions
+
+    docs = torch.tensor([[0, 0, 0, 1, 1, 2, 2, 2], [4, 4, 4, 4, 4, 4, 4, 4]])
+    assert document_positions(docs).tolist() == [[0, 1, 2, 0, 1, 0, 1, 2], list(range(8))]
+
+
+@pytest.mark.parametrize("switches", list(SWITCHES) + ["bert"])
+def test_packed_documents_equal_documents_alone_and_never_attend_across(switches):
+    torch.manual_seed(0)
+    enc = TransformerEncoder(tiny(**SWITCHES.get(switches, {}))).eval()
+    lengths = [(5, 6, 2), (9, 4)]  # two packed rows; the second padded by 0 at the end
+    ids = torch.randint(5, 97, (2, 13), generator=torch.Generator().manual_seed(1))
+    docs = torch.tensor([[0] * 5 + [1] * 6 + [2] * 2, [0] * 9 + [1] * 4])
+    mask = torch.ones(2, 13, dtype=torch.long)
+    ids[1, 11:], mask[1, 11:] = 0, 0
+    for need in (False, True):
+        out = enc(ids, mask, need, document_ids=docs)
+        for row, sizes in enumerate(lengths):
+            start = 0
+            for n in sizes:
+                piece = ids[row : row + 1, start : start + n]
+                real = mask[row, start : start + n].bool()
+                alone = enc(piece, mask[row : row + 1, start : start + n]).last_hidden_state[0]
+                torch.testing.assert_close(out.last_hidden_state[row, start : start + n][real], alone[real],
+                                           atol=1e-5, rtol=1e-5)
+                start += n
+    across = docs[:, :, None] != docs[:, None, :]
+    for weights in out.attentions:
+        assert weights.masked_select(across[:, None]).abs().max() == 0
