@@ -300,15 +300,15 @@ class TransformerEncoder(nn.Module):
         Pass ``attention_mask=None`` (``context_mask=None``) when a batch has no padding: the collators do, so SDPA
         can use flash.
         """
-        cross = self.config.add_cross_attention
+        config = self.config
+        cross = config.add_cross_attention
         if cross and context is None:
             raise ValueError("a fusion encoder (add_cross_attention=True) needs context=, the (B, Sk, H) it attends to")
         if not cross and (context is not None or context_mask is not None):
             raise ValueError("context= is for encoders with add_cross_attention=True; this one has no cross-attention")
-        if cross and context.shape[-1] != self.config.hidden_size:
+        if cross and context.shape[-1] != config.hidden_size:
             raise ValueError(f"context has width {context.shape[-1]}, the encoder's hidden_size is "
-                             f"{self.config.hidden_size}; project it to hidden_size first")
-        config = self.config
+                             f"{config.hidden_size}; project it to hidden_size first")
         if document_ids is not None and embedding_kwargs.get("position_ids") is None:
             embedding_kwargs["position_ids"] = document_positions(document_ids)
         x = self.embeddings(inputs, **embedding_kwargs)
@@ -317,7 +317,7 @@ class TransformerEncoder(nn.Module):
         local_mask = mask if config.sliding_window is None else \
             build_attention_mask(attention_mask, config.causal, S, config.sliding_window, document_ids, x.device)
         rotary = local_rotary = None
-        if config.position_embedding == "rope":
+        if config.position_embedding == "rope":  # once per forward, shared by the layers of each kind
             positions = embedding_kwargs.get("position_ids")
             positions = torch.arange(S, device=x.device)[None] if positions is None else positions
             rotary = rotary_cos_sin(positions, config.head_dim, config.rope_theta)
@@ -327,7 +327,7 @@ class TransformerEncoder(nn.Module):
         key_mask = build_attention_mask(context_mask, False, context.shape[1]) if cross else None  # (B, 1, 1, Sk)
         attentions = [] if output_attentions else None
         cross_attentions = [] if output_attentions and cross else None
-        recompute = self.config.activation_checkpointing and self.training and torch.is_grad_enabled()
+        recompute = config.activation_checkpointing and self.training and torch.is_grad_enabled()
         for i, layer in enumerate(self.layers):
             layer_mask, layer_rotary = (mask, rotary) if config.is_global(i) else (local_mask, local_rotary)
             if recompute:  # non-reentrant; the RNG state is replayed, so dropout masks match the first forward
