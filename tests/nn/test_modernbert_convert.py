@@ -145,3 +145,17 @@ def test_configs_modernbert_cannot_express_are_refused():
     odd = transformers.ModernBertConfig(**{**BASE, "layer_types": ["sliding_attention"] + ["full_attention"] * 4})
     with pytest.raises(ValueError, match="is not 'every n-th layer global, from layer 0'"):
         EncoderConfig.from_hf(odd.to_dict())
+
+
+@pytest.mark.parametrize("name,shape", [("modernbert-base", {}),
+                                        ("modernbert-large", dict(hidden_size=1024, num_hidden_layers=28,
+                                                                  num_attention_heads=16, intermediate_size=2624))])
+def test_presets_have_transformers_modernbert_parameter_counts(name, shape):
+    from bigmodel.nn import TransformerEncoder, num_parameters
+
+    with torch.device("meta"):
+        ours = TransformerEncoder(EncoderConfig.from_name(name))
+        ref = transformers.ModernBertModel(transformers.ModernBertConfig(**shape))
+    assert num_parameters(ours) == num_parameters(ref) == {"modernbert-base": 149_014_272,
+                                                           "modernbert-large": 394_781_696}[name]
+    assert EncoderConfig.from_hf(ref.config.to_dict()) == EncoderConfig.from_name(name)
