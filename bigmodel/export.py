@@ -4,7 +4,8 @@ Hugging Face directory the Auto classes load.
     bigmodel export --ckpt_path runs/x/checkpoints/best.ckpt --out exported/x [--family roberta]
     bigmodel export --init_from DIR_OR_NAME --out exported/y [--class_names [a, b, c]] [--pooling pooler]
 
-An MLM checkpoint becomes ``BertForMaskedLM`` (or ``RobertaForMaskedLM``), a text classifier
+An MLM checkpoint becomes ``BertForMaskedLM`` (or ``RobertaForMaskedLM``, or ``ModernBertForMaskedLM`` for an
+encoder with ModernBERT's switches), a text classifier
 ``BertForSequenceClassification`` (``id2label`` from the class names), a ViT image classifier
 ``ViTForImageClassification``; weights as safetensors, ``config.json`` and the tokenizer files. Names are mapped by
 ``bigmodel.nn.convert`` (the same table as for import), so a model imported from Hugging Face exports back to its
@@ -25,8 +26,9 @@ from bigmodel.runs import read_checkpoint_meta
 from bigmodel.tasks.checkpoints import META_KEY, network_state
 
 _ARCHITECTURES = {"mlm": "ForMaskedLM", "prompt": "ForMaskedLM", "classification": "ForSequenceClassification"}
-_FAMILY_NAMES = {"bert": "Bert", "roberta": "Roberta", "vit": "ViT"}
-_TIED = ("cls.predictions.decoder.", "lm_head.decoder.")  # transformers ties these to the word embeddings
+_FAMILY_NAMES = {"bert": "Bert", "roberta": "Roberta", "modernbert": "ModernBert", "vit": "ViT"}
+# transformers ties these to the word embeddings
+_TIED = ("cls.predictions.decoder.", "lm_head.decoder.", "decoder.weight")
 
 
 def export(ckpt_path: str | None = None, out: str | None = None, family: str | None = None,
@@ -37,8 +39,8 @@ def export(ckpt_path: str | None = None, out: str | None = None, family: str | N
     Args:
         ckpt_path: a ``.ckpt`` of this project (MLM, text or ViT image classification).
         out: the directory to write (created; files in it are replaced).
-        family: ``bert`` or ``roberta`` for text (default: ``roberta`` when the encoder has RoBERTa's position
-            offset, else ``bert``).
+        family: ``bert``, ``roberta`` or ``modernbert`` for text (default: ``modernbert`` for rotary positions,
+            ``roberta`` when the encoder has RoBERTa's position offset, else ``bert``).
         init_from: instead of ``ckpt_path``, a text source exactly as ``init_from`` loads it, without training
             (a Hugging Face directory or hub name, a packaged model, a checkpoint): with ``class_names`` a text
             classifier (the source's classifier when it has these classes, else a new one drawn with ``seed``),
@@ -66,8 +68,12 @@ def export(ckpt_path: str | None = None, out: str | None = None, family: str | N
             raise ValueError(f"a {task!r} checkpoint has no Hugging Face BERT/RoBERTa equivalent; export an MLM or "
                              "a text classification checkpoint")
         config = EncoderConfig.from_dict(meta["encoder_config"])
-        natural = "roberta" if config.position_offset else "bert"
+        natural = "modernbert" if config.position_embedding == "rope" else \
+            "roberta" if config.position_offset else "bert"
         family = family or natural
+        if family != natural and "modernbert" in (family, natural):
+            raise ValueError(f"only modernbert has rotary positions; this encoder is a {natural}: export with "
+                             f"--family {natural}")
         if family != natural:
             raise ValueError(f"this encoder reads positions from row {config.position_offset}, as {natural} does: "
                              f"as {family} every position would shift; export with --family {natural}")
@@ -75,6 +81,9 @@ def export(ckpt_path: str | None = None, out: str | None = None, family: str | N
         tokenizer = _tokenizer(ckpt)
         if tokenizer is not None and tokenizer.pad_token_id is not None:
             hf_config["pad_token_id"] = tokenizer.pad_token_id
+            if family == "modernbert":  # its config names the special tokens (defaults: ModernBERT's vocabulary)
+                hf_config.update(cls_token_id=tokenizer.cls_token_id, bos_token_id=tokenizer.cls_token_id,
+                                 sep_token_id=tokenizer.sep_token_id, eos_token_id=tokenizer.sep_token_id)
             if family == "roberta" and tokenizer.pad_token_id != config.position_offset - 1:
                 raise ValueError(f"the tokenizer's padding id {tokenizer.pad_token_id} does not give RoBERTa's "
                                  f"position offset {config.position_offset}: transformers would read positions "

@@ -32,11 +32,15 @@ class MLMCollator:
     a compiled model sees a new shape at almost every batch. Rounding the count up to a multiple of ``m`` by
     padding (position 0, a valid index; label -100, which the loss and the accuracy ignore) leaves a few shapes.
     The masks themselves are unchanged; the padded rows cost head compute (up to ``m - 1`` rows per batch).
+
+    ``document_mask``: packed blocks (documents each ending in [SEP]) also carry ``document_ids`` (B, S): a token's
+    document is the number of [SEP] before it, so [SEP] closes its own document. The encoder then keeps documents
+    apart (``TransformerEncoder(document_ids=...)``). Read from the tokens before masking, which may draw [SEP]'s id.
     """
 
     def __init__(
         self, tokenizer: PreTrainedTokenizerBase, mlm_probability: float = 0.15, seed: int | None = None,
-        masked_positions_multiple_of: int | None = None,
+        masked_positions_multiple_of: int | None = None, document_mask: bool = False,
     ) -> None:
         if tokenizer.mask_token is None or tokenizer.pad_token is None:
             raise ValueError("MLM needs a tokenizer with mask and pad tokens (e.g. [MASK], [PAD])")
@@ -47,6 +51,9 @@ class MLMCollator:
         self.pad_id = tokenizer.pad_token_id
         self.seed = seed
         self.multiple_of = masked_positions_multiple_of
+        if document_mask and tokenizer.sep_token_id is None:
+            raise ValueError("document_mask finds documents by their [SEP]; this tokenizer has no sep token")
+        self.sep_id = tokenizer.sep_token_id if document_mask else None
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         if self.seed is not None and "index" in examples[0]:
@@ -61,6 +68,10 @@ class MLMCollator:
         if self.seed is not None and "index" not in examples[0]:
             self.inner.generator = torch.Generator().manual_seed(self.seed + int(input_ids[:, :64].sum()))
         special = torch.isin(input_ids, self.special_ids)
+        documents = None
+        if self.sep_id is not None:
+            sep = (input_ids == self.sep_id).long()
+            documents = sep.cumsum(dim=1) - sep
         input_ids, labels = self.inner.torch_mask_tokens(input_ids, special_tokens_mask=special)
         labels = labels.view(-1)
         positions = (labels != -100).nonzero().squeeze(1)
@@ -71,6 +82,8 @@ class MLMCollator:
             masked_labels = torch.cat([masked_labels, masked_labels.new_full((extra,), -100)])
         batch = {"input_ids": input_ids, "attention_mask": attention_mask,
                  "masked_positions": positions, "masked_labels": masked_labels}
+        if documents is not None:
+            batch["document_ids"] = documents
         return _drop_full_mask(batch)
 
 

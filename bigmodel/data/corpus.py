@@ -21,7 +21,9 @@ from bigmodel.data.tokenizer import cached_wordpiece, load_tokenizer
 class CorpusDataModule(TextDataModule):
     """Blocks of ``block_size`` tokens: [CLS] followed by the running token stream, documents separated by [SEP].
 
-    Blocks cross document boundaries on purpose (no padding waste); positions restart at every block.
+    Blocks cross document boundaries on purpose (no padding waste); positions restart at every block. With
+    ``document_mask`` the blocks stay packed but documents stay apart: each token attends only within its document
+    and positions restart at each document (``MLMCollator``'s ``document_ids``), as if each were alone.
 
     Args:
         dataset: a Hugging Face dataset name (``wikitext``) or ``builtin:pydoc`` (offline); None for local files.
@@ -41,6 +43,7 @@ class CorpusDataModule(TextDataModule):
             multiple of this, so a compiled model sees a few shapes instead of a new count at almost every batch
             (``MLMCollator``). Off (null) by default: in eager mode the padded rows are only extra head compute.
         predict_files: prompts for ``bigmodel predict`` with a causal LM: .txt files, one prompt per line.
+        document_mask: ``mlm``: batches carry ``document_ids`` (attention within a document, positions per document).
         **kwargs: batch size, workers, validation split, seed, cache: see ``TextDataModule``.
     """
 
@@ -60,9 +63,12 @@ class CorpusDataModule(TextDataModule):
         objective: Literal["mlm", "causal"] = "mlm",
         predict_files: Files = None,
         masked_positions_multiple_of: int | None = None,
+        document_mask: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if document_mask and objective != "mlm":
+            raise ValueError("document_mask is for objective: mlm (a causal block is one running stream)")
         if block_size < 8:
             raise ValueError(f"block_size must be at least 8, got {block_size}")
         if masked_positions_multiple_of is not None and masked_positions_multiple_of < 1:
@@ -148,7 +154,8 @@ class CorpusDataModule(TextDataModule):
         if hp.objective == "causal":
             return CausalLMCollator(self.tokenizer)
         return MLMCollator(self.tokenizer, hp.mlm_probability, seed=hp.seed,
-                           masked_positions_multiple_of=hp.get("masked_positions_multiple_of"))
+                           masked_positions_multiple_of=hp.get("masked_positions_multiple_of"),
+                           document_mask=hp.get("document_mask", False))
 
     def train_dataloader(self) -> DataLoader:
         blocks = self.datasets["train"]

@@ -3,7 +3,7 @@
 from bigmodel.nn.cnn import ResNet18, SmallCNN
 from bigmodel.nn.config import PRESETS, EncoderConfig
 from bigmodel.nn.encoder import Attention, Block, EncoderOutput, TransformerEncoder, init_weights, num_parameters
-from bigmodel.nn.heads import ClassificationHead, MLMHead, Pooler
+from bigmodel.nn.heads import ClassificationHead, MLMHead, Pooler, TransformPooler
 from bigmodel.nn.models import MaskedLanguageModel, SequenceClassifier
 from bigmodel.nn.vision import PatchEmbeddings, VisionTransformer, attention_rollout, resample_position_embeddings
 
@@ -23,6 +23,7 @@ __all__ = [
     "MLMHead",
     "MaskedLanguageModel",
     "Pooler",
+    "TransformPooler",
     "SequenceClassifier",
     "TransformerEncoder",
     "init_weights",

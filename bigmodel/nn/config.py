@@ -24,8 +24,22 @@ class EncoderConfig:
     max_position_embeddings: int = 512
     position_offset: int = 0  # learned positions start at this row (RoBERTa: its padding index + 1 = 2)
     type_vocab_size: int = 2
-    position_embedding: Literal["learned", "sinusoidal"] = "learned"
-    norm_first: bool = False  # False: post-LN (BERT); True: pre-LN (ViT, GPT-2) with a final LayerNorm
+    # rope: no position embedding; q and k of self-attention rotated by position (Su et al., 2021), theta the base
+    position_embedding: Literal["learned", "sinusoidal", "rope"] = "learned"
+    rope_theta: float = 10000.0  # of the global (full-attention) layers
+    local_rope_theta: float | None = None  # of the sliding-window layers (ModernBERT: 10,000 vs 160,000); None: same
+    norm_first: bool = False  # False: post-LN (BERT); True: pre-LN (ViT, GPT-2) with a final norm
+    # False (pre-norm only): layer 0 attends to the embedding norm's output as is, without a norm of its own (ModernBERT)
+    first_attn_norm: bool = True
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    bias: bool = True  # False: no bias in any linear layer or norm of the encoder and heads (ModernBERT)
+    # gelu: up -> activation -> down (BERT); geglu/swiglu: up gives two halves a, b -> act(a) * b -> down, the act
+    # being ``activation`` (GeGLU) or SiLU (SwiGLU); up is then 2 x intermediate_size wide (Shazeer, 2020)
+    feed_forward: Literal["gelu", "geglu", "swiglu"] = "gelu"
+    # local attention: every layer i with i % global_attention_every != 0 sees only keys within sliding_window // 2
+    # positions on either side (ModernBERT's local_attention: 128 = 64 each side); None: every layer global
+    sliding_window: int | None = None
+    global_attention_every: int = 1
     hidden_dropout: float = 0.1
     attention_dropout: float = 0.1
     layer_norm_eps: float = 1e-12
@@ -36,6 +50,10 @@ class EncoderConfig:
     # states, passed as ``context=``: a fusion encoder (Hugging Face's name for the same field)
     add_cross_attention: bool = False
     qkv_bias: bool = True
+    # sequence classification: which state is pooled ([CLS] or the mean over real tokens) and how it is transformed
+    # before the classifier: tanh(dense) (BERT's pooler) or dense -> activation -> norm (ModernBERT's head)
+    classifier_pooling: Literal["cls", "mean"] = "cls"
+    pooler: Literal["tanh", "transform"] = "tanh"
     # training only (not architecture): recompute each block's activations in the backward pass instead of keeping
     # them -- memory ~ one block's activations instead of every block's, for about one more forward per step
     activation_checkpointing: bool = False
@@ -50,9 +68,22 @@ class EncoderConfig:
                 f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}; "
                 "choose num_heads that divides hidden_size"
             )
-        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size"):
+        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                     "global_attention_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.position_embedding == "rope" and self.head_dim % 2:
+            raise ValueError(f"rope rotates pairs of dimensions: head_dim {self.head_dim} must be even; change "
+                             "hidden_size or num_heads")
+        if self.sliding_window is not None and (self.sliding_window < 2 or self.sliding_window % 2):
+            raise ValueError(f"sliding_window {self.sliding_window} must be an even number >= 2 (the whole window: "
+                             "sliding_window // 2 keys on each side); use None for global attention everywhere")
+        if not self.first_attn_norm and not self.norm_first:
+            raise ValueError("first_attn_norm: false is for pre-norm encoders; set norm_first: true")
+
+    def is_global(self, layer: int) -> bool:
+        """Whether ``layer`` attends to the whole sequence (ModernBERT: layer i is global when i % every == 0)."""
+        return self.sliding_window is None or layer % self.global_attention_every == 0
 
     @property
     def head_dim(self) -> int:
@@ -80,11 +111,14 @@ class EncoderConfig:
 
     @classmethod
     def from_hf(cls, hf: dict[str, Any]) -> "EncoderConfig":
-        """A Hugging Face ``config.json`` (BERT or RoBERTa layout) -> this config; anything else is an error."""
+        """A Hugging Face ``config.json`` (BERT, RoBERTa or ModernBERT layout) -> this config; anything else is an
+        error."""
         model_type = hf.get("model_type")
         if model_type not in HF_TEXT_FAMILIES:
             raise ValueError(f"model_type {model_type!r} is not supported; bigmodel reads "
                              f"{', '.join(HF_TEXT_FAMILIES)} checkpoints (and ViT for images)")
+        if model_type == "modernbert":
+            return cls._from_modernbert(hf)
         if hf.get("position_embedding_type", "absolute") != "absolute":
             raise ValueError(f"position_embedding_type {hf['position_embedding_type']!r} is not supported "
                              "(only 'absolute')")
@@ -105,10 +139,17 @@ class EncoderConfig:
         """The ``config.json`` fields of this encoder as a Hugging Face ``model_type`` (inverse of ``from_hf``)."""
         if model_type not in HF_TEXT_FAMILIES:
             raise ValueError(f"cannot write model_type {model_type!r}; choose one of {', '.join(HF_TEXT_FAMILIES)}")
+        if model_type == "modernbert":
+            return self._to_modernbert()
         unlike = [name for name, ok in (("pre-LN (norm_first)", not self.norm_first), ("causal", not self.causal),
-                                        ("sinusoidal positions", self.position_embedding == "learned"),
-                                        ("qkv without bias", self.qkv_bias),
+                                        (f"{self.position_embedding} positions", self.position_embedding == "learned"),
+                                        ("qkv without bias", self.qkv_bias and self.bias),
                                         ("a fusion encoder (add_cross_attention)", not self.add_cross_attention),
+                                        (f"a {self.feed_forward} feed-forward", self.feed_forward == "gelu"),
+                                        (f"{self.norm}", self.norm == "layernorm"),
+                                        ("local attention (sliding_window)", self.sliding_window is None),
+                                        (f"a {self.pooler} pooler over {self.classifier_pooling}",
+                                         self.pooler == "tanh" and self.classifier_pooling == "cls"),
                                         ) if not ok]
         if unlike:
             raise ValueError(f"this encoder has no {model_type} equivalent: it is {', '.join(unlike)}")
@@ -125,8 +166,80 @@ class EncoderConfig:
             out["pad_token_id"] = self.position_offset - 1
         return out
 
+    @classmethod
+    def _from_modernbert(cls, hf: dict[str, Any]) -> "EncoderConfig":
+        """ModernBERT's ``config.json``, in transformers 5's layout (``layer_types``, ``rope_parameters``) or the
+        older one on the Hub (``global_attn_every_n_layers``, ``global_rope_theta``/``local_rope_theta``)."""
+        layers = hf["num_hidden_layers"]
+        every = hf.get("global_attn_every_n_layers", 3)
+        kinds = hf.get("layer_types") or ["sliding_attention" if i % every else "full_attention" for i in range(layers)]
+        global_layers = [i for i, kind in enumerate(kinds) if kind == "full_attention"]
+        every = global_layers[1] if len(global_layers) > 1 else layers
+        if kinds != ["sliding_attention" if i % every else "full_attention" for i in range(layers)]:
+            raise ValueError(f"layer_types {kinds} is not 'every n-th layer global, from layer 0'; bigmodel's "
+                             "global_attention_every cannot express it")
+        local = len(global_layers) < layers
+        rope = hf.get("rope_parameters") or {}
+        theta = (rope.get("full_attention") or {}).get("rope_theta", hf.get("global_rope_theta", 160_000.0))
+        local_theta = (rope.get("sliding_attention") or {}).get("rope_theta", hf.get("local_rope_theta", 10_000.0))
+        if any(p.get("rope_type", "default") != "default" for p in rope.values() if p):
+            raise ValueError("only default RoPE is supported (no rope scaling)")
+        biases = {k: hf.get(k, False) for k in ("attention_bias", "mlp_bias", "norm_bias", "classifier_bias")}
+        if len(set(biases.values())) > 1 or not hf.get("decoder_bias", True):
+            raise ValueError(f"biases {biases} (decoder_bias {hf.get('decoder_bias')}) differ; bigmodel has one "
+                             "switch for all of them (bias) and always a decoder bias")
+        act, head_act = hf.get("hidden_activation", "gelu"), hf.get("classifier_activation", "gelu")
+        if head_act not in HF_ACTIVATIONS or (act != head_act and act not in ("silu", "swish")):
+            raise ValueError(f"hidden_activation {act!r} with classifier_activation {head_act!r} is not supported: "
+                             f"GeGLU and the heads share one of {', '.join(HF_ACTIVATIONS)} (or SwiGLU: silu)")
+        return cls(
+            vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"], num_layers=layers,
+            num_heads=hf["num_attention_heads"], intermediate_size=hf["intermediate_size"],
+            max_position_embeddings=hf["max_position_embeddings"], type_vocab_size=0, position_embedding="rope",
+            rope_theta=float(theta), local_rope_theta=float(local_theta), norm_first=True, first_attn_norm=False,
+            bias=biases["attention_bias"], feed_forward="swiglu" if act in ("silu", "swish") else "geglu",
+            activation=HF_ACTIVATIONS[head_act], sliding_window=hf.get("local_attention", 128) if local else None,
+            global_attention_every=every, hidden_dropout=hf.get("embedding_dropout", 0.0),
+            attention_dropout=hf.get("attention_dropout", 0.0), layer_norm_eps=hf.get("norm_eps", 1e-5),
+            initializer_range=hf.get("initializer_range", 0.02), pooler="transform",
+            classifier_pooling=hf.get("classifier_pooling", "cls"),
+        )
 
-HF_TEXT_FAMILIES = ("bert", "roberta")
+    def _to_modernbert(self) -> dict[str, Any]:
+        unlike = [name for name, ok in (("post-LN", self.norm_first), ("causal", not self.causal),
+                                        (f"{self.position_embedding} positions", self.position_embedding == "rope"),
+                                        ("a norm in layer 0 (first_attn_norm)", not self.first_attn_norm),
+                                        ("a plain (non-GLU) feed-forward", self.feed_forward != "gelu"),
+                                        (f"{self.norm}", self.norm == "layernorm"),
+                                        ("qkv without bias", self.qkv_bias or not self.bias),
+                                        ("token types", self.type_vocab_size == 0),
+                                        ("a fusion encoder (add_cross_attention)", not self.add_cross_attention),
+                                        ("BERT's tanh pooler", self.pooler == "transform"),
+                                        ) if not ok]
+        if unlike:
+            raise ValueError(f"this encoder has no modernbert equivalent: it is {', '.join(unlike)}")
+        act = {v: k for k, v in HF_ACTIVATIONS.items()}[self.activation]
+        kinds = ["full_attention" if self.is_global(i) else "sliding_attention" for i in range(self.num_layers)]
+        local_theta = self.rope_theta if self.local_rope_theta is None else self.local_rope_theta
+        return {
+            "model_type": "modernbert", "vocab_size": self.vocab_size, "hidden_size": self.hidden_size,
+            "num_hidden_layers": self.num_layers, "num_attention_heads": self.num_heads,
+            "intermediate_size": self.intermediate_size, "max_position_embeddings": self.max_position_embeddings,
+            "hidden_activation": "silu" if self.feed_forward == "swiglu" else act, "classifier_activation": act,
+            "norm_eps": self.layer_norm_eps, "norm_bias": self.bias, "attention_bias": self.bias,
+            "mlp_bias": self.bias, "classifier_bias": self.bias, "decoder_bias": True, "layer_types": kinds,
+            "local_attention": self.sliding_window or 128,
+            "rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": self.rope_theta},
+                                "sliding_attention": {"rope_type": "default", "rope_theta": local_theta}},
+            "embedding_dropout": self.hidden_dropout, "attention_dropout": self.attention_dropout,
+            "initializer_range": self.initializer_range, "classifier_pooling": self.classifier_pooling,
+            # the tokenizer's, set by export when it has one (ModernBERT's defaults lie outside a smaller vocabulary)
+            "pad_token_id": None, "bos_token_id": None, "eos_token_id": None, "cls_token_id": None,
+            "sep_token_id": None,
+        }
+
+
+HF_TEXT_FAMILIES = ("bert", "roberta", "modernbert")
 HF_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
 
 
@@ -139,6 +252,19 @@ def _vit(layers: int, hidden: int, heads: int, image_size: int = 224, patch_size
         num_layers=layers, hidden_size=hidden, num_heads=heads, intermediate_size=4 * hidden, norm_first=True,
         layer_norm_eps=1e-6, hidden_dropout=0.0, attention_dropout=0.0, type_vocab_size=0,
         image_size=image_size, patch_size=patch_size,
+    )
+
+
+def _modernbert(layers: int, hidden: int, heads: int, intermediate: int, max_positions: int = 8192,
+                global_theta: float = 160_000.0) -> EncoderConfig:
+    """ModernBERT's recipe (Warner et al., 2024): RoPE, GeGLU, no biases, pre-norm with the embedding norm as layer 0's
+    and a final norm, a 128-token window with every third layer global, no dropout, no token types."""
+    return EncoderConfig(
+        vocab_size=50368, num_layers=layers, hidden_size=hidden, num_heads=heads, intermediate_size=intermediate,
+        max_position_embeddings=max_positions, type_vocab_size=0, position_embedding="rope", rope_theta=global_theta,
+        local_rope_theta=10_000.0, norm_first=True, first_attn_norm=False, bias=False, feed_forward="geglu",
+        sliding_window=128, global_attention_every=3, hidden_dropout=0.0, attention_dropout=0.0, layer_norm_eps=1e-5,
+        pooler="transform",
     )
 
 
@@ -157,4 +283,9 @@ PRESETS: dict[str, EncoderConfig] = {
     # CIFAR-shaped: 32px images, 4px patches (64 patches); patch 16 on 32px reaches only ~51% from scratch
     "vit-cifar-tiny": _vit(6, 192, 3, image_size=32, patch_size=4),
     "vit-cifar-small": _vit(8, 384, 6, image_size=32, patch_size=4),
+    # ModernBERT's released shapes (answerdotai/ModernBERT-base, -large: 8k context, global theta 160k) and a
+    # CPU-sized one with the same recipe (4 x 256: layers 0 and 3 global; 512 positions, theta 10k everywhere)
+    "modernbert-base": _modernbert(22, 768, 12, 1152),
+    "modernbert-large": _modernbert(28, 1024, 16, 2624),
+    "modernbert-mini": _modernbert(4, 256, 4, 384, max_positions=512, global_theta=10_000.0),
 }

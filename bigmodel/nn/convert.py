@@ -47,6 +47,21 @@ TABLES: dict[str, Table] = {
         ("lm_head.layer_norm.", "mlm_head.norm."),
         ("lm_head.bias", "mlm_head.bias"),
     ],
+    # ModernBERT's Wqkv has bigmodel's fused layout (q, k, v stacked); its Wi gives both GLU halves as our ffn.up.
+    # ForMaskedLM's "head." is the MLM transform; ForSequenceClassification's is the pooler (see _MODERNBERT_CLS).
+    "modernbert": [
+        ("embeddings.tok_embeddings.", "encoder.embeddings.word_embeddings."),
+        ("embeddings.norm.", "encoder.embeddings.norm."),
+        ("layers.{i}.attn_norm.", "encoder.layers.{i}.attn_norm."),
+        ("layers.{i}.attn.Wqkv.", "encoder.layers.{i}.attn.qkv."),
+        ("layers.{i}.attn.Wo.", "encoder.layers.{i}.attn.proj."),
+        ("layers.{i}.mlp_norm.", "encoder.layers.{i}.ffn_norm."),
+        ("layers.{i}.mlp.Wi.", "encoder.layers.{i}.ffn.up."),
+        ("layers.{i}.mlp.Wo.", "encoder.layers.{i}.ffn.down."),
+        ("final_norm.", "encoder.final_norm."),
+        ("decoder.bias", "mlm_head.bias"),  # before "head.": in reverse, mlm_head.bias would match it
+        ("head.", "mlm_head."),
+    ],
     "vit": _LAYERS + [
         ("embeddings.patch_embeddings.projection.", "encoder.embeddings.proj."),
         ("embeddings.cls_token", "encoder.embeddings.cls_token"),
@@ -57,13 +72,14 @@ TABLES: dict[str, Table] = {
         ("classifier.", "head."),
     ],
 }
+_MODERNBERT_CLS: Table = [("classifier.", "head.classifier."), ("head.", "head.pooler.")]
 # Prefix of the body in Hugging Face's task models (BertForMaskedLM: bert.embeddings..., cls.predictions...).
-BODY_PREFIX = {"bert": "bert.", "roberta": "roberta.", "vit": "vit."}
-_BODY = ("embeddings.", "encoder.", "pooler.", "layernorm.")
+BODY_PREFIX = {"bert": "bert.", "roberta": "roberta.", "modernbert": "model.", "vit": "vit."}
+_BODY = ("embeddings.", "encoder.", "pooler.", "layernorm.", "layers.", "final_norm.")
 # Not parameters of bigmodel: position id buffers, decoders tied to the word embeddings, ViT's unused pooler.
 # BERT's next-sentence head (cls.seq_relationship, in bert-base-uncased's files) has no use here either.
 _DROP = re.compile(r"(position_ids|token_type_ids)$|^(cls\.predictions\.decoder\.|lm_head\.decoder\.|pooler\.|"
-                   r"cls\.seq_relationship\.)")
+                   r"cls\.seq_relationship\.|decoder\.weight$)")
 _QKV_HF = re.compile(r"^encoder\.layer\.(\d+)\.attention\.(?:self|attention)\.(query|key|value)\.(weight|bias)$")
 _QKV_OURS = re.compile(r"^encoder\.layers\.(\d+)\.attn\.qkv\.(weight|bias)$")
 
@@ -82,10 +98,15 @@ def _rename(key: str, table: Table, reverse: bool) -> str | None:
     return None
 
 
+def _table(family: str, classifier: bool) -> Table:
+    """The family's table; a ModernBERT classifier's ``head.`` is its pooler, not the MLM transform."""
+    return _MODERNBERT_CLS + TABLES[family] if family == "modernbert" and classifier else TABLES[family]
+
+
 def from_hf(state: dict[str, torch.Tensor], family: str) -> dict[str, torch.Tensor]:
     """Hugging Face state dict (a base model or any of its task models) -> bigmodel names."""
     prefix = BODY_PREFIX[family]
-    table = TABLES[family]
+    table = _table(family, "classifier.weight" in state)
     if family == "vit":
         state = {_vit_v5_to_file(k.removeprefix(prefix)): v for k, v in state.items()}
     if family == "roberta" and any(k.startswith("classifier.dense.") for k in state):
@@ -114,13 +135,13 @@ def from_hf(state: dict[str, torch.Tensor], family: str) -> dict[str, torch.Tens
 
 
 def to_hf(state: dict[str, torch.Tensor], family: str) -> dict[str, torch.Tensor]:
-    """bigmodel names -> the Hugging Face task model's names (body under ``bert.``/``roberta.``/``vit.``, heads at
-    the top). Tied decoder weights are left to ``transformers``, which ties them on load."""
-    prefix, table = BODY_PREFIX[family], TABLES[family]
+    """bigmodel names -> the Hugging Face task model's names (body under ``bert.``/``roberta.``/``model.``/``vit.``,
+    heads at the top). Tied decoder weights are left to ``transformers``, which ties them on load."""
+    prefix, table = BODY_PREFIX[family], _table(family, "head.classifier.weight" in state)
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         m = _QKV_OURS.match(key)
-        if m:
+        if m and family != "modernbert":  # ModernBERT keeps q, k, v fused as bigmodel does
             attention = "attention" if family == "vit" else "self"
             for part, chunk in zip(("query", "key", "value"), value.chunk(3)):
                 out[f"{prefix}encoder.layer.{m[1]}.attention.{attention}.{part}.{m[2]}"] = chunk.clone()

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from bigmodel.nn.config import EncoderConfig
+from bigmodel.nn.norm import make_norm
 
 
 def sinusoidal_encoding(num_positions: int, dim: int) -> torch.Tensor:
@@ -21,7 +22,8 @@ def sinusoidal_encoding(num_positions: int, dim: int) -> torch.Tensor:
 
 
 class TextEmbeddings(nn.Module):
-    """Word + position + token-type embeddings, then LayerNorm and dropout (BERT's embedding block)."""
+    """Word + position + token-type embeddings, then a norm and dropout (BERT's embedding block). With rotary
+    positions (``position_embedding: rope``) nothing is added here: attention rotates q and k instead."""
 
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
@@ -29,13 +31,13 @@ class TextEmbeddings(nn.Module):
         self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
         if config.position_embedding == "learned":
             self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        else:
+        elif config.position_embedding == "sinusoidal":
             pe = sinusoidal_encoding(config.max_position_embeddings, config.hidden_size)
             self.register_buffer("sinusoidal", pe, persistent=False)
         self.token_type_embeddings = (
             nn.Embedding(config.type_vocab_size, config.hidden_size) if config.type_vocab_size > 0 else None
         )
-        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.norm = make_norm(config)
         self.dropout = nn.Dropout(config.hidden_dropout)
 
     def forward(
@@ -52,22 +54,19 @@ class TextEmbeddings(nn.Module):
                 " or build a model with more positions"
             )
         x = self.word_embeddings(input_ids)
-        if position_ids is None:  # right-padded batches: positions offset, offset + 1, ... (RoBERTa's for real tokens)
-            position = (
-                self.position_embeddings.weight[offset : offset + seq_len]
-                if self.config.position_embedding == "learned"
-                else self.sinusoidal[:seq_len]
-            )
-            x = x + position  # broadcast over the batch: no index tensor needed
-        else:
-            x = x + (
-                self.position_embeddings(position_ids)
-                if self.config.position_embedding == "learned"
-                else self.sinusoidal[position_ids]
-            )
+        if self.config.position_embedding != "rope":  # rotary positions enter attention, not the embedding
+            x = x + self._positions(seq_len, position_ids)
         if self.token_type_embeddings is not None:
             if token_type_ids is None:
                 x = x + self.token_type_embeddings.weight[0]
             else:
                 x = x + self.token_type_embeddings(token_type_ids)
         return self.dropout(self.norm(x))
+
+    def _positions(self, seq_len: int, position_ids: torch.Tensor | None) -> torch.Tensor:
+        learned = self.config.position_embedding == "learned"
+        if position_ids is None:  # right-padded batches: positions offset, offset + 1, ... (RoBERTa's for real tokens)
+            offset = self.config.position_offset
+            # broadcast over the batch: no index tensor needed
+            return self.position_embeddings.weight[offset : offset + seq_len] if learned else self.sinusoidal[:seq_len]
+        return self.position_embeddings(position_ids) if learned else self.sinusoidal[position_ids]

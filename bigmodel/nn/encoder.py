@@ -3,6 +3,10 @@
 Attention has two paths with one set of weights: ``F.scaled_dot_product_attention`` (fused kernels; flash when
 there is no mask) and an explicit softmax(QK^T/sqrt(d_k))V that also returns the attention weights. The same class
 does cross-attention (queries from ``x``, keys and values from a ``context`` sequence) through the same two paths.
+
+The modern switches (``EncoderConfig``): rotary positions applied to self-attention's q and k, GeGLU/SwiGLU
+feed-forward, RMSNorm, no biases, and local (sliding-window) layers between global ones -- ModernBERT's recipe, each
+one a boolean mask or a few lines in the same classes, so both attention paths see every switch.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ from torch.utils.checkpoint import checkpoint
 
 from bigmodel.nn.config import EncoderConfig
 from bigmodel.nn.embeddings import TextEmbeddings
+from bigmodel.nn.norm import make_norm
+
+Rotary = tuple[torch.Tensor, torch.Tensor]  # (cos, sin), each (B or 1, S, head_dim)
 
 
 class EncoderOutput(NamedTuple):
@@ -25,19 +32,64 @@ class EncoderOutput(NamedTuple):
     cross_attentions: tuple[torch.Tensor, ...] | None = None  # per layer (B, heads, S, Sk): asked for, with context
 
 
-def build_attention_mask(attention_mask: torch.Tensor | None, causal: bool, seq_len: int) -> torch.Tensor | None:
+def build_attention_mask(
+    attention_mask: torch.Tensor | None,
+    causal: bool,
+    seq_len: int,
+    window: int | None = None,
+    document_ids: torch.Tensor | None = None,
+    device: torch.device | None = None,
+) -> torch.Tensor | None:
     """Boolean mask, True where a query may attend to a key; None when nothing is masked (keeps SDPA on flash).
 
     ``attention_mask`` is (B, S) with 1/True for real tokens. The result broadcasts to (B, heads, S, S) without
-    materialising it: (B, 1, 1, S) for padding alone, (B, 1, S, S) for padding plus causal.
+    materialising it: (B, 1, 1, S) for padding alone, (B, 1, S, S) for padding plus causal. The other rules compose
+    with it by "and": ``window`` (a whole sliding window: query i sees keys j with |i - j| <= window // 2, ModernBERT's
+    and Hugging Face's rule) and ``document_ids`` (B, S) (a packed block: tokens see only their own document).
+    ``device``: where the window and causal parts are made (the inputs' device).
     """
-    if attention_mask is None:
-        return None
-    mask = attention_mask.bool()[:, None, None, :]
+    parts: list[torch.Tensor] = []
+    if attention_mask is not None:
+        parts.append(attention_mask.bool()[:, None, None, :])
+    if document_ids is not None:
+        parts.append((document_ids[:, :, None] == document_ids[:, None, :])[:, None])
+    if window is not None:
+        i = torch.arange(seq_len, device=device)
+        parts.append((i[:, None] - i[None, :]).abs() <= window // 2)
+    if not parts:
+        return None  # causal alone: SDPA's is_causal
     if causal:
-        tril = torch.ones(seq_len, seq_len, dtype=torch.bool, device=mask.device).tril()
-        mask = mask & tril
+        parts.append(torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril())
+    mask = parts[0]
+    for part in parts[1:]:
+        mask = mask & part
     return mask
+
+
+def rotary_cos_sin(positions: torch.Tensor, head_dim: int, theta: float) -> Rotary:
+    """RoPE's (cos, sin) for ``positions`` (B or 1, S): angle pos / theta^(2i/d), each frequency used for the two
+    halves of the head (the GPT-NeoX/Hugging Face layout that ModernBERT uses), in float32."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim))
+    freqs = positions[..., None].float() * inv_freq  # (B, S, d/2)
+    angles = torch.cat((freqs, freqs), dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotates each pair (x_i, x_{i+d/2}) of ``x`` (B, h, S, d) by its position's angle; ``cos``/``sin`` (B, S, d)."""
+    cos, sin = cos[:, None], sin[:, None]
+    xf = x.float()
+    half = xf.shape[-1] // 2
+    rotated = torch.cat((-xf[..., half:], xf[..., :half]), dim=-1)
+    return (xf * cos + rotated * sin).to(x.dtype)
+
+
+def document_positions(document_ids: torch.Tensor) -> torch.Tensor:
+    """Positions that restart at 0 where each document of a packed block starts: (B, S) -> (B, S)."""
+    index = torch.arange(document_ids.shape[1], device=document_ids.device).expand_as(document_ids)
+    starts = torch.ones_like(document_ids, dtype=torch.bool)
+    starts[:, 1:] = document_ids[:, 1:] != document_ids[:, :-1]
+    return index - torch.where(starts, index, torch.zeros_like(index)).cummax(dim=1).values
 
 
 def explicit_attention(
@@ -79,12 +131,13 @@ class Attention(nn.Module):
         self.cross = cross
         self.causal = config.causal and not cross
         self.dropout_p = config.attention_dropout
+        qkv_bias = config.qkv_bias and config.bias
         if cross:
-            self.q = nn.Linear(config.hidden_size, config.hidden_size, bias=config.qkv_bias)
-            self.kv = nn.Linear(config.hidden_size, 2 * config.hidden_size, bias=config.qkv_bias)
+            self.q = nn.Linear(config.hidden_size, config.hidden_size, bias=qkv_bias)
+            self.kv = nn.Linear(config.hidden_size, 2 * config.hidden_size, bias=qkv_bias)
         else:
-            self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
-        self.proj = nn.Linear(config.hidden_size, config.hidden_size)
+            self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=qkv_bias)
+        self.proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.bias)
 
     def forward(
         self,
@@ -92,14 +145,18 @@ class Attention(nn.Module):
         mask: torch.Tensor | None = None,
         need_weights: bool = False,
         context: torch.Tensor | None = None,
+        rotary: Rotary | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``x`` (B, S, H); ``context`` (B, Sk, H) for cross-attention. ``mask`` (True = may attend) broadcasts to
-        (B, heads, S, Sk), Sk = S without context; with context it masks the context's padding."""
+        (B, heads, S, Sk), Sk = S without context; with context it masks the context's padding. ``rotary``: RoPE's
+        (cos, sin) for self-attention's q and k (cross-attention's context has no positions of ours)."""
         B, S, H = x.shape
         if context is None:
             if self.cross:
                 raise ValueError("cross-attention needs context=: the (B, Sk, H) sequence of its keys and values")
             q, k, v = self.qkv(x).view(B, S, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+            if rotary is not None:
+                q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
         else:
             if not self.cross:
                 raise ValueError("self-attention takes no context=; Attention(config, cross=True) attends to one")
@@ -120,32 +177,42 @@ class Attention(nn.Module):
 
 
 class FeedForward(nn.Module):
+    """up -> activation -> down, or a gated linear unit (``feed_forward: geglu | swiglu``): ``up`` gives both halves
+    (a, b) in one matmul (so LoRA's ``up``/``down`` targets stay the same) and act(a) * b goes down."""
+
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
-        self.up = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.act = nn.GELU(approximate="tanh" if config.activation == "gelu_tanh" else "none")
-        self.down = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.glu = config.feed_forward != "gelu"
+        width = 2 * config.intermediate_size if self.glu else config.intermediate_size
+        self.up = nn.Linear(config.hidden_size, width, bias=config.bias)
+        self.act = nn.SiLU() if config.feed_forward == "swiglu" else \
+            nn.GELU(approximate="tanh" if config.activation == "gelu_tanh" else "none")
+        self.down = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.glu:
+            a, b = self.up(x).chunk(2, dim=-1)
+            return self.down(self.act(a) * b)
         return self.down(self.act(self.up(x)))
 
 
 class Block(nn.Module):
     """One encoder layer; post-LN (BERT) or pre-LN (ViT) by ``config.norm_first``. With
     ``config.add_cross_attention``, a cross-attention sublayer over ``context`` sits between self-attention and the
-    FFN, normalised the same way."""
+    FFN, normalised the same way. ``index`` is the layer's number (layer 0 may take the embedding norm as its own:
+    ``first_attn_norm: false``)."""
 
-    def __init__(self, config: EncoderConfig) -> None:
+    def __init__(self, config: EncoderConfig, index: int = 0) -> None:
         super().__init__()
         self.norm_first = config.norm_first
         self.attn = Attention(config)
-        self.attn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attn_norm = nn.Identity() if index == 0 and not config.first_attn_norm else make_norm(config)
         self.cross_attn: Attention | None = None
         if config.add_cross_attention:
             self.cross_attn = Attention(config, cross=True)
-            self.cross_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+            self.cross_norm = make_norm(config)
         self.ffn = FeedForward(config)
-        self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.ffn_norm = make_norm(config)
         self.dropout = nn.Dropout(config.hidden_dropout)
 
     def forward(
@@ -155,23 +222,25 @@ class Block(nn.Module):
         need_weights: bool = False,
         context: torch.Tensor | None = None,
         context_mask: torch.Tensor | None = None,
+        rotary: Rotary | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Returns (x, self-attention weights, cross-attention weights); weights only with ``need_weights``.
 
-        ``mask`` and ``context_mask`` are boolean key masks (``build_attention_mask``) for ``x`` and ``context``.
+        ``mask`` and ``context_mask`` are boolean key masks (``build_attention_mask``) for ``x`` and ``context``;
+        ``rotary`` RoPE's (cos, sin) for self-attention.
         """
         if self.cross_attn is None and context is not None:
             raise ValueError("this block has no cross-attention (config.add_cross_attention=False); pass no context=")
         cross_weights = None
         if self.norm_first:
-            a, weights = self.attn(self.attn_norm(x), mask, need_weights)
+            a, weights = self.attn(self.attn_norm(x), mask, need_weights, rotary=rotary)
             x = x + self.dropout(a)
             if self.cross_attn is not None:
                 c, cross_weights = self.cross_attn(self.cross_norm(x), context_mask, need_weights, context)
                 x = x + self.dropout(c)
             x = x + self.dropout(self.ffn(self.ffn_norm(x)))
         else:
-            a, weights = self.attn(x, mask, need_weights)
+            a, weights = self.attn(x, mask, need_weights, rotary=rotary)
             x = self.attn_norm(x + self.dropout(a))
             if self.cross_attn is not None:
                 c, cross_weights = self.cross_attn(x, context_mask, need_weights, context)
@@ -181,20 +250,21 @@ class Block(nn.Module):
 
 
 def init_weights(module: nn.Module, std: float) -> None:
-    """BERT's initialisation: normal(0, std) for weights, zeros for biases, ones for LayerNorm scales."""
+    """BERT's initialisation: normal(0, std) for weights, zeros for biases, ones for norm scales."""
     if isinstance(module, (nn.Linear, nn.Conv2d)):
         nn.init.normal_(module.weight, mean=0.0, std=std)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, nn.Embedding):
         nn.init.normal_(module.weight, mean=0.0, std=std)
-    elif isinstance(module, nn.LayerNorm):
+    elif isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
         nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
+        if getattr(module, "bias", None) is not None:
+            nn.init.zeros_(module.bias)
 
 
 class TransformerEncoder(nn.Module):
-    """Embeddings -> ``num_layers`` blocks (-> final LayerNorm when pre-LN).
+    """Embeddings -> ``num_layers`` blocks (-> final norm when pre-LN).
 
     ``embeddings`` defaults to ``TextEmbeddings``; images pass a patch embedding instead. Everything after the
     embedding is the same code for every modality.
@@ -208,10 +278,8 @@ class TransformerEncoder(nn.Module):
         super().__init__()
         self.config = config
         self.embeddings = embeddings if embeddings is not None else TextEmbeddings(config)
-        self.layers = nn.ModuleList(Block(config) for _ in range(config.num_layers))
-        self.final_norm = (
-            nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.norm_first else nn.Identity()
-        )
+        self.layers = nn.ModuleList(Block(config, i) for i in range(config.num_layers))
+        self.final_norm = make_norm(config) if config.norm_first else nn.Identity()
         self.apply(lambda m: init_weights(m, config.initializer_range))
 
     def forward(
@@ -221,36 +289,53 @@ class TransformerEncoder(nn.Module):
         output_attentions: bool = False,
         context: torch.Tensor | None = None,
         context_mask: torch.Tensor | None = None,
+        document_ids: torch.Tensor | None = None,
         **embedding_kwargs: torch.Tensor | None,
     ) -> EncoderOutput:
         """``inputs`` go to the embedding (token ids for text); ``attention_mask`` is (B, S), 1 for real tokens.
         With ``add_cross_attention``: ``context`` (B, Sk, H), the sequence every layer attends to, and
-        ``context_mask`` (B, Sk), 1 for its real tokens.
+        ``context_mask`` (B, Sk), 1 for its real tokens. ``document_ids`` (B, S): a packed block's document of each
+        token; tokens then attend only within their document and positions restart at each document's start.
 
         Pass ``attention_mask=None`` (``context_mask=None``) when a batch has no padding: the collators do, so SDPA
         can use flash.
         """
-        cross = self.config.add_cross_attention
+        config = self.config
+        cross = config.add_cross_attention
         if cross and context is None:
             raise ValueError("a fusion encoder (add_cross_attention=True) needs context=, the (B, Sk, H) it attends to")
         if not cross and (context is not None or context_mask is not None):
             raise ValueError("context= is for encoders with add_cross_attention=True; this one has no cross-attention")
-        if cross and context.shape[-1] != self.config.hidden_size:
+        if cross and context.shape[-1] != config.hidden_size:
             raise ValueError(f"context has width {context.shape[-1]}, the encoder's hidden_size is "
-                             f"{self.config.hidden_size}; project it to hidden_size first")
+                             f"{config.hidden_size}; project it to hidden_size first")
+        if document_ids is not None and embedding_kwargs.get("position_ids") is None:
+            embedding_kwargs["position_ids"] = document_positions(document_ids)
         x = self.embeddings(inputs, **embedding_kwargs)
-        mask = build_attention_mask(attention_mask, self.config.causal, x.shape[1])
+        S = x.shape[1]
+        mask = build_attention_mask(attention_mask, config.causal, S, None, document_ids, x.device)
+        local_mask = mask if config.sliding_window is None else \
+            build_attention_mask(attention_mask, config.causal, S, config.sliding_window, document_ids, x.device)
+        rotary = local_rotary = None
+        if config.position_embedding == "rope":  # once per forward, shared by the layers of each kind
+            positions = embedding_kwargs.get("position_ids")
+            positions = torch.arange(S, device=x.device)[None] if positions is None else positions
+            rotary = rotary_cos_sin(positions, config.head_dim, config.rope_theta)
+            local_theta = config.local_rope_theta
+            local_rotary = rotary if local_theta in (None, config.rope_theta) else \
+                rotary_cos_sin(positions, config.head_dim, local_theta)
         key_mask = build_attention_mask(context_mask, False, context.shape[1]) if cross else None  # (B, 1, 1, Sk)
         attentions = [] if output_attentions else None
         cross_attentions = [] if output_attentions and cross else None
-        recompute = self.config.activation_checkpointing and self.training and torch.is_grad_enabled()
-        for layer in self.layers:
+        recompute = config.activation_checkpointing and self.training and torch.is_grad_enabled()
+        for i, layer in enumerate(self.layers):
+            layer_mask, layer_rotary = (mask, rotary) if config.is_global(i) else (local_mask, local_rotary)
             if recompute:  # non-reentrant; the RNG state is replayed, so dropout masks match the first forward
                 x, weights, cross_weights = checkpoint(
-                    layer, x, mask, output_attentions, context, key_mask, use_reentrant=False
+                    layer, x, layer_mask, output_attentions, context, key_mask, layer_rotary, use_reentrant=False
                 )
             else:
-                x, weights, cross_weights = layer(x, mask, output_attentions, context, key_mask)
+                x, weights, cross_weights = layer(x, layer_mask, output_attentions, context, key_mask, layer_rotary)
             if attentions is not None:
                 attentions.append(weights)
             if cross_attentions is not None:

@@ -24,8 +24,9 @@ class MaskedLanguageModel(nn.Module):
         input_ids: torch.Tensor,  # (B, S)
         masked_positions: torch.Tensor,  # (N,) flat indices into B*S
         attention_mask: torch.Tensor | None = None,
+        document_ids: torch.Tensor | None = None,  # (B, S) of a packed block: documents kept apart
     ) -> torch.Tensor:  # (N, V): logits only where the loss needs them
-        hidden = self.encoder(input_ids, attention_mask).last_hidden_state
+        hidden = self.encoder(input_ids, attention_mask, document_ids=document_ids).last_hidden_state
         selected = hidden.flatten(0, 1).index_select(0, masked_positions)
         return self.mlm_head(selected, self.encoder.embeddings.word_embeddings.weight)
 
@@ -36,7 +37,7 @@ class SequenceClassifier(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = TransformerEncoder(config)
-        self.head = ClassificationHead(config.hidden_size, num_classes, classifier_dropout, pooling)
+        self.head = ClassificationHead.for_encoder(config, num_classes, classifier_dropout, pooling)
         self.head.apply(lambda m: init_weights(m, config.initializer_range))
 
     def forward(

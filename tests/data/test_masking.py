@@ -70,3 +70,30 @@ def test_masked_positions_padded_to_a_multiple_are_the_same_masks_plus_ignored_p
     assert (padded["masked_positions"][n:] == 0).all() and (padded["masked_labels"][n:] == -100).all()
     nothing = MLMCollator(tok, mlm_probability=0.0, masked_positions_multiple_of=8)([{"input_ids": ids[0]}])
     assert nothing["masked_positions"].tolist() == [0] * 8 and (nothing["masked_labels"] == -100).all()
+
+
+def test_document_mask_gives_each_packed_document_its_own_attention_and_positions(pydoc_text):
+    """A packed block with ``document_mask``: every token's MLM logits equal those of its document alone."""
+    from bigmodel.nn import EncoderConfig, MaskedLanguageModel
+
+    tok = _tokenizer(pydoc_text)
+    cls, sep = tok.cls_token_id, tok.sep_token_id
+    g = torch.Generator().manual_seed(0)
+    docs = [torch.randint(20, len(tok), (n,), generator=g).tolist() for n in (5, 7, 3)]
+    block = torch.tensor([cls] + docs[0] + [sep] + docs[1] + [sep] + docs[2])  # the last document goes on
+    batch = MLMCollator(tok, mlm_probability=0.0, document_mask=True)([{"input_ids": block}])
+    assert batch["document_ids"].tolist() == [[0] * 7 + [1] * 8 + [2] * 3]
+    assert "document_ids" not in MLMCollator(tok, mlm_probability=0.0)([{"input_ids": block}])
+    alone = [[cls] + docs[0] + [sep], docs[1] + [sep], docs[2]]
+    config = EncoderConfig.from_name("modernbert-mini", vocab_size=len(tok), hidden_size=64, num_heads=2,
+                                     intermediate_size=96, sliding_window=4, global_attention_every=2)
+    torch.manual_seed(0)
+    for cfg in (config, EncoderConfig.from_name("bert-tiny", vocab_size=len(tok), hidden_dropout=0.0,
+                                                attention_dropout=0.0)):
+        model = MaskedLanguageModel(cfg).eval()
+        with torch.no_grad():
+            packed = model(batch["input_ids"], torch.arange(18), None, batch["document_ids"])
+            separate = torch.cat([model(torch.tensor([d]), torch.arange(len(d))) for d in alone])
+            crossing = model(batch["input_ids"], torch.arange(18))
+        torch.testing.assert_close(packed, separate, atol=1e-5, rtol=1e-5)
+        assert (crossing - separate).abs().max() > 1e-3  # without the document mask the block is one sequence

@@ -1,0 +1,161 @@
+"""ModernBERT in and out: transformers' ModernBert* models (random small configs, no download) and bigmodel's encoder
+with ModernBERT's switches give the same hidden states and logits on padded batches, both ways."""
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from bigmodel.nn import EncoderConfig, MaskedLanguageModel, SequenceClassifier  # noqa: E402
+from bigmodel.nn.convert import from_hf, to_hf  # noqa: E402
+
+# 5 layers, every 3rd global (0 and 3), a window of 8 (4 keys each side) on 20-token inputs; the thetas differ
+BASE = dict(vocab_size=120, hidden_size=64, num_hidden_layers=5, num_attention_heads=4, intermediate_size=96,
+            max_position_embeddings=64, local_attention=8, global_attn_every_n_layers=3, global_rope_theta=1000.0,
+            local_rope_theta=50.0, pad_token_id=0, bos_token_id=1, cls_token_id=1, sep_token_id=2, eos_token_id=2)
+VARIANTS = {
+    "modernbert": {},  # GeGLU, no biases
+    "biases-swiglu-mean": dict(hidden_activation="silu", attention_bias=True, mlp_bias=True, norm_bias=True,
+                               classifier_bias=True, classifier_pooling="mean"),
+}
+
+
+def _hf(cls_name: str, variant: str, attn: str = "eager", **extra):
+    config = transformers.ModernBertConfig(**BASE, **VARIANTS[variant], **extra, attn_implementation=attn)
+    torch.manual_seed(0)
+    model = getattr(transformers, cls_name)(config).eval()
+    assert model.config._attn_implementation == attn
+    with torch.no_grad():  # norms start at 1 and biases at 0: move them, so a wrong mapping cannot hide
+        for name, p in model.named_parameters():
+            p.add_(torch.randn_like(p) * (0.3 if "norm" in name or name.endswith("bias") else 0.0))
+    return model
+
+
+def _padded_batch(seq: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = torch.randint(5, 120, (3, seq), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(3, seq, dtype=torch.long)
+    mask[1, 13:] = 0
+    mask[2, 4:] = 0
+    return ids.masked_fill(mask == 0, 0), mask
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_masked_lm_imports_with_equal_outputs_and_exports_back_exactly(variant, attn):
+    hf = _hf("ModernBertForMaskedLM", variant, attn)
+    config = EncoderConfig.from_hf(hf.config.to_dict())
+    assert (config.sliding_window, config.global_attention_every, config.rope_theta, config.local_rope_theta) == \
+        (8, 3, 1000.0, 50.0)
+    assert config.bias == (variant != "modernbert")
+    assert config.feed_forward == ("swiglu" if "swiglu" in variant else "geglu")
+    ours = MaskedLanguageModel(config).eval()
+    ours.load_state_dict(from_hf(hf.state_dict(), "modernbert"), strict=True)
+    ids, mask = _padded_batch()
+    real = mask.bool()
+    with torch.no_grad():
+        ref = hf(input_ids=ids, attention_mask=mask)
+        ref_hidden = hf.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        for explicit in (False, True):  # SDPA and the explicit softmax path
+            hidden = ours.encoder(ids, mask, output_attentions=explicit).last_hidden_state
+            torch.testing.assert_close(hidden[real], ref_hidden[real], atol=1e-5, rtol=1e-5)
+        logits = ours(ids, torch.arange(ids.numel()), mask).view(3, 20, -1)
+    torch.testing.assert_close(logits[real], ref.logits[real], atol=1e-5, rtol=1e-5)
+    back = to_hf(ours.state_dict(), "modernbert")
+    original = {k: v for k, v in hf.state_dict().items() if k != "decoder.weight"}  # tied to the embeddings
+    assert back.keys() == original.keys()
+    for key, value in original.items():
+        assert torch.equal(back[key], value), key
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_sequence_classifier_imports_with_equal_logits_and_exports_back_exactly(variant):
+    hf = _hf("ModernBertForSequenceClassification", variant, "sdpa", num_labels=3)
+    config = EncoderConfig.from_hf(hf.config.to_dict())
+    assert config.pooler == "transform" and config.classifier_pooling == hf.config.classifier_pooling
+    ours = SequenceClassifier(config, num_classes=3).eval()
+    ours.load_state_dict(from_hf(hf.state_dict(), "modernbert"), strict=True)
+    ids, mask = _padded_batch()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids, mask)[0], hf(input_ids=ids, attention_mask=mask).logits,
+                                   atol=1e-5, rtol=1e-5)
+    back = to_hf(ours.state_dict(), "modernbert")
+    assert back.keys() == hf.state_dict().keys()
+    for key, value in hf.state_dict().items():
+        assert torch.equal(back[key], value), key
+
+
+def test_bigmodel_encoders_export_to_transformers_with_equal_outputs():
+    """The other way: a model built here (random init, every ModernBERT switch) -> ModernBertForMaskedLM."""
+    config = EncoderConfig.from_name("modernbert-mini", vocab_size=120, num_layers=4, hidden_size=64, num_heads=4,
+                                     intermediate_size=96, sliding_window=6, local_rope_theta=77.0)
+    torch.manual_seed(0)
+    ours = MaskedLanguageModel(config).eval()
+    with torch.no_grad():
+        for name, p in ours.named_parameters():
+            if "norm" in name or name.endswith("bias"):
+                p.add_(torch.randn_like(p) * 0.3)
+    hf_config = transformers.ModernBertConfig(**config.to_hf("modernbert"), attn_implementation="eager")
+    assert hf_config.layer_types == ["full_attention", "sliding_attention", "sliding_attention", "full_attention"]
+    hf = transformers.ModernBertForMaskedLM(hf_config).eval()
+    missing, unexpected = hf.load_state_dict(to_hf(ours.state_dict(), "modernbert"), strict=False)
+    assert missing == ["decoder.weight"] and not unexpected  # tied to the word embeddings
+    hf.tie_weights()
+    ids, mask = _padded_batch()
+    real = mask.bool()
+    with torch.no_grad():
+        ref = hf(input_ids=ids, attention_mask=mask)
+        logits = ours(ids, torch.arange(ids.numel()), mask).view(3, 20, -1)
+    torch.testing.assert_close(logits[real], ref.logits[real], atol=1e-5, rtol=1e-5)
+
+
+def test_a_modernbert_directory_is_an_init_from_and_exports_back(tmp_path):
+    from bigmodel.export import export
+    from bigmodel.tasks import MLMTask
+
+    hf = _hf("ModernBertForMaskedLM", "modernbert")
+    hf.save_pretrained(tmp_path / "modernbert")
+    task = MLMTask(vocab_size=120, init_from=str(tmp_path / "modernbert")).eval()
+    assert task.load_pretrained(task._pretrained) == []
+    ids, mask = _padded_batch()
+    real = mask.bool()
+    with torch.no_grad():
+        torch.testing.assert_close(task.net.encoder(ids, mask).last_hidden_state[real],
+                                   hf.model(input_ids=ids, attention_mask=mask).last_hidden_state[real],
+                                   atol=1e-5, rtol=1e-5)
+    ckpt = {"state_dict": task.state_dict()}
+    task.on_save_checkpoint(ckpt)
+    torch.save(ckpt, tmp_path / "mlm.ckpt")
+    with pytest.raises(ValueError, match="only modernbert has rotary positions; this encoder is a modernbert"):
+        export(str(tmp_path / "mlm.ckpt"), str(tmp_path / "wrong"), family="bert")
+    export(str(tmp_path / "mlm.ckpt"), str(tmp_path / "back"))
+    back = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "back")
+    assert type(back).__name__ == "ModernBertForMaskedLM"
+    for key, value in hf.state_dict().items():
+        assert torch.equal(back.state_dict()[key], value), key
+
+
+def test_configs_modernbert_cannot_express_are_refused():
+    with pytest.raises(ValueError, match="has no modernbert equivalent: it is post-LN, learned positions"):
+        EncoderConfig.from_name("bert-tiny").to_hf("modernbert")
+    with pytest.raises(ValueError, match="has no bert equivalent: it is pre-LN .*rope positions"):
+        EncoderConfig.from_name("modernbert-mini").to_hf("bert")
+    hf = transformers.ModernBertConfig(**{**BASE, "attention_bias": True}).to_dict()
+    with pytest.raises(ValueError, match="bigmodel has one switch for all of them"):
+        EncoderConfig.from_hf(hf)
+    odd = transformers.ModernBertConfig(**{**BASE, "layer_types": ["sliding_attention"] + ["full_attention"] * 4})
+    with pytest.raises(ValueError, match="is not 'every n-th layer global, from layer 0'"):
+        EncoderConfig.from_hf(odd.to_dict())
+
+
+@pytest.mark.parametrize("name,shape", [("modernbert-base", {}),
+                                        ("modernbert-large", dict(hidden_size=1024, num_hidden_layers=28,
+                                                                  num_attention_heads=16, intermediate_size=2624))])
+def test_presets_have_transformers_modernbert_parameter_counts(name, shape):
+    from bigmodel.nn import TransformerEncoder, num_parameters
+
+    with torch.device("meta"):
+        ours = TransformerEncoder(EncoderConfig.from_name(name))
+        ref = transformers.ModernBertModel(transformers.ModernBertConfig(**shape))
+    assert num_parameters(ours) == num_parameters(ref) == {"modernbert-base": 149_014_272,
+                                                           "modernbert-large": 394_781_696}[name]
+    assert EncoderConfig.from_hf(ref.config.to_dict()) == EncoderConfig.from_name(name)
