@@ -58,7 +58,8 @@ class MLMTask(LanguageModelTask):
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         if "masked_positions" not in batch:
             raise ValueError("MLMTask needs masked batches but got whole blocks: set data.init_args.objective: mlm")
-        logits = self.net(batch["input_ids"], batch["masked_positions"], batch.get("attention_mask"))
+        logits = self.net(batch["input_ids"], batch["masked_positions"], batch.get("attention_mask"),
+                          batch.get("document_ids"))  # packed documents kept apart (document_mask)
         labels = batch["masked_labels"]
         # sum / count instead of mean: a batch with no selected token gives 0, not NaN. Labels -100 (padding of the
         # positions to a multiple, see MLMCollator) count nowhere; the count stays on the device (no sync).

@@ -50,3 +50,28 @@ def test_masked_predictions_leave_out_the_padding_of_the_positions(pydoc_text):
         shown.append(callback.examples)
     assert torch.equal(shown[0]["positions"], shown[1]["positions"])
     assert torch.equal(shown[0]["original"], shown[1]["original"]) and torch.equal(shown[1]["original"], ids[:2])
+
+
+def test_document_masked_blocks_reach_the_encoder_each_document_scored_as_if_alone(pydoc_text):
+    """A packed block from MLMCollator(document_mask=True): the task's logits at the second document's masked
+    positions equal those of that document run alone (positions restart, no attention across [SEP])."""
+    tok = train_wordpiece(pydoc_text.read_text().splitlines(), vocab_size=600)
+    torch.manual_seed(0)
+    first, second = torch.randint(10, len(tok), (11,)), torch.randint(10, len(tok), (13,))
+    sep = torch.tensor([tok.sep_token_id])
+    block = torch.cat([first, sep, second, sep])
+    packed = MLMCollator(tok, seed=1, mlm_probability=0.3, document_mask=True)([
+        {"input_ids": block, "epoch": 0, "index": 0}])
+    assert packed["document_ids"].tolist() == [[0] * 12 + [1] * 14]
+    task = MLMTask(encoder="bert-tiny", vocab_size=len(tok),
+                   encoder_config={"hidden_dropout": 0.0, "attention_dropout": 0.0}).eval()
+    in_second = packed["masked_positions"] >= 12
+    assert in_second.any()
+    alone = {"input_ids": packed["input_ids"][:, 12:], "masked_positions": packed["masked_positions"][in_second] - 12,
+             "masked_labels": packed["masked_labels"][in_second]}
+    with torch.no_grad():
+        _, logits, _, _ = task._step(packed)
+        _, alone_logits, _, _ = task._step(alone)
+        crossed = task._step({k: v for k, v in packed.items() if k != "document_ids"})[1]
+    torch.testing.assert_close(logits[in_second], alone_logits, rtol=1e-5, atol=1e-5)
+    assert (crossed[in_second] - alone_logits).abs().max() > 1e-3  # without the ids the documents mix
