@@ -2,6 +2,7 @@
 model, and towers started from checkpoints."""
 
 import csv
+import math
 import functools
 from pathlib import Path
 
@@ -81,3 +82,52 @@ def test_towers_start_from_an_image_classifier_and_an_mlm_checkpoint(tmp_path, m
     for name, value in mlm["state_dict"].items():
         if name.startswith("net.encoder."):
             assert torch.equal(text[name.removeprefix("net.encoder.")], value), name
+
+
+class PushedScale(ImageTextTask):
+    """Adds ``-100 logit_scale`` to the loss for the first ``push`` optimizer steps: the temperature driven towards
+    its cap and past it, then left to Adam's momentum."""
+
+    def __init__(self, push: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.push, self.after_step = push, []
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        return loss - 100 * self.net.logit_scale if self.global_step < self.push else loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        super().on_train_batch_end(outputs, batch, batch_idx)
+        if (batch_idx + 1) % self.trainer.accumulate_grad_batches == 0:  # a step was taken
+            self.after_step.append(self.net.logit_scale.item())
+
+
+def test_the_temperature_parameter_is_clamped_to_its_cap_after_every_accumulated_step(tmp_path):
+    torch.manual_seed(0)
+    dm = ImageTextDataModule(batch_size=16)
+    # log(1 / 0.015) = 4.20, 0.1 per Adam step: past log 100 = 4.61 by the 5th of 8 pushed steps, then 4 more
+    task = PushedScale(push=8, image_encoder=functools.partial(VisionTransformer, **VIT), encoder_config=TEXT,
+                       vocab_size=dm.vocab_size, embed_dim=16, temperature=0.015, lr=0.1, schedule="constant")
+    trainer = L.Trainer(max_steps=12, accumulate_grad_batches=2, limit_val_batches=0, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer.fit(task, datamodule=dm)
+    assert len(task.after_step) == 12
+    assert max(task.after_step) <= math.log(100) + 1e-6  # a forward cap alone: 4.80 when pushed, 5.30 on momentum
+    assert task.after_step[7] == pytest.approx(math.log(100))  # pushed up to the cap, not past it
+    assert float(trainer.callback_metrics["train/temperature"]) >= 0.01 - 1e-6
+
+
+def test_the_image_tower_cls_token_and_positions_are_not_decayed_as_in_the_vit_classifier():
+    from bigmodel.tasks.optim import parameter_groups
+
+    dm = ImageTextDataModule(batch_size=8)
+    net = _task(dm, fusion_layers=1).net
+    decay, no_decay = ({n for n, p in net.named_parameters() if any(p is q for q in g["params"])}
+                       for g in parameter_groups(net, 0.05))
+    embeddings = "image_encoder.encoder.embeddings."
+    assert {embeddings + "cls_token", embeddings + "position_embeddings", "logit_scale"} <= no_decay
+    assert {embeddings + "proj.weight", "image_projection.weight", "text_encoder.embeddings.word_embeddings.weight",
+            "itm_head.weight"} <= decay
+    params = dict(net.named_parameters())
+    assert all(params[n].ndim >= 2 for n in decay)  # biases and LayerNorm weights as before
+    assert decay | no_decay == {n for n, _ in net.named_parameters()} and not decay & no_decay
