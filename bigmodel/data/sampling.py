@@ -15,7 +15,8 @@ from bigmodel.seeding import mix_seed
 
 class ResumableSampler(DistributedSampler):
     """Yields ``(epoch, index)`` for this rank: one (seed, epoch) shuffle of the whole set, padded to a multiple
-    of ``world_size`` by repeating its start, dealt out ``order[rank::world_size]`` as DistributedSampler does.
+    of ``world_size`` by repeating its start (grouped by length: its short last step), dealt out
+    ``order[rank::world_size]`` as DistributedSampler does.
 
     It is a ``DistributedSampler`` so that Lightning uses it as is instead of wrapping it in another that would
     re-split the order; Lightning calls ``set_epoch`` every epoch. ``skip`` drops the first indices of this rank's
@@ -65,7 +66,13 @@ class ResumableSampler(DistributedSampler):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         order = self.order()
-        order = order.repeat(math.ceil(self.total_size / max(self.length, 1)))[: self.total_size]
+        pad, source = self.total_size - len(order), order
+        if self.lengths is not None and pad:
+            # not the start of a grouped order (its longest step, trained twice and in a short batch): its short
+            # last step, whose examples have the lengths of the batches they join (not empty: pad > 0 means the
+            # set is no multiple of world_size, nor then of the step, a multiple of world_size)
+            source = order[len(order) - len(order) % (self.batch_size * self.num_replicas):]
+        order = torch.cat([order, source.repeat(math.ceil(pad / max(len(source), 1)))[:pad]])
         mine = order[self.rank :: self.num_replicas]
         skip = self.skip if self.epoch == self.skip_epoch else 0
         self.skip = 0

@@ -29,7 +29,8 @@ class ImageTextOutput(NamedTuple):
 
 class ImageTextModel(nn.Module):
     """A ViT and a text encoder, each [CLS] projected (no bias) to ``embed_dim`` and normalised; a learnable
-    temperature (CLIP: initialised at 0.07, the logit scale capped at 100).
+    temperature (CLIP: initialised at 0.07; the training task keeps the logit scale at most 100 with
+    ``clamp_logit_scale_`` after every optimizer step).
 
     Args:
         image_encoder: a ``VisionTransformer`` (its classification head is not used and is dropped).
@@ -80,8 +81,15 @@ class ImageTextModel(nn.Module):
     MAX_LOGIT_SCALE = 100.0
 
     def scale(self) -> torch.Tensor:
-        """exp(logit_scale) capped at 100 (CLIP): the contrastive logits' multiplier, 1 / temperature."""
-        return self.logit_scale.exp().clamp(max=self.MAX_LOGIT_SCALE)
+        """exp(logit_scale): the contrastive logits' multiplier, 1 / temperature. Not capped here: a cap in the
+        forward pass zeroes the gradient above it, and Adam's momentum then keeps pushing the parameter up."""
+        return self.logit_scale.exp()
+
+    @torch.no_grad()
+    def clamp_logit_scale_(self) -> None:
+        """The parameter itself into [0, log 100] (OpenCLIP, after every optimizer step): the scale stays at most
+        100 and keeps its gradient."""
+        self.logit_scale.clamp_(0, math.log(self.MAX_LOGIT_SCALE))
 
     def encode_image(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, C, H, W) -> (unit embedding (B, D), encoder states (B, 1 + patches, Hv))."""

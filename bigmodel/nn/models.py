@@ -89,20 +89,23 @@ class CausalLanguageModel(nn.Module):
         """Appends ``max_new_tokens`` tokens to ``input_ids`` (B, S; no padding) and returns (B, S + new).
 
         Greedy takes the most likely token; otherwise a draw from softmax(logits / temperature), restricted to the
-        ``top_k`` most likely when given. The context is cropped to the last ``max_position_embeddings`` tokens.
+        ``top_k`` most likely when given (0 or None: all tokens, as in transformers). The context is cropped to
+        the last tokens that have positions: ``max_position_embeddings`` less ``position_offset`` (RoBERTa: 2).
         No key/value cache: each step recomputes the whole context, which is cheap at these model sizes and
         keeps one forward path. Call ``eval()`` first (dropout would otherwise stay on).
         """
         if not greedy and temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}; use greedy=True for argmax")
-        ids = input_ids
+        if top_k is not None and top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 or None: no top-k filter), got {top_k}")
+        ids, context = input_ids, self.config.max_position_embeddings - self.config.position_offset
         for _ in range(max_new_tokens):
-            logits = self(ids[:, -self.config.max_position_embeddings :])[:, -1].float()  # (B, V)
+            logits = self(ids[:, -context:])[:, -1].float()  # (B, V)
             if greedy:
                 next_id = logits.argmax(-1, keepdim=True)
             else:
                 logits = logits / temperature
-                if top_k is not None and top_k < logits.shape[-1]:
+                if top_k and top_k < logits.shape[-1]:
                     kth = logits.topk(top_k, dim=-1).values[:, -1:]
                     logits = logits.masked_fill(logits < kth, float("-inf"))
                 next_id = torch.multinomial(logits.softmax(-1), 1, generator=generator)

@@ -22,7 +22,8 @@ class CausalLMTask(LanguageModelTask):
         init_from: start from another checkpoint's encoder (this project's causal LM or MLM, a Hugging Face
             BERT/RoBERTa): its weights, now read causally; the next-token decoder is the word embeddings.
         max_new_tokens, temperature, top_k: what ``bigmodel predict`` generates after each prompt: a greedy
-            continuation and one sampled from the ``top_k`` most likely tokens (all of them when null).
+            continuation and one sampled from softmax(logits / ``temperature``) (> 0) restricted to the ``top_k``
+            most likely tokens (all of them when 0 or null, as in transformers).
         **kwargs: optimiser settings, see ``Task``.
     The data module must give whole blocks: ``CorpusDataModule`` with ``objective: causal``.
     """
@@ -41,6 +42,13 @@ class CausalLMTask(LanguageModelTask):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if temperature <= 0:  # checked now, not at the end of a predict run
+            raise ValueError(f"temperature {temperature}: set model.init_args.temperature > 0 (1.0 samples the "
+                             "model's own distribution; the greedy continuation is always written too)")
+        if top_k is not None and top_k < 0:
+            raise ValueError(f"top_k {top_k}: set model.init_args.top_k >= 1, or 0 or null to sample from all tokens")
+        if max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens {max_new_tokens}: set model.init_args.max_new_tokens >= 0")
         if vocab_size is None:
             raise ValueError("vocab_size is unset: it comes from the data module's tokenizer through the CLI link")
         overrides = dict(encoder_config or {})

@@ -139,6 +139,12 @@ class ImageTextTask(Task):
             self.log("train/i2t_acc", positives[rows].gather(1, best[:, None]).float().mean())
         return loss
 
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """After each optimizer step (Lightning calls this once per accumulated step), the temperature's parameter
+        is clamped to its cap, as OpenCLIP does."""
+        super().optimizer_step(*args, **kwargs)
+        self.net.clamp_logit_scale_()
+
     def _matching_loss(self, out, mask: torch.Tensor | None, scale: torch.Tensor,
                        positives: torch.Tensor) -> torch.Tensor:
         """Match / no-match on the batch's pairs and, for each image and each text, one hard negative drawn from

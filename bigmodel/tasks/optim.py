@@ -16,12 +16,13 @@ Schedule = Literal["linear", "cosine", "constant"]
 
 def parameter_groups(model: nn.Module, weight_decay: float, lr: float | None = None,
                      layer_decay: float = 1.0) -> list[dict]:
-    """No weight decay on biases, LayerNorm weights and other 1-d parameters (BERT's recipe), nor on what the
-    model lists in ``no_weight_decay()`` (timm's convention: a ViT's [CLS] token and position embeddings). Frozen
+    """No weight decay on biases, LayerNorm weights and other 1-d parameters (BERT's recipe), nor on what any of
+    the model's modules lists in ``no_weight_decay()`` (timm's convention: a ViT's [CLS] token and position
+    embeddings, wherever the ViT sits: a classifier's backbone, an image-text model's image tower). Frozen
     parameters are left out (no optimizer state for them). ``layer_decay`` < 1: layer-wise learning-rate decay
     (ELECTRA, BEiT): a parameter at depth d of L + 1 (``bigmodel.nn.peft.layer_id``) trains at
     ``lr * layer_decay ** (L + 1 - d)``, the head at ``lr``, the embeddings lowest."""
-    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    skip = no_weight_decay_names(model)
     named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     num_layers = 1 + max((int(n.split("layers.")[1].split(".")[0]) for n, _ in named
                           if "layers." in n and n.split("layers.")[1].split(".")[0].isdigit()), default=-1)
@@ -37,6 +38,12 @@ def parameter_groups(model: nn.Module, weight_decay: float, lr: float | None = N
         return [groups.get((True, 0), {"params": [], "weight_decay": weight_decay}),
                 groups.get((False, 0), {"params": [], "weight_decay": 0.0})]
     return [groups[key] for key in sorted(groups, key=lambda k: (k[1], not k[0]))]
+
+
+def no_weight_decay_names(model: nn.Module) -> set[str]:
+    """The full names of the parameters that ``model`` or any submodule lists in its ``no_weight_decay()``."""
+    return {f"{prefix}.{name}" if prefix else name for prefix, module in model.named_modules()
+            if callable(getattr(module, "no_weight_decay", None)) for name in module.no_weight_decay()}
 
 
 def fused_supported(params: Iterable[torch.Tensor]) -> bool:

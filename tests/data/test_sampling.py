@@ -1,3 +1,6 @@
+from collections import Counter
+
+import pytest
 import torch
 
 from bigmodel.data.sampling import ResumableSampler
@@ -77,3 +80,28 @@ def test_grouping_a_set_smaller_than_one_batch_or_one_mega_batch():
         order = _order(ResumableSampler(n, seed=0, lengths=lengths, batch_size=BATCH))
         assert sorted(order) == list(range(n))
         assert max(lengths[i] for i in order[:BATCH]) == max(lengths)
+
+
+@pytest.mark.parametrize("mega_batch", [50, 4])  # one mega-batch (the whole set sorted), or 11
+def test_ddp_padding_repeats_examples_of_the_short_last_step_not_the_longest(mega_batch):
+    lengths, world = _lengths(), 3  # 1003 = 41 steps of 3 x 8 + 19: one example short of 3 x 335, two padded
+
+    def sampler(rank):
+        return ResumableSampler(N, seed=1, rank=rank, world_size=world, lengths=lengths, batch_size=BATCH,
+                                mega_batch=mega_batch)
+
+    shares = [_order(sampler(r), epoch=2) for r in range(world)]
+    assert len({len(s) for s in shares}) == 1 and set().union(*shares) == set(range(N))
+    counts = Counter(i for s in shares for i in s)
+    repeated = [i for i, c in counts.items() if c > 1]
+    assert len(repeated) == world * len(shares[0]) - N == 2 and max(counts.values()) == 2
+    last = [_batches(s)[-1] for s in shares]  # what the ranks run together at the last step
+    assert all(sum(i in b for b in last) == 2 for i in repeated)  # both copies in the short last step
+    assert counts[max(range(N), key=lengths.__getitem__)] == 1  # the longest example trains once
+    if mega_batch == 50:  # the 19 shortest of the set and their repeats: no 119-token example among them
+        together = [lengths[i] for b in last for i in b]
+        assert max(together) - min(together) <= 30
+    for rank, share in enumerate(shares):  # a run resumed before the last batch sees exactly that batch
+        resumed = sampler(rank)
+        resumed.resume(epoch=2, consumed=len(share) - len(last[rank]))
+        assert [i for _, i in resumed] == last[rank]

@@ -158,3 +158,31 @@ def test_token_accuracy_equals_torchmetrics_with_ignore_index_and_its_validation
     task.on_validation_epoch_end()
     torch.testing.assert_close(logged["val/loss"], torch.tensor((2.0 * 30 + 4.0 * 10) / 40))
     torch.testing.assert_close(logged["val/acc"], torch.tensor(4.0 / 40))
+
+
+def test_generate_crops_the_context_to_the_positions_left_after_a_roberta_offset():
+    torch.manual_seed(0)
+    config = EncoderConfig.from_name("bert-tiny", vocab_size=VOCAB, causal=True, norm_first=True, position_offset=2,
+                                     max_position_embeddings=12)  # 10 usable positions
+    model = CausalLanguageModel(config).eval()
+    prompt = torch.randint(5, VOCAB, (1, 7))
+    out = model.generate(prompt, 8, greedy=True)  # 15 tokens: past 12 - 2 from the 4th new token
+    assert out.shape == (1, 15) and torch.equal(out[:, :7], prompt)
+    assert out[0, -1] == model(out[:, -11:-1])[0, -1].argmax()  # the last 10 tokens were the context
+
+
+def test_decoding_settings_are_checked_when_the_task_is_built_and_top_k_0_is_off():
+    with pytest.raises(ValueError, match=r"top_k -1: set model.init_args.top_k >= 1, or 0 or null"):
+        CausalLMTask(vocab_size=VOCAB, top_k=-1)
+    for temperature in (0.0, -1.0):
+        with pytest.raises(ValueError, match=r"set model.init_args.temperature > 0"):
+            CausalLMTask(vocab_size=VOCAB, temperature=temperature)
+    with pytest.raises(ValueError, match=r"set model.init_args.max_new_tokens >= 0"):
+        CausalLMTask(vocab_size=VOCAB, max_new_tokens=-1)
+    assert CausalLMTask(vocab_size=VOCAB, top_k=0).generation["top_k"] == 0
+    model, prompt = tiny_model(), torch.randint(5, VOCAB, (2, 4))
+    off, unfiltered = (model.generate(prompt, 5, top_k=k, temperature=3.0, generator=torch.Generator().manual_seed(3))
+                       for k in (0, None))
+    assert torch.equal(off, unfiltered)
+    with pytest.raises(ValueError, match="top_k must be >= 0"):
+        model.generate(prompt, 1, top_k=-2)

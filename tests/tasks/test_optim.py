@@ -139,3 +139,59 @@ def test_the_check_and_the_clipping_read_nothing_back_from_the_device(monkeypatc
     skipped = task(poison=[1], nonfinite="skip")
     fit(skipped, gradient_clip_val=1.0, precision="bf16-mixed")
     assert skipped.skipped_steps == 1
+
+
+class ShardedStandIn(L.pytorch.strategies.FSDPStrategy):
+    """Rank 0 of two under FSDP, on CPU (Lightning runs FSDP on GPUs only): this rank holds the gradients of
+    ``params[:half]``, the other rank those of the rest. ``model.clip_grad_norm_`` does what FSDP's does: the total
+    norm over both ranks' shards (an all-reduce of squared norms, here the other rank's given), every local
+    gradient scaled by max_norm / (total + 1e-6) when that is below 1."""
+
+    model = None  # FSDPStrategy's property: here the wrapped module stand-in itself
+
+    def __init__(self, local: list[torch.nn.Parameter], other_sq_norm: torch.Tensor) -> None:
+        super().__init__()
+        self.calls: list[float] = []
+
+        def clip_grad_norm_(max_norm: float) -> torch.Tensor:
+            self.calls.append(max_norm)
+            local_sq = sum(p.grad.pow(2).sum() for p in local if p.grad is not None)
+            total = (local_sq + other_sq_norm).sqrt()
+            torch.nn.utils.clip_grads_with_norm_([p for p in local if p.grad is not None], max_norm, total)
+            return total
+
+        self.model = type("Wrapped", (), {"clip_grad_norm_": staticmethod(clip_grad_norm_)})()
+
+    def reduce(self, tensor, *args, **kwargs):  # the other rank's gradients are finite: its flag is 0
+        return tensor
+
+    def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
+        return decision
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_fsdp_clipping_uses_the_norm_over_all_shards_not_this_ranks(fused):
+    torch.manual_seed(0)
+    model = task()
+    model.net(torch.randn(4, 1, 8, 8)).logsumexp(-1).sum().mul(10).backward()
+    params = list(model.net.parameters())
+    half = len(params) // 2
+    full = [p.grad.clone() for p in params]
+    norm = torch.nn.utils.get_total_norm(full)
+    assert norm > 1  # well above the clip
+    reference = [g * (0.05 / (norm + 1e-6)) for g in full]  # the whole model clipped by its norm (torch's formula)
+    optimizer, _ = build_optimizer(model.net, 1e-3, 0.01, (0.9, 0.999), 1e-6, "constant", 0, total_steps=1,
+                                   fused=fused)
+    for p in params[half:]:
+        p.grad = None  # on the other rank
+    strategy = ShardedStandIn(params[:half], torch.stack([g.pow(2).sum() for g in full[half:]]).sum())
+    model.trainer = type("Trainer", (), {"strategy": strategy, "world_size": 2, "global_step": 0, "current_epoch": 0,
+                                         "precision_plugin": L.pytorch.plugins.Precision()})()
+    model.on_before_optimizer_step(optimizer)
+    assert model._grad_norm is None  # this rank's norm is no norm of the model: not kept for the clipping
+    model.configure_gradient_clipping(optimizer, 0.05, "norm")
+    assert strategy.calls == [0.05] and model._grad_norm is None
+    for p, expected in zip(params[:half], reference[:half]):
+        torch.testing.assert_close(p.grad, expected)
+    local = torch.nn.utils.get_total_norm([p.grad for p in params[:half]])
+    assert local < 0.05 * 0.9  # this rank's share of the clipped norm, not the clip value itself
