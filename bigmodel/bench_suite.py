@@ -4,8 +4,8 @@
     python -m bigmodel.bench --suite cpu-smoke --out bench-smoke  # the same code paths at tiny shapes (CI)
     python -m bigmodel.bench_suite experiments/results/gpu_suite/suite.json --write README.md   # README section
 
-Each part runs in its own process (forked on CPU, spawned on a GPU) under a time box; a part that fails or runs
-out of time is recorded as such and the rest still run. Parts: the matmul ceilings; ``bench.compare`` at bert-base
+Each part runs in its own process (from a forkserver on CPU, spawned on a GPU) under a time box; a part that fails
+or runs out of time is recorded as such and the rest still run. Parts: the matmul ceilings; ``bench.compare`` at bert-base
 (seq 128, batch 256, bf16) with the CIFAR recipe's ViT vs timm, eager and compiled, useful MFU against the bf16
 matmul measured in the run; the MLM step with static masked counts (``masked_positions_multiple_of``) eager,
 compiled and with CUDA graphs; a short ``16-mixed`` fit to its end; FSDP on one GPU (the fragment's strategy,
@@ -398,11 +398,11 @@ PARTS: dict[str, tuple[Callable[[Sizes, str, str], dict], str]] = {
 }
 
 
-def _child(name: str, sizes: Sizes, device: str, root: str, conn) -> None:
+def _child(part: Callable[[Sizes, str, str], dict], sizes: Sizes, device: str, root: str, conn) -> None:
     try:
         if device == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 in the ceilings; bf16 rows autocast
-        result = PARTS[name][0](sizes, device, root)
+        result = part(sizes, device, root)
         conn.send(("ok", result, None))
     except BaseException as err:  # noqa: B036 (recorded; the other parts go on)
         first = (str(err).strip().splitlines() or [""])[0]
@@ -412,13 +412,15 @@ def _child(name: str, sizes: Sizes, device: str, root: str, conn) -> None:
 
 
 def run_part(name: str, sizes: Sizes, device: str, budget: float) -> dict:
-    """One part in its own process (spawned where CUDA is used, forked otherwise), killed after ``budget``
-    seconds: {"status", "seconds", and the part's "rows" and "notes"}."""
-    ctx = multiprocessing.get_context("spawn" if device == "cuda" else "fork")
+    """One part in its own process (spawned where CUDA is used, otherwise forked from a forkserver), killed after
+    ``budget`` seconds: {"status", "seconds", and the part's "rows" and "notes"}."""
+    ctx = multiprocessing.get_context("spawn" if device == "cuda" else "forkserver")
+    if device != "cuda":  # a clean one-thread server: a fork of a busy process (pytest's, with TensorBoard and
+        ctx.set_forkserver_preload(["bigmodel.bench_suite"])  # OpenMP threads) deadlocked on a copied lock
     recv, send = ctx.Pipe(duplex=False)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as root:
-        proc = ctx.Process(target=_child, args=(name, sizes, device, root, send))
+        proc = ctx.Process(target=_child, args=(PARTS[name][0], sizes, device, root, send))
         proc.start()
         send.close()
         try:
