@@ -156,7 +156,8 @@ class Task(L.LightningModule):
 
     def untrained_heads(self) -> list[str]:
         """The new heads a ``validate``/``test`` of ``init_from`` itself measures as drawn (no step trained them)."""
-        stage = self._trainer.state.fn if self._trainer is not None else None
+        trainer = getattr(self, "_trainer", None)  # a task stepped by hand has none
+        stage = trainer.state.fn if trainer is not None else None
         return list(self.new_heads) if stage in ("validate", "test") else []
 
     def untrained_note(self) -> str | None:
@@ -252,7 +253,9 @@ class Task(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """A checkpoint of trainable weights only is completed before Lightning loads it (strictly): the frozen base
-        is read again from ``init_from``, checked against the checksum saved with it, and fills in the rest."""
+        is read again from ``init_from``, checked against the checksum saved with it, and fills in the rest. Heads
+        come from the checkpoint either way: none is untrained."""
+        self.new_heads.clear()
         meta = checkpoint.get(META_KEY) or {}
         if meta.get("weights") != "trainable":
             self._pretrained = None
@@ -268,6 +271,7 @@ class Task(L.LightningModule):
                              f"weights differ from {meta.get('base')!r} then): give that run's base")
         saved = checkpoint["state_dict"]
         checkpoint["state_dict"] = {**{k: v for k, v in self.state_dict().items() if k not in saved}, **saved}
+        self.new_heads.clear()
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Dropout draws from a generator seeded by (seed, rank, epoch, batch): a run resumed mid-epoch makes the

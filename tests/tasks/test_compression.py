@@ -81,6 +81,8 @@ def test_an_adapter_checkpoint_resumes_tests_and_exports_merged(lora_run, hf_ber
 
     test = BigModelCLI(args=["test", "-c", args[2], "-c", args[4], "--ckpt_path", "best"])
     assert 0 <= test.trainer.callback_metrics["test/acc"] <= 1
+    # the head came from the checkpoint: not marked as a drawn one
+    assert "test/random_head" not in test.trainer.callback_metrics and test.model.untrained_note() is None
 
     last = ckpt_dir / "last.ckpt"
     main(["export", "--ckpt_path", str(last), "--out", str(tmp / "merged")])
