@@ -20,6 +20,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
+from bigmodel.data.image_text import EVAL_CAPTIONS, EVAL_IMAGES, EVAL_KIND
 from bigmodel.nn.encoder import TransformerEncoder
 from bigmodel.nn.vision import attention_rollout, cls_attention_maps
 
@@ -367,9 +368,9 @@ class RetrievalExamples(Callback):
                                 batch_idx: int, dataloader_idx: int = 0) -> None:
         if not isinstance(batch, dict) or not self._due(trainer, pl_module):
             return
-        if "pixel_values" in batch and self.examples is None:  # the images loader's first batch, kept for good
+        if batch.get(EVAL_KIND) == EVAL_IMAGES and self.examples is None:  # the first image batch, kept for good
             self.examples = _first(batch, self.num_examples)
-        elif "caption_ids" in batch and "pixel_values" not in batch:  # the captions loader: every batch
+        elif batch.get(EVAL_KIND) == EVAL_CAPTIONS:  # every caption batch
             self._captions.append({k: v.detach().cpu() for k, v in batch.items() if torch.is_tensor(v)})
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -101,11 +101,14 @@ class DataModule(L.LightningDataModule):
         shuffle: bool = False,
         drop_last: bool = False,
         sampler: Sampler | None = None,
+        batched: bool = True,
     ) -> DataLoader:
+        """``batched=False``: the sampler yields one key per batch, which the dataset and ``collate_fn`` turn into
+        a whole batch (``batch_size=None``)."""
         hp = self.hparams
         return DataLoader(
             dataset,
-            batch_size=hp.batch_size,
+            batch_size=hp.batch_size if batched else None,
             shuffle=shuffle,
             sampler=sampler,
             collate_fn=collate_fn,

@@ -7,14 +7,16 @@ task can tell which captions describe which images: for digits that is class-lev
 caption of "3"), for photo sets it is the image's own captions. Splits are made by image, never by caption, so no
 image is in two splits.
 
-Evaluation batches come from two loaders, in a fixed order (``EVAL_*``); the zero-shot prompts are one batch that
-every rank encodes whole (``zero_shot_prompts``).
+Evaluation batches come from one loader whose batches are either images or captions, tagged by ``EVAL_KIND`` (one
+loader, so Lightning prints one column of the epoch's metrics); the zero-shot prompts are one batch that every rank
+encodes whole (``zero_shot_prompts``).
 """
 
 from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -23,7 +25,7 @@ import torch
 from datasets import Dataset as HFDataset
 from datasets import DatasetDict, load_dataset, load_from_disk
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from transformers import PreTrainedTokenizerBase
 
 from bigmodel.data.augment import AugmentConfig, sample_transform
@@ -35,9 +37,10 @@ from bigmodel.data.tokenizer import cached_wordpiece, load_tokenizer
 from bigmodel.hub import HubUnavailableError, hub_offline_mode, hub_reachable, offline_message
 from bigmodel.seeding import mix_seed
 
-# val_dataloader / test_dataloader: a list of loaders, in this order
-EVAL_IMAGES = 0  # the split's images: pixel_values, image_index, image_caption_ids (+ labels)
-EVAL_CAPTIONS = 1  # the split's distinct captions: input_ids, attention_mask, caption_ids
+# val_dataloader / test_dataloader: one loader; each batch's EVAL_KIND says what it holds
+EVAL_KIND = "kind"
+EVAL_IMAGES = "images"  # the split's images: pixel_values, image_index, image_caption_ids (+ labels)
+EVAL_CAPTIONS = "captions"  # the split's distinct captions: input_ids, attention_mask, caption_ids
 
 SPLITS = ("train", "validation", "test")
 SPLIT_NAMES = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}
@@ -183,6 +186,49 @@ def collate_images(items: list[dict[str, Any]], width: int | None = None) -> dic
     return batch
 
 
+class EvalBatchSampler(DistributedSampler):
+    """One evaluation loader over several datasets (``sizes``: each one's length, by kind), yielding this rank's
+    batches as ``(kind, indices)``. Each dataset is dealt to the ranks as Lightning's DistributedSampler deals a
+    loader of its own (padded to a multiple of ``world_size`` by repeating its start, ``order[rank::world_size]``)
+    and cut into batches of ``batch_size``: no batch mixes kinds, and every rank has as many of each kind. The kinds
+    take turns batch by batch (the longest one's rest last), so a ``limit_val_batches`` or the sanity check sees
+    some of each.
+
+    It is a ``DistributedSampler`` so that Lightning uses it as is instead of re-dealing it (as ``ResumableSampler``).
+    """
+
+    def __init__(self, sizes: dict[str, int], batch_size: int, rank: int = 0, world_size: int = 1) -> None:
+        # DistributedSampler.__init__ wants a dataset and a process group; this needs neither
+        self.rank, self.num_replicas, self.shuffle, self.drop_last, self.epoch = rank, world_size, False, False, 0
+        self.batches: list[list[tuple[str, list[int]]]] = []
+        for kind, size in sizes.items():
+            share = torch.arange(-(-size // world_size) * world_size) % max(size, 1)  # padded with its start
+            mine = share[rank::world_size].tolist() if size else []
+            self.batches.append([(kind, mine[i: i + batch_size]) for i in range(0, len(mine), batch_size)])
+
+    def __iter__(self) -> Iterator[tuple[str, list[int]]]:
+        turns = max((len(b) for b in self.batches), default=0)
+        return iter([b[i] for i in range(turns) for b in self.batches if i < len(b)])
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self.batches)
+
+
+class EvalBatches(Dataset):
+    """Item ``(kind, indices)`` of an ``EvalBatchSampler``: those items of the dataset of that kind, which
+    ``collate`` turns into a batch tagged ``EVAL_KIND: kind`` (in the loader's workers, as any collate)."""
+
+    def __init__(self, parts: dict[str, tuple[Dataset, Callable[[list[Any]], dict[str, Any]]]]) -> None:
+        self.parts = parts
+
+    def __getitem__(self, key: tuple[str, list[int]]) -> tuple[str, list[Any]]:
+        kind, indices = key
+        return kind, [self.parts[kind][0][i] for i in indices]
+
+    def collate(self, fetched: tuple[str, list[Any]]) -> dict[str, Any]:
+        kind, items = fetched
+        return {**self.parts[kind][1](items), EVAL_KIND: kind}
+
 
 class CaptionDrawCollator:
     """Training batches: each image with one of its captions, drawn from (seed, epoch, index) so that every epoch
@@ -245,8 +291,9 @@ class ImageTextDataModule(DataModule):
 
     Batches: training, one per image per epoch with one of its captions: ``pixel_values`` (B, C, H, W),
     ``input_ids``, ``attention_mask`` (only when padded), ``caption_ids`` (B,), ``image_caption_ids`` (B, K; -1
-    pads; K is the most captions a training image has) and, for digits, ``labels``. Validation and test: two
-    loaders indexed by ``EVAL_IMAGES`` and ``EVAL_CAPTIONS`` (see there); predict: the images (files carry
+    pads; K is the most captions a training image has) and, for digits, ``labels``. Validation and test: one
+    loader of image batches and caption batches, each tagged ``EVAL_KIND``: ``EVAL_IMAGES`` or ``EVAL_CAPTIONS``
+    (see there; ``EvalBatchSampler`` says in which order and how ranks share them); predict: the images (files carry
     ``path``). Zero-shot prompts: ``zero_shot_prompts()``, one batch.
     """
 
@@ -513,12 +560,18 @@ class ImageTextDataModule(DataModule):
         collate = CaptionDrawCollator(self.tokenizer, self.caption_input_ids["train"], self.hparams.seed, width)
         return self.train_loader(train, collate, drop_last=len(train) > self.hparams.batch_size)
 
-    def _eval_loaders(self, split: str) -> list[DataLoader]:
+    def _eval_loader(self, split: str) -> DataLoader:
+        """The split's images and captions in one loader (see ``EvalBatchSampler``)."""
         if split not in self.datasets:
             raise ValueError(f"{self.hparams.dataset!r} has no {split} split: give CSV rows with split {split} or a "
                              f"dataset with a {split} split")
-        return [self.loader(self.datasets[split], collate_images),
-                self.loader(self.datasets[f"{split}_captions"], ClassificationCollator(self.tokenizer))]
+        captions = (self.datasets[f"{split}_captions"], ClassificationCollator(self.tokenizer))
+        data = EvalBatches({EVAL_IMAGES: (self.datasets[split], collate_images), EVAL_CAPTIONS: captions})
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        sampler = EvalBatchSampler({kind: len(dataset) for kind, (dataset, _) in data.parts.items()},
+                                   self.hparams.batch_size, rank, world)
+        return self.loader(data, data.collate, sampler=sampler, batched=False)
 
     def zero_shot_prompts(self) -> dict[str, torch.Tensor] | None:
         """Every (template, class) prompt as one batch (template-major): ``input_ids``, ``attention_mask`` (when
@@ -530,11 +583,11 @@ class ImageTextDataModule(DataModule):
             self.setup("predict")
         return dict(self._prompts)
 
-    def val_dataloader(self) -> list[DataLoader]:
-        return self._eval_loaders("validation")
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("validation")
 
-    def test_dataloader(self) -> list[DataLoader]:
-        return self._eval_loaders("test")
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
 
     def predict_dataloader(self) -> DataLoader:
         if self.class_names is None:

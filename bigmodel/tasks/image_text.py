@@ -2,8 +2,9 @@
 retrieval recall both ways and zero-shot classification by text prompts.
 
 Batches come from ``bigmodel.data.ImageTextDataModule``. Training batches are image-caption pairs with the ids that
-say which captions describe which images; validation and test run two loaders, the split's images (loader 0) and its
-distinct captions (loader 1), whose embeddings are gathered and compared at the end of the epoch.
+say which captions describe which images; validation and test run the split's images and its
+distinct captions, in one loader whose batches say which they hold; their embeddings are gathered and compared at the
+end of the epoch.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
+from bigmodel.data.image_text import EVAL_CAPTIONS, EVAL_IMAGES, EVAL_KIND
 from bigmodel.nn.convert import convert_hf_vit, is_hf_vit
 from bigmodel.nn.image_text import (
     ImageTextModel,
@@ -29,7 +31,6 @@ from bigmodel.tasks.base import Task
 from bigmodel.tasks.checkpoints import Pretrained, resolve
 from bigmodel.tasks.classification import backbone_spec, build_backbone
 
-EVAL_IMAGES, EVAL_CAPTIONS = 0, 1  # the validation/test loaders' order (ImageTextDataModule)
 RECALL_AT = (1, 5, 10)
 
 
@@ -164,27 +165,28 @@ class ImageTextTask(Task):
         return (losses * weights).sum() / weights.sum()
 
     # ---- evaluation -------------------------------------------------------------------------------------------
-    def _eval_step(self, batch: dict[str, Any], dataloader_idx: int) -> None:
-        keep = self._eval.setdefault
-        if dataloader_idx == EVAL_IMAGES:
+    def _eval_step(self, batch: dict[str, Any]) -> None:
+        keep, kind = self._eval.setdefault, batch.get(EVAL_KIND)
+        if kind == EVAL_IMAGES:
             embeds, _ = self.net.encode_image(batch["pixel_values"])
             keep("image_embeds", []).append(embeds.float())
             keep("image_index", []).append(batch["image_index"])
             keep("image_caption_ids", []).append(batch["image_caption_ids"])
             if "labels" in batch:
                 keep("labels", []).append(batch["labels"])
-        elif dataloader_idx == EVAL_CAPTIONS:
+        elif kind == EVAL_CAPTIONS:
             embeds, _ = self.net.encode_text(batch["input_ids"], batch.get("attention_mask"))
             keep("text_embeds", []).append(embeds.float())
             keep("caption_ids", []).append(batch["caption_ids"])
         else:
-            raise ValueError(f"image-text evaluation has two loaders (images, captions), got loader {dataloader_idx}")
+            raise ValueError(f"image-text evaluation batches are {EVAL_IMAGES!r} or {EVAL_CAPTIONS!r} by their "
+                             f"{EVAL_KIND!r}, got {kind!r}: evaluate with ImageTextDataModule's loaders")
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, dataloader_idx)
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch)
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, dataloader_idx)
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch)
 
     def on_validation_epoch_end(self) -> None:
         self.log_dict(self._evaluate("val/"), prog_bar=True)

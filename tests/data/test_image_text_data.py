@@ -8,8 +8,7 @@ import torch
 from PIL import Image
 
 from bigmodel.data import ImageTextDataModule
-from bigmodel.data.image_text import (EVAL_CAPTIONS, EVAL_IMAGES,
-                                      digit_captions)
+from bigmodel.data.image_text import EVAL_CAPTIONS, EVAL_IMAGES, EVAL_KIND, EvalBatchSampler, digit_captions
 from bigmodel.hub import HubUnavailableError
 
 
@@ -78,10 +77,20 @@ def test_training_batch_keys_shapes_and_types(digits):
     assert batch["image_caption_ids"].shape == (64, 12) and batch["image_caption_ids"].dtype == torch.long
 
 
-def test_evaluation_loaders_in_their_fixed_order_with_class_level_relevance(digits):
-    loaders = digits.val_dataloader()
-    assert len(loaders) == 2 and (EVAL_IMAGES, EVAL_CAPTIONS) == (0, 1)
-    images = [b for b in loaders[EVAL_IMAGES]]
+def eval_batches(loader) -> dict[str, list[dict]]:
+    """An evaluation loader's batches by their kind (every batch tagged with one)."""
+    out = {EVAL_IMAGES: [], EVAL_CAPTIONS: []}
+    for batch in loader:
+        out[batch.pop(EVAL_KIND)].append(batch)
+    return out
+
+
+def test_one_evaluation_loader_of_tagged_image_and_caption_batches_with_class_level_relevance(digits):
+    loader = digits.val_dataloader()
+    kinds = [b[EVAL_KIND] for b in loader]  # 180 images and 120 captions in batches of 64, taking turns
+    assert kinds == [EVAL_IMAGES, EVAL_CAPTIONS, EVAL_IMAGES, EVAL_CAPTIONS, EVAL_IMAGES] and len(loader) == 5
+    batches = eval_batches(loader)
+    images = batches[EVAL_IMAGES]
     assert set(images[0]) == {"pixel_values", "image_index", "image_caption_ids", "labels"}
     index = torch.cat([b["image_index"] for b in images])
     assert torch.equal(index, torch.arange(180))
@@ -90,7 +99,7 @@ def test_evaluation_loaders_in_their_fixed_order_with_class_level_relevance(digi
     same_class = labels[:, None] == labels[None, :]
     same_captions = (relevant[:, None, :] == relevant[None, :, :]).all(-1)
     assert torch.equal(same_class, same_captions)  # digits: every caption of a class describes all its images
-    captions = [b for b in loaders[EVAL_CAPTIONS]]
+    captions = batches[EVAL_CAPTIONS]
     assert set(captions[0]) <= {"input_ids", "attention_mask", "caption_ids"}
     assert torch.equal(torch.cat([b["caption_ids"] for b in captions]), torch.arange(120))  # 10 x (8 en + 4 zh)
     prompts = digits.zero_shot_prompts()
@@ -98,8 +107,26 @@ def test_evaluation_loaders_in_their_fixed_order_with_class_level_relevance(digi
     assert torch.equal(prompts["prompt_class"], torch.arange(10).repeat(len(digits.zero_shot_templates)))
     assert any("{}" in t and "digit" in t and all(t.format(d) not in digit_captions(d, ["en"]) for d in range(10))
                for t in digits.zero_shot_templates)  # phrasings that training never showed
-    test = digits.test_dataloader()
-    assert len(test) == 2 and len(test[EVAL_IMAGES].dataset) == 360
+    test = eval_batches(digits.test_dataloader())
+    assert sum(len(b["image_index"]) for b in test[EVAL_IMAGES]) == 360
+
+
+@pytest.mark.parametrize("world_size", [1, 3, 7])
+def test_evaluation_batches_share_each_kind_among_ranks_as_distributed_samplers_of_their_own(world_size):
+    from torch.utils.data import DistributedSampler
+
+    sizes, batch_size = {EVAL_IMAGES: 180, EVAL_CAPTIONS: 5}, 16  # 5 captions for 7 ranks: each pads
+    counts = set()
+    for rank in range(world_size):
+        sampler = EvalBatchSampler(sizes, batch_size, rank, world_size)
+        batches = list(sampler)
+        assert len(batches) == len(sampler) and all(0 < len(ids) <= batch_size for _, ids in batches)
+        for kind, size in sizes.items():
+            mine = [i for k, ids in batches if k == kind for i in ids]
+            # what Lightning gives each rank of a loader of its own
+            assert mine == list(DistributedSampler(range(size), world_size, rank, shuffle=False)), (kind, rank)
+        counts.add(tuple(sum(k == kind for k, _ in batches) for kind in sizes))
+    assert len(counts) == 1  # every rank as many batches of each kind
 
 
 def test_predict_matches_prompts_against_test_images_or_files(digits, tmp_path):
@@ -161,8 +188,11 @@ def test_csv_of_paths_and_captions_holds_validation_out_by_image(tmp_path):
     batch = next(iter(dm.train_dataloader()))
     assert batch["pixel_values"].shape == (2, 3, 16, 16) and "labels" not in batch
     assert batch["image_caption_ids"].shape == (2, 2)
-    loaders = dm.val_dataloader()
-    assert len(loaders) == 2 and dm.zero_shot_prompts() is None  # no classes: no zero-shot prompts
+    batches = eval_batches(dm.val_dataloader())
+    # the 2 held-out images and their 4 captions, in batches of 2
+    assert [len(b["image_index"]) for b in batches[EVAL_IMAGES]] == [2]
+    assert [b["caption_ids"].tolist() for b in batches[EVAL_CAPTIONS]] == [[0, 1], [2, 3]]
+    assert dm.zero_shot_prompts() is None  # no classes: no zero-shot prompts
     with pytest.raises(ValueError, match="has no test split"):
         dm.test_dataloader()
     with pytest.raises(ValueError, match="label_names"):
@@ -177,7 +207,8 @@ def test_csv_split_column_and_errors(tmp_path):
                              label_names=["red", "blue"], batch_size=4)
     assert {k: len(s.images) for k, s in dm.splits.items()} == {"train": 2, "validation": 1, "test": 1}
     dm.setup("test")
-    assert len(dm.test_dataloader()) == 2 and dm.zero_shot_templates == ["a photo of a {}", "a picture of a {}"]
+    assert [b[EVAL_KIND] for b in dm.test_dataloader()] == [EVAL_IMAGES, EVAL_CAPTIONS]
+    assert dm.zero_shot_templates == ["a photo of a {}", "a picture of a {}"]
     missing = write_captions(tmp_path, [("img/0.png", "fine"), ("img/nowhere.png", "lost")])
     with pytest.raises(FileNotFoundError, match=r"image 'img/nowhere.png' \(line 3 .*\) does not exist"):
         ImageTextDataModule(dataset=missing)
@@ -209,9 +240,11 @@ def test_saved_hugging_face_dataset_with_caption_lists(tmp_path):
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["pixel_values"].shape == (4, 3, 8, 8) and batch["image_caption_ids"].shape == (4, 3)
-    images, captions = dm.val_dataloader()
-    assert next(iter(images))["pixel_values"].shape == (2, 3, 8, 8)
-    assert len(captions.dataset) == 5 and len(dm.zero_shot_prompts()["prompt_class"]) == 4
+    batches = eval_batches(dm.val_dataloader())
+    (images,) = batches[EVAL_IMAGES]
+    assert images["pixel_values"].shape == (2, 3, 8, 8)
+    assert torch.equal(torch.cat([b["caption_ids"] for b in batches[EVAL_CAPTIONS]]), torch.arange(5))
+    assert len(dm.zero_shot_prompts()["prompt_class"]) == 4
     with pytest.raises(ValueError, match=r"caption column 'caption' not found .* columns are \['image', 'sentences'\]"):
         ImageTextDataModule(dataset=str(tmp_path / "flickr"))
 

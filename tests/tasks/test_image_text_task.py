@@ -143,3 +143,41 @@ def test_the_image_tower_cls_token_and_positions_are_not_decayed_as_in_the_vit_c
     params = dict(net.named_parameters())
     assert all(params[n].ndim >= 2 for n in decay)  # biases and LayerNorm weights as before
     assert decay | no_decay == {n for n, _ in net.named_parameters()} and not decay & no_decay
+
+
+def test_test_reports_one_set_of_whole_split_metrics_equal_to_a_direct_computation(tmp_path):
+    from bigmodel.data.collators import ClassificationCollator
+    from bigmodel.nn.image_text import contrastive_loss, zero_shot_classifier
+
+    L.seed_everything(0)
+    dm = ImageTextDataModule(batch_size=48)  # 360 test images and 120 captions in several batches each
+    task = _task(dm)
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path)
+    results = trainer.test(task, datamodule=dm, verbose=False)
+    assert len(results) == 1  # one loader: one column of metrics (two loaders printed the same values twice)
+    (tested,) = results
+    recalls = [f"test/{d}_r{k}" for d in ("i2t", "t2i") for k in (1, 5, 10)]
+    assert set(tested) == {"test/loss", "test/rsum", "test/zero_shot_acc", *recalls}
+    # every test image and every distinct caption encoded at once; digits: caption c describes class c // 12
+    split = dm.splits["test"]
+    net = task.net.eval()
+    with torch.no_grad():
+        images = net.encode_image(torch.stack([dm.datasets["test"][i]["pixel_values"] for i in range(360)]))[0]
+        captions = ClassificationCollator(dm.tokenizer)([{"input_ids": ids} for ids in dm.caption_input_ids["test"]])
+        texts = net.encode_text(captions["input_ids"], captions.get("attention_mask"))[0]
+        prompts = dm.zero_shot_prompts()
+        classes = zero_shot_classifier(net.encode_text(prompts["input_ids"], prompts.get("attention_mask"))[0],
+                                       prompts["prompt_class"], 10)
+    labels = torch.tensor(split.labels)
+    relevant = labels[:, None] == torch.arange(120)[None, :] // 12
+    similarity = images @ texts.T
+    expected = {"test/loss": contrastive_loss(images, texts, net.scale(), relevant).item(),
+                "test/zero_shot_acc": ((images @ classes.T).argmax(-1) == labels).float().mean().item()}
+    for k in (1, 5, 10):
+        top_texts = similarity.topk(k, dim=1).indices
+        expected[f"test/i2t_r{k}"] = relevant.gather(1, top_texts).any(1).float().mean().item()
+        top_images = similarity.T.topk(k, dim=1).indices
+        expected[f"test/t2i_r{k}"] = relevant.T.gather(1, top_images).any(1).float().mean().item()
+    expected["test/rsum"] = sum(expected[k] for k in recalls)
+    assert tested == pytest.approx(expected, abs=1e-5)
