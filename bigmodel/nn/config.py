@@ -12,6 +12,9 @@ from typing import Any, Literal
 
 # fields a pretrained encoder's config may change (they leave every weight as it is)
 TRAINING_FIELDS = ("hidden_dropout", "attention_dropout", "activation_checkpointing")
+# fields no weight of a rotary-position encoder depends on: continuing at a longer context with a new theta (context
+# extension, ModernBERT's 1k -> 8k stage) changes only these; learned positions are a table of that many rows
+CONTEXT_FIELDS = ("max_position_embeddings", "rope_theta", "local_rope_theta")
 
 
 @dataclass(frozen=True)
