@@ -260,6 +260,54 @@ def test_context_extension_of_learned_positions_is_refused_in_one_line(tmp_path)
         MLMTask(init_from=path, vocab_size=97, encoder_config={"max_position_embeddings": 48})
     assert "\n" not in str(err.value)
     with pytest.raises(ValueError, match=r"\['num_layers'\] cannot change .* only hidden_dropout, attention_dropout, "
-                                         r"activation_checkpointing, max_position_embeddings, rope_theta"):
+                                         r"activation_checkpointing, unpad, max_position_embeddings, rope_theta"):
         MLMTask(init_from=_mlm_checkpoint(tmp_path / "rope.ckpt", tiny(**MODERN)), vocab_size=97,
                 encoder_config={"num_layers": 2})
+
+
+@pytest.mark.parametrize("switches", list(SWITCHES) + ["bert", "bert-learned-checkpointed"])
+def test_unpadded_equals_padded_per_token_logits_and_gradients(switches):
+    """unpad: true runs embeddings, projections, FFN and norms on the real tokens only (T of B * S) and attention
+    per sequence; the real tokens' states, a classifier's logits (cls and mean pooling) and every gradient equal
+    the padded path's, and the padding's states are zero."""
+    from bigmodel.nn import SequenceClassifier
+
+    switch = {"bert": {}, "bert-learned-checkpointed": {"activation_checkpointing": True, "position_offset": 2}}
+    config = tiny(**switch.get(switches, SWITCHES.get(switches, {})))
+    ids, mask = batch()
+    token_types = (torch.arange(13) > 6).long().expand(3, 13) if config.type_vocab_size else None
+    for pooling in ("pooler", "mean"):
+        if pooling == "mean":
+            mask[0, 0] = 0  # left padding too (not under [CLS] pooling): positions stay the padded batch's
+        real = mask.bool()
+        torch.manual_seed(0)
+        padded = SequenceClassifier(config, 3, classifier_dropout=0.0, pooling=pooling).train()
+        unpadded = SequenceClassifier(config.replace(unpad=True), 3, classifier_dropout=0.0, pooling=pooling).train()
+        unpadded.load_state_dict(padded.state_dict())
+        seen = []
+        unpadded.encoder.layers[1].ffn.up.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+        (logits, out), (logits_u, out_u) = (net(ids, mask, token_types) for net in (padded, unpadded))
+        assert seen == [int(mask.sum())]  # the FFN saw the real tokens only, not the 39 places
+        torch.testing.assert_close(out_u.last_hidden_state[real], out.last_hidden_state[real], atol=1e-5, rtol=0)
+        assert out_u.last_hidden_state[~real].abs().max() == 0
+        torch.testing.assert_close(logits_u, logits, atol=1e-5, rtol=0)
+        logits.square().sum().backward()
+        logits_u.square().sum().backward()
+        for (name, p), q in zip(padded.named_parameters(), unpadded.parameters()):
+            torch.testing.assert_close(q.grad, p.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_unpadded_keeps_documents_apart_and_attention_weights_stay_padded():
+    torch.manual_seed(0)
+    config = tiny(**MODERN)
+    enc = TransformerEncoder(config).eval()
+    unpadded = TransformerEncoder(config.replace(unpad=True)).eval()
+    unpadded.load_state_dict(enc.state_dict())
+    ids, mask = batch()
+    real = mask.bool()
+    documents = (torch.arange(13) >= 5).long().expand(3, 13)  # two packed documents per row, then padding
+    torch.testing.assert_close(unpadded(ids, mask, document_ids=documents).last_hidden_state[real],
+                               enc(ids, mask, document_ids=documents).last_hidden_state[real], atol=1e-5, rtol=0)
+    with_weights = unpadded(ids, mask, output_attentions=True)  # the explicit path: padded, as before
+    assert with_weights.attentions[0].shape == (3, 2, 13, 13)
+    torch.testing.assert_close(with_weights.last_hidden_state, enc(ids, mask).last_hidden_state)
