@@ -10,7 +10,8 @@ and, ``grouped/8``, ``pad_to_multiple_of=8``. Batches come from ``TextClassifica
 taken at evenly spaced positions of the epoch so that every row sees the whole length range; each row times
 ``--steps`` training steps (forward, backward, AdamW) after ``--warmup``, in ``--rounds`` interleaved rounds (rows
 share the machine's slow and busy moments). ``--hf`` adds ``transformers.BertForSequenceClassification`` of the
-same shape (SDPA attention, built from its config: no download) on the ``longest`` and ``grouped`` batches. The
+same shape (SDPA attention, built from its config: no download) on the ``longest`` and ``grouped`` batches;
+``--unpad`` adds bigmodel with ``unpad: true`` (the padding's tokens skipped) on every row's batches. The
 padding share over the whole epoch is exact (computed from all the lengths, not timed). Pure PyTorch: no
 Lightning in the loop.
 """
@@ -132,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
     p.add_argument("--hf", action="store_true", help="also HF BertForSequenceClassification (sdpa)")
+    p.add_argument("--unpad", action="store_true", help="also bigmodel with unpad: true on each row's batches")
     args = p.parse_args(argv)
     if args.tokenizer is None and Path(WIKITEXT_TOKENIZER).exists():
         args.tokenizer = WIKITEXT_TOKENIZER
@@ -143,6 +145,9 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.rows:
         torch.manual_seed(0)  # every row starts from the same weights
         runs[f"bigmodel {name}"] = (trainer_step(*ours(config)), name)
+        if args.unpad:
+            torch.manual_seed(0)
+            runs[f"bigmodel {name} unpad"] = (trainer_step(*ours(config.replace(unpad=True))), name)
     if args.hf:
         for name in (r for r in ("longest", "grouped", "grouped/8") if r in args.rows):
             torch.manual_seed(0)

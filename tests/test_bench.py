@@ -162,3 +162,17 @@ def test_bench_lengths_pads_as_each_row_promises(tmp_path, capsys):
         "bigmodel max_length": "12.0", "bigmodel longest": "6.0", "bigmodel grouped": "6.0",
         "bigmodel grouped/8": "8.0"}
     assert rows["bigmodel max_length"][4].strip(" |") == "1.00x"
+
+
+def test_bench_lengths_unpad_adds_an_unpadded_row_on_the_same_batches(tmp_path, capsys):
+    from bigmodel import bench_lengths
+
+    train = tmp_path / "train.tsv"
+    train.write_text("sentence\tlabel\n" + "".join(f"{'alpha beta ' * (i % 3 + 1)}gamma\t{i % 2}\n" for i in range(16)))
+    bench_lengths.main(["--train-file", str(train), "--preset", "bert-tiny", "--batch-size", "4", "--max-length", "12",
+                        "--steps", "1", "--warmup", "1", "--rounds", "1", "--wordpiece-vocab-size", "64",
+                        "--rows", "max_length", "--unpad"])
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| bigmodel")}
+    assert list(rows) == ["bigmodel max_length", "bigmodel max_length unpad"]
+    assert rows["bigmodel max_length unpad"][1:3] == rows["bigmodel max_length"][1:3]  # same batches, same padding

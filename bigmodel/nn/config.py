@@ -11,7 +11,10 @@ from typing import Any, Literal
 
 
 # fields a pretrained encoder's config may change (they leave every weight as it is)
-TRAINING_FIELDS = ("hidden_dropout", "attention_dropout", "activation_checkpointing")
+TRAINING_FIELDS = ("hidden_dropout", "attention_dropout", "activation_checkpointing", "unpad")
+# fields no weight of a rotary-position encoder depends on: continuing at a longer context with a new theta (context
+# extension, ModernBERT's 1k -> 8k stage) changes only these; learned positions are a table of that many rows
+CONTEXT_FIELDS = ("max_position_embeddings", "rope_theta", "local_rope_theta")
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,9 @@ class EncoderConfig:
     # training only (not architecture): recompute each block's activations in the backward pass instead of keeping
     # them -- memory ~ one block's activations instead of every block's, for about one more forward per step
     activation_checkpointing: bool = False
+    # execution only (not architecture): with padding, embeddings, projections, FFN and norms run on the real tokens
+    # alone and attention on each sequence's keys (ModernBERT's unpad/pad around the model); the same outputs
+    unpad: bool = False
     # images (ignored by text models): a ViT cuts image_size x image_size inputs into patch_size patches
     image_size: int = 224
     patch_size: int = 16

@@ -45,7 +45,10 @@ class TextEmbeddings(nn.Module):
         input_ids: torch.Tensor,  # (B, S)
         token_type_ids: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:  # (B, S, H)
+        indices: torch.Tensor | None = None,
+    ) -> torch.Tensor:  # (B, S, H), or (T, H) with ``indices``
+        """``indices`` (T,): the real tokens' places in the flattened (B * S) batch; only those are embedded, each
+        with the position it has in the padded batch (the encoder's unpadded path)."""
         seq_len, offset = input_ids.shape[1], self.config.position_offset
         if seq_len + offset > self.config.max_position_embeddings:
             raise ValueError(
@@ -53,8 +56,14 @@ class TextEmbeddings(nn.Module):
                 f"{f' less the offset {offset}' if offset else ''}; truncate the input (data max_length / block_size)"
                 " or build a model with more positions"
             )
+        rope = self.config.position_embedding == "rope"  # rotary positions enter attention, not the embedding
+        if indices is not None:
+            input_ids, token_type_ids, position_ids = (None if t is None else t.flatten().index_select(0, indices)
+                                                       for t in (input_ids, token_type_ids, position_ids))
         x = self.word_embeddings(input_ids)
-        if self.config.position_embedding != "rope":  # rotary positions enter attention, not the embedding
+        if not rope and indices is not None and position_ids is None:
+            x = x + self._positions(seq_len, None).index_select(0, indices % seq_len)
+        elif not rope:
             x = x + self._positions(seq_len, position_ids)
         if self.token_type_embeddings is not None:
             if token_type_ids is None:

@@ -26,6 +26,28 @@ from bigmodel.nn.norm import make_norm
 Rotary = tuple[torch.Tensor, torch.Tensor]  # (cos, sin), each (B or 1, S, head_dim)
 
 
+class Unpadded(NamedTuple):
+    """Where the real tokens of a padded (B, S) batch are: ``indices`` (T,) into its flattened B * S places. The
+    unpadded path keeps hidden states as (T, H) and re-pads q, k, v for attention only (``pad``/``unpad``)."""
+
+    indices: torch.Tensor
+    batch: int
+    seq_len: int
+
+    @classmethod
+    def of(cls, attention_mask: torch.Tensor) -> "Unpadded":
+        return cls(attention_mask.flatten().nonzero().squeeze(1), *attention_mask.shape)
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """(T, ...) -> (B, S, ...), zeros at the padding."""
+        out = x.new_zeros(self.batch * self.seq_len, *x.shape[1:]).index_copy(0, self.indices, x)
+        return out.view(self.batch, self.seq_len, *x.shape[1:])
+
+    def unpad(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, S, ...) -> (T, ...)."""
+        return x.flatten(0, 1).index_select(0, self.indices)
+
+
 class EncoderOutput(NamedTuple):
     last_hidden_state: torch.Tensor  # (B, S, H)
     attentions: tuple[torch.Tensor, ...] | None = None  # per layer (B, heads, S, S) when asked for
@@ -146,20 +168,29 @@ class Attention(nn.Module):
         need_weights: bool = False,
         context: torch.Tensor | None = None,
         rotary: Rotary | None = None,
+        unpadded: Unpadded | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``x`` (B, S, H); ``context`` (B, Sk, H) for cross-attention. ``mask`` (True = may attend) broadcasts to
         (B, heads, S, Sk), Sk = S without context; with context it masks the context's padding. ``rotary``: RoPE's
-        (cos, sin) for self-attention's q and k (cross-attention's context has no positions of ours)."""
-        B, S, H = x.shape
+        (cos, sin) for self-attention's q and k (cross-attention's context has no positions of ours).
+        ``unpadded``: ``x`` is (T, H), the real tokens of a padded batch; q, k, v are projected for those alone and
+        re-padded for attention with the padded batch's ``mask`` and ``rotary``, so each sequence attends to itself."""
+        H = x.shape[-1]
+        B, S = (unpadded.batch, unpadded.seq_len) if unpadded is not None else x.shape[:2]
         if context is None:
             if self.cross:
                 raise ValueError("cross-attention needs context=: the (B, Sk, H) sequence of its keys and values")
-            q, k, v = self.qkv(x).view(B, S, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+            qkv = self.qkv(x)
+            if unpadded is not None:
+                qkv = unpadded.pad(qkv)
+            q, k, v = qkv.view(B, S, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
             if rotary is not None:
                 q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
         else:
             if not self.cross:
                 raise ValueError("self-attention takes no context=; Attention(config, cross=True) attends to one")
+            if unpadded is not None:
+                raise ValueError("cross-attention runs on padded batches; pass no unpadded=")
             Sk = context.shape[1]
             q = self.q(x).view(B, S, self.num_heads, self.head_dim).transpose(1, 2)  # (B, h, S, D)
             kv = self.kv(context).view(B, Sk, 2, self.num_heads, self.head_dim)
@@ -173,6 +204,8 @@ class Attention(nn.Module):
                 q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=self.causal and mask is None
             )  # (B, h, S, D)
         out = out.transpose(1, 2).reshape(B, S, H)
+        if unpadded is not None:
+            out = unpadded.unpad(out)
         return self.proj(out), weights
 
 
@@ -223,24 +256,25 @@ class Block(nn.Module):
         context: torch.Tensor | None = None,
         context_mask: torch.Tensor | None = None,
         rotary: Rotary | None = None,
+        unpadded: Unpadded | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Returns (x, self-attention weights, cross-attention weights); weights only with ``need_weights``.
 
         ``mask`` and ``context_mask`` are boolean key masks (``build_attention_mask``) for ``x`` and ``context``;
-        ``rotary`` RoPE's (cos, sin) for self-attention.
+        ``rotary`` RoPE's (cos, sin) for self-attention; ``unpadded``: ``x`` is (T, H), see ``Attention``.
         """
         if self.cross_attn is None and context is not None:
             raise ValueError("this block has no cross-attention (config.add_cross_attention=False); pass no context=")
         cross_weights = None
         if self.norm_first:
-            a, weights = self.attn(self.attn_norm(x), mask, need_weights, rotary=rotary)
+            a, weights = self.attn(self.attn_norm(x), mask, need_weights, rotary=rotary, unpadded=unpadded)
             x = x + self.dropout(a)
             if self.cross_attn is not None:
                 c, cross_weights = self.cross_attn(self.cross_norm(x), context_mask, need_weights, context)
                 x = x + self.dropout(c)
             x = x + self.dropout(self.ffn(self.ffn_norm(x)))
         else:
-            a, weights = self.attn(x, mask, need_weights, rotary=rotary)
+            a, weights = self.attn(x, mask, need_weights, rotary=rotary, unpadded=unpadded)
             x = self.attn_norm(x + self.dropout(a))
             if self.cross_attn is not None:
                 c, cross_weights = self.cross_attn(x, context_mask, need_weights, context)
@@ -299,6 +333,10 @@ class TransformerEncoder(nn.Module):
 
         Pass ``attention_mask=None`` (``context_mask=None``) when a batch has no padding: the collators do, so SDPA
         can use flash.
+
+        With ``config.unpad`` and padding, text runs unpadded (``Unpadded``): everything but attention sees the real
+        tokens only, and ``last_hidden_state`` is zero at the padding. Attention weights (``output_attentions``)
+        and fusion encoders (``context``) keep the padded path.
         """
         config = self.config
         cross = config.add_cross_attention
@@ -311,8 +349,15 @@ class TransformerEncoder(nn.Module):
                              f"{config.hidden_size}; project it to hidden_size first")
         if document_ids is not None and embedding_kwargs.get("position_ids") is None:
             embedding_kwargs["position_ids"] = document_positions(document_ids)
-        x = self.embeddings(inputs, **embedding_kwargs)
-        S = x.shape[1]
+        unpadded = None
+        if config.unpad and attention_mask is not None and not output_attentions and not cross \
+                and isinstance(self.embeddings, TextEmbeddings):
+            unpadded = Unpadded.of(attention_mask.bool())
+            x = self.embeddings(inputs, **embedding_kwargs, indices=unpadded.indices)  # (T, H)
+            S = unpadded.seq_len
+        else:
+            x = self.embeddings(inputs, **embedding_kwargs)
+            S = x.shape[1]
         mask = build_attention_mask(attention_mask, config.causal, S, None, document_ids, x.device)
         local_mask = mask if config.sliding_window is None else \
             build_attention_mask(attention_mask, config.causal, S, config.sliding_window, document_ids, x.device)
@@ -332,15 +377,19 @@ class TransformerEncoder(nn.Module):
             layer_mask, layer_rotary = (mask, rotary) if config.is_global(i) else (local_mask, local_rotary)
             if recompute:  # non-reentrant; the RNG state is replayed, so dropout masks match the first forward
                 x, weights, cross_weights = checkpoint(
-                    layer, x, layer_mask, output_attentions, context, key_mask, layer_rotary, use_reentrant=False
+                    layer, x, layer_mask, output_attentions, context, key_mask, layer_rotary, unpadded,
+                    use_reentrant=False,
                 )
             else:
-                x, weights, cross_weights = layer(x, layer_mask, output_attentions, context, key_mask, layer_rotary)
+                x, weights, cross_weights = layer(x, layer_mask, output_attentions, context, key_mask, layer_rotary,
+                                                  unpadded)
             if attentions is not None:
                 attentions.append(weights)
             if cross_attentions is not None:
                 cross_attentions.append(cross_weights)
         x = self.final_norm(x)
+        if unpadded is not None:
+            x = unpadded.pad(x)
         return EncoderOutput(
             x,
             tuple(attentions) if attentions is not None else None,

@@ -24,8 +24,11 @@ class Task(L.LightningModule):
         lr: peak learning rate of AdamW.
         weight_decay: applied to weight matrices and embeddings, never to biases or LayerNorm.
         betas, eps: AdamW's.
-        schedule: ``linear`` or ``cosine`` decay to zero after warmup, or ``constant``.
+        schedule: ``linear`` or ``cosine`` decay to zero after warmup, ``constant``, or warmup-stable-decay
+            (``wsd``: the peak lr held after warmup, then a linear decay to zero over the last ``decay`` steps;
+            ``wsd_sqrt``: that decay as 1 - sqrt(progress), ModernBERT's).
         warmup: warmup length, as a fraction of all steps (< 1) or a number of steps (>= 1).
+        decay: length of ``wsd``'s final decay, as ``warmup`` (ignored by the other schedules).
         nonfinite: what a NaN/inf gradient does: ``stop`` the run naming the step, ``skip`` that optimizer step
             (no parameter or optimizer-state update; counted in ``train/skipped_steps``), or ``off`` (no check).
             With a fused optimizer (the default AdamW on CPU and CUDA) the check decides on the device: the bad
@@ -72,6 +75,7 @@ class Task(L.LightningModule):
         eps: float = 1e-6,
         schedule: Schedule = "linear",
         warmup: float = 0.06,
+        decay: float = 0.1,
         nonfinite: Literal["stop", "skip", "off"] = "stop",
         compile: bool = False,
         finetune: Finetune = "full",
@@ -454,5 +458,6 @@ class Task(L.LightningModule):
         optimizer, scheduler = build_optimizer(
             self.net, hp.lr, hp.weight_decay, tuple(hp.betas), hp.eps, hp.schedule, hp.warmup,
             total_steps=max(1, int(total)), layer_decay=hp.get("layer_decay", 1.0), fused=False if scaled else None,
+            decay=hp.get("decay", 0.1),
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

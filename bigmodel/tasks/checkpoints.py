@@ -28,7 +28,7 @@ from bigmodel.hub import (
     packaged_model,
 )
 from bigmodel.nn import EncoderConfig
-from bigmodel.nn.config import HF_TEXT_FAMILIES, TRAINING_FIELDS
+from bigmodel.nn.config import CONTEXT_FIELDS, HF_TEXT_FAMILIES, TRAINING_FIELDS
 from bigmodel.nn.convert import from_hf
 from bigmodel.nn.peft import LoRAConfig, merge_lora_state
 
@@ -229,7 +229,9 @@ def check_vocabulary(pretrained: Pretrained, vocab_size: int | None) -> None:
 
 
 def text_config(pretrained: Pretrained, overrides: dict[str, Any] | None) -> EncoderConfig:
-    """The source's architecture; ``encoder_config`` may change dropout and activation checkpointing only."""
+    """The source's architecture; ``encoder_config`` may change dropout and activation checkpointing, and for a
+    RoPE encoder the context (``max_position_embeddings``, ``rope_theta``, ``local_rope_theta``: no weight depends
+    on them)."""
     if pretrained.config is None:
         model_type = pretrained.meta.get("config", {}).get("model_type")
         what = f"a {model_type!r} model" if model_type else f"a {pretrained.kind} source without a text encoder"
@@ -239,8 +241,15 @@ def text_config(pretrained: Pretrained, overrides: dict[str, Any] | None) -> Enc
         )
     saved = pretrained.config.to_dict()
     overrides = dict(overrides or {})
-    changed = sorted(k for k, v in overrides.items() if k not in TRAINING_FIELDS and saved.get(k) != v)
+    rope = pretrained.config.position_embedding == "rope"
+    allowed = TRAINING_FIELDS + (CONTEXT_FIELDS if rope else ())
+    changed = sorted(k for k, v in overrides.items() if k not in allowed and saved.get(k) != v)
+    context = [k for k in changed if k in CONTEXT_FIELDS]
+    if context:
+        raise ValueError(f"encoder_config {context} cannot change init_from's encoder: it has "
+                         f"{pretrained.config.max_position_embeddings} {pretrained.config.position_embedding} "
+                         "positions; only a RoPE encoder (position_embedding: rope) continues at a longer context")
     if changed:
         raise ValueError(f"encoder_config {changed} cannot change a pretrained encoder loaded by init_from; "
-                         f"only {', '.join(TRAINING_FIELDS)} may be overridden")
+                         f"only {', '.join(allowed)} may be overridden")
     return pretrained.config.replace(**{"activation_checkpointing": False, **overrides})  # a setting of that run

@@ -16,7 +16,8 @@ class MLMTask(LanguageModelTask):
     """Args:
         encoder: preset name (``bert-tiny`` ... ``bert-large``).
         encoder_config: overrides of the preset's fields, e.g. ``{num_layers: 4, hidden_dropout: 0.0}``; with
-            ``init_from`` only the ``*_dropout`` fields.
+            ``init_from`` only the ``*_dropout`` fields, and for a RoPE encoder the context (a longer
+            ``max_position_embeddings``, a new ``rope_theta``: context extension).
         vocab_size: linked from the data module's tokenizer; never set by hand.
         init_from: continue pretraining from a checkpoint of this project (MLM or text classification) or a
             Hugging Face BERT/RoBERTa directory or hub name; its MLM head is loaded when it has one (set

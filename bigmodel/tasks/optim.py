@@ -1,4 +1,5 @@
-"""The one optimiser setup: AdamW with decay/no-decay parameter groups, linear warmup then a decay schedule."""
+"""The one optimiser setup: AdamW with decay/no-decay parameter groups, linear warmup then a decay schedule (or
+warmup-stable-decay: constant after warmup, decaying to zero only over the last steps)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ from typing import Literal
 import torch
 from torch import nn
 from transformers import get_scheduler
+from transformers.optimization import get_wsd_schedule
 
 from bigmodel.nn.peft import layer_id
 
-Schedule = Literal["linear", "cosine", "constant"]
+Schedule = Literal["linear", "cosine", "constant", "wsd", "wsd_sqrt"]
+# warmup-stable-decay's final decay to zero: linear, or 1 - sqrt(progress) (Hagele et al., 2024; ModernBERT's)
+WSD_DECAY = {"wsd": "linear", "wsd_sqrt": "1-sqrt"}
 
 
 def parameter_groups(model: nn.Module, weight_decay: float, lr: float | None = None,
@@ -78,12 +82,27 @@ def build_optimizer(
     total_steps: int,
     layer_decay: float = 1.0,
     fused: bool | None = None,
+    decay: float = 0.1,
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """``warmup`` below 1 is a fraction of ``total_steps``, otherwise a number of steps. ``fused``: see ``adamw``
-    (the tasks clip gradients themselves, so Lightning's refusal to clip for fused optimizers does not apply)."""
+    """``warmup`` below 1 is a fraction of ``total_steps``, otherwise a number of steps; so is ``decay``, the final
+    decay of the warmup-stable-decay schedules (``wsd``, ``wsd_sqrt``: linear warmup, the peak ``lr`` held, then
+    down to zero over the last ``decay`` steps -- ModernBERT's trapezoid). ``fused``: see ``adamw`` (the tasks clip
+    gradients themselves, so Lightning's refusal to clip for fused optimizers does not apply)."""
     groups = parameter_groups(model, weight_decay, lr, layer_decay)
     optimizer = adamw(groups, lr, betas, eps, fused)
-    warmup_steps = int(warmup * total_steps) if warmup < 1 else int(warmup)
+    warmup_steps = steps(warmup, total_steps)
+    if schedule in WSD_DECAY:
+        decay_steps = steps(decay, total_steps)
+        if decay < 0 or warmup_steps + decay_steps > total_steps:
+            raise ValueError(f"schedule {schedule}: warmup ({warmup_steps} steps) and decay ({decay_steps} steps) "
+                             f"must fit in the run's {total_steps} steps; shorten warmup or decay")
+        return optimizer, get_wsd_schedule(optimizer, warmup_steps, decay_steps, total_steps,
+                                           decay_type=WSD_DECAY[schedule])
     name = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[schedule]
     scheduler = get_scheduler(name, optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps)
     return optimizer, scheduler
+
+
+def steps(length: float, total_steps: int) -> int:
+    """A schedule phase's length: below 1 a fraction of ``total_steps``, otherwise a number of steps."""
+    return int(length * total_steps) if length < 1 else int(length)

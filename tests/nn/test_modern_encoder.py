@@ -209,3 +209,105 @@ def test_packed_documents_equal_documents_alone_and_never_attend_across(switches
     across = docs[:, :, None] != docs[:, None, :]
     for weights in out.attentions:
         assert weights.masked_select(across[:, None]).abs().max() == 0
+
+
+def _mlm_checkpoint(path, config: EncoderConfig) -> str:
+    """A checkpoint as MLMTask writes it: the network under ``net.``, the architecture in bigmodel's entry."""
+    torch.manual_seed(0)
+    net = MaskedLanguageModel(config)
+    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
+                "bigmodel": {"task": "mlm", "encoder_config": config.to_dict()}}, path)
+    return str(path)
+
+
+def test_context_extension_continues_a_rope_encoder_at_a_longer_context_and_a_new_theta(tmp_path):
+    """init_from with encoder_config {max_position_embeddings, rope_theta}: the same weights, inputs longer than
+    the source's positions run, the new theta is the one used (and recorded for load_from_checkpoint); at the old
+    theta, inputs the source could take give its outputs exactly."""
+    from bigmodel.tasks import MLMTask
+
+    source_config = tiny(**MODERN, max_position_embeddings=16)
+    path = _mlm_checkpoint(tmp_path / "short.ckpt", source_config)
+    longer = MLMTask(init_from=path, vocab_size=97, encoder_config={"max_position_embeddings": 48})
+    extended = MLMTask(init_from=path, vocab_size=97,
+                       encoder_config={"max_position_embeddings": 48, "rope_theta": 16000.0})
+    for task in (longer, extended):
+        task._load_pretrained_once()
+    assert extended.config == source_config.replace(max_position_embeddings=48, rope_theta=16000.0)
+    assert extended.hparams["encoder_config"]["rope_theta"] == 16000.0
+    source = torch.load(path)["state_dict"]
+    assert all(torch.equal(v, source[f"net.{k}"]) for k, v in extended.net.state_dict().items())
+
+    ids, mask = batch(s=40)
+    for task in (longer, extended):
+        assert task.net.encoder(ids, mask).last_hidden_state.shape == (3, 40, 128)  # beyond the source's 16
+    short_ids, short_mask = batch(s=13)
+    source_encoder = TransformerEncoder(source_config)
+    source_encoder.load_state_dict({k[len("net.encoder."):]: v for k, v in source.items()
+                                    if k.startswith("net.encoder.")})
+    reference = source_encoder(short_ids, short_mask).last_hidden_state
+    torch.testing.assert_close(longer.net.encoder(short_ids, short_mask).last_hidden_state, reference,
+                               rtol=0, atol=0)
+    assert (extended.net.encoder(short_ids, short_mask).last_hidden_state - reference).abs().max() > 1e-3
+
+
+def test_context_extension_of_learned_positions_is_refused_in_one_line(tmp_path):
+    from bigmodel.tasks import MLMTask
+
+    path = _mlm_checkpoint(tmp_path / "bert.ckpt", tiny(max_position_embeddings=16))
+    with pytest.raises(ValueError, match=r"^encoder_config \['max_position_embeddings'\] cannot change init_from's "
+                                         r"encoder: it has 16 learned positions; only a RoPE encoder") as err:
+        MLMTask(init_from=path, vocab_size=97, encoder_config={"max_position_embeddings": 48})
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match=r"\['num_layers'\] cannot change .* only hidden_dropout, attention_dropout, "
+                                         r"activation_checkpointing, unpad, max_position_embeddings, rope_theta"):
+        MLMTask(init_from=_mlm_checkpoint(tmp_path / "rope.ckpt", tiny(**MODERN)), vocab_size=97,
+                encoder_config={"num_layers": 2})
+
+
+@pytest.mark.parametrize("switches", list(SWITCHES) + ["bert", "bert-learned-checkpointed"])
+def test_unpadded_equals_padded_per_token_logits_and_gradients(switches):
+    """unpad: true runs embeddings, projections, FFN and norms on the real tokens only (T of B * S) and attention
+    per sequence; the real tokens' states, a classifier's logits (cls and mean pooling) and every gradient equal
+    the padded path's, and the padding's states are zero."""
+    from bigmodel.nn import SequenceClassifier
+
+    switch = {"bert": {}, "bert-learned-checkpointed": {"activation_checkpointing": True, "position_offset": 2}}
+    config = tiny(**switch.get(switches, SWITCHES.get(switches, {})))
+    ids, mask = batch()
+    token_types = (torch.arange(13) > 6).long().expand(3, 13) if config.type_vocab_size else None
+    for pooling in ("pooler", "mean"):
+        if pooling == "mean":
+            mask[0, 0] = 0  # left padding too (not under [CLS] pooling): positions stay the padded batch's
+        real = mask.bool()
+        torch.manual_seed(0)
+        padded = SequenceClassifier(config, 3, classifier_dropout=0.0, pooling=pooling).train()
+        unpadded = SequenceClassifier(config.replace(unpad=True), 3, classifier_dropout=0.0, pooling=pooling).train()
+        unpadded.load_state_dict(padded.state_dict())
+        seen = []
+        unpadded.encoder.layers[1].ffn.up.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+        (logits, out), (logits_u, out_u) = (net(ids, mask, token_types) for net in (padded, unpadded))
+        assert seen == [int(mask.sum())]  # the FFN saw the real tokens only, not the 39 places
+        torch.testing.assert_close(out_u.last_hidden_state[real], out.last_hidden_state[real], atol=1e-5, rtol=0)
+        assert out_u.last_hidden_state[~real].abs().max() == 0
+        torch.testing.assert_close(logits_u, logits, atol=1e-5, rtol=0)
+        logits.square().sum().backward()
+        logits_u.square().sum().backward()
+        for (name, p), q in zip(padded.named_parameters(), unpadded.parameters()):
+            torch.testing.assert_close(q.grad, p.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_unpadded_keeps_documents_apart_and_attention_weights_stay_padded():
+    torch.manual_seed(0)
+    config = tiny(**MODERN)
+    enc = TransformerEncoder(config).eval()
+    unpadded = TransformerEncoder(config.replace(unpad=True)).eval()
+    unpadded.load_state_dict(enc.state_dict())
+    ids, mask = batch()
+    real = mask.bool()
+    documents = (torch.arange(13) >= 5).long().expand(3, 13)  # two packed documents per row, then padding
+    torch.testing.assert_close(unpadded(ids, mask, document_ids=documents).last_hidden_state[real],
+                               enc(ids, mask, document_ids=documents).last_hidden_state[real], atol=1e-5, rtol=0)
+    with_weights = unpadded(ids, mask, output_attentions=True)  # the explicit path: padded, as before
+    assert with_weights.attentions[0].shape == (3, 2, 13, 13)
+    torch.testing.assert_close(with_weights.last_hidden_state, enc(ids, mask).last_hidden_state)

@@ -195,3 +195,39 @@ def test_fsdp_clipping_uses_the_norm_over_all_shards_not_this_ranks(fused):
         torch.testing.assert_close(p.grad, expected)
     local = torch.nn.utils.get_total_norm([p.grad for p in params[:half]])
     assert local < 0.05 * 0.9  # this rank's share of the clipped norm, not the clip value itself
+
+
+@pytest.mark.parametrize("schedule", ["wsd", "wsd_sqrt"])
+def test_warmup_stable_decay_follows_its_formula(schedule):
+    """Linear warmup over 10 of 100 steps, the peak held, then down to zero over the last 20 (decay 0.2): linearly
+    (wsd) or as 1 - sqrt(progress) (wsd_sqrt, ModernBERT's)."""
+    lr, total, warmup, decay = 1e-3, 100, 10, 20
+    optimizer, scheduler = build_optimizer(cnn(3), lr, 0.0, (0.9, 0.999), 1e-6, schedule, 0.1, total, decay=0.2)
+    seen = {}
+    for step in range(total + 1):
+        seen[step] = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+
+    def expected(step: int) -> float:
+        if step < warmup:
+            return lr * step / warmup
+        if step < total - decay:
+            return lr
+        progress = (step - (total - decay)) / decay
+        return lr * (1 - progress if schedule == "wsd" else 1 - progress**0.5)
+
+    for step in (0, 5, 10, 50, 79, 80, 85, 90, 99, 100):
+        assert seen[step] == pytest.approx(expected(step), abs=1e-12), step
+    assert seen[85] == pytest.approx(lr * (0.75 if schedule == "wsd" else 1 - 0.25**0.5))
+
+
+def test_warmup_stable_decay_refuses_phases_longer_than_the_run():
+    with pytest.raises(ValueError, match=r"warmup \(60 steps\) and decay \(50 steps\) must fit in the run's 100"):
+        build_optimizer(cnn(3), 1e-3, 0.0, (0.9, 0.999), 1e-6, "wsd", 60, 100, decay=0.5)
+
+
+def test_a_task_passes_schedule_wsd_and_its_decay_to_the_scheduler():
+    trainer = fit(task(schedule="wsd", decay=0.5))  # 6 steps: 3 at the peak, 3 decaying
+    factor = trainer.lr_scheduler_configs[0].scheduler.lr_lambdas[0]
+    assert [factor(s) for s in range(7)] == pytest.approx([1, 1, 1, 1, 2 / 3, 1 / 3, 0])
