@@ -348,7 +348,8 @@ class TransformerEncoder(nn.Module):
             raise ValueError(f"context has width {context.shape[-1]}, the encoder's hidden_size is "
                              f"{config.hidden_size}; project it to hidden_size first")
         if document_ids is not None and embedding_kwargs.get("position_ids") is None:
-            embedding_kwargs["position_ids"] = document_positions(document_ids)
+            # learned rows start at the offset (RoBERTa: 2), as for a document alone
+            embedding_kwargs["position_ids"] = document_positions(document_ids) + config.position_offset
         unpadded = None
         if config.unpad and attention_mask is not None and not output_attentions and not cross \
                 and isinstance(self.embeddings, TextEmbeddings):

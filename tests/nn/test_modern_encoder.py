@@ -186,10 +186,11 @@ def test_document_positions_restart_at_each_document():
     assert document_positions(docs).tolist() == [[0, 1, 2, 0, 1, 0, 1, 2], list(range(8))]
 
 
-@pytest.mark.parametrize("switches", list(SWITCHES) + ["bert"])
+@pytest.mark.parametrize("switches", list(SWITCHES) + ["bert", "roberta"])
 def test_packed_documents_equal_documents_alone_and_never_attend_across(switches):
     torch.manual_seed(0)
-    enc = TransformerEncoder(tiny(**SWITCHES.get(switches, {}))).eval()
+    roberta = {"position_offset": 2, "max_position_embeddings": 18}  # learned rows start at 2
+    enc = TransformerEncoder(tiny(**SWITCHES.get(switches, roberta if switches == "roberta" else {}))).eval()
     lengths = [(5, 6, 2), (9, 4)]  # two packed rows; the second padded by 0 at the end
     ids = torch.randint(5, 97, (2, 13), generator=torch.Generator().manual_seed(1))
     docs = torch.tensor([[0] * 5 + [1] * 6 + [2] * 2, [0] * 9 + [1] * 4])
