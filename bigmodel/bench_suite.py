@@ -24,7 +24,6 @@ import json
 import multiprocessing
 import platform
 import statistics
-import sys
 import tempfile
 import time
 import traceback
@@ -511,7 +510,7 @@ def readme_section(path: str | Path) -> str:
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    from bigmodel.results import update
+    from bigmodel.results import write_or_check
 
     p = argparse.ArgumentParser(prog="python -m bigmodel.bench_suite", description=__doc__.split("\n\n")[0])
     p.add_argument("report", help="a GPU run's suite.json (committed as experiments/results/gpu_suite/suite.json)")
@@ -519,18 +518,8 @@ def main(argv: list[str] | None = None) -> None:
     group.add_argument("--write", metavar="FILE", help="replace the section between FILE's GPU suite markers")
     group.add_argument("--check", metavar="FILE", help="exit 1 when FILE's section differs from the rendered one")
     args = p.parse_args(argv)
-    section = readme_section(args.report)
-    target = args.write or args.check
-    if target is None:
-        print(section)
-        return
-    text = Path(target).read_text(encoding="utf-8")
-    new = update(text, section, target, BEGIN, END)
-    if args.write:
-        Path(target).write_text(new, encoding="utf-8")
-    elif new != text:
-        sys.exit(f"bigmodel: error: the GPU suite section in {target} is stale; run `python -m bigmodel.bench_suite "
-                 f"{args.report} --write {target}`")
+    write_or_check(readme_section(args.report), args.write, args.check, "GPU suite section",
+                   f"python -m bigmodel.bench_suite {args.report}", BEGIN, END)
 
 
 if __name__ == "__main__":

@@ -129,16 +129,25 @@ def main(argv: list[str]) -> None:
     group.add_argument("--check", metavar="FILE", help="exit 1 when FILE's table differs from the rendered one")
     args = p.parse_args(argv)
     table = render(args.spec)
-    target = args.write or args.check
+    written = write_or_check(table, args.write, args.check, "results table", f"bigmodel results {args.spec}")
+    if written:
+        print(f"results: wrote the table ({table.count(chr(10)) - 1} rows) into {written}")
+
+
+def write_or_check(section: str, write: str | None, check: str | None, what: str, command: str,
+                   begin: str = BEGIN, end_marker: str = END) -> str | None:
+    """A generated section: printed (neither file given), written between ``write``'s markers (returns the file),
+    or compared with ``check``'s (exit 1 with the command that regenerates it when stale)."""
+    target = write or check
     if target is None:
-        print(table)
-        return
+        print(section)
+        return None
     text = Path(target).read_text(encoding="utf-8")
-    new = update(text, table, target)
-    if args.write:
+    new = update(text, section, target, begin, end_marker)
+    if write:
         Path(target).write_text(new, encoding="utf-8")
-        print(f"results: wrote the table ({table.count(chr(10)) - 1} rows) into {target}")
-    elif new != text:
-        print(f"bigmodel: error: the results table in {target} is stale; run `bigmodel results {args.spec} "
-              f"--write {target}`", file=sys.stderr)
+        return target
+    if new != text:
+        print(f"bigmodel: error: the {what} in {target} is stale; run `{command} --write {target}`", file=sys.stderr)
         sys.exit(1)
+    return None
