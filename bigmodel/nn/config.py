@@ -61,7 +61,9 @@ class EncoderConfig:
     # them -- memory ~ one block's activations instead of every block's, for about one more forward per step
     activation_checkpointing: bool = False
     # execution only (not architecture): with padding, embeddings, projections, FFN and norms run on the real tokens
-    # alone and attention on each sequence's keys (ModernBERT's unpad/pad around the model); the same outputs
+    # alone and attention on each sequence's keys (ModernBERT's unpad/pad around the model); the same outputs. Finding
+    # the real tokens (nonzero) reads the mask back on the host each forward, and compiled graphs see a new token count
+    # per batch: for eager runs with much padding
     unpad: bool = False
     # images (ignored by text models): a ViT cuts image_size x image_size inputs into patch_size patches
     image_size: int = 224

@@ -10,7 +10,8 @@ and, in a fusion encoder, cross-attention's), ``proj`` (attention output), ``up`
 and v into one ``qkv`` layer (``kv`` in cross-attention), so each targeted projection gets its own rank-r update on
 its slice of the fused output (litgpt's ``LoRAQKVLinear``, loralib's ``MergedLinear``): r = 8 on q, k, v is three
 rank-8 updates, as three separate layers would have. ``qkv`` and ``kv`` stay accepted as aliases of [q, k, v] and
-[k, v].
+[k, v]; in a fusion encoder ``q`` and ``kv`` reach self-attention's slices too (before per-projection updates they
+named cross-attention's layers alone).
 """
 
 from __future__ import annotations

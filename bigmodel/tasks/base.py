@@ -428,7 +428,9 @@ class Task(L.LightningModule):
     def on_train_start(self) -> None:
         """A resumed checkpoint's optimizer groups carry the fused/foreach choice of the run that saved them (torch
         restores them with the state): this run's own choice wins, so a checkpoint from before the fused AdamW (or
-        from another device) trains as this run built its optimizer."""
+        from another device) trains as this run built its optimizer. The heads drawn for init_from train from here
+        on: a test after this fit (same process, no checkpoint) measures trained heads."""
+        self.new_heads.clear()
         for optimizer in self.trainer.optimizers:
             for group in optimizer.param_groups:
                 for key in ("fused", "foreach"):

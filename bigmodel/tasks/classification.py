@@ -30,7 +30,7 @@ from torchmetrics.classification import (
 from bigmodel.nn import EncoderConfig, SequenceClassifier
 from bigmodel.nn.adversarial import AdversarialConfig, Adversary, embedding_layer
 from bigmodel.nn.distillation import distillation_loss
-from bigmodel.nn.heads import POOLINGS, Pooling
+from bigmodel.nn.heads import POOLINGS, ClassificationHead, Pooling
 from bigmodel.nn.loading import load_matching
 from bigmodel.monitoring import tensorboards
 from bigmodel.tasks.base import Task
@@ -142,6 +142,9 @@ class ClassificationTask(Task):
         else:
             self.net = self._text_classifier(num_classes, encoder, encoder_config, vocab_size, init_from,
                                              classifier_dropout, pooling)
+            if self.adversary is not None and self.config.unpad:  # its perturbation norm is per sentence
+                raise ValueError("adversarial training perturbs each sentence's padded embeddings, which unpad: true "
+                                 "does not build: set encoder_config: {unpad: false}")
         self.val_metrics = classification_metrics(num_classes, "val/")
         self.test_metrics = classification_metrics(num_classes, "test/")
         self.val_confusion = MulticlassConfusionMatrix(num_classes)
@@ -189,6 +192,19 @@ class ClassificationTask(Task):
         if finetune == "linear_probe":
             return "cls", unknown + "a linear probe reads [CLS] without the tanh pooler"
         return "pooler", unknown + "BERT's classifier"
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A ``linear_probe`` checkpoint from before the probe became one linear layer holds BERT's tanh pooler: it
+        loads as what it is, a ``pooler_probe`` (its head rebuilt with the pooler before the weights go in)."""
+        state = checkpoint.get("state_dict") or {}
+        if self.config is not None and self.net.head.pooler is None and "net.head.pooler.dense.weight" in state:
+            old = self.net.head.classifier
+            head = ClassificationHead.for_encoder(self.config, old.out_features, self.hparams.classifier_dropout)
+            self.net.head = head.to(device=old.weight.device, dtype=old.weight.dtype)
+            self.hparams["pooling"], self.hparams["finetune"] = "pooler", "pooler_probe"
+            rank_zero_info("This checkpoint's head has BERT's tanh pooler (a linear_probe from before the probe became "
+                           "one linear layer): loaded as finetune: pooler_probe, pooling: pooler")
+        super().on_load_checkpoint(checkpoint)
 
     def load_pretrained(self, pretrained: Pretrained) -> list[str]:
         if self.config is None:  # a ViT knows foreign layouts and resamples positions; any backbone may get a new head

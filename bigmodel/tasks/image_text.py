@@ -9,6 +9,7 @@ end of the epoch.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Literal
 
 import torch
@@ -139,6 +140,14 @@ class ImageTextTask(Task):
             best = (images[rows] @ texts.T).argmax(-1)
             self.log("train/i2t_acc", positives[rows].gather(1, best[:, None]).float().mean())
         return loss
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A checkpoint from before the clamp may hold a scale above the cap (a forward cap let Adam push it on):
+        it loads clamped, so it evaluates as it trained."""
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint.get("state_dict") or {}
+        if "net.logit_scale" in state:
+            state["net.logit_scale"] = state["net.logit_scale"].clamp(0, math.log(self.net.MAX_LOGIT_SCALE))
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         """After each optimizer step (Lightning calls this once per accumulated step), the temperature's parameter

@@ -92,6 +92,44 @@ def test_probe_and_bitfit_freeze_what_they_claim():
     assert all(p.requires_grad for p in full.net.parameters())
 
 
+def test_a_linear_probe_checkpoint_from_before_one_linear_layer_loads_as_a_pooler_probe(tmp_path):
+    import lightning as L
+
+    old = _task("pooler_probe").eval()  # what linear_probe trained before: the tanh pooler and the classifier
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, default_root_dir=tmp_path)
+    trainer.strategy.connect(old)
+    trainer.save_checkpoint(tmp_path / "old.ckpt")
+    checkpoint = torch.load(tmp_path / "old.ckpt", weights_only=False)
+    checkpoint["hyper_parameters"]["finetune"] = "linear_probe"  # as saved then: no pooling setting
+    del checkpoint["hyper_parameters"]["pooling"]
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    loaded = ClassificationTask.load_from_checkpoint(tmp_path / "old.ckpt").eval()
+    assert loaded.hparams.finetune == "pooler_probe" and loaded.hparams.pooling == "pooler"
+    batch = _batch()
+    torch.testing.assert_close(loaded.net(*batch)[0], old.net(*batch)[0])
+
+
+def test_a_head_drawn_for_init_from_counts_as_trained_once_a_fit_ran(tmp_path):
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    task = _task("full")
+    task.new_heads.append("classifier")  # as load_pretrained records a head the source lacks
+    ids, mask = _batch()
+    data = DataLoader([{"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 1, 2])}], batch_size=None)
+    trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(task, train_dataloaders=data)
+    metrics = trainer.test(task, data, verbose=False)[0]
+    assert "test/random_head" not in metrics and task.untrained_note() is None
+
+
+def test_adversarial_training_refuses_unpadded_embeddings_in_one_line():
+    with pytest.raises(ValueError, match="set encoder_config: {unpad: false}"):
+        ClassificationTask(num_classes=3, vocab_size=100, encoder="bert-tiny", encoder_config={"unpad": True},
+                           adversarial={"method": "fgm", "epsilon": 0.02})
+
+
 def test_layer_decay_scales_each_depth():
     task = _task("full")
     groups = parameter_groups(task.net, 0.01, lr=1.0, layer_decay=0.5)

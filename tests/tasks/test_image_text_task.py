@@ -129,6 +129,18 @@ def test_the_temperature_parameter_is_clamped_to_its_cap_after_every_accumulated
     assert float(trainer.callback_metrics["train/temperature"]) >= 0.01 - 1e-6
 
 
+def test_a_checkpoint_saved_above_the_cap_loads_with_the_scale_clamped(tmp_path):
+    dm = ImageTextDataModule(batch_size=8)
+    task = _task(dm)
+    with torch.no_grad():
+        task.net.logit_scale.fill_(4.8)  # what the old forward cap let Adam reach (scale 121)
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, default_root_dir=tmp_path)
+    trainer.strategy.connect(task)
+    trainer.save_checkpoint(tmp_path / "old.ckpt")
+    loaded = ImageTextTask.load_from_checkpoint(tmp_path / "old.ckpt")
+    assert float(loaded.net.logit_scale) == pytest.approx(math.log(100))
+
+
 def test_the_image_tower_cls_token_and_positions_are_not_decayed_as_in_the_vit_classifier():
     from bigmodel.tasks.optim import parameter_groups
 
