@@ -197,7 +197,8 @@ class ClassificationTask(Task):
         """A ``linear_probe`` checkpoint from before the probe became one linear layer holds BERT's tanh pooler: it
         loads as what it is, a ``pooler_probe`` (its head rebuilt with the pooler before the weights go in)."""
         state = checkpoint.get("state_dict") or {}
-        if self.config is not None and self.net.head.pooler is None and "net.head.pooler.dense.weight" in state:
+        head = getattr(self.net, "head", None)  # a SequenceClassifier's (a prompt task scores with its MLM head)
+        if isinstance(head, ClassificationHead) and head.pooler is None and "net.head.pooler.dense.weight" in state:
             old = self.net.head.classifier
             head = ClassificationHead.for_encoder(self.config, old.out_features, self.hparams.classifier_dropout)
             self.net.head = head.to(device=old.weight.device, dtype=old.weight.dtype)
