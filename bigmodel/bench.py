@@ -702,7 +702,7 @@ def main() -> None:
     p.add_argument("--json", metavar="PATH", help="with --compare: write the rows, device, versions, command, date")
     p.add_argument("--compile", action="store_true", help="add torch.compile rows")
     p.add_argument("--finetune", nargs="+", choices=["full", "lora", "bitfit", "linear_probe"],
-                   help="memory and step time of these fine-tuning modes (a 2-class head; LoRA: rank 8 on qkv, proj)")
+                   help="memory and step time of these fine-tuning modes (a 2-class head; LoRA: rank 8 on q, v, the LoRA default)")
     p.add_argument("--int8", metavar="CKPT", help="a classifier checkpoint: fp32 vs dynamic int8 on CPU")
     p.add_argument("--adversarial", action="store_true",
                    help="fine-tuning step time: clean vs FGM vs PGD-3 (a 2-class head, fp32, interleaved rounds; "
@@ -778,7 +778,7 @@ def main() -> None:
         if args.dtype != "fp32":
             p.error("--finetune measures fp32 training (use --dtype fp32)")
         rows = finetune_rows(cfg, args.finetune, args.batch_size, args.seq_len, args.steps, args.warmup, device,
-                             LoRAConfig(rank=8, targets=("qkv", "proj")))
+                             LoRAConfig(rank=8))
         memory = "peak GPU MiB (allocated)" if device == "cuda" else "peak RSS MiB | of it, added by training"
         print(f"{args.preset} + 2-class head, batch {args.batch_size} x {args.seq_len} tokens, fp32, AdamW, {name}, "
               f"torch {torch.__version__}, {torch.get_num_threads()} threads; ms/step: median of {args.steps} after "
