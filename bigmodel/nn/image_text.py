@@ -18,6 +18,7 @@ from torch import nn
 
 from bigmodel.nn.config import EncoderConfig
 from bigmodel.nn.encoder import TransformerEncoder, init_weights
+from bigmodel.nn.heads import pool
 
 
 class ImageTextOutput(NamedTuple):
@@ -100,13 +101,7 @@ class ImageTextModel(nn.Module):
                     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, S) -> (unit embedding (B, D), encoder states (B, S, Ht))."""
         states = self.text_encoder(input_ids, attention_mask).last_hidden_state
-        if self.text_pooling == "cls":
-            pooled = states[:, 0]
-        elif attention_mask is None:
-            pooled = states.mean(1)
-        else:
-            weights = attention_mask[..., None].to(states.dtype)
-            pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1)
+        pooled = pool(states, attention_mask, self.text_pooling)  # the classifier heads' pooling, one definition
         return F.normalize(self.text_projection(pooled), dim=-1), states
 
     def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
