@@ -12,3 +12,7 @@ class UsageError(ValueError):
 
 
 __all__ = ["UsageError", "__version__"]
+
+from bigmodel.utils import moved  # noqa: E402 (after UsageError: old module paths, see utils/moved.py)
+
+moved.install()

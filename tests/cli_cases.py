@@ -1,4 +1,4 @@
-"""Runs many ``bigmodel`` command lines in one process (the CLI's entry point, ``bigmodel.cli.main``), so a test
+"""Runs many ``bigmodel`` command lines in one process (the CLI's entry point, ``bigmodel.commands.cli.main``), so a test
 can check every bad input through the real CLI in a subprocess while paying Lightning's ~8 s import once.
 
     python -m tests.cli_cases cases.json results.json
@@ -16,8 +16,8 @@ from unittest import mock
 
 import torch
 
-from bigmodel.cli import main
-from bigmodel import hub
+from bigmodel.commands.cli import main
+from bigmodel.utils import hub
 
 
 def run_case(case: dict) -> dict:

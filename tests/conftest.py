@@ -39,7 +39,7 @@ def shared_data(*parts: str) -> Path:
 @pytest.fixture(scope="session")
 def mlm_checkpoint(tmp_path_factory, pydoc_text) -> str:
     """Three steps of bigmodel's own MLM task on real text: a checkpoint (with its tokenizer) to start tasks from."""
-    from bigmodel.cli import BigModelCLI
+    from bigmodel.commands.cli import BigModelCLI
     from tests.test_cli import mlm_config, write_yaml
 
     tmp = tmp_path_factory.mktemp("mlm")

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from bigmodel import bench_suite
-from bigmodel.bench import compare, comparison_table
+from bigmodel.commands import bench_suite
+from bigmodel.commands.bench import compare, comparison_table
 from bigmodel.nn import EncoderConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +54,7 @@ def test_compare_counts_flops_ratios_and_mfu_from_its_rows(tmp_path):
 
 
 def test_adversarial_rows_time_clean_fgm_and_pgd():
-    from bigmodel.bench import adversarial_rows
+    from bigmodel.commands.bench import adversarial_rows
 
     text = EncoderConfig.from_name("bert-tiny", num_layers=1, hidden_size=32, num_heads=2, intermediate_size=64,
                                    vocab_size=100, max_position_embeddings=32)
@@ -115,7 +115,7 @@ def test_a_failing_or_slow_part_is_recorded_and_the_rest_run(tmp_path, monkeypat
 
 
 def test_readme_gpu_section_is_rendered_from_the_suite_output(tmp_path):
-    from bigmodel.results import update
+    from bigmodel.commands.results import update
 
     missing = bench_suite.readme_section(tmp_path / "none.json")
     assert missing.count("not measured: needs a GPU run") == len(bench_suite.PARTS)
@@ -143,7 +143,7 @@ def test_wheel_list_names_every_package_the_gpu_machine_lacks():
 
 
 def test_bench_lengths_pads_as_each_row_promises(tmp_path, capsys):
-    from bigmodel import bench_lengths
+    from bigmodel.commands import bench_lengths
 
     words = ["alpha", "beta", "gamma", "delta"]
     lines = ["sentence\tlabel"] + [" ".join(words[i % 4:] + words[:i % 4]) + f"\t{i % 2}" for i in range(24)]
@@ -165,7 +165,7 @@ def test_bench_lengths_pads_as_each_row_promises(tmp_path, capsys):
 
 
 def test_bench_lengths_unpad_adds_an_unpadded_row_on_the_same_batches(tmp_path, capsys):
-    from bigmodel import bench_lengths
+    from bigmodel.commands import bench_lengths
 
     train = tmp_path / "train.tsv"
     train.write_text("sentence\tlabel\n" + "".join(f"{'alpha beta ' * (i % 3 + 1)}gamma\t{i % 2}\n" for i in range(16)))

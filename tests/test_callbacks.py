@@ -3,7 +3,7 @@ from types import SimpleNamespace
 
 import torch
 
-from bigmodel.callbacks import PredictionWriter
+from bigmodel.run.callbacks import PredictionWriter
 
 
 def test_jsonl_predictions_keep_non_ascii_text_readable(tmp_path):

@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from bigmodel.cli import BigModelCLI
+from bigmodel.commands.cli import BigModelCLI
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -286,7 +286,7 @@ def test_a_save_that_dies_midway_leaves_the_previous_checkpoint(tmp_path, pydoc_
     config = mlm_config(tmp_path, pydoc_text, max_epochs=1, limit_train_batches=4, limit_val_batches=1)
     config["checkpoint"] = {"monitor": None, "every_n_train_steps": 2}
     cli = BigModelCLI(args=["fit", "-c", write_yaml(tmp_path / "mlm.yaml", config)])
-    from bigmodel.checkpoint_io import AtomicCheckpointIO
+    from bigmodel.run.checkpoint_io import AtomicCheckpointIO
 
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)  # temp file beside the target
     last = tmp_path / "runs" / "mlm" / "checkpoints" / "last.ckpt"

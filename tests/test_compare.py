@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
-from bigmodel import compare, sweep
+from bigmodel.commands import compare, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 FULL = str(ROOT / "experiments" / "results" / "sst2_budget_full")

@@ -1,6 +1,6 @@
 """Bad input stops before training with one line, `bigmodel: error: ...`, that names the problem and the fix.
 
-Every case runs through the real CLI in one subprocess (``tests/cli_cases.py``: ``bigmodel.cli.main`` per command
+Every case runs through the real CLI in one subprocess (``tests/cli_cases.py``: ``bigmodel.commands.cli.main`` per command
 line, Lightning imported once); the test checks the exit code 2, a single error line, no traceback, and the text.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bigmodel.cli import BigModelCLI
+from bigmodel.commands.cli import BigModelCLI
 from bigmodel.nn import SmallCNN
 from tests.helpers import write_table
 from tests.test_cli import finetune_config, mlm_config, write_yaml

@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from bigmodel.cli import BigModelCLI
+from bigmodel.commands.cli import BigModelCLI
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 EXTENDING = EXPERIMENTS / "extending"  # the extension example's package (my_lab) imports from here
@@ -121,7 +121,7 @@ def test_no_committed_summary_or_results_row_holds_an_absolute_path():
     import re
 
     absolute = re.compile(r"(?<![\w.\-/~:}])/(?:[\w.\-]+/)+[\w.\-]*")  # /work/x/..., not test/acc, https:// or {seed}/x
-    from bigmodel.results import BEGIN, END
+    from bigmodel.commands.results import BEGIN, END
 
     texts = {str(f.relative_to(EXPERIMENTS)): f.read_text(encoding="utf-8")
              for f in sorted((EXPERIMENTS / "results").rglob("summary.*"))}

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bigmodel.cli import BigModelCLI, main
+from bigmodel.commands.cli import BigModelCLI, main
 
 ROOT = Path(__file__).resolve().parents[1]
 EXTENDING = ROOT / "experiments" / "extending"

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from bigmodel import monitoring
-from bigmodel.cli import BigModelCLI
-from bigmodel.monitoring import ProgressLog
+from bigmodel.run import monitoring
+from bigmodel.commands.cli import BigModelCLI
+from bigmodel.run.monitoring import ProgressLog
 from tests.test_cli import mlm_config, write_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +61,7 @@ def fit_quietly_logged(args: list[str]) -> BigModelCLI:
 def test_mlm_fit_writes_attention_maps_guesses_speed_and_hparams_and_logs_progress_lines(tmp_path, pydoc_text,
                                                                                          caplog, drawn):
     config = mlm_config(tmp_path, pydoc_text, max_epochs=2, limit_train_batches=6, limit_val_batches=2,
-                        log_every_n_steps=2, callbacks=[{"class_path": "bigmodel.monitoring.AttentionMaps",
+                        log_every_n_steps=2, callbacks=[{"class_path": "bigmodel.run.monitoring.AttentionMaps",
                                                          "init_args": {"layers": [-1], "num_examples": 2}}])
     with caplog.at_level(logging.INFO):
         cli = fit_quietly_logged(["-c", write_yaml(tmp_path / "mlm.yaml", config)])

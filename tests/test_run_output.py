@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import datasets
 import lightning as L
 
-from bigmodel.cli import BigModelCLI
+from bigmodel.commands.cli import BigModelCLI
 from tests.test_cli import mlm_config, write_yaml
 
 
@@ -72,7 +72,7 @@ def test_a_fit_ends_with_its_best_and_last_checkpoints(tmp_path, pydoc_text, cap
 
 
 def test_the_progress_bar_shows_no_version_number():
-    from bigmodel.callbacks import ProgressBar
+    from bigmodel.run.callbacks import ProgressBar
 
     trainer = SimpleNamespace(loggers=[SimpleNamespace(version=0)], progress_bar_metrics={"train/loss": 1.5})
     assert ProgressBar().get_metrics(trainer, None) == {"train/loss": 1.5}

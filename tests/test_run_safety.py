@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bigmodel import runs
-from bigmodel.cli import BigModelCLI, main
+from bigmodel.run import directory as runs
+from bigmodel.commands.cli import BigModelCLI, main
 from tests.test_cli import finetune_config, mlm_config, write_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,7 +156,7 @@ def test_a_full_disk_during_the_first_save_moves_nothing(small_text, tmp_path, c
     BigModelCLI(args=["fit", "-c", path])
     before = {p.name: p.read_bytes() for p in ckpts.glob("*.ckpt")}
 
-    from bigmodel import checkpoint_io
+    from bigmodel.run import checkpoint_io
 
     class FullDisk:
         def __init__(self, file):
@@ -328,7 +328,7 @@ def test_predict_and_test_need_only_the_checkpoint_and_their_own_files(tmp_path,
 def test_last_ckpt_follows_every_validation_even_when_best_stops_improving(small_text, tmp_path, monkeypatch):
     """Lightning 2.6 rewrites last.ckpt only when a top-k checkpoint is written; a run whose best came early would
     leave a stale last.ckpt for a kill to fall back on."""
-    from bigmodel.checkpoint_io import AtomicCheckpointIO
+    from bigmodel.run.checkpoint_io import AtomicCheckpointIO
 
     written = []
     real = AtomicCheckpointIO.save_checkpoint
@@ -348,7 +348,7 @@ def test_last_ckpt_follows_every_validation_even_when_best_stops_improving(small
 def test_a_sharded_fsdp_checkpoint_directory_is_a_checkpoint(tmp_path):
     """FSDP's sharded checkpoints are directories (shards + Lightning's meta.pt): `--ckpt_path last` finds one and
     the task check reads meta.pt, while any other directory stays a one-line error."""
-    from bigmodel import runs
+    from bigmodel.run import directory as runs
 
     last = tmp_path / "last.ckpt"
     last.mkdir()

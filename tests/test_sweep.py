@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bigmodel import results, sweep
+from bigmodel.commands import results, sweep
+from bigmodel.utils import formatting
 from bigmodel.nn import SmallCNN
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,8 +70,8 @@ def test_test_ckpt_none_tests_the_configs_own_weights_and_a_grid_selects_on_vali
     assert run["status"] == "done" and run["ckpt_path"] is None and "seed_everything: 3" in run["config"]
     assert 0 <= run["metrics"]["test/acc"] < 0.3  # an untrained CNN: about chance
     point = summary["points"][0]
-    assert not point["fitted"] and sweep.trained_parameters(point).startswith("0 / ")
-    assert sweep.duration(71.4) == "71 s" and sweep.duration(912) == "15.2 min" and sweep.count(130_210) == "130.2k"
+    assert not point["fitted"] and formatting.trained_parameters(point).startswith("0 / ")
+    assert formatting.duration(71.4) == "71 s" and formatting.duration(912) == "15.2 min" and formatting.count(130_210) == "130.2k"
     losses = [json.loads((tmp_path / "zero" / p / "seed3" / "validate" / "validate_metrics.json").read_text())
               ["metrics"]["val/loss"] for p in points]
     assert [p["validation"]["val/loss"]["values"]["3"] for p in summary["points"]] == losses
@@ -100,10 +101,10 @@ def test_grid_points_and_their_errors(tmp_path):
 
 
 def test_mean_std_formats_both_numbers_to_the_same_place():
-    assert sweep.mean_std({"n": 3, "mean": 0.91234, "std": 0.00812}) == "0.9123 ± 0.0081 (n=3)"
-    assert sweep.mean_std({"n": 3, "mean": 0.91234, "std": 0.00812}, 100, 1) == "91.2 ± 0.8 (n=3)"
-    assert sweep.mean_std({"n": 2, "mean": 26.2, "std": 4.1012}) == "26.20 ± 4.10 (n=2)"
-    assert sweep.mean_std({"n": 1, "mean": 0.5, "std": None}) == "0.5000 ± – (n=1)"
+    assert formatting.mean_std({"n": 3, "mean": 0.91234, "std": 0.00812}) == "0.9123 ± 0.0081 (n=3)"
+    assert formatting.mean_std({"n": 3, "mean": 0.91234, "std": 0.00812}, 100, 1) == "91.2 ± 0.8 (n=3)"
+    assert formatting.mean_std({"n": 2, "mean": 26.2, "std": 4.1012}) == "26.20 ± 4.10 (n=2)"
+    assert formatting.mean_std({"n": 1, "mean": 0.5, "std": None}) == "0.5000 ± – (n=1)"
 
 
 def _fixture_summary(path: Path) -> str:
@@ -157,7 +158,7 @@ def test_the_readme_results_table_is_the_rendered_one(monkeypatch):
 def test_the_readme_delta_column_is_what_bigmodel_compare_renders_from_the_committed_summaries(monkeypatch, capsys):
     import yaml
 
-    from bigmodel import compare
+    from bigmodel.commands import compare
 
     monkeypatch.chdir(ROOT)
     rows = [r for r in yaml.safe_load((ROOT / "experiments" / "results.yaml").read_text())["rows"] if "compare_to" in r]

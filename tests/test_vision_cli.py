@@ -67,7 +67,7 @@ class FakeCIFAR10:
 def test_cifar10_vit_recipe_runs_end_to_end_on_cifar_shaped_data(tmp_path, monkeypatch):
     """The GPU recipe as committed (RandAugment on the device, erasing, MixUp/CutMix, held-out validation, the
     vit-cifar-small backbone), on CPU for two steps with CIFAR-10 replaced by random CIFAR-shaped images."""
-    from bigmodel.cli import BigModelCLI
+    from bigmodel.commands.cli import BigModelCLI
     from bigmodel.data import image_sources
 
     monkeypatch.setitem(image_sources._TORCHVISION, "cifar10", (FakeCIFAR10, *image_sources._TORCHVISION["cifar10"][1:]))
@@ -91,7 +91,7 @@ def test_fine_tune_from_a_hugging_face_vit_directory_through_the_cli(tmp_path, c
     new head, every other tensor equal to the HF weights at fit start."""
     import transformers
 
-    from bigmodel.cli import BigModelCLI
+    from bigmodel.commands.cli import BigModelCLI
 
     hf_config = transformers.ViTConfig(image_size=8, patch_size=2, num_channels=1, hidden_size=32,
                                        num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,

@@ -1,11 +1,11 @@
-"""The figures of bigmodel.visuals, read back from their matplotlib objects: what a reader of the picture sees."""
+"""The figures of bigmodel.utils.figures, read back from their matplotlib objects: what a reader of the picture sees."""
 
 from pathlib import Path
 
 import pytest
 import torch
 
-from bigmodel import visuals
+from bigmodel.utils import figures as visuals
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,7 +64,7 @@ def test_retrieval_example_ranks_captions_and_ticks_the_right_ones():
 def _committed_results() -> list[tuple[dict, dict]]:
     import yaml
 
-    from bigmodel.results import row_stats
+    from bigmodel.commands.results import row_stats
 
     spec = ROOT / "experiments" / "results.yaml"
     rows = yaml.safe_load(spec.read_text(encoding="utf-8"))["rows"]

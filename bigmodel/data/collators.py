@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from bigmodel.seeding import mix_seed
+from bigmodel.utils.seeding import mix_seed
 
 
 def _drop_full_mask(batch: dict[str, Any]) -> dict[str, Any]:

@@ -34,8 +34,8 @@ from bigmodel.data.collators import ClassificationCollator
 from bigmodel.data.sources import not_utf8
 from bigmodel.data.image_sources import IMAGENET_MEAN, IMAGENET_STD, ImageFiles, list_images, load_digits_splits
 from bigmodel.data.tokenizer import cached_wordpiece, load_tokenizer
-from bigmodel.hub import HubUnavailableError, hub_offline_mode, hub_reachable, offline_message
-from bigmodel.seeding import mix_seed
+from bigmodel.utils.hub import HubUnavailableError, hub_offline_mode, hub_reachable, offline_message
+from bigmodel.utils.seeding import mix_seed
 
 # val_dataloader / test_dataloader: one loader; each batch's EVAL_KIND says what it holds
 EVAL_KIND = "kind"

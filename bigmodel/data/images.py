@@ -26,7 +26,7 @@ from bigmodel.data.image_sources import (
     load_digits_splits,
     load_torchvision_splits,
 )
-from bigmodel.seeding import mix_seed
+from bigmodel.utils.seeding import mix_seed
 
 
 def collate(items: Any) -> dict[str, Any]:

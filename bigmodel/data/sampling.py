@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
-from bigmodel.seeding import mix_seed
+from bigmodel.utils.seeding import mix_seed
 
 
 class ResumableSampler(DistributedSampler):

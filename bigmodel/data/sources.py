@@ -18,8 +18,8 @@ from datasets.exceptions import DatasetGenerationError
 from datasets.table import CastError
 
 from bigmodel.data import builtin
-from bigmodel.errors import error_chain
-from bigmodel.hub import HubUnavailableError, default_cache_dir, hub_offline_mode, hub_reachable, offline_message
+from bigmodel.utils.exceptions import error_chain
+from bigmodel.utils.hub import HubUnavailableError, default_cache_dir, hub_offline_mode, hub_reachable, offline_message
 
 BUILDERS = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv",
             ".parquet": "parquet"}

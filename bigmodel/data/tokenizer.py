@@ -22,7 +22,7 @@ from filelock import FileLock
 from lightning.pytorch.utilities import rank_zero_info
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from bigmodel.hub import HubUnavailableError, hub_offline_mode, hub_reachable, is_local, offline_message, packaged_model
+from bigmodel.utils.hub import HubUnavailableError, hub_offline_mode, hub_reachable, is_local, offline_message, packaged_model
 
 SPECIAL_TOKENS = {
     "pad_token": "[PAD]",

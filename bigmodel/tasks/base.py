@@ -15,7 +15,7 @@ from torch import nn
 from bigmodel.nn import EncoderConfig, num_parameters
 from bigmodel.nn.peft import Finetune, LoRAConfig, add_lora, set_trainable
 from bigmodel.tasks.checkpoints import META_KEY, Pretrained, check_vocabulary, resolve, text_config
-from bigmodel.seeding import mix_seed
+from bigmodel.utils.seeding import mix_seed
 from bigmodel.tasks.optim import Schedule, build_optimizer
 
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from bigmodel.nn import CausalLanguageModel
 from bigmodel.tasks.language_model import LanguageModelTask
-from bigmodel.seeding import mix_seed
+from bigmodel.utils.seeding import mix_seed
 from bigmodel.tasks.checkpoints import Pretrained
 
 

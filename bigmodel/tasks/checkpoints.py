@@ -2,7 +2,7 @@
 
 Sources: a checkpoint of this project (any task), a Hugging Face model directory (``save_pretrained``: config.json
 + model.safetensors or pytorch_model.bin, with or without a task head; a sentence-transformers directory's pooling
-and sequence length are read too), a model a package ships (``all-MiniLM-L6-v2``, see ``bigmodel.hub``), a
+and sequence length are read too), a model a package ships (``all-MiniLM-L6-v2``, see ``bigmodel.utils.hub``), a
 Hugging Face Hub name (downloaded and cached by ``huggingface_hub``), or a state-dict file
 (``.safetensors``/``.pth``/``.bin``: torchvision, timm, DeiT).
 Everything is read as data only (``weights_only``). Family-specific names live in ``bigmodel.nn.convert``.
@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from bigmodel.hub import (
+from bigmodel.utils.hub import (
     PACKAGED_MODELS,
     HubUnavailableError,
     hub_offline_mode,

@@ -32,7 +32,7 @@ from bigmodel.nn.adversarial import AdversarialConfig, Adversary, embedding_laye
 from bigmodel.nn.distillation import distillation_loss
 from bigmodel.nn.heads import POOLINGS, ClassificationHead, Pooling
 from bigmodel.nn.loading import load_matching
-from bigmodel.monitoring import tensorboards
+from bigmodel.utils.tensorboard import tensorboards
 from bigmodel.tasks.base import Task
 from bigmodel.tasks.checkpoints import META_KEY, Pretrained, resolve
 
@@ -291,7 +291,7 @@ class ClassificationTask(Task):
     def _draw_confusion(self, tag: str, matrix: torch.Tensor) -> None:
         writers = tensorboards(self.trainer)
         if writers:
-            from bigmodel import visuals
+            from bigmodel.utils import figures as visuals
 
             fig = visuals.confusion_matrix(matrix, self.class_names, f"{tag} at step {self.global_step}")
             for writer in writers:

@@ -9,7 +9,7 @@ from PIL import Image
 
 from bigmodel.data import ImageTextDataModule
 from bigmodel.data.image_text import EVAL_CAPTIONS, EVAL_IMAGES, EVAL_KIND, EvalBatchSampler, digit_captions
-from bigmodel.hub import HubUnavailableError
+from bigmodel.utils.hub import HubUnavailableError
 
 
 @pytest.fixture(scope="module")
@@ -250,7 +250,7 @@ def test_saved_hugging_face_dataset_with_caption_lists(tmp_path):
 
 
 def test_hub_name_without_network_or_cache_is_one_clear_error(monkeypatch):
-    from bigmodel import hub
+    from bigmodel.utils import hub
     from bigmodel.data import image_text
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")

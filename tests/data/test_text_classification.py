@@ -2,7 +2,7 @@ import torch
 import pytest
 
 from bigmodel.data import TextClassificationDataModule
-from bigmodel.hub import HubUnavailableError
+from bigmodel.utils.hub import HubUnavailableError
 from bigmodel.data.tokenizer import train_wordpiece
 from tests.conftest import shared_data
 from tests.helpers import write_table
@@ -101,7 +101,7 @@ def test_integer_labels_say_that_the_classes_are_named_by_number(tmp_path, token
 def test_hub_name_without_network_says_how_to_use_local_files(monkeypatch, tokenizer_dir):
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")
-    from bigmodel import hub
+    from bigmodel.utils import hub
 
     hub.hub_reachable.cache_clear()
     with pytest.raises(HubUnavailableError, match="train_files"):
@@ -228,7 +228,7 @@ def test_a_directory_or_a_broken_tsv_row_is_explained(tmp_path, tokenizer_dir):
 def test_cli_fits_a_classifier_without_a_tokenizer_and_its_checkpoint_carries_the_trained_one(tmp_path):
     import torch
 
-    from bigmodel.cli import BigModelCLI
+    from bigmodel.commands.cli import BigModelCLI
     from bigmodel.data.tokenizer import load_tokenizer
     from tests.test_cli import write_yaml
 
@@ -306,7 +306,7 @@ def test_padding_to_a_multiple_of_8_leaves_logits_and_real_token_states_unchange
 def test_the_cli_reads_group_by_length_and_pad_to_multiple_of(capsys):
     import yaml
 
-    from bigmodel.cli import BigModelCLI
+    from bigmodel.commands.cli import BigModelCLI
 
     with pytest.raises(SystemExit):
         BigModelCLI(args=["fit", "-c", "experiments/finetune/sst2_bert_mini_cpu.yaml",
@@ -323,7 +323,7 @@ def test_data_help_describes_every_argument_of_every_data_module(capsys):
     from jsonargparse import ArgumentParser
 
     import bigmodel.data as data
-    from bigmodel.cli import BigModelCLI
+    from bigmodel.commands.cli import BigModelCLI
 
     with pytest.raises(SystemExit):
         BigModelCLI(args=["fit", "--data.help", "TextClassificationDataModule"])

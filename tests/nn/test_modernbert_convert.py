@@ -109,7 +109,7 @@ def test_bigmodel_encoders_export_to_transformers_with_equal_outputs():
 
 
 def test_a_modernbert_directory_is_an_init_from_and_exports_back(tmp_path):
-    from bigmodel.export import export
+    from bigmodel.commands.export import export
     from bigmodel.tasks import MLMTask
 
     hf = _hf("ModernBertForMaskedLM", "modernbert")

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from bigmodel.cli import BigModelCLI
+from bigmodel.commands.cli import BigModelCLI
 from bigmodel.nn import CausalLanguageModel, EncoderConfig
 from bigmodel.tasks import CausalLMTask
 from tests.test_cli import mlm_config, write_yaml

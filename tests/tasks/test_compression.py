@@ -11,7 +11,7 @@ import pytest
 import torch
 import transformers
 
-from bigmodel.cli import BigModelCLI, main
+from bigmodel.commands.cli import BigModelCLI, main
 from bigmodel.data import builtin
 from bigmodel.tasks import ClassificationTask
 from bigmodel.tasks.checkpoints import resolve

@@ -10,7 +10,7 @@ import lightning as L
 import pytest
 import torch
 
-from bigmodel.cli import BigModelCLI
+from bigmodel.commands.cli import BigModelCLI
 from bigmodel.data import ImageTextDataModule
 from bigmodel.nn import VisionTransformer
 from bigmodel.tasks import ImageTextTask

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 import transformers
 
-from bigmodel.cli import BigModelCLI
+from bigmodel.commands.cli import BigModelCLI
 from tests.test_cli import finetune_config, mlm_config, write_yaml
 
 
@@ -102,7 +102,7 @@ def test_a_classifier_continues_on_a_new_task_keeping_the_encoder(hf_bert, tmp_p
 
 def test_export_gives_a_directory_transformers_loads_with_equal_logits(hf_bert, tmp_path, capsys):
     """HF -> bigmodel -> HF gives back the original tensors; bigmodel -> HF gives equal logits (MLM, classifier)."""
-    from bigmodel.cli import main
+    from bigmodel.commands.cli import main
     from bigmodel.tasks import ClassificationTask, MLMTask
 
     path, hf = hf_bert
@@ -139,7 +139,7 @@ def test_export_gives_a_directory_transformers_loads_with_equal_logits(hf_bert, 
 def test_a_vit_image_classifier_exports_with_equal_logits(tmp_path):
     import functools
 
-    from bigmodel.export import export
+    from bigmodel.commands.export import export
     from bigmodel.nn import VisionTransformer
     from bigmodel.tasks import ClassificationTask
 
@@ -182,7 +182,7 @@ def test_a_causal_lm_starts_from_a_bidirectional_encoder_and_a_classifier_refuse
 
 
 def test_a_roberta_directory_imports_and_exports_back_exactly(tmp_path):
-    from bigmodel.export import export
+    from bigmodel.commands.export import export
     from bigmodel.tasks import MLMTask
 
     config = transformers.RobertaConfig(vocab_size=120, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -212,7 +212,7 @@ def test_a_roberta_directory_imports_and_exports_back_exactly(tmp_path):
 def test_lora_from_a_published_model_through_the_cli_resumes_and_exports_merged(hf_bert, tmp_path, capsys):
     """The experiments' LoRA fragment on a Hugging Face BERT: only LoRA + head train, the checkpoint resumes, and
     export folds the updates in (transformers' logits equal ours)."""
-    from bigmodel.cli import main
+    from bigmodel.commands.cli import main
     from bigmodel.tasks import ClassificationTask
 
     path, hf = hf_bert

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from bigmodel.cli import BigModelCLI
+from bigmodel.commands.cli import BigModelCLI
 from bigmodel.data import TextClassificationDataModule
 from bigmodel.data.prompts import check_template, encode_prompts
 from bigmodel.data.sampling import examples_per_class

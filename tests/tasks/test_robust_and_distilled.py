@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bigmodel.cli import BigModelCLI
+from bigmodel.commands.cli import BigModelCLI
 from bigmodel.nn.adversarial import AdversarialConfig, Adversary, embedding_layer
 from bigmodel.nn.distillation import distillation_loss
 from bigmodel.tasks import ClassificationTask

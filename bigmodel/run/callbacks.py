@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import ModelSummary as LightningModelSummary
 from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
 from lightning.pytorch.utilities import rank_zero_info
 
-from bigmodel.checkpoint_io import AtomicCheckpointIO
+from bigmodel.run.checkpoint_io import AtomicCheckpointIO
 from bigmodel.data.tokenizer import CHECKPOINT_KEY, tokenizer_files
 
 

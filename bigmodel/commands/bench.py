@@ -1,12 +1,12 @@
 """Training-step throughput of the encoder, and what fine-tuning modes and int8 inference cost, printed as Markdown
 tables for the README.
 
-    python -m bigmodel.bench --preset bert-base --batch-size 64 --seq-len 128 --dtype bf16 --compile
-    python -m bigmodel.bench --preset vit-cifar-small --batch-size 512 --dtype bf16 --compile
-    python -m bigmodel.bench --finetune full lora --preset bert-base --batch-size 8 --seq-len 128 --dtype fp32
-    python -m bigmodel.bench --int8 runs/sst2-mini/checkpoints/best.ckpt --test-files ../shared/data/sst2/test.tsv
-    python -m bigmodel.bench --compare --json bench.json                              # CPU: bert-mini, 32 x 128
-    python -m bigmodel.bench --compare --preset bert-base --batch-size 256 --seq-len 128 --compile \
+    python -m bigmodel.commands.bench --preset bert-base --batch-size 64 --seq-len 128 --dtype bf16 --compile
+    python -m bigmodel.commands.bench --preset vit-cifar-small --batch-size 512 --dtype bf16 --compile
+    python -m bigmodel.commands.bench --finetune full lora --preset bert-base --batch-size 8 --seq-len 128 --dtype fp32
+    python -m bigmodel.commands.bench --int8 runs/sst2-mini/checkpoints/best.ckpt --test-files ../shared/data/sst2/test.tsv
+    python -m bigmodel.commands.bench --compare --json bench.json                              # CPU: bert-mini, 32 x 128
+    python -m bigmodel.commands.bench --compare --preset bert-base --batch-size 256 --seq-len 128 --compile \
         --vision-preset vit-base --vision-batch-size 256 --json bench.json          # GPU
 
 Text presets train the MLM objective on synthetic token ids; ``vit-*`` presets train CIFAR-shaped classification
@@ -399,7 +399,7 @@ class LightningLoop(Callback):
         from lightning.pytorch.loggers import TensorBoardLogger
         from torch.utils.data import DataLoader
 
-        from bigmodel.monitoring import ProgressLog
+        from bigmodel.run.monitoring import ProgressLog
 
         self.task, self.device = task, device
         self._go, self._done = threading.Semaphore(0), threading.Semaphore(0)
@@ -667,7 +667,7 @@ def compare_main(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     batch, steps = args.batch_size or 32, args.steps or 2
     warmup = 2 if args.warmup is None else args.warmup
     result = compare(cfg, batch, args.seq_len, steps, warmup, args.rounds, args.compile, vision,
-                     args.vision_batch_size, device, args.json, "python -m bigmodel.bench " + " ".join(sys.argv[1:]))
+                     args.vision_batch_size, device, args.json, "python -m bigmodel.commands.bench " + " ".join(sys.argv[1:]))
     v = result["versions"]
     print(f"{preset} MLM: batch {batch} x {args.seq_len} tokens, {100 * result['text']['mask_fraction']:.0f} % "
           f"masked" + (f"; {args.vision_preset}: batch {args.vision_batch_size} images" if vision else "") +
@@ -709,19 +709,19 @@ def main() -> None:
                         "default bert-mini, batch 32, 2 steps a window)")
     p.add_argument("--test-files", nargs="+", help="with --int8: labelled test file(s), read as the run read its data")
     p.add_argument("--suite", choices=["gpu", "cpu-smoke"],
-                   help="every pending GPU measurement in one time-boxed run (bigmodel.bench_suite); cpu-smoke: the "
+                   help="every pending GPU measurement in one time-boxed run (bigmodel.commands.bench_suite); cpu-smoke: the "
                         "same code paths at tiny shapes, seconds a part")
     p.add_argument("--out", metavar="DIR", help="with --suite: where suite.json and suite.md go")
     p.add_argument("--parts", nargs="+", help="with --suite: only these parts (default: all)")
     args = p.parse_args()
     if args.suite:
-        from bigmodel.bench_suite import run_suite
+        from bigmodel.commands.bench_suite import run_suite
 
         if not args.out:
             p.error("--suite needs --out DIR (suite.json and suite.md are written there)")
         # the command as committed results record it: no absolute path of the machine that ran it
         argv = [Path(a).name if Path(a).is_absolute() else a for a in sys.argv[1:]]
-        run_suite(args.suite, args.out, args.parts, "python -m bigmodel.bench " + " ".join(argv))
+        run_suite(args.suite, args.out, args.parts, "python -m bigmodel.commands.bench " + " ".join(argv))
         return
     if args.compare:
         compare_main(p, args)

@@ -20,20 +20,10 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
+from bigmodel.utils.tensorboard import add_figure, tensorboards
 from bigmodel.data.image_text import EVAL_CAPTIONS, EVAL_IMAGES, EVAL_KIND
 from bigmodel.nn.encoder import TransformerEncoder
 from bigmodel.nn.vision import attention_rollout, cls_attention_maps
-
-
-def tensorboards(trainer: L.Trainer) -> list[Any]:
-    """The SummaryWriters of the run's TensorBoard loggers (figures and text need one)."""
-    return [lg.experiment for lg in trainer.loggers if hasattr(getattr(lg, "experiment", None), "add_figure")]
-
-
-def add_figure(trainer: L.Trainer, tag: str, fig: Any) -> None:
-    """A matplotlib figure into every TensorBoard of the run, at the current step."""
-    for writer in tensorboards(trainer):
-        writer.add_figure(tag, fig, trainer.global_step, close=False)
 
 
 def _sharded(trainer: L.Trainer) -> bool:
@@ -243,7 +233,7 @@ class AttentionMaps(Callback):
             self._draw_images(trainer, pl_module, attentions)
 
     def _draw_text(self, trainer: L.Trainer, attentions: tuple[torch.Tensor, ...], causal: bool) -> None:
-        from bigmodel import visuals
+        from bigmodel.utils import figures as visuals
 
         tokenizer = getattr(trainer.datamodule, "tokenizer", None)
         layers = sorted({i % len(attentions) for i in (self.layers if self.layers is not None else [0, -1])})
@@ -264,7 +254,7 @@ class AttentionMaps(Callback):
 
     def _draw_images(self, trainer: L.Trainer, pl_module: L.LightningModule,
                      attentions: tuple[torch.Tensor, ...]) -> None:
-        from bigmodel import visuals
+        from bigmodel.utils import figures as visuals
 
         pixels = self.examples["pixel_values"]
         patches = attentions[-1].shape[-1] - 1
@@ -376,7 +366,7 @@ class RetrievalExamples(Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.examples is None or not self._captions or not self._due(trainer, pl_module):
             return
-        from bigmodel import visuals
+        from bigmodel.utils import figures as visuals
 
         net, device = pl_module.net, pl_module.device
         with torch.no_grad():

@@ -176,8 +176,8 @@ def results_chart(measured: Sequence[tuple[dict, dict]]) -> Figure:
     """The results table as bars, one panel per data set (rows of the same data are comparable): the mean over seeds,
     whiskers of one standard deviation (clipped to what a percentage can be), the single seeds as dots, and a dashed
     chance line for rows that declare ``chance``. ``measured`` pairs each row of ``experiments/results.yaml`` (its
-    ``label`` names the bar) with its statistics from ``bigmodel.results.row_stats``."""
-    from bigmodel.sweep import mean_std
+    ``label`` names the bar) with its statistics from ``bigmodel.commands.results.row_stats``."""
+    from bigmodel.utils.formatting import mean_std
 
     groups: dict[str, list[tuple[dict, dict]]] = {}
     for row, stats in measured:

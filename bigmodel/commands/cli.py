@@ -18,9 +18,10 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import bigmodel.data  # noqa: F401  (registers the data modules for short class names in YAML)
-from bigmodel import errors, runs
-from bigmodel.__main__ import COMMANDS, OVERVIEW
-from bigmodel.callbacks import (
+from bigmodel.run import errors
+from bigmodel.run import directory as runs
+from bigmodel.commands import COMMANDS, OVERVIEW
+from bigmodel.run.callbacks import (
     Checkpoint,
     KeepPreviousCheckpoints,
     ModelSummary,
@@ -29,7 +30,7 @@ from bigmodel.callbacks import (
     TokenizerCheckpoint,
     default_checkpoint_dir,
 )
-from bigmodel.monitoring import (
+from bigmodel.run.monitoring import (
     AttentionMaps,
     BestScoreHParam,
     MaskedPredictions,
@@ -37,7 +38,7 @@ from bigmodel.monitoring import (
     RetrievalExamples,
     interactive,
 )
-from bigmodel.stopping import RunStopped, StopSafely
+from bigmodel.run.stopping import RunStopped, StopSafely
 from bigmodel.tasks import base
 
 
@@ -78,7 +79,7 @@ class BigModelCLI(LightningCLI):
                 "callbacks": [LearningRateMonitor(logging_interval="step"), TokenizerCheckpoint(), StopSafely(),
                               KeepPreviousCheckpoints(), ProgressLog(), BestScoreHParam(), AttentionMaps(),
                               MaskedPredictions(), RetrievalExamples()],
-                "plugins": [{"class_path": "bigmodel.checkpoint_io.AtomicCheckpointIO"}],  # a path: serialisable
+                "plugins": [{"class_path": "bigmodel.run.checkpoint_io.AtomicCheckpointIO"}],  # a path: serialisable
             },
             # parse errors raise instead of printing a ~50-line usage block; main() prints them as one line
             parser_kwargs={"exit_on_error": False, "prog": "bigmodel", "description": OVERVIEW.split("\n\n")[1],
@@ -273,14 +274,14 @@ def main(args: list[str] | None = None) -> None:
     if args is None:  # the command itself, not a caller in Python (tests, notebooks)
         errors.quiet_output()
     try:
-        if argv[:1] == ["export"]:  # not a Trainer method: its own small parser (bigmodel/export.py)
-            from bigmodel.export import main as export_main
+        if argv[:1] == ["export"]:  # not a Trainer method: its own small parser (bigmodel/commands/export.py)
+            from bigmodel.commands.export import main as export_main
 
             return export_main(argv[1:])
-        if argv[:1] in (["sweep"], ["results"], ["compare"]):  # over many runs (bigmodel/sweep.py, results.py, ...)
+        if argv[:1] in (["sweep"], ["results"], ["compare"]):  # over many runs (bigmodel/commands/sweep.py, results.py, ...)
             from importlib import import_module
 
-            return import_module(f"bigmodel.{argv[0]}").main(argv[1:])
+            return import_module(f"bigmodel.commands.{argv[0]}").main(argv[1:])
         errors.check_config_files(argv)
         BigModelCLI(args=args)
     except ArgumentError as err:

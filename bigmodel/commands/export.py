@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 
 from bigmodel.nn import EncoderConfig
 from bigmodel.nn.convert import to_hf
-from bigmodel.runs import read_checkpoint_meta
+from bigmodel.run.directory import read_checkpoint_meta
 from bigmodel.tasks.checkpoints import META_KEY, network_state
 
 _ARCHITECTURES = {"mlm": "ForMaskedLM", "prompt": "ForMaskedLM", "classification": "ForSequenceClassification"}
@@ -128,7 +128,7 @@ def checkpoint_from_source(init_from: str, class_names: list[str] | None = None,
     from lightning.pytorch.utilities import rank_zero_info
 
     from bigmodel.data.tokenizer import load_tokenizer, tokenizer_files
-    from bigmodel.hub import default_cache_dir
+    from bigmodel.utils.hub import default_cache_dir
     from bigmodel.tasks import ClassificationTask, MLMTask
     from bigmodel.tasks.checkpoints import resolve
 

@@ -38,9 +38,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bigmodel.compare import describe_summary, randomness
-from bigmodel.compare import select as select_point
-from bigmodel.runs import METRICS_FILE
+from bigmodel.utils.formatting import format_value, mean_std, trained_parameters
+from bigmodel.commands.compare import describe_summary, randomness
+from bigmodel.commands.compare import select as select_point
+from bigmodel.run.directory import METRICS_FILE
 
 SUMMARY_FILES = ("summary.json", "summary.csv", "summary.md")
 _INTERRUPTED = (130, 143)  # a run stopped by Ctrl-C / SIGTERM: its last.ckpt is kept and the next sweep resumes it
@@ -296,7 +297,7 @@ def _stats(values: list[float]) -> dict[str, Any]:
 
 def git_commit() -> str | None:
     """The commit of the code that ran, ``+dirty`` when tracked files differ from it; None outside git."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # the project
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True,
                                 timeout=10).stdout.strip()
@@ -305,42 +306,6 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("+dirty" if dirty else "")
-
-
-def _decimals(value: float) -> int:
-    return 4 if abs(value) < 10 else 2
-
-
-def format_value(value: float | None) -> str:
-    return "–" if value is None else f"{value:.{_decimals(value)}f}"
-
-
-def mean_std(stats: dict[str, Any], scale: float = 1.0, digits: int | None = None) -> str:
-    """``0.8123 ± 0.0051 (n=3)``; with ``scale`` 100 and ``digits`` 1, ``81.2 ± 0.5 (n=3)``; both numbers to the
-    same decimal place."""
-    mean, std = stats["mean"] * scale, stats["std"]
-    places = digits if digits is not None else _decimals(mean)
-    spread = "–" if std is None else f"{std * scale:.{places}f}"
-    return f"{mean:.{places}f} ± {spread} (n={stats['n']})"
-
-
-def count(n: int) -> str:
-    """``5.45M``, ``130.2k``, ``812``: a parameter count at a glance."""
-    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
-
-
-def trained_parameters(point: dict[str, Any]) -> str:
-    """``1.03M / 5.45M (19 %)``; ``0 / 5.58M (no fit)`` for a sweep that only tested; empty when not recorded."""
-    params = point.get("parameters")
-    if not params:
-        return ""
-    trained = params["trainable"] if point.get("fitted", True) else 0
-    share = f"{100 * trained / params['total']:.3g} %" if trained else "no fit"
-    return f"{count(trained)} / {count(params['total'])} ({share})"
-
-
-def duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 def render_markdown(summary: dict[str, Any]) -> str:
@@ -444,7 +409,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> None:
-    from bigmodel import errors
+    from bigmodel.run import errors
 
     args, overrides = parser().parse_known_args(argv)
     if len(set(args.seeds)) != len(args.seeds):

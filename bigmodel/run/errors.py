@@ -1,6 +1,6 @@
 """What a user reads when something is wrong: one line, in their words, naming the fix.
 
-The CLI's boundary (``bigmodel.cli.main``) turns bigmodel's own errors about configs and data, disk and permission
+The CLI's boundary (``bigmodel.commands.cli.main``) turns bigmodel's own errors about configs and data, disk and permission
 failures, Lightning's configuration errors and jsonargparse's reports into ``bigmodel: error: ...`` lines. Code
 outside bigmodel (a task or data module of your own) raises ``bigmodel.UsageError`` for the same one line.
 """
@@ -21,7 +21,8 @@ import yaml
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from bigmodel import UsageError
-from bigmodel.hub import HubUnavailableError
+from bigmodel.utils.exceptions import error_chain
+from bigmodel.utils.hub import HubUnavailableError
 
 
 def import_class(class_path: str):
@@ -34,7 +35,7 @@ def init_parameters(cls) -> set[str]:
 
 
 USER_ERRORS = (ValueError, FileNotFoundError, HubUnavailableError, FloatingPointError)
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # bigmodel/, every layer
 
 
 def own_error(err: BaseException) -> BaseException | None:
@@ -50,15 +51,6 @@ def own_error(err: BaseException) -> BaseException | None:
                 isinstance(e, USER_ERRORS) and tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR)):
             return e
     return None
-
-
-def error_chain(err: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    current: BaseException | None = err
-    while current is not None and current not in seen:
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    return seen
 
 
 _NOISE = ("Does not validate", "Subtypes:", "Errors:", "Given value", "Expected a <class 'NoneType'>")
