@@ -1,4 +1,7 @@
-"""Hugging Face <-> bigmodel parameter names: one table per family, read in both directions.
+"""Weights trained elsewhere, at the model level: Hugging Face <-> bigmodel parameter names (one table per family,
+read in both directions), and ``load_matching``, which loads whatever fits a classifier and gives it a new output
+layer when the class count differs. Finding and reading the files (a checkpoint, a Hugging Face directory, a hub
+name, a state-dict file) is ``bigmodel.tasks.checkpoints``'s job, the one resolver ``init_from`` goes through.
 
 A table row pairs a Hugging Face name with ours (``{i}`` stands for a layer number). Hugging Face keeps query, key
 and value apart; bigmodel fuses them into one ``qkv`` (concatenated on import, split on export). Adding a family
@@ -10,6 +13,7 @@ from __future__ import annotations
 import re
 
 import torch
+from torch import nn
 
 Table = list[tuple[str, str]]
 
@@ -184,3 +188,31 @@ def convert_hf_vit(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """HF ``ViTModel``/``ViTForImageClassification`` keys, as saved on the Hub or as named in a live transformers 5
     model, -> ``VisionTransformer`` keys (the pooler is dropped: not part of the original ViT, unused here)."""
     return from_hf(state, "vit")
+
+
+def load_matching(net: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
+    """Loads ``state`` into ``net``; the output layer (the last registered weight and bias) may differ in shape or
+    be absent and then stays new. Returns notes on what was adapted."""
+    own = net.state_dict()
+    output = list(own)[-2:]
+    reshaped = [k for k, v in state.items() if k in own and v.shape != own[k].shape]
+    wrong = [k for k in reshaped if k not in output]
+    name = type(net).__name__
+    if wrong:
+        k = wrong[0]
+        raise ValueError(
+            f"weights do not fit {name}: {k} is {tuple(state[k].shape)} there, {tuple(own[k].shape)} here; build the "
+            "backbone as the checkpoint's was (preset, width, patch size, channels)"
+        )
+    missing, unexpected = net.load_state_dict({k: v for k, v in state.items() if k not in reshaped}, strict=False)
+    new_output = [k for k in missing if k in output] + [k for k in reshaped if k in output]
+    missing = [k for k in missing if k not in output and ".lora_" not in k]  # LoRA updates are never in a source
+    if missing or unexpected:
+        raise ValueError(
+            f"weights do not fit {name}: unexpected {unexpected[:3]}, missing {missing[:3]}; build the backbone as "
+            "the checkpoint's was"
+        )
+    if not new_output:
+        return []
+    before = f" (checkpoint: {tuple(state[output[0]].shape)})" if output[0] in state else ""
+    return [f"new output layer {output[0].rsplit('.', 1)[0]} for {own[output[0]].shape[0]} classes{before}"]

@@ -14,9 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from bigmodel.nn.config import EncoderConfig
-from bigmodel.nn.convert import convert_hf_vit, is_hf_vit
+from bigmodel.nn.convert import convert_hf_vit, is_hf_vit, load_matching
 from bigmodel.nn.encoder import EncoderOutput, TransformerEncoder, init_weights
-from bigmodel.nn.loading import load_matching
 
 
 def resample_position_embeddings(

@@ -5,7 +5,8 @@ Sources: a checkpoint of this project (any task), a Hugging Face model directory
 and sequence length are read too), a model a package ships (``all-MiniLM-L6-v2``, see ``bigmodel.utils.hub``), a
 Hugging Face Hub name (downloaded and cached by ``huggingface_hub``), or a state-dict file
 (``.safetensors``/``.pth``/``.bin``: torchvision, timm, DeiT).
-Everything is read as data only (``weights_only``). Family-specific names live in ``bigmodel.nn.convert``.
+Everything is read as data only (``weights_only``). This module finds and reads the files; what their names mean
+(Hugging Face's, per family) and loading what fits into a network (``load_matching``) live in ``bigmodel.nn.convert``.
 """
 
 from __future__ import annotations

@@ -29,9 +29,9 @@ from torchmetrics.classification import (
 
 from bigmodel.nn import EncoderConfig, SequenceClassifier
 from bigmodel.nn.adversarial import AdversarialConfig, Adversary, embedding_layer
+from bigmodel.nn.convert import load_matching
 from bigmodel.nn.distillation import distillation_loss
 from bigmodel.nn.heads import POOLINGS, ClassificationHead, Pooling
-from bigmodel.nn.loading import load_matching
 from bigmodel.utils.tensorboard import tensorboards
 from bigmodel.tasks.base import Task
 from bigmodel.tasks.checkpoints import META_KEY, Pretrained, resolve

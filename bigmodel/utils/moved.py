@@ -31,6 +31,9 @@ MOVED = {
     "bigmodel.bench": "bigmodel.commands.bench",
     "bigmodel.bench_lengths": "bigmodel.commands.bench_lengths",
     "bigmodel.bench_suite": "bigmodel.commands.bench_suite",
+    # within nn: checkpoints record a backbone as type(net).__module__ (bigmodel.nn.models.SequenceClassifier)
+    "bigmodel.nn.models": "bigmodel.nn.text",
+    "bigmodel.nn.loading": "bigmodel.nn.convert",
 }
 
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from bigmodel.nn import TransformerEncoder, VisionTransformer, attention_rollout, num_parameters
-from bigmodel.nn.encoder import Attention
+from bigmodel.nn.attention import Attention
 from bigmodel.nn.vision import cls_attention_maps, resample_position_embeddings
 
 

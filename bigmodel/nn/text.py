@@ -1,4 +1,5 @@
-"""Whole networks as plain ``nn.Module``s: usable without Lightning, wrapped by the tasks for training."""
+"""The text networks as plain ``nn.Module``s (the images' are in ``bigmodel.nn.vision``): usable without Lightning,
+wrapped by the tasks for training."""
 
 from __future__ import annotations
 
