@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from bigmodel.run import monitoring
+from bigmodel.run import figures
 from bigmodel.commands.cli import BigModelCLI
-from bigmodel.run.monitoring import ProgressLog
+from bigmodel.run.progress import ProgressLog
 from tests.test_cli import mlm_config, write_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,16 +33,16 @@ def pictures(acc: EventAccumulator, tag: str) -> list[Image.Image]:
 
 @pytest.fixture
 def drawn(monkeypatch) -> dict[str, list]:
-    """Every figure the monitoring callbacks send to TensorBoard, by tag (they still go there)."""
-    figures: dict[str, list] = {}
-    add = monitoring.add_figure
+    """Every figure the figure callbacks send to TensorBoard, by tag (they still go there)."""
+    by_tag: dict[str, list] = {}
+    add = figures.add_figure
 
     def record(trainer, tag, fig):
-        figures.setdefault(tag, []).append(fig)
+        by_tag.setdefault(tag, []).append(fig)
         add(trainer, tag, fig)
 
-    monkeypatch.setattr(monitoring, "add_figure", record)
-    return figures
+    monkeypatch.setattr(figures, "add_figure", record)
+    return by_tag
 
 
 def colorbars(fig) -> int:
@@ -67,7 +67,7 @@ def test_mlm_fit_writes_attention_maps_guesses_speed_and_hparams_and_logs_progre
         cli = fit_quietly_logged(["-c", write_yaml(tmp_path / "mlm.yaml", config)])
     acc = events(cli.trainer.log_dir)
     tags = acc.Tags()
-    # the config's AttentionMaps (last layer, two examples) replaced the default one (first and last, one example)
+    # the config's AttentionMaps (last layer, two examples; named by the path configs store) replaced the default one (first and last, one example)
     assert sorted(t for t in tags["images"] if t.startswith("attention/")) == [
         f"attention/example{i}/{name}" for i in (0, 1) for name in ("layer1", "rollout")]
     for tag in ("attention/example0/layer1", "attention/example1/rollout"):

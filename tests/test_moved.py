@@ -69,3 +69,15 @@ def test_python_dash_m_with_an_old_name_runs_the_new_module(monkeypatch, capsys)
     with pytest.raises(SystemExit) as exit_:
         runpy.run_module("bigmodel.bench_lengths", run_name="__main__", alter_sys=True)
     assert exit_.value.code == 0 and "usage:" in capsys.readouterr().out
+
+
+def test_the_monitoring_callbacks_keep_their_stored_class_paths():
+    """Configs name ``bigmodel.monitoring.ProgressLog`` or ``bigmodel.run.monitoring.AttentionMaps``; the callbacks
+    now live in run/progress.py and run/figures.py, and each old path gives the class itself."""
+    from bigmodel.run import figures, progress
+
+    for old in ("bigmodel.monitoring", "bigmodel.run.monitoring"):
+        module = importlib.import_module(old)
+        assert module.ProgressLog is progress.ProgressLog and module.BestScoreHParam is progress.BestScoreHParam
+        for name in ("AttentionMaps", "MaskedPredictions", "RetrievalExamples"):
+            assert getattr(module, name) is getattr(figures, name)

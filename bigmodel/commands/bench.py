@@ -399,7 +399,7 @@ class LightningLoop(Callback):
         from lightning.pytorch.loggers import TensorBoardLogger
         from torch.utils.data import DataLoader
 
-        from bigmodel.run.monitoring import ProgressLog
+        from bigmodel.run.progress import ProgressLog
 
         self.task, self.device = task, device
         self._go, self._done = threading.Semaphore(0), threading.Semaphore(0)

@@ -113,7 +113,7 @@ def _trainer(device: str, root: str, precision: str, max_steps: int, callbacks: 
     from lightning.pytorch.callbacks import LearningRateMonitor
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    from bigmodel.run.monitoring import ProgressLog
+    from bigmodel.run.progress import ProgressLog
 
     return L.Trainer(accelerator=device, devices=1, precision=precision, max_steps=max_steps,
                      logger=TensorBoardLogger(root, name="suite"), default_root_dir=root,

@@ -30,14 +30,8 @@ from bigmodel.run.callbacks import (
     TokenizerCheckpoint,
     default_checkpoint_dir,
 )
-from bigmodel.run.monitoring import (
-    AttentionMaps,
-    BestScoreHParam,
-    MaskedPredictions,
-    ProgressLog,
-    RetrievalExamples,
-    interactive,
-)
+from bigmodel.run.figures import AttentionMaps, MaskedPredictions, RetrievalExamples
+from bigmodel.run.progress import BestScoreHParam, ProgressLog, interactive
 from bigmodel.run.stopping import RunStopped, StopSafely
 from bigmodel.tasks import base
 

@@ -5,7 +5,7 @@ import torch
 
 from bigmodel.data.collators import MLMCollator
 from bigmodel.data.tokenizer import train_wordpiece
-from bigmodel.run.monitoring import MaskedPredictions
+from bigmodel.run.figures import MaskedPredictions
 from bigmodel.tasks import MLMTask
 from bigmodel.tasks.language_model import token_hits
 
