@@ -19,8 +19,8 @@ from bigmodel.data.collators import ClassificationCollator
 from bigmodel.data.base import TextDataModule
 from bigmodel.data.prompts import check_template, encode_prompts
 from bigmodel.data.sampling import examples_per_class
-from bigmodel.data.sources import (Files, blank_rows, check_columns, ensure_validation, expand_files, load_local,
-                                   load_source, read_lines)
+from bigmodel.data.sources.text import (Files, blank_rows, check_columns, ensure_validation, expand_files, load_local,
+                                        load_source, read_lines)
 from bigmodel.data.tokenizer import cached_wordpiece, load_tokenizer
 
 SPLITS = ("train", "validation", "test")

@@ -31,6 +31,8 @@ MOVED = {
     "bigmodel.bench": "bigmodel.commands.bench",
     "bigmodel.bench_lengths": "bigmodel.commands.bench_lengths",
     "bigmodel.bench_suite": "bigmodel.commands.bench_suite",
+    "bigmodel.data.image_sources": "bigmodel.data.sources.images",
+    "bigmodel.data.builtin": "bigmodel.data.sources.builtin",
 }
 
 
