@@ -22,10 +22,9 @@ from datasets import DatasetDict, load_dataset, load_from_disk
 from lightning.pytorch.utilities import rank_zero_warn
 
 from bigmodel.data.sources.images import load_digits_splits
-from bigmodel.data.sources.text import load_hub, not_utf8
+from bigmodel.data.sources.text import SPLITS, load_hub, not_utf8
 from bigmodel.utils.hub import HubUnavailableError
 
-SPLITS = ("train", "validation", "test")
 SPLIT_NAMES = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}
 HUB_HINT = ("Save it where there is internet (load_dataset(name).save_to_disk(dir)) and pass that directory as "
             "data.init_args.dataset, give a CSV of path,caption rows, or use dataset: digits")

@@ -22,6 +22,7 @@ from bigmodel.data.sources import builtin
 from bigmodel.utils.exceptions import error_chain
 from bigmodel.utils.hub import HubUnavailableError, hub_offline_mode, hub_reachable, offline_message
 
+SPLITS = ("train", "validation", "test")  # the splits a source may have, in this order
 BUILDERS = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv",
             ".parquet": "parquet"}
 Files = str | list[str] | None
