@@ -8,9 +8,10 @@
 
 The pattern: a reader is a plain function (``load_source``, ``load_local``, ``load_hub``, ``load_digits_splits``,
 ``load_torchvision_splits``, ``load_digits``, ``load_captioned``, ...). It takes where the data is (a name, a path,
-globs) and the options that say how to read it (configuration, column names), and returns the raw splits keyed
-``train`` / ``validation`` / ``test``, only those the source has. It does not tokenise, transform or batch: that is
-the DataModule's. A missing validation split is held out by the DataModule's rule (``ensure_validation``, or
+globs) and the options that say how to read it (configuration, column names), and returns the raw splits by name
+(``train`` / ``validation`` / ``test``, ``predict`` for files to label; a split the source lacks is absent or
+None), with what the source knows about itself beside them (class names, pixel statistics). It does not tokenise,
+transform or batch: that is the DataModule's. A missing validation split is held out by the DataModule's rule (``ensure_validation``, or
 ``DataModule.hold_out`` passed in as ``hold_out``), whose fraction and seed are DataModule settings.
 
 Errors: bad input is a one-line ``ValueError`` or ``FileNotFoundError`` naming the file (and line) and the option
