@@ -24,7 +24,7 @@ def _isolated_caches(tmp_path_factory):
 @pytest.fixture(scope="session")
 def pydoc_text(tmp_path_factory) -> Path:
     """Real English text (CPython's reference topics), one paragraph per line."""
-    from bigmodel.data import builtin
+    from bigmodel.data.sources import builtin
 
     return Path(builtin.materialise("pydoc", tmp_path_factory.mktemp("pydoc"))["train"][0])
 

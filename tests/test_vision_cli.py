@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from bigmodel.data.image_sources import write_digit_images
+from bigmodel.data.sources.images import write_digit_images
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,7 +68,7 @@ def test_cifar10_vit_recipe_runs_end_to_end_on_cifar_shaped_data(tmp_path, monke
     """The GPU recipe as committed (RandAugment on the device, erasing, MixUp/CutMix, held-out validation, the
     vit-cifar-small backbone), on CPU for two steps with CIFAR-10 replaced by random CIFAR-shaped images."""
     from bigmodel.commands.cli import BigModelCLI
-    from bigmodel.data import image_sources
+    from bigmodel.data.sources import images as image_sources
 
     monkeypatch.setitem(image_sources._TORCHVISION, "cifar10", (FakeCIFAR10, *image_sources._TORCHVISION["cifar10"][1:]))
     cli = BigModelCLI(args=[

@@ -1,4 +1,6 @@
-"""LightningDataModules, tokenizers and collators (MLM masking lives here, where batches are made).
+"""LightningDataModules, tokenizers and collators (MLM masking lives here, where batches are made). Where the data
+comes from -- hub names, files, image sets, captioned images, built-in offline text -- is read by the readers in
+``sources/``, one module per kind (its docstring states what a reader takes and returns).
 
 For a data module of your own: subclass ``DataModule`` (batch size, workers, seed, a resumable training order)
 or ``TextDataModule``, and set the attributes the CLI links to the task (``vocab_size``, ``num_classes``,

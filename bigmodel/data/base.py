@@ -12,7 +12,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from bigmodel.data.sampling import EpochIndexed, ResumableSampler
-from bigmodel.data.sources import default_cache_dir
+from bigmodel.utils.hub import default_cache_dir
 
 
 class DataModule(L.LightningDataModule):

@@ -13,8 +13,8 @@ from torch.utils.data import DataLoader
 
 from bigmodel.data.collators import CausalLMCollator, MLMCollator, collate_prompts
 from bigmodel.data.base import TextDataModule
-from bigmodel.data.sources import (Files, blank_rows, check_columns, ensure_validation, expand_files, load_source,
-                                   read_lines)
+from bigmodel.data.sources.text import (Files, blank_rows, check_columns, ensure_validation, expand_files, load_source,
+                                        read_lines)
 from bigmodel.data.tokenizer import cached_wordpiece, load_tokenizer
 
 

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
 from bigmodel.data.augment import AugmentConfig, AutoAugment, BatchAugment, batch_mixer, sample_transform
 from bigmodel.data.base import DataModule
-from bigmodel.data.image_sources import (
+from bigmodel.data.sources.images import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     NAMED,

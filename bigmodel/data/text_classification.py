@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 import numpy as np
-from datasets import ClassLabel, Dataset, DatasetDict, Value
+from datasets import Dataset, DatasetDict, Value
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 
@@ -19,11 +19,10 @@ from bigmodel.data.collators import ClassificationCollator
 from bigmodel.data.base import TextDataModule
 from bigmodel.data.prompts import check_template, encode_prompts
 from bigmodel.data.sampling import examples_per_class
-from bigmodel.data.sources import (Files, blank_rows, check_columns, ensure_validation, expand_files, load_local,
-                                   load_source, read_lines)
+from bigmodel.data.labels import check_label_kinds, class_names, integral_floats, label_ids, unlabelled
+from bigmodel.data.sources.text import (SPLITS, Files, blank_rows, check_columns, ensure_validation, expand_files,
+                                        load_local, load_source, read_lines)
 from bigmodel.data.tokenizer import cached_wordpiece, load_tokenizer
-
-SPLITS = ("train", "validation", "test")
 
 
 class TextClassificationDataModule(TextDataModule):
@@ -135,7 +134,7 @@ class TextClassificationDataModule(TextDataModule):
         raw = load_source(hp.dataset, hp.dataset_config, files, self.cache_dir, hp.column_names)
         train_columns = raw["train"].column_names if "train" in raw else None
         out = DatasetDict({s: self._clean(s, ds, train_columns) for s, ds in raw.items() if s in splits})
-        self._check_label_kinds(out)
+        check_label_kinds(out, hp.label_column)
         return out
 
     def _clean(self, split: str, ds: Dataset, train_columns: list[str] | None = None) -> Dataset:
@@ -146,7 +145,7 @@ class TextClassificationDataModule(TextDataModule):
         check_columns(ds, columns | ({"label": hp.label_column} if labelled else {}), split, self._where(split),
                       train_columns)
         blank = np.unique(np.concatenate([blank_rows(ds, c) for c in self._text_columns()]))
-        if labelled and not _unlabelled(split, ds, hp.label_column):
+        if labelled and not unlabelled(split, ds, hp.label_column):
             missing = np.setdiff1d(blank_rows(ds, hp.label_column), blank)
             if len(missing):
                 rows = ", ".join(str(i + 1) for i in missing[:5]) + (", ..." if len(missing) > 5 else "")
@@ -165,30 +164,9 @@ class TextClassificationDataModule(TextDataModule):
         for column in self._text_columns():
             if getattr(ds.features[column], "dtype", None) not in ("string", "large_string"):
                 ds = ds.cast_column(column, Value("string"))  # texts that pandas read as numbers
-        if labelled and _integral_floats(ds, hp.label_column):  # int labels that pandas read as floats (NaN rows)
+        if labelled and integral_floats(ds, hp.label_column):  # int labels that pandas read as floats (NaN rows)
             ds = ds.cast_column(hp.label_column, Value("int64"))
         return ds
-
-    def _check_label_kinds(self, raw: DatasetDict) -> None:
-        """``0``, ``1`` and ``positive`` in one column would become three classes: a silent mistake."""
-        col = self.hparams.label_column
-        kinds: dict[str, dict[str, set[str]]] = {"numbers": {}, "names": {}}
-        for split, ds in raw.items():
-            if split not in SPLITS or _unlabelled(split, ds, col):
-                continue
-            for value in ds.unique(col):
-                number = isinstance(value, int) or isinstance(value, str) and value.strip().lstrip("+-").isdigit()
-                kinds["numbers" if number else "names"].setdefault(str(value), set()).add(split)
-        if kinds["numbers"] and kinds["names"]:
-            def examples(found: dict[str, set[str]]) -> str:
-                splits = sorted(set().union(*found.values()), key=SPLITS.index)
-                return ", ".join(repr(v) for v in sorted(found)[:3]) + f" in {'/'.join(splits)}"
-
-            raise ValueError(
-                f"label column {col!r} mixes numbers ({examples(kinds['numbers'])}) and names "
-                f"({examples(kinds['names'])}); use one kind: class names everywhere, or class ids 0..C-1 "
-                "everywhere (named by data.init_args.label_names)"
-            )
 
     def _class_names(self) -> list[str]:
         hp = self.hparams
@@ -196,44 +174,12 @@ class TextClassificationDataModule(TextDataModule):
             if len(hp.label_names) < 2:
                 raise ValueError(f"label_names lists {list(hp.label_names)}; a classifier needs at least two classes")
             return list(hp.label_names)
-        train = self.raw["train"]
-        feature = train.features[hp.label_column]
-        if isinstance(feature, ClassLabel):
-            return list(feature.names)
-        values = set(train.unique(hp.label_column))
-        if len(values) < 2:
-            raise ValueError(
-                f"the training labels in column {hp.label_column!r} hold one value ({values.pop()!r}); a classifier "
-                "needs examples of at least two classes: add data of the other classes, or list every class in "
-                "data.init_args.label_names"
-            )
-        if all(isinstance(v, str) for v in values):
-            return sorted(values)
-        if not all(isinstance(v, int) and v >= 0 for v in values):
-            raise ValueError(f"labels in {hp.label_column!r} must be non-negative ints or names, got {sorted(values)[:5]}")
-        self._numbered = True
-        return [str(i) for i in range(max(values) + 1)]
+        names, self._numbered = class_names(self.raw["train"], hp.label_column)
+        return names
 
     def _label_ids(self, split: str, ds: Dataset) -> Dataset:
         hp = self.hparams
-        values = ds.unique(hp.label_column)
-        if any(isinstance(v, str) for v in values):
-            index = {name: i for i, name in enumerate(self.class_names)}
-            unknown = sorted(set(values) - set(index))
-            if unknown:
-                fix = ("add them to data.init_args.label_names, or correct those labels" if hp.label_names else
-                       "add training examples of them, or list every class in data.init_args.label_names")
-                known = "data.init_args.label_names" if hp.label_names else "the training classes"
-                raise ValueError(f"{self._where(split)} has labels {unknown[:5]} that are not among {known} "
-                                 f"{self.class_names}; {fix}")
-            return ds.map(lambda b: {"labels": [index[v] for v in b[hp.label_column]]}, batched=True)
-        bad = sorted(v for v in values if not 0 <= v < self.num_classes)
-        if bad:
-            raise ValueError(
-                f"{self._where(split)} has label ids {bad[:5]} outside 0..{self.num_classes - 1} "
-                f"({self.num_classes} classes: {self.class_names}); fix the labels or set data.init_args.label_names"
-            )
-        return ds.map(lambda b: {"labels": b[hp.label_column]}, batched=True)
+        return label_ids(ds, hp.label_column, self.class_names, self._where(split), hp.label_names is not None)
 
     def _tokenized(self, split: str, ds: Dataset, with_labels: bool = True, keep_text: bool = False) -> Dataset:
         hp = self.hparams
@@ -285,7 +231,7 @@ class TextClassificationDataModule(TextDataModule):
             if split not in raw or split in self.datasets:
                 continue
             ds = raw[split]
-            if _unlabelled(split, ds, self.hparams.label_column):
+            if unlabelled(split, ds, self.hparams.label_column):
                 if split in wanted:
                     rank_zero_warn(f"the {split} split is unlabelled (no labels, or labels < 0 as GLUE's); skipping it")
                 continue
@@ -352,18 +298,3 @@ def token_lengths(ds: Dataset) -> list[int]:
     import pyarrow.compute as pc
 
     return pc.list_value_length(ds.with_format("arrow")["input_ids"]).to_pylist()
-
-
-def _unlabelled(split: str, ds: Dataset, column: str) -> bool:
-    """A test split without labels: every label missing, or all negative (GLUE's test sets use -1)."""
-    if split != "test":
-        return False
-    if len(blank_rows(ds, column)) == len(ds):
-        return True
-    return str(getattr(ds.features[column], "dtype", "")).startswith("int") and all(v < 0 for v in ds.unique(column))
-
-
-def _integral_floats(ds: Dataset, column: str) -> bool:
-    if not str(getattr(ds.features[column], "dtype", "")).startswith("float"):
-        return False
-    return all(v is not None and float(v).is_integer() for v in ds.unique(column))

@@ -34,6 +34,8 @@ MOVED = {
     # within nn: checkpoints record a backbone as type(net).__module__ (bigmodel.nn.models.SequenceClassifier)
     "bigmodel.nn.models": "bigmodel.nn.text",
     "bigmodel.nn.loading": "bigmodel.nn.convert",
+    "bigmodel.data.image_sources": "bigmodel.data.sources.images",
+    "bigmodel.data.builtin": "bigmodel.data.sources.builtin",
 }
 
 

@@ -8,7 +8,9 @@ import torch
 from PIL import Image
 
 from bigmodel.data import ImageTextDataModule
-from bigmodel.data.image_text import EVAL_CAPTIONS, EVAL_IMAGES, EVAL_KIND, EvalBatchSampler, digit_captions
+from bigmodel.data.image_text import EVAL_CAPTIONS, EVAL_IMAGES, EVAL_KIND
+from bigmodel.data.image_text_batches import EvalBatchSampler
+from bigmodel.data.sources.image_text import digit_captions
 from bigmodel.utils.hub import HubUnavailableError
 
 
@@ -251,7 +253,7 @@ def test_saved_hugging_face_dataset_with_caption_lists(tmp_path):
 
 def test_hub_name_without_network_or_cache_is_one_clear_error(monkeypatch):
     from bigmodel.utils import hub
-    from bigmodel.data import image_text
+    from bigmodel.data.sources import text
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")
@@ -264,7 +266,7 @@ def test_hub_name_without_network_or_cache_is_one_clear_error(monkeypatch):
     def not_cached(*args):
         raise ConnectionError("Couldn't reach 'someone/flickr-captions' on the Hub (OfflineModeIsEnabled)")
 
-    monkeypatch.setattr(image_text, "load_dataset", not_cached)
+    monkeypatch.setattr(text, "load_dataset", not_cached)  # every hub name goes through sources.text.load_hub
     with pytest.raises(HubUnavailableError, match="neither digits, a local CSV or directory"):
         ImageTextDataModule(dataset="someone/flickr-captions")
     with pytest.raises(FileNotFoundError, match="neither digits, a hub name"):

@@ -143,7 +143,7 @@ def test_on_device_batches_reach_a_bf16_true_model_in_its_dtype(tmp_path):
 
 
 def test_write_digit_images_saves_test_digits_under_their_labels(tmp_path):
-    from bigmodel.data.image_sources import load_digits_splits, write_digit_images
+    from bigmodel.data.sources.images import load_digits_splits, write_digit_images
 
     images, labels = load_digits_splits().test
     paths = write_digit_images(tmp_path / "my_digits", count=4)

@@ -12,7 +12,7 @@ import torch
 import transformers
 
 from bigmodel.commands.cli import BigModelCLI, main
-from bigmodel.data import builtin
+from bigmodel.data.sources import builtin
 from bigmodel.tasks import ClassificationTask
 from bigmodel.tasks.checkpoints import resolve
 from tests.test_cli import finetune_config, write_yaml

@@ -1,6 +1,7 @@
-"""Raw data from a Hugging Face dataset name, local files, or a built-in offline dataset -> ``DatasetDict``.
+"""Text: a Hugging Face dataset name, local files, or a built-in offline dataset -> ``DatasetDict``.
 
-Local files are read split by split, so a problem is reported with the file it is in.
+Local files are read split by split, so a problem is reported with the file it is in. ``load_hub`` is every
+kind's way to the hub (image-text datasets use it too).
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from datasets import Dataset, DatasetDict, load_dataset
 from datasets.exceptions import DatasetGenerationError
 from datasets.table import CastError
 
-from bigmodel.data import builtin
+from bigmodel.data.sources import builtin
 from bigmodel.utils.exceptions import error_chain
-from bigmodel.utils.hub import HubUnavailableError, default_cache_dir, hub_offline_mode, hub_reachable, offline_message
+from bigmodel.utils.hub import HubUnavailableError, hub_offline_mode, hub_reachable, offline_message
 
+SPLITS = ("train", "validation", "test")  # the splits a source may have, in this order
 BUILDERS = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv",
             ".parquet": "parquet"}
 Files = str | list[str] | None
@@ -182,16 +184,15 @@ def blank_rows(ds: Dataset, column: str) -> np.ndarray:
     return np.flatnonzero(blank.fill_null(True).to_numpy(zero_copy_only=False))
 
 
-def load_hub(name: str, config: str | None) -> DatasetDict:
+LOCAL_FILES_HINT = ("Copy the data to local files (.txt/.jsonl/.csv/.tsv/.parquet) and pass them as "
+                    "data.init_args.train_files / validation_files / test_files")
+
+
+def load_hub(name: str, config: str | None, hint: str = LOCAL_FILES_HINT) -> DatasetDict:
+    """A hub dataset, or (offline) its cached copy; an unreachable hub is a ``HubUnavailableError`` at once, with
+    ``hint`` saying how to give the data locally, instead of ``datasets``' retries and traceback."""
     if not hub_offline_mode() and not hub_reachable():
-        raise HubUnavailableError(
-            offline_message(
-                "dataset",
-                name,
-                "Copy the data to local files (.txt/.jsonl/.csv/.tsv/.parquet) and pass them as "
-                "data.init_args.train_files / validation_files / test_files",
-            )
-        )
+        raise HubUnavailableError(offline_message("dataset", name, hint))
     return load_dataset(name, config)
 
 

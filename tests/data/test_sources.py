@@ -1,0 +1,28 @@
+"""``bigmodel.data.sources``: one package of source readers, one module per kind. The names the one-module
+``sources`` had still import from the package, as the same objects (user code and notebooks import them)."""
+
+import pytest
+
+# every top-level name of bigmodel/data/sources.py before it became a package (helpers and imports included)
+ONE_MODULE_NAMES = [
+    "glob", "os", "re", "Path", "np", "pa", "pc", "Dataset", "DatasetDict", "load_dataset", "DatasetGenerationError",
+    "CastError", "error_chain", "HubUnavailableError", "hub_offline_mode", "hub_reachable", "offline_message",
+    "BUILDERS", "Files", "HEADERLESS_HINT", "expand_files", "load_local", "_load_split", "not_utf8", "read_lines",
+    "_read_error", "_columns", "_first_unreadable", "looks_like_data", "check_columns", "blank_rows", "load_hub",
+    "load_source", "ensure_validation",
+]
+
+
+def test_every_name_of_the_one_module_sources_is_the_text_readers():
+    import bigmodel.data.sources as sources
+    from bigmodel.data.sources import text
+
+    for name in ONE_MODULE_NAMES:
+        assert getattr(sources, name) is getattr(text, name), name
+    from bigmodel.data.sources import builtin, default_cache_dir
+    from bigmodel.utils.hub import default_cache_dir as hub_cache_dir
+
+    assert default_cache_dir is hub_cache_dir and builtin.__name__ == "bigmodel.data.sources.builtin"
+    with pytest.raises(AttributeError, match="'bigmodel.data.sources' has no attribute 'load_everything'"):
+        sources.load_everything  # noqa: B018
+
