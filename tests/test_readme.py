@@ -97,3 +97,10 @@ def test_anchors_follow_github():
 def test_every_document_is_one_click_from_the_readme():
     linked = {(ROOT / target.partition("#")[0]).resolve() for target in LINK.findall(README)}
     assert [d.relative_to(ROOT).as_posix() for d in DOCS if d != ROOT / "README.md" and d not in linked] == []
+
+
+def test_every_experiment_file_the_documents_name_exists():
+    """The commands' configs: `-c experiments/...yaml` in any README is a file (globs like modes/*.yaml aside)."""
+    named = {m for doc in DOCS for m in re.findall(r"\bexperiments/[\w./-]+\.yaml\b", doc.read_text(encoding="utf-8"))}
+    assert len(named) > 30
+    assert sorted(path for path in named if not (ROOT / path).is_file()) == []
