@@ -127,9 +127,10 @@ def test_readme_gpu_section_is_rendered_from_the_suite_output(tmp_path):
     (tmp_path / "suite.json").write_text(json.dumps(report))
     section = bench_suite.readme_section(tmp_path / "suite.json")
     assert "| bfloat16 | 790 |" in section and "NVIDIA H200" in section
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")  # the committed section is up to date
+    notes = ROOT / "bigmodel/commands/bench/README.md"  # the committed section is up to date
+    readme = notes.read_text(encoding="utf-8")
     committed = ROOT / "experiments/results/gpu_suite/suite.json"
-    assert update(readme, bench_suite.readme_section(committed), "README.md", bench_suite.BEGIN,
+    assert update(readme, bench_suite.readme_section(committed), str(notes), bench_suite.BEGIN,
                   bench_suite.END) == readme
 
 

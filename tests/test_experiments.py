@@ -125,8 +125,8 @@ def test_no_committed_summary_or_results_row_holds_an_absolute_path():
 
     texts = {str(f.relative_to(EXPERIMENTS)): f.read_text(encoding="utf-8")
              for f in sorted((EXPERIMENTS / "results").rglob("summary.*"))}
-    readme = (EXPERIMENTS.parent / "README.md").read_text(encoding="utf-8")
-    texts["README results table"] = readme[readme.index(BEGIN):readme.index(END)]
+    readme = (EXPERIMENTS / "README.md").read_text(encoding="utf-8")
+    texts["experiments/README.md results table"] = readme[readme.index(BEGIN):readme.index(END)]
     assert len(texts) > 60
     found = {name: m.group() for name, text in texts.items() for m in [absolute.search(text)] if m}
     assert not found

@@ -150,9 +150,9 @@ def test_results_renders_rows_from_summaries(tmp_path):
 
 def test_the_readme_results_table_is_the_rendered_one(monkeypatch):
     monkeypatch.chdir(ROOT)
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = (ROOT / "experiments" / "README.md").read_text(encoding="utf-8")
     assert results.update(text, results.render("experiments/results.yaml")) == text, \
-        "run `bigmodel results experiments/results.yaml --write README.md`"
+        "run `bigmodel results experiments/results.yaml --write experiments/README.md`"
 
 
 def test_the_readme_delta_column_is_what_bigmodel_compare_renders_from_the_committed_summaries(monkeypatch, capsys):
@@ -163,7 +163,7 @@ def test_the_readme_delta_column_is_what_bigmodel_compare_renders_from_the_commi
     monkeypatch.chdir(ROOT)
     rows = [r for r in yaml.safe_load((ROOT / "experiments" / "results.yaml").read_text())["rows"] if "compare_to" in r]
     table = {line.split(" | ")[0].removeprefix("| "): line.split(" | ") for line in
-             (ROOT / "README.md").read_text(encoding="utf-8").splitlines() if line.startswith("| ")}
+             (ROOT / "experiments" / "README.md").read_text(encoding="utf-8").splitlines() if line.startswith("| ")}
     column = table["Result"].index("Δ vs reference [95 % CI]")
     assert len(rows) >= 8  # every fine-tuning method against full, pretrained against scratch, ...
     for row in rows:

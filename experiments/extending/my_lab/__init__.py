@@ -6,8 +6,8 @@
   bigmodel's own ``ClassificationTask``.
 - ``TagSamples`` (callbacks.py): a few sentences tagged by the model after each validation.
 
-Importable with ``PYTHONPATH=experiments/extending``; run by ``experiments/extending/*.yaml`` (README, "Extending
-bigmodel").
+Importable with ``PYTHONPATH=experiments/extending``; run by ``experiments/extending/*.yaml`` (their README.md
+beside them).
 """
 
 from my_lab.callbacks import TagSamples
