@@ -57,7 +57,7 @@ class Task(L.LightningModule):
             LoRA merged first). An inference setting: not stored in checkpoints, so it can be added at test time.
 
     Subclasses build ``self.net`` (a plain ``nn.Module``; a text encoder at ``self.net.encoder``), set
-    ``checkpoint_task`` and implement the steps; see README, "Extending bigmodel".
+    ``checkpoint_task`` and implement the steps; see experiments/extending/README.md.
     """
 
     net: nn.Module
