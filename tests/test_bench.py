@@ -227,3 +227,16 @@ def test_the_suites_forkserver_preloads_the_suite_module():
     import importlib
 
     assert importlib.import_module(bench_suite.PRELOAD) is bench_suite
+
+
+def test_the_explicit_softmax_row_trains_the_same_step_as_sdpa():
+    """The throughput table's ``explicit softmax path`` row routes every layer through the attention-weights path:
+    the same loss as the SDPA row on the same batch (it once crashed on an argument the encoder added)."""
+    from bigmodel.commands.bench.measure import mlm_batch, mlm_step
+
+    cfg = EncoderConfig.from_name("bert-tiny", num_layers=2, hidden_size=32, num_heads=2, intermediate_size=64,
+                                  vocab_size=100, max_position_embeddings=32)
+    data = mlm_batch(cfg.vocab_size, 2, 16, "cpu")
+    losses = [mlm_step(cfg, 2, 16, "fp32", "cpu", explicit=explicit, padded=True, data=data)[0]().item()
+              for explicit in (False, True)]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)

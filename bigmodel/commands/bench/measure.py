@@ -128,7 +128,7 @@ def mlm_step(cfg: EncoderConfig, batch: int, seq: int, dtype: str, device: str, 
     if explicit:  # route every layer through the explicit softmax path
         for layer in model.encoder.layers:
             attn_forward = layer.attn.forward
-            layer.attn.forward = lambda x, m=None, need_weights=False, f=attn_forward: f(x, m, True)
+            layer.attn.forward = lambda x, m=None, need_weights=False, f=attn_forward, **kw: f(x, m, True, **kw)
     step_model = torch.compile(model, mode=compile if isinstance(compile, str) else None) if compile else model
 
     def loss() -> torch.Tensor:
