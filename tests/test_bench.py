@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from bigmodel.commands import bench_suite
-from bigmodel.commands.bench import compare, comparison_table
+from bigmodel.commands.bench import suite as bench_suite
+from bigmodel.commands.bench.compare import compare, comparison_table
+from bigmodel.commands.bench.suite_parts import SKIPPED
 from bigmodel.nn import EncoderConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +55,7 @@ def test_compare_counts_flops_ratios_and_mfu_from_its_rows(tmp_path):
 
 
 def test_adversarial_rows_time_clean_fgm_and_pgd():
-    from bigmodel.commands.bench import adversarial_rows
+    from bigmodel.commands.bench.adversarial import adversarial_rows
 
     text = EncoderConfig.from_name("bert-tiny", num_layers=1, hidden_size=32, num_heads=2, intermediate_size=64,
                                    vocab_size=100, max_position_embeddings=32)
@@ -76,17 +77,17 @@ def test_cpu_smoke_suite_runs_every_part_and_writes_json_and_markdown(tmp_path, 
     assert [r["contender"] for r in parts["compare"]["rows"]][:3] == [
         "bigmodel MLM, plain PyTorch", "bigmodel MLMTask, Lightning Trainer", "HF BertForMaskedLM (sdpa)"]
     assert parts["compare-compiled"]["rows"] == [{"contender": "every row + torch.compile",
-                                                  "status": bench_suite.SKIPPED}]
+                                                  "status": SKIPPED}]
     graphs = parts["cuda-graphs"]["rows"]
     assert graphs[0]["step"] == "eager" and graphs[0]["x eager"] == 1.0
-    assert [r.get("status") for r in graphs[1:]] == [bench_suite.SKIPPED] * 2
+    assert [r.get("status") for r in graphs[1:]] == [SKIPPED] * 2
     fit = parts["fit-16-mixed"]["rows"][0]
     assert fit["finished"] and fit["last.ckpt"] and fit["steps"] == fit["of"] == 2
     sizes = bench_suite.SUITES["cpu-smoke"]
     fsdp = parts["fsdp"]["rows"]
     assert [(r["first step"], r["last step"]) for r in fsdp] == [(0, sizes.fsdp_steps),
                                                                  (sizes.fsdp_steps, sizes.fsdp_steps + 2)]
-    assert fsdp[0]["saved"] == "file" and any(bench_suite.SKIPPED in n for n in parts["fsdp"]["notes"])
+    assert fsdp[0]["saved"] == "file" and any(SKIPPED in n for n in parts["fsdp"]["notes"])
     for r in fsdp:  # the clipping ran: norms above 0.5 came out at 0.5
         assert r["max grad norm before clip"] > 0.5 and r["after (clip 0.5)"] == pytest.approx(0.5, rel=1e-4)
     cifar = parts["cifar-epoch"]["rows"]
@@ -144,7 +145,7 @@ def test_wheel_list_names_every_package_the_gpu_machine_lacks():
 
 
 def test_bench_lengths_pads_as_each_row_promises(tmp_path, capsys):
-    from bigmodel.commands import bench_lengths
+    from bigmodel.commands.bench import lengths as bench_lengths
 
     words = ["alpha", "beta", "gamma", "delta"]
     lines = ["sentence\tlabel"] + [" ".join(words[i % 4:] + words[:i % 4]) + f"\t{i % 2}" for i in range(24)]
@@ -166,7 +167,7 @@ def test_bench_lengths_pads_as_each_row_promises(tmp_path, capsys):
 
 
 def test_bench_lengths_unpad_adds_an_unpadded_row_on_the_same_batches(tmp_path, capsys):
-    from bigmodel.commands import bench_lengths
+    from bigmodel.commands.bench import lengths as bench_lengths
 
     train = tmp_path / "train.tsv"
     train.write_text("sentence\tlabel\n" + "".join(f"{'alpha beta ' * (i % 3 + 1)}gamma\t{i % 2}\n" for i in range(16)))
@@ -177,3 +178,66 @@ def test_bench_lengths_unpad_adds_an_unpadded_row_on_the_same_batches(tmp_path, 
             if line.startswith("| bigmodel")}
     assert list(rows) == ["bigmodel max_length", "bigmodel max_length unpad"]
     assert rows["bigmodel max_length unpad"][1:3] == rows["bigmodel max_length"][1:3]  # same batches, same padding
+
+
+@pytest.mark.parametrize("argv, tool, defaults", [
+    ([], "throughput", {"preset": "bert-base", "batch_size": 64, "dtype": "bf16", "steps": 20, "warmup": 5}),
+    (["--compare"], "compare", {"preset": "bert-mini", "batch_size": 32, "dtype": None, "steps": 2, "warmup": 2,
+                                "rounds": 5}),
+    (["--adversarial"], "adversarial", {"preset": "bert-mini", "batch_size": 32, "steps": 2, "warmup": 1,
+                                        "rounds": 5}),
+    (["--finetune", "full", "lora", "--dtype", "fp32"], "finetune", {"preset": "bert-base", "batch_size": 64,
+                                                                   "steps": 20, "warmup": 5}),
+    (["--int8", "best.ckpt"], "int8", {"batch_size": 64, "warmup": 5}),
+    (["--suite", "cpu-smoke", "--out", "x", "--compare"], "suite", {"preset": None, "rounds": None}),
+    (["--compare", "--preset", "bert-tiny", "--warmup", "0"], "compare", {"preset": "bert-tiny", "warmup": 0}),
+])
+def test_bench_runs_the_tool_its_options_pick_with_that_tools_defaults(argv, tool, defaults, monkeypatch):
+    """One command line for every tool (python -m bigmodel.commands.bench, the old python -m bigmodel.bench and
+    `bigmodel bench`); an option left out takes the default of the tool that runs."""
+    import importlib
+
+    from bigmodel.commands import bench
+    from bigmodel.commands.cli import main
+
+    ran = []
+    for _, module in bench.TOOLS:
+        monkeypatch.setattr(importlib.import_module(f"bigmodel.commands.bench.{module}"), "from_args",
+                            lambda p, args, module=module: ran.append((module, args)))
+    bench.main(argv)
+    main(["bench", *argv])
+    (first, args), (second, via_cli) = ran
+    assert first == second == tool
+    assert {key: getattr(args, key) for key in defaults} == defaults
+    assert (args.prog, args.argv) == ("python -m bigmodel.commands.bench", argv)
+    assert (via_cli.prog, via_cli.argv) == ("bigmodel bench", argv)
+
+
+def test_bench_adversarial_through_the_bigmodel_command(capsys):
+    from bigmodel.commands.cli import main
+
+    main(["bench", "--adversarial", "--preset", "bert-tiny", "--vocab-size", "100", "--batch-size", "2", "--seq-len",
+          "8", "--steps", "1", "--rounds", "1"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("bert-tiny + 2-class head, batch 2 x 8, fp32") and "median of 1 interleaved" in lines[0]
+    assert "of 1 steps after 1" in lines[0]  # the adversarial tool's own warm-up default
+    assert [line.split(" | ")[0] for line in lines[3:]] == ["| clean", "| FGM", "| PGD-3"]
+
+
+def test_the_suites_forkserver_preloads_the_suite_module():
+    import importlib
+
+    assert importlib.import_module(bench_suite.PRELOAD) is bench_suite
+
+
+def test_the_explicit_softmax_row_trains_the_same_step_as_sdpa():
+    """The throughput table's ``explicit softmax path`` row routes every layer through the attention-weights path:
+    the same loss as the SDPA row on the same batch (it once crashed on an argument the encoder added)."""
+    from bigmodel.commands.bench.measure import mlm_batch, mlm_step
+
+    cfg = EncoderConfig.from_name("bert-tiny", num_layers=2, hidden_size=32, num_heads=2, intermediate_size=64,
+                                  vocab_size=100, max_position_embeddings=32)
+    data = mlm_batch(cfg.vocab_size, 2, 16, "cpu")
+    losses = [mlm_step(cfg, 2, 16, "fp32", "cpu", explicit=explicit, padded=True, data=data)[0]().item()
+              for explicit in (False, True)]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)

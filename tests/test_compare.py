@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
-from bigmodel.commands import compare, sweep
+from bigmodel.commands import compare
+from bigmodel.commands.results import summary_markdown
+from bigmodel.commands.sweep import project_path
+from bigmodel.commands.sweep.plan import Run, plan
+from bigmodel.commands.sweep.runner import Sweep
+from bigmodel.commands.sweep.summary import summarise
 
 ROOT = Path(__file__).resolve().parents[1]
 FULL = str(ROOT / "experiments" / "results" / "sst2_budget_full")
@@ -88,37 +93,37 @@ def test_a_sweep_compared_with_itself_is_not_resolved_with_zero_difference(capsy
         compare.table([FULL])
 
 
-def _run(point: str, seed: int, test: float, val: float) -> sweep.Run:
-    return sweep.Run(point, {"model.init_args.lr": point}, seed, f"runs/{point}/seed{seed}", "done",
-                     metrics={"test/acc": test}, validation={"val/acc": val, "val/loss": 1 - val},
-                     config=f"seed_everything: {seed}\n")
+def _run(point: str, seed: int, test: float, val: float) -> Run:
+    return Run(point, {"model.init_args.lr": point}, seed, f"runs/{point}/seed{seed}", "done",
+               metrics={"test/acc": test}, validation={"val/acc": val, "val/loss": 1 - val},
+               config=f"seed_everything: {seed}\n")
 
 
 def test_a_grid_sweep_selects_on_validation_and_never_on_test():
     """Point 1e-3 wins on validation, 3e-3 on test: the summary reports 1e-3's test numbers, and says why."""
     runs = [_run("1e-3", 0, 0.80, 0.90), _run("1e-3", 1, 0.82, 0.70), _run("3e-3", 0, 0.95, 0.85),
             _run("3e-3", 1, 0.97, 0.72)]
-    summary = sweep.summarise(runs, "bigmodel sweep", select="val/acc")
+    summary = summarise(runs, "bigmodel sweep", select="val/acc")
     chosen = summary["selected"]
     assert chosen["selected"] == {"metric": "val/acc", "goal": "max", "by": "mean", "point": "1e-3"}
     assert chosen["metrics"]["test/acc"]["values"] == {"0": 0.80, "1": 0.82}
     assert summary["points"][0]["validation"]["val/acc"]["mean"] == pytest.approx(0.80)
-    assert sweep.summarise(runs, "x", select="val/loss")["selected"]["selected"]["goal"] == "min"  # loss: lower
-    by_seed = sweep.summarise(runs, "x", select="val/acc", select_by="seed")["selected"]
+    assert summarise(runs, "x", select="val/loss")["selected"]["selected"]["goal"] == "min"  # loss: lower
+    by_seed = summarise(runs, "x", select="val/acc", select_by="seed")["selected"]
     assert by_seed["selected"]["points"] == {"0": "1e-3", "1": "3e-3"}
     assert by_seed["metrics"]["test/acc"]["values"] == {"0": 0.80, "1": 0.97}
-    assert "Selected on validation (val/acc, max, by mean): 1e-3" in sweep.render_markdown(summary)
+    assert "Selected on validation (val/acc, max, by mean): 1e-3" in summary_markdown(summary)
     with pytest.raises(ValueError, match="a test metric cannot choose"):
-        sweep.summarise(runs, "x", select="test/acc")
+        summarise(runs, "x", select="test/acc")
     summary = json.loads(json.dumps(summary))  # as read back from summary.json
     assert compare.point_of(summary)["selected"]["point"] == "1e-3"  # a results row's default point
 
 
 def test_vary_data_fixes_the_model_seed_and_the_summary_says_so(tmp_path):
-    runs = sweep.plan(tmp_path, [], [3])
-    args = sweep.Sweep(["a.yaml"], [], runs, vary="data", model_seed=7).arguments(runs[0], "fit")
+    runs = plan(tmp_path, [], [3])
+    args = Sweep(["a.yaml"], [], runs, vary="data", model_seed=7).arguments(runs[0], "fit")
     assert "--data.init_args.seed=3" in args and "--seed_everything=7" in args
-    args = sweep.Sweep(["a.yaml"], [], runs, vary="both").arguments(runs[0], "fit")
+    args = Sweep(["a.yaml"], [], runs, vary="both").arguments(runs[0], "fit")
     assert "--data.init_args.seed=3" in args and "--seed_everything=3" in args
     record = compare.randomness({"runs": [{"seed": s, "config": f"seed_everything: 7\ndata: {{init_args: {{seed: {s}}}}}"}
                                           for s in (0, 1)]})
@@ -129,7 +134,7 @@ def test_vary_data_fixes_the_model_seed_and_the_summary_says_so(tmp_path):
 
 def test_a_sweep_records_paths_relative_to_the_project(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert sweep.project_path(str(tmp_path / "runs" / "x")) == "runs/x"
-    assert sweep.project_path(f"--out={tmp_path}/runs/x") == "--out=runs/x"
-    assert sweep.project_path("--trainer.max_epochs=1") == "--trainer.max_epochs=1"
-    assert sweep.project_path(str(tmp_path.parent / "elsewhere.yaml")) == "../elsewhere.yaml"
+    assert project_path(str(tmp_path / "runs" / "x")) == "runs/x"
+    assert project_path(f"--out={tmp_path}/runs/x") == "--out=runs/x"
+    assert project_path("--trainer.max_epochs=1") == "--trainer.max_epochs=1"
+    assert project_path(str(tmp_path.parent / "elsewhere.yaml")) == "../elsewhere.yaml"

@@ -63,12 +63,15 @@ def test_a_pickle_naming_an_old_module_loads():
     assert pickle.loads(old)["io"] is AtomicCheckpointIO
 
 
-def test_python_dash_m_with_an_old_name_runs_the_new_module(monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["bench_lengths", "--help"])
-    monkeypatch.delitem(sys.modules, "bigmodel.bench_lengths", raising=False)  # as in a fresh `python -m`
+@pytest.mark.parametrize("old, prog", [("bigmodel.bench_lengths", "bigmodel.commands.bench.lengths"),
+                                       ("bigmodel.bench", "bigmodel.commands.bench"),  # a package: its __main__
+                                       ("bigmodel.commands.bench_suite", "bigmodel.commands.bench.suite")])
+def test_python_dash_m_with_an_old_name_runs_the_new_module(old, prog, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", [old, "--help"])
+    monkeypatch.delitem(sys.modules, old, raising=False)  # as in a fresh `python -m`
     with pytest.raises(SystemExit) as exit_:
-        runpy.run_module("bigmodel.bench_lengths", run_name="__main__", alter_sys=True)
-    assert exit_.value.code == 0 and "usage:" in capsys.readouterr().out
+        runpy.run_module(old, run_name="__main__", alter_sys=True)
+    assert exit_.value.code == 0 and capsys.readouterr().out.startswith(f"usage: python -m {prog} ")
 
 
 def test_the_monitoring_callbacks_keep_their_stored_class_paths():

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from bigmodel.commands import results, sweep
+from bigmodel.commands.sweep.plan import parse_grid, plan
+from bigmodel.commands.sweep.runner import Sweep
 from bigmodel.utils import formatting
 from bigmodel.nn import SmallCNN
 
@@ -82,18 +84,18 @@ def test_test_ckpt_none_tests_the_configs_own_weights_and_a_grid_selects_on_vali
 
 
 def test_grid_points_and_their_errors(tmp_path):
-    grid = sweep.parse_grid(["model.init_args.lr=1e-4,3e-4", "--trainer.max_epochs=2"])
-    runs = sweep.plan(tmp_path, grid, [0, 1])
+    grid = parse_grid(["model.init_args.lr=1e-4,3e-4", "--trainer.max_epochs=2"])
+    runs = plan(tmp_path, grid, [0, 1])
     assert [(r.point, r.seed) for r in runs] == [
         ("lr=1e-4_max_epochs=2", 0), ("lr=1e-4_max_epochs=2", 1), ("lr=3e-4_max_epochs=2", 0),
         ("lr=3e-4_max_epochs=2", 1)]
     assert runs[2].grid == {"model.init_args.lr": "3e-4", "trainer.max_epochs": "2"}
-    args = sweep.Sweep(["a.yaml"], ["--data.init_args.seed={seed}"], runs).arguments(runs[1], "fit")
+    args = Sweep(["a.yaml"], ["--data.init_args.seed={seed}"], runs).arguments(runs[1], "fit")
     assert args[:4] == ["fit", "-c", "a.yaml", "--data.init_args.seed=1"]  # {seed}: the run's seed
     with pytest.raises(ValueError, match="write KEY=VALUE1,VALUE2"):
-        sweep.parse_grid(["model.init_args.lr"])
+        parse_grid(["model.init_args.lr"])
     with pytest.raises(ValueError, match="given twice"):
-        sweep.parse_grid(["a.lr=1", "a.lr=2"])
+        parse_grid(["a.lr=1", "a.lr=2"])
     with pytest.raises(ValueError, match="repeats a seed"):
         sweep.main(["-c", DIGITS_CNN, "--seeds", "0", "0"])
     with pytest.raises(ValueError, match="sets seeds, checkpoints"):

@@ -1,6 +1,7 @@
-"""The commands, one module each: ``cli`` (fit, validate, test, predict through Lightning's CLI), ``sweep``,
-``results``, ``compare``, ``export`` and the benchmarks. The top layer: a command may import anything below it,
-nothing below imports a command. This file imports nothing, so ``bigmodel --help`` prints before Lightning loads."""
+"""The commands, one module (or package) each: ``cli`` (fit, validate, test, predict through Lightning's CLI),
+``sweep``, ``results``, ``compare``, ``export`` and ``bench`` (one module per benchmark tool). The top layer: a
+command may import anything below it, nothing below imports a command. This file imports nothing, so ``bigmodel --help``
+prints before Lightning loads."""
 
 COMMANDS = {
     "fit": "train a task from a YAML config (resume with --ckpt_path last)",
@@ -11,6 +12,7 @@ COMMANDS = {
     "results": "the results table (Markdown) from sweep summaries",
     "compare": "sweeps against a reference: paired differences, 95 % intervals, verdicts",
     "export": "a checkpoint as a Hugging Face directory that transformers loads",
+    "bench": "throughput, bigmodel vs HF/timm, fine-tuning memory, int8, the GPU suite (Markdown tables)",
 }
 
 OVERVIEW = f"""usage: bigmodel <command> -c experiments/<file>.yaml [-c more.yaml] [--key value ...]

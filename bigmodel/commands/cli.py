@@ -272,10 +272,14 @@ def main(args: list[str] | None = None) -> None:
             from bigmodel.commands.export import main as export_main
 
             return export_main(argv[1:])
-        if argv[:1] in (["sweep"], ["results"], ["compare"]):  # over many runs (bigmodel/commands/sweep.py, results.py, ...)
+        if argv[:1] in (["sweep"], ["results"], ["compare"]):  # over many runs (bigmodel/commands/sweep/, results.py, ...)
             from importlib import import_module
 
             return import_module(f"bigmodel.commands.{argv[0]}").main(argv[1:])
+        if argv[:1] == ["bench"]:  # the same command line as python -m bigmodel.commands.bench
+            from bigmodel.commands.bench import main as bench_main
+
+            return bench_main(argv[1:], prog="bigmodel bench")
         errors.check_config_files(argv)
         BigModelCLI(args=args)
     except ArgumentError as err:

@@ -29,8 +29,11 @@ MOVED = {
     "bigmodel.compare": "bigmodel.commands.compare",
     "bigmodel.export": "bigmodel.commands.export",
     "bigmodel.bench": "bigmodel.commands.bench",
-    "bigmodel.bench_lengths": "bigmodel.commands.bench_lengths",
-    "bigmodel.bench_suite": "bigmodel.commands.bench_suite",
+    "bigmodel.bench_lengths": "bigmodel.commands.bench.lengths",
+    "bigmodel.bench_suite": "bigmodel.commands.bench.suite",
+    # the bench's tools, one module each (December 2026)
+    "bigmodel.commands.bench_lengths": "bigmodel.commands.bench.lengths",
+    "bigmodel.commands.bench_suite": "bigmodel.commands.bench.suite",
     # within nn: checkpoints record a backbone as type(net).__module__ (bigmodel.nn.models.SequenceClassifier)
     "bigmodel.nn.models": "bigmodel.nn.text",
     "bigmodel.nn.loading": "bigmodel.nn.convert",

@@ -1,8 +1,8 @@
 """What padding costs in text-classification fine-tuning: real (non-pad) tokens per second of training steps on a
 real dataset's lengths, for the ways a batch can be ordered and padded, printed as a Markdown table.
 
-    python -m bigmodel.commands.bench_lengths --train-file ../shared/data/sst2/train.tsv --text-column sentence
-    python -m bigmodel.commands.bench_lengths --train-file ../shared/data/sst2/train.tsv --text-column sentence --hf
+    python -m bigmodel.commands.bench.lengths --train-file ../shared/data/sst2/train.tsv --text-column sentence
+    python -m bigmodel.commands.bench.lengths --train-file ../shared/data/sst2/train.tsv --text-column sentence --hf
 
 Rows: ``max_length`` pads every batch to ``--max-length`` (HF ``padding="max_length"``); ``longest`` is the data
 module's default order (seeded shuffle) padded to each batch's longest text; ``grouped`` adds ``group_by_length``
@@ -117,7 +117,7 @@ def real_tokens(batch: dict[str, torch.Tensor]) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bigmodel.commands.bench.lengths", description=__doc__.split("\n\n")[0])
     p.add_argument("--train-file", required=True)
     p.add_argument("--text-column", default="sentence")
     p.add_argument("--label-column", default="label")

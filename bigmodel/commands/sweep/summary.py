@@ -1,0 +1,87 @@
+"""A sweep's summary: per grid point, every test metric as mean ± sample std with n and the per-seed values, with
+what reproduces it (the command, each run's resolved config, the code's commit, the device and versions); written
+as ``summary.{json,csv,md}`` (rendered by ``results``, which renders the results table from them too)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from bigmodel.commands.compare import randomness
+from bigmodel.commands.compare import select as select_point
+from bigmodel.commands.results import summary_csv, summary_markdown
+from bigmodel.commands.sweep.plan import Run
+
+
+SUMMARY_FILES = ("summary.json", "summary.csv", "summary.md")
+
+
+def summarise(runs: list[Run], command: str, fitted: bool = True, select: str | None = None,
+              select_by: str = "mean") -> dict[str, Any]:
+    """Per grid point: each test metric's mean, sample std (n - 1; none for n = 1) and per-seed values, the
+    parameter counts and the wall time per run (``fitted`` False: the runs only tested, nothing was trained).
+    ``select``: the validation metric that chooses a grid point (``compare.select``), recorded as ``selected``."""
+    points = []
+    for name in dict.fromkeys(r.point for r in runs):
+        group = [r for r in runs if r.point == name]
+        done = [r for r in group if r.status == "done"]
+        metrics, validation = ({metric: _stats(list(values.values())) | {"values": values}
+                                for metric, values in _per_seed(done, kind).items()} for kind in ("metrics", "validation"))
+        seconds = [sum(r.seconds.values()) for r in done if r.seconds]
+        points.append({
+            "point": name, "grid": group[0].grid, "seeds": [r.seed for r in group], "metrics": metrics,
+            **({"validation": validation} if validation else {}),
+            "wall_seconds": _stats(seconds) if seconds else None,
+            "parameters": next((r.parameters for r in done if r.parameters), None), "fitted": fitted,
+            "failed": {r.seed: r.error for r in group if r.status == "failed"},
+            "unfinished": {r.seed: r.error or r.status for r in group if r.status in ("interrupted", "pending")},
+        })
+    devices = sorted({r.device for r in runs if r.device})
+    versions = next((r.versions for r in runs if r.versions), {})
+    summary = {
+        "command": command, "date": time.strftime("%Y-%m-%d", time.gmtime()), "code": git_commit(),
+        "devices": devices, "versions": versions, "points": points,
+        "runs": [asdict(r) for r in runs],
+    }
+    summary["randomness"] = randomness(summary)
+    if select and any(p.get("validation") for p in points):
+        summary["selected"] = select_point(points, select, select_by)
+    return summary
+
+
+def _per_seed(runs: list[Run], kind: str) -> dict[str, dict[int, float]]:
+    """``{metric: {seed: value}}`` of the runs' test ``metrics`` or ``validation`` metrics."""
+    names = sorted({m for r in runs for m in getattr(r, kind)})
+    return {m: {r.seed: getattr(r, kind)[m] for r in runs if m in getattr(r, kind)} for m in names}
+
+
+def _stats(values: list[float]) -> dict[str, Any]:
+    return {"n": len(values), "mean": statistics.fmean(values),
+            "std": statistics.stdev(values) if len(values) > 1 else None}
+
+
+def git_commit() -> str | None:
+    """The commit of the code that ran, ``+dirty`` when tracked files differ from it; None outside git."""
+    root = Path(__file__).resolve().parents[3]  # the project: bigmodel/commands/sweep/ -> .
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True,
+                                timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
+def write_summary(summary: dict[str, Any], *directories: Path) -> None:
+    texts = dict(zip(SUMMARY_FILES, (json.dumps(summary, indent=1) + "\n", summary_csv(summary),
+                                     summary_markdown(summary))))
+    for directory in directories:
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, text in texts.items():
+            (directory / name).write_text(text, encoding="utf-8")
