@@ -1,4 +1,5 @@
-"""The extension example, ``experiments/extending/my_lab``: a lab's own task, data module, backbone and callback,
+"""The extension example, ``experiments/extending/my_lab``: a lab's own task, data module, image backbone, text
+encoder and callback,
 chosen by class path, trained and reloaded through the ``bigmodel`` command without editing bigmodel; and a run's
 saved ``config.yaml`` alone reproducing the run."""
 
@@ -20,9 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 EXTENDING = ROOT / "experiments" / "extending"
 CPU = str(ROOT / "experiments" / "trainer" / "cpu.yaml")
 CODE_SPANS = str(EXTENDING / "code_spans.yaml")
+TOPICS_CONVTEXT = str(EXTENDING / "topics_convtext.yaml")
 sys.path.insert(0, str(EXTENDING))  # as PYTHONPATH=experiments/extending does for the command
 
-from my_lab import CodeSpansDataModule, ConvMixer, TokenTagger, TokenTaggingTask  # noqa: E402
+from my_lab import CodeSpansDataModule, ConvMixer, ConvTextEncoder, TokenTagger, TokenTaggingTask  # noqa: E402
 from my_lab.data import words_and_tags  # noqa: E402
 from my_lab.task import tagged_text  # noqa: E402
 
@@ -164,3 +166,49 @@ def test_a_runs_saved_config_yaml_alone_reproduces_the_run(tmp_path):
     assert first.trainer.callback_metrics.keys() == second.trainer.callback_metrics.keys()
     for key, value in first.trainer.callback_metrics.items():
         assert torch.equal(value, second.trainer.callback_metrics[key]), key
+
+
+def test_a_labs_text_encoder_goes_under_bigmodels_classification_head():
+    from bigmodel.tasks import ClassificationTask, TaskBase
+
+    net = ConvTextEncoder(100, dim=16, kernel_size=3).eval()
+    ids = torch.randint(5, 100, (1, 7))
+    padded, mask = torch.cat([ids, torch.zeros(1, 3, dtype=torch.long)], 1), torch.tensor([[1] * 7 + [0] * 3])
+    with torch.no_grad():
+        torch.testing.assert_close(net(padded, mask)[:, :7], net(ids))  # padding changes no real token's state
+    task = ClassificationTask(num_classes=3, vocab_size=100, finetune="linear_probe",
+                              encoder=functools.partial(ConvTextEncoder, dim=16, depth=1))
+    assert task({"input_ids": padded, "attention_mask": mask}).shape == (1, 3)
+    assert task.hparams["encoder"] == {"class_path": "my_lab.nn.ConvTextEncoder", "init_args": {"dim": 16, "depth": 1}}
+    assert (task.hparams["pooling"], task.checkpoint_meta()["encoder"]) == ("mean", "my_lab.nn.ConvTextEncoder")
+    task.configure_model()  # linear_probe: the lab's encoder is frozen, bigmodel's head trains
+    assert {n.split(".")[0] for n, p in task.net.named_parameters() if p.requires_grad} == {"head"}
+    with pytest.raises(ValueError, match="an encoder by class path takes its settings in its own init_args"):
+        ClassificationTask(num_classes=3, vocab_size=100, encoder=ConvTextEncoder, encoder_config={"num_layers": 1})
+    with pytest.raises(ValueError, match="text encoder Embedding has no hidden_size"):
+        ClassificationTask(num_classes=3, vocab_size=100, encoder=functools.partial(torch.nn.Embedding, embedding_dim=4))
+    assert issubclass(TokenTaggingTask, TaskBase) and "nonfinite" not in TokenTaggingTask(
+        num_classes=2, vocab_size=100).hparams  # the lab's tagger leaves bigmodel's task parts out
+
+
+def test_a_labs_text_encoder_trains_by_class_path_and_its_checkpoint_rebuilds_it(tmp_path):
+    args = ["-c", TOPICS_CONVTEXT, "-c", CPU, "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"), *QUIET]
+    fit = BigModelCLI(args=["fit", *args, "--trainer.max_steps", "40", "--trainer.val_check_interval", "20"])
+    best = fit.trainer.checkpoint_callback.best_model_path
+    ckpt = torch.load(best, weights_only=True)  # plain data
+    assert ckpt["hyper_parameters"]["encoder"] == {
+        "class_path": "my_lab.ConvTextEncoder", "init_args": {"dim": 64, "depth": 2, "kernel_size": 5, "dropout": 0.1}}
+    assert ckpt["bigmodel"]["encoder"] == "my_lab.nn.ConvTextEncoder" and "backbone" not in ckpt["bigmodel"]
+
+    tested = BigModelCLI(args=["test", *args, "--ckpt_path", "best"])  # rebuilt from the config, weights restored
+    labels = torch.tensor([ex["labels"] for ex in tested.datamodule.datasets["test"]])
+    shares = torch.bincount(labels).float() / len(labels)
+    prior = -(shares[shares > 0] * shares[shares > 0].log()).sum()  # knowing only how often each page occurs
+    assert tested.trainer.callback_metrics["test/loss"] < prior
+
+    from bigmodel.tasks import ClassificationTask
+
+    reloaded = ClassificationTask.load_from_checkpoint(best).eval()  # the checkpoint alone rebuilds the encoder
+    batch = next(iter(tested.datamodule.test_dataloader()))
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(batch), tested.model.eval()(batch))

@@ -59,7 +59,7 @@ class BigModelCLI(LightningCLI):
         if not interactive():  # a batch job's log: no 'Generating train split' or 'Map:' bars
             datasets.disable_progress_bars()
         super().__init__(
-            model_class=base.Task,
+            model_class=base.TaskBase,  # a lab's task may leave out the parts Task composes
             datamodule_class=L.LightningDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,

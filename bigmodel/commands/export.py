@@ -183,7 +183,7 @@ def _tokenizer(ckpt: dict):
 
 
 def _vit_config(ckpt: dict, meta: dict) -> dict:
-    from bigmodel.tasks.classification import build_backbone
+    from bigmodel.tasks.backbones import build_backbone
 
     backbone = ckpt.get("hyper_parameters", {}).get("backbone")
     if not isinstance(backbone, dict):

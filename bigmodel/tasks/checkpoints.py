@@ -34,6 +34,9 @@ from bigmodel.nn.convert import from_hf
 from bigmodel.nn.peft import LoRAConfig, merge_lora_state
 
 META_KEY = "bigmodel"  # checkpoint["bigmodel"] = {"task": ..., "encoder_config": {...}, "class_names": [...]}
+# checkpoint["bigmodel"]["task"] -> the task class that declares that name (``TaskBase.__init_subclass__`` fills it,
+# so this module never imports the tasks, which import it)
+TASKS: dict[str, type] = {}
 _HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer_config.json")
 
@@ -81,10 +84,7 @@ def network_state(ckpt: dict, path: str) -> dict[str, torch.Tensor]:
     state = ckpt["state_dict"]
     meta = ckpt.get(META_KEY) or {}
     if meta.get("weights") == "trainable":
-        import bigmodel.tasks
-
-        task = next((cls for cls in map(vars(bigmodel.tasks).get, bigmodel.tasks.__all__)
-                     if getattr(cls, "checkpoint_task", None) == meta.get("task")), None)
+        task = TASKS.get(meta.get("task"))
         if task is None:
             raise ValueError(f"{path!r} is a {meta.get('task')!r} checkpoint, which no task of bigmodel reads")
         state = {f"net.{k}": v for k, v in task.load_from_checkpoint(path, map_location="cpu").net.state_dict().items()}

@@ -1,56 +1,37 @@
 """Classification for text and images: one task, two kinds of backbone.
 
-Text: the shared encoder + pooling + classifier, from scratch or from an MLM checkpoint (``init_from``).
+Text: an encoder + pooling + classifier; the encoder is a preset of the shared one, from scratch or from an MLM
+checkpoint (``init_from``), or one of one's own by class path (``encoder(vocab_size)``, see ``tasks/backbones.py``).
 Images (or anything else): a ``backbone`` built from its class path, ``backbone(num_classes)`` maps
 ``batch["pixel_values"]`` to logits. Loss, metrics, confusion matrix and predictions are the same code for both.
 """
 
 from __future__ import annotations
 
-import csv
-import functools
-import importlib
-import os
 from dataclasses import asdict
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from torchmetrics import MetricCollection
-from torchmetrics.classification import (
-    MulticlassAccuracy,
-    MulticlassConfusionMatrix,
-    MulticlassF1Score,
-    MulticlassPrecision,
-    MulticlassRecall,
-)
+from lightning.pytorch.utilities import rank_zero_info
+from torchmetrics.classification import MulticlassConfusionMatrix
 
 from bigmodel.nn import EncoderConfig, SequenceClassifier
 from bigmodel.nn.adversarial import AdversarialConfig, Adversary, embedding_layer
 from bigmodel.nn.convert import load_matching
 from bigmodel.nn.distillation import distillation_loss
-from bigmodel.nn.heads import POOLINGS, ClassificationHead, Pooling
-from bigmodel.utils.tensorboard import tensorboards
+from bigmodel.nn.heads import ClassificationHead, Pooling
+from bigmodel.tasks.backbones import (  # noqa: F401 (backbone_spec, build_backbone: imported from here too)
+    EncoderClassifier,
+    backbone_spec,
+    build_backbone,
+    choose_pooling,
+)
 from bigmodel.tasks.base import Task
-from bigmodel.tasks.checkpoints import META_KEY, Pretrained, resolve
-
-
-MAX_PRINTED_CLASSES = 20
-
-
-def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
-    """Accuracy and macro F1/precision/recall; top-5 accuracy too when there are more than 10 classes."""
-    metrics = {
-        "acc": MulticlassAccuracy(num_classes, average="micro"),
-        "f1": MulticlassF1Score(num_classes, average="macro"),
-        "precision": MulticlassPrecision(num_classes, average="macro"),
-        "recall": MulticlassRecall(num_classes, average="macro"),
-    }
-    if num_classes > 10:
-        metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
-    return MetricCollection(metrics, prefix=prefix)
+from bigmodel.tasks.checkpoints import Pretrained, resolve
+from bigmodel.tasks.distillation import load_teacher  # noqa: F401 (imported from here too)
+from bigmodel.tasks.metrics import classification_metrics, draw_confusion, report_confusion
 
 
 class ClassificationTask(Task):
@@ -62,7 +43,11 @@ class ClassificationTask(Task):
         backbone: an image (or other) model by class path, e.g. ``bigmodel.nn.VisionTransformer``,
             ``bigmodel.nn.ResNet18``, ``bigmodel.nn.SmallCNN``; called as ``backbone(num_classes)``. Unset: the text
             classifier on the shared encoder, set by the next four arguments.
-        encoder, encoder_config: text architecture when training from scratch (ignored in favour of the
+        encoder: the text encoder: a preset of the shared one (``bert-tiny``, ...), or an encoder of one's own by
+            class path with its ``init_args``, called as ``encoder(vocab_size)``: it has ``hidden_size`` and maps
+            ``(input_ids, attention_mask)`` to ``(B, S, hidden_size)`` states, under bigmodel's pooling and
+            classifier (``tasks.backbones.EncoderClassifier``); checkpoints store the class path and rebuild it.
+        encoder_config: the preset's architecture overrides when training from scratch (ignored in favour of the
             checkpoint's architecture with ``init_from``; ``encoder_config`` may still change dropout there).
         vocab_size: linked from the data module's tokenizer; must equal the checkpoint's.
         init_from: where the weights start (see ``bigmodel.tasks.checkpoints.resolve``). Text: a checkpoint of this
@@ -75,8 +60,8 @@ class ClassificationTask(Task):
         pooling: what the text classifier reads: ``pooler`` ([CLS] through BERT's tanh pooler, as
             ``BertForSequenceClassification``), ``cls`` (the [CLS] state) or ``mean`` (over real tokens). Unset: the
             source's own when it declares one (a sentence-transformers model's Pooling config, a classifier
-            checkpoint's), else ``cls`` for ``finetune: linear_probe`` and ``pooler`` otherwise. The load message
-            says which and why.
+            checkpoint's), else ``mean`` for an encoder by class path, ``cls`` for ``finetune: linear_probe`` and
+            ``pooler`` otherwise. The load message says which and why.
         label_smoothing: cross-entropy label smoothing.
         adversarial: FGM or PGD on the embedding output (``{method: fgm, epsilon: 0.02}``, ``{method: pgd,
             epsilon: 0.02, steps: 3}``; ``bigmodel.nn.adversarial``), on top of any fine-tuning mode; the loss is
@@ -95,7 +80,7 @@ class ClassificationTask(Task):
         num_classes: int | None = None,
         class_names: list[str] | None = None,
         backbone: Callable[[int], nn.Module] | None = None,
-        encoder: str = "bert-tiny",
+        encoder: str | Callable[[int], nn.Module] = "bert-tiny",
         encoder_config: dict[str, Any] | None = None,
         vocab_size: int | None = None,
         init_from: str | None = None,
@@ -123,7 +108,8 @@ class ClassificationTask(Task):
             raise ValueError(f"distillation needs distill_temperature > 0 and distill_weight in [0, 1], got "
                              f"{distill_temperature} and {distill_weight}")
         self._teacher: nn.Module | None = None
-        self.config: EncoderConfig | None = None
+        self.config: EncoderConfig | None = None  # the shared encoder's architecture (None: a network by class path)
+        self.reads_text = backbone is None
         self.class_names = class_names or [str(i) for i in range(num_classes)]
         self._pooling_reason = ""
         if backbone is not None and (pooling is not None or self.hparams.finetune == "pooler_probe"):
@@ -139,6 +125,9 @@ class ClassificationTask(Task):
                         self._pretrained.kind == "classification" and self._pretrained.backbone is None):
                     raise ValueError(f"init_from {init_from!r} is a text model; a backbone needs an image "
                                      "classification checkpoint or a pretrained state dict")
+        elif not isinstance(encoder, str):
+            self.net = self._encoder_classifier(num_classes, encoder, encoder_config, vocab_size, init_from,
+                                                classifier_dropout, pooling)
         else:
             self.net = self._text_classifier(num_classes, encoder, encoder_config, vocab_size, init_from,
                                              classifier_dropout, pooling)
@@ -168,30 +157,29 @@ class ClassificationTask(Task):
         return SequenceClassifier(self.config, num_classes, classifier_dropout, pooling)
 
     def _choose_pooling(self, pooling: Pooling | None) -> tuple[Pooling, str]:
-        """The classifier's pooling and why: set, the source's declared one, or the mode's default."""
-        finetune = self.hparams.finetune
-        if pooling is not None and pooling not in POOLINGS:
-            raise ValueError(f"pooling {pooling!r}: choose one of {', '.join(POOLINGS)}")
-        if finetune == "linear_probe" and pooling == "pooler":
-            raise ValueError("finetune: linear_probe trains one linear layer, and pooling: pooler puts BERT's tanh "
-                             "pooler (a trained dense layer) before it: use finetune: pooler_probe for that, or "
-                             "pooling: cls or mean")
-        if finetune == "pooler_probe" and pooling not in (None, "pooler"):
-            raise ValueError(f"finetune: pooler_probe trains BERT's tanh pooler and the classifier, which pooling: "
-                             f"{pooling} does not have: use finetune: linear_probe, or pooling: pooler")
-        if pooling is not None:
-            return pooling, "set by model.init_args.pooling"
-        if finetune == "pooler_probe":
-            return "pooler", "finetune: pooler_probe"
-        declared = self._pretrained.pooling if self._pretrained is not None else None
-        if declared in POOLINGS:
-            where = "sentence-transformers Pooling config" if self._pretrained.kind == "huggingface" else "checkpoint"
-            return declared, f"the source's own, from its {where}"
-        unknown = f"the source's {declared} pooling is not one of {', '.join(POOLINGS)}; " if declared else \
-            "the source declares none; "
-        if finetune == "linear_probe":
-            return "cls", unknown + "a linear probe reads [CLS] without the tanh pooler"
-        return "pooler", unknown + "BERT's classifier"
+        return choose_pooling(pooling, self.hparams.finetune, self._pretrained, own_encoder=self.config is None)
+
+    def _encoder_classifier(
+        self, num_classes: int, encoder: Callable[[int], nn.Module] | dict[str, Any],
+        encoder_config: dict[str, Any] | None, vocab_size: int | None, init_from: str | None,
+        classifier_dropout: float, pooling: Pooling | None,
+    ) -> EncoderClassifier:
+        """A text encoder of one's own under bigmodel's head; ``init_from`` a checkpoint of the same network."""
+        if vocab_size is None:
+            raise ValueError("vocab_size is unset: it comes from a text data module's tokenizer through the CLI link")
+        if encoder_config:
+            raise ValueError("encoder_config sets the shared encoder's architecture; an encoder by class path takes "
+                             "its settings in its own init_args: move them there")
+        if not isinstance(self.hparams.get("encoder"), dict):  # given in Python, not by class path (CLI)
+            self.hparams["encoder"] = backbone_spec(encoder)
+        if init_from:
+            self._pretrained = resolve(init_from)
+            if self._pretrained.config is not None or self._pretrained.backbone is not None:
+                raise ValueError(f"init_from {init_from!r} is not a network of this encoder; an encoder by class "
+                                 "path starts from a classification checkpoint of the same encoder")
+        pooling, self._pooling_reason = self._choose_pooling(pooling)
+        self.hparams["pooling"] = pooling
+        return EncoderClassifier(build_backbone(encoder, vocab_size), num_classes, classifier_dropout, pooling)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """A ``linear_probe`` checkpoint from before the probe became one linear layer holds BERT's tanh pooler: it
@@ -234,7 +222,7 @@ class ClassificationTask(Task):
         return notes
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        if self.config is None:
+        if not self.reads_text:
             return self.net(batch["pixel_values"])
         logits, _ = self.net(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))
         return logits
@@ -289,13 +277,7 @@ class ClassificationTask(Task):
             self._draw_confusion("val/confusion_matrix", matrix)
 
     def _draw_confusion(self, tag: str, matrix: torch.Tensor) -> None:
-        writers = tensorboards(self.trainer)
-        if writers:
-            from bigmodel.utils import figures as visuals
-
-            fig = visuals.confusion_matrix(matrix, self.class_names, f"{tag} at step {self.global_step}")
-            for writer in writers:
-                writer.add_figure(tag, fig, self.global_step, close=False)
+        draw_confusion(self.trainer, tag, matrix, self.class_names, self.global_step)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         logits = self(batch)
@@ -312,27 +294,7 @@ class ClassificationTask(Task):
         self.confusion_matrix = matrix
         log_dir = self.trainer.log_dir  # a collective call under DDP: every rank makes it
         if self.trainer.is_global_zero:
-            self._report_confusion(matrix, log_dir)
-
-    def _report_confusion(self, matrix: torch.Tensor, log_dir: str | None) -> None:
-        names = self.class_names
-        width = max(len(n) for n in names + ["true\\pred"])
-        lines = ["Confusion matrix (rows: true class, columns: predicted):",
-                 " ".join(["true\\pred".ljust(width)] + [n[:8].rjust(8) for n in names])]
-        lines += [" ".join([names[i].ljust(width)] + [f"{int(v):8d}" for v in row]) for i, row in enumerate(matrix)]
-        if len(names) <= MAX_PRINTED_CLASSES:
-            rank_zero_info("\n".join(lines))
-        else:  # a 100 x 100 table is unreadable in a terminal; the CSV and TensorBoard keep it
-            rank_zero_info(f"Confusion matrix ({len(names)} classes): confusion_matrix.csv in {log_dir}")
-        if log_dir:
-            os.makedirs(log_dir, exist_ok=True)
-            with open(os.path.join(log_dir, "confusion_matrix.csv"), "w", newline="") as f:
-                writer = csv.writer(f)
-                writer.writerow(["true\\pred", *names])
-                writer.writerows([names[i], *map(int, row)] for i, row in enumerate(matrix))
-        for writer in tensorboards(self.trainer):
-            writer.add_text("test/confusion_matrix", "    " + "\n    ".join(lines), self.global_step)
-        self._draw_confusion("test/confusion_matrix", matrix)
+            report_confusion(self.trainer, matrix, self.class_names, log_dir, self.global_step)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         probs = self(batch).float().softmax(-1)
@@ -344,51 +306,11 @@ class ClassificationTask(Task):
 
     def checkpoint_meta(self) -> dict[str, Any]:
         meta = {**super().checkpoint_meta(), "class_names": self.class_names}
-        if isinstance(self.net, SequenceClassifier):
+        if isinstance(self.net, (SequenceClassifier, EncoderClassifier)):
             meta["pooling"] = self.net.head.pooling
-        if self.config is None:
+        if isinstance(self.net, EncoderClassifier):  # a text model (init_from reads it as one), of this encoder
+            meta["encoder"] = f"{type(self.net.encoder).__module__}.{type(self.net.encoder).__qualname__}"
+        elif not self.reads_text:
             meta["backbone"] = f"{type(self.net).__module__}.{type(self.net).__qualname__}"
         return meta
 
-
-def load_teacher(path: str, student: ClassificationTask) -> ClassificationTask:
-    """A trained classifier of the student's classes, in eval mode, without gradients."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"distill_from {path!r} does not exist; point it to the teacher's .ckpt")
-    meta = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get(META_KEY) or {}
-    if meta.get("task") != "classification":
-        raise ValueError(f"distill_from {path!r} is a {meta.get('task', 'non-bigmodel')!r} checkpoint; the teacher "
-                         "must be a classification checkpoint of this project")
-    if list(meta.get("class_names") or []) != list(student.class_names):
-        raise ValueError(f"distill_from {path!r} has the classes {meta.get('class_names')}, the student "
-                         f"{student.class_names}: a teacher must have the same classes in the same order")
-    teacher = ClassificationTask.load_from_checkpoint(path, map_location="cpu", init_from=None, distill_from=None)
-    text = (teacher.config is not None, student.config is not None)
-    if text[0] != text[1] or (all(text) and teacher.config.vocab_size != student.config.vocab_size):
-        raise ValueError(f"distill_from {path!r} reads {'text' if text[0] else 'images'}"
-                         f"{f' with {teacher.config.vocab_size} tokens' if text[0] else ''}; the student must read the "
-                         "same inputs (for text, the same tokenizer)")
-    rank_zero_info(f"Distilling from {path} ({type(teacher.net).__name__}, "
-                   f"{sum(p.numel() for p in teacher.parameters()) / 1e6:.2f}M parameters, eval mode)")
-    return teacher.eval().requires_grad_(False)
-
-
-def backbone_spec(backbone: Any) -> dict[str, Any] | None:
-    """A class, function or ``functools.partial`` of one as ``{class_path, init_args}`` -- what the CLI stores --
-    so checkpoints stay plain data and ``load_from_checkpoint`` can rebuild the backbone."""
-    func, kwargs = backbone, {}
-    if isinstance(backbone, functools.partial) and not backbone.args:
-        func, kwargs = backbone.func, dict(backbone.keywords)
-    path = f"{getattr(func, '__module__', '')}.{getattr(func, '__qualname__', '')}"
-    if "<" in path or not callable(func) or path.startswith("."):
-        rank_zero_warn(f"backbone {backbone!r} cannot be named by an import path: checkpoints will not rebuild it "
-                       "(pass backbone= to load_from_checkpoint, or use a class or functools.partial of one)")
-        return None
-    return {"class_path": path, "init_args": kwargs}
-
-
-def build_backbone(backbone: Any, num_classes: int) -> nn.Module:
-    if isinstance(backbone, dict):  # {class_path, init_args}: a checkpoint's hyper-parameters read outside the CLI
-        module, _, name = backbone["class_path"].rpartition(".")
-        backbone = functools.partial(getattr(importlib.import_module(module), name), **backbone.get("init_args", {}))
-    return backbone(num_classes)

@@ -30,7 +30,7 @@ from bigmodel.nn.image_text import (
 )
 from bigmodel.tasks.base import Task
 from bigmodel.tasks.checkpoints import Pretrained, resolve
-from bigmodel.tasks.classification import backbone_spec, build_backbone
+from bigmodel.tasks.backbones import backbone_spec, build_backbone
 
 RECALL_AT = (1, 5, 10)
 

@@ -2,8 +2,8 @@
 
 - ``TokenTaggingTask`` (task.py): a tag for every word, on bigmodel's text encoder; ``init_from`` an MLM checkpoint.
 - ``CodeSpansDataModule`` (data.py): which words of Python's reference documentation are code (offline).
-- ``TokenTagger``, ``ConvMixer`` (nn.py): plain PyTorch networks; ``ConvMixer`` is an image backbone for
-  bigmodel's own ``ClassificationTask``.
+- ``TokenTagger``, ``ConvMixer``, ``ConvTextEncoder`` (nn.py): plain PyTorch networks; ``ConvMixer`` is an image
+  backbone and ``ConvTextEncoder`` a text encoder for bigmodel's own ``ClassificationTask``.
 - ``TagSamples`` (callbacks.py): a few sentences tagged by the model after each validation.
 
 Importable with ``PYTHONPATH=experiments/extending``; run by ``experiments/extending/*.yaml`` (their README.md
@@ -12,7 +12,7 @@ beside them).
 
 from my_lab.callbacks import TagSamples
 from my_lab.data import CodeSpansDataModule
-from my_lab.nn import ConvMixer, TokenTagger
+from my_lab.nn import ConvMixer, ConvTextEncoder, TokenTagger
 from my_lab.task import TokenTaggingTask
 
-__all__ = ["CodeSpansDataModule", "ConvMixer", "TagSamples", "TokenTagger", "TokenTaggingTask"]
+__all__ = ["CodeSpansDataModule", "ConvMixer", "ConvTextEncoder", "TagSamples", "TokenTagger", "TokenTaggingTask"]

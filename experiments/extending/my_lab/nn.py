@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bigmodel import UsageError
@@ -71,3 +72,37 @@ class ConvMixer(nn.Module):
         for block in self.blocks:
             x = block["channels"](x + block["spatial"](x))
         return self.head(x.mean(dim=(2, 3)))
+
+
+class ConvTextEncoder(nn.Module):
+    """A text encoder that is no Transformer: token embeddings, then ``depth`` residual blocks of a 1-D convolution
+    over the sequence (``kernel_size`` tokens) with GELU and LayerNorm -- each token sees a window of its neighbours
+    (``depth * (kernel_size - 1) + 1`` tokens), as in convolutional sentence classifiers (Kim, 2014).
+
+    bigmodel's ``ClassificationTask`` builds a text encoder as ``encoder(vocab_size)`` (the vocabulary is linked from
+    the data module's tokenizer), reads ``hidden_size``, and pools the ``(B, S, hidden_size)`` states it returns
+    under its own head. Padded positions are zeroed before every convolution, so padding never changes a real
+    token's state (the convolution pads with zeros either way).
+    """
+
+    def __init__(self, vocab_size: int, dim: int = 64, depth: int = 2, kernel_size: int = 5,
+                 dropout: float = 0.1) -> None:
+        super().__init__()
+        sizes = {"dim": dim, "depth": depth, "kernel_size": kernel_size}
+        bad = {name: value for name, value in sizes.items() if value < 1}
+        if bad or kernel_size % 2 == 0:
+            raise UsageError(f"ConvTextEncoder sizes must be at least 1 and kernel_size odd, got {sizes}")
+        self.hidden_size = dim
+        self.embeddings = nn.Embedding(vocab_size, dim)
+        self.convs = nn.ModuleList(nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2) for _ in range(depth))
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(depth))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        mask = (torch.ones_like(input_ids) if attention_mask is None else attention_mask).unsqueeze(-1).to(
+            self.embeddings.weight.dtype)  # (B, S, 1)
+        x = self.dropout(self.embeddings(input_ids)) * mask
+        for conv, norm in zip(self.convs, self.norms):
+            mixed = F.gelu(conv(x.transpose(1, 2))).transpose(1, 2)
+            x = norm(x + self.dropout(mixed)) * mask
+        return x  # (B, S, dim)

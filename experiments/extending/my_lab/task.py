@@ -1,4 +1,8 @@
-"""A task of one's own on bigmodel's ``Task``: a tag for every word (code spans here; NER, part of speech alike)."""
+"""A task of one's own on bigmodel's ``TaskBase``: a tag for every word (code spans here; NER, part of speech alike).
+
+``TaskBase`` rather than ``Task``: this task takes none of the parts bigmodel's own tasks compose (fine-tuning modes,
+int8 inference, the non-finite guard), so it has none of their init args or hooks; list a part before ``TaskBase``
+in the bases to add it (``class TokenTaggingTask(NonFiniteGuard, TaskBase)``)."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from torchmetrics import ClasswiseWrapper, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from bigmodel import UsageError
-from bigmodel.tasks import Pretrained, Task
+from bigmodel.tasks import Pretrained, TaskBase
 
 from my_lab.nn import TokenTagger
 
@@ -30,7 +34,7 @@ def tagged_text(words: list[str], tags: list[str]) -> str:
     return " ".join(w if t == "O" else f"{w}/{t}" for w, t in zip(words, tags))
 
 
-class TokenTaggingTask(Task):
+class TokenTaggingTask(TaskBase):
     """A tag per word: bigmodel's text encoder (from scratch, or ``init_from`` an MLM checkpoint) and a linear
     layer on each word's first sub-word token; cross-entropy over the tagged tokens (labels -100 elsewhere, as the
     data module makes them); word accuracy, macro F1 and F1 per tag.
@@ -43,7 +47,7 @@ class TokenTaggingTask(Task):
         init_from: a checkpoint of this project (an MLM, a classifier, or this task's) or a Hugging Face
             BERT/RoBERTa directory; its encoder is loaded, and its tag layer when the source has the same tags.
         classifier_dropout: before the tag layer.
-        **kwargs: optimiser and run settings of ``bigmodel.tasks.Task`` (lr, schedule, warmup, ...).
+        **kwargs: optimiser settings of ``bigmodel.tasks.TaskBase`` (lr, schedule, warmup, ...).
     """
 
     checkpoint_task = "token_tagging"  # checkpoint["bigmodel"]["task"]: --ckpt_path is checked against it
@@ -72,7 +76,7 @@ class TokenTaggingTask(Task):
         self.test_metrics = tag_metrics(self.class_names, "test/")
 
     def load_pretrained(self, pretrained: Pretrained) -> list[str]:
-        """Called by ``Task.setup`` when a run starts from ``init_from`` (never when restoring a --ckpt_path)."""
+        """Called by ``TaskBase.setup`` when a run starts from ``init_from`` (never when restoring a --ckpt_path)."""
         notes = self.load_encoder(self.net.encoder, pretrained)
         tagger = pretrained.part("tagger.")
         if tagger and pretrained.class_names == self.class_names:

@@ -1,0 +1,35 @@
+"""The teacher of knowledge distillation (``ClassificationTask``'s ``distill_from``): a trained classifier, checked
+against its student before it is used; apart from the task, which it reaches by checkpoint name
+(``checkpoints.TASKS``), so the task module holds the task."""
+
+from __future__ import annotations
+
+import os
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+
+from bigmodel.tasks.checkpoints import META_KEY, TASKS
+
+
+def load_teacher(path: str, student: L.LightningModule) -> L.LightningModule:
+    """A trained classifier of the student's classes, in eval mode, without gradients."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"distill_from {path!r} does not exist; point it to the teacher's .ckpt")
+    meta = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get(META_KEY) or {}
+    if meta.get("task") != "classification":
+        raise ValueError(f"distill_from {path!r} is a {meta.get('task', 'non-bigmodel')!r} checkpoint; the teacher "
+                         "must be a classification checkpoint of this project")
+    if list(meta.get("class_names") or []) != list(student.class_names):
+        raise ValueError(f"distill_from {path!r} has the classes {meta.get('class_names')}, the student "
+                         f"{student.class_names}: a teacher must have the same classes in the same order")
+    teacher = TASKS["classification"].load_from_checkpoint(path, map_location="cpu", init_from=None, distill_from=None)
+    text, vocab = (teacher.reads_text, student.reads_text), teacher.hparams.get("vocab_size")
+    if text[0] != text[1] or (all(text) and vocab != student.hparams.get("vocab_size")):
+        raise ValueError(f"distill_from {path!r} reads {'text' if text[0] else 'images'}"
+                         f"{f' with {vocab} tokens' if text[0] else ''}; the student must read the "
+                         "same inputs (for text, the same tokenizer)")
+    rank_zero_info(f"Distilling from {path} ({type(teacher.net).__name__}, "
+                   f"{sum(p.numel() for p in teacher.parameters()) / 1e6:.2f}M parameters, eval mode)")
+    return teacher.eval().requires_grad_(False)

@@ -1,0 +1,69 @@
+"""Classification metrics and the confusion-matrix report (terminal, CSV, TensorBoard), shared by the classification
+tasks; a module of their own so ``classification.py`` holds the task."""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
+
+from bigmodel.utils.tensorboard import tensorboards
+
+MAX_PRINTED_CLASSES = 20
+
+
+def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
+    """Accuracy and macro F1/precision/recall; top-5 accuracy too when there are more than 10 classes."""
+    metrics = {
+        "acc": MulticlassAccuracy(num_classes, average="micro"),
+        "f1": MulticlassF1Score(num_classes, average="macro"),
+        "precision": MulticlassPrecision(num_classes, average="macro"),
+        "recall": MulticlassRecall(num_classes, average="macro"),
+    }
+    if num_classes > 10:
+        metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+    return MetricCollection(metrics, prefix=prefix)
+
+
+def draw_confusion(trainer: L.Trainer, tag: str, matrix: torch.Tensor, names: list[str], step: int) -> None:
+    """The matrix as a figure in each TensorBoard of the run."""
+    writers = tensorboards(trainer)
+    if writers:
+        from bigmodel.utils import figures
+
+        fig = figures.confusion_matrix(matrix, names, f"{tag} at step {step}")
+        for writer in writers:
+            writer.add_figure(tag, fig, step, close=False)
+
+
+def report_confusion(trainer: L.Trainer, matrix: torch.Tensor, names: list[str], log_dir: str | None,
+                     step: int) -> None:
+    """The test confusion matrix: printed (up to ``MAX_PRINTED_CLASSES``), ``confusion_matrix.csv`` in the run
+    directory, and TensorBoard's text and image tabs."""
+    width = max(len(n) for n in names + ["true\\pred"])
+    lines = ["Confusion matrix (rows: true class, columns: predicted):",
+             " ".join(["true\\pred".ljust(width)] + [n[:8].rjust(8) for n in names])]
+    lines += [" ".join([names[i].ljust(width)] + [f"{int(v):8d}" for v in row]) for i, row in enumerate(matrix)]
+    if len(names) <= MAX_PRINTED_CLASSES:
+        rank_zero_info("\n".join(lines))
+    else:  # a 100 x 100 table is unreadable in a terminal; the CSV and TensorBoard keep it
+        rank_zero_info(f"Confusion matrix ({len(names)} classes): confusion_matrix.csv in {log_dir}")
+    if log_dir:
+        os.makedirs(log_dir, exist_ok=True)
+        with open(os.path.join(log_dir, "confusion_matrix.csv"), "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["true\\pred", *names])
+            writer.writerows([names[i], *map(int, row)] for i, row in enumerate(matrix))
+    for writer in tensorboards(trainer):
+        writer.add_text("test/confusion_matrix", "    " + "\n    ".join(lines), step)
+    draw_confusion(trainer, "test/confusion_matrix", matrix, names, step)
