@@ -18,16 +18,13 @@ import argparse
 import datetime
 import importlib.util
 import json
-import logging
 import statistics
-import tempfile
-import warnings
 
 import torch
 from lightning.fabric.utilities.throughput import get_available_flops
 from torch import nn
 
-from bigmodel.commands.bench.loop import LightningLoop
+from bigmodel.commands.bench.loop import lightning_contender, quiet_lightning
 from bigmodel.commands.bench.measure import (Contender, cpu_name, interleave, library_versions, matmul_peak,
                                              mlm_batch, mlm_step, plain_contender, train_flops_per_token, train_step,
                                              vision_step)
@@ -74,8 +71,6 @@ def compare(cfg: EncoderConfig, batch: int = 32, seq: int = 128, steps: int = 2,
     ``compile`` compiled too, timed in interleaved rounds (``interleave``). Returns (and with ``json_path`` writes)
     the rows with the device, versions, command and date. Useful MFU is against ``matmul_peak`` measured here
     first (bf16 on a GPU, fp32 on CPU; ``matmul_size`` default 8192 and 2048)."""
-    from bigmodel.tasks import MLMTask
-
     if warmup < 1 or steps < 1 or rounds < 1:
         raise ValueError("compare needs warmup, steps and rounds >= 1 (the first window sets up and compiles)")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -90,31 +85,22 @@ def compare(cfg: EncoderConfig, batch: int = 32, seq: int = 128, steps: int = 2,
         notes.append("timm is not installed: the ViT rows have no timm reference (bigmodel's ViT only)")
     total_steps = warmup + rounds * steps
     contenders: list[Contender] = []
-    quiet = logging.getLogger("lightning.pytorch")
-    level = quiet.level
-    with tempfile.TemporaryDirectory() as root, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*(does not have many workers|GPU available but not used|"
-                                                  r"no `val_dataloader`|smaller than the logging interval|LeafSpec).*")
-        quiet.setLevel(logging.WARNING)
+    with quiet_lightning() as root:
         try:
             for compiled in [False, True] if compile else [False]:
                 tag = " + torch.compile" if compiled else ""
                 step, model, opt = mlm_step(cfg, batch, seq, dtype, device, compile=compiled, data=data)
                 useful = train_flops_per_token(model, seq, fraction)
-                contenders.append(plain_contender(f"bigmodel MLM, plain PyTorch{tag}", "text", step, model, opt, device,
-                                         batch * seq, useful, useful))
-                torch.manual_seed(0)
-                overrides = {k: v for k, v in cfg.to_dict().items() if k != "vocab_size"}
-                task = MLMTask(encoder="bert-tiny", encoder_config=overrides, vocab_size=cfg.vocab_size, lr=1e-4,
-                               weight_decay=0.01, compile=compiled)
-                loop = LightningLoop(task, data, total_steps, device, "bf16-mixed" if dtype == "bf16" else "32-true",
-                                     f"{root}/{len(contenders)}")
-                contenders.append(Contender(f"bigmodel MLMTask, Lightning Trainer{tag}", "text", loop.window,
-                                            batch * seq, useful, useful, loop.state_bytes, close=loop.close))
+                contenders.append(plain_contender(f"bigmodel MLM, plain PyTorch{tag}", "text", step, model, opt,
+                                                  device, batch * seq, useful, useful))
+                contenders.append(lightning_contender(
+                    f"bigmodel MLMTask, Lightning Trainer{tag}", cfg, data, total_steps, device,
+                    "bf16-mixed" if dtype == "bf16" else "32-true", f"{root}/{len(contenders)}", useful,
+                    compile=compiled)[0])
                 step, hf_model, hf_opt = hf_mlm_step(cfg, data, dtype, device, compiled)
                 computed = train_flops_per_token(model, seq, 1.0)  # the same matmuls, the head at every token
-                contenders.append(plain_contender(f"HF BertForMaskedLM (sdpa){tag}", "text", step, hf_model, hf_opt, device,
-                                         batch * seq, useful, computed, reference=not compiled))
+                contenders.append(plain_contender(f"HF BertForMaskedLM (sdpa){tag}", "text", step, hf_model, hf_opt,
+                                                  device, batch * seq, useful, computed, reference=not compiled))
                 if vision is not None:
                     torch.manual_seed(0)
                     vit = VisionTransformer(10, vision).to(device)
@@ -123,21 +109,21 @@ def compare(cfg: EncoderConfig, batch: int = 32, seq: int = 128, steps: int = 2,
                     tokens = 1 + (vision.image_size // vision.patch_size) ** 2
                     per_image = tokens * train_flops_per_token(vit, tokens, 1 / tokens)
                     step, opt = vision_step(vit, vision.image_size, vision_batch, dtype, device, augment=False)
-                    contenders.append(plain_contender(f"bigmodel ViT{tag}", "vision", step, vit, opt, device, vision_batch,
-                                             per_image, per_image))
+                    contenders.append(plain_contender(f"bigmodel ViT{tag}", "vision", step, vit, opt, device,
+                                                      vision_batch, per_image, per_image))
                     if timm_found:
                         torch.manual_seed(0)
                         theirs = timm_vit(vision, 10).to(device)
                         if compiled:
                             theirs.compile()
                         step, opt = vision_step(theirs, vision.image_size, vision_batch, dtype, device, augment=False)
-                        contenders.append(plain_contender(f"timm VisionTransformer{tag}", "vision", step, theirs, opt, device,
-                                                 vision_batch, per_image, per_image, reference=not compiled))
+                        contenders.append(plain_contender(f"timm VisionTransformer{tag}", "vision", step, theirs, opt,
+                                                          device, vision_batch, per_image, per_image,
+                                                          reference=not compiled))
             timings = interleave(contenders, steps, warmup, rounds, device)
         finally:
             for c in contenders:
                 c.close()
-            quiet.setLevel(level)
     per_s = {c.name: c.items_per_step / statistics.median(timings[c.name]["windows"]) for c in contenders}
     references = {c.family: per_s[c.name] for c in contenders if c.reference}
     rows = []

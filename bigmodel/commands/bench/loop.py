@@ -1,16 +1,23 @@
 """bigmodel's training step through Lightning's loop, timed window by window beside plain-PyTorch contenders
-(``--compare`` and the suite's non-finite part)."""
+(``--compare``, ``--profile`` and the suite's non-finite part)."""
 
 from __future__ import annotations
 
+import logging
+import tempfile
 import threading
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback
 
-from bigmodel.commands.bench.measure import model_state_bytes, synchronize
+from bigmodel.commands.bench.measure import Contender, model_state_bytes, synchronize
+from bigmodel.nn import EncoderConfig
 
 
 class LightningLoop(Callback):
@@ -96,3 +103,41 @@ class LightningLoop(Callback):
             return
         self._count = 0
         self._start = time.perf_counter()
+
+
+
+def mlm_task(cfg: EncoderConfig, **kwargs: Any) -> L.LightningModule:
+    """``MLMTask`` of exactly ``cfg``'s shape, its weights seeded as ``measure.mlm_step`` seeds the plain model's."""
+    from bigmodel.tasks import MLMTask
+
+    torch.manual_seed(0)
+    overrides = {k: v for k, v in cfg.to_dict().items() if k != "vocab_size"}
+    return MLMTask(encoder="bert-tiny", encoder_config=overrides, vocab_size=cfg.vocab_size, **kwargs)
+
+
+def lightning_contender(name: str, cfg: EncoderConfig, data: dict, total_steps: int, device: str, precision: str,
+                        root: str, useful: float, **task: Any) -> tuple[Contender, LightningLoop]:
+    """The row "``MLMTask`` through Lightning's loop" beside the plain ones: ``mlm_task`` with the plain rows'
+    AdamW settings (lr 1e-4, weight decay 0.01; ``task`` adds or overrides task arguments) trained on ``data`` by a
+    ``LightningLoop`` of ``total_steps`` batches logging under ``root``; the loop is returned too (its trainer takes
+    more callbacks)."""
+    loop = LightningLoop(mlm_task(cfg, **{"lr": 1e-4, "weight_decay": 0.01, **task}), data, total_steps, device,
+                         precision, root)
+    items = data["input_ids"].numel()
+    return Contender(name, "text", loop.window, items, useful, useful, loop.state_bytes, close=loop.close), loop
+
+
+@contextmanager
+def quiet_lightning() -> Iterator[str]:
+    """A temporary directory for the loops' logs, with Lightning's set-up notes (few workers, no validation, the
+    logging interval, the unused GPU) kept out of the printed table."""
+    logger = logging.getLogger("lightning.pytorch")
+    level = logger.level
+    with tempfile.TemporaryDirectory() as root, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*(does not have many workers|GPU available but not used|"
+                                                  r"no `val_dataloader`|smaller than the logging interval|LeafSpec).*")
+        logger.setLevel(logging.WARNING)
+        try:
+            yield root
+        finally:
+            logger.setLevel(level)

@@ -183,12 +183,24 @@ def interleave(contenders: list[Contender], steps: int, warmup: int, rounds: int
     return out
 
 
-def cpu_name() -> str:
+def _cpuinfo(field: str) -> str | None:
+    """The first ``field`` line of ``/proc/cpuinfo`` (Linux), None elsewhere."""
     try:
         with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith(field)), None)
+    except OSError:
+        return None
+
+
+def cpu_name() -> str:
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def cpu_flags(names: tuple[str, ...] = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f")) -> dict[str, bool]:
+    """Which of these CPU flags this machine has (the bf16 matrix units: AMX, AVX-512-BF16); all False where
+    ``/proc/cpuinfo`` is not there."""
+    flags = (_cpuinfo("flags") or "").split()
+    return {name: name in flags for name in names}
 
 
 def library_versions() -> dict[str, str | None]:

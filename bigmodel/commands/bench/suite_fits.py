@@ -12,7 +12,8 @@ import torch
 import yaml
 
 from bigmodel.commands.bench.measure import mlm_batch
-from bigmodel.commands.bench.suite_parts import ROOT, SKIPPED, Sizes, config_of, mlm_task
+from bigmodel.commands.bench.loop import mlm_task
+from bigmodel.commands.bench.suite_parts import ROOT, SKIPPED, Sizes, config_of
 from bigmodel.nn import EncoderConfig
 
 FSDP_FRAGMENT = ROOT / "experiments/trainer/fsdp-bf16.yaml"

@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from bigmodel.commands.bench.compare import compare
-from bigmodel.commands.bench.loop import LightningLoop
+from bigmodel.commands.bench.loop import lightning_contender
 from bigmodel.commands.bench.measure import (Contender, interleave, matmul_peak, mlm_batch, mlm_step,
                                              plain_contender)
 from bigmodel.commands.bench.throughput import run_vision
@@ -80,15 +80,6 @@ def config_of(spec: tuple[str, dict], **extra: Any) -> EncoderConfig:
 
 def _dtype(device: str) -> str:
     return "bf16" if device == "cuda" else "fp32"
-
-
-def mlm_task(cfg: EncoderConfig, **kwargs: Any):
-    """``MLMTask`` of exactly ``cfg``'s shape (as ``compare`` builds it)."""
-    from bigmodel.tasks import MLMTask
-
-    torch.manual_seed(0)
-    overrides = {k: v for k, v in cfg.to_dict().items() if k != "vocab_size"}
-    return MLMTask(encoder="bert-tiny", encoder_config=overrides, vocab_size=cfg.vocab_size, **kwargs)
 
 
 def part_matmul(s: Sizes, device: str, root: str) -> dict:
@@ -220,19 +211,15 @@ def part_nonfinite(s: Sizes, device: str, root: str) -> dict:
     cfg = config_of(s.text, max_position_embeddings=max(512, s.seq))
     data = mlm_batch(cfg.vocab_size, s.small_batch, s.seq, device)
     precision = "bf16-mixed" if device == "cuda" else "32-true"
-    loops, contenders = [], []
+    contenders: list[Contender] = []
     try:
         for setting in ("stop", "off"):
-            task = mlm_task(cfg, lr=1e-4, weight_decay=0.01, nonfinite=setting)
-            loop = LightningLoop(task, data, s.warmup + s.rounds * s.steps, device, precision,
-                                       f"{root}/{setting}")
-            loops.append(loop)
-            contenders.append(Contender(f"nonfinite: {setting}", "text", loop.window, s.small_batch * s.seq, 0,
-                                              0, loop.state_bytes))
+            contenders.append(lightning_contender(f"nonfinite: {setting}", cfg, data, s.warmup + s.rounds * s.steps,
+                                                  device, precision, f"{root}/{setting}", 0.0, nonfinite=setting)[0])
         timings = interleave(contenders, s.steps, s.warmup, s.rounds, device)
     finally:
-        for loop in loops:
-            loop.close()
+        for c in contenders:
+            c.close()
     off = statistics.median(timings["nonfinite: off"]["windows"])
     rows = [{"Lightning loop": c.name, "ms/step": 1000 * statistics.median(timings[c.name]["windows"]),
              "x off": statistics.median(timings[c.name]["windows"]) / off} for c in contenders]
