@@ -75,3 +75,37 @@ def test_document_masked_blocks_reach_the_encoder_each_document_scored_as_if_alo
         crossed = task._step({k: v for k, v in packed.items() if k != "document_ids"})[1]
     torch.testing.assert_close(logits[in_second], alone_logits, rtol=1e-5, atol=1e-5)
     assert (crossed[in_second] - alone_logits).abs().max() > 1e-3  # without the ids the documents mix
+
+
+def test_train_accuracy_is_computed_only_on_the_steps_the_loggers_write(pydoc_text, tmp_path, monkeypatch):
+    """The token accuracy (an argmax over the vocabulary) runs on logging steps only, and what is logged is the
+    same: every logged step has train/acc, and it equals the accuracy of that step's batch."""
+    import csv
+
+    import lightning as L
+    from lightning.pytorch.loggers import CSVLogger
+
+    from bigmodel.tasks import language_model
+
+    tok = train_wordpiece(pydoc_text.read_text().splitlines(), vocab_size=600)
+    torch.manual_seed(0)
+    ids = torch.randint(10, len(tok), (8, 32))
+    batches = [MLMCollator(tok, seed=3)([{"input_ids": row, "epoch": 0, "index": i} for i, row in enumerate(ids)])
+               for _ in range(6)]
+    calls = []
+    real = language_model.token_hits
+
+    def counting(logits, labels):
+        hits, counted = real(logits, labels)
+        calls.append(float(hits.sum() / counted.sum()))
+        return hits, counted
+
+    monkeypatch.setattr(language_model, "token_hits", counting)
+    task = MLMTask(encoder="bert-tiny", vocab_size=len(tok), lr=1e-3)
+    trainer = L.Trainer(max_steps=6, log_every_n_steps=2, logger=CSVLogger(tmp_path), enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(task, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
+    rows = [r for r in csv.DictReader(open(f"{trainer.logger.log_dir}/metrics.csv")) if r.get("train/acc")]
+    logged = {int(r["step"]): float(r["train/acc"]) for r in rows}
+    assert sorted(logged) == [1, 3, 5] and len(calls) == 3  # steps 2, 4, 6 (0-based 1, 3, 5) of 6
+    assert [round(v, 6) for v in logged.values()] == [round(v, 6) for v in calls]
