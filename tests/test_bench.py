@@ -3,6 +3,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from bigmodel.commands.bench import suite as bench_suite
 from bigmodel.commands.bench.compare import compare, comparison_table
@@ -23,8 +24,8 @@ def test_compare_counts_flops_ratios_and_mfu_from_its_rows(tmp_path):
                      device="cpu", json_path=str(path), command="test", matmul_size=64)
 
     rows = {r["contender"]: r for r in result["rows"]}
-    assert list(rows)[:3] == ["bigmodel MLM, plain PyTorch", "bigmodel MLMTask, Lightning Trainer",
-                              "HF BertForMaskedLM (sdpa)"]
+    assert list(rows)[:4] == ["bigmodel MLM, plain PyTorch", "bigmodel MLM, document masks",
+                              "bigmodel MLMTask, Lightning Trainer", "HF BertForMaskedLM (sdpa)"]
     assert "bigmodel ViT" in rows  # timm's row beside it only where timm is installed
     # FLOPs per token, by hand: 6 x (weights used per token) + 3 x forward attention (QK^T and AV)
     dense = layers * (4 * h * h + 4 * h + 2 * h * f + f + h + 4 * h)  # qkv, proj, FFN, two LayerNorms
@@ -35,6 +36,7 @@ def test_compare_counts_flops_ratios_and_mfu_from_its_rows(tmp_path):
     assert plain["useful_flops"] == pytest.approx(6 * (dense + fraction * head) + attention)
     assert hf["computed_flops"] == pytest.approx(6 * (dense + head) + attention)
     assert hf["useful_flops"] == plain["useful_flops"] == rows["bigmodel MLMTask, Lightning Trainer"]["useful_flops"]
+    assert rows["bigmodel MLM, document masks"]["useful_flops"] == plain["useful_flops"]
     assert result["text"]["mask_fraction"] == fraction
     # ratios and MFU follow from each row's own throughput, the reference's and the measured matmul ceiling
     peak = result["timing"]["matmul_peak_flops"]
@@ -52,6 +54,76 @@ def test_compare_counts_flops_ratios_and_mfu_from_its_rows(tmp_path):
     assert table.count("\n") == 1 + len(result["rows"])
     assert f"useful MFU (of {peak / 1e12:,.3g} TFLOP/s float32 matmul)" in table
     assert f"| {100 * plain['mfu']:.1f} % |" in table.splitlines()[2]
+
+
+def _tiny_modernbert(**overrides) -> EncoderConfig:
+    """Every ModernBERT switch (RoPE, GeGLU, no biases, layer 0 without its own norm, a final norm) with local
+    layers 1 and 2 seeing 4 tokens on either side of 16."""
+    return EncoderConfig.from_name("modernbert-mini", **{
+        "num_layers": 4, "hidden_size": 32, "num_heads": 2, "intermediate_size": 48, "vocab_size": 100,
+        "max_position_embeddings": 64, "sliding_window": 8, **overrides})
+
+
+def test_the_modernbert_reference_computes_bigmodels_loss_on_the_same_batch():
+    """The reference row of a rope preset is transformers' ModernBertForMaskedLM with bigmodel's weights (through
+    the export path): the same loss as bigmodel's plain step, at the first step and after an AdamW step."""
+    from bigmodel.commands.bench.compare import hf_mlm_step, hf_reference_name
+    from bigmodel.commands.bench.measure import mlm_batch, mlm_step
+
+    cfg = _tiny_modernbert()
+    data = mlm_batch(cfg.vocab_size, 2, 16, "cpu")
+    step, model, _ = mlm_step(cfg, 2, 16, "fp32", "cpu", data=data)
+    hf_step, hf, _ = hf_mlm_step(cfg, data, "fp32", "cpu", False, model)
+    assert type(hf).__name__ == "ModernBertForMaskedLM" and hf.config.layer_types[1] == "sliding_attention"
+    assert hf_reference_name(cfg) == "HF ModernBertForMaskedLM (sdpa)"
+    assert hf_reference_name(EncoderConfig.from_name("bert-tiny")) == "HF BertForMaskedLM (sdpa)"
+    for _ in range(2):
+        assert hf_step().item() == pytest.approx(step().item(), rel=1e-5)
+
+
+def test_document_ids_mark_documents_as_the_mlm_collator_does(tmp_path):
+    """k documents per 128 tokens: the ids ``MLMCollator(document_mask=True)`` gives a block whose documents each
+    end in [SEP] every 128 / k tokens."""
+    from bigmodel.commands.bench.measure import document_ids
+    from bigmodel.commands.bench.suite_parts import _tokenizer
+    from bigmodel.data.collators import MLMCollator
+
+    tokenizer = _tokenizer(100, str(tmp_path))
+    block = torch.randint(5, 100, (256,))
+    block[31::32] = tokenizer.sep_token_id
+    collated = MLMCollator(tokenizer, seed=0, document_mask=True)([{"input_ids": block}] * 2)
+    assert torch.equal(document_ids(2, 256, 4, "cpu"), collated["document_ids"])
+    with pytest.raises(ValueError, match="documents per 128 tokens must be 1 to 128, got 0"):
+        document_ids(2, 256, 0, "cpu")
+
+
+def test_compare_at_a_modernbert_shape_counts_glu_flops_and_keeps_documents_apart():
+    """A rope preset compares against ModernBertForMaskedLM; GeGLU's input projection (2 x intermediate wide) counts
+    in the FLOPs; the document-mask row trains another function (its loss differs) on the same useful FLOPs."""
+    from bigmodel.commands.bench.measure import document_ids, mlm_batch, mlm_step
+
+    h, f, layers, vocab, seq, batch = 32, 48, 4, 100, 16, 2
+    cfg = _tiny_modernbert()
+    result = compare(cfg, batch=batch, seq=seq, steps=1, warmup=1, rounds=1, device="cpu", matmul_size=64,
+                     documents=16, lightning=False)
+    rows = {r["contender"]: r for r in result["rows"]}
+    assert list(rows) == ["bigmodel MLM, plain PyTorch", "bigmodel MLM, document masks",
+                          "HF ModernBertForMaskedLM (sdpa)"]
+    # no biases; qkv, proj, GeGLU up (2f wide) and down; two norms a layer, none in layer 0's attention, a final one
+    dense = layers * (4 * h * h + 3 * h * f + 2 * h) - h + h
+    head = h * h + h + vocab + vocab * h  # transform, its norm, the decoder's bias, the tied decoder
+    fraction = int(0.15 * batch * seq) / (batch * seq)
+    attention = 3 * 2 * 2 * layers * seq * h  # local layers counted as full (noted)
+    plain, documents = rows["bigmodel MLM, plain PyTorch"], rows["bigmodel MLM, document masks"]
+    assert plain["useful_flops"] == pytest.approx(6 * (dense + fraction * head) + attention)
+    assert documents["useful_flops"] == documents["computed_flops"] == plain["useful_flops"]
+    assert rows["HF ModernBertForMaskedLM (sdpa)"]["computed_flops"] == pytest.approx(6 * (dense + head) + attention)
+    assert any("counted in the FLOPs as full attention over 16 tokens" in n for n in result["notes"])
+    assert result["text"]["reference"] == "HF ModernBertForMaskedLM (sdpa)"
+    data = mlm_batch(vocab, batch, seq, "cpu")
+    packed = {**data, "document_ids": document_ids(batch, seq, 16, "cpu")}  # two 8-token documents a row
+    losses = [mlm_step(cfg, batch, seq, "fp32", "cpu", data=d)[0]().item() for d in (data, packed)]
+    assert losses[1] != pytest.approx(losses[0], rel=1e-4)
 
 
 def test_adversarial_rows_time_clean_fgm_and_pgd():
@@ -74,10 +146,15 @@ def test_cpu_smoke_suite_runs_every_part_and_writes_json_and_markdown(tmp_path, 
     assert "`smoke`" in markdown.splitlines()[0] and report["versions"]["torch"] in markdown.splitlines()[0]
 
     assert [r["dtype"] for r in parts["matmul"]["rows"]] == ["float32"]
-    assert [r["contender"] for r in parts["compare"]["rows"]][:3] == [
-        "bigmodel MLM, plain PyTorch", "bigmodel MLMTask, Lightning Trainer", "HF BertForMaskedLM (sdpa)"]
+    assert [r["contender"] for r in parts["compare"]["rows"]][:4] == [
+        "bigmodel MLM, plain PyTorch", "bigmodel MLM, document masks", "bigmodel MLMTask, Lightning Trainer",
+        "HF BertForMaskedLM (sdpa)"]
     assert parts["compare-compiled"]["rows"] == [{"contender": "every row + torch.compile",
                                                   "status": SKIPPED}]
+    assert [r["contender"] for r in parts["compare-modernbert"]["rows"]] == [
+        "bigmodel MLM, plain PyTorch", "bigmodel MLM, document masks", "HF ModernBertForMaskedLM (sdpa)",
+        "every row + torch.compile"]
+    assert parts["compare-modernbert"]["compare"]["text"]["sliding_window"] == 8
     graphs = parts["cuda-graphs"]["rows"]
     assert graphs[0]["step"] == "eager" and graphs[0]["x eager"] == 1.0
     assert [r.get("status") for r in graphs[1:]] == [SKIPPED] * 2

@@ -1,8 +1,10 @@
 """bigmodel vs the references (``--compare``): side by side in one process, the same device, batch and precision
 (bf16-mixed on a GPU, fp32 on CPU) and AdamW (fused where torch has it, as the tasks build it:
-``tasks.optim.adamw``): bigmodel's MLM step in plain PyTorch, the same through Lightning's loop (``MLMTask`` +
-``Trainer``), Hugging Face's ``BertForMaskedLM`` of the same shape (the reference), and bigmodel's ViT vs timm's
-when timm is installed; eager and, with ``--compile``, compiled. Rounds of short windows take turns
+``tasks.optim.adamw``): bigmodel's MLM step in plain PyTorch, the same on blocks of ``--documents`` documents per
+128 tokens kept apart (document masks), the same through Lightning's loop (``MLMTask`` + ``Trainer``), Hugging
+Face's ``BertForMaskedLM`` of the same shape (the reference; ``ModernBertForMaskedLM`` for a preset with rotary
+positions, e.g. ``modernbert-mini``, with bigmodel's weights), and bigmodel's ViT vs timm's when timm is
+installed; eager and, with ``--compile``, compiled. Rounds of short windows take turns
 (``interleave``) so machine noise hits all rows alike; the median window counts. Useful MFU is against a matmul
 ceiling measured in the same run. One Markdown table; ``--json`` writes it with the device, versions, command and
 date.
@@ -10,6 +12,7 @@ date.
     python -m bigmodel.commands.bench --compare --json bench.json                              # CPU: bert-mini, 32 x 128
     python -m bigmodel.commands.bench --compare --preset bert-base --batch-size 256 --seq-len 128 --compile \\
         --vision-preset vit-base --vision-batch-size 256 --json bench.json          # GPU
+    python -m bigmodel.commands.bench --compare --preset modernbert-mini --vision-preset none  # CPU: vs ModernBERT
 """
 
 from __future__ import annotations
@@ -25,22 +28,48 @@ from lightning.fabric.utilities.throughput import get_available_flops
 from torch import nn
 
 from bigmodel.commands.bench.loop import lightning_contender, quiet_lightning
-from bigmodel.commands.bench.measure import (Contender, cpu_name, interleave, library_versions, matmul_peak,
-                                             mlm_batch, mlm_step, plain_contender, train_flops_per_token, train_step,
-                                             vision_step)
+from bigmodel.commands.bench.measure import (Contender, cpu_name, document_ids, interleave, library_versions,
+                                             matmul_peak, mlm_batch, mlm_step, plain_contender, train_flops_per_token,
+                                             train_step, vision_step)
 from bigmodel.nn import EncoderConfig, VisionTransformer
+from bigmodel.nn.convert import to_hf
 from bigmodel.tasks.optim import adamw, parameter_groups
 
 DEFAULTS = {"preset": "bert-mini", "batch_size": 32, "steps": 2, "warmup": 2, "rounds": 5}
+DOCUMENTS_ROW = "bigmodel MLM, document masks"
 
 
-def hf_mlm_step(cfg: EncoderConfig, data: dict, dtype: str, device: str, compile: bool):
-    """``transformers.BertForMaskedLM`` of the same shape (SDPA attention) on the same batch, as Hugging Face
-    computes MLM: vocabulary logits at every position, labels -100 outside the masked ones."""
-    from transformers import BertConfig, BertForMaskedLM
+HF_ATTENTION = "sdpa"  # transformers 5 runs BERT and ModernBERT on SDPA without flash-attn (sliding windows as masks)
+_HF_CLASS = {"bert": "Bert", "modernbert": "ModernBert"}
 
-    torch.manual_seed(0)
-    model = BertForMaskedLM(BertConfig(**cfg.to_hf("bert"), attn_implementation="sdpa")).to(device).train()
+
+def hf_family(cfg: EncoderConfig) -> str:
+    """The Hugging Face masked LM of ``cfg``'s shape: ModernBERT for rotary positions (as ``bigmodel export`` picks
+    it), BERT otherwise."""
+    return "modernbert" if cfg.position_embedding == "rope" else "bert"
+
+
+def hf_reference_name(cfg: EncoderConfig) -> str:
+    return f"HF {_HF_CLASS[hf_family(cfg)]}ForMaskedLM ({HF_ATTENTION})"
+
+
+def hf_mlm_step(cfg: EncoderConfig, data: dict, dtype: str, device: str, compile: bool, ours: nn.Module):
+    """``transformers.BertForMaskedLM`` (``ModernBertForMaskedLM`` for rotary positions) of the same shape, its
+    config from ``EncoderConfig.to_hf`` and its weights ``ours``'s through ``nn.convert.to_hf`` (the export path),
+    so both compute the same function; trained on the same batch as Hugging Face computes MLM: vocabulary logits at
+    every position, labels -100 outside the masked ones."""
+    import transformers
+
+    family = hf_family(cfg)
+    name = _HF_CLASS[family]
+    config = getattr(transformers, f"{name}Config")(**cfg.to_hf(family), attn_implementation=HF_ATTENTION)
+    model = getattr(transformers, f"{name}ForMaskedLM")(config)
+    missing, unexpected = model.load_state_dict(to_hf(ours.state_dict(), family), strict=False)
+    if unexpected or any("decoder" not in k for k in missing):  # the decoder is tied to the word embeddings
+        raise ValueError(f"{name}ForMaskedLM does not take bigmodel's weights: missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}")
+    model.tie_weights()
+    model.to(device).train()
     opt = adamw(parameter_groups(model, 0.01), 1e-4)
     ids = data["input_ids"]
     labels = torch.full_like(ids, -100)
@@ -64,13 +93,15 @@ def timm_vit(config: EncoderConfig, num_classes: int) -> nn.Module:
 def compare(cfg: EncoderConfig, batch: int = 32, seq: int = 128, steps: int = 2, warmup: int = 2, rounds: int = 5,
             compile: bool = False, vision: EncoderConfig | None = None, vision_batch: int = 64,
             device: str | None = None, json_path: str | None = None, command: str | None = None,
-            matmul_size: int | None = None) -> dict:
-    """MLM training steps of bigmodel (plain PyTorch; ``MLMTask`` through Lightning's loop) and Hugging Face's
-    ``BertForMaskedLM`` of the same shape, and ViT classification steps of bigmodel and timm (when installed), on
-    the same device, batch and precision (bf16-mixed on a GPU, fp32 on CPU) with AdamW, eager and with
-    ``compile`` compiled too, timed in interleaved rounds (``interleave``). Returns (and with ``json_path`` writes)
-    the rows with the device, versions, command and date. Useful MFU is against ``matmul_peak`` measured here
-    first (bf16 on a GPU, fp32 on CPU; ``matmul_size`` default 8192 and 2048)."""
+            matmul_size: int | None = None, documents: int = 4, lightning: bool = True) -> dict:
+    """MLM training steps of bigmodel (plain PyTorch; with ``documents`` the same on blocks of that many documents
+    per 128 tokens kept apart; ``MLMTask`` through Lightning's loop unless ``lightning`` is False) and Hugging
+    Face's masked LM of the same shape (``hf_mlm_step``: BERT, or ModernBERT for rotary positions), and ViT
+    classification steps of bigmodel and timm (when installed), on the same device, batch and precision (bf16-mixed
+    on a GPU, fp32 on CPU) with AdamW, eager and with ``compile`` compiled too, timed in interleaved rounds
+    (``interleave``). Returns (and with ``json_path`` writes) the rows with the device, versions, command and date.
+    Useful MFU is against ``matmul_peak`` measured here first (bf16 on a GPU, fp32 on CPU; ``matmul_size`` default
+    8192 and 2048)."""
     if warmup < 1 or steps < 1 or rounds < 1:
         raise ValueError("compare needs warmup, steps and rounds >= 1 (the first window sets up and compiles)")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -81,6 +112,13 @@ def compare(cfg: EncoderConfig, batch: int = 32, seq: int = 128, steps: int = 2,
     fraction = len(data["masked_positions"]) / (batch * seq)
     timm_found = importlib.util.find_spec("timm") is not None
     notes = []
+    if documents:
+        notes.append(f"{DOCUMENTS_ROW}: {documents} documents per 128-token block ({128 / documents:g} tokens each), "
+                     "document_ids as MLMCollator(document_mask=True) makes them (attention within a document, "
+                     "positions restarting per document); FLOPs counted as the row without (the same useful work)")
+    if any(not cfg.is_global(i) for i in range(cfg.num_layers)) and cfg.sliding_window // 2 < seq - 1:
+        notes.append(f"the local layers' attention ({cfg.sliding_window}-token window) is counted in the FLOPs as "
+                     f"full attention over {seq} tokens: every row computes it so (a masked SDPA)")
     if vision is not None and not timm_found:
         notes.append("timm is not installed: the ViT rows have no timm reference (bigmodel's ViT only)")
     total_steps = warmup + rounds * steps
@@ -93,13 +131,20 @@ def compare(cfg: EncoderConfig, batch: int = 32, seq: int = 128, steps: int = 2,
                 useful = train_flops_per_token(model, seq, fraction)
                 contenders.append(plain_contender(f"bigmodel MLM, plain PyTorch{tag}", "text", step, model, opt,
                                                   device, batch * seq, useful, useful))
-                contenders.append(lightning_contender(
-                    f"bigmodel MLMTask, Lightning Trainer{tag}", cfg, data, total_steps, device,
-                    "bf16-mixed" if dtype == "bf16" else "32-true", f"{root}/{len(contenders)}", useful,
-                    compile=compiled)[0])
-                step, hf_model, hf_opt = hf_mlm_step(cfg, data, dtype, device, compiled)
+                if documents:
+                    packed = {**data, "document_ids": document_ids(batch, seq, documents, device)}
+                    doc_step, doc_model, doc_opt = mlm_step(cfg, batch, seq, dtype, device, compile=compiled,
+                                                            data=packed)
+                    contenders.append(plain_contender(f"{DOCUMENTS_ROW}{tag}", "text", doc_step, doc_model, doc_opt,
+                                                      device, batch * seq, useful, useful))
+                if lightning:
+                    contenders.append(lightning_contender(
+                        f"bigmodel MLMTask, Lightning Trainer{tag}", cfg, data, total_steps, device,
+                        "bf16-mixed" if dtype == "bf16" else "32-true", f"{root}/{len(contenders)}", useful,
+                        compile=compiled)[0])
+                step, hf_model, hf_opt = hf_mlm_step(cfg, data, dtype, device, compiled, model)
                 computed = train_flops_per_token(model, seq, 1.0)  # the same matmuls, the head at every token
-                contenders.append(plain_contender(f"HF BertForMaskedLM (sdpa){tag}", "text", step, hf_model, hf_opt,
+                contenders.append(plain_contender(f"{hf_reference_name(cfg)}{tag}", "text", step, hf_model, hf_opt,
                                                   device, batch * seq, useful, computed, reference=not compiled))
                 if vision is not None:
                     torch.manual_seed(0)
@@ -144,8 +189,10 @@ def compare(cfg: EncoderConfig, batch: int = 32, seq: int = 128, steps: int = 2,
         "threads": torch.get_num_threads(),
         "precision": "bf16-mixed" if dtype == "bf16" else "fp32", "versions": library_versions(),
         "text": {**{k: getattr(cfg, k) for k in ("num_layers", "hidden_size", "num_heads", "intermediate_size",
-                                                 "vocab_size")}, "batch": batch, "seq_len": seq,
-                 "mask_fraction": fraction},
+                                                 "vocab_size", "feed_forward", "sliding_window",
+                                                 "global_attention_every", "position_embedding")},
+                 "batch": batch, "seq_len": seq, "mask_fraction": fraction, "documents_per_128": documents,
+                 "reference": hf_reference_name(cfg)},
         "vision": None if vision is None else {
             **{k: getattr(vision, k) for k in ("num_layers", "hidden_size", "num_heads", "intermediate_size",
                                                "image_size", "patch_size")}, "batch": vision_batch},
@@ -183,9 +230,13 @@ def comparison_table(result: dict) -> str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compare", action="store_true",
-                   help="bigmodel (plain PyTorch and through Lightning's loop) vs HF BertForMaskedLM and timm's ViT, "
-                        "interleaved in one process; defaults: bert-mini, batch 32 x 128, 2 warm-up steps, 5 rounds "
-                        "of 2-step windows")
+                   help="bigmodel (plain PyTorch, with document masks, through Lightning's loop) vs HF "
+                        "BertForMaskedLM (ModernBertForMaskedLM for a rope preset such as modernbert-mini) and timm's "
+                        "ViT, interleaved in one process; defaults: bert-mini, batch 32 x 128, 2 warm-up steps, 5 "
+                        "rounds of 2-step windows")
+    p.add_argument("--documents", type=int, default=4, metavar="K",
+                   help="with --compare: the row 'bigmodel MLM, document masks' keeps K documents per 128 tokens "
+                        "apart (default 4; 0: no such row)")
     p.add_argument("--vision-preset", default="vit-cifar-tiny",
                    help="with --compare: the ViT of the vision rows ('none': no vision rows)")
     p.add_argument("--vision-batch-size", type=int, default=64, help="with --compare: images per step")
@@ -203,10 +254,12 @@ def from_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     cfg = EncoderConfig.from_name(preset, vocab_size=args.vocab_size, max_position_embeddings=max(512, args.seq_len))
     vision = None if args.vision_preset == "none" else EncoderConfig.from_name(args.vision_preset)
     result = compare(cfg, batch, args.seq_len, steps, warmup, args.rounds, args.compile, vision,
-                     args.vision_batch_size, device, args.json, " ".join([args.prog, *args.argv]))
+                     args.vision_batch_size, device, args.json, " ".join([args.prog, *args.argv]),
+                     documents=args.documents)
     v = result["versions"]
     print(f"{preset} MLM: batch {batch} x {args.seq_len} tokens, {100 * result['text']['mask_fraction']:.0f} % "
-          f"masked" + (f"; {args.vision_preset}: batch {args.vision_batch_size} images" if vision else "") +
+          f"masked" + (f", {args.documents} documents per 128 tokens in the document-mask row" if args.documents
+                       else "") + (f"; {args.vision_preset}: batch {args.vision_batch_size} images" if vision else "") +
           f"; {result['precision']}, AdamW; {result['device']}, {result['threads']} threads; torch {v['torch']}, "
           f"transformers {v['transformers']}, lightning {v['lightning']}, timm {v['timm'] or '(not installed)'}; "
           f"median of {args.rounds} interleaved windows of {steps} steps after {warmup} warm-up steps; matmul ceiling "

@@ -89,6 +89,14 @@ def mlm_batch(vocab_size: int, batch: int, seq: int, device: str, mask_fraction:
             "masked_labels": torch.randint(5, vocab_size, (n_sel,), device=device)}
 
 
+def document_ids(batch: int, seq: int, per_128: int, device: str) -> torch.Tensor:
+    """(B, S) documents of a packed MLM block as ``MLMCollator(document_mask=True)`` marks them (ids counting up from
+    0 along each row): ``per_128`` documents of equal length in every 128 tokens (128 / ``per_128`` tokens each)."""
+    if not 1 <= per_128 <= 128:
+        raise ValueError(f"documents per 128 tokens must be 1 to 128, got {per_128}")
+    return (torch.arange(seq, device=device) * per_128 // 128).repeat(batch, 1)
+
+
 STRONG_AUGMENT = AugmentConfig(crop_padding=4, horizontal_flip=True, auto_augment="randaugment", random_erasing=0.25,
                                mixup_alpha=0.8, cutmix_alpha=1.0)
 
@@ -115,7 +123,8 @@ def vision_step(model: nn.Module, image_size: int, batch: int, dtype: str, devic
 def mlm_step(cfg: EncoderConfig, batch: int, seq: int, dtype: str, device: str, explicit: bool = False,
              padded: bool = False, compile: bool | str = False, data: dict | None = None):
     """bigmodel's MLM training step in plain PyTorch: the vocabulary logits only at the masked positions. Returns
-    the step, the model and its optimizer. ``data``: an ``mlm_batch`` to train on (default: a new one).
+    the step, the model and its optimizer. ``data``: an ``mlm_batch`` to train on (default: a new one); with
+    ``document_ids`` (``document_ids``) the model gets them as ``MLMTask`` passes a collator's: documents kept apart.
     ``compile``: a ``torch.compile`` mode (e.g. ``"reduce-overhead"``: CUDA graphs) or True (the default mode)."""
     torch.manual_seed(0)
     model = MaskedLanguageModel(cfg).to(device)
@@ -132,7 +141,7 @@ def mlm_step(cfg: EncoderConfig, batch: int, seq: int, dtype: str, device: str, 
     step_model = torch.compile(model, mode=compile if isinstance(compile, str) else None) if compile else model
 
     def loss() -> torch.Tensor:
-        logits = step_model(data["input_ids"], data["masked_positions"], mask)
+        logits = step_model(data["input_ids"], data["masked_positions"], mask, data.get("document_ids"))
         return torch.nn.functional.cross_entropy(logits.float(), data["masked_labels"])
 
     return train_step(loss, opt, torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bf16")), model, opt

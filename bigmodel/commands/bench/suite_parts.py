@@ -1,11 +1,12 @@
 """The GPU suite's sizes and the parts that time steps (``suite``; the parts that fit to the end are in
-``suite_fits``): the matmul ceilings; ``--compare`` at bert-base (seq 128, batch 256,
-bf16) with the CIFAR recipe's ViT vs timm, eager and compiled, useful MFU against the bf16 matmul measured in the
-run; the MLM step with static masked counts (``masked_positions_multiple_of``) eager, compiled and with CUDA graphs; a
-short ``16-mixed`` fit to its end; FSDP on one GPU (the fragment's strategy, sharded save, resume, the clipping path)
-at the 1.2B experiment's width with fewer layers; the CIFAR-10 ViT recipe's seconds per epoch on synthetic uint8
-images with its on-device augmentation; the Lightning loop with and without the non-finite check. ``cpu-smoke``: the
-same code paths at tiny shapes, seconds a part."""
+``suite_fits``): the matmul ceilings; ``--compare`` at bert-base (seq 128, batch 256, bf16) with the CIFAR recipe's
+ViT vs timm, eager and compiled, useful MFU against the bf16 matmul measured in the run, then at modernbert-base vs
+transformers' ModernBertForMaskedLM (with and without document masks); the MLM step with static masked counts
+(``masked_positions_multiple_of``) eager, compiled and with CUDA graphs; a short ``16-mixed`` fit to its end; FSDP on
+one GPU (the fragment's strategy, sharded save, resume, the clipping path) at the 1.2B experiment's width with fewer
+layers; the CIFAR-10 ViT recipe's seconds per epoch on synthetic uint8 images with its on-device augmentation; the
+Lightning loop with and without the non-finite check. ``cpu-smoke``: the same code paths at tiny shapes, seconds a
+part."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ class Sizes:
     """The shapes and time boxes of one suite."""
 
     text: tuple[str, dict]  # encoder preset and overrides of the MLM rows
+    modern_text: tuple[str, dict]  # the same for the ModernBERT-shaped rows (vs transformers' ModernBertForMaskedLM)
     batch: int
     seq: int
     vision: tuple[str, dict]  # the ViT of the compare rows and of the CIFAR part
@@ -57,18 +59,23 @@ _TINY_TEXT = ("bert-tiny", {"num_layers": 1, "hidden_size": 32, "num_heads": 2, 
                             "vocab_size": 100, "max_position_embeddings": 64})
 
 
+# every ModernBERT switch at a tiny shape: layers 0 and 3 global, an 8-token window (local layers matter at seq 16)
+_TINY_MODERN = ("modernbert-mini", {**_TINY_TEXT[1], "num_layers": 4, "intermediate_size": 48, "sliding_window": 8})
+
+
 _TINY_VIT = ("vit-cifar-tiny", {"num_layers": 1, "hidden_size": 32, "num_heads": 2, "intermediate_size": 64,
                                 "image_size": 8, "patch_size": 4})
 
 
 SUITES: dict[str, Sizes] = {
-    "gpu": Sizes(text=("bert-base", {}), batch=256, seq=128, vision=("vit-cifar-small", {}), vision_batch=512,
+    "gpu": Sizes(text=("bert-base", {}), modern_text=("modernbert-base", {}), batch=256, seq=128, vision=("vit-cifar-small", {}), vision_batch=512,
                  small_batch=64, steps=5, warmup=3, rounds=3, matmul=8192, masked_multiple=64,
                  fit_text=("bert-small", {}), fit_steps=60, fsdp_layers=2, fsdp_batch=8, fsdp_seq=512,
                  fsdp_steps=6,
-                 budgets={"matmul": 15, "compare": 60, "compare-compiled": 140, "cuda-graphs": 70,
-                          "fit-16-mixed": 35, "fsdp": 60, "cifar-epoch": 70, "nonfinite": 30}),  # 480 s
-    "cpu-smoke": Sizes(text=_TINY_TEXT, batch=2, seq=16, vision=_TINY_VIT, vision_batch=2, small_batch=2, steps=1,
+                 budgets={"matmul": 15, "compare": 60, "compare-compiled": 160, "compare-modernbert": 200,
+                          "cuda-graphs": 70, "fit-16-mixed": 35, "fsdp": 60, "cifar-epoch": 70,
+                          "nonfinite": 30}),  # 700 s
+    "cpu-smoke": Sizes(text=_TINY_TEXT, modern_text=_TINY_MODERN, batch=2, seq=16, vision=_TINY_VIT, vision_batch=2, small_batch=2, steps=1,
                        warmup=1, rounds=1, matmul=64, masked_multiple=4, fit_text=_TINY_TEXT, fit_steps=2,
                        fsdp_layers=1, fsdp_batch=2, fsdp_seq=16, fsdp_steps=2),
 }
@@ -89,10 +96,13 @@ def part_matmul(s: Sizes, device: str, root: str) -> dict:
                       "TFLOP/s": matmul_peak(device, d, s.matmul) / 1e12} for d in dtypes]}
 
 
-def _compare(s: Sizes, device: str, compiled: bool) -> dict:
-    result = compare(config_of(s.text, max_position_embeddings=max(512, s.seq)), s.batch, s.seq, s.steps,
-                           s.warmup, s.rounds, compiled, config_of(s.vision), s.vision_batch, device,
-                           matmul_size=s.matmul)
+def _compare(s: Sizes, device: str, compiled: bool, modern: bool = False) -> dict:
+    """``compare`` at the suite's text shape with its ViT, or (``modern``) at its ModernBERT shape without the
+    vision and Lightning rows (measured at the BERT shape; kept out to fit the time box)."""
+    text = config_of(s.modern_text if modern else s.text, max_position_embeddings=max(512, s.seq))
+    result = compare(text, s.batch, s.seq, s.steps, s.warmup, s.rounds, compiled,
+                     None if modern else config_of(s.vision), s.vision_batch, device, matmul_size=s.matmul,
+                     lightning=not modern)
     rows = [{"contender": r["contender"], "throughput": r["per_s"], "unit": f"{r['unit']}/s",
              "x reference": r["ratio"], "useful MFU %": 100 * r["mfu"], "ms/step": r["ms_per_step"],
              "peak GiB": r["peak_mem_gib"]} for r in result["rows"]]
@@ -100,7 +110,8 @@ def _compare(s: Sizes, device: str, compiled: bool) -> dict:
     return {"rows": rows, "notes": result["notes"] + [
         f"MFU against a {t['matmul_dtype']} matmul of {t['matmul_peak_flops'] / 1e12:,.4g} TFLOP/s measured in "
         f"this part; {result['precision']}; median of {t['rounds']} interleaved windows of {t['steps_per_window']} "
-        f"steps; text batch {s.batch} x {s.seq}, {s.vision[0]} batch {s.vision_batch}"], "compare": result}
+        f"steps; {(s.modern_text if modern else s.text)[0]} batch {s.batch} x {s.seq}"
+        + ("" if modern else f", {s.vision[0]} batch {s.vision_batch}")], "compare": result}
 
 
 def part_compare(s: Sizes, device: str, root: str) -> dict:
@@ -114,6 +125,16 @@ def part_compare_compiled(s: Sizes, device: str, root: str) -> dict:
     if device != "cuda":
         return {"rows": [{"contender": "every row + torch.compile", "status": SKIPPED}]}
     return _compare(s, device, compiled=True)
+
+
+def part_compare_modernbert(s: Sizes, device: str, root: str) -> dict:
+    """(a) at the ModernBERT shape: bigmodel plain, with document masks, vs HF ModernBertForMaskedLM (sdpa) with
+    bigmodel's weights; eager and (on a GPU) ``torch.compile``d. In its own part, so that running out of time here
+    leaves the BERT-shape rows whole."""
+    out = _compare(s, device, compiled=device == "cuda", modern=True)
+    if device != "cuda":
+        out["rows"].append({"contender": "every row + torch.compile", "status": SKIPPED})
+    return out
 
 
 def _tokenizer(vocab_size: int, root: str):
