@@ -109,3 +109,27 @@ def test_train_accuracy_is_computed_only_on_the_steps_the_loggers_write(pydoc_te
     logged = {int(r["step"]): float(r["train/acc"]) for r in rows}
     assert sorted(logged) == [1, 3, 5] and len(calls) == 3  # steps 2, 4, 6 (0-based 1, 3, 5) of 6
     assert [round(v, 6) for v in logged.values()] == [round(v, 6) for v in calls]
+
+
+def test_a_bf16_autocast_step_on_cpu_matches_fp32_within_bf16_precision(pydoc_text):
+    """experiments/trainer/cpu-bf16.yaml (Lightning's bf16-mixed: CPU autocast): the loss and every gradient of an
+    MLM step agree with fp32 to bf16's precision, so the faster precision trains the same model."""
+    tok = train_wordpiece(pydoc_text.read_text().splitlines(), vocab_size=600)
+    torch.manual_seed(0)
+    ids = torch.randint(10, len(tok), (8, 64))
+    batch = MLMCollator(tok, seed=3)([{"input_ids": row, "epoch": 0, "index": i} for i, row in enumerate(ids)])
+    task = MLMTask(encoder="bert-tiny", vocab_size=len(tok),
+                   encoder_config={"hidden_dropout": 0.0, "attention_dropout": 0.0})
+    results = []
+    for autocast in (False, True):
+        task.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = task._step(batch)[0]
+        loss.backward()
+        results.append((loss.detach().float(), [p.grad.clone() for p in task.parameters()]))
+    (loss32, grads32), (loss16, grads16) = results
+    torch.testing.assert_close(loss16, loss32, rtol=1e-2, atol=0)
+    for g32, g16 in zip(grads32, grads16):
+        assert g16.dtype == torch.float32  # the weights' gradients stay fp32 (master weights)
+        cos = torch.nn.functional.cosine_similarity(g32.flatten(), g16.flatten(), dim=0)
+        assert cos > 0.99 or g32.norm() < 1e-6

@@ -45,13 +45,13 @@ PARTS: dict[str, tuple[Callable[[Sizes, str, str], dict], str]] = {
     "matmul": (part_matmul, "matrix ceilings (torch.mm)"),
     "compare": (part_compare, "(a) bigmodel vs HF BertForMaskedLM and timm ViT, eager"),
     "compare-compiled": (part_compare_compiled, "(a) the same, eager and torch.compile"),
-    "compare-modernbert": (part_compare_modernbert, "(a) at modernbert-base: bigmodel (and with document masks) vs HF "
-                                                    "ModernBertForMaskedLM, eager and torch.compile"),
     "cuda-graphs": (part_cuda_graphs, "(b) MLM step with static masked counts: eager, compiled, CUDA graphs"),
     "fit-16-mixed": (part_fit_16_mixed, "(c) a short 16-mixed fit to the end"),
     "fsdp": (part_fsdp, "(d) FSDP on one GPU: fit, sharded save, resume, clipping"),
     "cifar-epoch": (part_cifar_epoch, "(e) CIFAR-10 ViT recipe: seconds per epoch, on-device augmentation"),
     "nonfinite": (part_nonfinite, "(f) Lightning loop with and without the sync-free non-finite check"),
+    "compare-modernbert": (part_compare_modernbert, "(a) at modernbert-base: bigmodel (and with document masks) vs HF "
+                                                    "ModernBertForMaskedLM, eager and torch.compile"),
 }
 
 
@@ -111,18 +111,24 @@ def run_suite(suite: str, out: str | Path, parts: list[str] | None = None, comma
               "device": torch.cuda.get_device_name() if device == "cuda" else cpu_name(),
               "threads": torch.get_num_threads(), "python": platform.python_version(),
               "versions": library_versions(), "parts": {}}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     for name in parts or list(PARTS):
         print(f"suite: {name} ...", flush=True)
         report["parts"][name] = run_part(name, sizes, device, sizes.budgets.get(name, 60.0))
         print(f"suite: {name}: {report['parts'][name]['status']} ({report['parts'][name]['seconds']} s)", flush=True)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "suite.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    text = markdown(report)
-    (out / "suite.md").write_text(text + "\n")
+        text = _write(out, report)  # after every part: a run stopped from outside keeps the parts it finished
     print(json.dumps({k: v for k, v in report.items() if k != "parts"}, indent=2))
     print(text)
     return report
+
+
+def _write(out: Path, report: dict) -> str:
+    """suite.json and suite.md in ``out`` as they stand; returns the Markdown."""
+    (out / "suite.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    text = markdown(report)
+    (out / "suite.md").write_text(text + "\n")
+    return text
 
 
 def _cell(value: Any) -> str:
