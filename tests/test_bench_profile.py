@@ -11,7 +11,7 @@ from bigmodel.commands import bench
 from bigmodel.commands.bench import levers as bench_levers
 from bigmodel.commands.bench import profile as bench_profile
 from bigmodel.commands.bench.profile import NAMES, OTHER, assign, categorise, module_labels, table
-from bigmodel.nn import EncoderConfig
+from bigmodel.nn import EncoderConfig, dropout
 
 
 def test_smoke_profile_categories_add_up_to_the_measured_step(capsys, monkeypatch):
@@ -83,7 +83,9 @@ def test_levers_ratios_are_per_round_against_the_fp32_baseline(monkeypatch):
         out = bench_levers.levers(cfg, 2, 16, window=1, rounds=2, matmul_size=64, compile=False)
     finally:
         torch.set_num_threads(threads)
-    assert [r["lever"] for r in out["rows"]] == ["fp32 eager (baseline)", "bf16 autocast", "1 thread (not 2)"]
+    assert [r["lever"] for r in out["rows"]] == ["fp32 eager (baseline)", "bf16 autocast", bench_levers.TORCH_MASKS,
+                                                 "1 thread (not 2)"]
+    assert dropout.CHEAP_CPU_MASK  # the torch-masks row put the switch back
     base = seen["t"]["fp32 eager (baseline)"]["windows"]
     for r in out["rows"]:
         windows = seen["t"][r["lever"]]["windows"]

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bigmodel.nn.config import EncoderConfig
+from bigmodel.nn.dropout import dropout, uses_cheap_mask
 
 Rotary = tuple[torch.Tensor, torch.Tensor]  # (cos, sin), each (B or 1, S, head_dim)
 
@@ -124,8 +125,7 @@ def explicit_attention(
     if mask is not None:
         weights = weights.masked_fill(~mask, 0.0)
     if dropout_p > 0.0:
-        weights_dropped = F.dropout(weights, p=dropout_p)
-        return weights_dropped @ v, weights
+        return dropout(weights, dropout_p) @ v, weights
     return weights @ v, weights
 
 
@@ -187,6 +187,8 @@ class Attention(nn.Module):
         weights = None
         if need_weights:
             out, weights = explicit_attention(q, k, v, mask, self.causal, dropout_p)
+        elif uses_cheap_mask(q, dropout_p):  # SDPA with dropout on CPU is this math with a dearer mask (nn/dropout.py)
+            out = explicit_attention(q, k, v, mask, self.causal, dropout_p)[0]
         else:
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=self.causal and mask is None

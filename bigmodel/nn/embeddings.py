@@ -9,6 +9,7 @@ from torch import nn
 
 from bigmodel.nn.config import EncoderConfig
 from bigmodel.nn.norm import make_norm
+from bigmodel.nn.dropout import Dropout
 
 
 def sinusoidal_encoding(num_positions: int, dim: int) -> torch.Tensor:
@@ -38,7 +39,7 @@ class TextEmbeddings(nn.Module):
             nn.Embedding(config.type_vocab_size, config.hidden_size) if config.type_vocab_size > 0 else None
         )
         self.norm = make_norm(config)
-        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.dropout = Dropout(config.hidden_dropout)
 
     def forward(
         self,

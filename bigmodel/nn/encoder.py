@@ -25,6 +25,7 @@ from bigmodel.nn.attention import (
 from bigmodel.nn.config import EncoderConfig
 from bigmodel.nn.embeddings import TextEmbeddings
 from bigmodel.nn.norm import make_norm
+from bigmodel.nn.dropout import Dropout
 
 class EncoderOutput(NamedTuple):
     last_hidden_state: torch.Tensor  # (B, S, H)
@@ -69,7 +70,7 @@ class Block(nn.Module):
             self.cross_norm = make_norm(config)
         self.ffn = FeedForward(config)
         self.ffn_norm = make_norm(config)
-        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.dropout = Dropout(config.hidden_dropout)
 
     def forward(
         self,

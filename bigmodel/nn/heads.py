@@ -10,6 +10,7 @@ from torch import nn
 
 from bigmodel.nn.config import EncoderConfig
 from bigmodel.nn.norm import make_norm
+from bigmodel.nn.dropout import Dropout
 
 
 def _gelu(config: EncoderConfig) -> nn.GELU:
@@ -87,7 +88,7 @@ class ClassificationHead(nn.Module):
             raise ValueError(f"pooling {pooling!r}: choose one of {', '.join(POOLINGS)}")
         self.pooling = pooling
         self.pooler = (pooler if pooler is not None else Pooler(hidden_size)) if pooling == "pooler" else None
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.classifier = nn.Linear(hidden_size, num_classes)
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:

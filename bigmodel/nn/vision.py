@@ -16,6 +16,7 @@ from torch import nn
 from bigmodel.nn.config import EncoderConfig
 from bigmodel.nn.convert import convert_hf_vit, is_hf_vit, load_matching
 from bigmodel.nn.encoder import EncoderOutput, TransformerEncoder, init_weights
+from bigmodel.nn.dropout import Dropout
 
 
 def resample_position_embeddings(
@@ -70,7 +71,7 @@ class PatchEmbeddings(nn.Module):
         self.position_embeddings = nn.Parameter(torch.zeros(1, 1 + self.grid * self.grid, config.hidden_size))
         nn.init.trunc_normal_(self.position_embeddings, std=config.initializer_range)
         nn.init.trunc_normal_(self.cls_token, std=config.initializer_range)
-        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.dropout = Dropout(config.hidden_dropout)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, 1 + N, D)
         B, _, H, W = pixel_values.shape

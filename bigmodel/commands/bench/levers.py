@@ -1,5 +1,6 @@
 """Candidate levers on the CPU MLM step (``--profile --levers``): the plain fp32 step against bf16 autocast,
-``torch.compile`` of each encoder block and one thread, interleaved in one process, with the CPU's bf16 flags and
+``torch.compile`` of each encoder block, torch's own dropout masks (the step before bigmodel's cheaper CPU mask) and
+one thread, interleaved in one process, with the CPU's bf16 flags and
 both matmul ceilings measured in the run.
 
     python -m bigmodel.commands.bench --profile --levers --rounds 7      # CPU default: bert-mini, batch 32 x 128
@@ -16,10 +17,11 @@ import torch
 
 from bigmodel.commands.bench.measure import (Contender, cpu_flags, interleave, matmul_peak, mlm_batch, mlm_step,
                                              plain_contender)
-from bigmodel.nn import EncoderConfig
+from bigmodel.nn import EncoderConfig, dropout
 
 BASELINE = "fp32 eager (baseline)"
 COMPILED = "torch.compile of each block"
+TORCH_MASKS = "torch's dropout masks (F.dropout; SDPA's dropout fallback)"
 
 
 def _threads(window: Callable[[int], float], threads: int) -> Callable[[int], float]:
@@ -34,11 +36,24 @@ def _threads(window: Callable[[int], float], threads: int) -> Callable[[int], fl
     return run
 
 
+def _torch_masks(window: Callable[[int], float]) -> Callable[[int], float]:
+    """``window`` with dropout drawn as torch draws it (``nn/dropout.py``'s switch), restored after: the path
+    before bigmodel's cheaper CPU mask, so its row reads as the lever's before/after."""
+    def run(n: int) -> float:
+        dropout.CHEAP_CPU_MASK = False
+        try:
+            return window(n)
+        finally:
+            dropout.CHEAP_CPU_MASK = True
+    return run
+
+
 def levers(cfg: EncoderConfig, batch: int = 32, seq: int = 128, window: int = 2, warmup: int = 1, rounds: int = 7,
            matmul_size: int = 2048, compile: bool = True) -> dict:
     """The plain fp32 step against candidate levers, interleaved in one process (``interleave``): bf16 autocast,
     ``torch.compile`` of each encoder block (inductor; its compile seconds: the warm-up window less the baseline's),
-    and one thread instead of ``torch.get_num_threads()``. Per lever the median over rounds of (baseline window /
+    torch's dropout masks instead of bigmodel's cheaper CPU ones (``nn/dropout.py``), and one thread instead of
+    ``torch.get_num_threads()``. Per lever the median over rounds of (baseline window /
     lever window): above 1 is faster. Also the fp32 and bf16 matmul ceilings and the CPU's bf16 flags."""
     data = mlm_batch(cfg.vocab_size, batch, seq, "cpu")
     threads = torch.get_num_threads()
@@ -48,13 +63,16 @@ def levers(cfg: EncoderConfig, batch: int = 32, seq: int = 128, window: int = 2,
         built[COMPILED] = mlm_step(cfg, batch, seq, "fp32", "cpu", data=data)
         for layer in built[COMPILED][1].encoder.layers:
             layer.compile()
+    if cfg.hidden_dropout or cfg.attention_dropout:
+        built[TORCH_MASKS] = mlm_step(cfg, batch, seq, "fp32", "cpu", data=data)
     if threads > 1:
         built[f"1 thread (not {threads})"] = mlm_step(cfg, batch, seq, "fp32", "cpu", data=data)
     contenders: list[Contender] = []
     first: dict[str, float] = {}  # seconds of each contender's first window: the warm-up (and compilation)
     for name, (step, model, opt) in built.items():
         c = plain_contender(name, "text", step, model, opt, "cpu", batch * seq, 0.0, 0.0)
-        window_fn = _threads(c.window, 1) if name.startswith("1 thread") else c.window
+        window_fn = (_threads(c.window, 1) if name.startswith("1 thread") else _torch_masks(c.window)
+                     if name == TORCH_MASKS else c.window)
 
         def timed(n: int, name: str = name, window_fn: Callable[[int], float] = window_fn) -> float:
             start = time.perf_counter()

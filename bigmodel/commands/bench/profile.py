@@ -37,6 +37,8 @@ from bigmodel.commands.bench.loop import lightning_contender, quiet_lightning
 from bigmodel.commands.bench.measure import (cpu_name, interleave, matmul_peak, mlm_batch, mlm_step, plain_contender,
                                              train_flops_per_token)
 from bigmodel.nn import EncoderConfig
+from bigmodel.nn import attention
+from bigmodel.nn.dropout import Dropout
 from bigmodel.nn.heads import MLMHead
 
 DEFAULTS = {"preset": "bert-mini", "batch_size": 32, "steps": 2, "warmup": 2, "rounds": 5}
@@ -48,7 +50,8 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
                            "nllloss")),
     ("embedding forward/backward", (f"{PREFIX}embedding", "embedding")),
     ("dropout", (f"{PREFIX}dropout", "dropout", "bernoulli")),
-    ("attention (SDPA, softmax, masks)", ("scaled_dot_product", "softmax", "masked_fill", "maskedfill")),
+    ("attention (SDPA, softmax, masks)", (f"{PREFIX}attention", "scaled_dot_product", "softmax", "masked_fill",
+                                          "maskedfill")),
     ("matrix products", ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::linear", "aten::matmul",
                          "mmbackward", "addmmbackward", "bmmbackward", "matmulbackward")),
     ("normalisation and activations", ("layer_norm", "layernorm", "rms_norm", "rmsnorm", "gelu", "silu", "tanh")),
@@ -59,7 +62,8 @@ NAMES = [name for name, _ in CATEGORIES] + [OPTIMIZER, OTHER]
 _OPTIMIZER_EVENTS = ("optimizer.step", "optimizer.zero_grad", "_fused_adamw", "_foreach_")
 _PHASE = f"{PREFIX}phase"  # forward/backward inside Lightning's optimizer closure: not the optimizer's
 _STEP = f"{PREFIX}step"
-_LABELS = {MLMHead: f"{PREFIX}mlm_head", nn.Embedding: f"{PREFIX}embedding", nn.Dropout: f"{PREFIX}dropout"}
+_LABELS = {MLMHead: f"{PREFIX}mlm_head", nn.Embedding: f"{PREFIX}embedding", nn.Dropout: f"{PREFIX}dropout",
+           Dropout: f"{PREFIX}dropout"}
 
 
 def category_of(name: str) -> str | None:
@@ -85,9 +89,17 @@ def module_labels(model: nn.Module) -> Iterator[None]:
             spans.pop().__exit__(None, None, None)
 
         handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
+    explicit = attention.explicit_attention  # attention's explicit path (CPU training with dropout) is matmuls too
+
+    def labelled(*args: Any, **kwargs: Any) -> Any:
+        with record_function(f"{PREFIX}attention"):
+            return explicit(*args, **kwargs)
+
+    attention.explicit_attention = labelled
     try:
         yield
     finally:
+        attention.explicit_attention = explicit
         for h in handles:
             h.remove()
 
