@@ -68,8 +68,7 @@ def export(ckpt_path: str | None = None, out: str | None = None, family: str | N
             raise ValueError(f"a {task!r} checkpoint has no Hugging Face BERT/RoBERTa equivalent; export an MLM or "
                              "a text classification checkpoint")
         config = EncoderConfig.from_dict(meta["encoder_config"])
-        natural = "modernbert" if config.position_embedding == "rope" else \
-            "roberta" if config.position_offset else "bert"
+        natural = config.hf_family
         family = family or natural
         if family != natural and "modernbert" in (family, natural):
             raise ValueError(f"only modernbert has rotary positions; this encoder is a {natural}: export with "

@@ -143,6 +143,12 @@ class EncoderConfig:
             activation=HF_ACTIVATIONS[act],
         )
 
+    @property
+    def hf_family(self) -> str:
+        """The Hugging Face text family that holds this encoder as it is: ``modernbert`` for rotary positions,
+        ``roberta`` for a position offset, else ``bert`` (what ``export`` writes by default)."""
+        return "modernbert" if self.position_embedding == "rope" else "roberta" if self.position_offset else "bert"
+
     def to_hf(self, model_type: str) -> dict[str, Any]:
         """The ``config.json`` fields of this encoder as a Hugging Face ``model_type`` (inverse of ``from_hf``)."""
         if model_type not in HF_TEXT_FAMILIES:

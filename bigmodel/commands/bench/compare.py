@@ -40,17 +40,11 @@ DOCUMENTS_ROW = "bigmodel MLM, document masks"
 
 
 HF_ATTENTION = "sdpa"  # transformers 5 runs BERT and ModernBERT on SDPA without flash-attn (sliding windows as masks)
-_HF_CLASS = {"bert": "Bert", "modernbert": "ModernBert"}
-
-
-def hf_family(cfg: EncoderConfig) -> str:
-    """The Hugging Face masked LM of ``cfg``'s shape: ModernBERT for rotary positions (as ``bigmodel export`` picks
-    it), BERT otherwise."""
-    return "modernbert" if cfg.position_embedding == "rope" else "bert"
+_HF_CLASS = {"bert": "Bert", "roberta": "Roberta", "modernbert": "ModernBert"}
 
 
 def hf_reference_name(cfg: EncoderConfig) -> str:
-    return f"HF {_HF_CLASS[hf_family(cfg)]}ForMaskedLM ({HF_ATTENTION})"
+    return f"HF {_HF_CLASS[cfg.hf_family]}ForMaskedLM ({HF_ATTENTION})"
 
 
 def hf_mlm_step(cfg: EncoderConfig, data: dict, dtype: str, device: str, compile: bool, ours: nn.Module):
@@ -60,7 +54,7 @@ def hf_mlm_step(cfg: EncoderConfig, data: dict, dtype: str, device: str, compile
     every position, labels -100 outside the masked ones."""
     import transformers
 
-    family = hf_family(cfg)
+    family = cfg.hf_family
     name = _HF_CLASS[family]
     config = getattr(transformers, f"{name}Config")(**cfg.to_hf(family), attn_implementation=HF_ATTENTION)
     model = getattr(transformers, f"{name}ForMaskedLM")(config)
