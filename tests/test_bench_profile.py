@@ -10,7 +10,9 @@ from torch.profiler import ProfilerActivity, profile
 from bigmodel.commands import bench
 from bigmodel.commands.bench import levers as bench_levers
 from bigmodel.commands.bench import profile as bench_profile
-from bigmodel.commands.bench.profile import NAMES, OTHER, assign, categorise, module_labels, table
+from bigmodel.commands.bench import categories
+from bigmodel.commands.bench.categories import NAMES, OTHER, assign, categorise, module_labels
+from bigmodel.commands.bench.profile import table
 from bigmodel.nn import EncoderConfig, dropout
 
 
@@ -47,7 +49,7 @@ def test_backward_nodes_take_the_label_of_their_forward_op():
     model = nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.5)).train()
     x = torch.randn(4, 8)
     with module_labels(model), profile(activities=[ProfilerActivity.CPU]) as prof:
-        with record_function(bench_profile._STEP):
+        with record_function(categories.STEP):
             (model(x) * torch.full((8,), 3.0)).sum().backward()
     events = list(prof.events())
     assigned = assign(events)
@@ -61,14 +63,14 @@ def test_backward_nodes_take_the_label_of_their_forward_op():
 
 
 def test_category_names_follow_the_op_names():
-    assert bench_profile.category_of("aten::_scaled_dot_product_flash_attention_for_cpu") == \
+    assert categories.category_of("aten::_scaled_dot_product_flash_attention_for_cpu") == \
         "attention (SDPA, softmax, masks)"
-    assert bench_profile.category_of("aten::log_softmax") == "MLM head and loss"  # not attention's softmax
-    assert bench_profile.category_of("aten::embedding_dense_backward") == "embedding forward/backward"
-    assert bench_profile.category_of("autograd::engine::evaluate_function: NativeLayerNormBackward0") == \
+    assert categories.category_of("aten::log_softmax") == "MLM head and loss"  # not attention's softmax
+    assert categories.category_of("aten::embedding_dense_backward") == "embedding forward/backward"
+    assert categories.category_of("autograd::engine::evaluate_function: NativeLayerNormBackward0") == \
         "normalisation and activations"
-    assert bench_profile.category_of("aten::addmm") == "matrix products"
-    assert bench_profile.category_of("aten::add") is None
+    assert categories.category_of("aten::addmm") == "matrix products"
+    assert categories.category_of("aten::add") is None
 
 
 def test_levers_ratios_are_per_round_against_the_fp32_baseline(monkeypatch):

@@ -7,11 +7,9 @@ against the candidate levers instead (``levers``).
 
 The two bigmodel rows of ``--compare`` (plain PyTorch; ``MLMTask`` through Lightning's loop) are timed unprofiled in
 interleaved windows (the fraction of the ceiling comes from these), then each profiled over a few steps. Every
-event's *self* time goes to exactly one category, so the categories add up to the profiled step: that of its
-outermost categorised ancestor (a module label or an op name, ``CATEGORIES``); a backward node takes the label of
-the forward op that made it (the autograd sequence number). Module labels name the ops whose names say nothing
-(``_LABELS``: the MLM head, embeddings, dropout). In Lightning's loop forward and backward run inside
-``Optimizer.step`` (the closure) and are labelled as phases, so they are not the optimizer's. What each category
+event's *self* time goes to exactly one category (``categories``), so the categories add up to the profiled step.
+In Lightning's loop forward and backward run inside ``Optimizer.step`` (the closure) and are labelled as phases, so
+they are not the optimizer's. What each category
 and "everything else" hold: the bench README, "Where the CPU step's time goes".
 """
 
@@ -20,9 +18,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from typing import Any
 
 import lightning as L
@@ -36,131 +33,11 @@ from bigmodel.commands.bench.levers import levers, levers_table
 from bigmodel.commands.bench.loop import lightning_contender, quiet_lightning
 from bigmodel.commands.bench.measure import (cpu_name, interleave, matmul_peak, mlm_batch, mlm_step, plain_contender,
                                              train_flops_per_token)
+from bigmodel.commands.bench.categories import PHASE, STEP, NAMES, categorise, module_labels
 from bigmodel.nn import EncoderConfig
-from bigmodel.nn import attention
-from bigmodel.nn.dropout import Dropout
-from bigmodel.nn.heads import MLMHead
 
 DEFAULTS = {"preset": "bert-mini", "batch_size": 32, "steps": 2, "warmup": 2, "rounds": 5}
 PLAIN, LIGHTNING = "bigmodel MLM, plain PyTorch", "bigmodel MLMTask, Lightning Trainer"  # as --compare names them
-PREFIX = "bench.profile::"  # the record_function labels this module adds
-# (category, substrings of lower-cased event names), checked in this order: the first that matches names it
-CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
-    ("MLM head and loss", (f"{PREFIX}mlm_head", "cross_entropy", "log_softmax", "logsoftmax", "nll_loss",
-                           "nllloss")),
-    ("embedding forward/backward", (f"{PREFIX}embedding", "embedding")),
-    ("dropout", (f"{PREFIX}dropout", "dropout", "bernoulli")),
-    ("attention (SDPA, softmax, masks)", (f"{PREFIX}attention", "scaled_dot_product", "softmax", "masked_fill",
-                                          "maskedfill")),
-    ("matrix products", ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::linear", "aten::matmul",
-                         "mmbackward", "addmmbackward", "bmmbackward", "matmulbackward")),
-    ("normalisation and activations", ("layer_norm", "layernorm", "rms_norm", "rmsnorm", "gelu", "silu", "tanh")),
-]
-OPTIMIZER = "optimizer (AdamW, zero_grad)"
-OTHER = "everything else"
-NAMES = [name for name, _ in CATEGORIES] + [OPTIMIZER, OTHER]
-_OPTIMIZER_EVENTS = ("optimizer.step", "optimizer.zero_grad", "_fused_adamw", "_foreach_")
-_PHASE = f"{PREFIX}phase"  # forward/backward inside Lightning's optimizer closure: not the optimizer's
-_STEP = f"{PREFIX}step"
-_LABELS = {MLMHead: f"{PREFIX}mlm_head", nn.Embedding: f"{PREFIX}embedding", nn.Dropout: f"{PREFIX}dropout",
-           Dropout: f"{PREFIX}dropout"}
-
-
-def category_of(name: str) -> str | None:
-    low = name.lower()
-    return next((cat for cat, keys in CATEGORIES if any(k in low for k in keys)), None)
-
-
-@contextmanager
-def module_labels(model: nn.Module) -> Iterator[None]:
-    """``record_function`` spans around the forward of the modules whose ops have uninformative names
-    (``_LABELS``), removed on exit."""
-    handles = []
-    for module in model.modules():
-        label = next((lab for cls, lab in _LABELS.items() if isinstance(module, cls)), None)
-        if label is None:
-            continue
-        spans: list[Any] = []
-
-        def enter(m: nn.Module, args: Any, spans: list = spans, label: str = label) -> None:
-            spans.append(record_function(label).__enter__())
-
-        def leave(m: nn.Module, args: Any, out: Any, spans: list = spans) -> None:
-            spans.pop().__exit__(None, None, None)
-
-        handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
-    explicit = attention.explicit_attention  # attention's explicit path (CPU training with dropout) is matmuls too
-
-    def labelled(*args: Any, **kwargs: Any) -> Any:
-        with record_function(f"{PREFIX}attention"):
-            return explicit(*args, **kwargs)
-
-    attention.explicit_attention = labelled
-    try:
-        yield
-    finally:
-        attention.explicit_attention = explicit
-        for h in handles:
-            h.remove()
-
-
-def _chain(event: Any) -> list[Any]:
-    """The event and its ancestors, outermost first."""
-    out = []
-    while event is not None:
-        out.append(event)
-        event = event.cpu_parent
-    return out[::-1]
-
-
-def assign(events: list[Any]) -> list[tuple[Any, str]]:
-    """Each event inside a ``_STEP`` span with its category: that of its outermost categorised ancestor (itself
-    included; a backward node also by the label of the forward op that made it), else the optimizer's when an
-    optimizer event encloses it with no forward/backward phase between, else ``OTHER``."""
-    labels: dict[int, str] = {}  # autograd sequence number -> the label of the forward op that made the node
-    for e in events:
-        if e.sequence_nr >= 0 and not e.name.startswith("autograd::"):
-            label = next((a.name for a in reversed(_chain(e)) if a.name.startswith(PREFIX) and
-                          a.name not in (_STEP, _PHASE)), None)
-            if label is not None:
-                labels.setdefault(e.sequence_nr, label)
-    out = []
-    for e in events:
-        chain = _chain(e)
-        if not any(a.name == _STEP for a in chain):
-            continue
-        category, optimizer = None, False
-        for a in chain:
-            if a.name == _PHASE:
-                optimizer = False
-            elif any(k in a.name.lower() for k in _OPTIMIZER_EVENTS):
-                optimizer = True
-            names = [a.name] + ([labels[a.sequence_nr]] if a.name.startswith("autograd::engine::evaluate_function")
-                                and a.sequence_nr in labels else [])
-            category = next((c for c in map(category_of, reversed(names)) if c is not None), None)
-            if category is not None:
-                break
-        out.append((e, category or (OPTIMIZER if optimizer else OTHER)))
-    return out
-
-
-def categorise(events: list[Any]) -> tuple[dict[str, float], dict[str, float], float]:
-    """Self CPU time (s) per category over the events inside ``_STEP`` spans (``assign``), the uncategorised
-    events' self time by name (what "everything else" holds; the spans' own self time, Python between ops, as
-    "(no op: Python between ops)"), and the spans' total time (s)."""
-    times = dict.fromkeys(NAMES, 0.0)
-    other: dict[str, float] = defaultdict(float)
-    total = 0.0
-    for e, category in assign(events):
-        if e.name == _STEP:
-            total += e.cpu_time_total / 1e6
-        seconds = e.self_cpu_time_total / 1e6
-        times[category] += seconds
-        if category == OTHER:
-            other["(no op: Python between ops)" if e.name in (_STEP, _PHASE) else e.name] += seconds
-    return times, dict(other), total
-
-
 def _result(prof: profile, steps: int, wall: float) -> dict:
     """Per step: the categories' self time, "everything else" by op (largest first), profiled and wall time."""
     times, other, total = categorise(list(prof.events()))
@@ -175,7 +52,7 @@ def profile_plain(step: Callable[[], Any], model: nn.Module, steps: int) -> dict
     with module_labels(model), profile(activities=[ProfilerActivity.CPU]) as prof:
         start = time.perf_counter()
         for _ in range(steps):
-            with record_function(_STEP):
+            with record_function(STEP):
                 step()
         wall = time.perf_counter() - start
     return _result(prof, steps, wall)
@@ -183,8 +60,8 @@ def profile_plain(step: Callable[[], Any], model: nn.Module, steps: int) -> dict
 
 class ProfileWindow(Callback):
     """Profiles batches ``after`` + 1 ... ``after`` + ``steps`` of a Lightning fit in the trainer's own thread (the
-    profiler sees only the thread that starts it): each a ``_STEP`` span from one batch's end to the next, so the
-    loop's work between batches counts; the task's ``training_step`` and ``backward`` run as ``_PHASE`` spans."""
+    profiler sees only the thread that starts it): each a ``STEP`` span from one batch's end to the next, so the
+    loop's work between batches counts; the task's ``training_step`` and ``backward`` run as ``PHASE`` spans."""
 
     def __init__(self, task: L.LightningModule, after: int, steps: int) -> None:
         self.after, self.steps, self.count, self.wall = after, steps, 0, 0.0
@@ -197,7 +74,7 @@ class ProfileWindow(Callback):
     @staticmethod
     def _phase(fn: Callable) -> Callable:
         def wrapped(*args: Any, **kwargs: Any) -> Any:
-            with record_function(_PHASE):
+            with record_function(PHASE):
                 return fn(*args, **kwargs)
         return wrapped
 
@@ -215,7 +92,7 @@ class ProfileWindow(Callback):
             self.stack.close()
             self.result = _result(self.prof, self.steps, self.wall)
         elif self.after <= self.count < self.after + self.steps:
-            self.span = record_function(_STEP).__enter__()
+            self.span = record_function(STEP).__enter__()
 
 
 def profile_step(cfg: EncoderConfig, batch: int = 32, seq: int = 128, steps: int = 3, warmup: int = 2,
