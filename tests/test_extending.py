@@ -193,7 +193,7 @@ def test_a_labs_text_encoder_goes_under_bigmodels_classification_head():
 
 def test_a_labs_text_encoder_trains_by_class_path_and_its_checkpoint_rebuilds_it(tmp_path):
     args = ["-c", TOPICS_CONVTEXT, "-c", CPU, "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"), *QUIET]
-    fit = BigModelCLI(args=["fit", *args, "--trainer.max_steps", "40", "--trainer.val_check_interval", "20"])
+    fit = BigModelCLI(args=["fit", *args, "--trainer.max_steps", "112"])  # 4 epochs of 28 batches, ~5 s
     best = fit.trainer.checkpoint_callback.best_model_path
     ckpt = torch.load(best, weights_only=True)  # plain data
     assert ckpt["hyper_parameters"]["encoder"] == {
@@ -204,7 +204,11 @@ def test_a_labs_text_encoder_trains_by_class_path_and_its_checkpoint_rebuilds_it
     labels = torch.tensor([ex["labels"] for ex in tested.datamodule.datasets["test"]])
     shares = torch.bincount(labels).float() / len(labels)
     prior = -(shares[shares > 0] * shares[shares > 0].log()).sum()  # knowing only how often each page occurs
-    assert tested.trainer.callback_metrics["test/loss"] < prior
+    # Learned from the text, not only the class shares: at 40 steps the loss sat at the prior and one CPU's rounding
+    # put it above (CI, AVX-512: 1.837 vs 1.828). At 4 epochs, seeds 1-3 gave 1.34-1.43 and accuracy 0.45-0.51
+    # against a majority share of 0.33.
+    metrics = tested.trainer.callback_metrics
+    assert metrics["test/loss"] < prior - 0.2 and metrics["test/acc"] > shares.max() + 0.05, (metrics, prior)
 
     from bigmodel.tasks import ClassificationTask
 
