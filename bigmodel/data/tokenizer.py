@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -109,14 +110,22 @@ def tokenizer_files(tokenizer: PreTrainedTokenizerBase) -> dict[str, str]:
 
 
 def _from_files(files: dict[str, str], cache_dir: Path) -> PreTrainedTokenizerBase:
+    """A checkpoint's tokenizer files as a directory named by their hash, written whole before it appears: two
+    processes loading the same checkpoint at once (a sweep's seeds, test beside predict) never see half of it."""
     digest = hashlib.sha256("".join(f"{k}\0{v}" for k, v in sorted(files.items())).encode()).hexdigest()[:16]
     target = cache_dir / "tokenizers" / digest
-    if not (target / "tokenizer_config.json").exists():
-        target.mkdir(parents=True, exist_ok=True)
+    if not all((target / name).is_file() for name in files):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{digest}.", dir=target.parent))
         for name, text in files.items():
-            tmp = target / f".{name}.{os.getpid()}"
-            tmp.write_text(text, encoding="utf-8")
-            tmp.replace(target / name)
+            (tmp / name).write_text(text, encoding="utf-8")
+        try:
+            tmp.rename(target)
+        except OSError:  # there already (another process, or a copy cut short): fill in each missing file whole
+            for name in files:
+                if not (target / name).is_file():
+                    (tmp / name).replace(target / name)
+            shutil.rmtree(tmp, ignore_errors=True)
     return AutoTokenizer.from_pretrained(str(target))
 
 
