@@ -320,3 +320,16 @@ def test_the_explicit_softmax_row_trains_the_same_step_as_sdpa():
     losses = [mlm_step(cfg, 2, 16, "fp32", "cpu", explicit=explicit, padded=True, data=data)[0]().item()
               for explicit in (False, True)]
     assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+
+
+def test_the_bench_keeps_a_presets_own_vocabulary_unless_told_otherwise():
+    from bigmodel.commands.bench import parser
+    from bigmodel.commands.bench.measure import bench_config
+
+    def config(*argv):
+        return bench_config(parser().parse_args(list(argv)))
+
+    assert config("--preset", "modernbert-mini").vocab_size == 50368  # was 30,522 from the option's default
+    assert config("--preset", "bert-mini").vocab_size == 30522
+    assert config("--preset", "modernbert-mini", "--vocab-size", "100").vocab_size == 100
+    assert config("--preset", "bert-mini", "--seq-len", "1024").max_position_embeddings == 1024

@@ -51,7 +51,7 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", help="encoder preset (default bert-base; with --compare, --profile or --adversarial "
                                     "bert-mini)")
-    p.add_argument("--vocab-size", type=int, default=30522)
+    p.add_argument("--vocab-size", type=int, help="default: the preset's own (BERT 30,522, ModernBERT 50,368)")
     p.add_argument("--batch-size", type=int, help="default 64; with --compare, --profile or --adversarial 32")
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--dtype", choices=["fp32", "bf16"], help="default bf16 (--compare: bf16-mixed on GPU, fp32 on CPU)")

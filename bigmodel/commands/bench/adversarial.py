@@ -12,7 +12,7 @@ import statistics
 import torch
 from torch import nn
 
-from bigmodel.commands.bench.measure import interleave, plain_contender, train_step
+from bigmodel.commands.bench.measure import bench_config, interleave, plain_contender, train_step
 from bigmodel.nn import EncoderConfig, SequenceClassifier
 from bigmodel.tasks.optim import adamw, parameter_groups
 
@@ -57,8 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def from_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    cfg = EncoderConfig.from_name(args.preset, vocab_size=args.vocab_size,
-                                  max_position_embeddings=max(512, args.seq_len))
+    cfg = bench_config(args)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     rows = adversarial_rows(cfg, args.batch_size, args.seq_len, args.steps, args.warmup, args.rounds, device)
     print(f"{args.preset} + 2-class head, batch {args.batch_size} x {args.seq_len}, fp32, AdamW, {device}, "

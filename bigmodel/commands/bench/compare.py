@@ -28,9 +28,9 @@ from lightning.fabric.utilities.throughput import get_available_flops
 from torch import nn
 
 from bigmodel.commands.bench.loop import lightning_contender, quiet_lightning
-from bigmodel.commands.bench.measure import (Contender, cpu_name, document_ids, interleave, library_versions,
-                                             matmul_peak, mlm_batch, mlm_step, plain_contender, train_flops_per_token,
-                                             train_step, vision_step)
+from bigmodel.commands.bench.measure import (Contender, bench_config, cpu_name, document_ids, interleave,
+                                             library_versions, matmul_peak, mlm_batch, mlm_step, plain_contender,
+                                             train_flops_per_token, train_step, vision_step)
 from bigmodel.nn import EncoderConfig, VisionTransformer
 from bigmodel.nn.convert import to_hf
 from bigmodel.tasks.optim import adamw, parameter_groups
@@ -245,7 +245,7 @@ def from_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
     preset, batch, steps, warmup = args.preset, args.batch_size, args.steps, args.warmup
-    cfg = EncoderConfig.from_name(preset, vocab_size=args.vocab_size, max_position_embeddings=max(512, args.seq_len))
+    cfg = bench_config(args)
     vision = None if args.vision_preset == "none" else EncoderConfig.from_name(args.vision_preset)
     result = compare(cfg, batch, args.seq_len, steps, warmup, args.rounds, args.compile, vision,
                      args.vision_batch_size, device, args.json, " ".join([args.prog, *args.argv]),

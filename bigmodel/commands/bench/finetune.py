@@ -17,7 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import torch
 
-from bigmodel.commands.bench.measure import mib
+from bigmodel.commands.bench.measure import bench_config, mib
 from bigmodel.nn import EncoderConfig, SequenceClassifier, num_parameters
 from bigmodel.nn.peft import LoRAConfig, add_lora, set_trainable
 from bigmodel.tasks.optim import adamw, parameter_groups
@@ -91,7 +91,7 @@ def from_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
-    cfg = EncoderConfig.from_name(args.preset, vocab_size=args.vocab_size, max_position_embeddings=max(512, args.seq_len))
+    cfg = bench_config(args)
     rows = finetune_rows(cfg, args.finetune, args.batch_size, args.seq_len, args.steps, args.warmup, device,
                          LoRAConfig(rank=8))
     memory = "peak GPU MiB (allocated)" if device == "cuda" else "peak RSS MiB | of it, added by training"

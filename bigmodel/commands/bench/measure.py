@@ -80,6 +80,13 @@ def train_step(loss_fn, opt: torch.optim.Optimizer, autocast: torch.autocast):
     return step
 
 
+def bench_config(args) -> EncoderConfig:
+    """The preset the command line names, with its own vocabulary unless ``--vocab-size`` says otherwise (a
+    ModernBERT preset keeps its 50,368 tokens, a BERT one 30,522), and positions for at least ``--seq-len``."""
+    vocab = {} if args.vocab_size is None else {"vocab_size": args.vocab_size}
+    return EncoderConfig.from_name(args.preset, **vocab, max_position_embeddings=max(512, args.seq_len))
+
+
 def mlm_batch(vocab_size: int, batch: int, seq: int, device: str, mask_fraction: float = 0.15) -> dict:
     """A synthetic MLM batch as ``MLMCollator`` makes them, without padding: token ids, a fixed number of selected
     positions (flat indices into B*S, sorted) and their labels."""

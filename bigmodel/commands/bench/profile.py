@@ -31,8 +31,8 @@ from torch.profiler import ProfilerActivity, profile
 
 from bigmodel.commands.bench.levers import levers, levers_table
 from bigmodel.commands.bench.loop import lightning_contender, quiet_lightning
-from bigmodel.commands.bench.measure import (cpu_name, interleave, matmul_peak, mlm_batch, mlm_step, plain_contender,
-                                             train_flops_per_token)
+from bigmodel.commands.bench.measure import (bench_config, cpu_name, interleave, matmul_peak, mlm_batch, mlm_step,
+                                             plain_contender, train_flops_per_token)
 from bigmodel.commands.bench.categories import PHASE, STEP, NAMES, categorise, module_labels
 from bigmodel.nn import EncoderConfig
 
@@ -187,8 +187,7 @@ def from_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         print("note: this profile is of the CPU step; the GPU is not used")
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = SMOKE if args.smoke else EncoderConfig.from_name(args.preset, vocab_size=args.vocab_size,
-                                                           max_position_embeddings=max(512, args.seq_len))
+    cfg = SMOKE if args.smoke else bench_config(args)
     name = "smoke shape" if args.smoke else args.preset
     batch, seq = (2, 16) if args.smoke else (args.batch_size, args.seq_len)
     steps, warmup, rounds, size = (1, 1, 1, 64) if args.smoke else (args.steps, args.warmup, args.rounds, 2048)
