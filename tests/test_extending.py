@@ -216,3 +216,19 @@ def test_a_labs_text_encoder_trains_by_class_path_and_its_checkpoint_rebuilds_it
     batch = next(iter(tested.datamodule.test_dataloader()))
     with torch.no_grad():
         torch.testing.assert_close(reloaded(batch), tested.model.eval()(batch))
+
+
+def test_a_checkpoint_from_when_the_tagger_had_bigmodels_task_parts_still_loads(tmp_path):
+    import lightning
+
+    task = TokenTaggingTask(num_classes=2, vocab_size=100)
+    before = {"finetune": "full", "lora": {"rank": 8}, "checkpoint_weights": "all", "nonfinite": "stop"}
+    path = tmp_path / "old.ckpt"  # as the example wrote them when it subclassed Task
+    torch.save({"state_dict": task.state_dict(), "hyper_parameters": {**task.hparams, **before},
+                "pytorch-lightning_version": lightning.__version__}, path)
+    with pytest.warns(UserWarning, match=r"TokenTaggingTask has no part that reads \['checkpoint_weights', 'finetune'"):
+        reloaded = TokenTaggingTask.load_from_checkpoint(path, init_from=None)
+    assert not set(before) & set(reloaded.hparams)  # and its own checkpoints no longer carry them
+    torch.testing.assert_close(reloaded.state_dict(), task.state_dict())
+    with pytest.raises(TypeError, match=r"unexpected argument\(s\) \['finetnue'\]: check their spelling"):
+        TokenTaggingTask(num_classes=2, vocab_size=100, finetnue="lora")  # a typo is not a left-out part

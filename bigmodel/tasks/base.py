@@ -8,6 +8,7 @@ subclass ``TaskBase`` for a network the parts do not fit, and list the parts you
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from typing import Any, ClassVar
@@ -15,7 +16,7 @@ from typing import Any, ClassVar
 import lightning as L
 import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from bigmodel.nn import EncoderConfig, num_parameters
@@ -24,6 +25,12 @@ from bigmodel.tasks.finetuning import FineTuning, Int8Inference
 from bigmodel.tasks.guards import NonFiniteGuard
 from bigmodel.tasks.optim import Schedule, build_optimizer
 from bigmodel.utils.seeding import mix_seed
+
+
+# The init args of the parts in finetuning.py and guards.py: what a task without those parts may still be handed by
+# a checkpoint written when it had them.
+PART_ARGS = frozenset(name for part in (FineTuning, Int8Inference, NonFiniteGuard)
+                      for name, p in inspect.signature(part.__init__).parameters.items() if p.kind == p.KEYWORD_ONLY)
 
 
 class TaskBase(L.LightningModule):
@@ -71,9 +78,11 @@ class TaskBase(L.LightningModule):
         decay: float = 0.1,
         compile: bool = False,
         layer_decay: float = 1.0,
+        **left_out: Any,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()  # collects the init args of the parts and the subclass too
+        self._drop_left_out_parts(left_out)
         if lr <= 0:
             raise ValueError(f"lr must be positive, got {lr}")
         if not 0 < layer_decay <= 1:
@@ -84,6 +93,19 @@ class TaskBase(L.LightningModule):
         self._loaded_from: str | None = None  # the init_from whose weights went in
         self.new_heads: list[str] = []  # heads init_from lacks (load_pretrained draws them): random until trained
 
+
+    def _drop_left_out_parts(self, left_out: dict[str, Any]) -> None:
+        """A checkpoint written while a task had a part it now leaves out (a lab's task moved from ``Task`` to
+        ``TaskBase``) still loads: that part's settings are dropped, said once. Anything else is a typo."""
+        unknown = sorted(set(left_out) - PART_ARGS)
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unexpected argument(s) {unknown}: check their spelling "
+                            f"against the class's init args")
+        if left_out:
+            for name in left_out:
+                self.hparams.pop(name, None)
+            rank_zero_warn(f"{type(self).__name__} has no part that reads {sorted(left_out)} (settings of a "
+                           f"checkpoint written when it had them): ignored")
 
     def encoder_config_for(self, encoder: str, overrides: dict[str, Any] | None, vocab_size: int | None,
                            init_from: str | None, **task_fields: Any) -> EncoderConfig:
