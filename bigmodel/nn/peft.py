@@ -17,6 +17,7 @@ named cross-attention's layers alone).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -202,14 +203,26 @@ def set_trainable(model: nn.Module, finetune: Finetune, encoder: str = "encoder"
             raise ValueError(f"finetune {finetune!r}: choose full, linear_probe, pooler_probe, bitfit or lora")
 
 
-def layer_id(name: str, num_layers: int) -> int:
-    """Depth of a parameter for layer-wise learning-rate decay: embeddings 0, encoder layer i -> i + 1, anything
-    above the encoder (final norm, pooler, head) ``num_layers + 1``."""
-    parts = name.split(".")
-    if "layers" in parts:
-        index = parts.index("layers") + 1
-        if index < len(parts) and parts[index].isdigit():
-            return int(parts[index]) + 1
-    if "embeddings" in parts or "embed" in name:
-        return 0
-    return num_layers + 1
+def decay_exponents(names: Iterable[str]) -> dict[str, int]:
+    """For layer-wise learning-rate decay (ELECTRA, BEiT): parameter name -> how many steps below the top it
+    trains (``lr * layer_decay ** exponent``). An encoder stack is the module holding ``layers.<i>`` with its
+    embeddings beside them; in a stack of L layers, layer i is L - i steps down and the embeddings L + 1. Each stack
+    counts from its own top, so the towers of a multi-tower model (an image tower, a text tower, a fusion encoder)
+    each decay as if alone, not against the deepest one. Anything outside the layers and embeddings (final norms,
+    poolers, projections, heads) is at the top: 0."""
+    names = list(names)
+    where: dict[str, tuple[str, int | None]] = {}  # name -> (stack, layer index; None: the embeddings)
+    for name in names:
+        parts = name.split(".")
+        at = parts.index("layers") if "layers" in parts else -1
+        if 0 <= at < len(parts) - 1 and parts[at + 1].isdigit():
+            where[name] = (".".join(parts[:at]), int(parts[at + 1]))
+        else:
+            at = next((k for k, part in enumerate(parts) if "embed" in part), None)
+            if at is not None:
+                where[name] = (".".join(parts[:at]), None)
+    depth: dict[str, int] = {}  # stack -> its number of layers
+    for stack, index in where.values():
+        depth[stack] = max(depth.get(stack, 0), 0 if index is None else index + 1)
+    return {name: (depth[where[name][0]] + 1 if where[name][1] is None else depth[where[name][0]] - where[name][1])
+            if name in where else 0 for name in names}

@@ -11,7 +11,7 @@ from torch import nn
 from transformers import get_scheduler
 from transformers.optimization import get_wsd_schedule
 
-from bigmodel.nn.peft import layer_id
+from bigmodel.nn.peft import decay_exponents
 
 Schedule = Literal["linear", "cosine", "constant", "wsd", "wsd_sqrt"]
 # warmup-stable-decay's final decay to zero: linear, or 1 - sqrt(progress) (Hagele et al., 2024; ModernBERT's)
@@ -24,24 +24,24 @@ def parameter_groups(model: nn.Module, weight_decay: float, lr: float | None = N
     the model's modules lists in ``no_weight_decay()`` (timm's convention: a ViT's [CLS] token and position
     embeddings, wherever the ViT sits: a classifier's backbone, an image-text model's image tower). Frozen
     parameters are left out (no optimizer state for them). ``layer_decay`` < 1: layer-wise learning-rate decay
-    (ELECTRA, BEiT): a parameter at depth d of L + 1 (``bigmodel.nn.peft.layer_id``) trains at
-    ``lr * layer_decay ** (L + 1 - d)``, the head at ``lr``, the embeddings lowest."""
+    (ELECTRA, BEiT): encoder layer i of L trains at ``lr * layer_decay ** (L - i)``, the embeddings at
+    ``layer_decay ** (L + 1)``, the head at ``lr``; each encoder stack of a multi-tower model counts from its own top
+    (``bigmodel.nn.peft.decay_exponents``; depths from the architecture, frozen parameters included)."""
     skip = no_weight_decay_names(model)
     named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
-    num_layers = 1 + max((int(n.split("layers.")[1].split(".")[0]) for n, _ in named
-                          if "layers." in n and n.split("layers.")[1].split(".")[0].isdigit()), default=-1)
+    steps_down = decay_exponents(name for name, _ in model.named_parameters()) if layer_decay != 1.0 else {}
     groups: dict[tuple[bool, int], dict] = {}
     for name, p in named:
         decay = p.ndim >= 2 and name not in skip
-        depth = layer_id(name, num_layers) if layer_decay != 1.0 else 0
-        group = groups.setdefault((decay, depth), {"params": [], "weight_decay": weight_decay if decay else 0.0})
+        down = steps_down.get(name, 0)
+        group = groups.setdefault((decay, down), {"params": [], "weight_decay": weight_decay if decay else 0.0})
         if layer_decay != 1.0:
-            group["lr"] = lr * layer_decay ** (num_layers + 1 - depth)
+            group["lr"] = lr * layer_decay ** down
         group["params"].append(p)
     if layer_decay == 1.0:  # the two groups every caller knows, in this order
         return [groups.get((True, 0), {"params": [], "weight_decay": weight_decay}),
                 groups.get((False, 0), {"params": [], "weight_decay": 0.0})]
-    return [groups[key] for key in sorted(groups, key=lambda k: (k[1], not k[0]))]
+    return [groups[key] for key in sorted(groups, key=lambda k: (-k[1], not k[0]))]
 
 
 def no_weight_decay_names(model: nn.Module) -> set[str]:

@@ -154,3 +154,26 @@ def test_bad_settings_are_one_line_errors():
     cnn = ClassificationTask(num_classes=3, backbone=functools.partial(nn.Linear, 4), finetune="lora")
     with pytest.raises(ValueError, match="needs a model on the shared encoder"):
         cnn.configure_model()
+
+
+def test_layer_decay_counts_each_tower_of_a_multi_tower_model_from_its_own_top():
+    from bigmodel.nn.image_text import ImageTextModel
+
+    vit = VisionTransformer(0, "vit-cifar-tiny", {"num_layers": 6, "hidden_size": 32, "num_heads": 2,
+                                                  "intermediate_size": 32})
+    text = EncoderConfig.from_name("bert-tiny", vocab_size=50, num_layers=2, hidden_size=32, num_heads=2,
+                                   intermediate_size=32)
+    net = ImageTextModel(vit, text, embed_dim=16, fusion_layers=1)
+    lr_of = {id(p): g["lr"] for g in parameter_groups(net, 0.01, lr=1.0, layer_decay=0.5) for p in g["params"]}
+    named = dict(net.named_parameters())
+
+    def lr(prefix):
+        return {lr_of[id(p)] for name, p in named.items() if name.startswith(prefix)}
+
+    # the 2-layer text tower is not counted against the 6-layer image tower (it was: its top layer at 0.5 ** 5)
+    assert (lr("text_encoder.layers.1."), lr("text_encoder.layers.0."), lr("text_encoder.embeddings.")) == (
+        {0.5}, {0.25}, {0.125})
+    assert (lr("image_encoder.encoder.layers.5."), lr("image_encoder.encoder.layers.0."),
+            lr("image_encoder.encoder.embeddings.")) == ({0.5}, {0.5**6}, {0.5**7})
+    assert lr("fusion.layers.0.") == {0.5}  # was 0.5 ** 6: the top of the network trained slowest
+    assert lr("itm_head.") == lr("text_projection.") == lr("image_encoder.encoder.final_norm.") == {1.0}
