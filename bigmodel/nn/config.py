@@ -88,6 +88,9 @@ class EncoderConfig:
                              "sliding_window // 2 keys on each side); use None for global attention everywhere")
         if not self.first_attn_norm and not self.norm_first:
             raise ValueError("first_attn_norm: false is for pre-norm encoders; set norm_first: true")
+        if self.position_offset and self.position_embedding == "sinusoidal":
+            raise ValueError(f"position_offset {self.position_offset} is where RoBERTa's learned positions start; "
+                             "sinusoidal positions start at 0: set position_offset: 0")
 
     def is_global(self, layer: int) -> bool:
         """Whether ``layer`` attends to the whole sequence (ModernBERT: layer i is global when i % every == 0)."""

@@ -93,6 +93,9 @@ def test_presets_and_bad_configs():
         EncoderConfig.from_name("bert-tiny", hidden=3)
     with pytest.raises(ValueError, match="not divisible"):
         EncoderConfig.from_name("bert-tiny", num_heads=3)
+    # an offset for sinusoidal positions was applied to packed documents only (3.08 apart from the same text alone)
+    with pytest.raises(ValueError, match="sinusoidal positions start at 0: set position_offset: 0"):
+        EncoderConfig.from_name("bert-tiny", position_embedding="sinusoidal", position_offset=2)
 
 
 def test_sinusoidal_encoding_formula():
