@@ -6,6 +6,7 @@ onto this dataclass one to one (``EncoderConfig.from_hf`` / ``to_hf``).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
@@ -205,6 +206,12 @@ class EncoderConfig:
         if len(set(biases.values())) > 1 or not hf.get("decoder_bias", True):
             raise ValueError(f"biases {biases} (decoder_bias {hf.get('decoder_bias')}) differ; bigmodel has one "
                              "switch for all of them (bias) and always a decoder bias")
+        placed = {k: hf.get(k, 0.0) for k in ("embedding_dropout", "attention_dropout", "mlp_dropout")}
+        if any(placed.values()):  # the published checkpoints have none
+            warnings.warn(f"ModernBERT dropouts {placed} are placed differently here (training only; evaluation is "
+                          f"exact): hidden_dropout {placed['embedding_dropout']} on the embeddings and both "
+                          f"residual branches, attention_dropout on the probabilities only, no dropout inside the "
+                          f"feed-forward; set encoder_config's hidden_dropout/attention_dropout to choose", stacklevel=3)
         act, head_act = hf.get("hidden_activation", "gelu"), hf.get("classifier_activation", "gelu")
         if head_act not in HF_ACTIVATIONS or (act != head_act and act not in ("silu", "swish")):
             raise ValueError(f"hidden_activation {act!r} with classifier_activation {head_act!r} is not supported: "

@@ -147,6 +147,14 @@ def test_configs_modernbert_cannot_express_are_refused():
         EncoderConfig.from_hf(odd.to_dict())
 
 
+def test_modernbert_dropouts_that_land_elsewhere_here_are_said():
+    hf = transformers.ModernBertConfig(**{**BASE, "mlp_dropout": 0.1, "embedding_dropout": 0.05}).to_dict()
+    with pytest.warns(UserWarning, match=r"ModernBERT dropouts .*'mlp_dropout': 0.1.* no dropout inside the "
+                                         r"feed-forward; set encoder_config's hidden_dropout"):
+        config = EncoderConfig.from_hf(hf)
+    assert (config.hidden_dropout, config.attention_dropout) == (0.05, 0.0)
+
+
 @pytest.mark.parametrize("name,shape", [("modernbert-base", {}),
                                         ("modernbert-large", dict(hidden_size=1024, num_hidden_layers=28,
                                                                   num_attention_heads=16, intermediate_size=2624))])
