@@ -138,3 +138,17 @@ def test_a_sweep_records_paths_relative_to_the_project(tmp_path, monkeypatch):
     assert project_path(f"--out={tmp_path}/runs/x") == "--out=runs/x"
     assert project_path("--trainer.max_epochs=1") == "--trainer.max_epochs=1"
     assert project_path(str(tmp_path.parent / "elsewhere.yaml")) == "../elsewhere.yaml"
+
+
+def test_sweeps_of_different_test_data_are_flagged_and_a_missing_metric_says_where(tmp_path, capsys):
+    sst2 = ROOT / "experiments" / "results" / "minilm_budget_full"
+    digits = ROOT / "experiments" / "results" / "digits_cnn"
+    compare.main([str(sst2), str(ROOT / "experiments" / "results" / "minilm_budget_lora_qv")])
+    assert "Different test data" not in capsys.readouterr().out  # one test set: no note
+    compare.main([str(sst2), str(digits), "--metric", "test/acc"])
+    out = capsys.readouterr().out
+    assert ("- digits_cnn tests on {'data': 'bigmodel.data.ImageDataModule', 'dataset': 'digits'}, minilm_budget_full "
+            "on {'data': 'bigmodel.data.TextClassificationDataModule', 'test_files': '../shared/data/sst2/test.tsv'}: "
+            "the differences compare data as well as methods") in out
+    with pytest.raises(ValueError, match=r"test/accc: measured in neither sweep; both have test/acc, "):
+        compare.main([str(sst2), str(digits), "--metric", "test/accc"])

@@ -185,7 +185,9 @@ def compare_points(metric: str, other: dict[str, Any], reference: dict[str, Any]
     """``other − reference`` on ``metric``: paired over shared seeds when ``pair``, else Welch's."""
     a, b = (p["metrics"].get(metric) for p in (other, reference))
     if a is None or b is None:
-        raise ValueError(f"{metric}: measured in only one of the two sweeps")
+        where = "neither sweep" if a is None and b is None else "only the reference" if a is None else "only the other"
+        have = sorted(set(other["metrics"]) & set(reference["metrics"]))
+        raise ValueError(f"{metric}: measured in {where}; both have {', '.join(have) or 'no metric in common'}")
     if pair:
         return paired(metric, a["values"], b["values"])
     return welch(metric, list(a["values"].values()), list(b["values"].values()))
@@ -199,6 +201,19 @@ def pairable(other: dict[str, Any], reference: dict[str, Any], a: dict[str, Any]
         return "a grid point chosen per seed"
     if set(map(str, other["seeds"])) != set(map(str, reference["seeds"])):
         return "different seeds"
+    return None
+
+
+def test_data(summary: dict[str, Any]) -> dict[str, Any] | None:
+    """What a sweep tested on, from its first run's config: the data module and its arguments that name a dataset
+    or test files. None when the summary keeps no config."""
+    for run in summary.get("runs", []):
+        config = yaml.safe_load(run["config"]) if run.get("config") else None
+        if config and config.get("data"):
+            data = config["data"]
+            args = data.get("init_args") or {}
+            named = {k: v for k, v in args.items() if v is not None and ("test" in k or k in ("dataset", "data_dir"))}
+            return {"data": data.get("class_path"), **named}
     return None
 
 
@@ -248,13 +263,17 @@ def table(paths: list[str], metrics: list[str] | None = None, point: str | None 
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     notes = dict.fromkeys(f"- {n}: {describe_randomness(randomness(s))}" for n, s in zip(names, summaries))
     scale, digits = (100.0, 1) if percent else (1.0, None)
+    reference_data = test_data(summaries[0])
+    warnings = [f"- {name} tests on {data}, {names[0]} on {reference_data}: the differences compare data as well as "
+                "methods" for name, data in ((n, test_data(s)) for n, s in zip(names[1:], summaries[1:]))
+                if data and reference_data and data != reference_data]
     for name, summary, other in zip(names[1:], summaries[1:], points[1:]):
         why = pairable(other, points[0], summary, summaries[0])
         shared = [m for m in other["metrics"] if m in points[0]["metrics"] and m.startswith("test/")]
         for metric in metrics or shared:
             d = compare_points(metric, other, points[0], why is None)
             lines.append("| " + " | ".join(row(d, name, names[0], why, scale, digits)) + " |")
-    return "\n".join(lines + ["", "Seeds:", *notes])
+    return "\n".join(lines + ["", "Seeds:", *notes] + (["", "Different test data:", *warnings] if warnings else []))
 
 
 def _name(path: str) -> str:
