@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from bigmodel.commands import OVERVIEW
+from bigmodel.commands import COMMANDS, OVERVIEW
 
 
 def main() -> None:
@@ -15,6 +15,10 @@ def main() -> None:
         return
     if not argv:
         print(OVERVIEW, end="", file=sys.stderr)
+        sys.exit(2)
+    if not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        print(f"bigmodel: error: unknown command {argv[0]!r}; choose one of {', '.join(COMMANDS)} -- see "
+              "`bigmodel --help`", file=sys.stderr)
         sys.exit(2)
     from bigmodel.commands.cli import main as cli_main
 

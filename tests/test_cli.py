@@ -303,3 +303,16 @@ def test_a_save_that_dies_midway_leaves_the_previous_checkpoint(tmp_path, pydoc_
     monkeypatch.setattr(torch, "save", real_save)
     assert last.read_bytes() == good and not list(last.parent.glob("*.tmp-*"))
     assert torch.load(last, weights_only=True)["global_step"] == 4
+
+
+def test_an_unknown_command_lists_every_command(monkeypatch, capsys):
+    from bigmodel.__main__ import main
+    from bigmodel.commands import COMMANDS
+
+    monkeypatch.setattr(sys, "argv", ["bigmodel", "frobnicate", "-c", "x.yaml"])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == (f"bigmodel: error: unknown command 'frobnicate'; choose one of "
+                                       f"{', '.join(COMMANDS)} -- see `bigmodel --help`\n")
+    assert {"sweep", "results", "compare", "export", "bench"} <= set(COMMANDS)  # Lightning's list had only four

@@ -130,3 +130,16 @@ def test_no_committed_summary_or_results_row_holds_an_absolute_path():
     assert len(texts) > 60
     found = {name: m.group() for name, text in texts.items() for m in [absolute.search(text)] if m}
     assert not found
+
+
+def test_the_results_commands_in_its_help_run_as_written(monkeypatch, capsys):
+    """`bigmodel results --help` shows these lines; a reader copies them (the --check one named the wrong file)."""
+    from bigmodel.commands import results
+
+    monkeypatch.chdir(EXPERIMENTS.parent)
+    examples = [line.split("#")[0].split()[2:] for line in results.__doc__.splitlines()
+                if line.strip().startswith("bigmodel results") and "--write" not in line]
+    assert len(examples) == 2 and any("--check" in args for args in examples)
+    for args in examples:
+        results.main(args)  # --check exits 1 when the file has no table or a stale one
+    assert "| " in capsys.readouterr().out

@@ -3,7 +3,7 @@ the rendering of a summary itself (``summary.md``, ``summary.csv``), which ``big
 
     bigmodel results experiments/results.yaml                  # print the table
     bigmodel results experiments/results.yaml --write experiments/README.md  # the table between its markers
-    bigmodel results experiments/results.yaml --check README.md # exit 1 when the README's table is stale
+    bigmodel results experiments/results.yaml --check experiments/README.md  # exit 1 when its table is stale
 
 The spec lists rows; each names a ``summary.json`` written by ``bigmodel sweep --summary_dir`` (a small text file kept
 in the repository) and the metric to show, or says why it is not measured::
