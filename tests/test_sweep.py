@@ -2,14 +2,20 @@
 failures reported, finished seeds never rerun; the README's results table is what the command renders."""
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from bigmodel import UsageError
 from bigmodel.commands import results, sweep
+from bigmodel.commands.sweep import runner
 from bigmodel.commands.sweep.plan import parse_grid, plan
 from bigmodel.commands.sweep.runner import Sweep
+from bigmodel.commands.sweep.summary import SUMMARY_FILES
 from bigmodel.utils import formatting
 from bigmodel.nn import SmallCNN
 
@@ -35,8 +41,9 @@ def test_a_sweep_summarises_seeds_reports_a_failure_and_resumes(tmp_path, monkey
     seed0_log = out / "default" / "seed0" / "fit.log"
     mtime = seed0_log.stat().st_mtime_ns
 
+    monkeypatch.setenv("FAIL_FOR_SEED_RECOVERED", "1")  # the same sweep again, its cause of failure gone
     sweep.main(["-c", DIGITS_CNN, "--seeds", "0", "1", "--out", str(out), "--summary_dir", str(tmp_path / "kept"),
-                *SHORT])
+                *SHORT, *failing])
     assert seed0_log.stat().st_mtime_ns == mtime  # seed 0 had its test result: not run again
     summary = json.loads((tmp_path / "kept" / "summary.json").read_text())
     (point,) = summary["points"]
@@ -56,6 +63,120 @@ def test_a_sweep_summarises_seeds_reports_a_failure_and_resumes(tmp_path, monkey
     assert point["parameters"] == {"total": cnn, "trainable": cnn} and point["fitted"]
     assert point["wall_seconds"]["n"] == 2 and point["wall_seconds"]["mean"] > 0
     assert (tmp_path / "kept" / "summary.csv").read_text().splitlines()[0].startswith("point,seed,status,fit_s,test_s")
+
+
+class FakeRuns:
+    """Stands in for the runs' processes (``python -m bigmodel fit|test ...``), in no time: each stage leaves what the
+    real one does (checkpoints and the resolved config; the test metrics) and takes ``SECONDS[stage]`` on the sweep's
+    clock; a run seeded with one of ``fail`` exits 1 at its fit. ``calls``: each process's arguments."""
+
+    SECONDS = {"fit": 7.0, "test": 6.8}
+
+    def __init__(self, monkeypatch, fail=()):
+        self.calls, self.clock, self.fail = [], 0.0, {str(seed) for seed in fail}
+        monkeypatch.setattr(runner, "subprocess", SimpleNamespace(Popen=self.popen, STDOUT=subprocess.STDOUT))
+        monkeypatch.setattr(runner, "time", SimpleNamespace(perf_counter=lambda: self.clock))
+
+    def popen(self, command, stdout, stderr, env):
+        stage, args = command[3], command[3:]
+        self.calls.append(args)
+        option = dict(a.removeprefix("--").split("=", 1) for a in args if a.startswith("--") and "=" in a)
+        run = Path(option["trainer.logger.init_args.save_dir"], option["trainer.logger.init_args.name"])
+        self.clock += self.SECONDS[stage]
+        if option["seed_everything"] in self.fail:
+            stdout.write("RuntimeError: fails on purpose\n")
+            return _Child(1)
+        if stage == "fit":
+            Path(option["checkpoint.dirpath"]).mkdir(parents=True, exist_ok=True)
+            for name in ("last.ckpt", "best.ckpt"):
+                Path(option["checkpoint.dirpath"], name).write_text("weights")
+            (run / "fit").mkdir(parents=True, exist_ok=True)
+            (run / "fit" / "config.yaml").write_text(f"seed_everything: {option['seed_everything']}\n")
+        else:
+            (run / "test").mkdir(parents=True, exist_ok=True)
+            (run / "test" / "test_metrics.json").write_text(json.dumps({"metrics": {"test/acc": 0.5}}))
+        return _Child(0)
+
+
+class _Child:
+    def __init__(self, code):
+        self.code = code
+
+    def wait(self):
+        return self.code
+
+
+def test_a_rerun_reuses_runs_only_when_made_with_the_same_settings(tmp_path, monkeypatch):
+    """A changed override or config file stops the sweep before anything runs, naming the directory and the change
+    (the old runs' numbers were reported under the new command); the same settings however spelled reuse the runs,
+    and an interrupted fit resumes; a seed that failed before leaving nothing to reuse runs again."""
+    monkeypatch.chdir(tmp_path)
+    Path("short.yaml").write_text("trainer: {max_epochs: 1}\n")
+    fake = FakeRuns(monkeypatch)
+    command = ["-c", DIGITS_CNN, "-c", "short.yaml", "--seeds", "0"]
+    sweep.main(command)
+    out = Path("runs/sweeps/digits_cnn+short")  # the default: each combination of files its own directory
+    assert [args[0] for args in fake.calls] == ["fit", "test"] and (out / "summary.json").is_file()
+    sweep.main(command + ["--model.init_args.lr=3e-3", "--trainer.max_epochs", "1"])  # the same settings, spelled out
+    assert len(fake.calls) == 2
+    refused = r"runs in runs/sweeps/digits_cnn\+short/default/seed0 were made with other settings \({}\): give " \
+              r"another --out, or remove runs/sweeps/digits_cnn\+short/default/seed0 to rerun"
+    with pytest.raises(UsageError, match=refused.format("model.init_args.lr 0.003 -> 0.5")):
+        sweep.main(command + ["--model.init_args.lr", "0.5"])
+    Path("short.yaml").write_text("trainer: {max_epochs: 2}  # edited\n")
+    with pytest.raises(UsageError, match=refused.format("trainer.max_epochs 1 -> 2")):
+        sweep.main(command)
+    for name in ("test/test_metrics.json", ".fit_done"):  # a fit interrupted: last.ckpt only
+        (out / "default" / "seed0" / name).unlink()
+    with pytest.raises(UsageError, match=refused.format("trainer.max_epochs 1 -> 2")):
+        sweep.main(command)
+    assert len(fake.calls) == 2  # nothing ran
+    Path("short.yaml").write_text("trainer: {max_epochs: 1}\n")
+    sweep.main(command)
+    assert fake.calls[2][0] == "fit" and "--ckpt_path=last" in fake.calls[2]
+
+    fake.fail = {"0"}
+    with pytest.raises(SystemExit):
+        sweep.main(command + ["--out", "typo", "--model.init_args.lrr", "0.1"])
+    fake.fail = set()
+    sweep.main(command + ["--out", "typo"])  # only logs were left: nothing to reuse, nothing refused
+    assert json.loads(Path("typo/summary.json").read_text())["runs"][0]["status"] == "done"
+
+
+def test_a_failed_rerun_keeps_the_summary_with_more_finished_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    kept = tmp_path / "kept"
+    shutil.copytree(ROOT / "experiments" / "results" / "digits_cnn", kept)  # 3 finished runs
+    committed = {name: (kept / name).read_text() for name in SUMMARY_FILES}
+    fake = FakeRuns(monkeypatch, fail=[0, 1])
+    with pytest.raises(SystemExit) as stop:
+        sweep.main(["-c", DIGITS_CNN, "--seeds", "0", "--out", "sw", "--summary_dir", str(kept)])
+    assert stop.value.code == 1
+    assert {name: (kept / name).read_text() for name in SUMMARY_FILES} == committed
+    assert f"sweep: no run finished: kept the summary in {kept} (3 finished runs)\n" in capsys.readouterr().out
+    assert "- seed 0 failed: fit exit 1" in Path("sw/summary.md").read_text()  # the sweep's own record of it
+    with pytest.raises(SystemExit):
+        sweep.main(["-c", DIGITS_CNN, "--seeds", "0", "--out", "sw", "--summary_dir", "empty"])
+    assert not Path("empty").exists() and "wrote nothing to empty" in capsys.readouterr().out
+
+    fake.fail = {"1"}
+    with pytest.raises(SystemExit):
+        sweep.main(["-c", DIGITS_CNN, "--seeds", "0", "1", "--out", "sw", "--summary_dir", str(kept)])
+    assert {name: (kept / name).read_text() for name in SUMMARY_FILES} == committed
+    assert "(3 finished runs; this sweep finished 1 of 2)" in capsys.readouterr().out
+    sweep.main(["-c", DIGITS_CNN, "--seeds", "0", "--out", "sw", "--summary_dir", str(kept)])  # complete: as asked
+    assert [r["seed"] for r in json.loads((kept / "summary.json").read_text())["runs"]] == [0]
+
+
+def test_a_reused_run_reports_the_wall_time_it_took(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fake = FakeRuns(monkeypatch)
+    for _ in range(2):
+        sweep.main(["-c", DIGITS_CNN, "--seeds", "0", "--out", "sw"])
+        summary = json.loads(Path("sw/summary.json").read_text())
+        assert summary["runs"][0]["seconds"] == {"fit": 7.0, "test": 6.8}
+        assert summary["points"][0]["wall_seconds"]["mean"] == pytest.approx(13.8)
+    assert len(fake.calls) == 2  # the second sweep reused the run
 
 
 def test_test_ckpt_none_tests_the_configs_own_weights_and_a_grid_selects_on_validation(tmp_path, monkeypatch):

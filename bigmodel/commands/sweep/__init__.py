@@ -13,8 +13,11 @@ values, wall times, failed seeds with their one-line error, the exact command, e
 git commit, the device and the versions.
 
 Each run is a process of its own (a crash or an out-of-memory kill fails that seed only, and is reported). Running the
-same sweep again skips seeds whose test result exists and resumes a killed fit from its ``last.ckpt``. The experiment's
-logger must be Lightning's TensorBoard or CSV logger (the default): the sweep sets its directory per run.
+same sweep again skips seeds whose test result exists and resumes a killed fit from its ``last.ckpt``; a sweep whose
+settings differ from those the runs in ``--out`` were made with stops before running anything (``runner``). A sweep
+in which runs failed never replaces a summary holding more finished runs, and one with none finished writes nothing
+to ``--summary_dir``. The experiment's logger must be Lightning's TensorBoard or CSV logger (the default): the sweep
+sets its directory per run.
 
 The command line is here; ``plan`` (the runs), ``runner`` (their processes) and ``summary`` do the work, and
 ``bigmodel.commands.results`` renders the summary as it renders the results table.
@@ -31,7 +34,7 @@ from pathlib import Path
 from bigmodel.commands.results import summary_markdown
 from bigmodel.commands.sweep.plan import parse_grid, plan
 from bigmodel.commands.sweep.runner import Sweep
-from bigmodel.commands.sweep.summary import summarise, write_summary
+from bigmodel.commands.sweep.summary import kept_reason, summarise, write_summary
 
 
 def project_path(argument: str) -> str:
@@ -59,7 +62,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", action="append", required=True, help="experiment YAML (repeatable, as for fit)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
     p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2", help="a setting to vary (repeatable)")
-    p.add_argument("--out", help="sweep directory (default: runs/sweeps/<first config's name>)")
+    p.add_argument("--out", help="sweep directory (default: runs/sweeps/<the configs' names joined by +>)")
     p.add_argument("--summary_dir", help="also write summary.{json,csv,md} here (e.g. experiments/results/<name>)")
     p.add_argument("--parallel", default="1",
                    help="runs at a time (default 1); 'gpus': one run per visible GPU, each seeing only its GPU")
@@ -101,7 +104,8 @@ def main(argv: list[str]) -> None:
         parallel = int(args.parallel)
     else:
         raise ValueError(f"--parallel {args.parallel!r}: give a number of runs at a time, or 'gpus'")
-    out = Path(project_path(args.out or os.path.join("runs", "sweeps", Path(args.config[0]).stem)))
+    stems = "+".join(dict.fromkeys(Path(c).stem for c in args.config))  # each combination of files its own
+    out = Path(project_path(args.out or os.path.join("runs", "sweeps", stems)))
     grid = parse_grid(args.grid)
     runs = plan(out, grid, args.seeds)
     validate = len({r.point for r in runs}) > 1  # a grid: each run validated, and a point chosen on validation
@@ -112,9 +116,13 @@ def main(argv: list[str]) -> None:
     summary = summarise(runs, command, fitted=args.test_ckpt != "none", select=args.select if validate else None,
                         select_by=args.select_by)
     directories = [out] + ([Path(args.summary_dir)] if args.summary_dir else [])
-    write_summary(summary, *directories)
+    kept = {d: kept_reason(summary, d, results=d != out) for d in directories}
+    write_summary(summary, *(d for d in directories if not kept[d]))
     print(summary_markdown(summary))
-    print(f"sweep: summary in {', '.join(str(d / 'summary.md') for d in directories)}")
+    if any(not reason for reason in kept.values()):
+        print(f"sweep: summary in {', '.join(str(d / 'summary.md') for d in directories if not kept[d])}")
+    for reason in filter(None, kept.values()):
+        print(f"sweep: {reason}")
     if sweep.stop_signal is not None:
         sys.exit(128 + sweep.stop_signal)
     failed = sum(r.status == "failed" for r in runs)

@@ -78,6 +78,31 @@ def git_commit() -> str | None:
     return commit + ("+dirty" if dirty else "")
 
 
+def finished_runs(summary: dict[str, Any]) -> int:
+    return sum(run.get("status") == "done" for run in summary.get("runs", []))
+
+
+def kept_reason(summary: dict[str, Any], directory: Path, results: bool) -> str | None:
+    """Why the summary in ``directory`` stays rather than be replaced by ``summary`` (one line), or None to write it.
+    A sweep in which a run failed or did not finish never replaces a summary with more finished runs (a rerun that
+    fails keeps the results it could not reproduce; a complete sweep of fewer seeds is what was asked, and replaces);
+    ``results`` (``--summary_dir``): a sweep with no finished run writes nothing there at all."""
+    finished = finished_runs(summary)
+    complete = finished == len(summary["runs"])
+    there = directory / "summary.json"
+    try:
+        before = finished_runs(json.loads(there.read_text(encoding="utf-8"))) if there.is_file() else None
+    except (OSError, ValueError):
+        before = 0  # unreadable: nothing to keep
+    if results and finished == 0:
+        return "no run finished: " + (f"kept the summary in {directory} ({before} finished runs)" if before
+                                      else f"wrote nothing to {directory}")
+    if not complete and before is not None and before > finished:
+        return (f"kept the summary in {directory} ({before} finished runs; this sweep finished {finished} of "
+                f"{len(summary['runs'])}): rerun the failed seeds, or remove it to write this one")
+    return None
+
+
 def write_summary(summary: dict[str, Any], *directories: Path) -> None:
     texts = dict(zip(SUMMARY_FILES, (json.dumps(summary, indent=1) + "\n", summary_csv(summary),
                                      summary_markdown(summary))))
