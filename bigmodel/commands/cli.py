@@ -133,15 +133,25 @@ class BigModelCLI(LightningCLI):
         if meta and meta.get("task") and model is not None and model.get("init_args") is not None \
                 and model.init_args.get("init_from") is not None:
             if meta.get("weights") == "trainable":
-                # only the trained weights are in the checkpoint: the frozen rest is read from its init_from, or,
-                # when that path is gone, from the config's (a moved copy; the checkpoint's checksum must match)
-                recorded = model.init_args.init_from
-                if given and not os.path.exists(os.path.expanduser(recorded)):
-                    model.init_args.init_from = given
+                model.init_args.init_from = self._frozen_base(model.init_args.init_from, given)
             else:
                 # the checkpoint holds the architecture (its hyper-parameters) and the weights: the run restores
                 # them, so init_from (which may not exist on this machine) is not read
                 model.init_args.init_from = None
+
+    @staticmethod
+    def _frozen_base(recorded: str, given: str | None) -> str:
+        """Where an adapter-only checkpoint's frozen rest is read from: the config's ``init_from`` when it names
+        another base that is here (an archived or moved copy, given with --model.init_args.init_from), else the
+        checkpoint's own (a config's default that is not here is not a choice). The task compares its checksum
+        with the checkpoint's either way, and refuses a base that is not the one trained on."""
+        def here(path: str) -> bool:
+            return os.path.exists(os.path.expanduser(path))
+
+        if given and os.path.abspath(os.path.expanduser(given)) != os.path.abspath(os.path.expanduser(recorded)) \
+                and (here(given) or not here(recorded)):
+            return given
+        return recorded
 
     def _check_ckpt_path(self, config, subcommand: str, directory: str | None) -> dict | None:
         """A ``--ckpt_path`` that is missing, truncated, of another task, or 'last' when only an earlier run's

@@ -3,6 +3,11 @@ Hugging Face directory the Auto classes load.
 
     bigmodel export --ckpt_path runs/x/checkpoints/best.ckpt --out exported/x [--family roberta]
     bigmodel export --init_from DIR_OR_NAME --out exported/y [--class_names [a, b, c]] [--pooling pooler]
+    bigmodel export --ckpt_path runs/lora/checkpoints/last.ckpt --init_from BASE --out exported/z
+
+The third form is for an adapter-only checkpoint (``checkpoint_weights: trainable``) whose frozen base is no longer
+where the run read it (moved, or archived under ``checkpoints/previous/<time>/`` by a rerun of its pretraining):
+``--init_from`` gives that base, which must have the frozen weights the checkpoint was trained on (its checksum).
 
 An MLM checkpoint becomes ``BertForMaskedLM`` (or ``RobertaForMaskedLM``, or ``ModernBertForMaskedLM`` for an
 encoder with ModernBERT's switches), a text classifier
@@ -24,6 +29,7 @@ from bigmodel.nn import EncoderConfig
 from bigmodel.nn.convert import to_hf
 from bigmodel.run.directory import read_checkpoint_meta
 from bigmodel.tasks.checkpoints import META_KEY, network_state
+from bigmodel.tasks.finetuning import BASE_OPTION
 
 _ARCHITECTURES = {"mlm": "ForMaskedLM", "prompt": "ForMaskedLM", "classification": "ForSequenceClassification"}
 _FAMILY_NAMES = {"bert": "Bert", "roberta": "Roberta", "modernbert": "ModernBert", "vit": "ViT"}
@@ -34,35 +40,46 @@ _TIED = ("cls.predictions.decoder.", "lm_head.decoder.", "decoder.weight")
 def export(ckpt_path: str | None = None, out: str | None = None, family: str | None = None,
            init_from: str | None = None, class_names: list[str] | None = None, pooling: str | None = None,
            seed: int = 0) -> Path:
-    """Writes the checkpoint as a Hugging Face model directory and returns its path.
+    """Writes a checkpoint, a source as it loads, or an adapter-only checkpoint + its base as a Hugging Face model.
+
+    Returns the directory written. ``--ckpt_path`` alone: a trained checkpoint; ``--init_from`` alone: a source as
+    it loads; both: an adapter-only checkpoint (``checkpoint_weights: trainable``) and its frozen base.
 
     Args:
-        ckpt_path: a ``.ckpt`` of this project (MLM, text or ViT image classification).
+        ckpt_path: a ``.ckpt`` of this project (MLM, text or ViT image classification). An adapter-only one
+            (``checkpoint_weights: trainable``) is completed from the frozen base it records, or from ``init_from``.
         out: the directory to write (created; files in it are replaced).
         family: ``bert``, ``roberta`` or ``modernbert`` for text (default: ``modernbert`` for rotary positions,
             ``roberta`` when the encoder has RoBERTa's position offset, else ``bert``).
-        init_from: instead of ``ckpt_path``, a text source exactly as ``init_from`` loads it, without training
-            (a Hugging Face directory or hub name, a packaged model, a checkpoint): with ``class_names`` a text
-            classifier (the source's classifier when it has these classes, else a new one drawn with ``seed``),
-            otherwise the source's own head (MLM or classifier).
-        class_names, pooling: the classifier's classes and pooling (as ``ClassificationTask``'s); with init_from.
-        seed: draws a new head's weights (with init_from).
+        init_from: alone, a text source exactly as ``init_from`` loads it, without training (a Hugging Face
+            directory or hub name, a packaged model, a checkpoint): with ``class_names`` a text classifier (the
+            source's classifier when it has these classes, else a new one drawn with ``seed``), otherwise the
+            source's own head (MLM or classifier). With an adapter-only ``ckpt_path``: its frozen base (checked
+            against the checksum the checkpoint recorded), in place of the one it records.
+        class_names, pooling: the classifier's classes and pooling (as ``ClassificationTask``'s); with init_from
+            alone.
+        seed: draws a new head's weights (with init_from alone).
     """
     import transformers
 
     if out is None:
         raise ValueError("--out is unset: give the directory to write")
-    if (ckpt_path is None) == (init_from is None):
-        raise ValueError("give one of --ckpt_path (a trained checkpoint) or --init_from (a source as it loads)")
-    if init_from is None and (class_names or pooling):
-        raise ValueError("--class_names and --pooling build a head from --init_from; a checkpoint has its own")
-    if init_from is not None:
+    if ckpt_path is None and init_from is None:
+        raise ValueError("give --ckpt_path (a trained checkpoint) or --init_from (a source as it loads), or both "
+                         "(an adapter-only checkpoint and its frozen base)")
+    if ckpt_path is not None and (class_names or pooling):
+        raise ValueError("--class_names and --pooling build a head from --init_from alone; a checkpoint has its own")
+    base = None
+    if ckpt_path is None:
         ckpt, ckpt_path = checkpoint_from_source(init_from, class_names, pooling, seed), init_from
     else:
-        ckpt = _read(ckpt_path)
+        ckpt, base = _read(ckpt_path), init_from
     meta = ckpt[META_KEY]
     task = meta.get("task")
-    state = network_state(ckpt, ckpt_path)  # LoRA folded into the base weights; a frozen base read back in
+    if base is not None and meta.get("weights") != "trainable":
+        raise ValueError(f"--init_from with --ckpt_path gives the frozen base of an adapter-only checkpoint "
+                         f"(checkpoint_weights: trainable); {ckpt_path!r} holds all its weights: drop --init_from")
+    state = _network_state(ckpt, ckpt_path, base)  # LoRA folded into the base weights; a frozen base read back in
     if "encoder_config" in meta:
         if task not in _ARCHITECTURES:
             raise ValueError(f"a {task!r} checkpoint has no Hugging Face BERT/RoBERTa equivalent; export an MLM or "
@@ -159,6 +176,19 @@ def checkpoint_from_source(init_from: str, class_names: list[str] | None = None,
     return ckpt
 
 
+def _network_state(ckpt: dict, path: str, base: str | None) -> dict[str, torch.Tensor]:
+    """``network_state``, with an adapter-only checkpoint's errors about its base naming export's option."""
+    try:
+        return network_state(ckpt, path, base)
+    except (ValueError, FileNotFoundError) as err:
+        if (ckpt.get(META_KEY) or {}).get("weights") != "trainable":
+            raise
+        message = str(err).replace(BASE_OPTION, "--init_from")
+        if isinstance(err, FileNotFoundError):
+            message += " (for this adapter-only checkpoint, give its frozen base with --init_from PATH)"
+        raise type(err)(message) from err
+
+
 def _read(path: str) -> dict:
     """The checkpoint, after the checks (and messages) every ``--ckpt_path`` gets."""
     meta = read_checkpoint_meta(path)
@@ -203,4 +233,4 @@ def _vit_config(ckpt: dict, meta: dict) -> dict:
 def main(args: list[str]) -> None:
     from jsonargparse import CLI
 
-    CLI(export, args=args, as_positional=False, exit_on_error=False)
+    CLI(export, args=args, as_positional=False, exit_on_error=False, prog="bigmodel export")

@@ -77,17 +77,19 @@ def merge_lora_state_of(ckpt: dict, state: dict[str, torch.Tensor]) -> dict[str,
     return merge_lora_state(state, LoRAConfig(**(ckpt.get("hyper_parameters") or {}).get("lora") or {}))
 
 
-def network_state(ckpt: dict, path: str) -> dict[str, torch.Tensor]:
+def network_state(ckpt: dict, path: str, base: str | None = None) -> dict[str, torch.Tensor]:
     """A checkpoint's network weights (``net.`` dropped) with LoRA folded in. A checkpoint of trainable weights only
     (``checkpoint_weights: trainable``) is first completed by its own task, which rebuilds the frozen base from
-    the checkpoint's ``init_from`` exactly as a resumed run does."""
+    the checkpoint's ``init_from`` (or ``base``, when given) exactly as a resumed run does, checksum check
+    included."""
     state = ckpt["state_dict"]
     meta = ckpt.get(META_KEY) or {}
     if meta.get("weights") == "trainable":
         task = TASKS.get(meta.get("task"))
         if task is None:
             raise ValueError(f"{path!r} is a {meta.get('task')!r} checkpoint, which no task of bigmodel reads")
-        state = {f"net.{k}": v for k, v in task.load_from_checkpoint(path, map_location="cpu").net.state_dict().items()}
+        model = task.load_from_checkpoint(path, map_location="cpu", **({"init_from": base} if base else {}))
+        state = {f"net.{k}": v for k, v in model.net.state_dict().items()}
     state = strip_compile_prefix(state)
     return merge_lora_state_of(ckpt, {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
 

@@ -10,7 +10,9 @@ on ``TaskBase`` leaves them out, or lists the ones it wants before ``TaskBase`` 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 import torch
@@ -18,7 +20,10 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from bigmodel.nn.peft import Finetune, LoRAConfig, add_lora, set_trainable
-from bigmodel.tasks.checkpoints import META_KEY
+from bigmodel.tasks.checkpoints import META_KEY, resolve
+
+# how a command line sets the base of an adapter-only checkpoint (``bigmodel export`` names its own --init_from)
+BASE_OPTION = "--model.init_args.init_from"
 
 
 class FineTuning:
@@ -100,12 +105,60 @@ class FineTuning:
         if source is None:
             raise ValueError(f"this checkpoint holds only the trainable weights (checkpoint_weights: trainable); "
                              f"the frozen rest is its init_from {meta.get('base')!r}: set model.init_args.init_from")
-        if not math.isclose(self.frozen_checksum(), meta["base_checksum"], rel_tol=1e-9):
-            raise ValueError(f"init_from {source!r} is not the frozen base this checkpoint was trained on (its "
-                             f"weights differ from {meta.get('base')!r} then): give that run's base")
+        if not self._is_base(self.frozen_checksum(), meta["base_checksum"]):
+            raise ValueError(self._wrong_base(source, meta))
         saved = checkpoint["state_dict"]
         checkpoint["state_dict"] = {**{k: v for k, v in self.state_dict().items() if k not in saved}, **saved}
         self.new_heads.clear()
+
+    @staticmethod
+    def _is_base(checksum: float, saved: float) -> bool:
+        return math.isclose(checksum, saved, rel_tol=1e-9)
+
+    def _wrong_base(self, source: str, meta: dict[str, Any]) -> str:
+        """The one-line refusal of a base whose frozen weights are not the checkpoint's: which option to set, and
+        to which file when bigmodel archived the original (a fresh pretraining run under the same name moves the
+        earlier run's checkpoints to ``checkpoints/previous/<time>/``)."""
+        recorded, saved = str(meta.get("base")), meta["base_checksum"]
+        same = _same_path(source, recorded)
+        now = self.frozen_checksum()
+        what = (f"its frozen weights changed since: checksum {now:.10g} now, {saved:.10g} then" if same else
+                f"it was trained on {recorded!r}: frozen-weight checksum {now:.10g} here, {saved:.10g} there")
+        archived = [c for path in (recorded, source) for c in archived_copies(path)]
+        own = [] if same or not os.path.exists(os.path.expanduser(recorded)) else [recorded]
+        candidates = [c for c in dict.fromkeys(own + archived) if not _same_path(c, source)]
+        found = next((c for c in candidates if self._is_base(self._checksum_with_base(c), saved)), None)
+        fix = f"set {BASE_OPTION} PATH to the base it was trained on"
+        if found:
+            fix = f"{'bigmodel archived that base as' if found in archived else 'that base is'} {found}: " \
+                  f"set {BASE_OPTION} {found}"
+        return f"init_from {source!r} is not the frozen base this checkpoint was trained on ({what}); {fix}"
+
+    def _checksum_with_base(self, source: str) -> float:
+        """``frozen_checksum`` with ``source`` loaded as the base (NaN when it does not fit); this task's weights
+        are put back after."""
+        kept, heads = {k: v.clone() for k, v in self.state_dict().items()}, list(self.new_heads)
+        try:
+            self.load_pretrained(resolve(source))
+            return self.frozen_checksum()
+        except (ValueError, OSError, KeyError):  # not readable, or another architecture: not the base
+            return math.nan
+        finally:
+            self.load_state_dict(kept)
+            self.new_heads[:] = heads
+
+
+def archived_copies(path: str) -> list[str]:
+    """Earlier versions of the checkpoint file ``path`` that a fresh run under its run name moved to
+    ``previous/<time>/`` beside it (``bigmodel.run.callbacks.KeepPreviousCheckpoints``), newest first."""
+    file = Path(os.path.expanduser(path))
+    if file.suffix != ".ckpt":
+        return []
+    return [str(p) for p in sorted(file.parent.glob(f"previous/*/{file.name}"), reverse=True)]
+
+
+def _same_path(a: str, b: str) -> bool:
+    return os.path.abspath(os.path.expanduser(a)) == os.path.abspath(os.path.expanduser(b))
 
 
 class Int8Inference:

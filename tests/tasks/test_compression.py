@@ -193,3 +193,115 @@ def test_a_vit_adapter_checkpoint_reloads_from_its_base(tmp_path):
     reloaded = ClassificationTask.load_from_checkpoint(tmp_path / "small.ckpt").eval()
     with torch.no_grad():
         assert torch.equal(reloaded({"pixel_values": images}), task.eval()({"pixel_values": images}))
+
+
+def _save(task, path) -> str:
+    """A checkpoint of ``task`` as a Trainer writes it (its on_save_checkpoint included), without a Trainer."""
+    ckpt = {"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams),
+            "pytorch-lightning_version": lightning.__version__}
+    task.on_save_checkpoint(ckpt)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(ckpt, path)
+    return str(path)
+
+
+@pytest.fixture
+def repretrained(hf_bert, tmp_path):
+    """An MLM run's last.ckpt, a LoRA classifier with adapter-only checkpoints on it, then the MLM run trained
+    afresh under the same name: its first last.ckpt archived under previous/<time>/, a changed one in its place."""
+    from bigmodel.tasks import MLMTask
+
+    path, hf = hf_bert
+    checkpoints = tmp_path / "runs" / "mlm" / "checkpoints"
+    mlm = MLMTask(vocab_size=hf.config.vocab_size, init_from=str(path))
+    mlm._load_pretrained_once()
+    base = _save(mlm, checkpoints / "last.ckpt")
+    torch.manual_seed(1)
+    task = ClassificationTask(num_classes=3, class_names=["a", "b", "c"], vocab_size=hf.config.vocab_size,
+                              init_from=base, finetune="lora", checkpoint_weights="trainable", pooling="pooler")
+    task._load_pretrained_once()
+    task.configure_model()
+    with torch.no_grad():
+        for p in task.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p))  # as if trained
+    adapter = _save(task, tmp_path / "runs" / "lora" / "checkpoints" / "last.ckpt")
+    archived = checkpoints / "previous" / "20240101-000000" / "last.ckpt"
+    archived.parent.mkdir(parents=True)
+    shutil.move(base, archived)  # what KeepPreviousCheckpoints does when the rerun writes its first checkpoint
+    with torch.no_grad():
+        mlm.net.encoder.layers[0].attn.qkv.weight.add_(0.01)  # pretrained further
+    _save(mlm, checkpoints / "last.ckpt")
+    return task.eval(), adapter, base, str(archived)
+
+
+def test_a_repretrained_base_is_refused_naming_the_option_and_the_archived_original(repretrained, hf_bert):
+    task, adapter, base, archived = repretrained
+    with pytest.raises(ValueError) as refused:
+        ClassificationTask.load_from_checkpoint(adapter)
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith(f"init_from {base!r} is not the frozen base this checkpoint")
+    assert "its frozen weights changed since" in message
+    assert message.endswith(f"bigmodel archived that base as {archived}: set --model.init_args.init_from {archived}")
+    # the file it names is the one: equal outputs
+    ids = torch.randint(5, hf_bert[1].config.vocab_size, (3, 12))
+    assert torch.equal(_logits(ClassificationTask.load_from_checkpoint(adapter, init_from=archived), ids),
+                       _logits(task, ids))
+    # nothing archived matches: the option alone
+    shutil.move(archived, archived + ".moved")
+    with pytest.raises(ValueError, match=r"changed since: checksum [\d.e+]+ now, [\d.e+]+ then\); set "
+                                         r"--model.init_args.init_from PATH to the base it was trained on$"):
+        ClassificationTask.load_from_checkpoint(adapter)
+
+
+def test_a_given_base_that_is_not_the_one_trained_on_says_so_and_names_the_right_one(repretrained, tmp_path):
+    _, adapter, base, archived = repretrained
+    other = shutil.copy(base, tmp_path / "other.ckpt")  # the re-pretrained base, copied elsewhere
+    with pytest.raises(ValueError) as refused:
+        ClassificationTask.load_from_checkpoint(adapter, init_from=other)
+    message = str(refused.value)
+    assert message.startswith(f"init_from {other!r} is not the frozen base this checkpoint was trained on (it was "
+                              f"trained on {base!r}: frozen-weight checksum ")
+    assert message.endswith(f"bigmodel archived that base as {archived}: set --model.init_args.init_from {archived}")
+
+
+def test_export_takes_the_base_of_an_adapter_only_checkpoint(repretrained, hf_bert, tmp_path, capsys):
+    from bigmodel.commands.export import export
+
+    task, adapter, base, archived = repretrained
+    with pytest.raises(ValueError, match=f"bigmodel archived that base as {archived}: set --init_from {archived}$"):
+        export(adapter, str(tmp_path / "x"))
+    with pytest.raises(ValueError, match="is not the frozen base this checkpoint was trained on"):
+        export(adapter, str(tmp_path / "x"), init_from=base)
+    with pytest.raises(ValueError, match="holds all its weights: drop --init_from"):
+        export(base, str(tmp_path / "x"), init_from=archived)
+    with pytest.raises(ValueError, match="build a head from --init_from alone"):
+        export(adapter, str(tmp_path / "x"), init_from=archived, class_names=["a", "b", "c"])
+    main(["export", "--ckpt_path", adapter, "--init_from", archived, "--out", str(tmp_path / "merged")])
+    exported = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "merged").eval()
+    ids = torch.randint(5, hf_bert[1].config.vocab_size, (2, 10))
+    with torch.no_grad():
+        torch.testing.assert_close(exported(input_ids=ids).logits, _logits(task, ids), atol=1e-5, rtol=1e-5)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    assert capsys.readouterr().out.startswith("usage: bigmodel export ")
+
+
+def test_a_given_base_is_read_even_where_the_recorded_one_still_is(lora_run, tmp_path):
+    """The recorded base rewritten in place (as a re-pretraining does): the original, given, is used."""
+    tmp, args, fit = lora_run
+    original = shutil.copytree(tmp / "base", tmp_path / "original")
+    changed = transformers.BertForMaskedLM.from_pretrained(original)
+    with torch.no_grad():
+        changed.bert.encoder.layer[0].attention.self.query.weight.add_(0.01)
+    changed.save_pretrained(tmp / "base")
+    try:
+        test = BigModelCLI(args=["test", "-c", args[2], "-c", args[4], "--ckpt_path", "best",
+                                 "--model.init_args.init_from", str(original), "--trainer.limit_test_batches", "1"])
+        assert test.model.hparams.init_from == str(original) and 0 <= test.trainer.callback_metrics["test/acc"] <= 1
+        with pytest.raises(ValueError, match="its frozen weights changed since.*--model.init_args.init_from PATH"):
+            BigModelCLI(args=["test", "-c", args[2], "-c", args[4], "--ckpt_path", "best"])
+    finally:
+        shutil.rmtree(tmp / "base")
+        shutil.copytree(original, tmp / "base")

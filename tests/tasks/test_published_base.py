@@ -136,7 +136,7 @@ def test_a_source_that_declares_no_pooling_keeps_the_pooler_and_its_probe_reads_
 
 def test_export_from_init_from_alone(minilm, hf_bert, tmp_path):
     _, pretrained, _, _, batch = minilm
-    with pytest.raises(ValueError, match="^give one of --ckpt_path"):
+    with pytest.raises(ValueError, match="^give --ckpt_path .* or --init_from .*, or both"):
         export(out=str(tmp_path / "x"))
     with pytest.raises(ValueError, match="has no head .* give --class_names"):
         export(out=str(tmp_path / "x"), init_from=NAME)
