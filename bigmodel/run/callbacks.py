@@ -17,6 +17,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from bigmodel.run.checkpoint_io import AtomicCheckpointIO
 from bigmodel.data.tokenizer import CHECKPOINT_KEY, tokenizer_files
+from bigmodel.tasks.checkpoints import ARCHIVE
 
 
 class TokenizerCheckpoint(Callback):
@@ -199,7 +200,7 @@ def archive_checkpoints(dirs: list[str]) -> None:
     for directory in dirs:
         old = _checkpoints_in(directory)
         if old:
-            target = Path(directory) / "previous" / stamp
+            target = Path(directory) / ARCHIVE / stamp
             target.mkdir(parents=True, exist_ok=True)
             for path in old:
                 path.rename(target / path.name)

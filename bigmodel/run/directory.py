@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from bigmodel.nn import num_parameters
-from bigmodel.tasks.checkpoints import META_KEY
+from bigmodel.tasks.checkpoints import META_KEY, archived_copies
 
 LOCK_NAME = ".fit.lock"
 SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
@@ -115,7 +115,7 @@ class RunLock:
 
 def archived_last_checkpoints(directory: str) -> list[Path]:
     """``previous/<time>/last.ckpt`` files, newest first."""
-    return sorted(Path(directory).glob("previous/*/last.ckpt"), reverse=True)
+    return [Path(p) for p in archived_copies(os.path.join(directory, "last.ckpt"))]
 
 
 def resolve_last(directory: str | None) -> str | None:

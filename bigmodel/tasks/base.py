@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
+from contextvars import ContextVar
 from typing import Any, ClassVar
 
 import lightning as L
@@ -29,8 +30,15 @@ from bigmodel.utils.seeding import mix_seed
 
 # The init args of the parts in finetuning.py and guards.py: what a task without those parts may still be handed by
 # a checkpoint written when it had them.
-PART_ARGS = frozenset(name for part in (FineTuning, Int8Inference, NonFiniteGuard)
-                      for name, p in inspect.signature(part.__init__).parameters.items() if p.kind == p.KEYWORD_ONLY)
+PARTS = (FineTuning, Int8Inference, NonFiniteGuard)
+
+
+def _keyword_args(part: type) -> set[str]:
+    return {name for name, p in inspect.signature(part.__init__).parameters.items() if p.kind == p.KEYWORD_ONLY}
+
+
+PART_ARGS = frozenset(name for part in PARTS for name in _keyword_args(part))
+_LOADING: ContextVar[bool] = ContextVar("bigmodel_loading_checkpoint", default=False)  # in load_from_checkpoint
 
 
 class TaskBase(L.LightningModule):
@@ -94,13 +102,27 @@ class TaskBase(L.LightningModule):
         self.new_heads: list[str] = []  # heads init_from lacks (load_pretrained draws them): random until trained
 
 
+    @classmethod
+    def load_from_checkpoint(cls, *args: Any, **kwargs: Any) -> Any:
+        """Lightning's, except that a checkpoint written while the task had a part it now leaves out (a lab's task
+        moved from ``Task`` to ``TaskBase``) still loads (``_drop_left_out_parts``)."""
+        token = _LOADING.set(True)
+        try:
+            return super().load_from_checkpoint(*args, **kwargs)
+        finally:
+            _LOADING.reset(token)
+
     def _drop_left_out_parts(self, left_out: dict[str, Any]) -> None:
-        """A checkpoint written while a task had a part it now leaves out (a lab's task moved from ``Task`` to
-        ``TaskBase``) still loads: that part's settings are dropped, said once. Anything else is a typo."""
+        """Settings of parts this task does not have: when a checkpoint is read, that part's settings are dropped,
+        said once; given directly, they are an error that says how to add the part. Anything else is a typo."""
         unknown = sorted(set(left_out) - PART_ARGS)
         if unknown:
             raise TypeError(f"{type(self).__name__} got unexpected argument(s) {unknown}: check their spelling "
                             f"against the class's init args")
+        if left_out and not _LOADING.get():
+            parts = [part.__name__ for part in PARTS if set(left_out) & _keyword_args(part)]
+            raise TypeError(f"{type(self).__name__} has no part that reads {sorted(left_out)}: list "
+                            f"{' and '.join(parts)} (bigmodel.tasks) before TaskBase in its bases, or drop the setting")
         if left_out:
             for name in left_out:
                 self.hparams.pop(name, None)

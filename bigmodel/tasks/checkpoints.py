@@ -15,6 +15,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -256,3 +257,16 @@ def text_config(pretrained: Pretrained, overrides: dict[str, Any] | None) -> Enc
         raise ValueError(f"encoder_config {changed} cannot change a pretrained encoder loaded by init_from; "
                          f"only {', '.join(allowed)} may be overridden")
     return pretrained.config.replace(**{"activation_checkpointing": False, **overrides})  # a setting of that run
+
+
+# where a fresh run under a run name moves the earlier run's checkpoints: <checkpoints>/previous/<time>/
+ARCHIVE = "previous"
+
+
+def archived_copies(path: str) -> list[str]:
+    """Earlier versions of the checkpoint file ``path`` that a fresh run under its run name moved to
+    ``previous/<time>/`` (``ARCHIVE``) beside it (``bigmodel.run.callbacks.KeepPreviousCheckpoints``), newest first."""
+    file = Path(os.path.expanduser(path))
+    if file.suffix != ".ckpt":
+        return []
+    return [str(p) for p in sorted(file.parent.glob(f"{ARCHIVE}/*/{file.name}"), reverse=True)]

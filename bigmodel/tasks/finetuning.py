@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any, Literal, get_args
 
 import torch
@@ -20,7 +19,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from bigmodel.nn.peft import Finetune, LoRAConfig, add_lora, set_trainable
-from bigmodel.tasks.checkpoints import META_KEY, resolve
+from bigmodel.tasks.checkpoints import META_KEY, archived_copies, resolve
 
 # how a command line sets the base of an adapter-only checkpoint (``bigmodel export`` names its own --init_from)
 BASE_OPTION = "--model.init_args.init_from"
@@ -146,15 +145,6 @@ class FineTuning:
         finally:
             self.load_state_dict(kept)
             self.new_heads[:] = heads
-
-
-def archived_copies(path: str) -> list[str]:
-    """Earlier versions of the checkpoint file ``path`` that a fresh run under its run name moved to
-    ``previous/<time>/`` beside it (``bigmodel.run.callbacks.KeepPreviousCheckpoints``), newest first."""
-    file = Path(os.path.expanduser(path))
-    if file.suffix != ".ckpt":
-        return []
-    return [str(p) for p in sorted(file.parent.glob(f"previous/*/{file.name}"), reverse=True)]
 
 
 def _same_path(a: str, b: str) -> bool:

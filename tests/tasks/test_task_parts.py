@@ -55,8 +55,9 @@ def test_task_composes_every_part_and_the_cli_reads_their_args():
 def test_a_task_on_taskbase_alone_has_no_part_settings_and_is_found_by_its_checkpoint_name():
     task = Plain(lr=3e-3)
     assert task.hparams["lr"] == 3e-3 and not PART_ARGS & set(task.hparams)
-    with pytest.raises(TypeError, match="finetune"):
-        Plain(finetune="lora")
+    with pytest.raises(TypeError, match=r"Plain has no part that reads \['finetune'\]: list FineTuning \(bigmodel.tasks\) "
+                                        r"before TaskBase in its bases, or drop the setting"):
+        Plain(finetune="lora")  # not silently ignored: only a checkpoint's settings are (load_from_checkpoint)
     assert TASKS["plain_test"] is Plain and TASKS["classification"] is ClassificationTask
 
 
