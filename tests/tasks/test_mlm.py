@@ -133,3 +133,18 @@ def test_a_bf16_autocast_step_on_cpu_matches_fp32_within_bf16_precision(pydoc_te
         assert g16.dtype == torch.float32  # the weights' gradients stay fp32 (master weights)
         cos = torch.nn.functional.cosine_similarity(g32.flatten(), g16.flatten(), dim=0)
         assert cos > 0.99 or g32.norm() < 1e-6
+
+
+def test_predict_with_an_mlm_says_what_to_use_instead_before_any_batch():
+    """`bigmodel predict` with the pretraining config leaked Lightning's "`Trainer.predict` requires `forward`"."""
+    import lightning as L
+    import pytest
+
+    task = MLMTask(encoder="bert-tiny", vocab_size=100)
+    batches = [{"input_ids": torch.ones(1, 8, dtype=torch.long)}]
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    with pytest.raises(ValueError) as err:
+        trainer.predict(task, batches)
+    assert str(err.value) == ("MLMTask has no predict step: predict with a classification or causal-LM config, or "
+                              "export the encoder with bigmodel export")
+    assert err.traceback[-1].name == "setup"  # refused at setup, not at the first batch
