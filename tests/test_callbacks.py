@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import torch
@@ -16,3 +17,35 @@ def test_jsonl_predictions_keep_non_ascii_text_readable(tmp_path):
     assert "这部电影很好" in line and "\\u" not in line
     assert json.loads(line) == {"text": "这部电影很好", "label": 1, "class_name": "正面", "prob_负面": 0.25,
                                 "prob_正面": 0.75}
+
+
+def _predict_setup(output, predict_files):
+    """The writer's setup as ``bigmodel predict`` reaches it: after the data module's, before any batch."""
+    trainer = SimpleNamespace(datamodule=SimpleNamespace(hparams={"predict_files": predict_files}))
+    PredictionWriter(str(output)).setup(trainer, None, "predict")
+
+
+def test_predictions_never_overwrite_a_file_being_labelled(tmp_path, monkeypatch):
+    """`--predictions.output texts.txt` with `predict_files texts.txt` wrote CSV over the user's input."""
+    import pytest
+
+    monkeypatch.chdir(tmp_path)
+    texts = tmp_path / "texts.csv"
+    texts.write_text("text\na b\n")
+    for output, files in [("texts.csv", "texts.csv"), (str(texts), ["other.txt", "*.csv"]), ("./texts.csv", "t*")]:
+        with pytest.raises(ValueError) as err:
+            _predict_setup(output, files)
+        assert str(err.value) == (f"predictions.output {output!r} is one of the files being labelled "
+                                  "(data.init_args.predict_files) and would be overwritten; give another file, e.g. "
+                                  f"{str(Path(output).with_name('texts.predictions.csv'))!r}")
+    assert texts.read_text() == "text\na b\n"
+    _predict_setup("texts.predictions.csv", "texts.csv")  # another file: fine
+
+
+def test_predictions_output_of_an_unknown_format_is_refused_before_predicting():
+    import pytest
+
+    with pytest.raises(ValueError, match=r"^predictions.output 'out.txt' must end in .csv or .jsonl: give e.g. "
+                                         r"'out.csv'$"):
+        _predict_setup("out.txt", None)
+    _predict_setup("out.JSONL", None)

@@ -23,7 +23,8 @@ from filelock import FileLock
 from lightning.pytorch.utilities import rank_zero_info
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from bigmodel.utils.hub import HubUnavailableError, hub_offline_mode, hub_reachable, is_local, offline_message, packaged_model
+from bigmodel.utils.hub import (HubUnavailableError, hub_load_error, hub_offline_mode, hub_reachable, is_local,
+                                looks_like_path, offline_message, packaged_model)
 
 SPECIAL_TOKENS = {
     "pad_token": "[PAD]",
@@ -153,19 +154,17 @@ def load_tokenizer(source: str, cache_dir: str | Path) -> PreTrainedTokenizerBas
         return AutoTokenizer.from_pretrained(packaged)
     if is_local(source):
         raise ValueError(f"tokenizer {source!r} is neither a directory nor a checkpoint file")
+    if looks_like_path(source):
+        raise FileNotFoundError(f"tokenizer {source!r} does not exist (set data.init_args.tokenizer to a tokenizer "
+                                "directory, a bigmodel checkpoint or a hub name)")
+    fix = (f"save it where there is internet (AutoTokenizer.from_pretrained({source!r}).save_pretrained(DIR)) and pass "
+           "that directory as data.init_args.tokenizer")
     if not hub_offline_mode() and not hub_reachable():
-        raise HubUnavailableError(
-            offline_message(
-                "tokenizer",
-                source,
-                "Save it where there is internet (AutoTokenizer.from_pretrained(name).save_pretrained(dir)) "
-                "and pass that directory as data.init_args.tokenizer",
-            )
-        )
+        raise HubUnavailableError(offline_message("tokenizer", source, fix[0].upper() + fix[1:]))
     try:
         return AutoTokenizer.from_pretrained(source)
     except OSError as err:
-        raise HubUnavailableError(f"cannot load tokenizer {source!r}: {err}") from err
+        raise hub_load_error("tokenizer", source, err, fix) from err
 
 
 def batched(texts: Iterable[str], size: int = 1000) -> Iterator[list[str]]:

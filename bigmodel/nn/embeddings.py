@@ -22,6 +22,12 @@ def sinusoidal_encoding(num_positions: int, dim: int) -> torch.Tensor:
     return pe
 
 
+def max_sequence_length(config: EncoderConfig) -> int:
+    """The longest input the encoder has positions for: ``max_position_embeddings`` less ``position_offset``
+    (RoBERTa's learned rows start at 2); a RoPE encoder's context is bounded the same way."""
+    return config.max_position_embeddings - config.position_offset
+
+
 class TextEmbeddings(nn.Module):
     """Word + position + token-type embeddings, then a norm and dropout (BERT's embedding block). With rotary
     positions (``position_embedding: rope``) nothing is added here: attention rotates q and k instead."""
@@ -51,7 +57,7 @@ class TextEmbeddings(nn.Module):
         """``indices`` (T,): the real tokens' places in the flattened (B * S) batch; only those are embedded, each
         with the position it has in the padded batch (the encoder's unpadded path)."""
         seq_len, offset = input_ids.shape[1], self.config.position_offset
-        if seq_len + offset > self.config.max_position_embeddings:
+        if seq_len > max_sequence_length(self.config):
             raise ValueError(
                 f"sequence length {seq_len} exceeds max_position_embeddings={self.config.max_position_embeddings}"
                 f"{f' less the offset {offset}' if offset else ''}; truncate the input (data max_length / block_size)"

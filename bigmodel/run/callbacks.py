@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import os
 import time
@@ -56,9 +57,29 @@ class PredictionWriter(BasePredictionWriter):
             write ``<stem>.rank<N><suffix>``.
     """
 
+    FORMATS = (".csv", ".jsonl")
+
     def __init__(self, output: str | None = None) -> None:
         super().__init__(write_interval="epoch")
         self.output = output
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """A bad output is refused before anything is predicted: an unknown format, or one of the very files being
+        labelled (written over with the predictions, the user's input would be lost)."""
+        if stage != "predict" or self.output is None:
+            return
+        output = Path(self.output).expanduser()
+        if output.suffix.lower() not in self.FORMATS:
+            raise ValueError(f"predictions.output {self.output!r} must end in {' or '.join(self.FORMATS)}: give e.g. "
+                             f"{str(output.with_suffix('.csv'))!r}")
+        inputs = getattr(trainer.datamodule, "hparams", {}).get("predict_files") or []  # images are no .csv
+        inputs = [inputs] if isinstance(inputs, str) else list(inputs)
+        files = [f for pattern in inputs for f in glob.glob(os.path.expanduser(pattern))]
+        if output.exists() and any(os.path.samefile(output, f) for f in files):
+            other = output.with_name(f"{output.stem}.predictions{output.suffix}")
+            raise ValueError(f"predictions.output {self.output!r} is one of the files being labelled "
+                             f"(data.init_args.predict_files) and would be overwritten; give another file, e.g. "
+                             f"{str(other)!r}")
 
     def write_on_epoch_end(self, trainer, pl_module, predictions: list[Any], batch_indices) -> None:
         path = Path(self.output or os.path.join(trainer.log_dir or ".", "predictions.csv"))
@@ -80,7 +101,7 @@ class PredictionWriter(BasePredictionWriter):
                 row = {key: item, "label": pred, "class_name": names[pred] if names else str(pred)}
                 row.update({f"prob_{names[i] if names else i}": round(p, 6) for i, p in enumerate(probs)})
                 rows.append(row)
-        if path.suffix == ".jsonl":
+        if path.suffix.lower() == ".jsonl":
             path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
         else:
             with open(path, "w", newline="", encoding="utf-8") as f:

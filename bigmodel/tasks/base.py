@@ -21,6 +21,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from bigmodel.nn import EncoderConfig, num_parameters
+from bigmodel.nn.embeddings import max_sequence_length
 from bigmodel.tasks.checkpoints import META_KEY, TASKS, Pretrained, check_vocabulary, resolve, text_config
 from bigmodel.tasks.finetuning import FineTuning, Int8Inference
 from bigmodel.tasks.guards import NonFiniteGuard
@@ -148,8 +149,27 @@ class TaskBase(L.LightningModule):
         """``init_from`` weights go in when a run starts from them (fit, or validate/test of a published model); a
         run restored from its own checkpoint (a resumed fit, test or predict of a trained model) then gets the
         checkpoint's (the CLI leaves init_from unset there, unless the checkpoint holds only the trainable ones)."""
+        self._check_data_length()
         if self._pretrained is not None and self.trainer.ckpt_path is None:
             self._load_pretrained_once()
+
+    def _check_data_length(self) -> None:
+        """The data's longest sequence must have positions in the text encoder: refused at setup, not by the
+        embedding at the first batch that long (possibly deep into training)."""
+        config = getattr(self, "config", None)
+        hparams = getattr(getattr(self._trainer, "datamodule", None), "hparams", {})  # a task set up by hand has none
+        name = next((n for n in ("max_length", "block_size") if hparams.get(n) is not None), None)
+        if not isinstance(config, EncoderConfig) or name is None:
+            return
+        length, limit = hparams[name], max_sequence_length(config)
+        if length > limit:
+            offset = f" less the offset {config.position_offset}" if config.position_offset else ""
+            from_preset = not (self.hparams.get("init_from") or getattr(self._trainer, "ckpt_path", None))
+            more = ", or give the encoder more (model.init_args.encoder_config.max_position_embeddings)" \
+                if from_preset else ""
+            raise ValueError(f"data.init_args.{name} {length} is longer than the encoder's {limit} positions "
+                             f"(max_position_embeddings {config.max_position_embeddings}{offset}); set "
+                             f"data.init_args.{name} to at most {limit}{more}")
 
     def _load_pretrained_once(self) -> None:
         pretrained, self._pretrained = self._pretrained, None

@@ -23,9 +23,11 @@ import torch
 from bigmodel.utils.hub import (
     PACKAGED_MODELS,
     HubUnavailableError,
+    hub_load_error,
     hub_offline_mode,
     hub_reachable,
     is_local,
+    looks_like_path,
     offline_message,
     packaged_model,
 )
@@ -101,12 +103,10 @@ def resolve(source: str) -> Pretrained:
         return _from_directory(source, path)
     if os.path.isfile(path):
         return _from_file(source, path)
-    first = path.split(os.sep, 1)[0]
     packaged = None if is_local(path) else packaged_model(source)
     if packaged is not None:
         return _from_directory(source, packaged)
-    if is_local(path) or path.endswith((".ckpt", ".pth", ".pt", ".bin", ".safetensors")) or path.startswith((".", "/")) \
-            or (os.sep in path and os.path.isdir(first)):  # a relative path under a folder that is here
+    if looks_like_path(path):
         raise FileNotFoundError(
             f"init_from {source!r} does not exist; point it to a checkpoint (.ckpt), a state-dict file, a Hugging "
             "Face model directory, or a hub name such as bert-base-uncased"
@@ -215,12 +215,9 @@ def _download(name: str) -> str:
         if not os.path.isfile(os.path.join(path, "model.safetensors")):
             path = snapshot_download(name, allow_patterns=small + ["pytorch_model.bin"])
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as err:
-        reason = "not in the Hugging Face cache (HF_HUB_OFFLINE=1)" if hub_offline_mode() else \
-            " ".join(str(err).split())[:200]
-        raise HubUnavailableError(
-            f"cannot load init_from {name!r}: {reason}; save the model where there is internet (`hf download {name} "
-            "--local-dir DIR`) and pass that directory as init_from and as data.init_args.tokenizer" + hint
-        ) from err
+        raise hub_load_error("init_from", name, err, f"save the model where there is internet (`hf download {name} "
+                             "--local-dir DIR`) and pass that directory as init_from and as data.init_args.tokenizer"
+                             + hint) from err
     return path
 
 

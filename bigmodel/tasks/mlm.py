@@ -43,6 +43,19 @@ class MLMTask(LanguageModelTask):
         self.net = MaskedLanguageModel(self.config)
         self._init_metrics()
 
+    def setup(self, stage: str) -> None:
+        if stage == "predict":  # before the checkpoint is read and anything runs
+            raise ValueError(self._no_predictions())
+        super().setup(stage)
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Lightning wants a predict step before it calls ``setup``, which says what to do instead."""
+        raise ValueError(self._no_predictions())
+
+    def _no_predictions(self) -> str:
+        return (f"{type(self).__name__} has no predict step: predict with a classification or causal-LM config, or "
+                "export the encoder with bigmodel export")
+
     def load_pretrained(self, pretrained: Pretrained) -> list[str]:
         notes = self.load_encoder(self.net.encoder, pretrained)
         if pretrained.config is not None and pretrained.config.causal:

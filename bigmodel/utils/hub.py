@@ -25,8 +25,21 @@ class HubUnavailableError(RuntimeError):
     pass
 
 
+# Files a path names (a checkpoint, weights) that a hub name never ends with.
+WEIGHT_SUFFIXES = (".ckpt", ".pth", ".pt", ".bin", ".safetensors")
+
+
 def is_local(path: str) -> bool:
     return os.path.exists(os.path.expanduser(path))
+
+
+def looks_like_path(name: str) -> bool:
+    """Whether a name that is not here was meant as a local file or folder, not a hub name (``name`` or
+    ``namespace/name``): a missing path then says so, instead of the hub's repo-id rules or a download attempt."""
+    path = os.path.expanduser(name)
+    first = path.split(os.sep, 1)[0]
+    return (is_local(path) or path.endswith(WEIGHT_SUFFIXES) or path.startswith((".", os.sep)) or "\\" in path
+            or path.count("/") > 1 or (os.sep in path and os.path.isdir(first)))  # a relative path under a folder here
 
 
 def hub_offline_mode() -> bool:
@@ -50,6 +63,13 @@ def offline_message(kind: str, name: str, local_hint: str) -> str:
         f"{kind} {name!r} is not a local path and the Hugging Face Hub cannot be reached (no network). "
         f"{local_hint}, or set HF_HUB_OFFLINE=1 to use a copy already in the Hugging Face cache."
     )
+
+
+def hub_load_error(kind: str, name: str, err: Exception, fix: str) -> HubUnavailableError:
+    """One line for a hub name that did not load: offline (``HF_HUB_OFFLINE=1``) it is not in the cache, which is
+    the whole story; online the hub's own reason, on one line. ``fix`` says what to pass instead."""
+    reason = "not in the Hugging Face cache (HF_HUB_OFFLINE=1)" if hub_offline_mode() else " ".join(str(err).split())[:200]
+    return HubUnavailableError(f"cannot load {kind} {name!r}: {reason}; {fix}")
 
 
 def default_cache_dir() -> Path:

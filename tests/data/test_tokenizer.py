@@ -35,3 +35,37 @@ def test_a_checkpoints_tokenizer_appears_in_the_cache_whole_and_a_copy_cut_short
     assert load_tokenizer(str(ckpt), cache).get_vocab() == tok.get_vocab()
     assert [p.name for p in (cache / "tokenizers").iterdir()] == [entry.name]
     assert sorted(p.name for p in entry.iterdir()) == sorted(files)
+
+
+def test_a_tokenizer_path_that_does_not_exist_says_so_not_the_hubs_repo_id_rules(tmp_path, monkeypatch):
+    """Overriding only init_from leaves the tokenizer on a checkpoint path that is not there: the user must read
+    that the path is missing, not Hugging Face's 'Repo id must be in the form ...'."""
+    import pytest
+
+    from bigmodel.data.tokenizer import load_tokenizer
+
+    monkeypatch.chdir(tmp_path)
+    for source in ["runs/quickstart-mlm/checkpoints/last.ckpt", "./tok", "~/no-such-folder-here/tok", "tok.ckpt"]:
+        with pytest.raises(FileNotFoundError) as err:
+            load_tokenizer(source, tmp_path / "cache")
+        assert str(err.value) == (f"tokenizer {source!r} does not exist (set data.init_args.tokenizer to a tokenizer "
+                                  "directory, a bigmodel checkpoint or a hub name)")
+
+
+def test_a_hub_tokenizer_not_in_the_cache_offline_gets_init_froms_one_line_message(tmp_path, monkeypatch):
+    """HF_HUB_OFFLINE=1 and a hub name that was never downloaded: one line saying so and what to pass instead,
+    as init_from says it -- not the hub client's paragraph about connecting to huggingface.co."""
+    import pytest
+
+    from bigmodel.data.tokenizer import load_tokenizer
+    from bigmodel.utils.hub import HubUnavailableError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HubUnavailableError) as err:
+        load_tokenizer("no-such-org/no-such-tokenizer", tmp_path / "cache")
+    message = str(err.value)
+    assert message == ("cannot load tokenizer 'no-such-org/no-such-tokenizer': not in the Hugging Face cache "
+                       "(HF_HUB_OFFLINE=1); save it where there is internet (AutoTokenizer.from_pretrained("
+                       "'no-such-org/no-such-tokenizer').save_pretrained(DIR)) and pass that directory as "
+                       "data.init_args.tokenizer")
+    assert "\n" not in message and "huggingface.co" not in message

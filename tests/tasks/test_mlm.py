@@ -133,3 +133,51 @@ def test_a_bf16_autocast_step_on_cpu_matches_fp32_within_bf16_precision(pydoc_te
         assert g16.dtype == torch.float32  # the weights' gradients stay fp32 (master weights)
         cos = torch.nn.functional.cosine_similarity(g32.flatten(), g16.flatten(), dim=0)
         assert cos > 0.99 or g32.norm() < 1e-6
+
+
+def test_predict_with_an_mlm_says_what_to_use_instead_before_any_batch():
+    """`bigmodel predict` with the pretraining config leaked Lightning's "`Trainer.predict` requires `forward`"."""
+    import lightning as L
+    import pytest
+
+    task = MLMTask(encoder="bert-tiny", vocab_size=100)
+    batches = [{"input_ids": torch.ones(1, 8, dtype=torch.long)}]
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    with pytest.raises(ValueError) as err:
+        trainer.predict(task, batches)
+    assert str(err.value) == ("MLMTask has no predict step: predict with a classification or causal-LM config, or "
+                              "export the encoder with bigmodel export")
+    assert err.traceback[-1].name == "setup"  # refused at setup, not at the first batch
+
+
+def test_a_data_length_beyond_the_encoders_positions_is_refused_at_setup():
+    """block_size / max_length longer than the positions was caught only in forward, at the first batch that long
+    (possibly mid-training). The limit is the embedding's: RoBERTa's offset rows count against it, and a RoPE
+    encoder's max_position_embeddings bounds it too."""
+    from types import SimpleNamespace
+
+    import pytest
+
+    def set_up(task, **data):
+        task.trainer = SimpleNamespace(datamodule=SimpleNamespace(hparams=data), ckpt_path=None,
+                                       strategy=SimpleNamespace(root_device=torch.device("cpu")))
+        task.setup("fit")
+
+    roberta = MLMTask(encoder="bert-tiny", vocab_size=100,
+                      encoder_config={"position_offset": 2, "max_position_embeddings": 66})
+    set_up(roberta, block_size=64)  # exactly the positions there are
+    with pytest.raises(ValueError) as err:
+        set_up(roberta, block_size=65)
+    assert str(err.value) == ("data.init_args.block_size 65 is longer than the encoder's 64 positions "
+                              "(max_position_embeddings 66 less the offset 2); set data.init_args.block_size to at "
+                              "most 64, or give the encoder more (model.init_args.encoder_config.max_position_embeddings)")
+    with pytest.raises(ValueError) as err:  # the embedding refuses the same length: one rule
+        roberta.net.encoder.embeddings(torch.ones(1, 65, dtype=torch.long))
+    assert "exceeds max_position_embeddings=66 less the offset 2" in str(err.value)
+
+    rope = MLMTask(encoder="modernbert-mini", vocab_size=100, encoder_config={"max_position_embeddings": 128})
+    set_up(rope, max_length=128, batch_size=8)
+    with pytest.raises(ValueError, match=r"^data.init_args.max_length 129 is longer than the encoder's 128 positions "
+                                         r"\(max_position_embeddings 128\); set data.init_args.max_length to at most "
+                                         r"128, or give"):
+        set_up(rope, max_length=129)
