@@ -233,6 +233,9 @@ def test_bad_checkpoints_and_configs_are_one_line(mlm_checkpoint, small_text, tm
         "config directory": (["fit", "-c", str(tmp_path)], "is a directory; give a YAML file"),
         "fit best without one": (["fit", "-c", mlm, "--ckpt_path", "best"],
                                  f"--ckpt_path '{tmp_path / 'runs' / 'mlm' / 'checkpoints' / 'best.ckpt'}' does not exist"),
+        "test best of no run": (["test", "-c", cls, "--trainer.logger.init_args.name", "nosuchrun", "--ckpt_path",
+                                 "best"], "does not exist; no run of this name has saved checkpoints here: check the "
+                                          "run name (trainer.logger.init_args.name, save_dir) or run fit first"),
         "monitor typo": (["fit", "-c", mlm, "--checkpoint.monitor", "val/losss", "--trainer.max_steps", "-1",
                           "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2"],
                          "ModelCheckpoint(monitor='val/losss')` could not find the monitored key"),

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bigmodel.nn.config import EncoderConfig
+from bigmodel.nn.embeddings import max_sequence_length
 from bigmodel.nn.encoder import EncoderOutput, TransformerEncoder, init_weights
 from bigmodel.nn.heads import ClassificationHead, MLMHead, Pooling
 
@@ -99,7 +100,7 @@ class CausalLanguageModel(nn.Module):
             raise ValueError(f"temperature must be positive, got {temperature}; use greedy=True for argmax")
         if top_k is not None and top_k < 0:
             raise ValueError(f"top_k must be >= 0 (0 or None: no top-k filter), got {top_k}")
-        ids, context = input_ids, self.config.max_position_embeddings - self.config.position_offset
+        ids, context = input_ids, max_sequence_length(self.config)
         for _ in range(max_new_tokens):
             logits = self(ids[:, -context:])[:, -1].float()  # (B, V)
             if greedy:

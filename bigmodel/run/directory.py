@@ -168,7 +168,12 @@ def _others(path: str, directory: str | None) -> str:
     folders = dict.fromkeys(Path(f) for f in (os.path.dirname(path) or ".", directory) if f)
     found = [p for f in folders for p in sorted(f.glob("*.ckpt")) + archived_last_checkpoints(str(f))]
     others = [p for p in dict.fromkeys(found) if os.path.abspath(p) != os.path.abspath(path)]
-    return f"; checkpoints there: {', '.join(str(p) for p in others[:3])}" if others else ""
+    if others:
+        return f"; checkpoints there: {', '.join(str(p) for p in others[:3])}"
+    if not any(f.is_dir() for f in folders):  # no run of this name has saved anything here
+        return ("; no run of this name has saved checkpoints here: check the run name "
+                "(trainer.logger.init_args.name, save_dir) or run fit first")
+    return ""
 
 
 METRICS_FILE = "{stage}_metrics.json"
