@@ -333,3 +333,13 @@ def test_the_bench_keeps_a_presets_own_vocabulary_unless_told_otherwise():
     assert config("--preset", "bert-mini").vocab_size == 30522
     assert config("--preset", "modernbert-mini", "--vocab-size", "100").vocab_size == 100
     assert config("--preset", "bert-mini", "--seq-len", "1024").max_position_embeddings == 1024
+
+
+def test_the_default_throughput_tool_runs_a_text_preset_with_its_own_vocabulary(capsys):
+    """`bigmodel bench --preset P` without --vocab-size: once a TypeError from a None vocabulary."""
+    from bigmodel.commands.cli import main
+
+    main(["bench", "--preset", "bert-tiny", "--batch-size", "2", "--seq-len", "8", "--steps", "1", "--warmup", "0",
+          "--dtype", "fp32"])
+    out = capsys.readouterr().out
+    assert out.startswith("bert-tiny, batch 2 x 8 tokens, fp32") and "| SDPA, no padding mask (flash) |" in out

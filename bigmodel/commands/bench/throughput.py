@@ -14,7 +14,8 @@ import argparse
 
 import torch
 
-from bigmodel.commands.bench.measure import STRONG_AUGMENT, mlm_step, time_steps, train_flops_per_token, vision_step
+from bigmodel.commands.bench.measure import (STRONG_AUGMENT, bench_config, mlm_step, time_steps, train_flops_per_token,
+                                             vision_step)
 from bigmodel.data.augment import AugmentConfig
 from bigmodel.nn import EncoderConfig, VisionTransformer
 
@@ -68,7 +69,7 @@ def from_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             print(f"| {label} | {r['ms_per_step']:.1f} | {r['images_per_s']:,.0f} | {r['cifar_epoch_s']:.1f} | "
                   f"{r['peak_mem_gb']:.1f} |", flush=True)
         return
-    cfg = EncoderConfig.from_name(args.preset, vocab_size=args.vocab_size, max_position_embeddings=max(512, args.seq_len))
+    cfg = bench_config(args)
     print(f"{args.preset}, batch {args.batch_size} x {args.seq_len} tokens, {args.dtype}, {name}, torch {torch.__version__}")
     print("| setting | ms/step | tokens/s | model TFLOP/s | peak GiB |")
     print("|---|---:|---:|---:|---:|")
