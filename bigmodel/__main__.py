@@ -20,8 +20,11 @@ def main() -> None:
         print(f"bigmodel: error: unknown command {argv[0]!r}; choose one of {', '.join(COMMANDS)} -- see "
               "`bigmodel --help`", file=sys.stderr)
         sys.exit(2)
-    from bigmodel.commands.cli import main as cli_main
-
+    try:
+        from bigmodel.commands.cli import main as cli_main  # Lightning, torch, transformers: seconds
+    except KeyboardInterrupt:
+        print("bigmodel: interrupted by Ctrl-C while starting; nothing ran", file=sys.stderr)
+        sys.exit(130)
     cli_main()
 
 

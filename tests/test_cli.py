@@ -316,3 +316,23 @@ def test_an_unknown_command_lists_every_command(monkeypatch, capsys):
     assert capsys.readouterr().err == (f"bigmodel: error: unknown command 'frobnicate'; choose one of "
                                        f"{', '.join(COMMANDS)} -- see `bigmodel --help`\n")
     assert {"sweep", "results", "compare", "export", "bench"} <= set(COMMANDS)  # Lightning's list had only four
+
+
+def test_ctrl_c_while_the_command_starts_is_one_line(monkeypatch, capsys):
+    import builtins
+
+    from bigmodel.__main__ import main
+
+    real_import = builtins.__import__
+
+    def interrupted(name, *args, **kwargs):
+        if name == "bigmodel.commands.cli":
+            raise KeyboardInterrupt  # as a Ctrl-C during the seconds of importing Lightning
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", interrupted)
+    monkeypatch.setattr(sys, "argv", ["bigmodel", "fit", "-c", "x.yaml"])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    assert stop.value.code == 130
+    assert capsys.readouterr().err == "bigmodel: interrupted by Ctrl-C while starting; nothing ran\n"

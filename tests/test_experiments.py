@@ -143,3 +143,12 @@ def test_the_results_commands_in_its_help_run_as_written(monkeypatch, capsys):
     for args in examples:
         results.main(args)  # --check exits 1 when the file has no table or a stale one
     assert "| " in capsys.readouterr().out
+
+
+def test_the_results_table_renders_the_same_from_another_directory(monkeypatch, tmp_path):
+    from bigmodel.commands import results
+
+    monkeypatch.chdir(EXPERIMENTS.parent)
+    table = results.render("experiments/results.yaml")
+    monkeypatch.chdir(tmp_path)  # the spec's relative summary paths are found from the spec file's folders
+    assert results.render(str(EXPERIMENTS / "results.yaml")) == table

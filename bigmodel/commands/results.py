@@ -78,11 +78,21 @@ def _cells(row: dict[str, Any], spec_path: str | Path) -> list[str]:
         if not isinstance(versus, dict) or not {"summary", "label"} <= set(versus):
             raise ValueError(f"{spec_path}: row {row['result']!r}: write compare_to: {{summary: <reference "
                              "summary.json>, label: <what the cell calls it>}")
-        versus = compare.delta(point, summary, compare.load(versus["summary"]), row["metric"], versus["label"], scale,
+        versus = compare.delta(point, summary, compare.load(locate(versus["summary"], spec_path)), row["metric"], versus["label"], scale,
                                digits if digits is not None else 4)
     return [row["result"], row.get("data", ""), metric, value, per_seed, versus or "", trained_parameters(point),
             duration(wall["mean"]) if wall else "", "; ".join(summary["devices"]), summary["date"],
             _code(row.get("command", summary["command"]))]
+
+
+def locate(path: str | Path, spec_path: str | Path) -> Path:
+    """A spec's relative path as written (from the project root, where the table is made), or, run from elsewhere,
+    found from the spec file's own folder or a folder above it."""
+    path = Path(path)
+    if path.is_absolute() or path.exists() or not Path(spec_path).exists():
+        return path
+    found = (folder / path for folder in Path(spec_path).resolve().parents)
+    return next((p for p in found if p.exists()), path)
 
 
 def row_stats(row: dict[str, Any], spec_path: str | Path = "the spec") -> tuple[dict, dict, dict]:
@@ -91,7 +101,7 @@ def row_stats(row: dict[str, Any], spec_path: str | Path = "the spec") -> tuple[
     if "summary" not in row:
         raise ValueError(f"{spec_path}: row {row['result']!r} needs 'summary:' (a sweep's summary.json) or "
                          "'not_measured:' (why)")
-    path = Path(row["summary"])
+    path = locate(row["summary"], spec_path)
     if not path.is_file():
         raise FileNotFoundError(f"{spec_path}: row {row['result']!r}: {path} does not exist; write it with "
                                 f"`bigmodel sweep ... --summary_dir {path.parent}`")
