@@ -63,7 +63,8 @@ class ImageTextDataModule(DataModule):
         std: per-channel normalisation standard deviation, defaulting as ``mean``.
         crop_padding: training augmentation, a random crop after padding each side by this many pixels (0: off).
         label_names: classes for zero-shot classification (as the text classifier's ``label_names``), each put into every ``zero_shot_templates``; digits
-            default ``0``..``9`` (and its images carry ``labels``); other sets have none unless given.
+            default ``0``..``9`` (and its images carry ``labels``: fit, validate and test, which score them, need
+            ten names; predict takes any, e.g. for one's own images); other sets have none unless given.
         zero_shot_templates: prompts with ``{}`` where the class name goes. Digits default: English phrasings
             mostly unseen in training and one Chinese (when ``zh`` is among ``languages``); photos default
             ``a photo of a {}``, ``a picture of a {}``.
@@ -127,11 +128,8 @@ class ImageTextDataModule(DataModule):
                                               model_max_length=max_length)
         self.vocab_size = len(self.tokenizer)
 
-        if label_names is not None:
-            if len(label_names) < 2:
-                raise ValueError(f"label_names lists {list(label_names)}; zero-shot classification needs two or more")
-            if self.digits and len(label_names) != 10:
-                raise ValueError(f"digits has 10 classes (0..9) but label_names lists {len(label_names)}")
+        if label_names is not None and len(label_names) < 2:
+            raise ValueError(f"label_names lists {list(label_names)}; zero-shot classification needs two or more")
         self.class_names = list(label_names) if label_names is not None else (
             [str(i) for i in range(10)] if self.digits else None)
         self.num_classes = len(self.class_names) if self.class_names is not None else None
@@ -156,6 +154,11 @@ class ImageTextDataModule(DataModule):
         return enc["input_ids"]
 
     def setup(self, stage: str) -> None:
+        if self.digits and stage in ("fit", "validate", "test") and self.num_classes != 10:
+            # the digits' own labels are scored against the classes then; predict takes any classes (own images)
+            stage = getattr(stage, "value", stage)  # Lightning passes a TrainerFn, whose str is its class and name
+            raise ValueError(f"digits has 10 classes (0..9) but label_names lists {self.num_classes}: {stage} scores "
+                             "the digits' labels, so list ten names in order of 0..9 (other classes: predict only)")
         if self.datasets:
             return
         native = 8 if self.digits else None

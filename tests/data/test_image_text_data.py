@@ -5,6 +5,7 @@ import csv
 
 import pytest
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from PIL import Image
 
 from bigmodel.data import ImageTextDataModule
@@ -271,3 +272,15 @@ def test_hub_name_without_network_or_cache_is_one_clear_error(monkeypatch):
         ImageTextDataModule(dataset="someone/flickr-captions")
     with pytest.raises(FileNotFoundError, match="neither digits, a hub name"):
         ImageTextDataModule(dataset="./no/such/folder")
+
+
+def test_zero_shot_on_own_images_takes_any_classes_but_scoring_digits_needs_ten(tmp_path):
+    Image.new("L", (8, 8), color=200).save(tmp_path / "mine.png")
+    dm = ImageTextDataModule(batch_size=2, predict_dir=str(tmp_path), label_names=["zero", "one", "two"])
+    dm.setup("predict")
+    assert dm.zero_shot_prompts()["prompt_class"].tolist() == [0, 1, 2] * len(dm.zero_shot_templates)
+    assert next(iter(dm.predict_dataloader()))["path"][0].endswith("mine.png")
+    for stage in (TrainerFn.FITTING, TrainerFn.VALIDATING, TrainerFn.TESTING):  # as the Trainer calls setup
+        with pytest.raises(ValueError, match=rf"^digits has 10 classes \(0..9\) but label_names lists 3: "
+                                             rf"{stage.value} scores the digits' labels, so list ten names"):
+            dm.setup(stage)

@@ -152,3 +152,54 @@ def test_write_digit_images_saves_test_digits_under_their_labels(tmp_path):
         picture = Image.open(path)
         assert picture.mode == "L" and picture.size == (8, 8)
         assert torch.equal(torch.tensor(list(picture.getdata()), dtype=torch.uint8).view(1, 8, 8), images[i])
+
+
+def test_an_unreadable_predict_file_is_one_line_naming_it_before_any_batch(tmp_path):
+    make_folder(tmp_path / "photos", classes=("any",), per_class=2, size=30)
+    (tmp_path / "photos" / "any" / "broken.png").write_text("not an image")
+    for predict_dir in ("photos", "photos/any/broken.png"):
+        dm = ImageDataModule(dataset="digits", predict_dir=str(tmp_path / predict_dir), batch_size=2)
+        with pytest.raises(ValueError, match=r"^cannot read image '[^']*broken.png' \(UnidentifiedImageError\): "
+                                             r"remove or convert it \(readable: .*\.gif"):
+            dm.setup("predict")
+    (tmp_path / "photos" / "any" / "also.jpg").write_bytes(b"\xff\xd8 nothing")
+    with pytest.raises(ValueError, match=r"also.jpg' and 1 more file \(UnidentifiedImageError\): remove or convert "
+                                         r"them"):
+        ImageDataModule(dataset="digits", predict_dir=str(tmp_path / "photos")).setup("predict")
+    # a file whose header reads but whose pixels do not (truncated) is the same one line when its batch is made
+    good = tmp_path / "truncated" / "0.png"
+    good.parent.mkdir()
+    Image.effect_noise((64, 64), 50).save(good)
+    good.write_bytes(good.read_bytes()[:200])
+    dm = ImageDataModule(dataset="digits", predict_dir=str(good.parent), batch_size=2)
+    dm.setup("predict")
+    with pytest.raises(ValueError, match=r"^cannot read image '[^']*0.png' \(OSError\): remove or convert it"):
+        dm.datasets["predict"][0]
+
+
+def test_transparent_and_gif_predict_files_read_like_the_digits_they_show(tmp_path):
+    from bigmodel.data.sources.images import ImageFiles, write_digit_images
+
+    def read_rgb(path):
+        return ImageFiles([str(path)], transform=lambda image: image)[0]["pixel_values"]
+
+    digit = Image.open(write_digit_images(tmp_path / "photos", count=1)[0])  # 8x8 grey, ink-high on black
+    assert digit.getextrema() == (0, 255)
+    for ink in (0, 255):  # a glyph drawn only in alpha, in black or in white ink, on a transparent background
+        glyph = Image.new("RGBA", digit.size, (ink, ink, ink, 0))
+        glyph.putalpha(digit)
+        glyph.save(tmp_path / "photos" / f"glyph{ink}.png")
+        assert read_rgb(tmp_path / "photos" / f"glyph{ink}.png").getpixel((0, 0)) == (255, 255, 255)
+    digit.save(tmp_path / "photos" / "digit.gif")
+    dm = ImageDataModule(dataset="digits", predict_dir=str(tmp_path / "photos"), batch_size=4)
+    dm.setup("predict")
+    batch = next(iter(dm.predict_dataloader()))
+    assert [p.rsplit("/", 1)[1] for p in batch["path"]] == ["digit.gif", "glyph0.png", "glyph255.png",
+                                                            "test0_label6.png"]
+    for i in range(3):
+        torch.testing.assert_close(batch["pixel_values"][i], batch["pixel_values"][3])
+    # an opaque colour image with an alpha channel is its colours; a half-transparent one goes onto white
+    Image.new("RGBA", (4, 4), (200, 0, 0, 255)).save(tmp_path / "red.png")
+    Image.new("RGBA", (4, 4), (0, 0, 0, 128)).save(tmp_path / "half.png")
+    assert read_rgb(tmp_path / "red.png").getpixel((0, 0)) == (200, 0, 0)
+    assert read_rgb(tmp_path / "half.png").getpixel((0, 0)) == (127, 127, 127)

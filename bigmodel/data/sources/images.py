@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import torch
 from filelock import FileLock
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets import CIFAR10, CIFAR100, MNIST, FashionMNIST, ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
@@ -130,17 +131,25 @@ def load_torchvision_splits(name: str, root: Path) -> TensorSplits:
                         mean=mean, std=std)
 
 
+# What predict and image folders read: torchvision's extensions and GIF (its first frame).
+IMAGE_EXTENSIONS = (*IMG_EXTENSIONS, ".gif")
+SAME_COLOUR = 8  # grey levels within which a transparent image's visible pixels count as one colour (ink in alpha)
+
+# what reading a broken, truncated or oversized image file raises (UnidentifiedImageError is an OSError)
+UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
 # ImageNet statistics: what pretrained backbones expect, and a fair default for photos.
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def image_folder(path: Path, transform: Callable | None) -> ImageFolder:
-    """One class per subdirectory, with a one-line error when there is nothing to read."""
-    extensions = ", ".join(sorted(IMG_EXTENSIONS))
+    """One class per subdirectory, read as predict reads files (``read_image``), with a one-line error when there
+    is nothing to read."""
+    extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
     if not path.is_dir():
         raise FileNotFoundError(f"image folder {str(path)!r} does not exist")
     try:
-        return ImageFolder(str(path), transform=transform)
+        return ImageFolder(str(path), transform=transform, loader=read_image, is_valid_file=is_image)
     except FileNotFoundError as err:
         raise ValueError(
             f"image folder {str(path)!r} has no images: expected {path}/<class name>/<image> files with one of "
@@ -161,14 +170,71 @@ def folder_splits(root: Path) -> dict[str, Path | None]:
     return {"train": root / "train", "validation": val, "test": root / "test" if (root / "test").is_dir() else None}
 
 
+def is_image(path: str) -> bool:
+    """Whether a file's name says it is an image that predict and image folders read."""
+    return path.lower().endswith(IMAGE_EXTENSIONS)
+
+
 def list_images(path: Path) -> list[str]:
-    """Every image file under ``path`` (recursively, sorted), for ``predict``."""
+    """Every image file under ``path`` (recursively, sorted), for ``predict``. Each is opened here (the header
+    only, a millisecond each), so that a file that is not an image is a one-line error before any batch runs
+    instead of a traceback that loses the predictions of every good file. Training folders are not checked so:
+    they can hold millions of files, and their loader reports a bad one all the same (``read_image``)."""
     if not path.exists():
         raise FileNotFoundError(f"predict_dir {str(path)!r} does not exist")
-    files = sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS) if path.is_dir() else [str(path)]
+    files = [str(path)] if not path.is_dir() else sorted(str(p) for p in path.rglob("*")
+                                                          if p.is_file() and is_image(str(p)))
     if not files:
-        raise ValueError(f"predict_dir {str(path)!r} has no images ({', '.join(sorted(IMG_EXTENSIONS))})")
+        raise ValueError(f"predict_dir {str(path)!r} has no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    bad = []
+    for file in files:
+        try:
+            Image.open(file).close()
+        except UNREADABLE as err:
+            bad.append((file, err))
+    if bad:
+        (file, err), more = bad[0], len(bad) - 1
+        raise ValueError(unreadable(file, err, more))
     return files
+
+
+def unreadable(file: str, err: BaseException, more: int = 0) -> str:
+    """The one line for image files that cannot be read, and what to do about them."""
+    others = f" and {more} more file{'s' if more > 1 else ''}" if more else ""
+    return (f"cannot read image {file!r}{others} ({type(err).__name__}): remove or convert "
+            f"{'them' if more else 'it'} (readable: {', '.join(sorted(IMAGE_EXTENSIONS))})")
+
+
+def flatten_alpha(image: Any, mode: str) -> Any:
+    """``image`` in ``mode`` ("L" or "RGB"), its transparency composited onto the background of the images the
+    models learn from, instead of dropped (``convert`` keeps the colour under transparent pixels, so a glyph drawn
+    only in alpha reads as blank). Grey sets (digits, MNIST, Fashion-MNIST; ``write_digit_images``) are ink-high
+    on black: their background is black, and a glyph of one colour (its ink only in alpha, black ink included)
+    becomes its alpha -- ink-high on black, like them. Colour images go onto white, as viewers show them."""
+    if not image.has_transparency_data:
+        return image.convert(mode)
+    rgba = image.convert("RGBA")
+    alpha = rgba.getchannel("A")
+    if mode == "L" and _spread(alpha) > 0 and _spread(rgba.convert("L"), where=alpha) <= SAME_COLOUR:
+        return alpha
+    background = Image.new("RGBA", rgba.size, (0, 0, 0, 255) if mode == "L" else (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert(mode)
+
+
+def _spread(image: Any, where: Any = None) -> int:
+    """Highest minus lowest value of a one-band image (where the ``where`` image is non-zero; 0 where nowhere)."""
+    levels = [v for v, n in enumerate(image.histogram(where)) if n]
+    return levels[-1] - levels[0] if levels else 0
+
+
+def read_image(path: str, mode: str = "RGB") -> Any:
+    """One image file as a PIL image in ``mode`` (the first frame of an animation; transparency by
+    ``flatten_alpha``), or a one-line ValueError naming the file."""
+    try:
+        with Image.open(path) as image:
+            return flatten_alpha(image, mode)
+    except UNREADABLE as err:
+        raise ValueError(unreadable(path, err)) from err
 
 
 class ImageFiles(Dataset):
@@ -181,10 +247,7 @@ class ImageFiles(Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        from PIL import Image
-
-        with Image.open(self.files[i]) as image:
-            return {"pixel_values": self.transform(image.convert(self.mode)), "path": self.files[i]}
+        return {"pixel_values": self.transform(read_image(self.files[i], self.mode)), "path": self.files[i]}
 
 
 def cache_root(data_dir: str | None, cache_dir: Path) -> Path:
