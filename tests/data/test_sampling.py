@@ -105,3 +105,12 @@ def test_ddp_padding_repeats_examples_of_the_short_last_step_not_the_longest(meg
         resumed = sampler(rank)
         resumed.resume(epoch=2, consumed=len(share) - len(last[rank]))
         assert [i for _, i in resumed] == last[rank]
+
+
+def test_the_trainers_epoch_wins_over_the_one_lightning_sets():
+    """Lightning's set_epoch counts processed epochs, one ahead of current_epoch after some resumes."""
+    epoch = 1
+    sampler = ResumableSampler(N, seed=3, current_epoch=lambda: epoch)
+    sampler.set_epoch(2)
+    assert [i for _, i in sampler] == _order(ResumableSampler(N, seed=3), 1)
+    assert {e for e, _ in sampler} == {1}
