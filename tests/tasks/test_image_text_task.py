@@ -217,7 +217,7 @@ class SaveAndStop(L.Callback):
             self._stop(trainer)
 
 
-@pytest.mark.parametrize("stop, crop_padding", [("epoch end", 0)])
+@pytest.mark.parametrize("stop, crop_padding", [("epoch end", 0), ("mid-epoch", 1)])
 def test_a_resumed_fit_equals_an_uninterrupted_one(tmp_path, stop, crop_padding):
     """Stopped at an epoch's end after its validation (the state of every epoch-end last.ckpt; Lightning then set
     the samplers one epoch ahead for good) or mid-epoch with random crops, and resumed under the same max_steps:
