@@ -79,6 +79,16 @@ def sample_transform(
     return v2.Compose(steps)
 
 
+def seeded(transform: v2.Transform, image: object, seed: int) -> torch.Tensor:
+    """``transform(image)`` with its random draws (torchvision's come from the global CPU generator) from ``seed``
+    alone: an augmentation keyed to (seed, epoch, example) is the same in a resumed run, whatever else drew from
+    the global generator before (a prefetched batch is made before the step that reseeds it). The global state
+    is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        return transform(image)
+
+
 def batch_mixer(config: AugmentConfig, num_classes: int) -> v2.Transform | None:
     """MixUp and/or CutMix on a whole batch: ``(images, labels) -> (images, label probabilities)``."""
     mixers = []

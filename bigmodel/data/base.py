@@ -55,7 +55,8 @@ class DataModule(L.LightningDataModule):
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         sampler = ResumableSampler(len(dataset), hp.seed, rank=rank, world_size=world, lengths=lengths,
-                                   batch_size=hp.batch_size)
+                                   batch_size=hp.batch_size,
+                                   current_epoch=(lambda: trainer.current_epoch) if trainer is not None else None)
         share = -(-len(dataset) // world)
         if hp.batch_size > share:
             each = f" ({share} per device)" if world > 1 else ""

@@ -164,9 +164,10 @@ class ImageTextDataModule(DataModule):
         native = 8 if self.digits else None
         train_tf = sample_transform(self.augment, self.image_size, self.mean, self.std, native)
         eval_tf = sample_transform(None, self.image_size, self.mean, self.std)
+        self._train_transform = train_tf  # applied by the training collator, seeded per image and epoch
         self.caption_input_ids = {}
         for name, split in self.splits.items():
-            self.datasets[name] = CaptionedImages(split, train_tf if name == "train" else eval_tf)
+            self.datasets[name] = CaptionedImages(split, None if name == "train" else eval_tf)
             self.caption_input_ids[name] = self._encode(split.captions, f"{name} captions")
             self.datasets[f"{name}_captions"] = Texts(self.caption_input_ids[name],
                                                       caption_ids=list(range(len(split.captions))))
@@ -188,7 +189,8 @@ class ImageTextDataModule(DataModule):
     def train_dataloader(self) -> DataLoader:
         train = self.datasets["train"]  # full batches only: a short last batch would recompile a compiled model
         width = max(len(ids) for ids in self.splits["train"].image_captions)
-        collate = CaptionDrawCollator(self.tokenizer, self.caption_input_ids["train"], self.hparams.seed, width)
+        collate = CaptionDrawCollator(self.tokenizer, self.caption_input_ids["train"], self.hparams.seed, width,
+                                      self._train_transform)
         return self.train_loader(train, collate, drop_last=len(train) > self.hparams.batch_size)
 
     def _eval_loader(self, split: str) -> DataLoader:

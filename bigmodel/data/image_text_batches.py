@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler
 from transformers import PreTrainedTokenizerBase
 
+from bigmodel.data.augment import seeded
 from bigmodel.data.collators import ClassificationCollator
 from bigmodel.data.sources.image_text import CaptionedSplit
 from bigmodel.utils.seeding import mix_seed
@@ -22,9 +23,10 @@ EVAL_CAPTIONS = "captions"  # the split's distinct captions: input_ids, attentio
 
 
 class CaptionedImages(Dataset):
-    """Items: ``pixel_values``, ``image_index``, ``image_caption_ids`` (+ ``labels``)."""
+    """Items: ``pixel_values``, ``image_index``, ``image_caption_ids`` (+ ``labels``). ``transform=None`` leaves
+    the images as stored, for a collator to augment (``CaptionDrawCollator``)."""
 
-    def __init__(self, split: CaptionedSplit, transform: Callable) -> None:
+    def __init__(self, split: CaptionedSplit, transform: Callable | None) -> None:
         self.split, self.transform = split, transform
 
     def __len__(self) -> int:
@@ -32,7 +34,8 @@ class CaptionedImages(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         s = self.split
-        item = {"pixel_values": self.transform(s.images[i]), "image_index": i, "image_caption_ids": s.image_captions[i]}
+        image = s.images[i] if self.transform is None else self.transform(s.images[i])
+        item = {"pixel_values": image, "image_index": i, "image_caption_ids": s.image_captions[i]}
         if s.labels is not None:
             item["labels"] = s.labels[i]
         return item
@@ -117,14 +120,15 @@ class EvalBatches(Dataset):
 
 class CaptionDrawCollator:
     """Training batches: each image with one of its captions, drawn from (seed, epoch, index) so that every epoch
-    pairs the image with a new draw and a resumed run draws what an unbroken one would. ``image_caption_ids`` are
+    pairs the image with a new draw and a resumed run draws what an unbroken one would; ``transform`` (the training
+    augmentation, applied here to the stored images) draws from (seed, epoch, index) too. ``image_caption_ids`` are
     padded to ``width``, the most captions any training image has: every batch has one shape, so ranks can gather
     them for the contrastive loss."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, caption_input_ids: list[list[int]], seed: int,
-                 width: int | None = None) -> None:
+                 width: int | None = None, transform: Callable | None = None) -> None:
         self.text = ClassificationCollator(tokenizer)
-        self.caption_input_ids, self.seed, self.width = caption_input_ids, seed, width
+        self.caption_input_ids, self.seed, self.width, self.transform = caption_input_ids, seed, width, transform
 
     def draw(self, item: dict[str, Any]) -> int:
         ids = item["image_caption_ids"]
@@ -132,6 +136,10 @@ class CaptionDrawCollator:
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         drawn = [self.draw(it) for it in items]
+        if self.transform is not None:
+            items = [{**it, "pixel_values": seeded(self.transform, it["pixel_values"],
+                                                   mix_seed(self.seed, "augment", int(it["epoch"]), int(it["index"])))}
+                     for it in items]
         batch = collate_images(items, self.width)
         del batch["image_index"]
         batch.update(self.text([{"input_ids": self.caption_input_ids[c], "caption_ids": c} for c in drawn]))

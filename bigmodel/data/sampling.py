@@ -4,7 +4,7 @@ the epoch part-way, so a run killed mid-epoch and resumed sees exactly the batch
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -28,10 +28,17 @@ class ResumableSampler(DistributedSampler):
     so pad-to-longest pads little. ``batch_size`` must then be the DataLoader's (per rank): the order is cut into
     steps of ``batch_size * world_size`` examples, each dealt to the ranks as above, so every rank's batch at a
     step holds similar lengths too and a skip of whole batches on resume stays aligned.
+
+    ``current_epoch`` (the data module passes the trainer's): the epoch each iteration shuffles for, instead of the
+    number Lightning gives ``set_epoch``. Lightning 2.6 counts that one from epochs *processed*, which runs one
+    ahead of ``trainer.current_epoch`` for good after a ``max_steps`` fit resumes from a checkpoint written at an
+    epoch's end (the ``last.ckpt`` of every epoch-end save): every later epoch then got the next epoch's order,
+    while dropout seeds, caption draws and the consumed-batch count go by ``current_epoch``.
     """
 
     def __init__(self, length: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1,
-                 lengths: Sequence[int] | None = None, batch_size: int = 1, mega_batch: int = 50) -> None:
+                 lengths: Sequence[int] | None = None, batch_size: int = 1, mega_batch: int = 50,
+                 current_epoch: Callable[[], int] | None = None) -> None:
         # DistributedSampler.__init__ wants a dataset and a process group; this needs neither
         self.length, self.seed, self.shuffle = length, seed, shuffle
         self.rank, self.num_replicas, self.drop_last = rank, world_size, False
@@ -47,6 +54,7 @@ class ResumableSampler(DistributedSampler):
                 raise ValueError("grouping by length reorders a shuffle; it needs shuffle=True")
         self.lengths = None if lengths is None else torch.as_tensor(lengths)
         self.batch_size, self.mega_batch = batch_size, mega_batch
+        self.current_epoch = current_epoch
 
     def resume(self, epoch: int, consumed: int) -> None:
         """Skip the first ``consumed`` examples of ``epoch`` (this rank's), if that is the epoch iterated next."""
@@ -65,6 +73,8 @@ class ResumableSampler(DistributedSampler):
         return order
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.current_epoch is not None:
+            self.epoch = self.current_epoch()
         order = self.order()
         pad, source = self.total_size - len(order), order
         if self.lengths is not None and pad:

@@ -123,3 +123,12 @@ def test_a_sigterm_to_the_loader_workers_leaves_the_stop_to_the_main_process():
     time.sleep(0.3)
     assert [next(batches) for _ in range(3)] == [[2, 3], [4, 5], [6, 7]]  # the worker is alive: no RuntimeError
     del batches
+
+
+def test_the_trainers_epoch_wins_over_the_one_lightning_sets():
+    """Lightning's set_epoch counts processed epochs, one ahead of current_epoch after some resumes."""
+    epoch = 1
+    sampler = ResumableSampler(N, seed=3, current_epoch=lambda: epoch)
+    sampler.set_epoch(2)
+    assert [i for _, i in sampler] == _order(ResumableSampler(N, seed=3), 1)
+    assert {e for e, _ in sampler} == {1}

@@ -195,3 +195,51 @@ def test_test_reports_one_set_of_whole_split_metrics_equal_to_a_direct_computati
         expected[f"test/t2i_r{k}"] = relevant.T.gather(1, top_images).any(1).float().mean().item()
     expected["test/rsum"] = sum(expected[k] for k in recalls)
     assert tested == pytest.approx(expected, abs=1e-5)
+
+
+class SaveAndStop(L.Callback):
+    """Saves a checkpoint and stops where bigmodel's signal handler would: after optimizer step ``step``, or at the
+    end of the first epoch (after its validation)."""
+
+    def __init__(self, path: Path, step: int | None = None) -> None:
+        self.path, self.step = path, step
+
+    def _stop(self, trainer: L.Trainer) -> None:
+        trainer.save_checkpoint(self.path)
+        trainer.should_stop = True
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            self._stop(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self.step is None:
+            self._stop(trainer)
+
+
+@pytest.mark.parametrize("stop, crop_padding", [("epoch end", 0), ("mid-epoch", 1)])
+def test_a_resumed_fit_equals_an_uninterrupted_one(tmp_path, stop, crop_padding):
+    """Stopped at an epoch's end after its validation (the state of every epoch-end last.ckpt; Lightning then set
+    the samplers one epoch ahead for good) or mid-epoch with random crops, and resumed under the same max_steps:
+    the parameters and the stem's BatchNorm statistics of a run that never stopped (5 batches an epoch)."""
+    vit = {**VIT, "overrides": {**VIT["overrides"], "hidden_dropout": 0.1}, "stem_channels": [4]}
+
+    def fit(ckpt_path=None, callbacks=()):
+        L.seed_everything(0)
+        dm = ImageTextDataModule(batch_size=240, crop_padding=crop_padding, cache_dir=str(tmp_path / "cache"))
+        task = ImageTextTask(image_encoder=functools.partial(VisionTransformer, **vit), encoder="bert-tiny",
+                             encoder_config=TEXT, vocab_size=dm.vocab_size, class_names=dm.class_names, embed_dim=16)
+        trainer = L.Trainer(max_steps=13, limit_val_batches=2, num_sanity_val_steps=0, logger=False,
+                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                            callbacks=list(callbacks), default_root_dir=tmp_path)
+        trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path)
+        return trainer, task
+
+    saved = tmp_path / "stopped.ckpt"
+    stopped, _ = fit(callbacks=[SaveAndStop(saved, None if stop == "epoch end" else 7)])
+    assert stopped.global_step == (5 if stop == "epoch end" else 7)
+    resumed, task = fit(ckpt_path=saved)
+    straight, reference = fit()
+    assert resumed.global_step == straight.global_step == 13 and resumed.current_epoch == straight.current_epoch
+    for (name, a), b in zip(reference.state_dict().items(), task.state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-6, msg=name)
