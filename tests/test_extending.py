@@ -110,7 +110,7 @@ def test_the_example_trains_through_the_bigmodel_command_then_tests_predicts_and
     last = torch.load(ckpt_dir / "last.ckpt", weights_only=True)  # plain data, as bigmodel's own
     mlm = torch.load(mlm_checkpoint, weights_only=True)
     assert last["global_step"] == 30
-    assert last["bigmodel"] == {"task": "token_tagging", "class_names": ["O", "CODE"],
+    assert last["bigmodel"] == {"task": "token_tagging", "class_names": ["O", "CODE"], "schedule_steps": 30,
                                 "encoder_config": mlm["bigmodel"]["encoder_config"]}  # the architecture came along
     vocabulary = [json.loads(c["tokenizer"]["tokenizer.json"])["model"]["vocab"] for c in (last, mlm)]
     assert vocabulary[0] == vocabulary[1]  # so did the vocabulary, inside the checkpoint

@@ -87,12 +87,15 @@ class CausalLanguageModel(nn.Module):
         top_k: int | None = None,
         greedy: bool = False,
         generator: torch.Generator | None = None,
+        max_context: int | None = None,
     ) -> torch.Tensor:
         """Appends ``max_new_tokens`` tokens to ``input_ids`` (B, S; no padding) and returns (B, S + new).
 
         Greedy takes the most likely token; otherwise a draw from softmax(logits / temperature), restricted to the
         ``top_k`` most likely when given (0 or None: all tokens, as in transformers). The context is cropped to
-        the last tokens that have positions: ``max_position_embeddings`` less ``position_offset`` (RoBERTa: 2).
+        the last ``max_context`` tokens: by default all that have positions (``max_sequence_length``:
+        ``max_position_embeddings`` less ``position_offset``, RoBERTa's 2); a caller that knows how long the
+        trained sequences were passes that, since position rows past it never trained.
         No key/value cache: each step recomputes the whole context, which is cheap at these model sizes and
         keeps one forward path. Call ``eval()`` first (dropout would otherwise stay on).
         """
@@ -100,7 +103,11 @@ class CausalLanguageModel(nn.Module):
             raise ValueError(f"temperature must be positive, got {temperature}; use greedy=True for argmax")
         if top_k is not None and top_k < 0:
             raise ValueError(f"top_k must be >= 0 (0 or None: no top-k filter), got {top_k}")
-        ids, context = input_ids, max_sequence_length(self.config)
+        positions = max_sequence_length(self.config)
+        context = positions if max_context is None else max_context
+        if not 1 <= context <= positions:
+            raise ValueError(f"max_context must be in [1, {positions}] (the encoder's positions), got {context}")
+        ids = input_ids
         for _ in range(max_new_tokens):
             logits = self(ids[:, -context:])[:, -1].float()  # (B, V)
             if greedy:

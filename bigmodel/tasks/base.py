@@ -68,6 +68,10 @@ class TaskBase(L.LightningModule):
     # checkpoint["bigmodel"]["task"]: `--ckpt_path` is checked against it, and init_from reads it; give each task
     # its own name
     checkpoint_task: ClassVar[str | None] = None
+    # the learning-rate schedule's length (saved in checkpoints) and, while a fit resumes, the checkpoint's
+    # (steps, resumed step, lr there)
+    _schedule_steps: int | None = None
+    _resumed_schedule: tuple[int, int, float] | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """A class that names its checkpoints is found by that name (a trainable-only checkpoint read by init_from
@@ -235,13 +239,37 @@ class TaskBase(L.LightningModule):
             self._compiled = True
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """``checkpoint["bigmodel"]`` from ``checkpoint_meta``."""
+        """``checkpoint["bigmodel"]`` from ``checkpoint_meta``, and the length the learning-rate schedule was built
+        for (``schedule_steps``): a resumed fit of another length says that its schedule differs."""
         checkpoint[META_KEY] = self.checkpoint_meta()
+        if self._schedule_steps is not None:
+            checkpoint[META_KEY]["schedule_steps"] = self._schedule_steps
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """The checkpoint's weights replace init_from's (so none is read), heads included: none is untrained."""
+        """The checkpoint's weights replace init_from's (so none is read), heads included: none is untrained. A
+        Trainer resuming a fit keeps the schedule's length, step and lr to compare with the one it builds."""
         self.new_heads.clear()
         self._pretrained = None
+        saved = (checkpoint.get(META_KEY) or {}).get("schedule_steps")
+        schedulers = checkpoint.get("lr_schedulers") or [{}]
+        fitting = self._trainer is not None and self.trainer.state.fn == "fit"
+        if fitting and saved and "last_epoch" in schedulers[0]:
+            self._resumed_schedule = (saved, schedulers[0]["last_epoch"], max(schedulers[0].get("_last_lr") or [0.0]))
+
+    def _say_schedule_change(self) -> None:
+        """One line when a resumed fit's schedule is built for another number of steps than the checkpoint's (a
+        larger ``max_steps``): the schedule is recomputed over the new length from the resumed step, so the lr may
+        jump. Called at train start, when every strategy has built the schedule and restored its state."""
+        resumed, self._resumed_schedule = self._resumed_schedule, None
+        configs = self.trainer.lr_scheduler_configs
+        if resumed is None or not configs or resumed[0] == self._schedule_steps:
+            return
+        (old, step, old_lr), new, scheduler = resumed, self._schedule_steps, configs[0].scheduler
+        rules = getattr(scheduler, "lr_lambdas", None)  # a LambdaLR, as build_optimizer's schedules all are
+        jump = "" if rules is None else \
+            f" (lr jumps from {old_lr:.3g} to {max(b * r(step) for b, r in zip(scheduler.base_lrs, rules)):.3g})"
+        rank_zero_warn(f"the learning-rate schedule was built for {old} steps; this fit runs {new}: it is recomputed "
+                       f"over {new} steps from step {step}{jump}")
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Dropout draws from a generator seeded by (seed, rank, epoch, batch): a run resumed mid-epoch makes the
@@ -252,8 +280,9 @@ class TaskBase(L.LightningModule):
 
     def on_train_start(self) -> None:
         """The heads drawn for init_from train from here on: a test after this fit (same process, no checkpoint)
-        measures trained heads."""
+        measures trained heads. A resumed fit's schedule of another length is said here."""
         self.new_heads.clear()
+        self._say_schedule_change()
 
     def on_fit_start(self) -> None:
         total, trainable = num_parameters(self.net), num_parameters(self.net, trainable_only=True)
@@ -283,11 +312,13 @@ class TaskBase(L.LightningModule):
                     "or use model.init_args.schedule: constant with warmup in steps"
                 )
             total = 1
+        total = max(1, int(total))
         optimizer, scheduler = build_optimizer(
             self.net, hp.lr, hp.weight_decay, tuple(hp.betas), hp.eps, hp.schedule, hp.warmup,
-            total_steps=max(1, int(total)), layer_decay=hp.get("layer_decay", 1.0), fused=self.fused_adamw(),
+            total_steps=total, layer_decay=hp.get("layer_decay", 1.0), fused=self.fused_adamw(),
             decay=hp.get("decay", 0.1),
         )
+        self._schedule_steps = total  # saved with the checkpoint
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 

@@ -7,11 +7,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 
 from bigmodel.nn import CausalLanguageModel
+from bigmodel.nn.embeddings import max_sequence_length
 from bigmodel.tasks.language_model import LanguageModelTask
 from bigmodel.utils.seeding import mix_seed
-from bigmodel.tasks.checkpoints import Pretrained
+from bigmodel.tasks.checkpoints import META_KEY, Pretrained
 
 
 class CausalLMTask(LanguageModelTask):
@@ -25,7 +27,9 @@ class CausalLMTask(LanguageModelTask):
             continuation and one sampled from softmax(logits / ``temperature``) (> 0) restricted to the ``top_k``
             most likely tokens (all of them when 0 or null, as in transformers).
         **kwargs: optimiser settings, see ``Task``.
-    The data module must give whole blocks: ``CorpusDataModule`` with ``objective: causal``.
+    The data module must give whole blocks: ``CorpusDataModule`` with ``objective: causal``. Its ``block_size`` is
+    recorded in the checkpoint (``checkpoint["bigmodel"]["block_size"]``): generation conditions on at most the
+    ``block_size - 1`` tokens the model was trained to read (see ``generation_context``).
     """
 
     checkpoint_task = "causal_lm"  # checkpoint["bigmodel"]["task"]: the CLI checks a --ckpt_path against it
@@ -62,7 +66,56 @@ class CausalLMTask(LanguageModelTask):
         self.generation = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k}
         for key in self.generation:
             self.hparams.pop(key)
+        self.trained_block_size: int | None = None  # the data's block_size at fit: the positions that trained
+        self._crop_said = False
         self._init_metrics()
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage == "fit":
+            hparams = getattr(getattr(self._trainer, "datamodule", None), "hparams", {})
+            self.trained_block_size = hparams.get("block_size") or self.trained_block_size
+
+    def checkpoint_meta(self) -> dict[str, Any]:
+        meta = super().checkpoint_meta()
+        if self.trained_block_size:
+            meta["block_size"] = self.trained_block_size
+        return meta
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The checkpoint's block_size; a resumed fit has trained the positions of both its own and this one."""
+        saved = (checkpoint.get(META_KEY) or {}).get("block_size")
+        fitting = self._trainer is not None and self.trainer.state.fn == "fit"
+        now = self.trained_block_size if fitting else None
+        self.trained_block_size = max((n for n in (saved, now) if n), default=None)
+        super().on_load_checkpoint(checkpoint)
+
+    def generation_context(self) -> tuple[int, str]:
+        """How many tokens generation conditions on, and why. Training read ``block_size - 1`` tokens (the last
+        token of a block is only a target), so the position rows past them never trained: a longer context would
+        run on rows only weight decay moved. A checkpoint written before block_size was recorded falls back to its
+        tokenizer's ``model_max_length`` (a trained WordPiece's is the block_size) when the encoder has that many
+        positions, else to all the positions."""
+        positions = max_sequence_length(self.config)
+        if self.trained_block_size:
+            return min(positions, self.trained_block_size - 1), f"block_size {self.trained_block_size} at fit"
+        tokenizer = getattr(getattr(self._trainer, "datamodule", None), "tokenizer", None)
+        length = getattr(tokenizer, "model_max_length", None)
+        if isinstance(length, int) and 2 <= length <= positions:
+            return length - 1, (f"the tokenizer's model_max_length {length}; the checkpoint predates recording "
+                                "block_size")
+        return positions, "the encoder's positions; the checkpoint predates recording block_size"
+
+    def on_predict_start(self) -> None:
+        self._crop_said = False
+
+    def _say_crop(self, length: int, context: int, why: str) -> None:
+        """Once per run: a prompt longer than the trained context loses its beginning."""
+        if not self._crop_said:
+            self._crop_said = True
+            rank_zero_warn(f"a prompt of {length} tokens is longer than the {context} the model was trained to read "
+                           f"({why}): it and any other prompt that long are cropped to their last {context} tokens "
+                           "as context")
 
     def load_pretrained(self, pretrained: Pretrained) -> list[str]:
         notes = self.load_encoder(self.net.encoder, pretrained)
@@ -88,10 +141,15 @@ class CausalLMTask(LanguageModelTask):
         Prompts differ in length and are generated one by one (no padding to get right); each draw has its own
         generator seeded by (seed, rank, batch, row), so a sample does not depend on the batch size or device order."""
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        context, why = self.generation_context()
         greedy, sampled = [], []
         for row, ids in enumerate(batch["prompt_ids"]):
             prompt = ids[None]
-            greedy.append(self.net.generate(prompt, self.generation["max_new_tokens"], greedy=True)[0].tolist())
+            if prompt.shape[1] > context:
+                self._say_crop(prompt.shape[1], context, why)
+            greedy.append(self.net.generate(prompt, self.generation["max_new_tokens"], greedy=True,
+                                            max_context=context)[0].tolist())
             generator = torch.Generator(self.device).manual_seed(mix_seed(seed, self.global_rank, batch_idx, row))
-            sampled.append(self.net.generate(prompt, **self.generation, generator=generator)[0].tolist())
+            sampled.append(self.net.generate(prompt, **self.generation, generator=generator,
+                                             max_context=context)[0].tolist())
         return {"text": batch["text"], "generated": {"greedy": greedy, "sampled": sampled}}

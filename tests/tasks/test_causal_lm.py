@@ -105,13 +105,20 @@ def test_causal_lm_loss_falls_on_real_text_then_predict_continues_prompts(tmp_pa
     best = tmp_path / "runs" / "causal" / "checkpoints" / "best.ckpt"
     saved = torch.load(best, weights_only=True)
     assert saved["bigmodel"]["task"] == "causal_lm" and "top_k" not in saved["hyper_parameters"]
+    assert saved["bigmodel"]["block_size"] == 64  # what generation's context is cropped to (less the shift)
 
     prompts = tmp_path / "prompts.txt"
-    prompts.write_text("The for statement is used to\n\nReturn a copy of the string\n")
+    long_prompt = " ".join(["the string"] * 40)  # 80 words: longer than the 63 tokens training read
+    prompts.write_text(f"The for statement is used to\n\nReturn a copy of the string\n\n{long_prompt}\n")
     out = tmp_path / "continued.jsonl"
-    BigModelCLI(args=["predict", "-c", config, "--ckpt_path", str(best), "--model.init_args.max_new_tokens", "3",
-                      "--data.init_args.predict_files", str(prompts), "--predictions.output", str(out)])
+    with pytest.warns(UserWarning) as caught:
+        BigModelCLI(args=["predict", "-c", config, "--ckpt_path", str(best), "--model.init_args.max_new_tokens", "3",
+                          "--data.init_args.predict_files", str(prompts), "--predictions.output", str(out)])
+    said = [str(w.message) for w in caught if "prompt of" in str(w.message)]
+    assert said == ["a prompt of 81 tokens is longer than the 63 the model was trained to read (block_size 64 at "
+                    "fit): it and any other prompt that long are cropped to their last 63 tokens as context"]
     rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows.pop()["greedy"].startswith(long_prompt)  # the prompt itself is written whole
     assert [r["text"] for r in rows] == ["The for statement is used to", "Return a copy of the string"]
     for r in rows:
         assert set(r) == {"text", "greedy", "sampled"}
@@ -186,3 +193,51 @@ def test_decoding_settings_are_checked_when_the_task_is_built_and_top_k_0_is_off
     assert torch.equal(off, unfiltered)
     with pytest.raises(ValueError, match="top_k must be >= 0"):
         model.generate(prompt, 1, top_k=-2)
+
+
+def test_generate_crops_the_context_to_max_context_and_refuses_more_than_the_positions():
+    model, prompt = tiny_model(norm_first=True), torch.randint(5, VOCAB, (1, 10))
+    seen = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[1]))
+    out = model.generate(prompt, 3, greedy=True, max_context=4)
+    assert out.shape == (1, 13) and seen == [4, 4, 4]
+    for t in range(10, 13):  # each new token is the argmax given only the 4 tokens before it
+        assert out[0, t] == model(out[:, t - 4:t])[0, -1].argmax()
+    seen.clear()
+    model.generate(prompt, 3, greedy=True)
+    assert seen == [10, 11, 12]  # by default all 32 positions
+    for bad in (0, 33):
+        with pytest.raises(ValueError, match=rf"max_context must be in \[1, 32\] \(the encoder's positions\), "
+                                             rf"got {bad}"):
+            model.generate(prompt, 1, max_context=bad)
+
+
+def test_predict_generates_from_the_trained_block_and_says_once_when_a_prompt_is_cropped():
+    task = CausalLMTask(vocab_size=VOCAB, max_new_tokens=2, encoder_config={"max_position_embeddings": 32}).eval()
+    task.on_load_checkpoint({"bigmodel": {"block_size": 9}})  # what a fit on blocks of 9 tokens wrote
+    assert task.checkpoint_meta()["block_size"] == 9
+    prompts = [torch.randint(5, VOCAB, (n,)) for n in (5, 20, 25)]
+    task.on_predict_start()
+    seen = []
+    task.net.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[1]))
+    with pytest.warns(UserWarning) as caught:
+        out = task.predict_step({"text": ["a", "b", "c"], "prompt_ids": prompts}, 0)
+    assert seen == [5, 6] * 2 + [8, 8] * 4  # greedy and sampled, 2 new tokens each: never more than 8 tokens
+    said = [str(w.message) for w in caught]
+    assert said == ["a prompt of 20 tokens is longer than the 8 the model was trained to read (block_size 9 at fit): "
+                    "it and any other prompt that long are cropped to their last 8 tokens as context"]
+    assert [len(ids) for ids in out["generated"]["greedy"]] == [7, 22, 27]  # the prompts themselves stay whole
+
+
+def test_a_checkpoint_without_block_size_falls_back_to_the_tokenizers_length_then_the_positions():
+    from types import SimpleNamespace
+
+    task = CausalLMTask(vocab_size=VOCAB, encoder_config={"max_position_embeddings": 32})
+    task.on_load_checkpoint({"bigmodel": {"task": "causal_lm"}})
+    assert task.generation_context() == (32, "the encoder's positions; the checkpoint predates recording block_size")
+    tokenizer = SimpleNamespace(model_max_length=16)  # a WordPiece trained for blocks of 16
+    task._trainer = SimpleNamespace(datamodule=SimpleNamespace(tokenizer=tokenizer))
+    assert task.generation_context() == (15, "the tokenizer's model_max_length 16; the checkpoint predates "
+                                             "recording block_size")
+    tokenizer.model_max_length = int(1e30)  # a hub tokenizer's "no limit" is not a length
+    assert task.generation_context()[0] == 32

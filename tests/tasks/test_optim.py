@@ -231,3 +231,21 @@ def test_a_task_passes_schedule_wsd_and_its_decay_to_the_scheduler():
     trainer = fit(task(schedule="wsd", decay=0.5))  # 6 steps: 3 at the peak, 3 decaying
     factor = trainer.lr_scheduler_configs[0].scheduler.lr_lambdas[0]
     assert [factor(s) for s in range(7)] == pytest.approx([1, 1, 1, 1, 2 / 3, 1 / 3, 0])
+
+
+def test_resuming_with_more_steps_says_the_schedule_is_recomputed_and_how_the_lr_jumps(tmp_path):
+    """A cosine schedule ran to lr 0 at step 4; resumed with max_steps 6 it is rebuilt over 6 steps (the schedule
+    math stays as it is): said once, with both lengths and the lr before and after."""
+    trainer = fit(task(schedule="cosine"), steps=4)
+    trainer.save_checkpoint(tmp_path / "old.ckpt")
+    assert torch.load(tmp_path / "old.ckpt", weights_only=True)["bigmodel"]["schedule_steps"] == 4
+    torch.manual_seed(0)
+    data = [{"pixel_values": torch.randn(1, 8, 8), "labels": torch.tensor(i % 3)} for i in range(24)]
+    trainer = L.Trainer(accelerator="cpu", max_steps=6, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    with pytest.warns(UserWarning) as caught:
+        trainer.fit(task(schedule="cosine"), DataLoader(data, batch_size=4), ckpt_path=tmp_path / "old.ckpt")
+    said = [str(w.message) for w in caught if "schedule" in str(w.message)]
+    # cosine over 6 steps at step 4: 0.01 * 0.5 * (1 + cos(pi * 4 / 6)) = 0.0025
+    assert said == ["the learning-rate schedule was built for 4 steps; this fit runs 6: it is recomputed over 6 steps "
+                    "from step 4 (lr jumps from 0 to 0.0025)"]
