@@ -362,3 +362,23 @@ def test_a_sharded_fsdp_checkpoint_directory_is_a_checkpoint(tmp_path):
     (last / "__0_0.distcp").write_bytes(b"shard")
     assert runs.resolve_last(str(tmp_path)) == str(last)
     assert runs.read_checkpoint_meta(str(last)) == {"task": "mlm", "_tokenizer": True}
+
+
+def test_a_loader_worker_killed_by_the_stop_signal_is_reported_as_the_stop():
+    """timeout, scancel and kill -- -PGID signal the whole group: the loader workers die of the stop the user asked
+    for and torch raises mid-step; the new-user run of the MiniLM fit (num_workers 1) ended in a traceback."""
+    from types import SimpleNamespace
+
+    from bigmodel.run.stopping import RunStopped, StopSafely
+
+    stop = StopSafely()
+    stop.signum = signal.SIGTERM  # the main process got it too
+    trainer = SimpleNamespace(world_size=1, training=True, global_step=92, checkpoint_callbacks=[], fast_dev_run=False,
+                              strategy=SimpleNamespace(checkpoint_io=SimpleNamespace(before_first_replace=object())))
+    error = RuntimeError("DataLoader worker (pid 6209) is killed by signal: Terminated. ")
+    with pytest.raises(RunStopped, match=r"^stopped by SIGTERM at step 92 \(the signal reached the data loader's "
+                                         r"workers too\); no checkpoint saved") as stopped:
+        stop.on_exception(trainer, None, error)
+    assert stopped.value.exit_code == 143
+    stop.signum = None  # without a stop request a dead worker is a failure, reported as before
+    assert stop.on_exception(trainer, None, error) is None

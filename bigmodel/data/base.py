@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Callable
@@ -118,16 +117,7 @@ class DataModule(L.LightningDataModule):
             persistent_workers=hp.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
             drop_last=drop_last,
-            worker_init_fn=leave_stops_to_the_main_process if hp.num_workers > 0 else None,
         )
-
-
-def leave_stops_to_the_main_process(worker_id: int) -> None:
-    """SIGTERM from ``timeout``, ``scancel`` or ``kill -- -PGID`` reaches every process of the group: a loader
-    worker that died of it failed the run with "DataLoader worker is killed by signal" (a traceback, the run
-    reported failed). Workers ignore it, so the main process stops cleanly after the step, saves last.ckpt and
-    shuts them down (a worker also exits when its parent does). Ctrl-C's SIGINT workers already leave to it."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class TextDataModule(DataModule):

@@ -118,6 +118,15 @@ class StopSafely(Callback):
         optimizer step: they are saved as last.ckpt -- unless this fresh run has written no checkpoint yet (the
         save would move an earlier run's aside), and not under DDP, where the other ranks wait in a collective."""
         self._restore()
+        if self.signum is not None and _loader_worker_killed(exception) and trainer.world_size == 1:
+            # timeout, scancel and kill -- -PGID signal the whole process group: the loader workers died of the
+            # stop the user asked for, mid-step. The last full step is saved and the stop reported as one.
+            save_last(trainer)
+            path = last_checkpoint_path(trainer)
+            saved = f"saved {path}; resume with --ckpt_path last" if path else "no checkpoint saved (checkpointing off)"
+            raise RunStopped(self.signum, f"stopped by {signal.Signals(self.signum).name} at step "
+                                          f"{trainer.global_step} (the signal reached the data loader's workers "
+                                          f"too); {saved}") from exception
         if isinstance(exception, (RunStopped, KeyboardInterrupt, SystemExit)) or trainer.world_size > 1 \
                 or not trainer.training:
             return
@@ -151,6 +160,12 @@ class StopSafely(Callback):
                 _link_or_copy(path, hpc)  # the requeued job resumes from the newest hpc_ckpt: this exact step
             message += f"; SLURM requeued the job, which resumes from {hpc}"
         raise RunStopped(signum, message, requeued=self.requeued)
+
+
+def _loader_worker_killed(exception: BaseException) -> bool:
+    """torch's error when a DataLoader worker process died of a signal (raised in the main process)."""
+    text = str(exception)
+    return isinstance(exception, RuntimeError) and "DataLoader worker" in text and "killed by signal" in text
 
 
 def _last_callback(trainer: L.Trainer) -> ModelCheckpoint | None:

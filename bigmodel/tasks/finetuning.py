@@ -108,7 +108,7 @@ class FineTuning:
             raise ValueError(self._wrong_base(source, meta))
         saved = checkpoint["state_dict"]
         checkpoint["state_dict"] = {**{k: v for k, v in self.state_dict().items() if k not in saved}, **saved}
-        self.new_heads.clear()
+        super().on_load_checkpoint(checkpoint)  # the other parts' and TaskBase's (heads trained, the schedule kept)
 
     @staticmethod
     def _is_base(checksum: float, saved: float) -> bool:

@@ -107,24 +107,6 @@ def test_ddp_padding_repeats_examples_of_the_short_last_step_not_the_longest(meg
         assert [i for _, i in resumed] == last[rank]
 
 
-def test_a_sigterm_to_the_loader_workers_leaves_the_stop_to_the_main_process():
-    """timeout/scancel signal the whole process group; a worker killed by it failed the run with a traceback."""
-    import os
-    import signal
-    import time
-
-    from bigmodel.data.base import DataModule
-
-    dm = DataModule(batch_size=2, num_workers=1)
-    loader = dm.loader(list(range(40)), collate_fn=lambda xs: xs)
-    batches = iter(loader)
-    assert next(batches) == [0, 1]
-    os.kill(batches._workers[0].pid, signal.SIGTERM)
-    time.sleep(0.3)
-    assert [next(batches) for _ in range(3)] == [[2, 3], [4, 5], [6, 7]]  # the worker is alive: no RuntimeError
-    del batches
-
-
 def test_the_trainers_epoch_wins_over_the_one_lightning_sets():
     """Lightning's set_epoch counts processed epochs, one ahead of current_epoch after some resumes."""
     epoch = 1

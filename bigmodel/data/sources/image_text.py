@@ -21,7 +21,7 @@ from datasets import Dataset as HFDataset
 from datasets import DatasetDict, load_dataset, load_from_disk
 from lightning.pytorch.utilities import rank_zero_warn
 
-from bigmodel.data.sources.images import load_digits_splits
+from bigmodel.data.sources.images import flatten_alpha, load_digits_splits, read_image
 from bigmodel.data.sources.text import SPLITS, load_hub, not_utf8
 from bigmodel.utils.hub import HubUnavailableError
 
@@ -76,10 +76,7 @@ class FileSource:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> Any:
-        from PIL import Image
-
-        with Image.open(self.paths[i]) as image:
-            return image.convert("RGB")
+        return read_image(self.paths[i])  # transparency flattened; an unreadable file named in one line
 
 
 class HubSource:
@@ -96,12 +93,11 @@ class HubSource:
 
         image = self.ds[int(i)][self.column]
         if isinstance(image, str):
-            with Image.open(image) as opened:
-                return opened.convert("RGB")
+            return read_image(image)
         if not isinstance(image, Image.Image):
             raise ValueError(f"image column {self.column!r} holds {type(image).__name__}, not images or file paths; "
                              "set data.init_args.image_column")
-        return image.convert("RGB")
+        return flatten_alpha(image, "RGB")
 
 
 def digit_captions(label: int, languages: list[str]) -> list[str]:
