@@ -120,7 +120,7 @@ def test_no_committed_summary_or_results_row_holds_an_absolute_path():
     """A reader runs a recorded command as written: paths in results are relative to the project."""
     import re
 
-    absolute = re.compile(r"(?<![\w.\-/~:}])/(?:[\w.\-]+/)+[\w.\-]*")  # /work/x/..., not test/acc, https:// or {seed}/x
+    absolute = re.compile(r"(?<![\w.\-/~:}])/(?:[\w.\-]+/)+[\w.\-]*")  # /home/x/..., not test/acc, https:// or {seed}/x
     from bigmodel.commands.results import BEGIN, END
 
     texts = {str(f.relative_to(EXPERIMENTS)): f.read_text(encoding="utf-8")
