@@ -8,10 +8,8 @@ subclass ``TaskBase`` for a network the parts do not fit, and list the parts you
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
-from contextvars import ContextVar
 from typing import Any, ClassVar
 
 import lightning as L
@@ -26,20 +24,10 @@ from bigmodel.tasks.checkpoints import META_KEY, TASKS, Pretrained, check_vocabu
 from bigmodel.tasks.finetuning import FineTuning, Int8Inference
 from bigmodel.tasks.guards import NonFiniteGuard
 from bigmodel.tasks.optim import Schedule, build_optimizer
+from bigmodel.tasks.parts import drop_left_out, reading_checkpoint
 from bigmodel.utils.seeding import mix_seed
 
 
-# The init args of the parts in finetuning.py and guards.py: what a task without those parts may still be handed by
-# a checkpoint written when it had them.
-PARTS = (FineTuning, Int8Inference, NonFiniteGuard)
-
-
-def _keyword_args(part: type) -> set[str]:
-    return {name for name, p in inspect.signature(part.__init__).parameters.items() if p.kind == p.KEYWORD_ONLY}
-
-
-PART_ARGS = frozenset(name for part in PARTS for name in _keyword_args(part))
-_LOADING: ContextVar[bool] = ContextVar("bigmodel_loading_checkpoint", default=False)  # in load_from_checkpoint
 
 
 class TaskBase(L.LightningModule):
@@ -95,7 +83,7 @@ class TaskBase(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()  # collects the init args of the parts and the subclass too
-        self._drop_left_out_parts(left_out)
+        drop_left_out(self, left_out)  # settings of parts this class leaves out (parts.py)
         if lr <= 0:
             raise ValueError(f"lr must be positive, got {lr}")
         if not 0 < layer_decay <= 1:
@@ -110,29 +98,9 @@ class TaskBase(L.LightningModule):
     @classmethod
     def load_from_checkpoint(cls, *args: Any, **kwargs: Any) -> Any:
         """Lightning's, except that a checkpoint written while the task had a part it now leaves out (a lab's task
-        moved from ``Task`` to ``TaskBase``) still loads (``_drop_left_out_parts``)."""
-        token = _LOADING.set(True)
-        try:
+        moved from ``Task`` to ``TaskBase``) still loads (``parts.drop_left_out``)."""
+        with reading_checkpoint():
             return super().load_from_checkpoint(*args, **kwargs)
-        finally:
-            _LOADING.reset(token)
-
-    def _drop_left_out_parts(self, left_out: dict[str, Any]) -> None:
-        """Settings of parts this task does not have: when a checkpoint is read, that part's settings are dropped,
-        said once; given directly, they are an error that says how to add the part. Anything else is a typo."""
-        unknown = sorted(set(left_out) - PART_ARGS)
-        if unknown:
-            raise TypeError(f"{type(self).__name__} got unexpected argument(s) {unknown}: check their spelling "
-                            f"against the class's init args")
-        if left_out and not _LOADING.get():
-            parts = [part.__name__ for part in PARTS if set(left_out) & _keyword_args(part)]
-            raise TypeError(f"{type(self).__name__} has no part that reads {sorted(left_out)}: list "
-                            f"{' and '.join(parts)} (bigmodel.tasks) before TaskBase in its bases, or drop the setting")
-        if left_out:
-            for name in left_out:
-                self.hparams.pop(name, None)
-            rank_zero_warn(f"{type(self).__name__} has no part that reads {sorted(left_out)} (settings of a "
-                           f"checkpoint written when it had them): ignored")
 
     def encoder_config_for(self, encoder: str, overrides: dict[str, Any] | None, vocab_size: int | None,
                            init_from: str | None, **task_fields: Any) -> EncoderConfig:
