@@ -10,8 +10,8 @@ would need at the observed spread (80 % power, two-sided 5 %, normal approximati
 (the same seed values, each controlling the same randomness) are compared seed by seed (a paired t-interval);
 otherwise Welch's interval is used, and the table says so.
 
-Also here: choosing a grid point on a validation metric (``select``), which ``bigmodel sweep --grid`` records, and
-what randomness a sweep's seed controls (``randomness``).
+Also here: what randomness a sweep's seed controls (``randomness``). Choosing a grid point on a validation metric is
+the sweep's (``bigmodel.commands.sweep.summary.select_point``).
 """
 
 from __future__ import annotations
@@ -279,44 +279,6 @@ def table(paths: list[str], metrics: list[str] | None = None, point: str | None 
 def _name(path: str) -> str:
     path_ = Path(path)
     return (path_.parent if path_.name == "summary.json" else path_).name or str(path)
-
-
-def select(points: list[dict[str, Any]], metric: str, by: str = "mean") -> dict[str, Any]:
-    """The grid point chosen on a validation metric, never a test one: ``by`` "mean" picks the point whose mean is
-    best; "seed" picks, seed by seed, that seed's best point. Returns a point (test metrics of the chosen runs) with
-    ``selected`` naming what was chosen and on what. Reads only each point's ``validation`` statistics."""
-    if by not in ("mean", "seed"):
-        raise ValueError(f"select by {by!r}: 'mean' or 'seed'")
-    if not metric.startswith("val"):
-        raise ValueError(f"select on {metric!r}: a validation metric (val/...); a test metric cannot choose a point")
-    sign = 1 if lower_is_better(metric) else -1
-    points = [dict(p, validation=_by_seed(p.get("validation", {})), metrics=_by_seed(p["metrics"])) for p in points]
-    candidates = [p for p in points if metric in p["validation"]]
-    if not candidates:
-        have = sorted({m for p in points for m in p["validation"]})
-        raise ValueError(f"no grid point has {metric!r} on validation; it has {', '.join(have) or 'nothing'}")
-    record = {"metric": metric, "goal": "min" if sign > 0 else "max", "by": by}
-    if by == "mean":
-        best = min(candidates, key=lambda p: sign * p["validation"][metric]["mean"])
-        return dict(best, point="selected", selected=record | {"point": best["point"]})
-    chosen: dict[str, dict[str, Any]] = {}
-    for seed in dict.fromkeys(s for p in candidates for s in p["validation"][metric]["values"]):
-        have = [p for p in candidates if seed in p["validation"][metric]["values"]]
-        chosen[seed] = min(have, key=lambda p: sign * p["validation"][metric]["values"][seed])
-    metrics = {}
-    for name in dict.fromkeys(m for p in chosen.values() for m in p["metrics"]):
-        values = {s: p["metrics"][name]["values"][s] for s, p in chosen.items()
-                  if s in p["metrics"].get(name, {}).get("values", {})}
-        metrics[name] = {"n": len(values), "mean": statistics.fmean(values.values()),
-                         "std": statistics.stdev(values.values()) if len(values) > 1 else None, "values": values}
-    return {"point": "selected", "grid": {}, "seeds": [int(s) for s in chosen], "metrics": metrics,
-            "wall_seconds": None, "parameters": None, "fitted": True, "failed": {}, "unfinished": {},
-            "selected": record | {"points": {s: p["point"] for s, p in chosen.items()}}}
-
-
-def _by_seed(metrics: dict[str, Any]) -> dict[str, Any]:
-    """Per-seed values keyed by the seed as text, as a summary.json read back has them."""
-    return {m: dict(stats, values={str(k): v for k, v in stats["values"].items()}) for m, stats in metrics.items()}
 
 
 def main(argv: list[str]) -> None:

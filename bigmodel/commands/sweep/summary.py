@@ -12,8 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bigmodel.commands.compare import randomness
-from bigmodel.commands.compare import select as select_point
+from bigmodel.commands.compare import lower_is_better, randomness
 from bigmodel.commands.results import summary_csv, summary_markdown
 from bigmodel.commands.sweep.plan import Run
 
@@ -25,7 +24,7 @@ def summarise(runs: list[Run], command: str, fitted: bool = True, select: str | 
               select_by: str = "mean") -> dict[str, Any]:
     """Per grid point: each test metric's mean, sample std (n - 1; none for n = 1) and per-seed values, the
     parameter counts and the wall time per run (``fitted`` False: the runs only tested, nothing was trained).
-    ``select``: the validation metric that chooses a grid point (``compare.select``), recorded as ``selected``."""
+    ``select``: the validation metric that chooses a grid point (``select_point``), recorded as ``selected``."""
     points = []
     for name in dict.fromkeys(r.point for r in runs):
         group = [r for r in runs if r.point == name]
@@ -110,3 +109,41 @@ def write_summary(summary: dict[str, Any], *directories: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         for name, text in texts.items():
             (directory / name).write_text(text, encoding="utf-8")
+
+
+def select_point(points: list[dict[str, Any]], metric: str, by: str = "mean") -> dict[str, Any]:
+    """The grid point chosen on a validation metric, never a test one: ``by`` "mean" picks the point whose mean is
+    best; "seed" picks, seed by seed, that seed's best point. Returns a point (test metrics of the chosen runs) with
+    ``selected`` naming what was chosen and on what. Reads only each point's ``validation`` statistics."""
+    if by not in ("mean", "seed"):
+        raise ValueError(f"select by {by!r}: 'mean' or 'seed'")
+    if not metric.startswith("val"):
+        raise ValueError(f"select on {metric!r}: a validation metric (val/...); a test metric cannot choose a point")
+    sign = 1 if lower_is_better(metric) else -1
+    points = [dict(p, validation=_by_seed(p.get("validation", {})), metrics=_by_seed(p["metrics"])) for p in points]
+    candidates = [p for p in points if metric in p["validation"]]
+    if not candidates:
+        have = sorted({m for p in points for m in p["validation"]})
+        raise ValueError(f"no grid point has {metric!r} on validation; it has {', '.join(have) or 'nothing'}")
+    record = {"metric": metric, "goal": "min" if sign > 0 else "max", "by": by}
+    if by == "mean":
+        best = min(candidates, key=lambda p: sign * p["validation"][metric]["mean"])
+        return dict(best, point="selected", selected=record | {"point": best["point"]})
+    chosen: dict[str, dict[str, Any]] = {}
+    for seed in dict.fromkeys(s for p in candidates for s in p["validation"][metric]["values"]):
+        have = [p for p in candidates if seed in p["validation"][metric]["values"]]
+        chosen[seed] = min(have, key=lambda p: sign * p["validation"][metric]["values"][seed])
+    metrics = {}
+    for name in dict.fromkeys(m for p in chosen.values() for m in p["metrics"]):
+        values = {s: p["metrics"][name]["values"][s] for s, p in chosen.items()
+                  if s in p["metrics"].get(name, {}).get("values", {})}
+        metrics[name] = {"n": len(values), "mean": statistics.fmean(values.values()),
+                         "std": statistics.stdev(values.values()) if len(values) > 1 else None, "values": values}
+    return {"point": "selected", "grid": {}, "seeds": [int(s) for s in chosen], "metrics": metrics,
+            "wall_seconds": None, "parameters": None, "fitted": True, "failed": {}, "unfinished": {},
+            "selected": record | {"points": {s: p["point"] for s, p in chosen.items()}}}
+
+
+def _by_seed(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Per-seed values keyed by the seed as text, as a summary.json read back has them."""
+    return {m: dict(stats, values={str(k): v for k, v in stats["values"].items()}) for m, stats in metrics.items()}
