@@ -205,20 +205,18 @@ def test_transparent_and_gif_predict_files_read_like_the_digits_they_show(tmp_pa
     assert read_rgb(tmp_path / "half.png").getpixel((0, 0)) == (127, 127, 127)
 
 
-class SaveAndStop:
+def save_and_stop(path, step):
     """A Lightning callback that saves a checkpoint after optimizer step ``step`` and stops there, as bigmodel's
-    signal handler does."""
+    signal handler does (lightning is imported where a test fits, as in the bf16 test above)."""
+    import lightning as L
 
-    def __new__(cls, path, step):
-        import lightning as L
+    class SaveAndStop(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            if trainer.global_step == step:
+                trainer.save_checkpoint(path)
+                trainer.should_stop = True
 
-        class _SaveAndStop(L.Callback):
-            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-                if trainer.global_step == step:
-                    trainer.save_checkpoint(path)
-                    trainer.should_stop = True
-
-        return _SaveAndStop()
+    return SaveAndStop()
 
 
 @pytest.mark.parametrize("on_device, num_workers", [(False, 0), (False, 1), (True, 0)])
@@ -246,7 +244,7 @@ def test_a_fit_resumed_mid_epoch_augments_and_ends_as_an_unbroken_one(tmp_path, 
         return trainer, task
 
     saved = tmp_path / "stopped.ckpt"
-    stopped, _ = fit(callbacks=[SaveAndStop(saved, 3)])
+    stopped, _ = fit(callbacks=[save_and_stop(saved, 3)])
     assert stopped.global_step == 3
     resumed, task = fit(ckpt_path=saved)
     straight, reference = fit()
