@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
+
+from bigmodel.utils.seeding import mix_seed
 
 AutoAugment = Literal["none", "randaugment", "trivialaugment"]
 
@@ -87,6 +89,15 @@ def seeded(transform: v2.Transform, image: object, seed: int) -> torch.Tensor:
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)
         return transform(image)
+
+
+def seeded_items(items: list[dict[str, Any]], transform: v2.Transform, seed: int) -> list[dict[str, Any]]:
+    """Training items (with the ``epoch`` and ``index`` that ``DataModule.train_loader`` adds) with their
+    ``pixel_values`` through ``transform``, each image's draws from (seed, epoch, index) alone: the same in the
+    main process or any worker, with or without prefetching, in a resumed run or an unbroken one."""
+    return [{**it, "pixel_values": seeded(transform, it["pixel_values"],
+                                          mix_seed(seed, "augment", int(it["epoch"]), int(it["index"])))}
+            for it in items]
 
 
 def batch_mixer(config: AugmentConfig, num_classes: int) -> v2.Transform | None:

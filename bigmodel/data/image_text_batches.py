@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler
 from transformers import PreTrainedTokenizerBase
 
-from bigmodel.data.augment import seeded
+from bigmodel.data.augment import seeded_items
 from bigmodel.data.collators import ClassificationCollator
 from bigmodel.data.sources.image_text import CaptionedSplit
 from bigmodel.utils.seeding import mix_seed
@@ -137,9 +137,7 @@ class CaptionDrawCollator:
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         drawn = [self.draw(it) for it in items]
         if self.transform is not None:
-            items = [{**it, "pixel_values": seeded(self.transform, it["pixel_values"],
-                                                   mix_seed(self.seed, "augment", int(it["epoch"]), int(it["index"])))}
-                     for it in items]
+            items = seeded_items(items, self.transform, self.seed)
         batch = collate_images(items, self.width)
         del batch["image_index"]
         batch.update(self.text([{"input_ids": self.caption_input_ids[c], "caption_ids": c} for c in drawn]))

@@ -3,14 +3,22 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
-from bigmodel.data.augment import AugmentConfig, AutoAugment, BatchAugment, batch_mixer, sample_transform
+from bigmodel.data.augment import (
+    AugmentConfig,
+    AutoAugment,
+    BatchAugment,
+    batch_mixer,
+    sample_transform,
+    seeded_items,
+)
 from bigmodel.data.base import DataModule
 from bigmodel.data.sources.images import (
     IMAGENET_MEAN,
@@ -33,6 +41,13 @@ def collate(items: Any) -> dict[str, Any]:
     if isinstance(items, dict):  # already a batch (gathered in one op from an in-memory set)
         return items
     return default_collate([{k: v for k, v in item.items() if k not in ("epoch", "index")} for item in items])
+
+
+def augmented_collate(items: list[dict[str, Any]], transform: Callable, seed: int) -> dict[str, Any]:
+    """Training batches augmented on the CPU (``on_device: false``): each image's random crop, flip, policy and
+    erasing come from (seed, epoch, index), not from the loader process's generator, so a resumed run augments as
+    an unbroken one whatever the workers and prefetching."""
+    return collate(seeded_items(items, transform, seed))
 
 
 class ImageDataModule(DataModule):
@@ -122,17 +137,18 @@ class ImageDataModule(DataModule):
         train_tf = None if self.hparams.on_device else sample_transform(self.augment, self.image_size, self.mean,
                                                                            self.std, native)
         eval_tf = None if self.hparams.on_device else sample_transform(None, self.image_size, self.mean, self.std)
+        self._train_transform = train_tf  # per image in the training collate, from (seed, epoch, index)
         if self.tensors is not None:
             s = self.tensors
             (images, labels), val = s.train, s.val
             if val is None:
                 fit_idx, val_idx = (torch.tensor(i) for i in self.hold_out(len(labels)))
                 images, labels, val = images[fit_idx], labels[fit_idx], (images[val_idx], labels[val_idx])
-            self.datasets["train"] = TensorImages(images, labels, transform=train_tf)
+            self.datasets["train"] = TensorImages(images, labels, gather=self.hparams.on_device)
             self.datasets["validation"] = TensorImages(*val, transform=eval_tf)
             self.datasets["test"] = TensorImages(*s.test, transform=eval_tf)
         else:
-            train = FolderImages(image_folder(self.folders["train"], train_tf))
+            train = FolderImages(image_folder(self.folders["train"], None))
             if self.folders["validation"] is not None:
                 self.datasets["train"] = train
                 self.datasets["validation"] = FolderImages(image_folder(self.folders["validation"], eval_tf))
@@ -170,7 +186,9 @@ class ImageDataModule(DataModule):
 
     def train_dataloader(self) -> DataLoader:
         train = self.datasets["train"]  # full batches only: a short last batch would recompile a compiled model
-        return self.train_loader(train, collate, drop_last=len(train) > self.hparams.batch_size)
+        collate_fn = collate if self._train_transform is None else \
+            functools.partial(augmented_collate, transform=self._train_transform, seed=self.hparams.seed)
+        return self.train_loader(train, collate_fn, drop_last=len(train) > self.hparams.batch_size)
 
     def val_dataloader(self) -> DataLoader:
         return self.loader(self.datasets["validation"], collate)

@@ -20,8 +20,8 @@ def test_digits_is_a_fixed_real_split():
     assert a.num_classes == 10 and a.class_names == [str(i) for i in range(10)]
     images = a.datasets["train"].images
     assert images.dtype == torch.uint8 and images.shape[1:] == (1, 8, 8) and images.max() == 255
-    item = a.datasets["train"][0]
-    assert item["pixel_values"].dtype == torch.float32 and abs(a.datasets["train"].images.float().mean() / 255
+    batch = next(iter(a.train_dataloader()))  # stored as uint8, normalised (and augmented) by the training collate
+    assert batch["pixel_values"].dtype == torch.float32 and abs(a.datasets["train"].images.float().mean() / 255
                                                                 - a.mean[0]) < 1e-6
 
 
@@ -203,3 +203,70 @@ def test_transparent_and_gif_predict_files_read_like_the_digits_they_show(tmp_pa
     Image.new("RGBA", (4, 4), (0, 0, 0, 128)).save(tmp_path / "half.png")
     assert read_rgb(tmp_path / "red.png").getpixel((0, 0)) == (200, 0, 0)
     assert read_rgb(tmp_path / "half.png").getpixel((0, 0)) == (127, 127, 127)
+
+
+def save_and_stop(path, step):
+    """A Lightning callback that saves a checkpoint after optimizer step ``step`` and stops there, as bigmodel's
+    signal handler does (lightning is imported where a test fits, as in the bf16 test above)."""
+    import lightning as L
+
+    class SaveAndStop(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            if trainer.global_step == step:
+                trainer.save_checkpoint(path)
+                trainer.should_stop = True
+
+    return SaveAndStop()
+
+
+@pytest.mark.parametrize("on_device, num_workers", [(False, 0), (False, 1), (True, 0)])
+def test_a_fit_resumed_mid_epoch_augments_and_ends_as_an_unbroken_one(tmp_path, on_device, num_workers):
+    """Random crops, flips and erasing in the loader (``on_device: false``, in the main process or a worker) or on
+    the device: a fit stopped after step 3 of an epoch of 5 and resumed from its checkpoint ends with the parameters
+    of one that never stopped (each image's augmentation at an epoch comes from (seed, epoch, image) alone)."""
+    import functools
+
+    import lightning as L
+
+    from bigmodel.nn import SmallCNN
+    from bigmodel.tasks import ClassificationTask
+
+    def fit(ckpt_path=None, callbacks=()):
+        L.seed_everything(0)
+        dm = ImageDataModule(dataset="digits", batch_size=240, num_workers=num_workers, on_device=on_device,
+                             crop_padding=1, horizontal_flip=True, random_erasing=0.5)
+        task = ClassificationTask(num_classes=10, backbone=functools.partial(SmallCNN, image_size=8, width=4,
+                                                                             hidden=16))
+        trainer = L.Trainer(accelerator="cpu", max_steps=8, limit_val_batches=1, num_sanity_val_steps=0,
+                            logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, callbacks=list(callbacks), default_root_dir=tmp_path)
+        trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path)
+        return trainer, task
+
+    saved = tmp_path / "stopped.ckpt"
+    stopped, _ = fit(callbacks=[save_and_stop(saved, 3)])
+    assert stopped.global_step == 3
+    resumed, task = fit(ckpt_path=saved)
+    straight, reference = fit()
+    assert resumed.global_step == straight.global_step == 8 and resumed.current_epoch == straight.current_epoch
+    for (name, a), b in zip(reference.state_dict().items(), task.state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-6, msg=name)
+
+
+def test_cpu_side_flips_are_drawn_per_image_and_epoch_at_their_probability():
+    """``on_device: false``: each image's flip comes from (seed, epoch, index): about half the images are mirrored,
+    a new half each epoch, the same again when the epoch is loaded again."""
+    dm = ImageDataModule(dataset="digits", batch_size=1257, horizontal_flip=True)
+    dm.setup("fit")
+    images = dm.datasets["train"].images
+    plain = sample_transform(None, None, dm.mean, dm.std)(images)
+
+    def mirrored(epoch: int) -> torch.Tensor:
+        items = EpochIndexed(dm.datasets["train"]).__getitems__([(epoch, i) for i in range(len(images))])
+        out = dm.train_dataloader().collate_fn(items)["pixel_values"]
+        return (out == plain.flip(-1)).flatten(1).all(1) & ~(out == plain).flatten(1).all(1)
+
+    first, again, second = mirrored(0), mirrored(0), mirrored(1)
+    assert torch.equal(first, again)
+    assert 0.45 < first.float().mean() < 0.55 and 0.45 < second.float().mean() < 0.55
+    assert 0.4 < (first != second).float().mean() < 0.6  # independent draws per epoch

@@ -31,10 +31,12 @@ class TensorSplits:
 
 class TensorImages(Dataset):
     """uint8 images (N, C, H, W) and labels; ``transform`` runs per image in workers, or (None) batches are
-    gathered in one indexing op (``get_batch``) and augmented on the device."""
+    gathered in one indexing op (``get_batch``) and augmented on the device. ``gather=False`` with no transform:
+    the stored images one by one, for a collator that augments each (``augment.seeded_items``)."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Callable | None = None) -> None:
-        self.images, self.labels, self.transform = images, labels, transform
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Callable | None = None,
+                 gather: bool = True) -> None:
+        self.images, self.labels, self.transform, self.gather = images, labels, transform, gather
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -44,7 +46,7 @@ class TensorImages(Dataset):
         return {"pixel_values": self.transform(image) if self.transform else image, "labels": self.labels[i]}
 
     def get_batch(self, indices: list[int]) -> dict[str, Any] | None:
-        if self.transform is not None:
+        if self.transform is not None or not self.gather:
             return None
         index = torch.as_tensor(indices)
         return {"pixel_values": self.images[index], "labels": self.labels[index]}
