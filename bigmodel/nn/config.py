@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 
 # fields a pretrained encoder's config may change (they leave every weight as it is)
-TRAINING_FIELDS = ("hidden_dropout", "attention_dropout", "activation_checkpointing", "unpad")
+TRAINING_FIELDS = ("hidden_dropout", "attention_dropout", "dropout_before_pooler", "activation_checkpointing", "unpad")
 # fields no weight of a rotary-position encoder depends on: continuing at a longer context with a new theta (context
 # extension, ModernBERT's 1k -> 8k stage) changes only these; learned positions are a table of that many rows
 CONTEXT_FIELDS = ("max_position_embeddings", "rope_theta", "local_rope_theta")
@@ -58,6 +58,10 @@ class EncoderConfig:
     # before the classifier: tanh(dense) (BERT's pooler) or dense -> activation -> norm (ModernBERT's head)
     classifier_pooling: Literal["cls", "mean"] = "cls"
     pooler: Literal["tanh", "transform"] = "tanh"
+    # training only: the classifier's dropout also on the pooled state before the pooler's dense, as RoBERTa's head
+    # (dropout -> dense -> tanh -> dropout -> out_proj; set by from_hf for RoBERTa); False: BERT's (dense -> tanh ->
+    # dropout -> classifier)
+    dropout_before_pooler: bool = False
     # training only (not architecture): recompute each block's activations in the backward pass instead of keeping
     # them -- memory ~ one block's activations instead of every block's, for about one more forward per step
     activation_checkpointing: bool = False
@@ -144,7 +148,7 @@ class EncoderConfig:
             position_offset=hf.get("pad_token_id", 1) + 1 if model_type == "roberta" else 0,
             hidden_dropout=hf.get("hidden_dropout_prob", 0.1), attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
             layer_norm_eps=hf.get("layer_norm_eps", 1e-12), initializer_range=hf.get("initializer_range", 0.02),
-            activation=HF_ACTIVATIONS[act],
+            activation=HF_ACTIVATIONS[act], dropout_before_pooler=model_type == "roberta",
         )
 
     @property

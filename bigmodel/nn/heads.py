@@ -50,36 +50,41 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None, how: str) ->
 
 
 class Pooler(nn.Module):
-    """BERT's pooler: tanh(W h + b) of the pooled state ([CLS] by default)."""
+    """BERT's pooler: tanh(W h + b) of the pooled state h ([CLS] by default). ``dropout`` > 0 drops h out first, as
+    RoBERTa's classification head does (``EncoderConfig.dropout_before_pooler``); BERT's pooler has none."""
 
-    def __init__(self, hidden_size: int, pooling: str = "cls", bias: bool = True) -> None:
+    def __init__(self, hidden_size: int, pooling: str = "cls", bias: bool = True, dropout: float = 0.0) -> None:
         super().__init__()
+        self.dropout = Dropout(dropout)
         self.dense = nn.Linear(hidden_size, hidden_size, bias=bias)
         self.pooling = pooling
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return torch.tanh(self.dense(pool(hidden, attention_mask, self.pooling)))  # (B, S, H) -> (B, H)
+        return torch.tanh(self.dense(self.dropout(pool(hidden, attention_mask, self.pooling))))  # (B, S, H) -> (B, H)
 
 
 class TransformPooler(nn.Module):
-    """ModernBERT's classification head before its classifier: pooled state -> dense -> GELU -> norm."""
+    """ModernBERT's classification head before its classifier: pooled state -> dense -> GELU -> norm (``dropout``:
+    as ``Pooler``'s, before the dense; ModernBERT's has none)."""
 
-    def __init__(self, config: EncoderConfig) -> None:
+    def __init__(self, config: EncoderConfig, dropout: float = 0.0) -> None:
         super().__init__()
+        self.dropout = Dropout(dropout)
         self.dense = nn.Linear(config.hidden_size, config.hidden_size, bias=config.bias)
         self.act = _gelu(config)
         self.norm = make_norm(config)
         self.pooling = config.classifier_pooling
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.norm(self.act(self.dense(pool(hidden, attention_mask, self.pooling))))
+        return self.norm(self.act(self.dense(self.dropout(pool(hidden, attention_mask, self.pooling)))))
 
 
 class ClassificationHead(nn.Module):
     """pooled -> dropout -> linear. Pooling: ``pooler`` (a trained pooler module: BERT's tanh over [CLS] as
-    ``BertForSequenceClassification``, or the one the encoder's config asks for, e.g. ModernBERT's dense-GELU-norm),
-    ``cls`` (the [CLS] state itself) or ``mean`` (over real tokens, as sentence-transformers models were trained to
-    embed). With ``cls``/``mean`` the head is one linear layer."""
+    ``BertForSequenceClassification``, or the one the encoder's config asks for, e.g. ModernBERT's dense-GELU-norm;
+    RoBERTa's drops [CLS] out before its dense too, see ``for_encoder``), ``cls`` (the [CLS] state itself) or
+    ``mean`` (over real tokens, as sentence-transformers models were trained to embed). With ``cls``/``mean`` the
+    head is one linear layer."""
 
     def __init__(self, hidden_size: int, num_classes: int, dropout: float = 0.1, pooling: Pooling = "pooler",
                  pooler: nn.Module | None = None) -> None:
@@ -104,9 +109,12 @@ class ClassificationHead(nn.Module):
     def for_encoder(cls, config: EncoderConfig, num_classes: int, dropout: float = 0.1,
                     pooling: Pooling = "pooler") -> "ClassificationHead":
         """The head ``config`` asks for: with ``pooling: pooler`` its pooler (``config.pooler``: BERT's ``tanh``
-        or ModernBERT's ``transform``, over ``config.classifier_pooling``)."""
+        or ModernBERT's ``transform``, over ``config.classifier_pooling``), which with
+        ``config.dropout_before_pooler`` drops its input out with the same ``dropout`` (RoBERTa's head, whose one
+        dropout module serves both places)."""
         pooler = None
         if pooling == "pooler":
-            pooler = TransformPooler(config) if config.pooler == "transform" else \
-                Pooler(config.hidden_size, config.classifier_pooling, config.bias)
+            before = dropout if config.dropout_before_pooler else 0.0
+            pooler = TransformPooler(config, before) if config.pooler == "transform" else \
+                Pooler(config.hidden_size, config.classifier_pooling, config.bias, before)
         return cls(config.hidden_size, num_classes, dropout, pooling, pooler)

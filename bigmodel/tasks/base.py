@@ -30,6 +30,22 @@ from bigmodel.utils.seeding import mix_seed
 
 
 
+def check_data_length(config: EncoderConfig, data: dict[str, Any], whose: str, source: str = "",
+                      more: str = "") -> None:
+    """The data's longest sequence (``data``: the data module's ``max_length`` or ``block_size``) must have positions
+    in ``whose`` encoder (the task's, a distillation teacher's, named by ``source``): refused at setup, not by the
+    embedding at the first batch that long (possibly deep into training). ``more``: a fix beside a shorter length."""
+    name = next((n for n in ("max_length", "block_size") if data.get(n) is not None), None)
+    if name is None:
+        return
+    length, limit = data[name], max_sequence_length(config)
+    if length > limit:
+        offset = f" less the offset {config.position_offset}" if config.position_offset else ""
+        raise ValueError(f"data.init_args.{name} {length} is longer than {whose} {limit} positions "
+                         f"({source}max_position_embeddings {config.max_position_embeddings}{offset}); set "
+                         f"data.init_args.{name} to at most {limit}{more}")
+
+
 class TaskBase(L.LightningModule):
     """Args (set under ``model.init_args`` in YAML):
         lr: peak learning rate of AdamW.
@@ -125,23 +141,18 @@ class TaskBase(L.LightningModule):
         if self._pretrained is not None and self.trainer.ckpt_path is None:
             self._load_pretrained_once()
 
+    def data_hparams(self) -> dict[str, Any]:
+        """The hyper-parameters of the trainer's data module (``max_length``, ...); a task set up by hand has none."""
+        return getattr(getattr(self._trainer, "datamodule", None), "hparams", {})
+
     def _check_data_length(self) -> None:
-        """The data's longest sequence must have positions in the text encoder: refused at setup, not by the
-        embedding at the first batch that long (possibly deep into training)."""
+        """The data's longest sequence must have positions in the text encoder (``check_data_length``)."""
         config = getattr(self, "config", None)
-        hparams = getattr(getattr(self._trainer, "datamodule", None), "hparams", {})  # a task set up by hand has none
-        name = next((n for n in ("max_length", "block_size") if hparams.get(n) is not None), None)
-        if not isinstance(config, EncoderConfig) or name is None:
-            return
-        length, limit = hparams[name], max_sequence_length(config)
-        if length > limit:
-            offset = f" less the offset {config.position_offset}" if config.position_offset else ""
+        if isinstance(config, EncoderConfig):
             from_preset = not (self.hparams.get("init_from") or getattr(self._trainer, "ckpt_path", None))
             more = ", or give the encoder more (model.init_args.encoder_config.max_position_embeddings)" \
                 if from_preset else ""
-            raise ValueError(f"data.init_args.{name} {length} is longer than the encoder's {limit} positions "
-                             f"(max_position_embeddings {config.max_position_embeddings}{offset}); set "
-                             f"data.init_args.{name} to at most {limit}{more}")
+            check_data_length(config, self.data_hparams(), "the encoder's", more=more)
 
     def _load_pretrained_once(self) -> None:
         pretrained, self._pretrained = self._pretrained, None

@@ -10,11 +10,14 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from bigmodel.nn import EncoderConfig
+from bigmodel.tasks.base import TaskBase, check_data_length
 from bigmodel.tasks.checkpoints import META_KEY, TASKS
 
 
-def load_teacher(path: str, student: L.LightningModule) -> L.LightningModule:
-    """A trained classifier of the student's classes, in eval mode, without gradients."""
+def load_teacher(path: str, student: TaskBase) -> L.LightningModule:
+    """A trained classifier of the student's classes (and, for text, with positions for the data's longest
+    sequence), in eval mode, without gradients."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"distill_from {path!r} does not exist; point it to the teacher's .ckpt")
     meta = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get(META_KEY) or {}
@@ -30,6 +33,9 @@ def load_teacher(path: str, student: L.LightningModule) -> L.LightningModule:
         raise ValueError(f"distill_from {path!r} reads {'text' if text[0] else 'images'}"
                          f"{f' with {vocab} tokens' if text[0] else ''}; the student must read the "
                          "same inputs (for text, the same tokenizer)")
+    if isinstance(teacher.config, EncoderConfig):  # the student's own length is checked by its setup
+        check_data_length(teacher.config, student.data_hparams(), "the teacher's", source=f"distill_from {path!r}: ",
+                          more=", or distil from a teacher with more positions")
     rank_zero_info(f"Distilling from {path} ({type(teacher.net).__name__}, "
                    f"{sum(p.numel() for p in teacher.parameters()) / 1e6:.2f}M parameters, eval mode)")
     return teacher.eval().requires_grad_(False)

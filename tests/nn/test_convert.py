@@ -141,3 +141,37 @@ def test_pretraining_heads_old_names_and_a_stray_roberta_pooler_import_cleanly()
     with torch.no_grad():
         torch.testing.assert_close(ours(ids, mask)[0], hf(input_ids=ids, attention_mask=mask).logits,
                                    atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["Bert", "Roberta"])
+def test_each_familys_head_trains_with_its_own_dropouts(family, monkeypatch):
+    """RoBERTa's head is dropout -> dense -> tanh -> dropout -> out_proj on <s>; BERT's is pooler (dense -> tanh)
+    -> dropout -> classifier. Ours read RoBERTa's as BERT's, without the first dropout: equal in eval, a different
+    method in training. With torch's dropout (transformers' random stream) and one seed, a training forward of our
+    head equals transformers' head, for both families."""
+    from bigmodel.nn import SequenceClassifier, dropout
+    from bigmodel.nn.convert import from_hf
+
+    monkeypatch.setattr(dropout, "CHEAP_CPU_MASK", False)  # F.dropout, as nn.Dropout draws
+    hf = _small(f"{family}ForSequenceClassification", num_labels=3, classifier_dropout=0.3)
+    config = EncoderConfig.from_hf(hf.config.to_dict())
+    assert config.dropout_before_pooler == (family == "Roberta")
+    ours = SequenceClassifier(config, num_classes=3, classifier_dropout=0.3)  # HF: classifier_dropout over hidden's
+    ours.load_state_dict(from_hf(hf.state_dict(), family.lower()), strict=True)
+    ours.head.train()
+    hf.train()
+    hidden = torch.randn(4, 6, 64)
+
+    def reference(features):
+        if family == "Roberta":
+            return hf.classifier(features)
+        return hf.classifier(hf.dropout(hf.bert.pooler(features)))
+
+    for seed in range(3):
+        torch.manual_seed(seed)
+        logits = ours.head(hidden)
+        torch.manual_seed(seed)
+        torch.testing.assert_close(logits, reference(hidden), atol=1e-6, rtol=1e-6)
+    ours.head.eval()
+    hf.eval()
+    torch.testing.assert_close(ours.head(hidden), reference(hidden), atol=1e-6, rtol=1e-6)

@@ -244,7 +244,8 @@ def test_context_extension_of_learned_positions_is_refused_in_one_line(tmp_path)
         MLMTask(init_from=path, vocab_size=97, encoder_config={"max_position_embeddings": 48})
     assert "\n" not in str(err.value)
     with pytest.raises(ValueError, match=r"\['num_layers'\] cannot change .* only hidden_dropout, attention_dropout, "
-                                         r"activation_checkpointing, unpad, max_position_embeddings, rope_theta"):
+                                         r"dropout_before_pooler, activation_checkpointing, unpad, "
+                                         r"max_position_embeddings, rope_theta"):
         MLMTask(init_from=_mlm_checkpoint(tmp_path / "rope.ckpt", tiny(**MODERN)), vocab_size=97,
                 encoder_config={"num_layers": 2})
 

@@ -209,6 +209,42 @@ def test_a_roberta_directory_imports_and_exports_back_exactly(tmp_path):
         assert torch.equal(back.state_dict()[key], value), key
 
 
+def test_a_roberta_classifier_keeps_robertas_head_through_a_checkpoint_and_exports_back_exactly(tmp_path):
+    """A RoBERTa classifier's head drops <s> out before its dense (RobertaClassificationHead); the setting is in the
+    checkpoint's encoder config, so a reload rebuilds it, and the export is RobertaForSequenceClassification again
+    with the original tensors and equal logits."""
+    import lightning
+
+    from bigmodel.commands.export import export
+    from bigmodel.tasks import ClassificationTask
+
+    config = transformers.RobertaConfig(vocab_size=120, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                        intermediate_size=128, max_position_embeddings=34, type_vocab_size=1,
+                                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=3)
+    torch.manual_seed(0)
+    hf = transformers.RobertaForSequenceClassification(config).eval()
+    hf.save_pretrained(tmp_path / "roberta")
+    task = ClassificationTask(num_classes=3, vocab_size=120, init_from=str(tmp_path / "roberta"),
+                              classifier_dropout=0.2)
+    task.load_pretrained(task._pretrained)
+    assert task.config.dropout_before_pooler and task.net.head.pooler.dropout.p == 0.2
+    ckpt = {"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams),
+            "pytorch-lightning_version": lightning.__version__}
+    task.on_save_checkpoint(ckpt)
+    torch.save(ckpt, tmp_path / "cls.ckpt")
+    again = ClassificationTask.load_from_checkpoint(tmp_path / "cls.ckpt", init_from=None)
+    assert again.net.head.pooler.dropout.p == 0.2 and again.config.dropout_before_pooler
+    export(str(tmp_path / "cls.ckpt"), str(tmp_path / "back"))
+    back = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "back").eval()
+    assert type(back).__name__ == "RobertaForSequenceClassification"
+    for key, value in hf.state_dict().items():
+        assert torch.equal(back.state_dict()[key], value), key
+    ids = torch.randint(5, 120, (2, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(back(input_ids=ids).logits, again.eval()({"input_ids": ids}), atol=1e-5,
+                                   rtol=1e-5)
+
+
 def test_lora_from_a_published_model_through_the_cli_resumes_and_exports_merged(hf_bert, tmp_path, capsys):
     """The experiments' LoRA fragment on a Hugging Face BERT: only LoRA + head train, the checkpoint resumes, and
     export folds the updates in (transformers' logits equal ours)."""

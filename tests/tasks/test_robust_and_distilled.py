@@ -111,3 +111,33 @@ def test_a_cnn_teaches_the_digits_vit_through_the_cli(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"has the classes \['0', .*\], the student \['a', 'b'\]"):
         load_teacher("runs/digits-cnn/checkpoints/best.ckpt", ClassificationTask(
             num_classes=2, class_names=["a", "b"], vocab_size=10))
+
+
+def test_a_teacher_with_fewer_positions_than_the_data_is_refused_at_setup(tmp_path):
+    """The student's positions were checked against data.max_length at setup, the teacher's were not: a batch longer
+    than the teacher's table failed in its embedding mid-training. Now setup refuses, naming the teacher."""
+    from types import SimpleNamespace
+
+    import lightning
+
+    teacher = ClassificationTask(num_classes=3, vocab_size=100, encoder_config={"max_position_embeddings": 16})
+    ckpt = {"state_dict": teacher.state_dict(), "hyper_parameters": dict(teacher.hparams),
+            "pytorch-lightning_version": lightning.__version__}
+    teacher.on_save_checkpoint(ckpt)
+    path = str(tmp_path / "teacher.ckpt")
+    torch.save(ckpt, path)
+
+    def set_up(**data):
+        student = ClassificationTask(num_classes=3, vocab_size=100, distill_from=path)  # bert-tiny: 512 positions
+        student.trainer = SimpleNamespace(datamodule=SimpleNamespace(hparams=data), ckpt_path=None,
+                                          strategy=SimpleNamespace(root_device=torch.device("cpu")))
+        student.setup("fit")
+        return student
+
+    assert set_up(max_length=16)._teacher.config.max_position_embeddings == 16  # exactly the teacher's positions
+    with pytest.raises(ValueError) as err:
+        set_up(max_length=17)
+    assert str(err.value) == (f"data.init_args.max_length 17 is longer than the teacher's 16 positions (distill_from "
+                              f"{path!r}: max_position_embeddings 16); set data.init_args.max_length to at most 16, "
+                              "or distil from a teacher with more positions")
+    assert [e.name for e in err.traceback][-4:] == ["set_up", "setup", "load_teacher", "check_data_length"]
