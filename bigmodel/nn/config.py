@@ -6,7 +6,6 @@ onto this dataclass one to one (``EncoderConfig.from_hf`` / ``to_hf``).
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
@@ -127,29 +126,9 @@ class EncoderConfig:
 
     @classmethod
     def from_hf(cls, hf: dict[str, Any]) -> "EncoderConfig":
-        """A Hugging Face ``config.json`` (BERT, RoBERTa or ModernBERT layout) -> this config; anything else is an
-        error."""
-        model_type = hf.get("model_type")
-        if model_type not in HF_TEXT_FAMILIES:
-            raise ValueError(f"model_type {model_type!r} is not supported; bigmodel reads "
-                             f"{', '.join(HF_TEXT_FAMILIES)} checkpoints (and ViT for images)")
-        if model_type == "modernbert":
-            return cls._from_modernbert(hf)
-        if hf.get("position_embedding_type", "absolute") != "absolute":
-            raise ValueError(f"position_embedding_type {hf['position_embedding_type']!r} is not supported "
-                             "(only 'absolute')")
-        act = hf.get("hidden_act", "gelu")
-        if act not in HF_ACTIVATIONS:
-            raise ValueError(f"hidden_act {act!r} is not supported; bigmodel has {', '.join(HF_ACTIVATIONS)}")
-        return cls(
-            vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"], num_layers=hf["num_hidden_layers"],
-            num_heads=hf["num_attention_heads"], intermediate_size=hf["intermediate_size"],
-            max_position_embeddings=hf["max_position_embeddings"], type_vocab_size=hf.get("type_vocab_size", 2),
-            position_offset=hf.get("pad_token_id", 1) + 1 if model_type == "roberta" else 0,
-            hidden_dropout=hf.get("hidden_dropout_prob", 0.1), attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
-            layer_norm_eps=hf.get("layer_norm_eps", 1e-12), initializer_range=hf.get("initializer_range", 0.02),
-            activation=HF_ACTIVATIONS[act], dropout_before_pooler=model_type == "roberta",
-        )
+        """A Hugging Face ``config.json`` (BERT, RoBERTa or ModernBERT layout) -> this config (``nn.hf_config``)."""
+        from bigmodel.nn.hf_config import config_from_hf
+        return config_from_hf(hf)
 
     @property
     def hf_family(self) -> str:
@@ -158,117 +137,9 @@ class EncoderConfig:
         return "modernbert" if self.position_embedding == "rope" else "roberta" if self.position_offset else "bert"
 
     def to_hf(self, model_type: str) -> dict[str, Any]:
-        """The ``config.json`` fields of this encoder as a Hugging Face ``model_type`` (inverse of ``from_hf``)."""
-        if model_type not in HF_TEXT_FAMILIES:
-            raise ValueError(f"cannot write model_type {model_type!r}; choose one of {', '.join(HF_TEXT_FAMILIES)}")
-        if model_type == "modernbert":
-            return self._to_modernbert()
-        unlike = [name for name, ok in (("pre-LN (norm_first)", not self.norm_first), ("causal", not self.causal),
-                                        (f"{self.position_embedding} positions", self.position_embedding == "learned"),
-                                        ("qkv without bias", self.qkv_bias and self.bias),
-                                        ("a fusion encoder (add_cross_attention)", not self.add_cross_attention),
-                                        (f"a {self.feed_forward} feed-forward", self.feed_forward == "gelu"),
-                                        (f"{self.norm}", self.norm == "layernorm"),
-                                        ("local attention (sliding_window)", self.sliding_window is None),
-                                        (f"a {self.pooler} pooler over {self.classifier_pooling}",
-                                         self.pooler == "tanh" and self.classifier_pooling == "cls"),
-                                        ) if not ok]
-        if unlike:
-            raise ValueError(f"this encoder has no {model_type} equivalent: it is {', '.join(unlike)}")
-        act = {v: k for k, v in HF_ACTIVATIONS.items()}[self.activation]
-        out = {
-            "model_type": model_type, "vocab_size": self.vocab_size, "hidden_size": self.hidden_size,
-            "num_hidden_layers": self.num_layers, "num_attention_heads": self.num_heads,
-            "intermediate_size": self.intermediate_size, "max_position_embeddings": self.max_position_embeddings,
-            "type_vocab_size": self.type_vocab_size, "hidden_dropout_prob": self.hidden_dropout,
-            "attention_probs_dropout_prob": self.attention_dropout, "layer_norm_eps": self.layer_norm_eps,
-            "initializer_range": self.initializer_range, "hidden_act": act,
-        }
-        if model_type == "roberta":
-            out["pad_token_id"] = self.position_offset - 1
-        return out
-
-    @classmethod
-    def _from_modernbert(cls, hf: dict[str, Any]) -> "EncoderConfig":
-        """ModernBERT's ``config.json``, in transformers 5's layout (``layer_types``, ``rope_parameters``) or the
-        older one on the Hub (``global_attn_every_n_layers``, ``global_rope_theta``/``local_rope_theta``)."""
-        layers = hf["num_hidden_layers"]
-        every = hf.get("global_attn_every_n_layers", 3)
-        kinds = hf.get("layer_types") or ["sliding_attention" if i % every else "full_attention" for i in range(layers)]
-        global_layers = [i for i, kind in enumerate(kinds) if kind == "full_attention"]
-        every = global_layers[1] if len(global_layers) > 1 else layers
-        if kinds != ["sliding_attention" if i % every else "full_attention" for i in range(layers)]:
-            raise ValueError(f"layer_types {kinds} is not 'every n-th layer global, from layer 0'; bigmodel's "
-                             "global_attention_every cannot express it")
-        local = len(global_layers) < layers
-        rope = hf.get("rope_parameters") or {}
-        theta = (rope.get("full_attention") or {}).get("rope_theta", hf.get("global_rope_theta", 160_000.0))
-        local_theta = (rope.get("sliding_attention") or {}).get("rope_theta", hf.get("local_rope_theta", 10_000.0))
-        if any(p.get("rope_type", "default") != "default" for p in rope.values() if p):
-            raise ValueError("only default RoPE is supported (no rope scaling)")
-        biases = {k: hf.get(k, False) for k in ("attention_bias", "mlp_bias", "norm_bias", "classifier_bias")}
-        if len(set(biases.values())) > 1 or not hf.get("decoder_bias", True):
-            raise ValueError(f"biases {biases} (decoder_bias {hf.get('decoder_bias')}) differ; bigmodel has one "
-                             "switch for all of them (bias) and always a decoder bias")
-        placed = {k: hf.get(k, 0.0) for k in ("embedding_dropout", "attention_dropout", "mlp_dropout")}
-        if any(placed.values()):  # the published checkpoints have none
-            warnings.warn(f"ModernBERT dropouts {placed} are placed differently here (training only; evaluation is "
-                          f"exact): hidden_dropout {placed['embedding_dropout']} on the embeddings and both "
-                          f"residual branches, attention_dropout on the probabilities only, no dropout inside the "
-                          f"feed-forward; set encoder_config's hidden_dropout/attention_dropout to choose", stacklevel=3)
-        act, head_act = hf.get("hidden_activation", "gelu"), hf.get("classifier_activation", "gelu")
-        if head_act not in HF_ACTIVATIONS or (act != head_act and act not in ("silu", "swish")):
-            raise ValueError(f"hidden_activation {act!r} with classifier_activation {head_act!r} is not supported: "
-                             f"GeGLU and the heads share one of {', '.join(HF_ACTIVATIONS)} (or SwiGLU: silu)")
-        return cls(
-            vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"], num_layers=layers,
-            num_heads=hf["num_attention_heads"], intermediate_size=hf["intermediate_size"],
-            max_position_embeddings=hf["max_position_embeddings"], type_vocab_size=0, position_embedding="rope",
-            rope_theta=float(theta), local_rope_theta=float(local_theta), norm_first=True, first_attn_norm=False,
-            bias=biases["attention_bias"], feed_forward="swiglu" if act in ("silu", "swish") else "geglu",
-            activation=HF_ACTIVATIONS[head_act], sliding_window=hf.get("local_attention", 128) if local else None,
-            global_attention_every=every, hidden_dropout=hf.get("embedding_dropout", 0.0),
-            attention_dropout=hf.get("attention_dropout", 0.0), layer_norm_eps=hf.get("norm_eps", 1e-5),
-            initializer_range=hf.get("initializer_range", 0.02), pooler="transform",
-            classifier_pooling=hf.get("classifier_pooling", "cls"),
-        )
-
-    def _to_modernbert(self) -> dict[str, Any]:
-        unlike = [name for name, ok in (("post-LN", self.norm_first), ("causal", not self.causal),
-                                        (f"{self.position_embedding} positions", self.position_embedding == "rope"),
-                                        ("a norm in layer 0 (first_attn_norm)", not self.first_attn_norm),
-                                        ("a plain (non-GLU) feed-forward", self.feed_forward != "gelu"),
-                                        (f"{self.norm}", self.norm == "layernorm"),
-                                        ("qkv without bias", self.qkv_bias or not self.bias),
-                                        ("token types", self.type_vocab_size == 0),
-                                        ("a fusion encoder (add_cross_attention)", not self.add_cross_attention),
-                                        ("BERT's tanh pooler", self.pooler == "transform"),
-                                        ) if not ok]
-        if unlike:
-            raise ValueError(f"this encoder has no modernbert equivalent: it is {', '.join(unlike)}")
-        act = {v: k for k, v in HF_ACTIVATIONS.items()}[self.activation]
-        kinds = ["full_attention" if self.is_global(i) else "sliding_attention" for i in range(self.num_layers)]
-        local_theta = self.rope_theta if self.local_rope_theta is None else self.local_rope_theta
-        return {
-            "model_type": "modernbert", "vocab_size": self.vocab_size, "hidden_size": self.hidden_size,
-            "num_hidden_layers": self.num_layers, "num_attention_heads": self.num_heads,
-            "intermediate_size": self.intermediate_size, "max_position_embeddings": self.max_position_embeddings,
-            "hidden_activation": "silu" if self.feed_forward == "swiglu" else act, "classifier_activation": act,
-            "norm_eps": self.layer_norm_eps, "norm_bias": self.bias, "attention_bias": self.bias,
-            "mlp_bias": self.bias, "classifier_bias": self.bias, "decoder_bias": True, "layer_types": kinds,
-            "local_attention": self.sliding_window or 128,
-            "rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": self.rope_theta},
-                                "sliding_attention": {"rope_type": "default", "rope_theta": local_theta}},
-            "embedding_dropout": self.hidden_dropout, "attention_dropout": self.attention_dropout,
-            "initializer_range": self.initializer_range, "classifier_pooling": self.classifier_pooling,
-            # the tokenizer's, set by export when it has one (ModernBERT's defaults lie outside a smaller vocabulary)
-            "pad_token_id": None, "bos_token_id": None, "eos_token_id": None, "cls_token_id": None,
-            "sep_token_id": None,
-        }
-
-
-HF_TEXT_FAMILIES = ("bert", "roberta", "modernbert")
-HF_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
+        """The ``config.json`` fields of this encoder as a Hugging Face ``model_type`` (``nn.hf_config``)."""
+        from bigmodel.nn.hf_config import config_to_hf
+        return config_to_hf(self, model_type)
 
 
 def _bert(layers: int, hidden: int, heads: int) -> EncoderConfig:

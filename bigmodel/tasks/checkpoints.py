@@ -32,7 +32,8 @@ from bigmodel.utils.hub import (
     packaged_model,
 )
 from bigmodel.nn import EncoderConfig
-from bigmodel.nn.config import CONTEXT_FIELDS, HF_TEXT_FAMILIES, TRAINING_FIELDS
+from bigmodel.nn.config import CONTEXT_FIELDS, TRAINING_FIELDS
+from bigmodel.nn.hf_config import HF_TEXT_FAMILIES
 from bigmodel.nn.convert import from_hf
 from bigmodel.nn.peft import LoRAConfig, merge_lora_state
 
