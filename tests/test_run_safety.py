@@ -14,6 +14,7 @@ import torch
 from bigmodel.run import directory as runs
 from bigmodel.commands.cli import BigModelCLI, main
 from tests.test_cli import finetune_config, mlm_config, write_yaml
+from tests.test_monitoring import events
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,6 +110,21 @@ def test_a_sigterm_before_training_exits_143_not_0(small_text, tmp_path, capsys)
     code, line = run_main(["fit", "-c", config, "--trainer.callbacks+=tests.helpers.SignalAtSanityCheck"], capsys)
     assert (code, line) == (143, "bigmodel: stopped by SIGTERM before training started; nothing was saved by this stop")
     assert not list((tmp_path / "runs").rglob("*.ckpt"))
+
+
+def test_a_signal_stop_logs_the_stopping_step(small_text, tmp_path, capsys):
+    """The stop is raised after Lightning logged the step it stops at (every log_every_n_steps=5, and always the
+    step where a fit stops): the curve reaches the step last.ckpt holds. The run, with its checkpoint, keeps its
+    version directory."""
+    config = resume_config(tmp_path, small_text, "logged")
+    code, line = run_main(["fit", "-c", config, "--trainer.callbacks+=tests.helpers.SignalAtStep",
+                           "--trainer.callbacks.step=7", "--trainer.callbacks.signal_name=SIGINT"], capsys)
+    assert code == 130 and "stopped by SIGINT at step 7 (after batch 7 of epoch 0)" in line
+    version = tmp_path / "runs" / "logged" / "version_0"
+    logged = events(str(version))
+    # Lightning logs step k's values at k - 1 (the optimizer steps before it): 4 is step 5, 6 the stopping step 7
+    assert [e.step for e in logged.Scalars("train/loss")] == [4, 6]
+    assert step_of(tmp_path / "runs" / "logged" / "checkpoints" / "last.ckpt") == 7
 
 
 def test_max_steps_mid_epoch_saves_the_final_step(small_text, tmp_path):
