@@ -166,6 +166,50 @@ def test_a_failed_fresh_fit_keeps_the_earlier_checkpoints(small_text, tmp_path, 
     assert f"resume it with --ckpt_path {moved[0]}" in line
 
 
+def test_a_failed_command_takes_back_the_empty_version_directory_it_made(small_text, tmp_path, capsys, monkeypatch):
+    """A command that fails before any result (config caught late, an error before the first step) removes the
+    version_N it opened, so the next run is not version_N+1 beside an empty one; a directory it did not make, one
+    of a run name whose fit is running, and a run that saved a checkpoint are kept whole."""
+    from bigmodel import UsageError
+    from bigmodel.tasks import MLMTask
+
+    config = mlm_config(tmp_path, small_text, max_steps=4, limit_val_batches=1, log_every_n_steps=50)
+    config["checkpoint"] = {"monitor": None, "every_n_train_steps": 2}
+    path = write_yaml(tmp_path / "mlm.yaml", config)
+    name = tmp_path / "runs" / "mlm"
+    earlier = name / "version_0"  # an earlier command's, as empty: not this command's to remove
+    earlier.mkdir(parents=True)
+    (earlier / "config.yaml").write_text("seed_everything: 0\n")
+
+    def versions() -> list[str]:
+        return sorted(p.name for p in name.glob("version_*"))
+
+    code, line = run_main(["fit", "-c", path, "--trainer.max_epochs", "-1", "--trainer.max_steps", "-1"], capsys)
+    assert code == 2 and "the learning-rate schedule needs a length" in line
+    assert versions() == ["version_0"] and (earlier / "config.yaml").exists()
+
+    monkeypatch.setattr(MLMTask, "on_validation_start", lambda self: (_ for _ in ()).throw(UsageError("bad set")),
+                        raising=False)
+    other = runs.RunLock(str(name / "checkpoints"))  # a fit of this name running in another process
+    other.acquire()
+    try:
+        assert run_main(["validate", "-c", path], capsys) == (2, "bigmodel: error: bad set")
+    finally:
+        other.release()
+    assert versions() == ["version_0", "version_1"]  # (its config.yaml and hparams only)
+    assert run_main(["validate", "-c", path], capsys) == (2, "bigmodel: error: bad set")
+    assert versions() == ["version_0", "version_1"]
+    monkeypatch.delattr(MLMTask, "on_validation_start")
+
+    original = MLMTask.training_step  # fails at step 3, after the step-2 checkpoint: nothing logged but that
+    monkeypatch.setattr(MLMTask, "training_step", lambda self, batch, i: original(self, batch, i) if i < 2 else
+                        (_ for _ in ()).throw(UsageError("bad batch")))
+    assert run_main(["fit", "-c", path], capsys) == (2, "bigmodel: error: bad batch")
+    assert versions() == ["version_0", "version_1", "version_2"]
+    assert {"config.yaml", "hparams.yaml"} <= {p.name for p in (name / "version_2").iterdir()}
+    assert step_of(name / "checkpoints" / "last.ckpt") == 2
+
+
 def test_a_full_disk_during_the_first_save_moves_nothing(small_text, tmp_path, capsys, monkeypatch):
     path = write_yaml(tmp_path / "mlm.yaml", mlm_config(tmp_path, small_text, max_steps=2, limit_val_batches=1))
     ckpts = tmp_path / "runs" / "mlm" / "checkpoints"

@@ -49,8 +49,12 @@ warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint th
 class BigModelCLI(LightningCLI):
     def __init__(self, args=None, run: bool = True) -> None:
         self._lock: runs.RunLock | None = None
+        self._new_dirs: list[str] = []
         try:
             self._init(args, run)
+        except BaseException:
+            self._take_back_empty_dirs()
+            raise
         finally:
             if self._lock is not None:
                 self._lock.release()
@@ -235,6 +239,21 @@ class BigModelCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
         default_checkpoint_dir(self.trainer)
+        if runs.launch_rank_zero():
+            self._new_dirs = runs.new_log_dirs(self.trainer)  # before anything is written there
+
+    def _take_back_empty_dirs(self) -> None:
+        """A failed command removes the run directory it created when nothing of a result is in it (no checkpoint
+        saved, no metric logged), so that the next run does not become version_N+1 beside an empty version_N.
+        Not while a fit of this run name runs (its lock is held by another process): when in doubt, kept."""
+        trainer = getattr(self, "trainer", None)
+        if not self._new_dirs or trainer is None or runs.saved_checkpoints(trainer):
+            return
+        locks = [cb.dirpath for cb in trainer.checkpoint_callbacks if cb.dirpath]
+        if self._lock is None and any(runs.RunLock.held_elsewhere(d) for d in locks):
+            return
+        for directory in self._new_dirs:
+            runs.remove_if_unused(directory)
 
     def after_validate(self) -> None:
         self._say_where(runs.write_metrics(self.trainer, "validate"))

@@ -7,6 +7,8 @@
   Lightning reads it, with one-line messages that name the alternatives on disk.
 - ``write_metrics``: what a ``test``/``validate`` printed, kept as ``<log dir>/<stage>_metrics.json`` with the
   checkpoint, device and versions (``bigmodel sweep`` reads it).
+- ``new_log_dirs`` / ``remove_if_unused``: a failed command takes back the ``version_N`` it made while it holds
+  nothing of a result, so the run after it is not ``version_N+1`` beside an empty one.
 """
 
 from __future__ import annotations
@@ -106,6 +108,23 @@ class RunLock:
             f"run directory {self.directory} is in use by another fit ({holder}); wait for it to finish or stop "
             "it, or give this run another name (--trainer.logger.init_args.name)"
         )
+
+    @staticmethod
+    def held_elsewhere(directory: str) -> bool:
+        """Whether a fit holds ``<directory>/.fit.lock`` now (checked without creating it or waiting)."""
+        try:
+            import fcntl
+
+            fd = os.open(os.path.join(directory, LOCK_NAME), os.O_RDONLY)
+        except (ImportError, OSError):
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except OSError:
+            return True
+        finally:
+            os.close(fd)  # (drops the shared lock, if taken)
 
     def release(self) -> None:
         if self._fd is not None:
@@ -229,3 +248,104 @@ def write_metrics(trainer: Any, stage: str) -> str | None:
         json.dump(record, out, indent=1)
     os.replace(path + ".tmp", path)
     return path
+
+
+# -- a failed command's empty run directory
+SETUP_FILES = ("config.yaml", "hparams.yaml")  # what a command writes before it computes anything
+SETUP_SCALARS = ("params/",)  # the model's size, logged as a fit starts
+
+
+def new_log_dirs(trainer: Any) -> list[str]:
+    """The topmost directories this command's TensorBoard/CSV loggers will create (not on disk yet, so nobody else's):
+    what a failed command may take back. Read before anything is written; only local paths."""
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    created = []
+    for logger in trainer.loggers:
+        path = os.fspath(logger.log_dir) if isinstance(logger, (TensorBoardLogger, CSVLogger)) else None
+        if path is None or "://" in path or os.path.lexists(path):
+            continue
+        path = os.path.abspath(path)
+        while not os.path.lexists(os.path.dirname(path)) and os.path.dirname(path) != path:
+            path = os.path.dirname(path)
+        created.append(path)
+    return list(dict.fromkeys(created))
+
+
+def remove_if_unused(directory: str) -> bool:
+    """Removes ``directory`` when all it holds is what a command writes before its first result (config.yaml,
+    hparams.yaml, the tokenizer's copy, event files of this process with nothing but hyper-parameters and the model
+    size): a failed command's empty version_N, which would push the next run to version_N+1. Anything else -- a
+    metric, a figure, a file of another process or of the user -- keeps it whole. True when it was removed."""
+    files, dirs = [], []
+    for root, subdirs, names in os.walk(directory):
+        if any(os.path.islink(os.path.join(root, d)) for d in subdirs):
+            return False
+        files += [os.path.join(root, n) for n in names]
+        dirs.append(root)
+    if not all(_setup_file(path) for path in files):
+        return False
+    try:
+        for path in files:
+            os.remove(path)
+        for path in reversed(dirs):  # deepest first; rmdir refuses one that something new was written into
+            os.rmdir(path)
+    except OSError:
+        return False
+    return True
+
+
+def _setup_file(path: str) -> bool:
+    name = os.path.basename(path)
+    if os.path.islink(path):
+        return False
+    if name in SETUP_FILES or os.path.basename(os.path.dirname(path)) == "tokenizer":
+        return True  # (the tokenizer: TokenizerCheckpoint writes the same files beside the checkpoints)
+    if name.startswith("events.out.tfevents.") and f".{socket.gethostname()}.{os.getpid()}." in name:
+        return _setup_events(path)
+    if name == "metrics.csv":  # CSVLogger
+        return _setup_csv(path)
+    return False
+
+
+def _setup_events(path: str) -> bool:
+    """An event file of nothing but hyper-parameters (Lightning's hparams summaries and its hp_metric -1
+    placeholder) and the model size."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    try:
+        for event in EventFileLoader(path).Load():
+            if event.HasField("file_version"):
+                continue
+            if not event.HasField("summary"):
+                return False  # a graph, a session log...
+            for value in event.summary.value:
+                placeholder = value.tag == "hp_metric" and value.HasField("simple_value") and value.simple_value == -1
+                if not (value.metadata.plugin_data.plugin_name == "hparams" or placeholder
+                        or value.tag.startswith(SETUP_SCALARS)):
+                    return False
+    except Exception:  # noqa: BLE001 - unreadable: keep it
+        return False
+    return True
+
+
+def _setup_csv(path: str) -> bool:
+    """A CSVLogger ``metrics.csv`` of nothing but the model size."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8") as rows:
+            return all(not value or (isinstance(key, str) and (key in ("step", "epoch") or key.startswith(SETUP_SCALARS)))
+                       for row in csv.DictReader(rows) for key, value in row.items())
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+
+
+def saved_checkpoints(trainer: Any) -> bool:
+    """Whether this command saved a checkpoint: its checkpoint IO says so, else (another IO, FSDP's sharded
+    checkpoints) what the checkpoint callbacks hold -- which a resumed run restores: in doubt, a save."""
+    from bigmodel.run.checkpoint_io import AtomicCheckpointIO
+
+    io = trainer.strategy.checkpoint_io
+    return (isinstance(io, AtomicCheckpointIO) and io.saved_any) or any(
+        getattr(cb, "best_model_path", "") or getattr(cb, "last_model_path", "") for cb in trainer.checkpoint_callbacks)
