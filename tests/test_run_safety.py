@@ -127,6 +127,25 @@ def test_a_signal_stop_logs_the_stopping_step(small_text, tmp_path, capsys):
     assert step_of(tmp_path / "runs" / "logged" / "checkpoints" / "last.ckpt") == 7
 
 
+def test_a_stop_waiting_for_the_step_logging_is_raised_at_the_next_hook_if_the_logging_never_comes():
+    """Should Lightning no longer log a step where StopSafely waits for it, the stop still comes before any other
+    batch, validation or epoch end, and a Lightning without that method stops at once."""
+    from types import SimpleNamespace
+
+    from bigmodel.run.stopping import RunStopped, StopSafely
+
+    for hook, args in (("on_train_batch_start", (None, 0)), ("on_validation_start", ()),
+                       ("on_train_epoch_end", ()), ("on_train_end", ())):
+        stop, stopped = StopSafely(), RunStopped(signal.SIGTERM, "stopped")
+        trainer = SimpleNamespace(_logger_connector=SimpleNamespace(update_train_step_metrics=lambda: None))
+        stop._raise_after_logging(trainer, stopped)
+        with pytest.raises(RunStopped) as raised:
+            getattr(stop, hook)(trainer, None, *args)
+        assert raised.value is stopped and "update_train_step_metrics" not in vars(trainer._logger_connector)
+    with pytest.raises(RunStopped):
+        StopSafely()._raise_after_logging(SimpleNamespace(), RunStopped(signal.SIGTERM, "stopped"))
+
+
 def test_max_steps_mid_epoch_saves_the_final_step(small_text, tmp_path):
     path = write_yaml(tmp_path / "mlm.yaml", mlm_config(tmp_path, small_text, max_steps=19, limit_val_batches=1))
     cli = BigModelCLI(args=["fit", "-c", path])

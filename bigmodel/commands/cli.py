@@ -19,6 +19,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import bigmodel.data  # noqa: F401  (registers the data modules for short class names in YAML)
 from bigmodel.run import errors
+from bigmodel.run import cleanup
 from bigmodel.run import directory as runs
 from bigmodel.commands import COMMANDS, OVERVIEW
 from bigmodel.run.callbacks import (
@@ -240,20 +241,11 @@ class BigModelCLI(LightningCLI):
         super().instantiate_classes()
         default_checkpoint_dir(self.trainer)
         if runs.launch_rank_zero():
-            self._new_dirs = runs.new_log_dirs(self.trainer)  # before anything is written there
+            self._new_dirs = cleanup.new_log_dirs(self.trainer)  # before anything is written there
 
     def _take_back_empty_dirs(self) -> None:
-        """A failed command removes the run directory it created when nothing of a result is in it (no checkpoint
-        saved, no metric logged), so that the next run does not become version_N+1 beside an empty version_N.
-        Not while a fit of this run name runs (its lock is held by another process): when in doubt, kept."""
-        trainer = getattr(self, "trainer", None)
-        if not self._new_dirs or trainer is None or runs.saved_checkpoints(trainer):
-            return
-        locks = [cb.dirpath for cb in trainer.checkpoint_callbacks if cb.dirpath]
-        if self._lock is None and any(runs.RunLock.held_elsewhere(d) for d in locks):
-            return
-        for directory in self._new_dirs:
-            runs.remove_if_unused(directory)
+        """A failed command removes the run directory it made when nothing of a result is in it (``run.cleanup``)."""
+        cleanup.take_back(getattr(self, "trainer", None), self._new_dirs, own_fit_lock=self._lock is not None)
 
     def after_validate(self) -> None:
         self._say_where(runs.write_metrics(self.trainer, "validate"))

@@ -48,6 +48,7 @@ class StopSafely(Callback):
         self._previous: dict[int, Any] = {}
         self._trainer: L.Trainer | None = None
         self._armed: Any = None  # the logger connector whose step logging raises the stop
+        self._pending: RunStopped | None = None  # that stop, until raised
 
     # -- signal handlers (main thread only; Lightning's own SIGTERM handler is replaced while training runs)
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -97,7 +98,7 @@ class StopSafely(Callback):
 
     # -- hooks
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.signum, self.requeued = None, False
+        self.signum, self.requeued, self._pending = None, False, None
         self._install(trainer)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
@@ -112,8 +113,10 @@ class StopSafely(Callback):
         """Lightning logs a step's metrics (train/loss...) after every batch-end hook has run; raised here, the stop
         would lose the stopping step's. It is raised right after that logging instead, which logs this step whatever
         log_every_n_steps says (Lightning's rule for the step where a fit stops, ``trainer.should_stop``)."""
-        connector = trainer._logger_connector
-        log_step = connector.update_train_step_metrics
+        connector = getattr(trainer, "_logger_connector", None)
+        log_step = getattr(connector, "update_train_step_metrics", None)
+        if log_step is None:  # a Lightning without that step: stop now, as before
+            raise stopped
 
         def log_then_stop() -> None:
             self._disarm(trainer)
@@ -125,21 +128,38 @@ class StopSafely(Callback):
             raise stopped
 
         connector.update_train_step_metrics = log_then_stop
-        self._armed = connector
+        self._armed, self._pending = connector, stopped
+
+    def _raise_pending(self, trainer: L.Trainer) -> None:
+        """The stop, should the fit loop reach its next hook without logging the step (a Lightning that no longer
+        logs there): never a second step after a signal."""
+        stopped, self._pending = self._pending, None
+        if stopped is not None:
+            self._disarm(trainer)
+            raise stopped
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        self._raise_pending(trainer)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._raise_pending(trainer)
 
     def _disarm(self, trainer: L.Trainer) -> None:
         """The connector's own method again (an error in a later batch-end hook ends the fit first)."""
         if self._armed is not None:
             self._armed.__dict__.pop("update_train_step_metrics", None)
-            self._armed = None
+        self._armed = self._pending = None
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._raise_pending(trainer)
         stopped = self._maybe_stop(trainer, f"at the end of epoch {trainer.current_epoch}")
         if stopped is not None:
             raise stopped
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """max_steps can end a fit between the checkpoints of epoch ends or every_n_train_steps."""
+        self._raise_pending(trainer)
         self._restore()
         if save_last(trainer):
             rank_zero_info(f"Saved last.ckpt at the final step {trainer.global_step}")
