@@ -14,6 +14,7 @@ import torch
 from bigmodel.run import directory as runs
 from bigmodel.commands.cli import BigModelCLI, main
 from tests.test_cli import finetune_config, mlm_config, write_yaml
+from tests.test_monitoring import events
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -111,6 +112,40 @@ def test_a_sigterm_before_training_exits_143_not_0(small_text, tmp_path, capsys)
     assert not list((tmp_path / "runs").rglob("*.ckpt"))
 
 
+def test_a_signal_stop_logs_the_stopping_step(small_text, tmp_path, capsys):
+    """The stop is raised after Lightning logged the step it stops at (every log_every_n_steps=5, and always the
+    step where a fit stops): the curve reaches the step last.ckpt holds. The run, with its checkpoint, keeps its
+    version directory."""
+    config = resume_config(tmp_path, small_text, "logged")
+    code, line = run_main(["fit", "-c", config, "--trainer.callbacks+=tests.helpers.SignalAtStep",
+                           "--trainer.callbacks.step=7", "--trainer.callbacks.signal_name=SIGINT"], capsys)
+    assert code == 130 and "stopped by SIGINT at step 7 (after batch 7 of epoch 0)" in line
+    version = tmp_path / "runs" / "logged" / "version_0"
+    logged = events(str(version))
+    # Lightning logs step k's values at k - 1 (the optimizer steps before it): 4 is step 5, 6 the stopping step 7
+    assert [e.step for e in logged.Scalars("train/loss")] == [4, 6]
+    assert step_of(tmp_path / "runs" / "logged" / "checkpoints" / "last.ckpt") == 7
+
+
+def test_a_stop_waiting_for_the_step_logging_is_raised_at_the_next_hook_if_the_logging_never_comes():
+    """Should Lightning no longer log a step where StopSafely waits for it, the stop still comes before any other
+    batch, validation or epoch end, and a Lightning without that method stops at once."""
+    from types import SimpleNamespace
+
+    from bigmodel.run.stopping import RunStopped, StopSafely
+
+    for hook, args in (("on_train_batch_start", (None, 0)), ("on_validation_start", ()),
+                       ("on_train_epoch_end", ()), ("on_train_end", ())):
+        stop, stopped = StopSafely(), RunStopped(signal.SIGTERM, "stopped")
+        trainer = SimpleNamespace(_logger_connector=SimpleNamespace(update_train_step_metrics=lambda: None))
+        stop._raise_after_logging(trainer, stopped)
+        with pytest.raises(RunStopped) as raised:
+            getattr(stop, hook)(trainer, None, *args)
+        assert raised.value is stopped and "update_train_step_metrics" not in vars(trainer._logger_connector)
+    with pytest.raises(RunStopped):
+        StopSafely()._raise_after_logging(SimpleNamespace(), RunStopped(signal.SIGTERM, "stopped"))
+
+
 def test_max_steps_mid_epoch_saves_the_final_step(small_text, tmp_path):
     path = write_yaml(tmp_path / "mlm.yaml", mlm_config(tmp_path, small_text, max_steps=19, limit_val_batches=1))
     cli = BigModelCLI(args=["fit", "-c", path])
@@ -148,6 +183,50 @@ def test_a_failed_fresh_fit_keeps_the_earlier_checkpoints(small_text, tmp_path, 
     code, line = run_main(["fit", "-c", path, "--ckpt_path", "last"], capsys)
     assert code == 2 and line.startswith(f"bigmodel: error: --ckpt_path last: {ckpts} has no last.ckpt of this run")
     assert f"resume it with --ckpt_path {moved[0]}" in line
+
+
+def test_a_failed_command_takes_back_the_empty_version_directory_it_made(small_text, tmp_path, capsys, monkeypatch):
+    """A command that fails before any result (config caught late, an error before the first step) removes the
+    version_N it opened, so the next run is not version_N+1 beside an empty one; a directory it did not make, one
+    of a run name whose fit is running, and a run that saved a checkpoint are kept whole."""
+    from bigmodel import UsageError
+    from bigmodel.tasks import MLMTask
+
+    config = mlm_config(tmp_path, small_text, max_steps=4, limit_val_batches=1, log_every_n_steps=50)
+    config["checkpoint"] = {"monitor": None, "every_n_train_steps": 2}
+    path = write_yaml(tmp_path / "mlm.yaml", config)
+    name = tmp_path / "runs" / "mlm"
+    earlier = name / "version_0"  # an earlier command's, as empty: not this command's to remove
+    earlier.mkdir(parents=True)
+    (earlier / "config.yaml").write_text("seed_everything: 0\n")
+
+    def versions() -> list[str]:
+        return sorted(p.name for p in name.glob("version_*"))
+
+    code, line = run_main(["fit", "-c", path, "--trainer.max_epochs", "-1", "--trainer.max_steps", "-1"], capsys)
+    assert code == 2 and "the learning-rate schedule needs a length" in line
+    assert versions() == ["version_0"] and (earlier / "config.yaml").exists()
+
+    monkeypatch.setattr(MLMTask, "on_validation_start", lambda self: (_ for _ in ()).throw(UsageError("bad set")),
+                        raising=False)
+    other = runs.RunLock(str(name / "checkpoints"))  # a fit of this name running in another process
+    other.acquire()
+    try:
+        assert run_main(["validate", "-c", path], capsys) == (2, "bigmodel: error: bad set")
+    finally:
+        other.release()
+    assert versions() == ["version_0", "version_1"]  # (its config.yaml and hparams only)
+    assert run_main(["validate", "-c", path], capsys) == (2, "bigmodel: error: bad set")
+    assert versions() == ["version_0", "version_1"]
+    monkeypatch.delattr(MLMTask, "on_validation_start")
+
+    original = MLMTask.training_step  # fails at step 3, after the step-2 checkpoint: nothing logged but that
+    monkeypatch.setattr(MLMTask, "training_step", lambda self, batch, i: original(self, batch, i) if i < 2 else
+                        (_ for _ in ()).throw(UsageError("bad batch")))
+    assert run_main(["fit", "-c", path], capsys) == (2, "bigmodel: error: bad batch")
+    assert versions() == ["version_0", "version_1", "version_2"]
+    assert {"config.yaml", "hparams.yaml"} <= {p.name for p in (name / "version_2").iterdir()}
+    assert step_of(name / "checkpoints" / "last.ckpt") == 2
 
 
 def test_a_full_disk_during_the_first_save_moves_nothing(small_text, tmp_path, capsys, monkeypatch):

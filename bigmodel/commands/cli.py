@@ -19,6 +19,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import bigmodel.data  # noqa: F401  (registers the data modules for short class names in YAML)
 from bigmodel.run import errors
+from bigmodel.run import cleanup
 from bigmodel.run import directory as runs
 from bigmodel.commands import COMMANDS, OVERVIEW
 from bigmodel.run.callbacks import (
@@ -49,8 +50,12 @@ warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint th
 class BigModelCLI(LightningCLI):
     def __init__(self, args=None, run: bool = True) -> None:
         self._lock: runs.RunLock | None = None
+        self._new_dirs: list[str] = []
         try:
             self._init(args, run)
+        except BaseException:
+            self._take_back_empty_dirs()
+            raise
         finally:
             if self._lock is not None:
                 self._lock.release()
@@ -235,6 +240,12 @@ class BigModelCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
         default_checkpoint_dir(self.trainer)
+        if runs.launch_rank_zero():
+            self._new_dirs = cleanup.new_log_dirs(self.trainer)  # before anything is written there
+
+    def _take_back_empty_dirs(self) -> None:
+        """A failed command removes the run directory it made when nothing of a result is in it (``run.cleanup``)."""
+        cleanup.take_back(getattr(self, "trainer", None), self._new_dirs, own_fit_lock=self._lock is not None)
 
     def after_validate(self) -> None:
         self._say_where(runs.write_metrics(self.trainer, "validate"))

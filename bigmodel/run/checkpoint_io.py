@@ -21,11 +21,14 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     before_first_replace: Callable[[str], None] | None = None
+    saved_any = False  # whether this process saved a checkpoint (a failed command then keeps its run directory)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         path = os.fspath(path)
         if "://" in path:
-            return super().save_checkpoint(checkpoint, path, storage_options)
+            super().save_checkpoint(checkpoint, path, storage_options)
+            self.saved_any = True
+            return
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         tmp = f"{path}.tmp-{os.getpid()}"
         try:
@@ -43,6 +46,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 self.before_first_replace(path)
                 self.before_first_replace = None
             os.replace(tmp, path)
+            self.saved_any = True
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)

@@ -107,6 +107,23 @@ class RunLock:
             "it, or give this run another name (--trainer.logger.init_args.name)"
         )
 
+    @staticmethod
+    def held_elsewhere(directory: str) -> bool:
+        """Whether a fit holds ``<directory>/.fit.lock`` now (checked without creating it or waiting)."""
+        try:
+            import fcntl
+
+            fd = os.open(os.path.join(directory, LOCK_NAME), os.O_RDONLY)
+        except (ImportError, OSError):
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except OSError:
+            return True
+        finally:
+            os.close(fd)  # (drops the shared lock, if taken)
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)  # closing drops the flock; the file stays (deleting it would race a new run)
@@ -229,3 +246,4 @@ def write_metrics(trainer: Any, stage: str) -> str | None:
         json.dump(record, out, indent=1)
     os.replace(path + ".tmp", path)
     return path
+

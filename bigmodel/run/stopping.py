@@ -4,8 +4,9 @@
 - An error in a training step (bad data, the non-finite stop, out of memory): ``last.ckpt`` of the last optimizer
   step, on one process (under DDP the other ranks wait in a collective, so nothing is saved).
 - SIGTERM (SLURM, Kubernetes, ``kill``) and Ctrl-C (SIGINT): the run finishes the optimizer step it is in (a step
-  of gradient accumulation is never split, so the resume is exact), writes ``last.ckpt`` there and ends with
-  exit status 128 + signal (143, 130) and one line naming the step and the file. A second Ctrl-C stops at once,
+  of gradient accumulation is never split, so the resume is exact), writes ``last.ckpt`` there, logs that step's
+  metrics (whatever ``log_every_n_steps`` says) and ends with exit status 128 + signal (143, 130) and one line
+  naming the step and the file. A second Ctrl-C stops at once,
   without saving. A signal during validation takes effect when the validation ends.
 - Under DDP the decision is collective: every rank stops after the same step.
 - SLURM requeueing stays Lightning's (``SLURMEnvironment(auto_requeue=True)``): on the requeue signal Lightning
@@ -46,6 +47,8 @@ class StopSafely(Callback):
         self.requeued = False
         self._previous: dict[int, Any] = {}
         self._trainer: L.Trainer | None = None
+        self._armed: Any = None  # the logger connector whose step logging raises the stop
+        self._pending: RunStopped | None = None  # that stop, until raised
 
     # -- signal handlers (main thread only; Lightning's own SIGTERM handler is replaced while training runs)
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -95,20 +98,68 @@ class StopSafely(Callback):
 
     # -- hooks
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.signum, self.requeued = None, False
+        self.signum, self.requeued, self._pending = None, False, None
         self._install(trainer)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         if trainer.fit_loop.epoch_loop._should_accumulate():
             return  # never between the batches of one accumulated step
-        self._maybe_stop(trainer, f"after batch {batch_idx + 1} of epoch {trainer.current_epoch}")
+        stopped = self._maybe_stop(trainer, f"after batch {batch_idx + 1} of epoch {trainer.current_epoch}")
+        if stopped is not None:
+            self._raise_after_logging(trainer, stopped)
+
+    def _raise_after_logging(self, trainer: L.Trainer, stopped: RunStopped) -> None:
+        """Lightning logs a step's metrics (train/loss...) after every batch-end hook has run; raised here, the stop
+        would lose the stopping step's. It is raised right after that logging instead, which logs this step whatever
+        log_every_n_steps says (Lightning's rule for the step where a fit stops, ``trainer.should_stop``)."""
+        connector = getattr(trainer, "_logger_connector", None)
+        log_step = getattr(connector, "update_train_step_metrics", None)
+        if log_step is None:  # a Lightning without that step: stop now, as before
+            raise stopped
+
+        def log_then_stop() -> None:
+            self._disarm(trainer)
+            previous, trainer.should_stop = trainer.should_stop, True
+            try:
+                log_step()
+            finally:
+                trainer.should_stop = previous
+            raise stopped
+
+        connector.update_train_step_metrics = log_then_stop
+        self._armed, self._pending = connector, stopped
+
+    def _raise_pending(self, trainer: L.Trainer) -> None:
+        """The stop, should the fit loop reach its next hook without logging the step (a Lightning that no longer
+        logs there): never a second step after a signal."""
+        stopped, self._pending = self._pending, None
+        if stopped is not None:
+            self._disarm(trainer)
+            raise stopped
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        self._raise_pending(trainer)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._raise_pending(trainer)
+
+    def _disarm(self, trainer: L.Trainer) -> None:
+        """The connector's own method again (an error in a later batch-end hook ends the fit first)."""
+        if self._armed is not None:
+            self._armed.__dict__.pop("update_train_step_metrics", None)
+        self._armed = self._pending = None
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._maybe_stop(trainer, f"at the end of epoch {trainer.current_epoch}")
+        self._raise_pending(trainer)
+        stopped = self._maybe_stop(trainer, f"at the end of epoch {trainer.current_epoch}")
+        if stopped is not None:
+            raise stopped
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """max_steps can end a fit between the checkpoints of epoch ends or every_n_train_steps."""
+        self._raise_pending(trainer)
         self._restore()
         if save_last(trainer):
             rank_zero_info(f"Saved last.ckpt at the final step {trainer.global_step}")
@@ -118,6 +169,7 @@ class StopSafely(Callback):
         optimizer step: they are saved as last.ckpt -- unless this fresh run has written no checkpoint yet (the
         save would move an earlier run's aside), and not under DDP, where the other ranks wait in a collective."""
         self._restore()
+        self._disarm(trainer)
         if self.signum is not None and _loader_worker_killed(exception) and trainer.world_size == 1:
             # timeout, scancel and kill -- -PGID signal the whole process group: the loader workers died of the
             # stop the user asked for, mid-step. The last full step is saved and the stop reported as one.
@@ -141,14 +193,16 @@ class StopSafely(Callback):
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._restore()
+        self._disarm(trainer)
         self._trainer = None
 
-    def _maybe_stop(self, trainer: L.Trainer, where: str) -> None:
+    def _maybe_stop(self, trainer: L.Trainer, where: str) -> RunStopped | None:
+        """On a signal: last.ckpt saved at this step, and the stop to raise."""
         stop = self.signum is not None
         if trainer.world_size > 1:
             stop = trainer.strategy.reduce_boolean_decision(stop, all=False)  # any rank's signal stops all
         if not stop:
-            return
+            return None
         signum = self.signum or signal.SIGTERM  # a rank that got no signal itself follows the others
         save_last(trainer)
         path = last_checkpoint_path(trainer)
@@ -159,7 +213,7 @@ class StopSafely(Callback):
             if trainer.is_global_zero:
                 _link_or_copy(path, hpc)  # the requeued job resumes from the newest hpc_ckpt: this exact step
             message += f"; SLURM requeued the job, which resumes from {hpc}"
-        raise RunStopped(signum, message, requeued=self.requeued)
+        return RunStopped(signum, message, requeued=self.requeued)
 
 
 def _loader_worker_killed(exception: BaseException) -> bool:
