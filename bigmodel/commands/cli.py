@@ -21,7 +21,7 @@ import bigmodel.data  # noqa: F401  (registers the data modules for short class 
 from bigmodel.run import errors
 from bigmodel.run import cleanup
 from bigmodel.run import directory as runs
-from bigmodel.commands import COMMANDS, OVERVIEW
+from bigmodel.commands import COMMANDS, OVERVIEW, ckpt_path
 from bigmodel.run.callbacks import (
     Checkpoint,
     KeepPreviousCheckpoints,
@@ -131,78 +131,18 @@ class BigModelCLI(LightningCLI):
         meta, given = None, None
         if subcommand:
             config = self.config[subcommand]
-            meta = self._check_ckpt_path(config, subcommand, runs.checkpoint_dir(config))
+            meta = ckpt_path.check_ckpt_path(config, subcommand, runs.checkpoint_dir(config))
             given = ((config.get("model") or {}).get("init_args") or {}).get("init_from")
         super()._parse_ckpt_path()
         model = self.config[subcommand].get("model") if subcommand else None
         if meta and meta.get("task") and model is not None and model.get("init_args") is not None \
                 and model.init_args.get("init_from") is not None:
             if meta.get("weights") == "trainable":
-                model.init_args.init_from = self._frozen_base(model.init_args.init_from, given)
+                model.init_args.init_from = ckpt_path.frozen_base(model.init_args.init_from, given)
             else:
                 # the checkpoint holds the architecture (its hyper-parameters) and the weights: the run restores
                 # them, so init_from (which may not exist on this machine) is not read
                 model.init_args.init_from = None
-
-    @staticmethod
-    def _frozen_base(recorded: str, given: str | None) -> str:
-        """Where an adapter-only checkpoint's frozen rest is read from: the config's ``init_from`` when it names
-        another base that is here (an archived or moved copy, given with --model.init_args.init_from), else the
-        checkpoint's own (a config's default that is not here is not a choice). The task compares its checksum
-        with the checkpoint's either way, and refuses a base that is not the one trained on."""
-        def here(path: str) -> bool:
-            return os.path.exists(os.path.expanduser(path))
-
-        if given and os.path.abspath(os.path.expanduser(given)) != os.path.abspath(os.path.expanduser(recorded)) \
-                and (here(given) or not here(recorded)):
-            return given
-        return recorded
-
-    def _check_ckpt_path(self, config, subcommand: str, directory: str | None) -> dict | None:
-        """A ``--ckpt_path`` that is missing, truncated, of another task, or 'last' when only an earlier run's
-        last.ckpt is left, is a one-line error here instead of a traceback (or a silent fresh start) later.
-        Outside ``fit``, the data module takes the checkpoint's tokenizer and class names, so that testing and
-        predicting need only the checkpoint (not the training files)."""
-        ckpt_path = config.get("ckpt_path")
-        if ckpt_path is None:
-            return None
-        path = os.fspath(ckpt_path)
-        if path == "last":
-            path = runs.resolve_last(directory)
-            if path is None and subcommand == "fit":
-                warnings.warn(f"--ckpt_path last: there is no last.ckpt in {directory} (a new run name?); "
-                              "training starts from the beginning")
-        elif path == "best" and directory is not None:
-            path = os.path.join(directory, "best.ckpt")  # bigmodel's name for it; Lightning knows it only in-process
-        elif path in runs.SPECIAL_CKPT_PATHS:
-            return None
-        if path is None:
-            return None
-        meta = runs.read_checkpoint_meta(path, directory)
-        model_cls = errors.import_class(config.model.class_path) if config.get("model") else None
-        expected = getattr(model_cls, "checkpoint_task", None)
-        if meta.get("task") and expected and meta["task"] != expected:
-            raise ValueError(
-                f"--ckpt_path {path!r} is a {meta['task']!r} checkpoint but the config's model is "
-                f"{config.model.class_path} ({expected!r}); use a config of the checkpoint's task or another checkpoint"
-            )
-        config.ckpt_path = path  # resolved, so that Lightning reads the checkpoint's hyper-parameters too
-        if subcommand == "fit":
-            return meta
-        data = config.get("data")
-        accepted = errors.init_parameters(errors.import_class(data.class_path)) if data is not None and "class_path" in data else set()
-        if meta.get("_tokenizer") and "tokenizer" in accepted:
-            data.init_args.tokenizer = path
-        names = meta.get("class_names")
-        if names and "label_names" in accepted:
-            given = data.init_args.get("label_names")
-            if given and list(given) != list(names):
-                raise ValueError(
-                    f"data.init_args.label_names {list(given)} differ from the classes of {path!r} {list(names)}; "
-                    "leave label_names unset to use the checkpoint's"
-                )
-            data.init_args.label_names = list(names)
-        return meta
 
     def instantiate_trainer(self, **kwargs):
         """As Lightning's, but ``--trainer.enable_checkpointing false`` drops the default ModelCheckpoint, and
