@@ -263,6 +263,16 @@ class ClassificationTask(Task):
         self.log("train/acc", (logits.argmax(-1) == hard).float().mean())
         return loss
 
+    def _eval_loader(self, stage: str) -> Any:
+        """The loader this evaluation reads (``trainer.val_dataloaders`` would give a ``fit``'s after it, in a
+        ``validate`` on the same trainer)."""
+        trainer = self._trainer
+        if trainer is None:
+            return None
+        loop = trainer.test_loop if stage == "test" else (
+            trainer.fit_loop.epoch_loop.val_loop if trainer.state.fn == TrainerFn.FITTING else trainer.validate_loop)
+        return None if loop._combined_loader is None else loop._combined_loader.iterables
+
     def _evaluate(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:
         """Loss (the plain cross-entropy, as timm's and Hugging Face's evaluation report it, whatever
         ``label_smoothing`` training uses) and metrics, counting each example once under DDP."""
@@ -274,16 +284,6 @@ class ClassificationTask(Task):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, batch_idx, "val")
-
-    def _eval_loader(self, stage: str) -> Any:
-        """The loader this evaluation reads (``trainer.val_dataloaders`` would give a ``fit``'s after it, in a
-        ``validate`` on the same trainer)."""
-        trainer = self._trainer
-        if trainer is None:
-            return None
-        loop = trainer.test_loop if stage == "test" else (
-            trainer.fit_loop.epoch_loop.val_loop if trainer.state.fn == TrainerFn.FITTING else trainer.validate_loop)
-        return None if loop._combined_loader is None else loop._combined_loader.iterables
 
     def on_validation_epoch_end(self) -> None:
         self.log_dict(self.val_metrics.compute(), prog_bar=True)
