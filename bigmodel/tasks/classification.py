@@ -271,7 +271,8 @@ class ClassificationTask(Task):
             return None
         loop = trainer.test_loop if stage == "test" else (
             trainer.fit_loop.epoch_loop.val_loop if trainer.state.fn == TrainerFn.FITTING else trainer.validate_loop)
-        return None if loop._combined_loader is None else loop._combined_loader.iterables
+        combined = getattr(loop, "_combined_loader", None)  # (private: a Lightning without it counts every example)
+        return None if combined is None else combined.iterables
 
     def _evaluate(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:
         """Loss (the plain cross-entropy, as timm's and Hugging Face's evaluation report it, whatever
