@@ -14,7 +14,6 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics.classification import MulticlassConfusionMatrix
 
@@ -32,7 +31,13 @@ from bigmodel.tasks.backbones import (  # noqa: F401 (backbone_spec, build_backb
 from bigmodel.tasks.base import Task
 from bigmodel.tasks.checkpoints import Pretrained, resolve
 from bigmodel.tasks.distillation import load_teacher  # noqa: F401 (imported from here too)
-from bigmodel.tasks.metrics import classification_metrics, draw_confusion, own_examples, report_confusion
+from bigmodel.tasks.metrics import (
+    classification_metrics,
+    draw_confusion,
+    evaluation_loader,
+    own_examples,
+    report_confusion,
+)
 
 
 class ClassificationTask(Task):
@@ -263,21 +268,10 @@ class ClassificationTask(Task):
         self.log("train/acc", (logits.argmax(-1) == hard).float().mean())
         return loss
 
-    def _eval_loader(self, stage: str) -> Any:
-        """The loader this evaluation reads (``trainer.val_dataloaders`` would give a ``fit``'s after it, in a
-        ``validate`` on the same trainer)."""
-        trainer = self._trainer
-        if trainer is None:
-            return None
-        loop = trainer.test_loop if stage == "test" else (
-            trainer.fit_loop.epoch_loop.val_loop if trainer.state.fn == TrainerFn.FITTING else trainer.validate_loop)
-        combined = getattr(loop, "_combined_loader", None)  # (private: a Lightning without it counts every example)
-        return None if combined is None else combined.iterables
-
     def _evaluate(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:
         """Loss (the plain cross-entropy, as timm's and Hugging Face's evaluation report it, whatever
         ``label_smoothing`` training uses) and metrics, counting each example once under DDP."""
-        own = own_examples(self._eval_loader(stage), batch_idx, len(batch["labels"]))
+        own = own_examples(evaluation_loader(self._trainer, stage), batch_idx, len(batch["labels"]))
         logits, labels = self(batch)[:own], batch["labels"][:own]
         if own:  # torchmetrics refuses an empty batch (a rank's last, holding only the sampler's copy)
             getattr(self, f"{stage}_metrics").update(logits, labels)

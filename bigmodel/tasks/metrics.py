@@ -10,6 +10,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, DistributedSampler
 from torchmetrics import MeanMetric, MetricCollection
@@ -47,6 +48,17 @@ def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
     if num_classes > 10:
         metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
     return MetricCollection(metrics, prefix=prefix)
+
+
+def evaluation_loader(trainer: Any, stage: str) -> Any:
+    """The loader this evaluation (``val`` or ``test``) reads: ``trainer.val_dataloaders`` would give a ``fit``'s
+    after it, in a ``validate`` on the same trainer. None without a trainer or a single loader."""
+    if trainer is None:
+        return None
+    loop = trainer.test_loop if stage == "test" else (
+        trainer.fit_loop.epoch_loop.val_loop if trainer.state.fn == TrainerFn.FITTING else trainer.validate_loop)
+    combined = getattr(loop, "_combined_loader", None)  # (private: a Lightning without it counts every example)
+    return None if combined is None else combined.iterables
 
 
 def own_examples(loader: Any, batch_idx: int, size: int) -> int:
