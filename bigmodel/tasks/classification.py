@@ -31,12 +31,18 @@ from bigmodel.tasks.backbones import (  # noqa: F401 (backbone_spec, build_backb
 from bigmodel.tasks.base import Task
 from bigmodel.tasks.checkpoints import Pretrained, resolve
 from bigmodel.tasks.distillation import load_teacher  # noqa: F401 (imported from here too)
-from bigmodel.tasks.metrics import classification_metrics, draw_confusion, report_confusion
+from bigmodel.tasks.metrics import (
+    classification_metrics,
+    draw_confusion,
+    evaluation_loader,
+    own_examples,
+    report_confusion,
+)
 
 
 class ClassificationTask(Task):
-    """Backbone -> logits, cross-entropy (with label smoothing; soft targets from MixUp/CutMix); accuracy, macro
-    F1/precision/recall (+ top-5 above 10 classes); confusion matrix at test time.
+    """Backbone -> logits, cross-entropy (training: with label smoothing, soft targets from MixUp/CutMix; evaluation:
+    plain); accuracy, macro F1/precision/recall (+ top-5 above 10 classes); confusion matrix at test time.
 
     Args:
         num_classes, class_names: linked from the data module.
@@ -62,7 +68,8 @@ class ClassificationTask(Task):
             source's own when it declares one (a sentence-transformers model's Pooling config, a classifier
             checkpoint's), else ``mean`` for an encoder by class path, ``cls`` for ``finetune: linear_probe`` and
             ``pooler`` otherwise. The load message says which and why.
-        label_smoothing: cross-entropy label smoothing.
+        label_smoothing: cross-entropy label smoothing of the training loss (``train/loss``); ``val/loss`` and
+            ``test/loss`` are the plain cross-entropy.
         adversarial: FGM or PGD on the embedding output (``{method: fgm, epsilon: 0.02}``, ``{method: pgd,
             epsilon: 0.02, steps: 3}``; ``bigmodel.nn.adversarial``), on top of any fine-tuning mode; the loss is
             clean + adversarial.
@@ -228,6 +235,7 @@ class ClassificationTask(Task):
         return logits
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The training loss: cross-entropy with ``label_smoothing`` (evaluation reports the plain one)."""
         return F.cross_entropy(logits.float(), labels, label_smoothing=self.hparams.label_smoothing)
 
     def setup(self, stage: str) -> None:
@@ -260,12 +268,17 @@ class ClassificationTask(Task):
         self.log("train/acc", (logits.argmax(-1) == hard).float().mean())
         return loss
 
+    def _evaluate(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:
+        """Loss (the plain cross-entropy, as timm's and Hugging Face's evaluation report it, whatever
+        ``label_smoothing`` training uses) and metrics, counting each example once under DDP."""
+        own = own_examples(evaluation_loader(self._trainer, stage), batch_idx, len(batch["labels"]))
+        logits, labels = self(batch)[:own], batch["labels"][:own]
+        if own:  # torchmetrics refuses an empty batch (a rank's last, holding only the sampler's copy)
+            getattr(self, f"{stage}_metrics").update(logits, labels)
+            getattr(self, f"{stage}_confusion").update(logits, labels)
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        logits = self(batch)
-        self.log("val/loss", self._loss(logits, batch["labels"]), prog_bar=True, sync_dist=True,
-                 batch_size=len(batch["labels"]))
-        self.val_metrics.update(logits, batch["labels"])
-        self.val_confusion.update(logits, batch["labels"])
+        self._evaluate(batch, batch_idx, "val")
 
     def on_validation_epoch_end(self) -> None:
         self.log_dict(self.val_metrics.compute(), prog_bar=True)
@@ -280,10 +293,7 @@ class ClassificationTask(Task):
         draw_confusion(self.trainer, tag, matrix, self.class_names, self.global_step)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        logits = self(batch)
-        self.log("test/loss", self._loss(logits, batch["labels"]), sync_dist=True, batch_size=len(batch["labels"]))
-        self.test_metrics.update(logits, batch["labels"])
-        self.test_confusion.update(logits, batch["labels"])
+        self._evaluate(batch, batch_idx, "test")
 
     def on_test_epoch_end(self) -> None:
         self.log_dict(self.test_metrics.compute())

@@ -55,7 +55,7 @@ class PromptClassificationTask(ClassificationTask):
         num_classes, class_names: linked from the data module (the verbaliser's keys must be these names).
         encoder, encoder_config, vocab_size, init_from: as ``MLMTask`` (start from an MLM checkpoint of this
             project or a Hugging Face BERT/RoBERTa with its MLM head: the head is what answers).
-        label_smoothing: of the cross-entropy over the classes.
+        label_smoothing: of the training cross-entropy over the classes (evaluation reports the plain one).
         **kwargs: optimiser and fine-tuning settings, see ``Task``.
 
     Needs ``data.init_args.template`` with one ``{mask}``; the tokenizer is the data module's.

@@ -1,6 +1,12 @@
 """The one classification task with image backbones: metrics, soft targets, and init_from weights."""
 
 import functools
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -31,6 +37,77 @@ def test_soft_targets_from_mixup_train_with_label_smoothing():
     expected = F.cross_entropy(logits, batch["labels"], label_smoothing=0.1)
     task.log = lambda *a, **k: None
     torch.testing.assert_close(task.training_step(batch, 0), expected)
+
+
+def eval_data(n: int = 9) -> list[dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(1)
+    images, labels = torch.randn(n, 1, 8, 8, generator=g), torch.randint(0, 4, (n,), generator=g)
+    return [{"pixel_values": x, "labels": y} for x, y in zip(images, labels)]
+
+
+def test_evaluation_loss_is_plain_cross_entropy_and_training_keeps_the_smoothing(tmp_path):
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    torch.manual_seed(0)
+    task = ClassificationTask(num_classes=4, backbone=cnn, label_smoothing=0.1).eval()
+    data = eval_data()
+    batch = {k: torch.stack([item[k] for item in data]) for k in data[0]}
+    logits = task(batch)
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=tmp_path)  # where the test's confusion_matrix.csv goes
+    val = trainer.validate(task, DataLoader(data, batch_size=4), verbose=False)[0]
+    test = trainer.test(task, DataLoader(data, batch_size=4), verbose=False)[0]
+    plain = F.cross_entropy(logits, batch["labels"]).item()
+    assert val["val/loss"] == pytest.approx(plain, rel=1e-5) and test["test/loss"] == pytest.approx(plain, rel=1e-5)
+    task.log = lambda *a, **k: None
+    torch.testing.assert_close(task.training_step(batch, 0), F.cross_entropy(logits, batch["labels"],
+                                                                              label_smoothing=0.1))
+
+
+DDP_WORKER = textwrap.dedent("""
+    import json, sys, lightning as L, torch
+    from torch.utils.data import DataLoader
+    from tests.tasks.test_classification import cnn, eval_data
+    from bigmodel.tasks import ClassificationTask
+
+    out = sys.argv[1]
+    task = ClassificationTask(num_classes=4, backbone=cnn, label_smoothing=0.1)
+    task.load_state_dict(torch.load(out + "/task.pt"))
+    trainer = L.Trainer(strategy="ddp", devices=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=out)
+    metrics = trainer.validate(task, DataLoader(eval_data(), batch_size=2), verbose=False)[0]
+    metrics |= trainer.test(task, DataLoader(eval_data(), batch_size=2), verbose=False)[0]
+    if trainer.is_global_zero:
+        metrics["confusion"] = task.confusion_matrix.tolist()
+        json.dump(metrics, open(out + "/metrics.json", "w"))
+""")
+
+
+def test_two_ddp_ranks_on_an_uneven_set_count_each_example_once(tmp_path):
+    """9 examples on 2 gloo ranks, batches of 2: Lightning's sampler gives rank 1 a copy of example 0 (alone in its
+    last batch); validation and test give exactly the one-process numbers."""
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    torch.manual_seed(0)
+    task = ClassificationTask(num_classes=4, backbone=cnn, label_smoothing=0.1)
+    torch.save(task.state_dict(), tmp_path / "task.pt")
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    (tmp_path / "worker.py").write_text(DDP_WORKER)  # a file: Lightning starts rank 1 by running it again
+    proc = subprocess.run([sys.executable, str(tmp_path / "worker.py"), str(tmp_path)], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp = json.loads((tmp_path / "metrics.json").read_text())
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=tmp_path)
+    one = trainer.validate(task, DataLoader(eval_data(), batch_size=2), verbose=False)[0]
+    one |= trainer.test(task, DataLoader(eval_data(), batch_size=2), verbose=False)[0]
+    assert ddp["confusion"] == task.confusion_matrix.tolist() and sum(map(sum, ddp["confusion"])) == 9
+    assert set(ddp) - {"confusion"} == set(one)
+    for key, value in one.items():
+        assert ddp[key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
 
 
 def test_init_from_a_torchvision_style_state_dict_keeps_the_body_and_makes_a_new_head(tmp_path):
