@@ -105,18 +105,68 @@ def test_a_grid_sweep_selects_on_validation_and_never_on_test():
             _run("3e-3", 1, 0.97, 0.72)]
     summary = summarise(runs, "bigmodel sweep", select="val/acc")
     chosen = summary["selected"]
-    assert chosen["selected"] == {"metric": "val/acc", "goal": "max", "by": "mean", "point": "1e-3"}
+    assert chosen["selected"] == {"metric": "val/acc", "goal": "max", "by": "mean", "point": "1e-3",
+                                  "n": {"1e-3": 2, "3e-3": 2}}
     assert chosen["metrics"]["test/acc"]["values"] == {"0": 0.80, "1": 0.82}
     assert summary["points"][0]["validation"]["val/acc"]["mean"] == pytest.approx(0.80)
     assert summarise(runs, "x", select="val/loss")["selected"]["selected"]["goal"] == "min"  # loss: lower
     by_seed = summarise(runs, "x", select="val/acc", select_by="seed")["selected"]
     assert by_seed["selected"]["points"] == {"0": "1e-3", "1": "3e-3"}
     assert by_seed["metrics"]["test/acc"]["values"] == {"0": 0.80, "1": 0.97}
-    assert "Selected on validation (val/acc, max, by mean): 1e-3" in summary_markdown(summary)
+    assert ("Selected on validation (val/acc, max, by mean): 1e-3 (n per point: 1e-3 2, 3e-3 2)"
+            in summary_markdown(summary))
     with pytest.raises(ValueError, match="a test metric cannot choose"):
         summarise(runs, "x", select="test/acc")
     summary = json.loads(json.dumps(summary))  # as read back from summary.json
     assert compare.point_of(summary)["selected"]["point"] == "1e-3"  # a results row's default point
+
+
+def _val(point: str, seed: int, val_loss: float | None, test: float = 0.8) -> Run:
+    """A run with val/loss ``val_loss``; None: the run failed."""
+    if val_loss is None:
+        return Run(point, {"model.init_args.lr": point}, seed, f"runs/{point}/seed{seed}", "failed",
+                   error="fit exit 1: boom", config=f"seed_everything: {seed}\n")
+    return Run(point, {"model.init_args.lr": point}, seed, f"runs/{point}/seed{seed}", "done",
+               metrics={"test/acc": test}, validation={"val/loss": val_loss}, config=f"seed_everything: {seed}\n")
+
+
+def test_a_diverged_point_is_never_selected_and_the_record_says_so():
+    """lr=1e-2 diverged on seed 0 (val/loss NaN) and looks best on seed 1: min() kept the NaN that came first."""
+    nan = float("nan")
+    runs = [_val("1e-2", 0, nan, 0.1), _val("1e-2", 1, 0.2, 0.9), _val("1e-4", 0, 0.3, 0.7), _val("1e-4", 1, 0.3, 0.8)]
+    by_mean = summarise(runs, "x", select="val/loss")["selected"]
+    assert by_mean["selected"]["point"] == "1e-4" and by_mean["metrics"]["test/acc"]["values"] == {"0": 0.7, "1": 0.8}
+    assert by_mean["selected"]["left_out"] == {"1e-2": "val/loss mean nan"}
+    assert math.isnan(summarise(runs, "x")["points"][0]["validation"]["val/loss"]["std"])  # no crash in stdev
+    by_seed = summarise(runs, "x", select="val/loss", select_by="seed")["selected"]
+    assert by_seed["selected"]["points"] == {"0": "1e-4", "1": "1e-2"}
+    assert by_seed["selected"]["incomplete"] == {"0": "chose among 1 of 2 points; 1e-2: val/loss nan"}
+    everything_diverged = [_val("1e-2", 0, nan), _val("1e-4", 0, float("inf"))]
+    summary = summarise(everything_diverged, "x", select="val/loss")
+    assert "selected" not in summary and summary["not_selected"] == (
+        "no grid point has a finite val/loss: 1e-2: val/loss mean nan; 1e-4: val/loss mean inf")
+    assert "No grid point selected: no grid point has a finite val/loss" in summary_markdown(summary)
+
+
+def test_failed_seeds_stay_failed_in_the_selection_and_fewer_seeds_do_not_win():
+    """Point a: seed 0 is best of all, seeds 1 and 2 failed. By mean it must not win on its one seed; by seed, a
+    seed that failed at every point is failed in the selection (the table's "k of n seeds failed" note)."""
+    runs = [_val("a", 0, 0.1), _val("a", 1, None), _val("a", 2, None),
+            _val("b", 0, 0.3), _val("b", 1, 0.3), _val("b", 2, 0.4)]
+    chosen = summarise(runs, "x", select="val/loss")["selected"]
+    assert chosen["selected"]["point"] == "b" and chosen["selected"]["n"] == {"a": 1, "b": 3}
+    assert chosen["selected"]["left_out"] == {"a": "n=1 of the 3 finished seeds the others have"}
+    summary = json.loads(json.dumps(summarise(runs, "x", select="val/loss")))
+    assert ("Selected on validation (val/loss, min, by mean): b (n per point: a 1, b 3); test metrics chose nothing."
+            in summary_markdown(summary))
+    assert "Not eligible: a: n=1 of the 3 finished seeds the others have." in summary_markdown(summary)
+    runs = [_val("a", 0, 0.1), _val("a", 1, None), _val("b", 0, 0.3), _val("b", 1, None), _val("b", 2, 0.2),
+            _val("a", 2, 0.5)]
+    by_seed = summarise(runs, "x", select="val/loss", select_by="seed")["selected"]
+    assert by_seed["seeds"] == [0, 1, 2] and by_seed["metrics"]["test/acc"]["n"] == 2
+    assert by_seed["failed"] == {1: "a: failed (fit exit 1: boom); b: failed (fit exit 1: boom)"}
+    assert by_seed["unfinished"] == {}
+    assert by_seed["selected"]["points"] == {"0": "a", "2": "b"}
 
 
 def test_vary_data_fixes_the_model_seed_and_the_summary_says_so(tmp_path):

@@ -152,8 +152,13 @@ def describe_summary(summary: dict[str, Any]) -> list[str]:
     chosen = (summary.get("selected") or {}).get("selected")
     if chosen:
         which = chosen.get("point") or ", ".join(f"seed {s}: {p}" for s, p in chosen["points"].items())
-        lines.append(f"Selected on validation ({chosen['metric']}, {chosen['goal']}, by {chosen['by']}): {which}; "
-                     "test metrics chose nothing.")
+        counts = f" (n per point: {', '.join(f'{p} {n}' for p, n in chosen['n'].items())})" if "n" in chosen else ""
+        lines.append(f"Selected on validation ({chosen['metric']}, {chosen['goal']}, by {chosen['by']}): {which}"
+                     f"{counts}; test metrics chose nothing.")
+        lines += [f"Not eligible: {p}: {why}." for p, why in chosen.get("left_out", {}).items()]
+        lines += [f"Seed {s} {why}." for s, why in chosen.get("incomplete", {}).items()]
+    if summary.get("not_selected"):
+        lines.append(f"No grid point selected: {summary['not_selected']}.")
     return lines
 
 
