@@ -21,8 +21,9 @@ FULL = str(ROOT / "experiments" / "results" / "sst2_budget_full")
 
 def _summary(directory: Path, values: dict[str, float], seed_key: str = "seed_everything") -> str:
     """A one-point summary of test/acc and test/loss per seed, with each run's config naming the seeds it used."""
-    runs = [{"seed": int(s), "config": f"{seed_key}: {s}\ndata: {{init_args: {{seed: 42}}}}\n" if seed_key ==
-             "seed_everything" else f"seed_everything: 0\ndata: {{init_args: {{seed: {s}}}}}\n"} for s in values]
+    monitor = "checkpoint: {monitor: val/acc}\n"  # as every resolved config records it
+    runs = [{"seed": int(s), "config": monitor + (f"{seed_key}: {s}\ndata: {{init_args: {{seed: 42}}}}\n" if seed_key ==
+             "seed_everything" else f"seed_everything: 0\ndata: {{init_args: {{seed: {s}}}}}\n")} for s in values]
     metrics = {}
     for name, sign in (("test/acc", 1), ("test/loss", -1)):
         per_seed = {s: 0.5 + sign * (v - 0.5) for s, v in values.items()}
@@ -50,7 +51,7 @@ def test_paired_interval_is_scipys_and_the_table_says_which_is_better(tmp_path, 
     assert d.paired and d.n == 4
     assert (d.low, d.high) == pytest.approx((expected.low, expected.high), abs=1e-12)
     assert d.std == pytest.approx(stats.tstd([x - y for x, y in zip(a, b)]), abs=1e-12)
-    compare.main([reference, other])
+    compare.main([reference, other, "--metric", "all"])
     lines = capsys.readouterr().out.splitlines()
     acc = next(line for line in lines if "| test/acc |" in line)
     loss = next(line for line in lines if "| test/loss |" in line)
@@ -58,6 +59,47 @@ def test_paired_interval_is_scipys_and_the_table_says_which_is_better(tmp_path, 
                           f"{compare.number(expected.high)}] |") and "| paired | lora better |" in acc
     assert "| paired | lora better |" in loss  # the loss fell: lower is better for a loss
     assert "the seed sets the model's initialisation" in lines[-1] and "data seed fixed at 42" in lines[-1]
+
+
+def test_one_primary_metric_by_default_and_the_table_says_what_its_intervals_cover(tmp_path, capsys):
+    """The default compares the test counterpart of the checkpoint monitor only; every row says 95 % per comparison,
+    unadjusted, over seed variance on a fixed test set; several rows get Holm-adjusted verdicts too."""
+    reference, other = _summary(tmp_path / "full", REFERENCE), _summary(tmp_path / "lora", OTHER)
+    compare.main([reference, other])
+    out = capsys.readouterr().out
+    assert [line.split(" | ")[1] for line in out.splitlines() if line.startswith("| lora − full")] == ["test/acc"]
+    assert "Metric: test/acc, the test counterpart of the reference's checkpoint monitor val/acc" in out
+    assert ("95 % per comparison, unadjusted; they cover the seed-to-seed variance on a fixed test set, not the test "
+            "set's own sampling error.") in out
+    assert compare.HOLM not in out  # one comparison: nothing to adjust
+    compare.main([reference, other, "--metric", "all"])
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].endswith(f"| {compare.HOLM} |") and "Holm, familywise 5 % over the 2 comparisons" in out
+    no_monitor = json.loads(Path(reference, "summary.json").read_text())
+    no_monitor["runs"] = [dict(r, config="seed_everything: 0\n") for r in no_monitor["runs"]]
+    Path(reference, "summary.json").write_text(json.dumps(no_monitor))
+    with pytest.raises(ValueError, match="record no checkpoint monitor to take the primary metric from; name one "
+                                         "with --metric"):
+        compare.table([reference, other])
+
+
+def _difference(p: float, mean: float = 0.01, df: int = 4) -> compare.Difference:
+    """A paired difference whose two-sided t-test gives ``p``."""
+    se = mean / stats.t.isf(p / 2, df)
+    half = stats.t.ppf(0.975, df) * se
+    return compare.Difference("test/acc", mean, se * math.sqrt(df + 1), mean - half, mean + half, df + 1, True, None,
+                              se, df)
+
+
+def test_holm_steps_down_from_the_smallest_p():
+    """p = 0.01, 0.04, 0.03 over m = 3: 0.01 <= 0.05/3 holds, 0.03 <= 0.05/2 does not, so only the first; each alone
+    is resolved at 5 %."""
+    rows = [_difference(p) for p in (0.01, 0.04, 0.03)]
+    assert [d.p_value for d in rows] == pytest.approx([0.01, 0.04, 0.03])
+    assert all(d.resolved for d in rows)
+    assert compare.holm(rows) == [True, False, False]
+    assert compare.holm([_difference(p) for p in (0.012, 0.02, 0.049)]) == [True, True, True]  # 0.05/3, /2, /1
+    assert rows[1].verdict("a", "b", resolved=False) == "not resolved at 5 seeds"
 
 
 def test_unpaired_sweeps_get_welchs_interval_as_scipy_and_say_so(tmp_path, capsys):
@@ -76,21 +118,61 @@ def test_unpaired_sweeps_get_welchs_interval_as_scipy_and_say_so(tmp_path, capsy
     assert "- c: the seed sets the data order" in out and "model seed fixed at 0" in out
 
 
-def test_the_seeds_needed_give_80_percent_power_and_one_fewer_does_not():
+def _t_power(n: int, noncentrality: float, df: int) -> float:
+    """A two-sided 5 % t-test's power, written out here from scipy's noncentral t."""
+    t = stats.t.ppf(0.975, df)
+    return 1 - stats.nct.cdf(t, df, noncentrality) + stats.nct.cdf(-t, df, noncentrality)
+
+
+def test_the_seeds_needed_give_80_percent_power_by_the_noncentral_t_and_one_fewer_does_not():
+    """Paired: df n − 1, noncentrality d √n; Welch with n per sweep: df 2n − 2, δ / √((sa² + sb²) / n). The normal
+    approximation claimed 2 seeds at d = 2 (power 18 %) and 8 at d = 1 (68 %)."""
     d = compare.paired("test/acc", {"0": 0.75, "1": 0.74, "2": 0.77}, {"0": 0.74, "1": 0.74, "2": 0.74})
-    z, effect = stats.norm.ppf(0.975), abs(d.mean) / d.std
-    power = [stats.norm.cdf(effect * math.sqrt(n) - z) for n in (d.seeds_needed - 1, d.seeds_needed)]
-    assert d.seeds_needed > 3 and power[0] < 0.8 <= power[1]
+    effect, n = abs(d.mean) / d.std, d.seeds_needed
+    assert n > 3 and _t_power(n, effect * math.sqrt(n), n - 1) >= 0.8 > _t_power(n - 1, effect * math.sqrt(n - 1), n - 2)
+    assert compare._seeds_needed(2.0, 1.0) == 5 and compare._seeds_needed(1.0, 1.0) == 10
+    assert compare._seeds_needed(-1.0, 1.0) == 10  # the sign does not matter
+    a, b = [0.70, 0.76, 0.73], [0.74, 0.78, 0.77, 0.79]
+    w, spread = compare.welch("test/acc", a, b), stats.tvar(a) + stats.tvar(b)
+    n = w.seeds_needed
+    assert n > 3 and _t_power(n, abs(w.mean) / math.sqrt(spread / n), 2 * n - 2) >= 0.8 > _t_power(
+        n - 1, abs(w.mean) / math.sqrt(spread / (n - 1)), 2 * n - 4)
+    assert compare.HEADER[-1] == "seeds for 80 % power at the observed effect (post hoc)"
+    assert compare._seeds_needed(1e-9, 1.0) == compare.MANY_SEEDS + 1  # next to no difference: "> 10000" at once
+    assert compare.row(compare.paired("m", {"0": 0.1, "1": 0.0}, {"0": 0.0, "1": 0.1 - 1e-9}), "a", "b")[-1] == "> 10000"
 
 
-def test_a_sweep_compared_with_itself_is_not_resolved_with_zero_difference(capsys):
-    compare.main([FULL, FULL + "/summary.json", "--percent"])
+def test_a_sweep_compared_with_itself_has_no_spread_to_assess(capsys):
+    compare.main([FULL, FULL + "/summary.json", "--percent", "--metric", "all"])
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| sst2_budget_full − ")]
     assert len(rows) == 5  # acc, f1, loss, precision, recall
     for row in rows:
-        assert "| +0.0 [+0.0, +0.0] | 0 | 3 | paired | not resolved at 3 seeds | – |" in row
+        assert ("| 0.0 [0.0, 0.0] | 0 | 3 | paired | no spread: cannot assess | – | no spread: cannot assess |"
+                in row)
     with pytest.raises(ValueError, match="at least one to compare"):
         compare.table([FULL])
+
+
+def test_zero_spread_is_not_a_resolved_difference():
+    """Every seed 0.01 apart: a zero-width interval, which says nothing about the seed variance -- not "better"."""
+    d = compare.paired("test/acc", {"0": 0.5, "1": 0.25}, {"0": 0.25, "1": 0.0})  # exact in binary: sd exactly 0
+    assert d.std == 0 and not d.resolved and d.verdict("a", "b") == "no spread: cannot assess"
+    assert d.seeds_needed is None and compare.holm([d]) == [False] and d.p_value == 1
+    d = compare.paired("test/acc", {"0": 0.8, "1": 0.9}, {"0": 0.7, "1": 0.8})  # 0.1 apart up to float rounding
+    assert 0 < d.std < 1e-15 and d.verdict("a", "b") == "no spread: cannot assess" and d.seeds_needed is None
+    w = compare.welch("test/acc", [0.5, 0.5], [0.25, 0.25])
+    assert not w.resolved and w.verdict("a", "b") == "no spread: cannot assess" and w.seeds_needed is None
+
+
+def test_every_bounds_sign_shows():
+    """+0.46 [−0.03, +0.95] points, not +0.5 [−0.0, +1.0] (the README's FGM row); a zero is 0.0, never −0.0."""
+    d = compare.Difference("test/acc", 0.004607, None, -0.000295, 0.009509, 3, True, None, 0.0011, 2)
+    assert compare.interval(d, 100.0, 1) == "+0.46 [−0.03, +0.95]"
+    assert compare.interval(d) == "+0.0046 [−0.0003, +0.0095]"
+    d = compare.Difference("test/acc", -1e-10, None, -0.043, 0.043, 3, True, None, 0.01, 2)
+    assert compare.interval(d, 100.0, 1) == "0.0 [−4.3, +4.3]"
+    d = compare.Difference("test/acc", 0.5, None, -0.0000004, 1.0, 3, True, None, 0.1, 2)
+    assert compare.interval(d) == "+0.5000000 [−0.0000004, +1.0000000]"
 
 
 def _run(point: str, seed: int, test: float, val: float) -> Run:
@@ -105,18 +187,68 @@ def test_a_grid_sweep_selects_on_validation_and_never_on_test():
             _run("3e-3", 1, 0.97, 0.72)]
     summary = summarise(runs, "bigmodel sweep", select="val/acc")
     chosen = summary["selected"]
-    assert chosen["selected"] == {"metric": "val/acc", "goal": "max", "by": "mean", "point": "1e-3"}
+    assert chosen["selected"] == {"metric": "val/acc", "goal": "max", "by": "mean", "point": "1e-3",
+                                  "n": {"1e-3": 2, "3e-3": 2}}
     assert chosen["metrics"]["test/acc"]["values"] == {"0": 0.80, "1": 0.82}
     assert summary["points"][0]["validation"]["val/acc"]["mean"] == pytest.approx(0.80)
     assert summarise(runs, "x", select="val/loss")["selected"]["selected"]["goal"] == "min"  # loss: lower
     by_seed = summarise(runs, "x", select="val/acc", select_by="seed")["selected"]
     assert by_seed["selected"]["points"] == {"0": "1e-3", "1": "3e-3"}
     assert by_seed["metrics"]["test/acc"]["values"] == {"0": 0.80, "1": 0.97}
-    assert "Selected on validation (val/acc, max, by mean): 1e-3" in summary_markdown(summary)
+    assert ("Selected on validation (val/acc, max, by mean): 1e-3 (n per point: 1e-3 2, 3e-3 2)"
+            in summary_markdown(summary))
     with pytest.raises(ValueError, match="a test metric cannot choose"):
         summarise(runs, "x", select="test/acc")
     summary = json.loads(json.dumps(summary))  # as read back from summary.json
     assert compare.point_of(summary)["selected"]["point"] == "1e-3"  # a results row's default point
+
+
+def _val(point: str, seed: int, val_loss: float | None, test: float = 0.8) -> Run:
+    """A run with val/loss ``val_loss``; None: the run failed."""
+    if val_loss is None:
+        return Run(point, {"model.init_args.lr": point}, seed, f"runs/{point}/seed{seed}", "failed",
+                   error="fit exit 1: boom", config=f"seed_everything: {seed}\n")
+    return Run(point, {"model.init_args.lr": point}, seed, f"runs/{point}/seed{seed}", "done",
+               metrics={"test/acc": test}, validation={"val/loss": val_loss}, config=f"seed_everything: {seed}\n")
+
+
+def test_a_diverged_point_is_never_selected_and_the_record_says_so():
+    """lr=1e-2 diverged on seed 0 (val/loss NaN) and looks best on seed 1: min() kept the NaN that came first."""
+    nan = float("nan")
+    runs = [_val("1e-2", 0, nan, 0.1), _val("1e-2", 1, 0.2, 0.9), _val("1e-4", 0, 0.3, 0.7), _val("1e-4", 1, 0.3, 0.8)]
+    by_mean = summarise(runs, "x", select="val/loss")["selected"]
+    assert by_mean["selected"]["point"] == "1e-4" and by_mean["metrics"]["test/acc"]["values"] == {"0": 0.7, "1": 0.8}
+    assert by_mean["selected"]["left_out"] == {"1e-2": "val/loss mean nan"}
+    assert math.isnan(summarise(runs, "x")["points"][0]["validation"]["val/loss"]["std"])  # no crash in stdev
+    by_seed = summarise(runs, "x", select="val/loss", select_by="seed")["selected"]
+    assert by_seed["selected"]["points"] == {"0": "1e-4", "1": "1e-2"}
+    assert by_seed["selected"]["incomplete"] == {"0": "chose among 1 of 2 points; 1e-2: val/loss nan"}
+    everything_diverged = [_val("1e-2", 0, nan), _val("1e-4", 0, float("inf"))]
+    summary = summarise(everything_diverged, "x", select="val/loss")
+    assert "selected" not in summary and summary["not_selected"] == (
+        "no grid point has a finite val/loss: 1e-2: val/loss mean nan; 1e-4: val/loss mean inf")
+    assert "No grid point selected: no grid point has a finite val/loss" in summary_markdown(summary)
+
+
+def test_failed_seeds_stay_failed_in_the_selection_and_fewer_seeds_do_not_win():
+    """Point a: seed 0 is best of all, seeds 1 and 2 failed. By mean it must not win on its one seed; by seed, a
+    seed that failed at every point is failed in the selection (the table's "k of n seeds failed" note)."""
+    runs = [_val("a", 0, 0.1), _val("a", 1, None), _val("a", 2, None),
+            _val("b", 0, 0.3), _val("b", 1, 0.3), _val("b", 2, 0.4)]
+    chosen = summarise(runs, "x", select="val/loss")["selected"]
+    assert chosen["selected"]["point"] == "b" and chosen["selected"]["n"] == {"a": 1, "b": 3}
+    assert chosen["selected"]["left_out"] == {"a": "n=1 of the 3 finished seeds the others have"}
+    summary = json.loads(json.dumps(summarise(runs, "x", select="val/loss")))
+    assert ("Selected on validation (val/loss, min, by mean): b (n per point: a 1, b 3); test metrics chose nothing."
+            in summary_markdown(summary))
+    assert "Not eligible: a: n=1 of the 3 finished seeds the others have." in summary_markdown(summary)
+    runs = [_val("a", 0, 0.1), _val("a", 1, None), _val("b", 0, 0.3), _val("b", 1, None), _val("b", 2, 0.2),
+            _val("a", 2, 0.5)]
+    by_seed = summarise(runs, "x", select="val/loss", select_by="seed")["selected"]
+    assert by_seed["seeds"] == [0, 1, 2] and by_seed["metrics"]["test/acc"]["n"] == 2
+    assert by_seed["failed"] == {1: "a: failed (fit exit 1: boom); b: failed (fit exit 1: boom)"}
+    assert by_seed["unfinished"] == {}
+    assert by_seed["selected"]["points"] == {"0": "a", "2": "b"}
 
 
 def test_vary_data_fixes_the_model_seed_and_the_summary_says_so(tmp_path):

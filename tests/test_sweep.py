@@ -199,7 +199,8 @@ def test_test_ckpt_none_tests_the_configs_own_weights_and_a_grid_selects_on_vali
               ["metrics"]["val/loss"] for p in points]
     assert [p["validation"]["val/loss"]["values"]["3"] for p in summary["points"]] == losses
     assert summary["selected"]["selected"] == {"metric": "val/loss", "goal": "min", "by": "mean",
-                                               "point": points[losses.index(min(losses))]}
+                                               "point": points[losses.index(min(losses))],
+                                               "n": {points[0]: 1, points[1]: 1}}
     assert " --out zero " in summary["command"] and run["directory"] == f"zero/{points[0]}/seed3"  # project-relative
     assert summary["randomness"] == {"model": "seed", "data": 42}
 
@@ -269,6 +270,28 @@ def test_results_renders_rows_from_summaries(tmp_path):
     spec.write_text(f"rows:\n  - {{result: X, summary: {summary}, metric: test/f1}}\n")
     with pytest.raises(ValueError, match="has no 'test/f1'; it has test/acc"):
         results.render(spec)
+
+
+def test_a_summary_read_back_from_json_shows_its_per_seed_values(tmp_path):
+    """summary.json keys the per-seed values by the seed as text; summary.md looked them up by the int seed."""
+    summary = json.loads(Path(_fixture_summary(tmp_path / "r")).read_text())
+    summary["points"][0]["wall_seconds"] = None
+    lines = results.summary_markdown(summary).splitlines()
+    assert "| test/acc | 0.9000 ± 0.0141 (n=2) | 0.8900 | 0.9100 | – |" in lines
+    assert "- seed 2 failed: fit exit 2: bad" in lines
+
+
+def test_a_row_chosen_per_seed_says_when_a_seed_chose_among_fewer_points(tmp_path):
+    summary = json.loads(Path(_fixture_summary(tmp_path / "r")).read_text())
+    point = summary["points"][0]
+    summary["selected"] = dict(point, point="selected", failed={}, selected={
+        "metric": "val/loss", "goal": "min", "by": "seed", "points": {"0": "default", "1": "default"},
+        "incomplete": {"1": "chose among 1 of 2 points; lr=1e-2: failed (boom)"}})
+    path = tmp_path / "r" / "summary.json"
+    path.write_text(json.dumps(summary))
+    spec = tmp_path / "results.yaml"
+    spec.write_text(f"rows:\n  - {{result: X, summary: {path}, metric: test/acc}}\n")
+    assert "0.9000 ± 0.0141 (n=2), 1 of 3 seeds chose among fewer grid points (see summary.md) |" in results.render(spec)
 
 
 def test_the_readme_results_table_is_the_rendered_one(monkeypatch):

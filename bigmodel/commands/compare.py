@@ -4,11 +4,18 @@
         [--metric test/acc] [--point NAME]
 
 The first summary (a ``summary.json`` or the directory holding it) is the reference; every other one is compared with
-it on each test metric: the mean difference (other − reference), its sample std, a 95 % t-interval, n, a verdict
-("<other> better", "<reference> better" or "not resolved at n seeds") and the seeds a difference of the observed size
-would need at the observed spread (80 % power, two-sided 5 %, normal approximation). Sweeps whose seeds pair up
-(the same seed values, each controlling the same randomness) are compared seed by seed (a paired t-interval);
-otherwise Welch's interval is used, and the table says so.
+it on the primary metric: the one ``--metric`` names (repeatable; ``--metric all``: every test metric they share),
+else the test counterpart of the reference's checkpoint monitor (``val/acc`` -> ``test/acc``) as its recorded config
+says. Each row: the mean difference (other − reference), its sample std, a 95 % t-interval, n, a verdict ("<other>
+better", "<reference> better", "not resolved at n seeds", or "no spread: cannot assess" when every seed gives the
+same difference) and the seeds per sweep a difference of the observed size would need at the observed spread for
+80 % power (two-sided 5 %, noncentral t; post hoc: from the observed effect, which overstates a noisy one). Sweeps
+whose seeds pair up (the same seed values, each controlling the same randomness) are compared seed by seed (a paired
+t-interval); otherwise Welch's interval is used, and the table says so.
+
+The intervals are 95 % per comparison, unadjusted, and cover seed-to-seed variance on a fixed test set: the test
+set's own sampling error is not in them. With several rows the last column gives Holm-adjusted verdicts (family:
+every row of the table).
 
 Also here: what randomness a sweep's seed controls (``randomness``). Choosing a grid point on a validation metric is
 the sweep's (``bigmodel.commands.sweep.summary.select_point``).
@@ -28,6 +35,7 @@ import yaml
 
 LEVEL = 0.95
 POWER = 0.80
+MANY_SEEDS = 10_000  # "seeds for 80 % power" beyond this reads "> 10000"
 _LOWER_IS_BETTER = ("loss", "perplexity", "ppl", "error", "ece")
 
 
@@ -48,16 +56,40 @@ class Difference:
     high: float
     n: int  # paired: the seeds both have; Welch: the smaller sweep's seeds
     paired: bool
-    seeds_needed: int | None  # per sweep, to resolve a difference of this size at this spread; None: no difference
+    seeds_needed: int | None  # per sweep, for 80 % power at the observed effect; None: no difference or no spread
+    se: float | None = None  # standard error of the mean difference; None: one seed; 0: no spread
+    df: float | None = None  # the t-interval's degrees of freedom
+
+    @property
+    def no_spread(self) -> bool:
+        """Every seed gave the same difference: a zero-width interval that says nothing about the seed variance."""
+        return self.se is not None and _no_spread(self.se, self.mean)
 
     @property
     def resolved(self) -> bool:
-        return self.low > 0 or self.high < 0
+        return not self.no_spread and (self.low > 0 or self.high < 0)
 
-    def verdict(self, other: str, reference: str) -> str:
-        if not self.resolved:
+    @property
+    def p_value(self) -> float:
+        """The two-sided t-test's p (1 with one seed or no spread): below 5 % exactly when the interval excludes 0."""
+        if self.se is None or self.no_spread or self.df is None:
+            return 1.0
+        from scipy import stats
+
+        return float(2 * stats.t.sf(abs(self.mean) / self.se, self.df))
+
+    def verdict(self, other: str, reference: str, resolved: bool | None = None) -> str:
+        """``resolved``: another test's decision (Holm's) instead of this interval's."""
+        if self.no_spread:
+            return "no spread: cannot assess"
+        if not (self.resolved if resolved is None else resolved):
             return f"not resolved at {self.n} seed{'s' * (self.n != 1)}"
         return f"{other if (self.mean > 0) != lower_is_better(self.metric) else reference} better"
+
+
+def _no_spread(se: float, mean: float) -> bool:
+    """A standard error of zero, or of float rounding (accuracies equal in exact arithmetic differ by ~1e-17)."""
+    return se <= 1e-9 * max(1.0, abs(mean))
 
 
 def _t_quantile(df: float) -> float:
@@ -66,14 +98,33 @@ def _t_quantile(df: float) -> float:
     return float(stats.t.ppf(0.5 + LEVEL / 2, df))
 
 
-def _seeds_needed(difference: float, variance: float) -> int | None:
-    """n = ((z_{1-α/2} + z_{power}) σ / δ)², the textbook sample size for a difference δ at spread σ."""
-    if difference == 0:
+def _power(n: int, noncentrality: float, df: float) -> float:
+    """A two-sided t-test's power at level 1 − ``LEVEL``: P(|T| > t_crit) for T noncentral t."""
+    from scipy import stats
+
+    t = _t_quantile(df)
+    return float(stats.nct.sf(t, df, noncentrality) + stats.nct.cdf(-t, df, noncentrality))
+
+
+def _seeds_needed(difference: float, variance: float, groups: int = 1) -> int | None:
+    """The smallest n (per sweep) whose t-test has 80 % power for a true difference ``difference`` at spread
+    ``variance``: paired (``groups`` 1: variance of the differences, df n − 1) or two sweeps of n seeds each
+    (``groups`` 2: the sum of the two variances, df 2n − 2, Welch's with equal n). The noncentral t, not the normal
+    approximation, which at a few seeds claims too few (d = 2: 2 seeds, whose power is 18 %; it needs 5)."""
+    if difference == 0 or variance == 0:
         return None
     from scipy import stats
 
     z = stats.norm.ppf(0.5 + LEVEL / 2) + stats.norm.ppf(POWER)
-    return max(2, math.ceil(z * z * variance / difference ** 2))
+    power = lambda k: _power(k, abs(difference) / math.sqrt(variance / k), groups * (k - 1))  # noqa: E731
+    n = max(2, math.ceil(z * z * variance / difference ** 2))  # the normal approximation: a start near the answer
+    if n > MANY_SEEDS:  # a difference next to nothing; the search (and scipy at such df) would take ages
+        return MANY_SEEDS + 1
+    while power(n) < POWER:
+        n += 1
+    while n > 2 and power(n - 1) >= POWER:
+        n -= 1
+    return n
 
 
 def paired(metric: str, other: dict[str, float], reference: dict[str, float]) -> Difference:
@@ -85,11 +136,12 @@ def paired(metric: str, other: dict[str, float], reference: dict[str, float]) ->
     n, mean = len(differences), statistics.fmean(differences)
     std = statistics.stdev(differences) if n > 1 else None
     if std is None:
-        low, high = -math.inf, math.inf
-    else:
-        half = _t_quantile(n - 1) * std / math.sqrt(n) if std > 0 else 0.0
-        low, high = mean - half, mean + half
-    return Difference(metric, mean, std, low, high, n, True, None if std is None else _seeds_needed(mean, std ** 2))
+        return Difference(metric, mean, None, -math.inf, math.inf, n, True, None)
+    se = std / math.sqrt(n)
+    if _no_spread(se, mean):
+        return Difference(metric, mean, std, mean, mean, n, True, None, se, n - 1)
+    half = _t_quantile(n - 1) * se
+    return Difference(metric, mean, std, mean - half, mean + half, n, True, _seeds_needed(mean, std ** 2), se, n - 1)
 
 
 def welch(metric: str, other: list[float], reference: list[float]) -> Difference:
@@ -100,14 +152,25 @@ def welch(metric: str, other: list[float], reference: list[float]) -> Difference
     va, vb = statistics.variance(other) / len(other), statistics.variance(reference) / len(reference)
     mean = statistics.fmean(other) - statistics.fmean(reference)
     se = math.sqrt(va + vb)
-    if se == 0:
-        low = high = mean
-    else:
-        df = (va + vb) ** 2 / (va ** 2 / (len(other) - 1) + vb ** 2 / (len(reference) - 1))
-        low, high = mean - _t_quantile(df) * se, mean + _t_quantile(df) * se
+    n = min(len(other), len(reference))
+    if _no_spread(se, mean):
+        return Difference(metric, mean, None, mean, mean, n, False, None, se, None)
+    df = (va + vb) ** 2 / (va ** 2 / (len(other) - 1) + vb ** 2 / (len(reference) - 1))
+    low, high = mean - _t_quantile(df) * se, mean + _t_quantile(df) * se
     variance = statistics.variance(other) + statistics.variance(reference)  # per-sweep n for two groups
-    return Difference(metric, mean, None, low, high, min(len(other), len(reference)), False,
-                      _seeds_needed(mean, variance))
+    return Difference(metric, mean, None, low, high, n, False, _seeds_needed(mean, variance, groups=2), se, df)
+
+
+def holm(differences: list[Difference]) -> list[bool]:
+    """Holm's step-down decisions at 1 − ``LEVEL`` over the family ``differences`` (familywise error ≤ 5 %): the
+    k-th smallest p is compared with 5 % / (m − k + 1), stopping at the first that fails. In the given order."""
+    alpha, m = 1 - LEVEL, len(differences)
+    decided = [False] * m
+    for rank, i in enumerate(sorted(range(m), key=lambda j: differences[j].p_value)):
+        if differences[i].no_spread or differences[i].p_value > alpha / (m - rank):
+            break
+        decided[i] = True
+    return decided
 
 
 def randomness(summary: dict[str, Any]) -> dict[str, Any]:
@@ -152,8 +215,13 @@ def describe_summary(summary: dict[str, Any]) -> list[str]:
     chosen = (summary.get("selected") or {}).get("selected")
     if chosen:
         which = chosen.get("point") or ", ".join(f"seed {s}: {p}" for s, p in chosen["points"].items())
-        lines.append(f"Selected on validation ({chosen['metric']}, {chosen['goal']}, by {chosen['by']}): {which}; "
-                     "test metrics chose nothing.")
+        counts = f" (n per point: {', '.join(f'{p} {n}' for p, n in chosen['n'].items())})" if "n" in chosen else ""
+        lines.append(f"Selected on validation ({chosen['metric']}, {chosen['goal']}, by {chosen['by']}): {which}"
+                     f"{counts}; test metrics chose nothing.")
+        lines += [f"Not eligible: {p}: {why}." for p, why in chosen.get("left_out", {}).items()]
+        lines += [f"Seed {s} {why}." for s, why in chosen.get("incomplete", {}).items()]
+    if summary.get("not_selected"):
+        lines.append(f"No grid point selected: {summary['not_selected']}.")
     return lines
 
 
@@ -218,23 +286,41 @@ def test_data(summary: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def number(value: float, scale: float = 1.0, digits: int | None = None) -> str:
+    """``+0.0123``, ``−1.2``; a value that rounds to zero at these places is ``0.0``, never ``−0.0``."""
     value *= scale
     if math.isinf(value):
         return "∞" if value > 0 else "−∞"
     places = digits if digits is not None else (4 if abs(value) < 10 else 2)
+    if round(value, places) == 0:
+        return f"{0:.{places}f}"
     return f"{value:+.{places}f}".replace("-", "−")
 
 
+def _places(bounds: list[float], digits: int | None) -> int | None:
+    """``digits`` (None: ``number``'s default), or up to 3 places more until each nonzero bound shows a nonzero
+    digit, so that its sign shows: ``[−0.03, +0.95]``, not ``[0.0, +1.0]``."""
+    finite = [abs(v) for v in bounds if math.isfinite(v) and v != 0]
+    places = digits if digits is not None else 4
+    if digits is None and all(v >= 1e-4 for v in finite):
+        return None
+    most = places + 3
+    while places < most and any(round(v, places) == 0 for v in finite):
+        places += 1
+    return places
+
+
 def interval(d: Difference, scale: float = 1.0, digits: int | None = None) -> str:
-    """``−16.4 [−19.3, −13.5]``."""
-    return f"{number(d.mean, scale, digits)} [{number(d.low, scale, digits)}, {number(d.high, scale, digits)}]"
+    """``−16.4 [−19.3, −13.5]``; with more places where a bound would otherwise round to zero (``+0.46 [−0.03,
+    +0.95]``, not ``+0.5 [−0.0, +1.0]``)."""
+    places = _places([d.low * scale, d.high * scale], digits)
+    return f"{number(d.mean, scale, places)} [{number(d.low, scale, places)}, {number(d.high, scale, places)}]"
 
 
 def row(d: Difference, other: str, reference: str, why_unpaired: str | None = None, scale: float = 1.0,
         digits: int | None = None) -> list[str]:
     how = "paired" if d.paired else f"unpaired ({why_unpaired}): Welch"
     std = "–" if d.std is None else f"{d.std * scale:.4g}"
-    needed = "–" if d.seeds_needed is None else str(d.seeds_needed)
+    needed = "–" if d.seeds_needed is None else f"> {MANY_SEEDS}" if d.seeds_needed > MANY_SEEDS else str(d.seeds_needed)
     return [f"{other} − {reference}", d.metric, interval(d, scale, digits), std, str(d.n), how,
             d.verdict(other, reference), needed]
 
@@ -250,30 +336,67 @@ def delta(point: dict[str, Any], summary: dict[str, Any], reference: dict[str, A
 
 
 HEADER = ("comparison", "metric", "mean difference [95 % CI]", "std of differences", "n", "pairing", "verdict",
-          "seeds for 80 % power")
+          "seeds for 80 % power at the observed effect (post hoc)")
+HOLM = "verdict, Holm-adjusted over the table"
+SCOPE = ("Intervals and verdicts: 95 % per comparison, unadjusted; they cover the seed-to-seed variance on a fixed "
+         "test set, not the test set's own sampling error.")
+
+
+def primary_metric(summary: dict[str, Any]) -> tuple[str, str] | None:
+    """The test counterpart of the checkpoint monitor the sweep's runs were recorded with (``val/acc`` ->
+    ``test/acc``), and the monitor; None when no run's config names a validation monitor."""
+    for run in summary.get("runs", []):
+        config = yaml.safe_load(run["config"]) if run.get("config") else None
+        monitor = ((config or {}).get("checkpoint") or {}).get("monitor")
+        if isinstance(monitor, str) and monitor.startswith("val/"):
+            return "test/" + monitor.removeprefix("val/"), monitor
+    return None
+
+
+def chosen_metrics(metrics: list[str] | None, reference: dict[str, Any], where: str) -> tuple[list[str] | None, str]:
+    """The metrics to compare (None: every test metric the two share) and a line saying why those."""
+    if metrics and "all" in metrics:
+        return None, "Metrics: every test metric both share (--metric all)."
+    if metrics:
+        return metrics, f"Metric{'s' * (len(metrics) > 1)}: {', '.join(metrics)} (--metric)."
+    primary = primary_metric(reference)
+    if primary is None:
+        raise ValueError(f"{where}: its runs record no checkpoint monitor to take the primary metric from; name one "
+                         "with --metric (e.g. --metric test/acc), or --metric all")
+    return [primary[0]], (f"Metric: {primary[0]}, the test counterpart of the reference's checkpoint monitor "
+                          f"{primary[1]} (--metric names others; --metric all: every shared test metric).")
 
 
 def table(paths: list[str], metrics: list[str] | None = None, point: str | None = None, percent: bool = False) -> str:
-    """The Markdown table: every summary after the first against the first, on each test metric they share."""
+    """The Markdown table: every summary after the first against the first, on the primary metric (``metrics``:
+    those; ``["all"]``: each test metric they share), with Holm-adjusted verdicts when it has several rows."""
     if len(paths) < 2:
         raise ValueError("give a reference sweep and at least one to compare with it")
     summaries = [load(p) for p in paths]
     names = [_name(p) for p in paths]
     points = [point_of(s, point, p) for s, p in zip(summaries, paths)]
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    metrics, which = chosen_metrics(metrics, summaries[0], paths[0])
     notes = dict.fromkeys(f"- {n}: {describe_randomness(randomness(s))}" for n, s in zip(names, summaries))
     scale, digits = (100.0, 1) if percent else (1.0, None)
     reference_data = test_data(summaries[0])
     warnings = [f"- {name} tests on {data}, {names[0]} on {reference_data}: the differences compare data as well as "
                 "methods" for name, data in ((n, test_data(s)) for n, s in zip(names[1:], summaries[1:]))
                 if data and reference_data and data != reference_data]
+    rows: list[tuple[Difference, str, str | None]] = []
     for name, summary, other in zip(names[1:], summaries[1:], points[1:]):
         why = pairable(other, points[0], summary, summaries[0])
         shared = [m for m in other["metrics"] if m in points[0]["metrics"] and m.startswith("test/")]
-        for metric in metrics or shared:
-            d = compare_points(metric, other, points[0], why is None)
-            lines.append("| " + " | ".join(row(d, name, names[0], why, scale, digits)) + " |")
-    return "\n".join(lines + ["", "Seeds:", *notes] + (["", "Different test data:", *warnings] if warnings else []))
+        rows += [(compare_points(metric, other, points[0], why is None), name, why) for metric in metrics or shared]
+    adjust = len(rows) > 1
+    header = HEADER + ((HOLM,) if adjust else ())
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (d, name, why), decided in zip(rows, holm([d for d, _, _ in rows])):
+        cells = row(d, name, names[0], why, scale, digits) + ([d.verdict(name, names[0], decided)] if adjust else [])
+        lines.append("| " + " | ".join(cells) + " |")
+    scope = [which, SCOPE + (f" The last column's verdicts hold together (Holm, familywise 5 % over the {len(rows)} "
+                             "comparisons)." if adjust else "")]
+    return "\n".join(lines + ["", *scope, "", "Seeds:", *notes]
+                     + (["", "Different test data:", *warnings] if warnings else []))
 
 
 def _name(path: str) -> str:
@@ -285,7 +408,9 @@ def main(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="bigmodel compare", allow_abbrev=False, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("summaries", nargs="+", help="the reference sweep first, then the ones to compare with it")
-    p.add_argument("--metric", action="append", help="a test metric (repeatable; default: every one they share)")
+    p.add_argument("--metric", action="append",
+                   help="a test metric (repeatable; 'all': every one they share; default: the test counterpart of "
+                        "the reference's checkpoint monitor, val/acc -> test/acc)")
     p.add_argument("--point", help="the grid point (default: the one the sweep selected on validation)")
     p.add_argument("--percent", action="store_true", help="differences in percentage points (0.012 -> 1.2)")
     args = p.parse_args(argv)

@@ -71,6 +71,9 @@ def _cells(row: dict[str, Any], spec_path: str | Path) -> list[str]:
     failed = len(point["failed"]) + len(point["unfinished"])
     if failed:
         value += f", {failed} of {len(point['seeds'])} seeds failed or unfinished"
+    incomplete = len((point.get("selected") or {}).get("incomplete", {}))
+    if incomplete:  # chosen per seed, and some seed's run at another point failed: it chose among fewer
+        value += f", {incomplete} of {len(point['seeds'])} seeds chose among fewer grid points (see summary.md)"
     per_seed = ", ".join(_number(v * scale, digits) for v in stats["values"].values())
     wall = point.get("wall_seconds")
     versus = row.get("compare_to")
@@ -126,7 +129,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         lines += ["| metric | mean ± std (n) | " + " | ".join(f"seed {s}" for s in seeds) + " |",
                   "|---|---|" + "---|" * len(seeds)]
         for metric, stats in point["metrics"].items():
-            per_seed = [format_value(stats["values"].get(s)) for s in seeds]
+            per_seed = [format_value(seed_value(stats["values"], s)) for s in seeds]
             lines.append(f"| {metric} | {mean_std(stats)} | " + " | ".join(per_seed) + " |")
         if point["wall_seconds"]:
             lines.append(f"| wall time, fit + test (s) | {mean_std(point['wall_seconds'])} |" + " |" * len(seeds))
@@ -139,6 +142,11 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         if point["failed"] or point["unfinished"]:
             lines.append("")
     return "\n".join(lines)
+
+
+def seed_value(values: dict[Any, float], seed: int | str) -> float | None:
+    """A seed's value from per-seed ``values`` keyed by the seed as written (int) or as read back from JSON (text)."""
+    return values.get(seed, values.get(str(seed)))
 
 
 def summary_csv(summary: dict[str, Any]) -> str:

@@ -5,6 +5,7 @@ as ``summary.{json,csv,md}`` (rendered by ``results``, which renders the results
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import subprocess
 import time
@@ -49,7 +50,10 @@ def summarise(runs: list[Run], command: str, fitted: bool = True, select: str | 
     }
     summary["randomness"] = randomness(summary)
     if select and any(p.get("validation") for p in points):
-        summary["selected"] = select_point(points, select, select_by)
+        try:
+            summary["selected"] = select_point(points, select, select_by)
+        except NoPointToSelect as err:  # every run diverged or failed: the summary still keeps what the runs measured
+            summary["not_selected"] = str(err)
     return summary
 
 
@@ -60,8 +64,11 @@ def _per_seed(runs: list[Run], kind: str) -> dict[str, dict[int, float]]:
 
 
 def _stats(values: list[float]) -> dict[str, Any]:
-    return {"n": len(values), "mean": statistics.fmean(values),
-            "std": statistics.stdev(values) if len(values) > 1 else None}
+    """n, mean and sample std; a non-finite value (a diverged run) makes both NaN or infinite rather than crash
+    ``statistics.stdev``."""
+    finite = all(math.isfinite(v) for v in values)
+    std = (statistics.stdev(values) if finite else math.nan) if len(values) > 1 else None
+    return {"n": len(values), "mean": statistics.fmean(values), "std": std}
 
 
 def git_commit() -> str | None:
@@ -111,10 +118,20 @@ def write_summary(summary: dict[str, Any], *directories: Path) -> None:
             (directory / name).write_text(text, encoding="utf-8")
 
 
+class NoPointToSelect(ValueError):
+    """Every grid point's validation metric is non-finite (or missing): none can be chosen."""
+
+
 def select_point(points: list[dict[str, Any]], metric: str, by: str = "mean") -> dict[str, Any]:
     """The grid point chosen on a validation metric, never a test one: ``by`` "mean" picks the point whose mean is
     best; "seed" picks, seed by seed, that seed's best point. Returns a point (test metrics of the chosen runs) with
-    ``selected`` naming what was chosen and on what. Reads only each point's ``validation`` statistics."""
+    ``selected`` naming what was chosen and on what. Reads only each point's ``validation`` statistics.
+
+    A non-finite value (a diverged run's NaN) is never best: its point (by mean) or that seed's run there (by seed) is
+    left out, and the record says so. By mean, only the points with the most finished seeds compete (a point whose
+    other seeds failed must not win on one lucky seed); the record gives n per point and what was left out. By seed,
+    a seed that has no run to choose is failed or unfinished in the selection too, and one that chose among fewer
+    points is recorded."""
     if by not in ("mean", "seed"):
         raise ValueError(f"select by {by!r}: 'mean' or 'seed'")
     if not metric.startswith("val"):
@@ -127,21 +144,78 @@ def select_point(points: list[dict[str, Any]], metric: str, by: str = "mean") ->
         raise ValueError(f"no grid point has {metric!r} on validation; it has {', '.join(have) or 'nothing'}")
     record = {"metric": metric, "goal": "min" if sign > 0 else "max", "by": by}
     if by == "mean":
-        best = min(candidates, key=lambda p: sign * p["validation"][metric]["mean"])
-        return dict(best, point="selected", selected=record | {"point": best["point"]})
+        return _select_by_mean(candidates, metric, sign, record)
+    return _select_by_seed(points, candidates, metric, sign, record)
+
+
+def _select_by_mean(candidates: list[dict[str, Any]], metric: str, sign: int, record: dict[str, Any]) -> dict:
+    """The best finite mean among the points with the most finished seeds."""
+    stats = {p["point"]: p["validation"][metric] for p in candidates}
+    left_out = {name: f"{metric} mean {s['mean']}" for name, s in stats.items() if not math.isfinite(s["mean"])}
+    most = max((s["n"] for name, s in stats.items() if name not in left_out), default=0)
+    left_out |= {name: f"n={s['n']} of the {most} finished seeds the others have" for name, s in stats.items()
+                 if name not in left_out and s["n"] < most}
+    eligible = [p for p in candidates if p["point"] not in left_out]
+    if not eligible:
+        raise NoPointToSelect(f"no grid point has a finite {metric}: " + "; ".join(f"{k}: {v}" for k, v in left_out.items()))
+    best = min(eligible, key=lambda p: sign * stats[p["point"]]["mean"])
+    record |= {"point": best["point"], "n": {name: s["n"] for name, s in stats.items()}}
+    return dict(best, point="selected", selected=record | ({"left_out": left_out} if left_out else {}))
+
+
+def _select_by_seed(points: list[dict[str, Any]], candidates: list[dict[str, Any]], metric: str, sign: int,
+                    record: dict[str, Any]) -> dict:
+    """Each seed's best point among its runs with a finite value; a seed with none is failed (or unfinished)."""
+    seeds = list(dict.fromkeys(str(s) for p in points for s in p["seeds"]))
     chosen: dict[str, dict[str, Any]] = {}
-    for seed in dict.fromkeys(s for p in candidates for s in p["validation"][metric]["values"]):
-        have = [p for p in candidates if seed in p["validation"][metric]["values"]]
-        chosen[seed] = min(have, key=lambda p: sign * p["validation"][metric]["values"][seed])
+    failed: dict[int, str] = {}
+    unfinished: dict[int, str] = {}
+    incomplete: dict[str, str] = {}
+    for seed in seeds:
+        values = {p["point"]: p["validation"][metric]["values"].get(seed) for p in candidates}
+        have = [p for p in candidates if values[p["point"]] is not None and math.isfinite(values[p["point"]])]
+        missing = {p["point"]: _why_missing(p, seed, values.get(p["point"]), metric) for p in points
+                   if p not in have}
+        if have:
+            chosen[seed] = min(have, key=lambda p: sign * values[p["point"]])
+            if missing:
+                incomplete[seed] = (f"chose among {len(have)} of {len(points)} points; "
+                                    + "; ".join(f"{k}: {v}" for k, v in missing.items()))
+            continue
+        why = "; ".join(f"{k}: {v}" for k, v in missing.items())
+        (unfinished if all(_unfinished(p, seed) for p in points) else failed)[int(seed)] = why
+    if not chosen:
+        raise NoPointToSelect(f"no seed has a finite {metric} at any grid point")
     metrics = {}
     for name in dict.fromkeys(m for p in chosen.values() for m in p["metrics"]):
         values = {s: p["metrics"][name]["values"][s] for s, p in chosen.items()
                   if s in p["metrics"].get(name, {}).get("values", {})}
-        metrics[name] = {"n": len(values), "mean": statistics.fmean(values.values()),
-                         "std": statistics.stdev(values.values()) if len(values) > 1 else None, "values": values}
-    return {"point": "selected", "grid": {}, "seeds": [int(s) for s in chosen], "metrics": metrics,
-            "wall_seconds": None, "parameters": None, "fitted": True, "failed": {}, "unfinished": {},
-            "selected": record | {"points": {s: p["point"] for s, p in chosen.items()}}}
+        metrics[name] = _stats(list(values.values())) | {"values": values}
+    record |= {"points": {s: p["point"] for s, p in chosen.items()}} | ({"incomplete": incomplete} if incomplete else {})
+    return {"point": "selected", "grid": {}, "seeds": [int(s) for s in seeds], "metrics": metrics,
+            "wall_seconds": None, "parameters": None, "fitted": True, "failed": failed, "unfinished": unfinished,
+            "selected": record}
+
+
+def _failure(point: dict[str, Any], seed: str, kind: str) -> str | None:
+    """The point's recorded failure (``kind`` "failed" or "unfinished") of ``seed``, keyed by int or, from JSON, text."""
+    record = point.get(kind) or {}
+    return record.get(seed, record.get(int(seed)) if seed.lstrip("-").isdigit() else None)
+
+
+def _unfinished(point: dict[str, Any], seed: str) -> bool:
+    return _failure(point, seed, "unfinished") is not None
+
+
+def _why_missing(point: dict[str, Any], seed: str, value: float | None, metric: str) -> str:
+    """Why ``point`` has no usable ``metric`` for ``seed``: its run failed, did not finish, or gave a non-finite value."""
+    if value is not None:
+        return f"{metric} {value}"
+    for kind in ("failed", "unfinished"):
+        why = _failure(point, seed, kind)
+        if why is not None:
+            return f"{kind} ({why})"
+    return f"no {metric}"
 
 
 def _by_seed(metrics: dict[str, Any]) -> dict[str, Any]:
