@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
-from bigmodel.commands import compare
+from bigmodel.commands import compare, intervals
 from bigmodel.commands.results import summary_markdown
 from bigmodel.commands.sweep import project_path
 from bigmodel.commands.sweep.plan import Run, plan
@@ -83,11 +83,11 @@ def test_one_primary_metric_by_default_and_the_table_says_what_its_intervals_cov
         compare.table([reference, other])
 
 
-def _difference(p: float, mean: float = 0.01, df: int = 4) -> compare.Difference:
+def _difference(p: float, mean: float = 0.01, df: int = 4) -> intervals.Difference:
     """A paired difference whose two-sided t-test gives ``p``."""
     se = mean / stats.t.isf(p / 2, df)
     half = stats.t.ppf(0.975, df) * se
-    return compare.Difference("test/acc", mean, se * math.sqrt(df + 1), mean - half, mean + half, df + 1, True, None,
+    return intervals.Difference("test/acc", mean, se * math.sqrt(df + 1), mean - half, mean + half, df + 1, True, None,
                               se, df)
 
 
@@ -97,8 +97,8 @@ def test_holm_steps_down_from_the_smallest_p():
     rows = [_difference(p) for p in (0.01, 0.04, 0.03)]
     assert [d.p_value for d in rows] == pytest.approx([0.01, 0.04, 0.03])
     assert all(d.resolved for d in rows)
-    assert compare.holm(rows) == [True, False, False]
-    assert compare.holm([_difference(p) for p in (0.012, 0.02, 0.049)]) == [True, True, True]  # 0.05/3, /2, /1
+    assert intervals.holm(rows) == [True, False, False]
+    assert intervals.holm([_difference(p) for p in (0.012, 0.02, 0.049)]) == [True, True, True]  # 0.05/3, /2, /1
     assert rows[1].verdict("a", "b", resolved=False) == "not resolved at 5 seeds"
 
 
@@ -113,7 +113,7 @@ def test_unpaired_sweeps_get_welchs_interval_as_scipy_and_say_so(tmp_path, capsy
     assert f"[{compare.number(expected.low)}, {compare.number(expected.high)}]" in row
     assert "unpaired (different seeds): Welch" in row and "not resolved at 3 seeds" in row
     assert "unpaired (their seeds control different randomness): Welch" in out
-    d = compare.welch("test/acc", [0.70, 0.76, 0.73], list(REFERENCE.values()))
+    d = intervals.welch("test/acc", [0.70, 0.76, 0.73], list(REFERENCE.values()))
     assert (d.low, d.high) == pytest.approx((expected.low, expected.high), abs=1e-12)
     assert "- c: the seed sets the data order" in out and "model seed fixed at 0" in out
 
@@ -127,19 +127,19 @@ def _t_power(n: int, noncentrality: float, df: int) -> float:
 def test_the_seeds_needed_give_80_percent_power_by_the_noncentral_t_and_one_fewer_does_not():
     """Paired: df n − 1, noncentrality d √n; Welch with n per sweep: df 2n − 2, δ / √((sa² + sb²) / n). The normal
     approximation claimed 2 seeds at d = 2 (power 18 %) and 8 at d = 1 (68 %)."""
-    d = compare.paired("test/acc", {"0": 0.75, "1": 0.74, "2": 0.77}, {"0": 0.74, "1": 0.74, "2": 0.74})
+    d = intervals.paired("test/acc", {"0": 0.75, "1": 0.74, "2": 0.77}, {"0": 0.74, "1": 0.74, "2": 0.74})
     effect, n = abs(d.mean) / d.std, d.seeds_needed
     assert n > 3 and _t_power(n, effect * math.sqrt(n), n - 1) >= 0.8 > _t_power(n - 1, effect * math.sqrt(n - 1), n - 2)
-    assert compare._seeds_needed(2.0, 1.0) == 5 and compare._seeds_needed(1.0, 1.0) == 10
-    assert compare._seeds_needed(-1.0, 1.0) == 10  # the sign does not matter
+    assert intervals._seeds_needed(2.0, 1.0) == 5 and intervals._seeds_needed(1.0, 1.0) == 10
+    assert intervals._seeds_needed(-1.0, 1.0) == 10  # the sign does not matter
     a, b = [0.70, 0.76, 0.73], [0.74, 0.78, 0.77, 0.79]
-    w, spread = compare.welch("test/acc", a, b), stats.tvar(a) + stats.tvar(b)
+    w, spread = intervals.welch("test/acc", a, b), stats.tvar(a) + stats.tvar(b)
     n = w.seeds_needed
     assert n > 3 and _t_power(n, abs(w.mean) / math.sqrt(spread / n), 2 * n - 2) >= 0.8 > _t_power(
         n - 1, abs(w.mean) / math.sqrt(spread / (n - 1)), 2 * n - 4)
     assert compare.HEADER[-1] == "seeds for 80 % power at the observed effect (post hoc)"
-    assert compare._seeds_needed(1e-9, 1.0) == compare.MANY_SEEDS + 1  # next to no difference: "> 10000" at once
-    assert compare.row(compare.paired("m", {"0": 0.1, "1": 0.0}, {"0": 0.0, "1": 0.1 - 1e-9}), "a", "b")[-1] == "> 10000"
+    assert intervals._seeds_needed(1e-9, 1.0) == intervals.MANY_SEEDS + 1  # next to no difference: "> 10000" at once
+    assert compare.row(intervals.paired("m", {"0": 0.1, "1": 0.0}, {"0": 0.0, "1": 0.1 - 1e-9}), "a", "b")[-1] == "> 10000"
 
 
 def test_a_sweep_compared_with_itself_has_no_spread_to_assess(capsys):
@@ -155,23 +155,23 @@ def test_a_sweep_compared_with_itself_has_no_spread_to_assess(capsys):
 
 def test_zero_spread_is_not_a_resolved_difference():
     """Every seed 0.01 apart: a zero-width interval, which says nothing about the seed variance -- not "better"."""
-    d = compare.paired("test/acc", {"0": 0.5, "1": 0.25}, {"0": 0.25, "1": 0.0})  # exact in binary: sd exactly 0
+    d = intervals.paired("test/acc", {"0": 0.5, "1": 0.25}, {"0": 0.25, "1": 0.0})  # exact in binary: sd exactly 0
     assert d.std == 0 and not d.resolved and d.verdict("a", "b") == "no spread: cannot assess"
-    assert d.seeds_needed is None and compare.holm([d]) == [False] and d.p_value == 1
-    d = compare.paired("test/acc", {"0": 0.8, "1": 0.9}, {"0": 0.7, "1": 0.8})  # 0.1 apart up to float rounding
+    assert d.seeds_needed is None and intervals.holm([d]) == [False] and d.p_value == 1
+    d = intervals.paired("test/acc", {"0": 0.8, "1": 0.9}, {"0": 0.7, "1": 0.8})  # 0.1 apart up to float rounding
     assert 0 < d.std < 1e-15 and d.verdict("a", "b") == "no spread: cannot assess" and d.seeds_needed is None
-    w = compare.welch("test/acc", [0.5, 0.5], [0.25, 0.25])
+    w = intervals.welch("test/acc", [0.5, 0.5], [0.25, 0.25])
     assert not w.resolved and w.verdict("a", "b") == "no spread: cannot assess" and w.seeds_needed is None
 
 
 def test_every_bounds_sign_shows():
     """+0.46 [−0.03, +0.95] points, not +0.5 [−0.0, +1.0] (the README's FGM row); a zero is 0.0, never −0.0."""
-    d = compare.Difference("test/acc", 0.004607, None, -0.000295, 0.009509, 3, True, None, 0.0011, 2)
+    d = intervals.Difference("test/acc", 0.004607, None, -0.000295, 0.009509, 3, True, None, 0.0011, 2)
     assert compare.interval(d, 100.0, 1) == "+0.46 [−0.03, +0.95]"
     assert compare.interval(d) == "+0.0046 [−0.0003, +0.0095]"
-    d = compare.Difference("test/acc", -1e-10, None, -0.043, 0.043, 3, True, None, 0.01, 2)
+    d = intervals.Difference("test/acc", -1e-10, None, -0.043, 0.043, 3, True, None, 0.01, 2)
     assert compare.interval(d, 100.0, 1) == "0.0 [−4.3, +4.3]"
-    d = compare.Difference("test/acc", 0.5, None, -0.0000004, 1.0, 3, True, None, 0.1, 2)
+    d = intervals.Difference("test/acc", 0.5, None, -0.0000004, 1.0, 3, True, None, 0.1, 2)
     assert compare.interval(d) == "+0.5000000 [−0.0000004, +1.0000000]"
 
 

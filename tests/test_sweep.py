@@ -184,8 +184,8 @@ def test_test_ckpt_none_tests_the_configs_own_weights_and_a_grid_selects_on_vali
     grid, each run is also validated, and the point chosen on the validation metric is recorded (never on test)."""
     monkeypatch.chdir(tmp_path)
     sweep.main(["-c", DIGITS_CNN, "--seeds", "3", "--out", str(tmp_path / "zero"), "--test_ckpt", "none",
-                "--grid", "model.init_args.label_smoothing=0.0,0.3", "--select", "val/loss", *SHORT])
-    points = ("label_smoothing=0.0", "label_smoothing=0.3")
+                "--grid", "model.init_args.backbone.init_args.width=16,32", "--select", "val/loss", *SHORT])
+    points = ("width=16", "width=32")
     run_dir = tmp_path / "zero" / points[0] / "seed3"
     assert not (run_dir / "fit.log").exists() and not list(run_dir.rglob("*.ckpt"))
     summary = json.loads((tmp_path / "zero" / "summary.json").read_text())
@@ -198,6 +198,7 @@ def test_test_ckpt_none_tests_the_configs_own_weights_and_a_grid_selects_on_vali
     losses = [json.loads((tmp_path / "zero" / p / "seed3" / "validate" / "validate_metrics.json").read_text())
               ["metrics"]["val/loss"] for p in points]
     assert [p["validation"]["val/loss"]["values"]["3"] for p in summary["points"]] == losses
+    assert abs(losses[0] - losses[1]) > 1e-4  # two networks: the choice between them is a real one
     assert summary["selected"]["selected"] == {"metric": "val/loss", "goal": "min", "by": "mean",
                                                "point": points[losses.index(min(losses))],
                                                "n": {points[0]: 1, points[1]: 1}}

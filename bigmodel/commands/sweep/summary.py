@@ -13,7 +13,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bigmodel.commands.compare import lower_is_better, randomness
+from bigmodel.commands.compare import randomness
+from bigmodel.commands.intervals import lower_is_better
 from bigmodel.commands.results import summary_csv, summary_markdown
 from bigmodel.commands.sweep.plan import Run
 
