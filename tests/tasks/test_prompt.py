@@ -69,6 +69,13 @@ def test_class_scores_are_the_mlm_logits_of_the_verbaliser_words(tokenizer):
     with pytest.raises(ValueError, match=r"verbalizer names \['neg'\] but the classes are \['neg', 'pos'\]"):
         PromptClassificationTask(verbalizer={"neg": "bad"}, num_classes=2, class_names=["neg", "pos"],
                                  vocab_size=len(tokenizer)).set_tokenizer(tokenizer)
+    same = r"verbalizer gives the word 'bad' to both class 'neg' \('bad'\) and class 'pos' \('BAD'\): a word may"
+    with pytest.raises(ValueError, match=same):  # one logit cannot score two classes apart
+        PromptClassificationTask(verbalizer={"neg": ["terrible", "bad"], "pos": ["great", "BAD"]}, num_classes=2,
+                                 class_names=["neg", "pos"], vocab_size=len(tokenizer)).set_tokenizer(tokenizer)
+    with pytest.raises(ValueError, match=r"at least one word \(class 'pos' has no words\)"):
+        PromptClassificationTask(verbalizer={"neg": "bad", "pos": []}, num_classes=2, class_names=["neg", "pos"],
+                                 vocab_size=len(tokenizer))
 
 
 def test_few_shot_sampling_is_balanced_seeded_and_shared_by_any_task(tmp_path, tokenizer):
