@@ -25,6 +25,7 @@ from bigmodel.tasks.finetuning import FineTuning, Int8Inference
 from bigmodel.tasks.guards import NonFiniteGuard
 from bigmodel.tasks.optim import Schedule, build_optimizer
 from bigmodel.tasks.parts import drop_left_out, reading_checkpoint
+from bigmodel.utils.formatting import count, share
 from bigmodel.utils.seeding import mix_seed
 
 
@@ -266,8 +267,8 @@ class TaskBase(L.LightningModule):
     def on_fit_start(self) -> None:
         total, trainable = num_parameters(self.net), num_parameters(self.net, trainable_only=True)
         mode = f"; finetune: {self.hparams.finetune}" if "finetune" in self.hparams else ""
-        rank_zero_info(f"{type(self).__name__}: {total / 1e6:.2f}M parameters ({trainable / 1e6:.2f}M trainable, "
-                       f"{100 * trainable / max(total, 1):.2f} %{mode})")
+        rank_zero_info(f"{type(self).__name__}: {count(total)} parameters ({count(trainable)} trainable, "
+                       f"{share(trainable, total)}{mode})")
         for logger in self.loggers:
             logger.log_metrics({"params/total": float(total), "params/trainable": float(trainable)}, step=0)
 
