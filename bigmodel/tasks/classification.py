@@ -281,7 +281,7 @@ class ClassificationTask(Task):
         self._evaluate(batch, batch_idx, "val")
 
     def on_validation_epoch_end(self) -> None:
-        self.log_dict(self.val_metrics.compute(), prog_bar=True)
+        self.log_global(self.val_metrics.compute(), prog_bar=True)
         self.log_untrained_heads("val/")
         self.val_metrics.reset()
         matrix = self.val_confusion.compute().cpu()  # collective under DDP: every rank computes, rank zero draws
@@ -296,7 +296,7 @@ class ClassificationTask(Task):
         self._evaluate(batch, batch_idx, "test")
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_metrics.compute())
+        self.log_global(self.test_metrics.compute())
         self.log_untrained_heads("test/")
         self.test_metrics.reset()
         matrix = self.test_confusion.compute().cpu()
