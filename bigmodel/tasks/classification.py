@@ -73,8 +73,8 @@ class ClassificationTask(Task):
         adversarial: FGM or PGD on the embedding output (``{method: fgm, epsilon: 0.02}``, ``{method: pgd,
             epsilon: 0.02, steps: 3}``; ``bigmodel.nn.adversarial``), on top of any fine-tuning mode; the loss is
             clean + adversarial.
-        distill_from: a trained classification checkpoint of the same classes (and tokenizer, for text) as
-            teacher: the loss becomes ``(1 - distill_weight) * cross-entropy + distill_weight * T^2 * KL`` with
+        distill_from: a trained classification checkpoint (not a prompt one) of the same classes (and tokenizer,
+            for text) as teacher: the loss becomes ``(1 - distill_weight) * cross-entropy + distill_weight * T^2 * KL`` with
             the teacher's softened probabilities (``distill_temperature``). The teacher runs in eval mode without
             gradients, only in ``fit``, and is not saved in this model's checkpoints.
         **kwargs: optimiser and fine-tuning settings, see ``Task``.
