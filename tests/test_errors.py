@@ -186,6 +186,21 @@ def outcomes(tmp_path_factory, pydoc_text, checkpoints):
     return json.loads((tmp / "results.json").read_text())
 
 
+@pytest.mark.parametrize("value, expected", [
+    ("none", "model.init_args.quantize: 'none' is not one of ['int8']; use null to switch it off ('none' is a string; "
+             "null, unquoted, is YAML's None)"),
+    ("int9", "model.init_args.quantize: 'int9' is not one of ['int8'] or null; did you mean 'int8'?")])
+def test_a_value_outside_an_options_choices_names_them_and_null(value, expected, capsys):
+    """jsonargparse's report on an Optional[Literal] option, in-process (the parse fails before any data is read)."""
+    from bigmodel.commands.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["test", "-c", str(ROOT / "experiments" / "quickstart" / "finetune_pydoc_topics.yaml"),
+              "--model.init_args.quantize", value])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == f"bigmodel: error: {expected} -- see `bigmodel test --help`\n"
+
+
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_bad_input_is_one_line_naming_the_fix(outcomes, name):
     result = outcomes[name]

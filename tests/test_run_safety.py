@@ -371,7 +371,10 @@ def test_under_ddp_a_signal_to_one_rank_stops_every_rank_after_the_same_step(sma
     last = tmp_path / "runs" / "ddp" / "checkpoints" / "last.ckpt"
     assert proc.returncode == 143, proc.stderr[-3000:]
     assert f"stopped by SIGTERM at step 3 (after batch 3 of epoch 0); saved {last}" in proc.stderr
+    assert proc.stderr.count("bigmodel: stopped by") == 1, proc.stderr[-3000:]  # rank zero says it, for both
     assert step_of(last) == 3
+    # validation's values are global already (torchmetrics synced them): no advice to sync them again
+    assert "sync_dist=True" not in proc.stderr, proc.stderr[-3000:]
 
 
 def test_predict_and_test_need_only_the_checkpoint_and_their_own_files(tmp_path, capsys):

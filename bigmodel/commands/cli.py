@@ -251,7 +251,8 @@ def main(args: list[str] | None = None) -> None:
         print(f"bigmodel: error: {message} -- see `bigmodel {command} --help`", file=sys.stderr)
         sys.exit(2)
     except RunStopped as stopped:
-        print(f"bigmodel: {stopped}", file=sys.stderr)
+        if stopped.say:  # once for all DDP ranks
+            print(f"bigmodel: {stopped}", file=sys.stderr)
         sys.exit(stopped.exit_code)
     except (KeyboardInterrupt, SystemExit) as err:
         if isinstance(err, SIGTERMException):  # Lightning's own stop (exit status 0): a run that did not finish

@@ -69,7 +69,7 @@ def export(ckpt_path: str | None = None, out: str | None = None, family: str | N
                          "(an adapter-only checkpoint and its frozen base)")
     if ckpt_path is not None and (class_names or pooling):
         raise ValueError("--class_names and --pooling build a head from --init_from alone; a checkpoint has its own")
-    base = None
+    base, from_source = None, ckpt_path is None
     if ckpt_path is None:
         ckpt, ckpt_path = checkpoint_from_source(init_from, class_names, pooling, seed), init_from
     else:
@@ -111,9 +111,10 @@ def export(ckpt_path: str | None = None, out: str | None = None, family: str | N
         raise ValueError(f"{ckpt_path!r} holds a {meta.get('backbone') or task} model; bigmodel exports MLM and text "
                          "classification checkpoints and ViT image classifiers")
     if task == "classification" and meta.get("pooling", "pooler") != "pooler" and family != "vit":
-        raise ValueError(f"this classifier reads {meta['pooling']} pooling; {_FAMILY_NAMES[family]}ForSequence"
-                         "Classification reads [CLS] through the tanh pooler only: a classifier to export needs "
-                         "pooling: pooler (with --init_from: --pooling pooler)")
+        raise ValueError(_pooling_refusal(meta["pooling"], _FAMILY_NAMES[family], from_source))
+    prompt = _prompt_config(ckpt, meta) if task == "prompt" else None
+    if prompt is not None:
+        hf_config["bigmodel_prompt"] = prompt
     if task == "classification":
         names = list(meta.get("class_names") or [])
         hf_config.update(num_labels=len(names), id2label=dict(enumerate(names)),
@@ -133,8 +134,32 @@ def export(ckpt_path: str | None = None, out: str | None = None, family: str | N
         raise ValueError(f"{name} does not take this checkpoint: missing {missing[:3]}, unexpected {wrong[:3]}")
     if tokenizer is not None:
         tokenizer.save_pretrained(target)
-    print(f"Wrote {name} to {target}" + (" with its tokenizer" if tokenizer is not None else ""))
+    print(f"Wrote {name} to {target}" + (" with its tokenizer" if tokenizer is not None else "")
+          + (f"; config.json's bigmodel_prompt holds the template and verbalizer, which transformers' {name} does "
+             "not apply: fill the template, read the logits at its mask and score each class by its words' logits "
+             "(log-sum-exp), or classify with bigmodel test/predict --ckpt_path" if prompt is not None else ""))
     return target
+
+
+def _pooling_refusal(pooling: str, family: str, from_source: bool) -> str:
+    """Why a classifier that does not read the tanh pooler has no ``*ForSequenceClassification`` form, and the way
+    out: for a source, another pooling; for a trained checkpoint (its head learned this pooling), keeping it in
+    bigmodel or fine-tuning again."""
+    why = (f"this classifier reads {pooling} pooling; {family}ForSequenceClassification reads [CLS] through the "
+           "tanh pooler only")
+    if from_source:
+        return f"{why}: export it with --pooling pooler"
+    return (f"{why}, so this trained checkpoint cannot become one: keep using it with bigmodel (test/predict "
+            "--ckpt_path), or fine-tune again with --model.init_args.pooling pooler and export that")
+
+
+def _prompt_config(ckpt: dict, meta: dict) -> dict[str, Any]:
+    """A prompt (PET) checkpoint's template, verbalizer and classes, for config.json: the MLM alone cannot
+    reproduce the classifier without them. The template is the run's data setting, which Lightning saves with the
+    data module's hyper-parameters (None for a checkpoint written without a data module)."""
+    template = (ckpt.get("datamodule_hyper_parameters") or {}).get("template")
+    return {"template": template, "verbalizer": meta.get("verbalizer"), "class_names": meta.get("class_names"),
+            "score": "log-sum-exp of the MLM logits of each class's words at the template's mask"}
 
 
 def checkpoint_from_source(init_from: str, class_names: list[str] | None = None, pooling: str | None = None,

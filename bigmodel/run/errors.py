@@ -56,11 +56,48 @@ def own_error(err: BaseException) -> BaseException | None:
 _NOISE = ("Does not validate", "Subtypes:", "Errors:", "Given value", "Expected a <class 'NoneType'>")
 
 
+_LITERAL = re.compile(r"typing\.Literal\[([^\]]*)\]")
+_NONE_WORDS = ("none", "null", "off", "no", "false", "0", "")
+
+
+def choice_message(text: str) -> str | None:
+    """A value outside a ``Literal`` option's choices as ``model.init_args.quantize: 'none' is not one of
+    ['int8']; ...``; for an ``Optional[Literal]`` it says that null (unquoted) is YAML's None, which 'none' is not.
+    None when the innermost key's type is not made of Literals (and None) only."""
+    keys = list(re.finditer(r'Parser key "([\w.]+)":', text))
+    if not keys:
+        return None
+    path = keys[0][1]
+    for previous, key in zip(keys, keys[1:]):  # a key after a class_path is one of that class's init_args
+        path += (".init_args." if "class_path" in text[previous.end(): key.start()] else ".") + key[1]
+    tail = text[keys[-1].end():]
+    union = re.match(r"\s*Does not validate[^\n]*\n\s*Subtypes: \[([^\n]*)\]\n", tail)
+    if union:  # Optional[Literal[...]] or a Union of Literals: the value is on the key's 'Given value' line
+        types, given = union[1], re.search(r"Given value: ([^\n]*)", tail)
+        if given is None or _LITERAL.sub("", types).replace("<class 'NoneType'>", "").strip(" ,"):
+            return None
+        literals, value, optional = _LITERAL.findall(types), given[1], "NoneType" in types
+    else:
+        single = re.match(r"\s*Expected a typing\.Literal\[([^\]]*)\]\. Got value: ([^\n]*)", tail)
+        if single is None:
+            return None
+        literals, value, optional = [single[1]], single[2], False
+    choices = list(dict.fromkeys(c.strip().strip("'\"") for group in literals for c in group.split(",")))
+    message = f"{path}: {value!r} is not one of {choices}"
+    if optional and value.strip().lower() in _NONE_WORDS:
+        return f"{message}; use null to switch it off ({value!r} is a string; null, unquoted, is YAML's None)"
+    close = difflib.get_close_matches(value, choices, n=1)
+    return message + (" or null" if optional else "") + (f"; did you mean '{close[0]}'?" if close else "")
+
+
 def parse_error_message(text: str) -> str:
-    """jsonargparse's multi-line report -> one line, with a 'did you mean' for a misspelled option."""
+    """jsonargparse's multi-line report -> one line, with a 'did you mean' for a misspelled option or choice."""
     lines = [line.strip().removeprefix("- ") for line in text.splitlines() if line.strip()]
     if not lines:
         return "bad arguments"
+    choice = choice_message(text)
+    if choice is not None:
+        return choice
     details = [line for line in lines[1:] if not line.startswith(_NOISE)]
     message = " ".join([lines[0]] + details).replace(": :", ":").replace(":: ", ": ")
     option = re.search(r"Option '(\w+)' is not accepted", text)

@@ -30,11 +30,12 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 
 class RunStopped(Exception):
-    """Raised after ``last.ckpt`` was written for a fit stopped by a signal; the CLI prints it as one line."""
+    """Raised after ``last.ckpt`` was written for a fit stopped by a signal; the CLI prints it as one line, on
+    global rank zero only (``say``: every rank raises it, to exit with the signal's status)."""
 
-    def __init__(self, signum: int, message: str, requeued: bool = False) -> None:
+    def __init__(self, signum: int, message: str, requeued: bool = False, say: bool = True) -> None:
         super().__init__(message)
-        self.signum, self.requeued = signum, requeued
+        self.signum, self.requeued, self.say = signum, requeued, say
 
     @property
     def exit_code(self) -> int:
@@ -213,7 +214,7 @@ class StopSafely(Callback):
             if trainer.is_global_zero:
                 _link_or_copy(path, hpc)  # the requeued job resumes from the newest hpc_ckpt: this exact step
             message += f"; SLURM requeued the job, which resumes from {hpc}"
-        return RunStopped(signum, message, requeued=self.requeued)
+        return RunStopped(signum, message, requeued=self.requeued, say=trainer.is_global_zero)
 
 
 def _loader_worker_killed(exception: BaseException) -> bool:

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import warnings
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import lightning as L
 import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import nn
 
 from bigmodel.nn import EncoderConfig, num_parameters
@@ -25,6 +29,7 @@ from bigmodel.tasks.finetuning import FineTuning, Int8Inference
 from bigmodel.tasks.guards import NonFiniteGuard
 from bigmodel.tasks.optim import Schedule, build_optimizer
 from bigmodel.tasks.parts import drop_left_out, reading_checkpoint
+from bigmodel.utils.formatting import count, share
 from bigmodel.utils.seeding import mix_seed
 
 
@@ -183,7 +188,16 @@ class TaskBase(L.LightningModule):
     def log_untrained_heads(self, prefix: str) -> None:
         """Marks an epoch's metrics with ``<prefix>random_head: 1`` when ``untrained_heads`` made them."""
         if self.untrained_heads():
-            self.log(f"{prefix}random_head", 1.0)
+            self.log_global({f"{prefix}random_head": 1.0})
+
+    def log_global(self, values: Mapping[str, torch.Tensor | float], **kwargs: Any) -> None:
+        """Logs epoch values that are the same on every rank already (torchmetrics synced them, or all_gather):
+        no all-reduce, and without Lightning's advice to add ``sync_dist=True``, which it gives under DDP for any
+        epoch value logged without it (silenced for these keys only)."""
+        for key in values:
+            warnings.filterwarnings("ignore", message=re.escape(f"It is recommended to use `self.log({key!r}, "),
+                                    category=PossibleUserWarning)
+        self.log_dict(dict(values), sync_dist=False, **kwargs)
 
     def load_pretrained(self, pretrained: Pretrained) -> list[str]:
         """Puts ``init_from``'s weights into ``self.net``; returns notes on what was adapted or left new (and lists
@@ -266,8 +280,8 @@ class TaskBase(L.LightningModule):
     def on_fit_start(self) -> None:
         total, trainable = num_parameters(self.net), num_parameters(self.net, trainable_only=True)
         mode = f"; finetune: {self.hparams.finetune}" if "finetune" in self.hparams else ""
-        rank_zero_info(f"{type(self).__name__}: {total / 1e6:.2f}M parameters ({trainable / 1e6:.2f}M trainable, "
-                       f"{100 * trainable / max(total, 1):.2f} %{mode})")
+        rank_zero_info(f"{type(self).__name__}: {count(total)} parameters ({count(trainable)} trainable, "
+                       f"{share(trainable, total)}{mode})")
         for logger in self.loggers:
             logger.log_metrics({"params/total": float(total), "params/trainable": float(trainable)}, step=0)
 

@@ -73,8 +73,8 @@ class ClassificationTask(Task):
         adversarial: FGM or PGD on the embedding output (``{method: fgm, epsilon: 0.02}``, ``{method: pgd,
             epsilon: 0.02, steps: 3}``; ``bigmodel.nn.adversarial``), on top of any fine-tuning mode; the loss is
             clean + adversarial.
-        distill_from: a trained classification checkpoint of the same classes (and tokenizer, for text) as
-            teacher: the loss becomes ``(1 - distill_weight) * cross-entropy + distill_weight * T^2 * KL`` with
+        distill_from: a trained classification checkpoint (not a prompt one) of the same classes (and tokenizer,
+            for text) as teacher: the loss becomes ``(1 - distill_weight) * cross-entropy + distill_weight * T^2 * KL`` with
             the teacher's softened probabilities (``distill_temperature``). The teacher runs in eval mode without
             gradients, only in ``fit``, and is not saved in this model's checkpoints.
         **kwargs: optimiser and fine-tuning settings, see ``Task``.
@@ -281,7 +281,7 @@ class ClassificationTask(Task):
         self._evaluate(batch, batch_idx, "val")
 
     def on_validation_epoch_end(self) -> None:
-        self.log_dict(self.val_metrics.compute(), prog_bar=True)
+        self.log_global(self.val_metrics.compute(), prog_bar=True)
         self.log_untrained_heads("val/")
         self.val_metrics.reset()
         matrix = self.val_confusion.compute().cpu()  # collective under DDP: every rank computes, rank zero draws
@@ -296,7 +296,7 @@ class ClassificationTask(Task):
         self._evaluate(batch, batch_idx, "test")
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_metrics.compute())
+        self.log_global(self.test_metrics.compute())
         self.log_untrained_heads("test/")
         self.test_metrics.reset()
         matrix = self.test_confusion.compute().cpu()

@@ -20,7 +20,13 @@ def load_teacher(path: str, student: TaskBase) -> L.LightningModule:
     sequence), in eval mode, without gradients."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"distill_from {path!r} does not exist; point it to the teacher's .ckpt")
-    meta = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get(META_KEY) or {}
+    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    meta = ckpt.get(META_KEY) or {}
+    if meta.get("task") == "prompt":  # its forward needs the template's mask position; the student's texts have none
+        template = (ckpt.get("datamodule_hyper_parameters") or {}).get("template")
+        raise ValueError(f"distill_from {path!r} is a prompt (PET) checkpoint: it scores the mask of its template"
+                         f"{f' {template!r}' if template else ''}, which the student's data (plain texts) does not "
+                         "build; distil from a classification checkpoint (e.g. one fine-tuned from the same MLM)")
     if meta.get("task") != "classification":
         raise ValueError(f"distill_from {path!r} is a {meta.get('task', 'non-bigmodel')!r} checkpoint; the teacher "
                          "must be a classification checkpoint of this project")

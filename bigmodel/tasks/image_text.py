@@ -198,10 +198,10 @@ class ImageTextTask(Task):
         self._eval_step(batch)
 
     def on_validation_epoch_end(self) -> None:
-        self.log_dict(self._evaluate("val/"), prog_bar=True)
+        self.log_global(self._evaluate("val/"), prog_bar=True)
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self._evaluate("test/"))
+        self.log_global(self._evaluate("test/"))
 
     def _gathered(self, key: str, pad: int | None = None) -> torch.Tensor:
         """This epoch's values of ``key`` from every rank (the samplers give all ranks the same number)."""

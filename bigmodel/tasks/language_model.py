@@ -49,8 +49,8 @@ class LanguageModelTask(Task):
     def on_validation_epoch_end(self) -> None:
         tokens = self.val_tokens.compute().clamp(min=1)
         loss = self.val_loss_sum.compute() / tokens
-        self.log_dict({"val/loss": loss, "val/ppl": loss.exp(), "val/acc": self.val_hits.compute() / tokens},
-                      prog_bar=True)
+        self.log_global({"val/loss": loss, "val/ppl": loss.exp(), "val/acc": self.val_hits.compute() / tokens},
+                        prog_bar=True)
         self.log_untrained_heads("val/")
         for metric in (self.val_loss_sum, self.val_hits, self.val_tokens):
             metric.reset()

@@ -36,6 +36,7 @@ def verbalizer_ids(tokenizer: Any, verbalizer: dict[str, list[str]], class_names
                          f"for each class{f' (missing {missing})' if missing else ''}"
                          f"{f', not for {extra}' if extra else ''}")
     ids = []
+    owner: dict[int, tuple[str, str]] = {}  # token id -> (class, word) that first claimed it
     for name in class_names:
         row = []
         for word in verbalizer[name]:
@@ -44,6 +45,12 @@ def verbalizer_ids(tokenizer: Any, verbalizer: dict[str, list[str]], class_names
                 pieces = tokenizer.convert_ids_to_tokens(tokens)
                 raise ValueError(f"verbalizer word {word!r} (class {name!r}) is {pieces} for this tokenizer; each word "
                                  "must be one token of its vocabulary: choose another word")
+            first, first_word = owner.setdefault(tokens[0], (name, word))
+            if first != name:  # the same logit would score both classes: they could not be told apart by it
+                token = tokenizer.convert_ids_to_tokens(tokens[0])
+                raise ValueError(f"verbalizer gives the word {token!r} to both class {first!r} ({first_word!r}) and "
+                                 f"class {name!r} ({word!r}): a word may answer for one class only; choose another "
+                                 "word for one of them")
             row.append(tokens[0])
         ids.append(row)
     return ids
@@ -76,9 +83,11 @@ class PromptClassificationTask(ClassificationTask):
         **kwargs: Any,
     ) -> None:
         self.verbalizer = {str(k): [v] if isinstance(v, str) else list(v) for k, v in (verbalizer or {}).items()}
-        if not self.verbalizer or not all(self.verbalizer.values()):
-            raise ValueError("verbalizer must give each class at least one word, e.g. {negative: [terrible], "
-                             "positive: [great]}")
+        empty = [name for name, words in self.verbalizer.items() if not words]
+        if not self.verbalizer or empty:
+            which = f"class {empty[0]!r} has no words" if empty else "it is empty"
+            raise ValueError(f"verbalizer must give each class at least one word ({which}), e.g. "
+                             "{negative: [terrible], positive: [great]}")
         super().__init__(num_classes=num_classes, class_names=class_names, encoder=encoder,
                          encoder_config=encoder_config, vocab_size=vocab_size, init_from=init_from,
                          label_smoothing=label_smoothing, **kwargs)

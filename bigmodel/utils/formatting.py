@@ -28,14 +28,19 @@ def count(n: int) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
 
 
+def share(part: int, whole: int) -> str:
+    """``19 %``, ``0.00341 %``: three significant digits, so a linear probe's few trained weights do not read 0."""
+    return f"{100 * part / max(whole, 1):.3g} %"
+
+
 def trained_parameters(point: dict[str, Any]) -> str:
     """``1.03M / 5.45M (19 %)``; ``0 / 5.58M (no fit)`` for a sweep that only tested; empty when not recorded."""
     params = point.get("parameters")
     if not params:
         return ""
     trained = params["trainable"] if point.get("fitted", True) else 0
-    share = f"{100 * trained / params['total']:.3g} %" if trained else "no fit"
-    return f"{count(trained)} / {count(params['total'])} ({share})"
+    part = share(trained, params["total"]) if trained else "no fit"
+    return f"{count(trained)} / {count(params['total'])} ({part})"
 
 
 def duration(seconds: float) -> str:

@@ -99,6 +99,7 @@ def test_two_ddp_ranks_on_an_uneven_set_count_each_example_once(tmp_path):
     proc = subprocess.run([sys.executable, str(tmp_path / "worker.py"), str(tmp_path)], cwd=root, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "sync_dist=True" not in proc.stderr, proc.stderr[-3000:]  # global values: no advice to sync them again
     ddp = json.loads((tmp_path / "metrics.json").read_text())
     trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         default_root_dir=tmp_path)

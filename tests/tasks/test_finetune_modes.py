@@ -92,6 +92,18 @@ def test_probe_and_bitfit_freeze_what_they_claim():
     assert all(p.requires_grad for p in full.net.parameters())
 
 
+def test_the_parameter_line_reads_a_few_trained_weights_not_zero(caplog):
+    """A linear probe trains classes x (hidden + 1) weights of many more: the line says how many, not '0.00M'."""
+    probe = _task("linear_probe")
+    trained = sum(p.numel() for p in probe.net.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in probe.net.parameters())
+    with caplog.at_level("INFO"):
+        probe.on_fit_start()
+    assert trained == 3 * (CONFIG.hidden_size + 1)
+    assert (f"ClassificationTask: {total / 1e3:.1f}k parameters ({trained} trainable, "
+            f"{100 * trained / total:.3g} %; finetune: linear_probe)") in caplog.text
+
+
 def test_a_linear_probe_checkpoint_from_before_one_linear_layer_loads_as_a_pooler_probe(tmp_path):
     import lightning as L
 

@@ -209,6 +209,25 @@ def test_a_roberta_directory_imports_and_exports_back_exactly(tmp_path):
         assert torch.equal(back.state_dict()[key], value), key
 
 
+def test_a_trained_mean_pooling_classifier_is_refused_with_what_to_do_instead(tmp_path):
+    """Its head learned mean-pooled states; BertForSequenceClassification has no place for that: the line says to
+    keep the checkpoint in bigmodel or fine-tune with the pooler, and nothing is written."""
+    from bigmodel.commands.export import export
+    from bigmodel.tasks import ClassificationTask
+
+    task = ClassificationTask(num_classes=2, vocab_size=100, encoder="bert-tiny", pooling="mean")
+    task.configure_model()
+    ckpt = {"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams)}
+    task.on_save_checkpoint(ckpt)
+    torch.save(ckpt, tmp_path / "mean.ckpt")
+    with pytest.raises(ValueError, match=r"^this classifier reads mean pooling; BertForSequenceClassification reads "
+                                         r"\[CLS\] through the tanh pooler only, so this trained checkpoint cannot "
+                                         r"become one: keep using it with bigmodel \(test/predict --ckpt_path\), or "
+                                         r"fine-tune again with --model.init_args.pooling pooler and export that$"):
+        export(str(tmp_path / "mean.ckpt"), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_roberta_classifier_keeps_robertas_head_through_a_checkpoint_and_exports_back_exactly(tmp_path):
     """A RoBERTa classifier's head drops <s> out before its dense (RobertaClassificationHead); the setting is in the
     checkpoint's encoder config, so a reload rebuilds it, and the export is RobertaForSequenceClassification again

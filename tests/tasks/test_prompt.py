@@ -2,6 +2,7 @@
 test + PET fine-tuning through the CLI."""
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,13 @@ def test_class_scores_are_the_mlm_logits_of_the_verbaliser_words(tokenizer):
     with pytest.raises(ValueError, match=r"verbalizer names \['neg'\] but the classes are \['neg', 'pos'\]"):
         PromptClassificationTask(verbalizer={"neg": "bad"}, num_classes=2, class_names=["neg", "pos"],
                                  vocab_size=len(tokenizer)).set_tokenizer(tokenizer)
+    same = r"verbalizer gives the word 'bad' to both class 'neg' \('bad'\) and class 'pos' \('BAD'\): a word may"
+    with pytest.raises(ValueError, match=same):  # one logit cannot score two classes apart
+        PromptClassificationTask(verbalizer={"neg": ["terrible", "bad"], "pos": ["great", "BAD"]}, num_classes=2,
+                                 class_names=["neg", "pos"], vocab_size=len(tokenizer)).set_tokenizer(tokenizer)
+    with pytest.raises(ValueError, match=r"at least one word \(class 'pos' has no words\)"):
+        PromptClassificationTask(verbalizer={"neg": "bad", "pos": []}, num_classes=2, class_names=["neg", "pos"],
+                                 vocab_size=len(tokenizer))
 
 
 def test_few_shot_sampling_is_balanced_seeded_and_shared_by_any_task(tmp_path, tokenizer):
@@ -94,9 +102,10 @@ def test_few_shot_sampling_is_balanced_seeded_and_shared_by_any_task(tmp_path, t
     assert [p + " it was." for p in plain] == [p.replace(" .", ".") for p in prompted]
 
 
-def test_zero_shot_test_then_pet_fine_tuning_through_the_cli(mlm_checkpoint, tmp_path, monkeypatch):
+def test_zero_shot_test_then_pet_fine_tuning_through_the_cli(mlm_checkpoint, tmp_path, monkeypatch, capsys):
     """The offline recipe: its zero-shot accuracy equals the MLM's cloze answers counted by hand; a few-shot fit
-    saves a prompt checkpoint that test and predict read back."""
+    saves a prompt checkpoint that test and predict read back, and export writes its MLM with the template and
+    verbalizer in config.json (transformers loads it offline; the line says it does not apply them)."""
     monkeypatch.chdir(tmp_path)
     recipe = str(EXPERIMENTS / "quickstart" / "prompt_pydoc_topics.yaml")
     source = ["--model.init_args.init_from", mlm_checkpoint, "--data.init_args.tokenizer", mlm_checkpoint,
@@ -130,3 +139,19 @@ def test_zero_shot_test_then_pet_fine_tuning_through_the_cli(mlm_checkpoint, tmp
     row, = csv.DictReader(open(tmp_path / "pred.csv"))
     assert row["text"].startswith("The for statement") and row["class_name"] in fit.model.class_names
     assert sum(float(v) for k, v in row.items() if k.startswith("prob_")) == pytest.approx(1, abs=1e-4)
+
+    import transformers
+
+    from bigmodel.commands.export import export
+
+    capsys.readouterr()
+    out = export(str(last), str(tmp_path / "exported"))
+    assert capsys.readouterr().out.strip().endswith(
+        "config.json's bigmodel_prompt holds the template and verbalizer, which transformers' BertForMaskedLM does not "
+        "apply: fill the template, read the logits at its mask and score each class by its words' logits "
+        "(log-sum-exp), or classify with bigmodel test/predict --ckpt_path")
+    prompt = json.loads((out / "config.json").read_text())["bigmodel_prompt"]
+    assert prompt["template"] == fit.datamodule.hparams.template and "{mask}" in prompt["template"]
+    assert prompt["verbalizer"] == fit.model.verbalizer and prompt["class_names"] == fit.model.class_names
+    hf = transformers.AutoModelForMaskedLM.from_pretrained(out, local_files_only=True)
+    assert type(hf).__name__ == "BertForMaskedLM" and hf.config.bigmodel_prompt == prompt

@@ -113,6 +113,34 @@ def test_a_cnn_teaches_the_digits_vit_through_the_cli(tmp_path, monkeypatch):
             num_classes=2, class_names=["a", "b"], vocab_size=10))
 
 
+def test_a_prompt_teacher_is_refused_saying_why(tmp_path):
+    """A PET model answers at its template's mask: on the student's plain-text batches it has nothing to read (its
+    forward refuses them), so distill_from refuses the checkpoint, naming the template, at setup."""
+    import lightning
+
+    from bigmodel.data.tokenizer import train_wordpiece
+    from bigmodel.tasks import PromptClassificationTask
+
+    tokenizer = train_wordpiece(["the plot was good and the acting bad"] * 20, vocab_size=120)
+    teacher = PromptClassificationTask(verbalizer={"neg": "bad", "pos": "good"}, num_classes=2,
+                                       class_names=["neg", "pos"], vocab_size=len(tokenizer))
+    teacher.set_tokenizer(tokenizer)
+    plain = dict(tokenizer(["the plot was good"], return_tensors="pt"))  # what the student's data module builds
+    with pytest.raises(ValueError, match="the batch has no mask_index"):
+        teacher(plain)
+    ckpt = {"state_dict": teacher.state_dict(), "hyper_parameters": dict(teacher.hparams),
+            "pytorch-lightning_version": lightning.__version__,
+            "datamodule_hyper_parameters": {"template": "{text} It was {mask}."}}
+    teacher.on_save_checkpoint(ckpt)
+    path = str(tmp_path / "pet.ckpt")
+    torch.save(ckpt, path)
+    with pytest.raises(ValueError) as err:
+        load_teacher(path, ClassificationTask(num_classes=2, class_names=["neg", "pos"], vocab_size=len(tokenizer)))
+    assert str(err.value) == (f"distill_from {path!r} is a prompt (PET) checkpoint: it scores the mask of its template "
+                              "'{text} It was {mask}.', which the student's data (plain texts) does not build; "
+                              "distil from a classification checkpoint (e.g. one fine-tuned from the same MLM)")
+
+
 def test_a_teacher_with_fewer_positions_than_the_data_is_refused_at_setup(tmp_path):
     """The student's positions were checked against data.max_length at setup, the teacher's were not: a batch longer
     than the teacher's table failed in its embedding mid-training. Now setup refuses, naming the teacher."""
