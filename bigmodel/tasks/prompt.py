@@ -51,7 +51,8 @@ def verbalizer_ids(tokenizer: Any, verbalizer: dict[str, list[str]], class_names
                 raise ValueError(f"verbalizer gives the word {token!r} to both class {first!r} ({first_word!r}) and "
                                  f"class {name!r} ({word!r}): a word may answer for one class only; choose another "
                                  "word for one of them")
-            row.append(tokens[0])
+            if tokens[0] not in row:  # a word given twice (or "bad" and "Bad" in an uncased vocabulary) counts once:
+                row.append(tokens[0])  # twice in the log-sum-exp would add log 2 to its class's score
         ids.append(row)
     return ids
 

@@ -74,6 +74,10 @@ def test_class_scores_are_the_mlm_logits_of_the_verbaliser_words(tokenizer):
     with pytest.raises(ValueError, match=same):  # one logit cannot score two classes apart
         PromptClassificationTask(verbalizer={"neg": ["terrible", "bad"], "pos": ["great", "BAD"]}, num_classes=2,
                                  class_names=["neg", "pos"], vocab_size=len(tokenizer)).set_tokenizer(tokenizer)
+    from bigmodel.tasks.prompt import verbalizer_ids
+
+    twice = verbalizer_ids(tokenizer, {"neg": ["bad", "Bad", "terrible"], "pos": ["great"]}, ["neg", "pos"])
+    assert twice == [[ids["bad"], ids["terrible"]], [ids["great"]]]  # once each: no log 2 for a repeated word
     with pytest.raises(ValueError, match=r"at least one word \(class 'pos' has no words\)"):
         PromptClassificationTask(verbalizer={"neg": "bad", "pos": []}, num_classes=2, class_names=["neg", "pos"],
                                  vocab_size=len(tokenizer))
