@@ -85,10 +85,12 @@ def parser() -> argparse.ArgumentParser:
 
 def stopped_line(runs: list[Run], signum: int) -> str:
     """The one line a stopped sweep ends with: what stopped it, where its runs are, and how to go on."""
-    stopped = sum(r.status == "interrupted" for r in runs)
+    stopped = [r for r in runs if r.status == "interrupted"]
+    saved = sum((r.checkpoints / "last.ckpt").is_file() for r in stopped)
     pending = sum(r.status == "pending" for r in runs)
-    return (f"bigmodel: sweep stopped by {signal.Signals(signum).name}: {stopped} run{'s' * (stopped != 1)} stopped "
-            f"at a saved step, {pending} not started; to resume, run the same command again")
+    return (f"bigmodel: sweep stopped by {signal.Signals(signum).name}: {len(stopped)} run{'s' * (len(stopped) != 1)} "
+            f"stopped ({saved} with a last.ckpt to resume from), {pending} not started; to resume, run the same "
+            "command again")
 
 
 def main(argv: list[str]) -> None:

@@ -212,7 +212,8 @@ class Sweep:
             return True
         stopped = code in _INTERRUPTED or self.stop_signal is not None  # a run the stop ended, however it exited
         run.status = "interrupted" if stopped else "failed"
-        ended = f"killed by {_signal_name(-code)}" if code < 0 else f"exit {code}: {_last_line(log)}"
+        ended = (f"killed by {_signal_name(-code)}: nothing saved by this stop" if code < 0  # e.g. while starting
+                 else f"exit {code}: {_last_line(log)}")
         run.error = f"{stage} {ended}"
         print(f"sweep: {run.point} seed {run.seed}: {run.error} (log: {log})", flush=True)
         return False
