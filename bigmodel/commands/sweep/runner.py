@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -130,7 +130,10 @@ class Sweep:
         previous = {signum: signal.signal(signum, self._on_signal) for signum in handled}
         try:
             with ThreadPoolExecutor(self.parallel) as pool:
-                for future in [pool.submit(self._run, run) for run in self.runs]:
+                futures = [pool.submit(self._run, run) for run in self.runs]
+                while wait(futures, timeout=1.0).not_done:  # a signal that comes while another is being handled
+                    pass  # runs its handler only when Python code runs again (CPython): here, within a second
+                for future in futures:
                     future.result()
         finally:
             for signum, handler in previous.items():
