@@ -284,3 +284,25 @@ def test_sweeps_of_different_test_data_are_flagged_and_a_missing_metric_says_whe
             "the differences compare data as well as methods") in out
     with pytest.raises(ValueError, match=r"test/accc: measured in neither sweep; both have test/acc, "):
         compare.main([str(sst2), str(digits), "--metric", "test/accc"])
+
+
+def test_an_extra_seed_on_one_side_still_pairs_on_the_seeds_both_have(tmp_path, capsys):
+    """One sweep with a fourth seed: paired over the three shared ones (not Welch over all), n says so and the
+    seed left out is named; Welch only when fewer than 2 seeds are shared, its n per sweep."""
+    reference = _summary(tmp_path / "a", {s: REFERENCE[s] for s in ("0", "1", "2")})
+    other = _summary(tmp_path / "b", OTHER)  # seeds 0-3
+    shared = ("0", "1", "2")
+    expected = stats.ttest_rel([OTHER[s] for s in shared], [REFERENCE[s] for s in shared]).confidence_interval()
+    compare.main([reference, other, "--metric", "test/acc"])
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| b − a"))
+    cells = row.strip("| ").split(" | ")
+    assert cells[2].endswith(f"[{compare.number(expected.low)}, {compare.number(expected.high)}]")
+    assert cells[4:6] == ["3 (of 4 vs 3)", "paired on the seeds both have (left out: seed 3 of b)"]
+    assert cells[6] == "not resolved at 3 seeds"
+    cell = compare.delta(compare.load(other)["points"][0], compare.load(other), compare.load(reference), "test/acc", "A")
+    assert "vs A (paired, n=3 (of 4 vs 3)): " in cell
+
+    apart = _summary(tmp_path / "c", {"2": 0.70, "5": 0.76, "6": 0.73, "7": 0.72})  # one seed in common
+    compare.main([reference, apart, "--metric", "test/acc"])
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| c − a"))
+    assert row.strip("| ").split(" | ")[4:6] == ["4 vs 3", "unpaired (different seeds): Welch"]

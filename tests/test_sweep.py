@@ -3,7 +3,9 @@ failures reported, finished seeds never rerun; the README's results table is wha
 
 import json
 import shutil
+import signal
 import subprocess
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -106,6 +108,124 @@ class _Child:
         return self.code
 
 
+class StoppedRuns(FakeRuns):
+    """FakeRuns whose first ``hold`` fits run until a signal reaches them (each leaves its ``last.ckpt``); the last of
+    them to start gives the sweep a Ctrl-C (``group``: the runs get it too, as in a terminal or under ``timeout -s
+    INT``), and ``twice`` a second one once the sweep has stopped its runs."""
+
+    def __init__(self, monkeypatch, hold, group, twice=False):
+        super().__init__(monkeypatch)
+        self.hold, self.group, self.twice, self.running = hold, group, twice, []
+
+    def popen(self, command, stdout, stderr, env):
+        if command[3] != "fit" or len(self.running) == self.hold:
+            return super().popen(command, stdout, stderr, env)
+        self.calls.append(command[3:])
+        checkpoints = next(a.split("=", 1)[1] for a in command if a.startswith("--checkpoint.dirpath="))
+        Path(checkpoints).mkdir(parents=True, exist_ok=True)
+        Path(checkpoints, "last.ckpt").write_text("weights at step 3")
+        self.running.append(_Running(Path(stdout.name), self, Path(checkpoints, "last.ckpt"), last=len(self.running) + 1 == self.hold))
+        return self.running[-1]
+
+    def ctrl_c(self):
+        if self.group:
+            for child in self.running:
+                child.signals.append(signal.SIGINT)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+
+class _Running:
+    """A fit in progress that ends as ``bigmodel fit`` does: at a saved step after SIGTERM or one SIGINT (exit 128 +
+    signal), at once after a second SIGINT in a row (130, nothing saved) or a kill. ``signals``: every one it got."""
+
+    def __init__(self, stdout, runs, checkpoint, last):
+        self.log, self.runs, self.checkpoint, self.last = stdout, runs, checkpoint, last
+        self.signals, self.stopped = [], threading.Event()
+
+    def send_signal(self, signum):
+        self.signals.append(signum)
+        self.stopped.set()
+
+    def kill(self):
+        self.send_signal(signal.SIGKILL)
+
+    def wait(self):
+        if self.last:
+            self.runs.ctrl_c()
+        if not self.stopped.wait(10):  # no signal from the sweep: the run would train to its end
+            return 0
+        if self.last and self.runs.twice:
+            self.stopped.clear()
+            self.runs.ctrl_c()
+            self.stopped.wait(10)
+        if signal.SIGKILL in self.signals:
+            return -signal.SIGKILL
+        if self.signals[-2:] == [signal.SIGINT, signal.SIGINT]:
+            self.write("bigmodel: interrupted by Ctrl-C; nothing was saved by this stop")
+            return 130
+        name = signal.Signals(self.signals[-1]).name
+        self.write(f"bigmodel: stopped by {name} at step 3; saved {self.checkpoint}")
+        return 128 + self.signals[-1]
+
+    def write(self, line):
+        with open(self.log, "a") as out:  # its own file descriptor, as a process's output
+            out.write(line + "\n")
+
+
+@pytest.mark.parametrize("group, parallel", [(False, 1), (True, 1), (True, 2)])
+def test_one_ctrl_c_stops_the_sweep_and_the_same_command_resumes_it(tmp_path, monkeypatch, capsys, group, parallel):
+    """The Ctrl-C reaches the sweep alone (kill -INT <pid>) or its whole process group (a terminal, timeout -s INT):
+    either way each running fit is stopped at a saved step (SIGTERM; never a second SIGINT, which would stop it
+    without saving), no further run starts, and the summary says which runs stopped and which never started."""
+    monkeypatch.chdir(tmp_path)
+    fake = StoppedRuns(monkeypatch, hold=parallel, group=group)
+    command = ["-c", DIGITS_CNN, "--seeds", "0", "1", "2", "--out", "sw", "--parallel", str(parallel)]
+    with pytest.raises(SystemExit) as stop:
+        sweep.main(command)
+    assert stop.value.code == 130
+    assert [args[0] for args in fake.calls] == ["fit"] * parallel  # no later run started
+    for child in fake.running:
+        assert child.signals == [signal.SIGINT] * group + [signal.SIGTERM]
+    runs = json.loads(Path("sw/summary.json").read_text())["runs"]
+    for run in runs[:parallel]:
+        assert run["status"] == "interrupted"
+        assert run["error"] == (f"fit exit 143: bigmodel: stopped by SIGTERM at step 3; saved "
+                                f"sw/default/seed{run['seed']}/checkpoints/last.ckpt")
+    assert [(r["status"], r["error"]) for r in runs[parallel:]] == \
+        [("pending", "not started (the sweep was stopped)")] * (3 - parallel)
+    assert "- seed 2 unfinished: not started (the sweep was stopped)" in Path("sw/summary.md").read_text()
+    err = capsys.readouterr().err
+    assert err.endswith(f"bigmodel: sweep stopped by SIGINT: {parallel} run{'s' * (parallel > 1)} stopped ({parallel} "
+                        f"with a last.ckpt to resume from), {3 - parallel} not started; to resume, run the same "
+                        "command again\n")
+
+    sweep.main(command)  # the same command: the stopped fits resume, each appending to its fit.log
+    resumed = [args for args in fake.calls[parallel:] if "--ckpt_path=last" in args]
+    assert sorted(a for args in resumed for a in args if a.startswith("--seed_everything")) == \
+        [f"--seed_everything={seed}" for seed in range(parallel)]
+    assert len(fake.calls) == parallel + 2 * 3
+    log = Path("sw/default/seed0/fit.log").read_text().splitlines()
+    assert log[0] == "bigmodel: stopped by SIGTERM at step 3; saved sw/default/seed0/checkpoints/last.ckpt"
+    assert log[2].startswith("===== sweep: fit resumed from sw/default/seed0/checkpoints/last.ckpt on 20")
+    assert all(r["status"] == "done" for r in json.loads(Path("sw/summary.json").read_text())["runs"])
+    capsys.readouterr()
+    sweep.main(command)
+    assert "sweep: 3 of 3 runs reused from sw (same settings); 0 to run\n" in capsys.readouterr().out
+
+
+def test_a_second_ctrl_c_stops_the_runs_at_once(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    fake = StoppedRuns(monkeypatch, hold=1, group=True, twice=True)
+    with pytest.raises(SystemExit) as stop:
+        sweep.main(["-c", DIGITS_CNN, "--seeds", "0", "1", "--out", "sw"])
+    assert stop.value.code == 130 and len(fake.calls) == 1
+    assert fake.running[0].signals == [signal.SIGINT, signal.SIGTERM, signal.SIGINT, signal.SIGKILL]
+    runs = json.loads(Path("sw/summary.json").read_text())["runs"]
+    assert [(r["status"], r["error"]) for r in runs] == [
+        ("interrupted", "fit killed by SIGKILL: nothing saved by this stop"), ("pending", "not started (the sweep was stopped)")]
+    assert "(Ctrl-C again stops them at once without saving)" in capsys.readouterr().err
+
+
 def test_a_rerun_reuses_runs_only_when_made_with_the_same_settings(tmp_path, monkeypatch):
     """A changed override or config file stops the sweep before anything runs, naming the directory and the change
     (the old runs' numbers were reported under the new command); the same settings however spelled reuse the runs,
@@ -132,8 +252,13 @@ def test_a_rerun_reuses_runs_only_when_made_with_the_same_settings(tmp_path, mon
         sweep.main(command)
     assert len(fake.calls) == 2  # nothing ran
     Path("short.yaml").write_text("trainer: {max_epochs: 1}\n")
+    log = out / "default" / "seed0" / "fit.log"
+    log.write_text("the interrupted fit's output\n")
     sweep.main(command)
     assert fake.calls[2][0] == "fit" and "--ckpt_path=last" in fake.calls[2]
+    first, blank, separator = log.read_text().splitlines()  # the resume appended to the log, below a separator
+    assert first == "the interrupted fit's output" and separator.startswith(
+        f"===== sweep: fit resumed from {out}/default/seed0/checkpoints/last.ckpt on 20")
 
     fake.fail = {"0"}
     with pytest.raises(SystemExit):
@@ -168,15 +293,20 @@ def test_a_failed_rerun_keeps_the_summary_with_more_finished_runs(tmp_path, monk
     assert [r["seed"] for r in json.loads((kept / "summary.json").read_text())["runs"]] == [0]
 
 
-def test_a_reused_run_reports_the_wall_time_it_took(tmp_path, monkeypatch):
+def test_a_reused_run_reports_the_wall_time_it_took(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     fake = FakeRuns(monkeypatch)
+    sweep.main(["-c", DIGITS_CNN, "--seeds", "0", "--out", "sw"])
+    assert "reused" not in capsys.readouterr().out
+    sweep.main(["-c", DIGITS_CNN, "--seeds", "0", "1", "--out", "sw"])  # one seed more
+    assert "sweep: 1 of 2 runs reused from sw (same settings: seed 0); 1 to run\n" in capsys.readouterr().out
     for _ in range(2):
         sweep.main(["-c", DIGITS_CNN, "--seeds", "0", "--out", "sw"])
         summary = json.loads(Path("sw/summary.json").read_text())
         assert summary["runs"][0]["seconds"] == {"fit": 7.0, "test": 6.8}
         assert summary["points"][0]["wall_seconds"]["mean"] == pytest.approx(13.8)
-    assert len(fake.calls) == 2  # the second sweep reused the run
+    assert len(fake.calls) == 4  # the later sweeps reused the run
+    assert "sweep: 1 of 1 runs reused from sw (same settings); 0 to run\n" in capsys.readouterr().out
 
 
 def test_test_ckpt_none_tests_the_configs_own_weights_and_a_grid_selects_on_validation(tmp_path, monkeypatch):
@@ -268,6 +398,17 @@ def test_results_renders_rows_from_summaries(tmp_path):
     results.main([str(spec), "--write", str(readme)])
     results.main([str(spec), "--check", str(readme)])
     assert readme.read_text().startswith(f"intro\n{results.BEGIN}\n| Result |")
+    other = tmp_path / "R.md"
+    other.write_text("no markers\n")
+    begin = f"<!-- results table: generated by `bigmodel results {spec} --write {other}`; do not edit -->"
+    with pytest.raises(ValueError) as missing:  # the markers to add name this file and this command
+        results.main([str(spec), "--write", str(other)])
+    assert str(missing.value) == (f"{other} has no results markers; put these two lines where the table goes:\n"
+                                  f"{begin}\n{results.END}")
+    other.write_text(f"{begin}\n{results.END}\n")
+    results.main([str(spec), "--write", str(other)])
+    results.main([str(spec), "--check", str(other)])
+    assert other.read_text().startswith(f"{begin}\n| Result |")
     spec.write_text(f"rows:\n  - {{result: X, summary: {summary}, metric: test/f1}}\n")
     with pytest.raises(ValueError, match="has no 'test/f1'; it has test/acc"):
         results.render(spec)

@@ -10,8 +10,9 @@ says. Each row: the mean difference (other − reference), its sample std, a 95 
 better", "<reference> better", "not resolved at n seeds", or "no spread: cannot assess" when every seed gives the
 same difference) and the seeds per sweep a difference of the observed size would need at the observed spread for
 80 % power (two-sided 5 %, noncentral t; post hoc: from the observed effect, which overstates a noisy one). Sweeps
-whose seeds pair up (the same seed values, each controlling the same randomness) are compared seed by seed (a paired
-t-interval); otherwise Welch's interval is used, and the table says so.
+whose seeds pair up (at least 2 seed values in common, each controlling the same randomness) are compared seed by
+seed on the seeds both have (a paired t-interval; n reads ``3 (of 4 vs 3)`` and the pairing column names the seeds
+left out when one sweep has more); otherwise Welch's interval is used (n ``4 vs 3``), and the table says so.
 
 The intervals are 95 % per comparison, unadjusted, and cover seed-to-seed variance on a fixed test set: the test
 set's own sampling error is not in them. With several rows the last column gives Holm-adjusted verdicts (family:
@@ -111,13 +112,14 @@ def point_of(summary: dict[str, Any], name: str | None = None, where: str = "the
 
 
 def compare_points(metric: str, other: dict[str, Any], reference: dict[str, Any], pair: bool) -> Difference:
-    """``other − reference`` on ``metric``: paired over shared seeds when ``pair``, else Welch's."""
+    """``other − reference`` on ``metric``: paired over the seeds both have a value for when ``pair`` (and at least
+    2 do: with fewer, a paired interval is undefined), else Welch's."""
     a, b = (p["metrics"].get(metric) for p in (other, reference))
     if a is None or b is None:
         where = "neither sweep" if a is None and b is None else "only the reference" if a is None else "only the other"
         have = sorted(set(other["metrics"]) & set(reference["metrics"]))
         raise ValueError(f"{metric}: measured in {where}; both have {', '.join(have) or 'no metric in common'}")
-    if pair:
+    if pair and len(a["values"].keys() & b["values"].keys()) >= 2:
         return paired(metric, a["values"], b["values"])
     return welch(metric, list(a["values"].values()), list(b["values"].values()))
 
@@ -128,8 +130,8 @@ def pairable(other: dict[str, Any], reference: dict[str, Any], a: dict[str, Any]
         return "their seeds control different randomness"
     if "seed" in ((other.get("selected") or {}).get("by"), (reference.get("selected") or {}).get("by")):
         return "a grid point chosen per seed"
-    if set(map(str, other["seeds"])) != set(map(str, reference["seeds"])):
-        return "different seeds"
+    if len(set(map(str, other["seeds"])) & set(map(str, reference["seeds"]))) < 2:
+        return "different seeds"  # a seed or two more on one side still pairs: on the seeds both have
     return None
 
 
@@ -179,11 +181,19 @@ def interval(d: Difference, scale: float = 1.0, digits: int | None = None) -> st
 
 def row(d: Difference, other: str, reference: str, why_unpaired: str | None = None, scale: float = 1.0,
         digits: int | None = None) -> list[str]:
-    how = "paired" if d.paired else f"unpaired ({why_unpaired}): Welch"
+    how = ("paired" + _left_out(d, other, reference) if d.paired
+           else f"unpaired ({why_unpaired or 'fewer than 2 seeds with a result in both'}): Welch")
     std = "–" if d.std is None else f"{d.std * scale:.4g}"
     needed = "–" if d.seeds_needed is None else f"> {MANY_SEEDS}" if d.seeds_needed > MANY_SEEDS else str(d.seeds_needed)
-    return [f"{other} − {reference}", d.metric, interval(d, scale, digits), std, str(d.n), how,
+    return [f"{other} − {reference}", d.metric, interval(d, scale, digits), std, d.n_text, how,
             d.verdict(other, reference), needed]
+
+
+def _left_out(d: Difference, other: str, reference: str) -> str:
+    """`` on the seeds both have (left out: seed 3 of b)``; empty when every seed paired."""
+    parts = [f"seed{'s' * (len(seeds) > 1)} {', '.join(seeds)} of {name}"
+             for seeds, name in zip(d.left_out, (other, reference)) if seeds]
+    return f" on the seeds both have (left out: {'; '.join(parts)})" if parts else ""
 
 
 def delta(point: dict[str, Any], summary: dict[str, Any], reference: dict[str, Any], metric: str, label: str,
@@ -192,7 +202,7 @@ def delta(point: dict[str, Any], summary: dict[str, Any], reference: dict[str, A
     reference_point = point_of(reference, None, label)
     why = pairable(point, reference_point, summary, reference)
     d = compare_points(metric, point, reference_point, why is None)
-    how = f"paired, n={d.n}" if why is None else f"Welch, {why}"
+    how = f"paired, n={d.n_text}" if d.paired else f"Welch, {why or 'fewer than 2 seeds with a result in both'}"
     return f"{interval(d, scale, digits)} vs {label} ({how}): {d.verdict('this row', label)}"
 
 

@@ -35,6 +35,17 @@ class Difference:
     seeds_needed: int | None  # per sweep, for 80 % power at the observed effect; None: no difference or no spread
     se: float | None = None  # standard error of the mean difference; None: one seed; 0: no spread
     df: float | None = None  # the t-interval's degrees of freedom
+    sizes: tuple[int, int] | None = None  # the seeds with a value: (other, reference)
+    left_out: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())  # paired: the seeds only other / reference has
+
+    @property
+    def n_text(self) -> str:
+        """n as a table shows it: ``3``; paired on fewer seeds than a sweep has, ``3 (of 4 vs 3)``; Welch with unequal
+        sweeps, ``4 vs 3``."""
+        if self.sizes is None or self.sizes == (self.n, self.n):
+            return str(self.n)
+        sizes = f"{self.sizes[0]} vs {self.sizes[1]}"
+        return f"{self.n} (of {sizes})" if self.paired else sizes
 
     @property
     def no_spread(self) -> bool:
@@ -104,37 +115,42 @@ def _seeds_needed(difference: float, variance: float, groups: int = 1) -> int | 
 
 
 def paired(metric: str, other: dict[str, float], reference: dict[str, float]) -> Difference:
-    """The paired t-interval over the seeds both sweeps have (seed values as keys)."""
+    """The paired t-interval over the seeds both sweeps have (seed values as keys); a seed only one has is left out
+    (and recorded)."""
     seeds = [s for s in reference if s in other]
     if not seeds:
         raise ValueError(f"{metric}: the sweeps share no seed; compare them unpaired")
+    record = {"sizes": (len(other), len(reference)), "left_out": (tuple(s for s in other if s not in reference),
+                                                                  tuple(s for s in reference if s not in other))}
     differences = [other[s] - reference[s] for s in seeds]
     n, mean = len(differences), statistics.fmean(differences)
     std = statistics.stdev(differences) if n > 1 else None
     if std is None:
-        return Difference(metric, mean, None, -math.inf, math.inf, n, True, None)
+        return Difference(metric, mean, None, -math.inf, math.inf, n, True, None, **record)
     se = std / math.sqrt(n)
     if _no_spread(se, mean):
-        return Difference(metric, mean, std, mean, mean, n, True, None, se, n - 1)
+        return Difference(metric, mean, std, mean, mean, n, True, None, se, n - 1, **record)
     half = _t_quantile(n - 1) * se
-    return Difference(metric, mean, std, mean - half, mean + half, n, True, _seeds_needed(mean, std ** 2), se, n - 1)
+    return Difference(metric, mean, std, mean - half, mean + half, n, True, _seeds_needed(mean, std ** 2), se, n - 1,
+                      **record)
 
 
 def welch(metric: str, other: list[float], reference: list[float]) -> Difference:
     """Welch's t-interval (unequal variances, Welch–Satterthwaite degrees of freedom) for unpaired sweeps."""
+    sizes = (len(other), len(reference))
     if len(other) < 2 or len(reference) < 2:
         mean = statistics.fmean(other) - statistics.fmean(reference)
-        return Difference(metric, mean, None, -math.inf, math.inf, min(len(other), len(reference)), False, None)
+        return Difference(metric, mean, None, -math.inf, math.inf, min(sizes), False, None, sizes=sizes)
     va, vb = statistics.variance(other) / len(other), statistics.variance(reference) / len(reference)
     mean = statistics.fmean(other) - statistics.fmean(reference)
     se = math.sqrt(va + vb)
-    n = min(len(other), len(reference))
+    n = min(sizes)
     if _no_spread(se, mean):
-        return Difference(metric, mean, None, mean, mean, n, False, None, se, None)
+        return Difference(metric, mean, None, mean, mean, n, False, None, se, None, sizes=sizes)
     df = (va + vb) ** 2 / (va ** 2 / (len(other) - 1) + vb ** 2 / (len(reference) - 1))
     low, high = mean - _t_quantile(df) * se, mean + _t_quantile(df) * se
     variance = statistics.variance(other) + statistics.variance(reference)  # per-sweep n for two groups
-    return Difference(metric, mean, None, low, high, n, False, _seeds_needed(mean, variance, groups=2), se, df)
+    return Difference(metric, mean, None, low, high, n, False, _seeds_needed(mean, variance, groups=2), se, df, sizes)
 
 
 def holm(differences: list[Difference]) -> list[bool]:

@@ -12,12 +12,13 @@ written to ``--summary_dir``) hold every test metric per grid point as mean ± s
 values, wall times, failed seeds with their one-line error, the exact command, each run's resolved config, the code's
 git commit, the device and the versions.
 
-Each run is a process of its own (a crash or an out-of-memory kill fails that seed only, and is reported). Running the
-same sweep again skips seeds whose test result exists and resumes a killed fit from its ``last.ckpt``; a sweep whose
-settings differ from those the runs in ``--out`` were made with stops before running anything (``runner``). A sweep
-in which runs failed never replaces a summary holding more finished runs, and one with none finished writes nothing
-to ``--summary_dir``. The experiment's logger must be Lightning's TensorBoard or CSV logger (the default): the sweep
-sets its directory per run.
+Each run is a process of its own (a crash or an out-of-memory kill fails that seed only, and is reported). Ctrl-C or
+SIGTERM stops the sweep (the running runs at a saved step, no further one starts; exit 130 / 143). Running the same
+sweep again skips seeds whose test result exists (and says so) and resumes a stopped fit from its ``last.ckpt``; a
+sweep whose settings differ from those the runs in ``--out`` were made with stops before running anything
+(``runner``). A sweep in which runs failed never replaces a summary holding more finished runs, and one with none
+finished writes nothing to ``--summary_dir``. The experiment's logger must be Lightning's TensorBoard or CSV logger
+(the default): the sweep sets its directory per run.
 
 The command line is here; ``plan`` (the runs), ``runner`` (their processes) and ``summary`` do the work, and
 ``bigmodel.commands.results`` renders the summary as it renders the results table.
@@ -28,11 +29,12 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 
 from bigmodel.commands.results import summary_markdown
-from bigmodel.commands.sweep.plan import parse_grid, plan
+from bigmodel.commands.sweep.plan import Run, parse_grid, plan
 from bigmodel.commands.sweep.runner import Sweep
 from bigmodel.commands.sweep.summary import kept_reason, summarise, write_summary
 
@@ -81,6 +83,16 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def stopped_line(runs: list[Run], signum: int) -> str:
+    """The one line a stopped sweep ends with: what stopped it, where its runs are, and how to go on."""
+    stopped = [r for r in runs if r.status == "interrupted"]
+    saved = sum((r.checkpoints / "last.ckpt").is_file() for r in stopped)
+    pending = sum(r.status == "pending" for r in runs)
+    return (f"bigmodel: sweep stopped by {signal.Signals(signum).name}: {len(stopped)} run{'s' * (len(stopped) != 1)} "
+            f"stopped ({saved} with a last.ckpt to resume from), {pending} not started; to resume, run the same "
+            "command again")
+
+
 def main(argv: list[str]) -> None:
     from bigmodel.run import errors
 
@@ -124,6 +136,7 @@ def main(argv: list[str]) -> None:
     for reason in filter(None, kept.values()):
         print(f"sweep: {reason}")
     if sweep.stop_signal is not None:
+        print(stopped_line(runs, sweep.stop_signal), file=sys.stderr)
         sys.exit(128 + sweep.stop_signal)
     failed = sum(r.status == "failed" for r in runs)
     if failed:

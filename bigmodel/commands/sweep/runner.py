@@ -1,6 +1,7 @@
 """Running a sweep's plan: each run's stages (fit, validate on a grid, test) as processes of their own, a few at a
 time, each pinned to one GPU when asked; seeds whose test result exists are skipped, a killed fit resumes from its
-``last.ckpt``, and SIGTERM or Ctrl-C stops every run where it is (each saves ``last.ckpt``). A run's results and
+``last.ckpt``, and SIGTERM or Ctrl-C stops the sweep: each running run at a saved step (``last.ckpt``), and no
+further run starts (a second Ctrl-C stops the running ones at once, without saving). A run's results and
 checkpoints are reused only when its recorded settings (``sweep_settings.json``) are this sweep's: otherwise the sweep
 stops before anything runs, since the old runs' numbers would be reported under the new command."""
 
@@ -14,7 +15,8 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +45,7 @@ class Sweep:
         self.vary, self.model_seed = vary, model_seed
         self._slots = list(gpus or [None] * self.parallel)[: self.parallel]
         self._free = list(self._slots)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # RLock: a second signal may arrive while the first is handled
         self._children: set[subprocess.Popen] = set()
         self.stop_signal: int | None = None
 
@@ -123,22 +125,39 @@ class Sweep:
 
     def execute(self) -> None:
         self.check_reuse()
-        previous = signal.signal(signal.SIGTERM, self._on_sigterm) if _main_thread() else None
+        self.report_reuse()
+        handled = (signal.SIGINT, signal.SIGTERM) if _main_thread() else ()
+        previous = {signum: signal.signal(signum, self._on_signal) for signum in handled}
         try:
             with ThreadPoolExecutor(self.parallel) as pool:
-                for future in [pool.submit(self._run, run) for run in self.runs]:
+                futures = [pool.submit(self._run, run) for run in self.runs]
+                while wait(futures, timeout=1.0).not_done:  # a signal that comes while another is being handled
+                    pass  # runs its handler only when Python code runs again (CPython): here, within a second
+                for future in futures:
                     future.result()
-        except KeyboardInterrupt:  # the runs got the Ctrl-C too (same process group): they save and stop
-            self.stop_signal = signal.SIGINT
-            self._wait_children()
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def finished(self, run: Run) -> bool:
+        """Whether ``run`` has its results (a test result and, in a grid, its validation): it is reused, not run."""
+        return run.metrics_file.is_file() and (not self.validate or run.validation_file.is_file())
+
+    def report_reuse(self) -> None:
+        """One line naming the runs this sweep reuses rather than runs (none: nothing said)."""
+        reused = [run for run in self.runs if self.finished(run)]
+        if not reused:
+            return
+        out = os.path.commonpath([str(Path(run.directory).parents[1]) for run in self.runs])
+        which = "" if len(reused) == len(self.runs) else ": " + ", ".join(
+            (f"{run.point} " if run.point != "default" else "") + f"seed {run.seed}" for run in reused)
+        print(f"sweep: {len(reused)} of {len(self.runs)} runs reused from {out} (same settings{which}); "
+              f"{len(self.runs) - len(reused)} to run", flush=True)
 
     def _run(self, run: Run) -> None:
         stages = ("validate",) * self.validate + ("test",)
         stages = stages if self.test_ckpt == "none" else ("fit", *stages)
-        if run.metrics_file.is_file() and (not self.validate or run.validation_file.is_file()):
+        if self.finished(run):
             self._collect(run)
             run.status = "done"
             return
@@ -146,9 +165,6 @@ class Sweep:
             slot = self._free.pop()
         try:
             for stage in stages:
-                if self.stop_signal is not None:
-                    run.status = "interrupted" if run.status != "failed" else run.status
-                    return
                 if stage == "fit" and self._fit_finished(run) or stage == "validate" and run.validation_file.is_file():
                     continue
                 if not self._stage(run, stage, slot):
@@ -172,26 +188,44 @@ class Sweep:
             env["CUDA_VISIBLE_DEVICES"] = slot
         Path(run.directory).mkdir(parents=True, exist_ok=True)
         log = Path(run.directory, f"{stage}.log")
-        print(f"sweep: {run.point} seed {run.seed}: {stage}" + (f" on GPU {slot}" if slot else ""), flush=True)
-        start = time.perf_counter()
-        with open(log, "w", encoding="utf-8") as out:
-            child = subprocess.Popen([sys.executable, "-m", "bigmodel", *args], stdout=out, stderr=subprocess.STDOUT,
-                                     env=env)
-            with self._lock:
-                self._children.add(child)
-            code = child.wait()
-            with self._lock:
-                self._children.discard(child)
+        resumed = "--ckpt_path=last" in args
+        with self._lock:  # a stop handled from here on finds the child, or this run finds the stop
+            if self.stop_signal is not None:
+                self._not_started(run, stage)
+                return False
+            print(f"sweep: {run.point} seed {run.seed}: {stage}" + (f" on GPU {slot}" if slot else "")
+                  + (" (resumed from its last.ckpt)" if resumed else ""), flush=True)
+            start = time.perf_counter()
+            with open(log, "a" if resumed else "w", encoding="utf-8") as out:
+                if resumed:  # the earlier part of the log is kept: the resumed fit's output follows this line
+                    out.write(f"\n===== sweep: fit resumed from {run.checkpoints / 'last.ckpt'} on "
+                              f"{datetime.now():%Y-%m-%d %H:%M:%S} =====\n")
+                    out.flush()
+                child = subprocess.Popen([sys.executable, "-m", "bigmodel", *args], stdout=out,
+                                         stderr=subprocess.STDOUT, env=env)
+            self._children.add(child)
+        code = child.wait()
+        with self._lock:
+            self._children.discard(child)
         run.seconds[stage] = round(time.perf_counter() - start, 1)
         if code == 0:
             if stage == "fit":
                 Path(run.directory, ".fit_done").write_text(json.dumps(run.seconds), encoding="utf-8")
             Path(run.directory, SECONDS_FILE).write_text(json.dumps(run.seconds), encoding="utf-8")
             return True
-        run.status = "interrupted" if code in _INTERRUPTED else "failed"
-        run.error = f"{stage} exit {code}: {_last_line(log)}"
+        stopped = code in _INTERRUPTED or self.stop_signal is not None  # a run the stop ended, however it exited
+        run.status = "interrupted" if stopped else "failed"
+        ended = (f"killed by {_signal_name(-code)}: nothing saved by this stop" if code < 0  # e.g. while starting
+                 else f"exit {code}: {_last_line(log)}")
+        run.error = f"{stage} {ended}"
         print(f"sweep: {run.point} seed {run.seed}: {run.error} (log: {log})", flush=True)
         return False
+
+    def _not_started(self, run: Run, stage: str) -> None:
+        """The sweep was stopped before ``run``'s ``stage``: not started at all (pending), or part-way (interrupted)."""
+        begun = bool(run.seconds) or _reusable(run)
+        run.status = "interrupted" if begun else "pending"
+        run.error = f"{stage} not started (the sweep was stopped)" if begun else "not started (the sweep was stopped)"
 
     def _fit_finished(self, run: Run) -> bool:
         done = Path(run.directory, ".fit_done")
@@ -215,23 +249,24 @@ class Sweep:
         config = Path(run.directory, "fit" if self.test_ckpt != "none" else "test", "config.yaml")
         run.config = config.read_text(encoding="utf-8") if config.is_file() else None
 
-    def _on_sigterm(self, signum: int, frame: Any) -> None:
-        self.stop_signal = signal.SIGTERM
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        """The first SIGINT or SIGTERM stops the sweep: no further run starts, and each running one is sent SIGTERM
+        (it saves last.ckpt at its step and exits 143). SIGTERM, not the SIGINT: after a Ctrl-C in a terminal (or
+        ``timeout -s INT``) the runs, in the sweep's process group, got that SIGINT themselves, and a second one would
+        stop them without saving; SIGTERM after SIGINT is one stop at the same step. A later Ctrl-C stops them at
+        once (killed, nothing saved by this stop), as a second Ctrl-C stops a fit."""
         with self._lock:
+            again = self.stop_signal is not None
+            if not again:
+                self.stop_signal = signum
+                print(f"sweep: {_signal_name(signum)} received: stopping the running runs at a saved step; no "
+                      "further run starts" + (" (Ctrl-C again stops them at once without saving)" if signum == signal.SIGINT else ""),
+                      file=sys.stderr, flush=True)
             for child in self._children:
-                child.send_signal(signal.SIGTERM)  # each run saves last.ckpt at its step and exits 143
-
-    def _wait_children(self) -> None:
-        while True:
-            with self._lock:
-                children = list(self._children)
-            if not children:
-                return
-            for child in children:
-                try:
-                    child.wait()
-                except KeyboardInterrupt:
+                if again and signum == signal.SIGINT:
                     child.kill()  # a second Ctrl-C: stop now
+                else:
+                    child.send_signal(signal.SIGTERM)
 
 
 def _merge(flat: dict[str, Any], key: str, value: Any) -> None:
@@ -264,6 +299,13 @@ def _reusable(run: Run) -> bool:
 def _last_line(log: Path) -> str:
     lines = [line.strip() for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
     return lines[-1][:500] if lines else "no output"
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 def _main_thread() -> bool:
