@@ -229,6 +229,24 @@ def test_a_failed_command_takes_back_the_empty_version_directory_it_made(small_t
     assert step_of(name / "checkpoints" / "last.ckpt") == 2
 
 
+def test_taking_back_a_log_directory_leaves_another_runs_files_beside_it(tmp_path):
+    """Two commands started into a new runs/ at once: the failed one takes back its own version directory and the
+    parents it made only while they are empty, never the other run's files (even its setup files)."""
+    from types import SimpleNamespace
+
+    from bigmodel.run import cleanup
+
+    ours, theirs = tmp_path / "runs" / "a" / "version_0", tmp_path / "runs" / "b" / "version_0"
+    for directory in (ours, theirs):
+        directory.mkdir(parents=True)
+        (directory / "config.yaml").write_text("seed_everything: 0\n")
+    trainer = SimpleNamespace(strategy=SimpleNamespace(checkpoint_io=None), checkpoint_callbacks=[])
+    cleanup.take_back(trainer, [(str(ours), str(tmp_path / "runs"))], own_fit_lock=True)
+    assert not (tmp_path / "runs" / "a").exists() and (theirs / "config.yaml").exists()
+    cleanup.take_back(trainer, [(str(theirs), str(tmp_path / "runs"))], own_fit_lock=True)
+    assert not (tmp_path / "runs").exists()  # all of it this command's, and empty once its files went
+
+
 def test_a_full_disk_during_the_first_save_moves_nothing(small_text, tmp_path, capsys, monkeypatch):
     path = write_yaml(tmp_path / "mlm.yaml", mlm_config(tmp_path, small_text, max_steps=2, limit_val_batches=1))
     ckpts = tmp_path / "runs" / "mlm" / "checkpoints"

@@ -50,7 +50,7 @@ warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint th
 class BigModelCLI(LightningCLI):
     def __init__(self, args=None, run: bool = True) -> None:
         self._lock: runs.RunLock | None = None
-        self._new_dirs: list[str] = []
+        self._new_dirs: list[tuple[str, str]] = []
         try:
             self._init(args, run)
         except BaseException:

@@ -14,9 +14,10 @@ SETUP_FILES = ("config.yaml", "hparams.yaml")  # what a command writes before it
 SETUP_SCALARS = ("params/",)  # the model's size, logged as a fit starts
 
 
-def new_log_dirs(trainer: Any) -> list[str]:
-    """The topmost directories this command's TensorBoard/CSV loggers will create (not on disk yet, so nobody else's):
-    what a failed command may take back. Read before anything is written; only local paths."""
+def new_log_dirs(trainer: Any) -> list[tuple[str, str]]:
+    """This command's TensorBoard/CSV log directories that are not on disk yet (so nobody else's), each with the
+    topmost of its parents it will create: what a failed command may take back. Read before anything is written;
+    only local paths."""
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     created = []
@@ -24,11 +25,22 @@ def new_log_dirs(trainer: Any) -> list[str]:
         path = os.fspath(logger.log_dir) if isinstance(logger, (TensorBoardLogger, CSVLogger)) else None
         if path is None or "://" in path or os.path.lexists(path):
             continue
-        path = os.path.abspath(path)
-        while not os.path.lexists(os.path.dirname(path)) and os.path.dirname(path) != path:
-            path = os.path.dirname(path)
-        created.append(path)
+        path = top = os.path.abspath(path)
+        while not os.path.lexists(os.path.dirname(top)) and os.path.dirname(top) != top:
+            top = os.path.dirname(top)
+        created.append((path, top))
     return list(dict.fromkeys(created))
+
+
+def _remove_empty_parents(path: str, top: str) -> None:
+    """The parents of ``path`` up to ``top`` that this command made, while they are empty (rmdir refuses any other:
+    another run's files beside ours keep them)."""
+    while path != top and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+        try:
+            os.rmdir(path)
+        except OSError:
+            return
 
 
 def remove_if_unused(directory: str) -> bool:
@@ -110,8 +122,9 @@ def saved_checkpoints(trainer: Any) -> bool:
         getattr(cb, "best_model_path", "") or getattr(cb, "last_model_path", "") for cb in trainer.checkpoint_callbacks)
 
 
-def take_back(trainer: Any, new_dirs: list[str], own_fit_lock: bool) -> None:
-    """After a failed command: removes the directories it made (``new_dirs``) unless it saved a checkpoint, or a fit
+def take_back(trainer: Any, new_dirs: list[tuple[str, str]], own_fit_lock: bool) -> None:
+    """After a failed command: removes the log directories it made (``new_dirs``, with the empty parents it made)
+    unless it saved a checkpoint, or a fit
     of this run name holds its lock in another process (``own_fit_lock``: this command is that fit), or a directory
     holds anything but setup files."""
     if not new_dirs or trainer is None or saved_checkpoints(trainer):
@@ -119,5 +132,6 @@ def take_back(trainer: Any, new_dirs: list[str], own_fit_lock: bool) -> None:
     locks = [cb.dirpath for cb in trainer.checkpoint_callbacks if cb.dirpath]
     if not own_fit_lock and any(RunLock.held_elsewhere(d) for d in locks):
         return
-    for directory in new_dirs:
-        remove_if_unused(directory)
+    for log_dir, top in new_dirs:
+        if remove_if_unused(log_dir):  # only the log directory's own files; above it, empty directories only
+            _remove_empty_parents(log_dir, top)
