@@ -82,6 +82,17 @@ class SignalAtSanityCheck(L.Callback):
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+class SignalInEvaluation(L.Callback):
+    """SIGTERM to its own process at the first batch of a validate or test command (Lightning's evaluation loop then
+    stops with its SIGTERMException)."""
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        if batch_idx == 0 and not trainer.sanity_checking:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    on_test_batch_start = on_validation_batch_start
+
+
 class FailForSeed(L.Callback):
     """Raises when training starts in the run seeded with ``seed``: one seed of a sweep failing, for a cause outside
     its settings (a lost node) -- gone once ``$FAIL_FOR_SEED_RECOVERED`` is set, so the same sweep rerun finishes."""

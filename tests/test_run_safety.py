@@ -110,6 +110,8 @@ def test_a_sigterm_before_training_exits_143_not_0(small_text, tmp_path, capsys)
     code, line = run_main(["fit", "-c", config, "--trainer.callbacks+=tests.helpers.SignalAtSanityCheck"], capsys)
     assert (code, line) == (143, "bigmodel: stopped by SIGTERM before training started; nothing was saved by this stop")
     assert not list((tmp_path / "runs").rglob("*.ckpt"))
+    code, line = run_main(["validate", "-c", config, "--trainer.callbacks+=tests.helpers.SignalInEvaluation"], capsys)
+    assert (code, line) == (143, "bigmodel: stopped by SIGTERM during validate; no result was written")
 
 
 def test_a_signal_stop_logs_the_stopping_step(small_text, tmp_path, capsys):

@@ -213,6 +213,23 @@ def test_one_ctrl_c_stops_the_sweep_and_the_same_command_resumes_it(tmp_path, mo
     assert "sweep: 3 of 3 runs reused from sw (same settings); 0 to run\n" in capsys.readouterr().out
 
 
+def test_a_sweep_whose_sigint_is_ignored_leaves_it_ignored(tmp_path, monkeypatch):
+    """A sweep started in the background of a script (SIGINT ignored) is not stopped by the terminal's Ctrl-C: it
+    takes over SIGTERM only, as a fit's StopSafely does."""
+    monkeypatch.chdir(tmp_path)
+    FakeRuns(monkeypatch)
+    installed = []
+    real = signal.signal
+    monkeypatch.setattr(signal, "signal", lambda signum, handler: installed.append(signum) or real(signum, handler))
+    previous = real(signal.SIGINT, signal.SIG_IGN)
+    try:
+        sweep.main(["-c", DIGITS_CNN, "--seeds", "0", "--out", "sw"])
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN and signal.SIGINT not in installed
+        assert signal.SIGTERM in installed
+    finally:
+        real(signal.SIGINT, previous)
+
+
 def test_a_second_ctrl_c_stops_the_runs_at_once(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     fake = StoppedRuns(monkeypatch, hold=1, group=True, twice=True)

@@ -256,8 +256,10 @@ def main(args: list[str] | None = None) -> None:
         sys.exit(stopped.exit_code)
     except (KeyboardInterrupt, SystemExit) as err:
         if isinstance(err, SIGTERMException):  # Lightning's own stop (exit status 0): a run that did not finish
-            print("bigmodel: stopped by SIGTERM before training started; nothing was saved by this stop",
-                  file=sys.stderr)
+            command = next((a for a in argv if a in SUBCOMMANDS), "fit")
+            what = "before training started; nothing was saved by this stop" if command == "fit" else \
+                f"during {command}; no result was written"
+            print(f"bigmodel: stopped by SIGTERM {what}", file=sys.stderr)
             sys.exit(128 + signal.SIGTERM)
         # Lightning turns a Ctrl-C it catches (before training, or a second one) into exit 1
         if isinstance(err, SystemExit) and not isinstance(err.__context__, KeyboardInterrupt):

@@ -13,6 +13,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from bigmodel.nn import EncoderConfig
 from bigmodel.tasks.base import TaskBase, check_data_length
 from bigmodel.tasks.checkpoints import META_KEY, TASKS
+from bigmodel.utils.formatting import count
 
 
 def load_teacher(path: str, student: TaskBase) -> L.LightningModule:
@@ -43,5 +44,5 @@ def load_teacher(path: str, student: TaskBase) -> L.LightningModule:
         check_data_length(teacher.config, student.data_hparams(), "the teacher's", source=f"distill_from {path!r}: ",
                           more=", or distil from a teacher with more positions")
     rank_zero_info(f"Distilling from {path} ({type(teacher.net).__name__}, "
-                   f"{sum(p.numel() for p in teacher.parameters()) / 1e6:.2f}M parameters, eval mode)")
+                   f"{count(sum(p.numel() for p in teacher.parameters()))} parameters, eval mode)")
     return teacher.eval().requires_grad_(False)

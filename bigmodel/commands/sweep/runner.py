@@ -126,7 +126,9 @@ class Sweep:
     def execute(self) -> None:
         self.check_reuse()
         self.report_reuse()
-        handled = (signal.SIGINT, signal.SIGTERM) if _main_thread() else ()
+        # a signal set to be ignored (SIGINT of a job started with & from a script) stays ignored, as in StopSafely
+        handled = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not signal.SIG_IGN] \
+            if _main_thread() else []
         previous = {signum: signal.signal(signum, self._on_signal) for signum in handled}
         try:
             with ThreadPoolExecutor(self.parallel) as pool:
