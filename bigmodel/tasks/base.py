@@ -27,12 +27,12 @@ from bigmodel.nn.embeddings import max_sequence_length
 from bigmodel.tasks.checkpoints import META_KEY, TASKS, Pretrained, check_vocabulary, resolve, text_config
 from bigmodel.tasks.finetuning import FineTuning, Int8Inference
 from bigmodel.tasks.guards import NonFiniteGuard
-from bigmodel.tasks.optim import Schedule, build_optimizer
+from bigmodel.tasks.optim import Schedule, build_optimizer, schedule_change
 from bigmodel.tasks.parts import drop_left_out, reading_checkpoint
 from bigmodel.utils.formatting import count, share
 from bigmodel.utils.seeding import mix_seed
 
-
+_GLOBAL_KEYS: set[str] = set()  # keys log_global has silenced Lightning's sync_dist advice for (once each)
 
 
 def check_data_length(config: EncoderConfig, data: dict[str, Any], whose: str, source: str = "",
@@ -194,9 +194,10 @@ class TaskBase(L.LightningModule):
         """Logs epoch values that are the same on every rank already (torchmetrics synced them, or all_gather):
         no all-reduce, and without Lightning's advice to add ``sync_dist=True``, which it gives under DDP for any
         epoch value logged without it (silenced for these keys only)."""
-        for key in values:
+        for key in set(values) - _GLOBAL_KEYS:
             warnings.filterwarnings("ignore", message=re.escape(f"It is recommended to use `self.log({key!r}, "),
                                     category=PossibleUserWarning)
+            _GLOBAL_KEYS.add(key)
         self.log_dict(dict(values), sync_dist=False, **kwargs)
 
     def load_pretrained(self, pretrained: Pretrained) -> list[str]:
@@ -255,14 +256,8 @@ class TaskBase(L.LightningModule):
         jump. Called at train start, when every strategy has built the schedule and restored its state."""
         resumed, self._resumed_schedule = self._resumed_schedule, None
         configs = self.trainer.lr_scheduler_configs
-        if resumed is None or not configs or resumed[0] == self._schedule_steps:
-            return
-        (old, step, old_lr), new, scheduler = resumed, self._schedule_steps, configs[0].scheduler
-        rules = getattr(scheduler, "lr_lambdas", None)  # a LambdaLR, as build_optimizer's schedules all are
-        jump = "" if rules is None else \
-            f" (lr jumps from {old_lr:.3g} to {max(b * r(step) for b, r in zip(scheduler.base_lrs, rules)):.3g})"
-        rank_zero_warn(f"the learning-rate schedule was built for {old} steps; this fit runs {new}: it is recomputed "
-                       f"over {new} steps from step {step}{jump}")
+        if resumed is not None and configs and resumed[0] != self._schedule_steps:
+            rank_zero_warn(schedule_change(*resumed, self._schedule_steps, configs[0].scheduler))
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Dropout draws from a generator seeded by (seed, rank, epoch, batch): a run resumed mid-epoch makes the

@@ -106,3 +106,14 @@ def build_optimizer(
 def steps(length: float, total_steps: int) -> int:
     """A schedule phase's length: below 1 a fraction of ``total_steps``, otherwise a number of steps."""
     return int(length * total_steps) if length < 1 else int(length)
+
+
+def schedule_change(old_steps: int, step: int, old_lr: float, new_steps: int, scheduler: object) -> str:
+    """What a resumed fit says when its schedule is built for ``new_steps`` instead of the checkpoint's
+    ``old_steps``: recomputed over the new length from the resumed ``step``, with the lr jump where the scheduler is a
+    LambdaLR (as every ``build_optimizer`` schedule is)."""
+    rules = getattr(scheduler, "lr_lambdas", None)
+    jump = "" if rules is None else \
+        f" (lr jumps from {old_lr:.3g} to {max(b * r(step) for b, r in zip(scheduler.base_lrs, rules)):.3g})"
+    return (f"the learning-rate schedule was built for {old_steps} steps; this fit runs {new_steps}: it is recomputed "
+            f"over {new_steps} steps from step {step}{jump}")
