@@ -1,7 +1,7 @@
-"""What every task shares (``TaskBase``: optimiser settings, ``init_from``, the checkpoint entry, compilation,
-per-batch reseeding) and ``Task``, the base bigmodel's own tasks subclass: ``TaskBase`` with the parts in
-``finetuning.py`` (fine-tuning modes, adapter-only checkpoints, int8 inference) and ``guards.py`` (the non-finite
-check and the clipping that shares its norm).
+"""What every task shares (``TaskBase``: optimiser settings, ``init_from`` (its part: ``starting_weights.py``), the
+checkpoint entry, compilation, per-batch reseeding) and ``Task``, the base bigmodel's own tasks subclass: ``TaskBase``
+with the parts in ``finetuning.py`` (fine-tuning modes, adapter-only checkpoints, int8 inference) and ``guards.py``
+(the non-finite check and the clipping that shares its norm).
 
 Subclass ``Task`` to get everything bigmodel's tasks have (the same init args and checkpoints as before the split);
 subclass ``TaskBase`` for a network the parts do not fit, and list the parts you want before it in the bases."""
@@ -24,11 +24,12 @@ from torch import nn
 
 from bigmodel.nn import EncoderConfig, num_parameters
 from bigmodel.nn.embeddings import max_sequence_length
-from bigmodel.tasks.checkpoints import META_KEY, TASKS, Pretrained, check_vocabulary, resolve, text_config
+from bigmodel.tasks.checkpoints import META_KEY, TASKS, Pretrained
 from bigmodel.tasks.finetuning import FineTuning, Int8Inference
 from bigmodel.tasks.guards import NonFiniteGuard
 from bigmodel.tasks.optim import Schedule, build_optimizer, schedule_change
 from bigmodel.tasks.parts import drop_left_out, reading_checkpoint
+from bigmodel.tasks.starting_weights import StartingWeights
 from bigmodel.utils.formatting import count, share
 from bigmodel.utils.seeding import mix_seed
 
@@ -51,7 +52,7 @@ def check_data_length(config: EncoderConfig, data: dict[str, Any], whose: str, s
                          f"data.init_args.{name} to at most {limit}{more}")
 
 
-class TaskBase(L.LightningModule):
+class TaskBase(StartingWeights, L.LightningModule):
     """Args (set under ``model.init_args`` in YAML):
         lr: peak learning rate of AdamW.
         weight_decay: applied to weight matrices and embeddings, never to biases or LayerNorm.
@@ -115,28 +116,12 @@ class TaskBase(L.LightningModule):
         self._loaded_from: str | None = None  # the init_from whose weights went in
         self.new_heads: list[str] = []  # heads init_from lacks (load_pretrained draws them): random until trained
 
-
     @classmethod
     def load_from_checkpoint(cls, *args: Any, **kwargs: Any) -> Any:
         """Lightning's, except that a checkpoint written while the task had a part it now leaves out (a lab's task
         moved from ``Task`` to ``TaskBase``) still loads (``parts.drop_left_out``)."""
         with reading_checkpoint():
             return super().load_from_checkpoint(*args, **kwargs)
-
-    def encoder_config_for(self, encoder: str, overrides: dict[str, Any] | None, vocab_size: int | None,
-                           init_from: str | None, **task_fields: Any) -> EncoderConfig:
-        """A text task's architecture: ``init_from``'s (dropout may change) or the preset with ``overrides``;
-        ``task_fields`` are what the task itself sets (a causal LM: ``causal=True``). Stored resolved in the
-        hyper-parameters, so ``load_from_checkpoint(path, init_from=None)`` rebuilds it."""
-        overrides = dict(overrides or {})
-        if init_from:
-            self._pretrained = resolve(init_from)
-            config = text_config(self._pretrained, overrides).replace(**task_fields)
-            check_vocabulary(self._pretrained, vocab_size)
-        else:
-            config = EncoderConfig.from_name(encoder, **{**overrides, **task_fields, "vocab_size": vocab_size})
-        self.hparams["encoder_config"] = {**config.to_dict(), **overrides, **task_fields}
-        return config
 
     def setup(self, stage: str) -> None:
         """``init_from`` weights go in when a run starts from them (fit, or validate/test of a published model); a
@@ -159,37 +144,6 @@ class TaskBase(L.LightningModule):
                 if from_preset else ""
             check_data_length(config, self.data_hparams(), "the encoder's", more=more)
 
-    def _load_pretrained_once(self) -> None:
-        pretrained, self._pretrained = self._pretrained, None
-        self._loaded_from = pretrained.source
-        try:
-            notes = self.load_pretrained(pretrained)
-        except ValueError as err:
-            message = str(err)
-            raise ValueError(message if message.startswith("init_from") else
-                             f"init_from {pretrained.source!r}: {message}") from err
-        rank_zero_info(f"Loaded pretrained weights from {pretrained.source} "
-                       f"({len(pretrained.state)} tensors)" + "".join(f"; {n}" for n in notes))
-
-    def untrained_heads(self) -> list[str]:
-        """The new heads a ``validate``/``test`` of ``init_from`` itself measures as drawn (no step trained them)."""
-        trainer = getattr(self, "_trainer", None)  # a task stepped by hand has none
-        stage = trainer.state.fn if trainer is not None else None
-        return list(self.new_heads) if stage in ("validate", "test") else []
-
-    def untrained_note(self) -> str | None:
-        """One line saying that this run's metrics are a random head's, or None."""
-        heads = self.untrained_heads()
-        if not heads:
-            return None
-        return (f"{' and '.join(heads)} new (init_from {self._loaded_from!r} has none) and untrained: these metrics "
-                "are a randomly initialised head's on the source's encoder, not the source model's own")
-
-    def log_untrained_heads(self, prefix: str) -> None:
-        """Marks an epoch's metrics with ``<prefix>random_head: 1`` when ``untrained_heads`` made them."""
-        if self.untrained_heads():
-            self.log_global({f"{prefix}random_head": 1.0})
-
     def log_global(self, values: Mapping[str, torch.Tensor | float], **kwargs: Any) -> None:
         """Logs epoch values that are the same on every rank already (torchmetrics synced them, or all_gather):
         no all-reduce, and without Lightning's advice to add ``sync_dist=True``, which it gives under DDP for any
@@ -199,21 +153,6 @@ class TaskBase(L.LightningModule):
                                     category=PossibleUserWarning)
             _GLOBAL_KEYS.add(key)
         self.log_dict(dict(values), sync_dist=False, **kwargs)
-
-    def load_pretrained(self, pretrained: Pretrained) -> list[str]:
-        """Puts ``init_from``'s weights into ``self.net``; returns notes on what was adapted or left new (and lists
-        a head the source lacks in ``self.new_heads``)."""
-        raise NotImplementedError(f"{type(self).__name__} does not load init_from weights")
-
-    @staticmethod
-    def load_encoder(encoder: nn.Module, pretrained: Pretrained) -> list[str]:
-        """The source's text encoder, exactly (every tensor, every shape); LoRA updates are never in a source."""
-        missing, unexpected = encoder.load_state_dict(pretrained.part("encoder."), strict=False)
-        missing = [k for k in missing if ".lora_" not in k]
-        if missing or unexpected:
-            raise ValueError(f"init_from {pretrained.source!r} does not fit the encoder: missing {missing[:3]}, "
-                             f"unexpected {unexpected[:3]}")
-        return []
 
     def checkpoint_meta(self) -> dict[str, Any]:
         """What a checkpoint carries for bigmodel beside Lightning's entries: ``checkpoint["bigmodel"]``. The

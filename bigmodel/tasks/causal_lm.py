@@ -123,6 +123,11 @@ class CausalLMTask(LanguageModelTask):
             notes.append("a bidirectional encoder, now trained with the causal mask")
         return notes
 
+    def _ignore_examples_from(self, batch: dict[str, torch.Tensor], own: int) -> dict[str, torch.Tensor]:
+        labels = batch["labels"].clone()
+        labels[own:] = -100
+        return {**batch, "labels": labels}
+
     def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         if "labels" not in batch:
             raise ValueError("CausalLMTask needs whole blocks as labels but got masked-LM batches: "

@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from lightning.pytorch.utilities import rank_zero_info
-from torchmetrics.classification import MulticlassConfusionMatrix
 
 from bigmodel.nn import EncoderConfig, SequenceClassifier
 from bigmodel.nn.adversarial import AdversarialConfig, Adversary, embedding_layer
@@ -30,19 +29,14 @@ from bigmodel.tasks.backbones import (  # noqa: F401 (backbone_spec, build_backb
 )
 from bigmodel.tasks.base import Task
 from bigmodel.tasks.checkpoints import Pretrained, resolve
+from bigmodel.tasks.classification_eval import ClassificationEvaluation
 from bigmodel.tasks.distillation import load_teacher  # noqa: F401 (imported from here too)
-from bigmodel.tasks.metrics import (
-    classification_metrics,
-    draw_confusion,
-    evaluation_loader,
-    own_examples,
-    report_confusion,
-)
 
 
-class ClassificationTask(Task):
+class ClassificationTask(ClassificationEvaluation, Task):
     """Backbone -> logits, cross-entropy (training: with label smoothing, soft targets from MixUp/CutMix; evaluation:
-    plain); accuracy, macro F1/precision/recall (+ top-5 above 10 classes); confusion matrix at test time.
+    plain); accuracy, macro F1/precision/recall (+ top-5 above 10 classes); confusion matrix at test time
+    (``ClassificationEvaluation``).
 
     Args:
         num_classes, class_names: linked from the data module.
@@ -141,10 +135,7 @@ class ClassificationTask(Task):
             if self.adversary is not None and self.config.unpad:  # its perturbation norm is per sentence
                 raise ValueError("adversarial training perturbs each sentence's padded embeddings, which unpad: true "
                                  "does not build: set encoder_config: {unpad: false}")
-        self.val_metrics = classification_metrics(num_classes, "val/")
-        self.test_metrics = classification_metrics(num_classes, "test/")
-        self.val_confusion = MulticlassConfusionMatrix(num_classes)
-        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        self.init_evaluation(num_classes)
 
     def _text_classifier(
         self, num_classes: int, encoder: str, encoder_config: dict[str, Any] | None, vocab_size: int | None,
@@ -267,44 +258,6 @@ class ClassificationTask(Task):
         hard = labels.argmax(-1) if labels.is_floating_point() else labels
         self.log("train/acc", (logits.argmax(-1) == hard).float().mean())
         return loss
-
-    def _evaluate(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:
-        """Loss (the plain cross-entropy, as timm's and Hugging Face's evaluation report it, whatever
-        ``label_smoothing`` training uses) and metrics, counting each example once under DDP."""
-        own = own_examples(evaluation_loader(self._trainer, stage), batch_idx, len(batch["labels"]))
-        logits, labels = self(batch)[:own], batch["labels"][:own]
-        if own:  # torchmetrics refuses an empty batch (a rank's last, holding only the sampler's copy)
-            getattr(self, f"{stage}_metrics").update(logits, labels)
-            getattr(self, f"{stage}_confusion").update(logits, labels)
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self.log_global(self.val_metrics.compute(), prog_bar=True)
-        self.log_untrained_heads("val/")
-        self.val_metrics.reset()
-        matrix = self.val_confusion.compute().cpu()  # collective under DDP: every rank computes, rank zero draws
-        self.val_confusion.reset()
-        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
-            self._draw_confusion("val/confusion_matrix", matrix)
-
-    def _draw_confusion(self, tag: str, matrix: torch.Tensor) -> None:
-        draw_confusion(self.trainer, tag, matrix, self.class_names, self.global_step)
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self.log_global(self.test_metrics.compute())
-        self.log_untrained_heads("test/")
-        self.test_metrics.reset()
-        matrix = self.test_confusion.compute().cpu()
-        self.test_confusion.reset()
-        self.confusion_matrix = matrix
-        log_dir = self.trainer.log_dir  # a collective call under DDP: every rank makes it
-        if self.trainer.is_global_zero:
-            report_confusion(self.trainer, matrix, self.class_names, log_dir, self.global_step)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         probs = self(batch).float().softmax(-1)

@@ -1,4 +1,5 @@
-"""What masked and causal language modelling share: a token-weighted loss, perplexity and accuracy."""
+"""What masked and causal language modelling share: a token-weighted loss, perplexity and accuracy, each block
+counted once under DDP."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from torchmetrics import SumMetric
 
 from bigmodel.nn import EncoderConfig
 from bigmodel.tasks.base import Task
+from bigmodel.tasks.metrics import evaluation_loader, own_examples
 
 
 class LanguageModelTask(Task):
@@ -22,6 +24,11 @@ class LanguageModelTask(Task):
 
     def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]:
         """(mean loss over the predicted tokens, their logits (N, V), labels (N,), how many tokens count)."""
+        raise NotImplementedError
+
+    def _ignore_examples_from(self, batch: dict[str, torch.Tensor], own: int) -> dict[str, torch.Tensor]:
+        """The batch with the labels of its examples ``own`` and after set to -100 (counted nowhere), in the task's
+        label layout. Shapes stay the same (a compiled model sees no new one)."""
         raise NotImplementedError
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -40,6 +47,12 @@ class LanguageModelTask(Task):
         return trainer is None or bool(trainer._logger_connector.should_update_logs or trainer.fast_dev_run)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Sums over the predicted tokens of this rank's own blocks: under DDP the copy of a block that Lightning's
+        ``DistributedSampler`` adds to even out the ranks (``metrics.own_examples``) predicts nothing."""
+        size = len(batch["input_ids"])
+        own = own_examples(evaluation_loader(self._trainer, "val"), batch_idx, size)
+        if own < size:
+            batch = self._ignore_examples_from(batch, own)
         loss, logits, labels, count = self._step(batch)
         hits, counted = token_hits(logits, labels)
         self.val_loss_sum.update(loss * count)

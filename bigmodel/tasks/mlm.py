@@ -68,6 +68,11 @@ class MLMTask(LanguageModelTask):
             self.new_heads.append("MLM head")
         return notes
 
+    def _ignore_examples_from(self, batch: dict[str, torch.Tensor], own: int) -> dict[str, torch.Tensor]:
+        """The masked positions are flat indices into the (B, S) block: the example of one is its index // S."""
+        examples = batch["masked_positions"] // batch["input_ids"].shape[1]
+        return {**batch, "masked_labels": batch["masked_labels"].masked_fill(examples >= own, -100)}
+
     def _step(self, batch: dict[str, torch.Tensor]
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         if "masked_positions" not in batch:

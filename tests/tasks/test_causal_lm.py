@@ -154,6 +154,7 @@ def test_token_accuracy_equals_torchmetrics_with_ignore_index_and_its_validation
     torch.testing.assert_close(hits.sum() / counted.sum(), reference)
     task = LanguageModelTask.__new__(LanguageModelTask)
     torch.nn.Module.__init__(task)
+    task._trainer = None  # stepped by hand
     task._init_metrics()
     logged = {}
     task.log_dict = lambda values, **_: logged.update(values)
@@ -161,10 +162,52 @@ def test_token_accuracy_equals_torchmetrics_with_ignore_index_and_its_validation
         logits = torch.eye(2)[[0] * hits + [1] * (count - hits)]  # the first `hits` tokens predict label 0
         result = (torch.tensor(loss), logits, torch.zeros(count, dtype=torch.long), count)
         task._step = lambda batch, result=result: result
-        task.validation_step({}, 0)
+        task.validation_step({"input_ids": torch.zeros(1, 2)}, 0)
     task.on_validation_epoch_end()
     torch.testing.assert_close(logged["val/loss"], torch.tensor((2.0 * 30 + 4.0 * 10) / 40))
     torch.testing.assert_close(logged["val/acc"], torch.tensor(4.0 / 40))
+
+
+@pytest.mark.parametrize("objective", ["mlm", "causal"])
+def test_validation_under_ddp_leaves_out_the_samplers_copy_of_a_block(objective, pydoc_text, tmp_path):
+    """5 blocks on 2 ranks, batches of 3: Lightning's DistributedSampler gives rank 1 blocks 1, 3 and a copy of block
+    0, in one batch (rank 1 faked here in one process). Its validation numbers are those of blocks 1 and 3: the
+    copy's masked (MLM: flat positions into the batch) or next tokens count nowhere."""
+    import lightning as L
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    from bigmodel.data.collators import CausalLMCollator, MLMCollator
+    from bigmodel.data.tokenizer import train_wordpiece
+    from bigmodel.tasks import MLMTask
+    from bigmodel.tasks.language_model import token_hits
+
+    tok = train_wordpiece(pydoc_text.read_text().splitlines(), vocab_size=600)
+    torch.manual_seed(0)
+    blocks = [{"input_ids": torch.cat([torch.tensor([tok.cls_token_id]), torch.randint(10, len(tok), (23,))])}
+              for _ in range(5)]
+    mlm = objective == "mlm"
+    task = (MLMTask if mlm else CausalLMTask)(vocab_size=len(tok), encoder_config={"hidden_dropout": 0.0})
+    sampler = DistributedSampler(blocks, num_replicas=2, rank=1, shuffle=False)
+    loader = DataLoader(blocks, batch_size=3, sampler=sampler,
+                        collate_fn=MLMCollator(tok, mlm_probability=0.3, seed=42) if mlm else CausalLMCollator(tok))
+    assert list(sampler) == [1, 3, 0]
+    batch = next(iter(loader))  # the masks are drawn from the batch's content: the same in validate below
+    if mlm:
+        own_positions = batch["masked_positions"] < 2 * batch["input_ids"].shape[1]
+        assert not own_positions.all()  # the copy has masked tokens
+        own = {"input_ids": batch["input_ids"][:2], "masked_positions": batch["masked_positions"][own_positions],
+               "masked_labels": batch["masked_labels"][own_positions]}
+    else:
+        own = {key: value[:2] for key, value in batch.items()}
+    with torch.no_grad():
+        loss, logits, labels, _ = task.eval()._step(own)
+    hits, counted = token_hits(logits, labels)
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=tmp_path)
+    logged = trainer.validate(task, loader, verbose=False)[0]
+    assert logged["val/loss"] == pytest.approx(loss.item(), rel=1e-5)
+    assert logged["val/ppl"] == pytest.approx(loss.exp().item(), rel=1e-5)
+    assert logged["val/acc"] == pytest.approx((hits.sum() / counted.sum()).item(), rel=1e-6)
 
 
 def test_generate_crops_the_context_to_the_positions_left_after_a_roberta_offset():
