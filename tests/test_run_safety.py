@@ -114,19 +114,22 @@ def test_a_sigterm_before_training_exits_143_not_0(small_text, tmp_path, capsys)
     assert (code, line) == (143, "bigmodel: stopped by SIGTERM during validate; no result was written")
 
 
-def test_a_signal_stop_logs_the_stopping_step(small_text, tmp_path, capsys):
+@pytest.mark.parametrize("step, logged_steps", [(7, [4, 6]), (5, [4])])
+def test_a_signal_stop_logs_the_stopping_step(step, logged_steps, small_text, tmp_path, capsys):
     """The stop is raised after Lightning logged the step it stops at (every log_every_n_steps=5, and always the
-    step where a fit stops): the curve reaches the step last.ckpt holds. The run, with its checkpoint, keeps its
-    version directory."""
+    step where a fit stops): the curve, learning rate included, reaches the step last.ckpt holds, with each step
+    once. The run, with its checkpoint, keeps its version directory."""
     config = resume_config(tmp_path, small_text, "logged")
     code, line = run_main(["fit", "-c", config, "--trainer.callbacks+=tests.helpers.SignalAtStep",
-                           "--trainer.callbacks.step=7", "--trainer.callbacks.signal_name=SIGINT"], capsys)
-    assert code == 130 and "stopped by SIGINT at step 7 (after batch 7 of epoch 0)" in line
+                           f"--trainer.callbacks.step={step}", "--trainer.callbacks.signal_name=SIGINT"], capsys)
+    assert code == 130 and f"stopped by SIGINT at step {step} (after batch {step} of epoch 0)" in line
     version = tmp_path / "runs" / "logged" / "version_0"
     logged = events(str(version))
-    # Lightning logs step k's values at k - 1 (the optimizer steps before it): 4 is step 5, 6 the stopping step 7
-    assert [e.step for e in logged.Scalars("train/loss")] == [4, 6]
-    assert step_of(tmp_path / "runs" / "logged" / "checkpoints" / "last.ckpt") == 7
+    # Lightning logs step k's values at k - 1 (the optimizer steps before it): 4 is step 5, 6 the stopping step 7;
+    # LearningRateMonitor logs its own as a logged step starts (step 5), StopSafely the stopping step's (step 7)
+    assert [e.step for e in logged.Scalars("train/loss")] == logged_steps
+    assert [[e.step for e in logged.Scalars(f"lr-AdamW/pg{g}")] for g in (1, 2)] == [logged_steps] * 2
+    assert step_of(tmp_path / "runs" / "logged" / "checkpoints" / "last.ckpt") == step
 
 
 def test_a_stop_waiting_for_the_step_logging_is_raised_at_the_next_hook_if_the_logging_never_comes():
