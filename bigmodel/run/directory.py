@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -85,7 +86,7 @@ def claim_log_versions(loggers: list[Any]) -> list[tuple[str, str]]:
     if not auto:
         return []
     number = max(_next_version(os.fspath(lg.root_dir)) for lg in auto)
-    tops: dict[str, str] = {}  # each run directory's topmost missing parent, before any is made
+    tops: dict[str, str | None] = {}  # each run directory's topmost missing parent, before any is made
     while True:
         for logger in auto:
             logger._version = number  # (Lightning's loggers read their version from here; there is no setter)
@@ -132,7 +133,8 @@ def _make_version_dirs(paths: list[str]) -> list[str] | None:
             os.mkdir(path)
         except FileExistsError:
             for other in made:  # this number is taken in one place: give back the others, try the next
-                os.rmdir(other)
+                with contextlib.suppress(OSError):
+                    os.rmdir(other)
             return None
         made.append(path)
     return made
