@@ -114,19 +114,22 @@ def test_a_sigterm_before_training_exits_143_not_0(small_text, tmp_path, capsys)
     assert (code, line) == (143, "bigmodel: stopped by SIGTERM during validate; no result was written")
 
 
-def test_a_signal_stop_logs_the_stopping_step(small_text, tmp_path, capsys):
+@pytest.mark.parametrize("step, logged_steps", [(7, [4, 6]), (5, [4])])
+def test_a_signal_stop_logs_the_stopping_step(step, logged_steps, small_text, tmp_path, capsys):
     """The stop is raised after Lightning logged the step it stops at (every log_every_n_steps=5, and always the
-    step where a fit stops): the curve reaches the step last.ckpt holds. The run, with its checkpoint, keeps its
-    version directory."""
+    step where a fit stops): the curve, learning rate included, reaches the step last.ckpt holds, with each step
+    once. The run, with its checkpoint, keeps its version directory."""
     config = resume_config(tmp_path, small_text, "logged")
     code, line = run_main(["fit", "-c", config, "--trainer.callbacks+=tests.helpers.SignalAtStep",
-                           "--trainer.callbacks.step=7", "--trainer.callbacks.signal_name=SIGINT"], capsys)
-    assert code == 130 and "stopped by SIGINT at step 7 (after batch 7 of epoch 0)" in line
+                           f"--trainer.callbacks.step={step}", "--trainer.callbacks.signal_name=SIGINT"], capsys)
+    assert code == 130 and f"stopped by SIGINT at step {step} (after batch {step} of epoch 0)" in line
     version = tmp_path / "runs" / "logged" / "version_0"
     logged = events(str(version))
-    # Lightning logs step k's values at k - 1 (the optimizer steps before it): 4 is step 5, 6 the stopping step 7
-    assert [e.step for e in logged.Scalars("train/loss")] == [4, 6]
-    assert step_of(tmp_path / "runs" / "logged" / "checkpoints" / "last.ckpt") == 7
+    # Lightning logs step k's values at k - 1 (the optimizer steps before it): 4 is step 5, 6 the stopping step 7;
+    # LearningRateMonitor logs its own as a logged step starts (step 5), StopSafely the stopping step's (step 7)
+    assert [e.step for e in logged.Scalars("train/loss")] == logged_steps
+    assert [[e.step for e in logged.Scalars(f"lr-AdamW/pg{g}")] for g in (1, 2)] == [logged_steps] * 2
+    assert step_of(tmp_path / "runs" / "logged" / "checkpoints" / "last.ckpt") == step
 
 
 def test_a_stop_waiting_for_the_step_logging_is_raised_at_the_next_hook_if_the_logging_never_comes():
@@ -229,6 +232,51 @@ def test_a_failed_command_takes_back_the_empty_version_directory_it_made(small_t
     assert versions() == ["version_0", "version_1", "version_2"]
     assert {"config.yaml", "hparams.yaml"} <= {p.name for p in (name / "version_2").iterdir()}
     assert step_of(name / "checkpoints" / "last.ckpt") == 2
+
+
+def test_commands_started_together_never_share_a_version_directory(small_text, tmp_path, capsys):
+    """Lightning's loggers take max(version_N) + 1 by listing the run's directory, so two commands set up at the same
+    moment (a script testing two checkpoints at once) chose one version_N and overwrote each other's config.yaml, and
+    a failed one's take-back could remove the other's files. Each command claims its own version directory (an
+    atomic mkdir) as its loggers are made: its TensorBoard and CSV loggers share it, a version the config names is
+    used as given (and, being nobody's new directory, never taken back), and a failed command takes back only its
+    own."""
+    config = mlm_config(tmp_path, small_text, limit_val_batches=1)
+    logger = config["trainer"]["logger"]
+    config["trainer"]["logger"] = [logger, {"class_path": "lightning.pytorch.loggers.CSVLogger",
+                                            "init_args": logger["init_args"]}]
+    both = write_yaml(tmp_path / "both.yaml", config)
+    name = tmp_path / "runs" / "mlm"
+    first, second = (BigModelCLI(args=["-c", both], run=False) for _ in range(2))  # set up; neither has written
+    assert [[lg.log_dir for lg in cli.trainer.loggers] for cli in (first, second)] == \
+        [[str(name / "version_0")] * 2, [str(name / "version_1")] * 2]
+    assert sorted(p.name for p in name.iterdir()) == ["version_0", "version_1"]
+
+    config["trainer"]["logger"] = {**logger, "init_args": {**logger["init_args"], "version": 0}}
+    named = BigModelCLI(args=["-c", write_yaml(tmp_path / "named.yaml", config)], run=False)
+    assert named.trainer.log_dir == str(name / "version_0") and named._new_dirs == []
+
+    first._take_back_empty_dirs()  # the first command failed before writing anything: the second's stays
+    assert sorted(p.name for p in name.iterdir()) == ["version_1"]
+    BigModelCLI(args=["validate", "-c", both])  # the next one opens version_2, both loggers writing there
+    assert {"config.yaml", "metrics.csv", "validate_metrics.json"} <= {p.name for p in (name / "version_2").iterdir()}
+    assert sorted(p.name for p in name.iterdir()) == ["version_1", "version_2"]
+
+
+def test_a_version_taken_between_listing_and_claiming_moves_the_claim_to_the_next_number(tmp_path, monkeypatch):
+    """The listing is only where to start: the mkdir decides. One number for all of a command's loggers, in every
+    directory they log to (TensorBoard's sub_dir inside the version)."""
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    tb = TensorBoardLogger(tmp_path / "runs", name="a", sub_dir="train")
+    csv = CSVLogger(tmp_path / "csv", name="a")
+    (tmp_path / "runs" / "a" / "version_0").mkdir(parents=True)
+    (tmp_path / "csv" / "a" / "version_1").mkdir(parents=True)  # another command's claim, after our listing
+    monkeypatch.setattr(runs, "_next_version", lambda root: 0)
+    made = runs.claim_log_versions([tb, csv])
+    assert (tb.version, csv.version) == (2, 2) and tb.log_dir == str(tmp_path / "runs" / "a" / "version_2" / "train")
+    assert made == [(str(tmp_path / "runs" / "a" / "version_2"),) * 2, (str(tmp_path / "csv" / "a" / "version_2"),) * 2]
+    assert sorted(p.name for p in (tmp_path / "runs" / "a").iterdir()) == ["version_0", "version_2"]  # 1 given back
 
 
 def test_taking_back_a_log_directory_leaves_another_runs_files_beside_it(tmp_path):

@@ -181,7 +181,7 @@ class BigModelCLI(LightningCLI):
         super().instantiate_classes()
         default_checkpoint_dir(self.trainer)
         if runs.launch_rank_zero():
-            self._new_dirs = cleanup.new_log_dirs(self.trainer)  # before anything is written there
+            self._new_dirs = cleanup.claim_log_dirs(self.trainer)  # its own version_N, before anything is written
 
     def _take_back_empty_dirs(self) -> None:
         """A failed command removes the run directory it made when nothing of a result is in it (``run.cleanup``)."""

@@ -19,6 +19,8 @@ original tensors.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,34 @@ def export(ckpt_path: str | None = None, out: str | None = None, family: str | N
             alone.
         seed: draws a new head's weights (with init_from alone).
     """
+    with _transformers_bars_off():
+        return _export(ckpt_path, out, family, init_from, class_names, pooling, seed)
+
+
+@contextmanager
+def _transformers_bars_off() -> Iterator[None]:
+    """transformers' own bars ('Loading weights' as the export is read back to check it) are not export's output:
+    off for this call, then as they were. The Hub's download bars (a hub name's first download) stay as they are."""
+    import importlib
+
+    from transformers.utils import logging
+
+    hub = importlib.import_module("huggingface_hub.utils.tqdm")  # (transformers switches the Hub's bars with its own)
+    hub_states, was_on = dict(hub.progress_bar_states), logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    hub.progress_bar_states.clear()
+    hub.progress_bar_states.update(hub_states)
+    try:
+        yield
+    finally:
+        if was_on:
+            logging.enable_progress_bar()
+        hub.progress_bar_states.clear()
+        hub.progress_bar_states.update(hub_states)
+
+
+def _export(ckpt_path: str | None, out: str | None, family: str | None, init_from: str | None,
+            class_names: list[str] | None, pooling: str | None, seed: int) -> Path:
     import transformers
 
     if out is None:

@@ -1,5 +1,5 @@
 """A failed command takes back the run directory (``version_N``) it made while that holds nothing of a result, so
-the run after it is not ``version_N+1`` beside an empty one: ``new_log_dirs`` before anything is written,
+the run after it is not ``version_N+1`` beside an empty one: ``claim_log_dirs`` before anything is written,
 ``saved_checkpoints`` and ``remove_if_unused`` after the failure. When in doubt, a directory is kept."""
 
 from __future__ import annotations
@@ -8,23 +8,26 @@ import os
 import socket
 from typing import Any
 
-from bigmodel.run.directory import RunLock
+from bigmodel.run.directory import RunLock, claim_log_versions
 
 SETUP_FILES = ("config.yaml", "hparams.yaml")  # what a command writes before it computes anything
 SETUP_SCALARS = ("params/",)  # the model's size, logged as a fit starts
 
 
-def new_log_dirs(trainer: Any) -> list[tuple[str, str]]:
-    """This command's TensorBoard/CSV log directories that are not on disk yet (so nobody else's), each with the
-    topmost of its parents it will create: what a failed command may take back. Read before anything is written;
-    only local paths."""
+def claim_log_dirs(trainer: Any) -> list[tuple[str, str]]:
+    """This command's TensorBoard/CSV log directories, each with the topmost of its parents it made or will make:
+    what a failed command may take back. The ``version_N`` it claims now (``claim_log_versions``), and those of a
+    ``version`` given in the config that are not on disk yet (so nobody else's). Before anything is written; only
+    local paths."""
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-    created = []
+    created = claim_log_versions(trainer.loggers)
     for logger in trainer.loggers:
         path = os.fspath(logger.log_dir) if isinstance(logger, (TensorBoardLogger, CSVLogger)) else None
         if path is None or "://" in path or os.path.lexists(path):
             continue
+        if any(os.path.abspath(path).startswith(claimed + os.sep) for claimed, _ in created):
+            continue  # (TensorBoard's sub_dir in a version directory claimed above)
         path = top = os.path.abspath(path)
         while not os.path.lexists(os.path.dirname(top)) and os.path.dirname(top) != top:
             top = os.path.dirname(top)

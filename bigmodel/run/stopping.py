@@ -5,9 +5,8 @@
   step, on one process (under DDP the other ranks wait in a collective, so nothing is saved).
 - SIGTERM (SLURM, Kubernetes, ``kill``) and Ctrl-C (SIGINT): the run finishes the optimizer step it is in (a step
   of gradient accumulation is never split, so the resume is exact), writes ``last.ckpt`` there, logs that step's
-  metrics (whatever ``log_every_n_steps`` says) and ends with exit status 128 + signal (143, 130) and one line
-  naming the step and the file. A second Ctrl-C stops at once,
-  without saving. A signal during validation takes effect when the validation ends.
+  metrics and learning rate (whatever ``log_every_n_steps`` says) and ends with exit status 128 + signal (143,
+  130) and one line naming the step and the file. A second Ctrl-C stops at once, without saving. A signal during validation takes effect when the validation ends.
 - Under DDP the decision is collective: every rank stops after the same step.
 - SLURM requeueing stays Lightning's (``SLURMEnvironment(auto_requeue=True)``): on the requeue signal Lightning
   saves its ``hpc_ckpt_N.ckpt`` and requeues the job; the SIGTERM that follows saves ``last.ckpt`` at the end of
@@ -25,7 +24,7 @@ from typing import Any
 
 import lightning as L
 from lightning.fabric.plugins.environments import SLURMEnvironment
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 
@@ -113,7 +112,8 @@ class StopSafely(Callback):
     def _raise_after_logging(self, trainer: L.Trainer, stopped: RunStopped) -> None:
         """Lightning logs a step's metrics (train/loss...) after every batch-end hook has run; raised here, the stop
         would lose the stopping step's. It is raised right after that logging instead, which logs this step whatever
-        log_every_n_steps says (Lightning's rule for the step where a fit stops, ``trainer.should_stop``)."""
+        log_every_n_steps says (Lightning's rule for the step where a fit stops, ``trainer.should_stop``), with its
+        learning rate (which LearningRateMonitor logs as a batch starts, when it did not know of the stop)."""
         connector = getattr(trainer, "_logger_connector", None)
         log_step = getattr(connector, "update_train_step_metrics", None)
         if log_step is None:  # a Lightning without that step: stop now, as before
@@ -121,8 +121,11 @@ class StopSafely(Callback):
 
         def log_then_stop() -> None:
             self._disarm(trainer)
+            logged_at_start = connector.should_update_logs  # (as the batch started: the step counter is unchanged)
             previous, trainer.should_stop = trainer.should_stop, True
             try:
+                if not logged_at_start:
+                    _log_learning_rates(trainer)
                 log_step()
             finally:
                 trainer.should_stop = previous
@@ -215,6 +218,14 @@ class StopSafely(Callback):
                 _link_or_copy(path, hpc)  # the requeued job resumes from the newest hpc_ckpt: this exact step
             message += f"; SLURM requeued the job, which resumes from {hpc}"
         return RunStopped(signum, message, requeued=self.requeued, say=trainer.is_global_zero)
+
+
+def _log_learning_rates(trainer: L.Trainer) -> None:
+    """The learning-rate monitors' values for this step, as they log them at a batch start (the optimizer's lr is
+    still this step's: the schedulers step after the logging)."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, LearningRateMonitor):
+            callback.on_train_batch_start(trainer, trainer.lightning_module, None, 0)
 
 
 def _loader_worker_killed(exception: BaseException) -> bool:

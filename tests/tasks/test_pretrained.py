@@ -122,7 +122,10 @@ def test_export_gives_a_directory_transformers_loads_with_equal_logits(hf_bert, 
         ckpt["tokenizer"] = tokenizer_files(tokenizer)
         torch.save(ckpt, tmp_path / f"{name}.ckpt")
         main(["export", "--ckpt_path", str(tmp_path / f"{name}.ckpt"), "--out", str(tmp_path / name)])
-    assert "Wrote BertForMaskedLM" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "Wrote BertForMaskedLM" in printed.out
+    assert "Loading weights" not in printed.err and "it/s" not in printed.err  # transformers' bar, not export's
+    assert transformers.utils.logging.is_progress_bar_enabled()  # off for the export only
 
     back = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "mlm").eval()
     for key, value in hf.state_dict().items():
@@ -134,6 +137,28 @@ def test_export_gives_a_directory_transformers_loads_with_equal_logits(hf_bert, 
     with torch.no_grad():
         ours = cls.eval()({"input_ids": ids, "attention_mask": mask})
         torch.testing.assert_close(exported(input_ids=ids, attention_mask=mask).logits, ours, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_export_leaves_transformers_and_hub_progress_bars_as_it_found_them(enabled):
+    """transformers' bars are off during an export, whatever they were; after it, both switches are as before (the
+    Hub's download bars are never touched)."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars
+    from transformers.utils import logging
+
+    from bigmodel.commands.export import _transformers_bars_off
+
+    before = logging.is_progress_bar_enabled()
+    (logging.enable_progress_bar if enabled else logging.disable_progress_bar)()  # (the Hub's follow)
+    try:
+        for hub in (are_progress_bars_disabled(), True):
+            if hub:
+                disable_progress_bars()
+            with _transformers_bars_off():
+                assert not logging.is_progress_bar_enabled() and are_progress_bars_disabled() == hub
+            assert logging.is_progress_bar_enabled() == enabled and are_progress_bars_disabled() == hub
+    finally:
+        (logging.enable_progress_bar if before else logging.disable_progress_bar)()
 
 
 def test_a_vit_image_classifier_exports_with_equal_logits(tmp_path):
