@@ -440,6 +440,13 @@ def test_a_summary_read_back_from_json_shows_its_per_seed_values(tmp_path):
     assert "- seed 2 failed: fit exit 2: bad" in lines
 
 
+def test_a_seed_is_found_keyed_by_int_or_by_text():
+    """A summary made in this process keys its per-seed records by the int seed, one read back from JSON by text."""
+    assert results.seed_value({0: 0.5, 1: 0.7}, "1") == results.seed_value({"0": 0.5, "1": 0.7}, 1) == 0.7
+    assert results.seed_value({"0": "fit exit 1"}, 2) is None and results.seed_value({}, "0") is None
+    assert results.seed_key(3) == results.seed_key("3") == "3"
+
+
 def test_a_row_chosen_per_seed_says_when_a_seed_chose_among_fewer_points(tmp_path):
     summary = json.loads(Path(_fixture_summary(tmp_path / "r")).read_text())
     point = summary["points"][0]
