@@ -124,7 +124,8 @@ class StoppedRuns(FakeRuns):
         checkpoints = next(a.split("=", 1)[1] for a in command if a.startswith("--checkpoint.dirpath="))
         Path(checkpoints).mkdir(parents=True, exist_ok=True)
         Path(checkpoints, "last.ckpt").write_text("weights at step 3")
-        self.running.append(_Running(Path(stdout.name), self, Path(checkpoints, "last.ckpt"), last=len(self.running) + 1 == self.hold))
+        last = Path(checkpoints, "last.ckpt").resolve()  # as a fit names it: Lightning resolves the directory
+        self.running.append(_Running(Path(stdout.name), self, last, last=len(self.running) + 1 == self.hold))
         return self.running[-1]
 
     def ctrl_c(self):
@@ -187,10 +188,11 @@ def test_one_ctrl_c_stops_the_sweep_and_the_same_command_resumes_it(tmp_path, mo
     for child in fake.running:
         assert child.signals == [signal.SIGINT] * group + [signal.SIGTERM]
     runs = json.loads(Path("sw/summary.json").read_text())["runs"]
-    for run in runs[:parallel]:
+    for run in runs[:parallel]:  # the fit's line names its checkpoint absolute; the summary, as the sweep does
         assert run["status"] == "interrupted"
         assert run["error"] == (f"fit exit 143: bigmodel: stopped by SIGTERM at step 3; saved "
                                 f"sw/default/seed{run['seed']}/checkpoints/last.ckpt")
+    assert str(tmp_path) not in Path("sw/summary.json").read_text() + Path("sw/summary.md").read_text()
     assert [(r["status"], r["error"]) for r in runs[parallel:]] == \
         [("pending", "not started (the sweep was stopped)")] * (3 - parallel)
     assert "- seed 2 unfinished: not started (the sweep was stopped)" in Path("sw/summary.md").read_text()
@@ -205,7 +207,7 @@ def test_one_ctrl_c_stops_the_sweep_and_the_same_command_resumes_it(tmp_path, mo
         [f"--seed_everything={seed}" for seed in range(parallel)]
     assert len(fake.calls) == parallel + 2 * 3
     log = Path("sw/default/seed0/fit.log").read_text().splitlines()
-    assert log[0] == "bigmodel: stopped by SIGTERM at step 3; saved sw/default/seed0/checkpoints/last.ckpt"
+    assert log[0] == f"bigmodel: stopped by SIGTERM at step 3; saved {tmp_path}/sw/default/seed0/checkpoints/last.ckpt"
     assert log[2].startswith("===== sweep: fit resumed from sw/default/seed0/checkpoints/last.ckpt on 20")
     assert all(r["status"] == "done" for r in json.loads(Path("sw/summary.json").read_text())["runs"])
     capsys.readouterr()

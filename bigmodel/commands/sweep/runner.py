@@ -218,7 +218,7 @@ class Sweep:
         stopped = code in _INTERRUPTED or self.stop_signal is not None  # a run the stop ended, however it exited
         run.status = "interrupted" if stopped else "failed"
         ended = (f"killed by {_signal_name(-code)}: nothing saved by this stop" if code < 0  # e.g. while starting
-                 else f"exit {code}: {_last_line(log)}")
+                 else f"exit {code}: {_as_named(_last_line(log), run)}")
         run.error = f"{stage} {ended}"
         print(f"sweep: {run.point} seed {run.seed}: {run.error} (log: {log})", flush=True)
         return False
@@ -301,6 +301,15 @@ def _reusable(run: Run) -> bool:
 def _last_line(log: Path) -> str:
     lines = [line.strip() for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
     return lines[-1][:500] if lines else "no output"
+
+
+def _as_named(text: str, run: Run) -> str:
+    """``text`` with the run's directory as the sweep names it (relative to where it started, as in the summary's
+    ``directory``) where the run's process wrote it absolute (Lightning resolves the checkpoint directory, so a
+    stopped fit's line names ``/home/.../last.ckpt``): summaries are committed, never with a machine's paths."""
+    for absolute in dict.fromkeys((os.path.realpath(run.directory), os.path.abspath(run.directory))):
+        text = text.replace(absolute + os.sep, run.directory + os.sep)
+    return text
 
 
 def _signal_name(signum: int) -> str:
