@@ -12,8 +12,9 @@ written to ``--summary_dir``) hold every test metric per grid point as mean ± s
 values, wall times, failed seeds with their one-line error, the exact command, each run's resolved config, the code's
 git commit, the device and the versions.
 
-Each run is a process of its own (a crash or an out-of-memory kill fails that seed only, and is reported). Ctrl-C or
-SIGTERM stops the sweep (the running runs at a saved step, no further one starts; exit 130 / 143). Running the same
+Each run is a process of its own (a crash or an out-of-memory kill fails that seed only, and is reported). Ctrl-C,
+SIGTERM or SIGHUP (its terminal closed; ignored under ``nohup``) stops the sweep (the running runs at a saved step, no
+further one starts; exit 130 / 143 / 129). Running the same
 sweep again skips seeds whose test result exists (and says so) and resumes a stopped fit from its ``last.ckpt``; a
 sweep whose settings differ from those the runs in ``--out`` were made with stops before running anything
 (``runner``). A sweep in which runs failed never replaces a summary holding more finished runs, and one with none

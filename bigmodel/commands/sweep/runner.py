@@ -1,7 +1,7 @@
 """Running a sweep's plan: each run's stages (fit, validate on a grid, test) as processes of their own, a few at a
 time, each pinned to one GPU when asked; seeds whose test result exists are skipped, a killed fit resumes from its
-``last.ckpt``, and SIGTERM or Ctrl-C stops the sweep: each running run at a saved step (``last.ckpt``), and no
-further run starts (a second Ctrl-C stops the running ones at once, without saving). A run's results and
+``last.ckpt``, and SIGTERM, Ctrl-C or SIGHUP (the terminal closed) stops the sweep: each running run at a saved step
+(``last.ckpt``), and no further run starts (a second Ctrl-C stops the running ones at once, without saving). A run's results and
 checkpoints are reused only when its recorded settings (``sweep_settings.json``) are this sweep's: otherwise the sweep
 stops before anything runs, since the old runs' numbers would be reported under the new command."""
 
@@ -24,8 +24,9 @@ import yaml
 
 from bigmodel import UsageError
 from bigmodel.commands.sweep.plan import Run
+from bigmodel.run.stopping import STOP_SIGNALS, leave_hung_up_terminal
 
-_INTERRUPTED = (130, 143)  # a run stopped by Ctrl-C / SIGTERM: its last.ckpt is kept and the next sweep resumes it
+_INTERRUPTED = tuple(128 + s for s in STOP_SIGNALS)  # a run stopped by a signal at a saved step: the next sweep resumes it
 SETTINGS_FILE = "sweep_settings.json"  # what the run was configured with (``Sweep.settings``)
 SECONDS_FILE = "seconds.json"  # each finished stage's wall time, so that a reused run reports the time it took
 # where a run writes, not what it computes: the same settings rerun elsewhere (or resumed) differ only in these
@@ -126,8 +127,9 @@ class Sweep:
     def execute(self) -> None:
         self.check_reuse()
         self.report_reuse()
-        # a signal set to be ignored (SIGINT of a job started with & from a script) stays ignored, as in StopSafely
-        handled = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not signal.SIG_IGN] \
+        # a signal set to be ignored (SIGINT of a job started with & from a script, SIGHUP under nohup) stays ignored,
+        # as in StopSafely
+        handled = [s for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN] \
             if _main_thread() else []
         previous = {signum: signal.signal(signum, self._on_signal) for signum in handled}
         try:
@@ -252,11 +254,13 @@ class Sweep:
         run.config = config.read_text(encoding="utf-8") if config.is_file() else None
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        """The first SIGINT or SIGTERM stops the sweep: no further run starts, and each running one is sent SIGTERM
-        (it saves last.ckpt at its step and exits 143). SIGTERM, not the SIGINT: after a Ctrl-C in a terminal (or
-        ``timeout -s INT``) the runs, in the sweep's process group, got that SIGINT themselves, and a second one would
-        stop them without saving; SIGTERM after SIGINT is one stop at the same step. A later Ctrl-C stops them at
-        once (killed, nothing saved by this stop), as a second Ctrl-C stops a fit."""
+        """The first SIGINT, SIGTERM or SIGHUP stops the sweep: no further run starts, and each running one is sent
+        SIGTERM (it saves last.ckpt at its step and exits 143). SIGTERM, not the SIGINT: after a Ctrl-C in a terminal
+        (or ``timeout -s INT``) the runs, in the sweep's process group, got that SIGINT themselves, and a second one
+        would stop them without saving; SIGTERM after SIGINT (or a hangup's SIGHUP) is one stop at the same step. A
+        later Ctrl-C stops them at once (killed, nothing saved by this stop), as a second Ctrl-C stops a fit. After a
+        hangup the sweep's own output leaves the dead terminal, so that it still writes its summary."""
+        leave_hung_up_terminal()
         with self._lock:
             again = self.stop_signal is not None
             if not again:
