@@ -6,12 +6,14 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
 from bigmodel.run import directory as runs
+from bigmodel.run.stopping import leave_hung_up_terminal
 from bigmodel.commands.cli import BigModelCLI, main
 from tests.test_cli import finetune_config, mlm_config, write_yaml
 from tests.test_monitoring import events
@@ -93,6 +95,41 @@ def test_stopped_mid_epoch_then_resumed_matches_an_uninterrupted_run(how, uninte
                                    rtol=0, atol=1e-6)
     for (name, a), b in zip(full.model.named_parameters(), resumed.model.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+
+
+def test_a_hangup_stops_a_fit_at_a_saved_step_unless_nohup_ignores_it(small_text, tmp_path, capsys):
+    """The terminal window closed or the ssh connection dropped (SIGHUP): the fit stops as on SIGTERM, at a saved
+    step, exit 129. Started under nohup (SIGHUP ignored), it trains on to its end and SIGHUP stays ignored."""
+    hangup = ["--trainer.callbacks+=tests.helpers.SignalAtStep", "--trainer.callbacks.step=3",
+              "--trainer.callbacks.signal_name=SIGHUP", "--trainer.max_steps=5"]
+    code, line = run_main(["fit", "-c", resume_config(tmp_path, small_text, "hangup"), *hangup], capsys)
+    last = tmp_path / "runs" / "hangup" / "checkpoints" / "last.ckpt"
+    assert (code, line) == (129, f"bigmodel: stopped by SIGHUP at step 3 (after batch 3 of epoch 0); saved {last}; "
+                                 "resume with --ckpt_path last")
+    assert step_of(last) == 3 and signal.getsignal(signal.SIGHUP) is signal.SIG_DFL  # given back
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        code, _ = run_main(["fit", "-c", resume_config(tmp_path, small_text, "nohup"), *hangup], capsys)
+        assert code == 0 and signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        assert step_of(tmp_path / "runs" / "nohup" / "checkpoints" / "last.ckpt") == 5
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
+def test_after_a_hangup_output_leaves_the_dead_terminal_only():
+    """Writes to a terminal that hung up fail (EIO): such an output goes to /dev/null; a live terminal or a file
+    (nohup.out, a log) is left as it is."""
+    dead_master, dead = os.openpty()
+    live_master, live = os.openpty()
+    os.close(dead_master)  # the terminal window closed
+    with open(os.devnull, "w") as null_file, tempfile.TemporaryFile() as file:
+        with pytest.raises(OSError):
+            os.write(dead, b"progress")
+        assert leave_hung_up_terminal((dead, live, file.fileno(), null_file.fileno())) == [dead]
+        assert os.write(dead, b"progress") == 8 and os.path.samestat(os.fstat(dead), os.fstat(null_file.fileno()))
+        assert os.isatty(live) and not os.path.samestat(os.fstat(file.fileno()), os.fstat(null_file.fileno()))
+    for fd in (dead, live, live_master):
+        os.close(fd)
 
 
 def test_a_signal_never_splits_an_accumulated_step(small_text, tmp_path, capsys):

@@ -110,12 +110,12 @@ class _Child:
 
 class StoppedRuns(FakeRuns):
     """FakeRuns whose first ``hold`` fits run until a signal reaches them (each leaves its ``last.ckpt``); the last of
-    them to start gives the sweep a Ctrl-C (``group``: the runs get it too, as in a terminal or under ``timeout -s
-    INT``), and ``twice`` a second one once the sweep has stopped its runs."""
+    them to start gives the sweep a Ctrl-C, or ``signum`` (``group``: the runs get it too, as in a terminal, under
+    ``timeout -s INT`` or when the terminal closes), and ``twice`` a second one once the sweep has stopped its runs."""
 
-    def __init__(self, monkeypatch, hold, group, twice=False):
+    def __init__(self, monkeypatch, hold, group, twice=False, signum=signal.SIGINT):
         super().__init__(monkeypatch)
-        self.hold, self.group, self.twice, self.running = hold, group, twice, []
+        self.hold, self.group, self.twice, self.signum, self.running = hold, group, twice, signum, []
 
     def popen(self, command, stdout, stderr, env):
         if command[3] != "fit" or len(self.running) == self.hold:
@@ -124,14 +124,15 @@ class StoppedRuns(FakeRuns):
         checkpoints = next(a.split("=", 1)[1] for a in command if a.startswith("--checkpoint.dirpath="))
         Path(checkpoints).mkdir(parents=True, exist_ok=True)
         Path(checkpoints, "last.ckpt").write_text("weights at step 3")
-        self.running.append(_Running(Path(stdout.name), self, Path(checkpoints, "last.ckpt"), last=len(self.running) + 1 == self.hold))
+        last = Path(checkpoints, "last.ckpt").resolve()  # as a fit names it: Lightning resolves the directory
+        self.running.append(_Running(Path(stdout.name), self, last, last=len(self.running) + 1 == self.hold))
         return self.running[-1]
 
     def ctrl_c(self):
         if self.group:
             for child in self.running:
-                child.signals.append(signal.SIGINT)
-        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+                child.signals.append(self.signum)
+        signal.pthread_kill(threading.main_thread().ident, self.signum)
 
 
 class _Running:
@@ -187,10 +188,11 @@ def test_one_ctrl_c_stops_the_sweep_and_the_same_command_resumes_it(tmp_path, mo
     for child in fake.running:
         assert child.signals == [signal.SIGINT] * group + [signal.SIGTERM]
     runs = json.loads(Path("sw/summary.json").read_text())["runs"]
-    for run in runs[:parallel]:
+    for run in runs[:parallel]:  # the fit's line names its checkpoint absolute; the summary, as the sweep does
         assert run["status"] == "interrupted"
         assert run["error"] == (f"fit exit 143: bigmodel: stopped by SIGTERM at step 3; saved "
                                 f"sw/default/seed{run['seed']}/checkpoints/last.ckpt")
+    assert str(tmp_path) not in Path("sw/summary.json").read_text() + Path("sw/summary.md").read_text()
     assert [(r["status"], r["error"]) for r in runs[parallel:]] == \
         [("pending", "not started (the sweep was stopped)")] * (3 - parallel)
     assert "- seed 2 unfinished: not started (the sweep was stopped)" in Path("sw/summary.md").read_text()
@@ -205,7 +207,7 @@ def test_one_ctrl_c_stops_the_sweep_and_the_same_command_resumes_it(tmp_path, mo
         [f"--seed_everything={seed}" for seed in range(parallel)]
     assert len(fake.calls) == parallel + 2 * 3
     log = Path("sw/default/seed0/fit.log").read_text().splitlines()
-    assert log[0] == "bigmodel: stopped by SIGTERM at step 3; saved sw/default/seed0/checkpoints/last.ckpt"
+    assert log[0] == f"bigmodel: stopped by SIGTERM at step 3; saved {tmp_path}/sw/default/seed0/checkpoints/last.ckpt"
     assert log[2].startswith("===== sweep: fit resumed from sw/default/seed0/checkpoints/last.ckpt on 20")
     assert all(r["status"] == "done" for r in json.loads(Path("sw/summary.json").read_text())["runs"])
     capsys.readouterr()
@@ -213,21 +215,43 @@ def test_one_ctrl_c_stops_the_sweep_and_the_same_command_resumes_it(tmp_path, mo
     assert "sweep: 3 of 3 runs reused from sw (same settings); 0 to run\n" in capsys.readouterr().out
 
 
-def test_a_sweep_whose_sigint_is_ignored_leaves_it_ignored(tmp_path, monkeypatch):
-    """A sweep started in the background of a script (SIGINT ignored) is not stopped by the terminal's Ctrl-C: it
-    takes over SIGTERM only, as a fit's StopSafely does."""
+def test_a_terminal_that_closes_stops_the_sweep_as_sigterm_does(tmp_path, monkeypatch, capsys):
+    """The window closed (or the ssh connection dropped): SIGHUP to the sweep and its runs. Each run stops at a saved
+    step (SIGTERM follows the SIGHUP: one stop), no further run starts, the summary says which, and the sweep exits
+    129 with the line that says how to resume."""
+    monkeypatch.chdir(tmp_path)
+    fake = StoppedRuns(monkeypatch, hold=1, group=True, signum=signal.SIGHUP)
+    with pytest.raises(SystemExit) as stop:
+        sweep.main(["-c", DIGITS_CNN, "--seeds", "0", "1", "--out", "sw"])
+    assert stop.value.code == 129 and len(fake.calls) == 1
+    assert fake.running[0].signals == [signal.SIGHUP, signal.SIGTERM]
+    runs = json.loads(Path("sw/summary.json").read_text())["runs"]
+    assert [(r["status"], r["error"]) for r in runs] == [
+        ("interrupted", "fit exit 143: bigmodel: stopped by SIGTERM at step 3; saved sw/default/seed0/checkpoints/last.ckpt"),
+        ("pending", "not started (the sweep was stopped)")]
+    assert capsys.readouterr().err.endswith("bigmodel: sweep stopped by SIGHUP: 1 run stopped (1 with a last.ckpt to "
+                                            "resume from), 1 not started; to resume, run the same command again\n")
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL  # given back
+
+
+@pytest.mark.parametrize("ignored", ["SIGINT", "SIGHUP"])
+def test_a_sweep_whose_signal_is_ignored_leaves_it_ignored(tmp_path, monkeypatch, ignored):
+    """A sweep started in the background of a script (SIGINT ignored) is not stopped by the terminal's Ctrl-C, nor
+    one started with nohup (SIGHUP ignored) by the terminal closing: it takes over the others, as a fit's StopSafely
+    does."""
     monkeypatch.chdir(tmp_path)
     FakeRuns(monkeypatch)
     installed = []
     real = signal.signal
     monkeypatch.setattr(signal, "signal", lambda signum, handler: installed.append(signum) or real(signum, handler))
-    previous = real(signal.SIGINT, signal.SIG_IGN)
+    signum = getattr(signal, ignored)
+    previous = real(signum, signal.SIG_IGN)
     try:
         sweep.main(["-c", DIGITS_CNN, "--seeds", "0", "--out", "sw"])
-        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN and signal.SIGINT not in installed
-        assert signal.SIGTERM in installed
+        assert signal.getsignal(signum) is signal.SIG_IGN and signum not in installed
+        assert {signal.SIGINT, signal.SIGTERM, signal.SIGHUP} - {signum} <= set(installed)
     finally:
-        real(signal.SIGINT, previous)
+        real(signum, previous)
 
 
 def test_a_second_ctrl_c_stops_the_runs_at_once(tmp_path, monkeypatch, capsys):
@@ -438,6 +462,13 @@ def test_a_summary_read_back_from_json_shows_its_per_seed_values(tmp_path):
     lines = results.summary_markdown(summary).splitlines()
     assert "| test/acc | 0.9000 ± 0.0141 (n=2) | 0.8900 | 0.9100 | – |" in lines
     assert "- seed 2 failed: fit exit 2: bad" in lines
+
+
+def test_a_seed_is_found_keyed_by_int_or_by_text():
+    """A summary made in this process keys its per-seed records by the int seed, one read back from JSON by text."""
+    assert results.seed_value({0: 0.5, 1: 0.7}, "1") == results.seed_value({"0": 0.5, "1": 0.7}, 1) == 0.7
+    assert results.seed_value({"0": "fit exit 1"}, 2) is None and results.seed_value({}, "0") is None
+    assert results.seed_key(3) == results.seed_key("3") == "3"
 
 
 def test_a_row_chosen_per_seed_says_when_a_seed_chose_among_fewer_points(tmp_path):

@@ -152,9 +152,17 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def seed_value(values: dict[Any, float], seed: int | str) -> float | None:
-    """A seed's value from per-seed ``values`` keyed by the seed as written (int) or as read back from JSON (text)."""
-    return values.get(seed, values.get(str(seed)))
+def seed_key(seed: int | str) -> str:
+    """A seed as a summary's per-seed records key it once read back from summary.json (text; a summary made in this
+    process keys them by the int): the one form in which seeds are compared."""
+    return str(seed)
+
+
+def seed_value(record: dict[Any, Any], seed: int | str) -> Any:
+    """A seed's entry in a per-seed record (``values``, ``failed``, ``unfinished``) keyed by the seed as written (int)
+    or as read back from JSON (text); None when it has none."""
+    key = seed_key(seed)
+    return next((value for k, value in record.items() if seed_key(k) == key), None)
 
 
 def summary_csv(summary: dict[str, Any]) -> str:

@@ -3,10 +3,14 @@
 - ``max_steps`` ending between epoch-end checkpoints: ``last.ckpt`` is written at the final step.
 - An error in a training step (bad data, the non-finite stop, out of memory): ``last.ckpt`` of the last optimizer
   step, on one process (under DDP the other ranks wait in a collective, so nothing is saved).
-- SIGTERM (SLURM, Kubernetes, ``kill``) and Ctrl-C (SIGINT): the run finishes the optimizer step it is in (a step
-  of gradient accumulation is never split, so the resume is exact), writes ``last.ckpt`` there, logs that step's
-  metrics and learning rate (whatever ``log_every_n_steps`` says) and ends with exit status 128 + signal (143,
-  130) and one line naming the step and the file. A second Ctrl-C stops at once, without saving. A signal during validation takes effect when the validation ends.
+- SIGTERM (SLURM, Kubernetes, ``kill``), Ctrl-C (SIGINT) and SIGHUP (the terminal window closed, an ssh connection
+  dropped): the run finishes the optimizer step it is in (a step of gradient accumulation is never split, so the
+  resume is exact), writes ``last.ckpt`` there, logs that step's metrics and learning rate (whatever
+  ``log_every_n_steps`` says) and ends with exit status 128 + signal (143, 130, 129) and one line naming the step and
+  the file. A second Ctrl-C stops at once, without saving. A signal during validation takes effect when the
+  validation ends. A signal its starter set to be ignored stays ignored (SIGHUP under ``nohup``, SIGINT of a
+  background job); after a hangup, output to the terminal that hung up goes to /dev/null
+  (``leave_hung_up_terminal``), so that no write to it fails.
 - Under DDP the decision is collective: every rank stops after the same step.
 - SLURM requeueing stays Lightning's (``SLURMEnvironment(auto_requeue=True)``): on the requeue signal Lightning
   saves its ``hpc_ckpt_N.ckpt`` and requeues the job; the SIGTERM that follows saves ``last.ckpt`` at the end of
@@ -16,6 +20,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -26,6 +31,10 @@ import lightning as L
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+
+# the signals that stop a fit at a saved step (SIGHUP: where the platform has it)
+STOP_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None)
 
 
 class RunStopped(Exception):
@@ -54,16 +63,20 @@ class StopSafely(Callback):
     def _on_signal(self, signum: int, frame: Any) -> None:
         if signum == signal.SIGINT and self.signum == signal.SIGINT:
             raise KeyboardInterrupt  # the second Ctrl-C: stop now, nothing saved
+        leave_hung_up_terminal()  # after a hangup, before anything writes to the dead terminal (and fails the run)
         first = self.signum is None
         self.signum = signum
         trainer = self._trainer
         launcher = trainer.strategy.launcher if trainer is not None else None
-        if first and launcher is not None and signum == signal.SIGTERM:
+        if first and launcher is not None and signum != signal.SIGINT:
             launcher.kill(signum)  # DDP ranks started by this process stop with it (as Lightning's handler does)
         if first and (trainer is None or trainer.is_global_zero):
             again = " (Ctrl-C again stops at once without saving)" if signum == signal.SIGINT else ""
-            print(f"bigmodel: {signal.Signals(signum).name} received: stopping after this optimizer step and "
-                  f"saving last.ckpt{again}", file=sys.stderr, flush=True)
+            try:
+                print(f"bigmodel: {signal.Signals(signum).name} received: stopping after this optimizer step and "
+                      f"saving last.ckpt{again}", file=sys.stderr, flush=True)
+            except OSError:  # stderr is gone (a pipe whose reader ended): the stop goes on without its notice
+                pass
 
     def _on_requeue(self, signum: int, frame: Any) -> None:
         self.requeued = True
@@ -80,14 +93,14 @@ class StopSafely(Callback):
         if getattr(trainer, "received_sigterm", False):  # arrived between Lightning's handler and this one
             self.signum = signal.SIGTERM
             trainer._signal_connector.received_sigterm = False  # ours to act on, at a step boundary
-        wanted = {signal.SIGINT: self._on_signal, signal.SIGTERM: self._on_signal}
+        wanted = dict.fromkeys(STOP_SIGNALS, self._on_signal)
         env = trainer._accelerator_connector.cluster_environment
         if isinstance(env, SLURMEnvironment) and env.auto_requeue and env.requeue_signal is not None:
             wanted[env.requeue_signal] = self._on_requeue  # Lightning's handler, wrapped: we learn of the requeue
         for signum, handler in wanted.items():
             previous = signal.getsignal(signum)
             if previous is signal.SIG_IGN:
-                continue  # ignored by whoever started us (a background job's SIGINT): stays ignored
+                continue  # ignored by whoever started us (nohup's SIGHUP, a background job's SIGINT): stays ignored
             self._previous[signum] = previous
             signal.signal(signum, handler)
 
@@ -226,6 +239,30 @@ def _log_learning_rates(trainer: L.Trainer) -> None:
     for callback in trainer.callbacks:
         if isinstance(callback, LearningRateMonitor):
             callback.on_train_batch_start(trainer, trainer.lightning_module, None, 0)
+
+
+def leave_hung_up_terminal(fds: tuple[int, ...] = (1, 2)) -> list[int]:
+    """Points each of ``fds`` (stdout, stderr) that is a terminal which hung up at /dev/null, and returns those.
+    After a hangup every write to that terminal fails (EIO): a progress line, or the notice of the stop itself, would
+    end in an error what should end at a saved step. A live terminal (``kill -HUP`` from another shell), a file or a
+    pipe (``nohup``, ``> log``) is left as it is."""
+    import termios
+
+    left = []
+    for fd in fds:
+        try:
+            termios.tcgetattr(fd)
+            continue  # a terminal that still works
+        except termios.error as err:
+            if err.args[0] != errno.EIO:  # not a terminal (ENOTTY), or not open (EBADF)
+                continue
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, fd)
+        finally:
+            os.close(null)
+        left.append(fd)
+    return left
 
 
 def _loader_worker_killed(exception: BaseException) -> bool:

@@ -12,16 +12,16 @@ written to ``--summary_dir``) hold every test metric per grid point as mean ± s
 values, wall times, failed seeds with their one-line error, the exact command, each run's resolved config, the code's
 git commit, the device and the versions.
 
-Each run is a process of its own (a crash or an out-of-memory kill fails that seed only, and is reported). Ctrl-C or
-SIGTERM stops the sweep (the running runs at a saved step, no further one starts; exit 130 / 143). Running the same
-sweep again skips seeds whose test result exists (and says so) and resumes a stopped fit from its ``last.ckpt``; a
-sweep whose settings differ from those the runs in ``--out`` were made with stops before running anything
-(``runner``). A sweep in which runs failed never replaces a summary holding more finished runs, and one with none
-finished writes nothing to ``--summary_dir``. The experiment's logger must be Lightning's TensorBoard or CSV logger
-(the default): the sweep sets its directory per run.
+Each run is a process of its own (a crash or an out-of-memory kill fails that seed only, and is reported). Ctrl-C,
+SIGTERM or SIGHUP (its terminal closed; ignored under ``nohup``) stops the sweep (the running runs at a saved step, no
+further one starts; exit 130 / 143 / 129). Running the same sweep again skips seeds whose test result exists (and says
+so) and resumes a stopped fit from its ``last.ckpt``; a sweep whose settings differ from those the runs in ``--out``
+were made with stops before running anything (``reuse``). A sweep in which runs failed never replaces a summary
+holding more finished runs, and one with none finished writes nothing to ``--summary_dir``. The experiment's logger
+must be Lightning's TensorBoard or CSV logger (the default): the sweep sets its directory per run.
 
-The command line is here; ``plan`` (the runs), ``runner`` (their processes) and ``summary`` do the work, and
-``bigmodel.commands.results`` renders the summary as it renders the results table.
+The command line is here; ``plan`` (the runs), ``runner`` (their processes), ``reuse`` (what a rerun reuses) and
+``summary`` do the work, and ``bigmodel.commands.results`` renders the summary as it renders the results table.
 """
 
 from __future__ import annotations

@@ -1,15 +1,13 @@
 """Running a sweep's plan: each run's stages (fit, validate on a grid, test) as processes of their own, a few at a
 time, each pinned to one GPU when asked; seeds whose test result exists are skipped, a killed fit resumes from its
-``last.ckpt``, and SIGTERM or Ctrl-C stops the sweep: each running run at a saved step (``last.ckpt``), and no
-further run starts (a second Ctrl-C stops the running ones at once, without saving). A run's results and
-checkpoints are reused only when its recorded settings (``sweep_settings.json``) are this sweep's: otherwise the sweep
-stops before anything runs, since the old runs' numbers would be reported under the new command."""
+``last.ckpt``, and SIGTERM, Ctrl-C or SIGHUP (the terminal closed) stops the sweep: each running run at a saved step
+(``last.ckpt``), and no further run starts (a second Ctrl-C stops the running ones at once, without saving). What
+it reuses of earlier runs, and when it refuses to, is ``reuse``'s."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -20,18 +18,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from bigmodel import UsageError
+from bigmodel.commands.sweep import reuse
 from bigmodel.commands.sweep.plan import Run
+from bigmodel.run.stopping import STOP_SIGNALS, leave_hung_up_terminal
 
-_INTERRUPTED = (130, 143)  # a run stopped by Ctrl-C / SIGTERM: its last.ckpt is kept and the next sweep resumes it
-SETTINGS_FILE = "sweep_settings.json"  # what the run was configured with (``Sweep.settings``)
+_INTERRUPTED = tuple(128 + s for s in STOP_SIGNALS)  # a run stopped by a signal at a saved step: the next sweep resumes it
 SECONDS_FILE = "seconds.json"  # each finished stage's wall time, so that a reused run reports the time it took
-# where a run writes, not what it computes: the same settings rerun elsewhere (or resumed) differ only in these
-_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")  # a number YAML 1.1 reads as a string (1e-3)
-_OUTPUT_KEYS = ("trainer.logger.init_args.save_dir", "trainer.logger.init_args.name",
-                "trainer.logger.init_args.version", "checkpoint.dirpath", "ckpt_path")
 
 
 class Sweep:
@@ -65,69 +57,16 @@ class Sweep:
         ]
 
     def settings(self, run: Run) -> dict[str, Any]:
-        """What ``run`` is configured with, flat (``{"model.init_args.lr": 0.003, ...}``): each ``-c`` file's content
-        merged in order, then the overrides (``--k v`` and ``--k=v`` alike, values read as YAML), the grid point and
-        seeds, as the CLI would merge them; output paths left out (``_OUTPUT_KEYS``), and the checkpoint it is tested
-        with. Comments and layout of the files do not count; the code's defaults are not in it (the summary records
-        the commit)."""
-        flat: dict[str, Any] = {"sweep.test_ckpt": self.test_ckpt}
-        args = self.arguments(run, "fit")[1:]
-        i = 0
-        while i < len(args):
-            if args[i] in ("-c", "--config"):
-                content = yaml.safe_load(Path(args[i + 1]).read_text(encoding="utf-8"))
-                if content:
-                    _merge(flat, "", content)
-                i += 2
-                continue
-            key, sep, value = args[i].removeprefix("--").partition("=")
-            if not sep and i + 1 < len(args) and not args[i + 1].startswith("--"):
-                value, i = args[i + 1], i + 1
-            i += 1
-            try:
-                parsed = yaml.safe_load(value)
-            except yaml.YAMLError:
-                parsed = value
-            if key.endswith("+"):  # --trainer.callbacks+=...: appended
-                flat[key] = [*flat.get(key, []), parsed]
-            else:
-                _merge(flat, key, parsed)
-        for key in _OUTPUT_KEYS:
-            flat.pop(key, None)
-        return json.loads(json.dumps(flat, default=str))  # as read back from the record (dates, tuples)
-
-    def check_reuse(self) -> None:
-        """Stops (one line naming the directory) when a run that would be reused -- a test result, a finished fit, a
-        checkpoint to resume -- was made with other settings; records each run's settings otherwise. A run made
-        before records existed is reused as before, and says so."""
-        changed, unrecorded = [], []
-        for run in self.runs:
-            record = Path(run.directory, SETTINGS_FILE)
-            if not _reusable(run):
-                continue
-            if not record.is_file():
-                unrecorded.append(run.directory)
-                continue
-            differences = _differences(json.loads(record.read_text(encoding="utf-8")), self.settings(run))
-            if differences:
-                changed.append((run.directory, differences))
-        if changed:
-            where = os.path.commonpath([d for d, _ in changed])
-            raise UsageError(f"runs in {where} were made with other settings ({changed[0][1]}): give another --out, "
-                             f"or remove {where} to rerun")
-        if unrecorded:
-            print(f"sweep: {os.path.commonpath(unrecorded)} has no record of its runs' settings (made by an earlier "
-                  "bigmodel): reusing its results and checkpoints as made with these", flush=True)
-        for run in self.runs:
-            Path(run.directory).mkdir(parents=True, exist_ok=True)
-            Path(run.directory, SETTINGS_FILE).write_text(json.dumps(self.settings(run), indent=1, sort_keys=True)
-                                                          + "\n", encoding="utf-8")
+        """What ``run`` is configured with (``reuse.settings`` of its fit's arguments), and the checkpoint it is tested
+        with."""
+        return reuse.settings(self.arguments(run, "fit")[1:], self.test_ckpt)
 
     def execute(self) -> None:
-        self.check_reuse()
-        self.report_reuse()
-        # a signal set to be ignored (SIGINT of a job started with & from a script) stays ignored, as in StopSafely
-        handled = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not signal.SIG_IGN] \
+        reuse.check(self.runs, self.settings)
+        reuse.report(self.runs, self.finished)
+        # a signal set to be ignored (SIGINT of a job started with & from a script, SIGHUP under nohup) stays ignored,
+        # as in StopSafely
+        handled = [s for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN] \
             if _main_thread() else []
         previous = {signum: signal.signal(signum, self._on_signal) for signum in handled}
         try:
@@ -144,17 +83,6 @@ class Sweep:
     def finished(self, run: Run) -> bool:
         """Whether ``run`` has its results (a test result and, in a grid, its validation): it is reused, not run."""
         return run.metrics_file.is_file() and (not self.validate or run.validation_file.is_file())
-
-    def report_reuse(self) -> None:
-        """One line naming the runs this sweep reuses rather than runs (none: nothing said)."""
-        reused = [run for run in self.runs if self.finished(run)]
-        if not reused:
-            return
-        out = os.path.commonpath([str(Path(run.directory).parents[1]) for run in self.runs])
-        which = "" if len(reused) == len(self.runs) else ": " + ", ".join(
-            (f"{run.point} " if run.point != "default" else "") + f"seed {run.seed}" for run in reused)
-        print(f"sweep: {len(reused)} of {len(self.runs)} runs reused from {out} (same settings{which}); "
-              f"{len(self.runs) - len(reused)} to run", flush=True)
 
     def _run(self, run: Run) -> None:
         stages = ("validate",) * self.validate + ("test",)
@@ -218,14 +146,14 @@ class Sweep:
         stopped = code in _INTERRUPTED or self.stop_signal is not None  # a run the stop ended, however it exited
         run.status = "interrupted" if stopped else "failed"
         ended = (f"killed by {_signal_name(-code)}: nothing saved by this stop" if code < 0  # e.g. while starting
-                 else f"exit {code}: {_last_line(log)}")
+                 else f"exit {code}: {_as_named(_last_line(log), run)}")
         run.error = f"{stage} {ended}"
         print(f"sweep: {run.point} seed {run.seed}: {run.error} (log: {log})", flush=True)
         return False
 
     def _not_started(self, run: Run, stage: str) -> None:
         """The sweep was stopped before ``run``'s ``stage``: not started at all (pending), or part-way (interrupted)."""
-        begun = bool(run.seconds) or _reusable(run)
+        begun = bool(run.seconds) or reuse.reusable(run)
         run.status = "interrupted" if begun else "pending"
         run.error = f"{stage} not started (the sweep was stopped)" if begun else "not started (the sweep was stopped)"
 
@@ -252,11 +180,13 @@ class Sweep:
         run.config = config.read_text(encoding="utf-8") if config.is_file() else None
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        """The first SIGINT or SIGTERM stops the sweep: no further run starts, and each running one is sent SIGTERM
-        (it saves last.ckpt at its step and exits 143). SIGTERM, not the SIGINT: after a Ctrl-C in a terminal (or
-        ``timeout -s INT``) the runs, in the sweep's process group, got that SIGINT themselves, and a second one would
-        stop them without saving; SIGTERM after SIGINT is one stop at the same step. A later Ctrl-C stops them at
-        once (killed, nothing saved by this stop), as a second Ctrl-C stops a fit."""
+        """The first SIGINT, SIGTERM or SIGHUP stops the sweep: no further run starts, and each running one is sent
+        SIGTERM (it saves last.ckpt at its step and exits 143). SIGTERM, not the SIGINT: after a Ctrl-C in a terminal
+        (or ``timeout -s INT``) the runs, in the sweep's process group, got that SIGINT themselves, and a second one
+        would stop them without saving; SIGTERM after SIGINT (or a hangup's SIGHUP) is one stop at the same step. A
+        later Ctrl-C stops them at once (killed, nothing saved by this stop), as a second Ctrl-C stops a fit. After a
+        hangup the sweep's own output leaves the dead terminal, so that it still writes its summary."""
+        leave_hung_up_terminal()
         with self._lock:
             again = self.stop_signal is not None
             if not again:
@@ -271,36 +201,18 @@ class Sweep:
                     child.send_signal(signal.SIGTERM)
 
 
-def _merge(flat: dict[str, Any], key: str, value: Any) -> None:
-    """Sets ``key`` (dotted) to ``value`` in ``flat`` (a mapping flattened to its leaves), replacing what was below."""
-    if isinstance(value, dict) and value:
-        for name, inner in value.items():
-            _merge(flat, f"{key}.{name}" if key else str(name), inner)
-        return
-    for old in [k for k in flat if k.startswith(key + ".")]:
-        del flat[old]
-    flat[key] = float(value) if isinstance(value, str) and _NUMBER.fullmatch(value) else value  # 5e-1 as 0.5
-
-
-def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
-    """``model.init_args.lr 0.003 -> 0.5, ...`` (the first three); empty when the settings are the same."""
-    def show(settings: dict[str, Any], key: str) -> str:
-        return json.dumps(settings[key]) if key in settings else "unset"
-
-    changed = [f"{k} {show(old, k)} -> {show(new, k)}" for k in sorted(old.keys() | new.keys())
-               if old.get(k, ...) != new.get(k, ...)]
-    return ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
-
-
-def _reusable(run: Run) -> bool:
-    """Whether a sweep would reuse something of ``run``'s: a result, a finished fit or a checkpoint to resume."""
-    return (run.metrics_file.is_file() or run.validation_file.is_file() or Path(run.directory, ".fit_done").is_file()
-            or any(run.checkpoints.glob("*.ckpt")))
-
-
 def _last_line(log: Path) -> str:
     lines = [line.strip() for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
     return lines[-1][:500] if lines else "no output"
+
+
+def _as_named(text: str, run: Run) -> str:
+    """``text`` with the run's directory as the sweep names it (relative to where it started, as in the summary's
+    ``directory``) where the run's process wrote it absolute (Lightning resolves the checkpoint directory, so a
+    stopped fit's line names ``/home/.../last.ckpt``): summaries are committed, never with a machine's paths."""
+    for absolute in dict.fromkeys((os.path.realpath(run.directory), os.path.abspath(run.directory))):
+        text = text.replace(absolute + os.sep, run.directory + os.sep)
+    return text
 
 
 def _signal_name(signum: int) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from bigmodel.commands.compare import randomness
 from bigmodel.commands.intervals import lower_is_better
-from bigmodel.commands.results import summary_csv, summary_markdown
+from bigmodel.commands.results import seed_key, seed_value, summary_csv, summary_markdown
 from bigmodel.commands.sweep.plan import Run
 
 
@@ -167,7 +167,7 @@ def _select_by_mean(candidates: list[dict[str, Any]], metric: str, sign: int, re
 def _select_by_seed(points: list[dict[str, Any]], candidates: list[dict[str, Any]], metric: str, sign: int,
                     record: dict[str, Any]) -> dict:
     """Each seed's best point among its runs with a finite value; a seed with none is failed (or unfinished)."""
-    seeds = list(dict.fromkeys(str(s) for p in points for s in p["seeds"]))
+    seeds = list(dict.fromkeys(seed_key(s) for p in points for s in p["seeds"]))
     chosen: dict[str, dict[str, Any]] = {}
     failed: dict[int, str] = {}
     unfinished: dict[int, str] = {}
@@ -199,9 +199,8 @@ def _select_by_seed(points: list[dict[str, Any]], candidates: list[dict[str, Any
 
 
 def _failure(point: dict[str, Any], seed: str, kind: str) -> str | None:
-    """The point's recorded failure (``kind`` "failed" or "unfinished") of ``seed``, keyed by int or, from JSON, text."""
-    record = point.get(kind) or {}
-    return record.get(seed, record.get(int(seed)) if seed.lstrip("-").isdigit() else None)
+    """The point's recorded failure (``kind`` "failed" or "unfinished") of ``seed``."""
+    return seed_value(point.get(kind) or {}, seed)
 
 
 def _unfinished(point: dict[str, Any], seed: str) -> bool:
@@ -221,4 +220,4 @@ def _why_missing(point: dict[str, Any], seed: str, value: float | None, metric: 
 
 def _by_seed(metrics: dict[str, Any]) -> dict[str, Any]:
     """Per-seed values keyed by the seed as text, as a summary.json read back has them."""
-    return {m: dict(stats, values={str(k): v for k, v in stats["values"].items()}) for m, stats in metrics.items()}
+    return {m: dict(stats, values={seed_key(k): v for k, v in stats["values"].items()}) for m, stats in metrics.items()}
