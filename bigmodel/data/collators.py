@@ -23,10 +23,13 @@ class MLMCollator:
     never selected), redrawn each time a batch is made. Returns flat indices of the selected positions so the
     model computes vocabulary logits only there.
 
-    ``seed``: make the masks a function of the batch, not of the process's random state. Examples that carry
+    ``seed``: make the masks a function of the data, not of the process's random state. Examples that carry
     ``epoch`` and ``index`` (training, see ``sampling.EpochIndexed``) are masked from (seed, epoch, indices): new
-    masks every epoch, the same ones again after a resume. Examples without them (validation) are masked from
-    their content: the same masks every epoch, so validation losses compare across epochs.
+    masks every epoch, the same ones again after a resume. Examples without them (validation) are masked block by
+    block, each from (seed, its own token ids): a block gets the same masks every epoch, whatever the batch size,
+    the blocks beside it or the number of devices, so validation numbers compare across epochs and runs (blocks
+    with identical tokens get identical masks). Seeded by content rather than by position in the validation set,
+    the masks need no index from the loader (Lightning's ``DistributedSampler`` under DDP, ``limit_val_batches``).
 
     ``masked_positions_multiple_of``: the number of selected positions varies from batch to batch (binomial), so
     a compiled model sees a new shape at almost every batch. Rounding the count up to a multiple of ``m`` by
@@ -56,7 +59,8 @@ class MLMCollator:
         self.sep_id = tokenizer.sep_token_id if document_mask else None
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        if self.seed is not None and "index" in examples[0]:
+        by_block = self.seed is not None and "index" not in examples[0]  # validation: each block's own masks
+        if self.seed is not None and not by_block:
             key = mix_seed(self.seed, int(examples[0]["epoch"]), [int(ex["index"]) for ex in examples])
             self.inner.generator = torch.Generator().manual_seed(key)
         rows = [torch.as_tensor(ex["input_ids"]) for ex in examples]
@@ -65,14 +69,15 @@ class MLMCollator:
         else:
             input_ids = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=self.pad_id)
         attention_mask = input_ids != self.pad_id
-        if self.seed is not None and "index" not in examples[0]:
-            self.inner.generator = torch.Generator().manual_seed(self.seed + int(input_ids[:, :64].sum()))
         special = torch.isin(input_ids, self.special_ids)
         documents = None
         if self.sep_id is not None:
             sep = (input_ids == self.sep_id).long()
             documents = sep.cumsum(dim=1) - sep
-        input_ids, labels = self.inner.torch_mask_tokens(input_ids, special_tokens_mask=special)
+        if by_block:
+            input_ids, labels = self._mask_each_block(input_ids, special, [len(r) for r in rows])
+        else:
+            input_ids, labels = self.inner.torch_mask_tokens(input_ids, special_tokens_mask=special)
         labels = labels.view(-1)
         positions = (labels != -100).nonzero().squeeze(1)
         masked_labels = labels[positions]
@@ -85,6 +90,18 @@ class MLMCollator:
         if documents is not None:
             batch["document_ids"] = documents
         return _drop_full_mask(batch)
+
+    def _mask_each_block(self, input_ids: torch.Tensor, special: torch.Tensor, lengths: list[int]
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``torch_mask_tokens`` on each row alone, unpadded, with a generator seeded from (seed, its token ids):
+        its masks depend on nothing else in the batch (not even the padding to the longest row)."""
+        labels = torch.full_like(input_ids, -100)
+        for i, n in enumerate(lengths):
+            row = input_ids[i : i + 1, :n]
+            self.inner.generator = torch.Generator().manual_seed(mix_seed(self.seed, row[0].tolist()))
+            masked, row_labels = self.inner.torch_mask_tokens(row.clone(), special[i : i + 1, :n])
+            input_ids[i, :n], labels[i, :n] = masked[0], row_labels[0]
+        return input_ids, labels
 
 
 class ClassificationCollator:

@@ -46,13 +46,35 @@ def test_classification_collator_pads_dynamically(pydoc_text):
     assert batch["labels"].tolist() == [0, 1] and batch["text"] == ["the for statement", "a list"]
 
 
-def test_validation_masks_are_fixed_per_batch(pydoc_text):
+def _row_masks(batch, row):
+    """(the row's inputs after masking, its labels at every position: -100 where not selected) from a batch."""
+    width = batch["input_ids"].shape[1]
+    labels = torch.full((batch["input_ids"].numel(),), -100)
+    labels[batch["masked_positions"]] = batch["masked_labels"]
+    return batch["input_ids"][row], labels.view(-1, width)[row]
+
+
+def test_validation_masks_are_a_function_of_each_block_alone(pydoc_text):
+    """A validation block (no ``index``) gets the same masks collated alone, in a batch of 2 or in a batch of 8 with
+    others (another place in it, padded to a longer row): val numbers do not depend on batch size or devices."""
     tok = _tokenizer(pydoc_text)
-    ids = torch.randint(10, len(tok), (8, 64))
-    examples = [{"input_ids": row} for row in ids]
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(10, len(tok), (8, 64), generator=g)
+    short = ids[0, :40].clone()
     fixed = MLMCollator(tok, seed=7)
-    a, b = fixed(examples), fixed(examples)
+    a, b = fixed([{"input_ids": row} for row in ids]), fixed([{"input_ids": row} for row in ids])
     assert torch.equal(a["masked_positions"], b["masked_positions"]) and torch.equal(a["input_ids"], b["input_ids"])
+    for block in (ids[3], short):
+        alone = _row_masks(fixed([{"input_ids": block}]), 0)
+        assert (alone[1] != -100).sum() > 0
+        pair = _row_masks(fixed([{"input_ids": ids[5]}, {"input_ids": block}]), 1)
+        others = [{"input_ids": row} for row in ids[[1, 2, 4, 5, 6, 7, 0]]]
+        eight = _row_masks(fixed(others[:2] + [{"input_ids": block}] + others[2:]), 2)
+        n = len(block)
+        for inputs, labels in (pair, eight):
+            assert torch.equal(inputs[:n], alone[0]) and torch.equal(labels[:n], alone[1])
+            assert (labels[n:] == -100).all() and (inputs[n:] == tok.pad_token_id).all()
+    assert torch.equal(ids[0, :40], short)  # the examples' own tensors are not masked in place
 
 
 def test_masked_positions_padded_to_a_multiple_are_the_same_masks_plus_ignored_padding(pydoc_text):

@@ -191,7 +191,7 @@ def test_validation_under_ddp_leaves_out_the_samplers_copy_of_a_block(objective,
     loader = DataLoader(blocks, batch_size=3, sampler=sampler,
                         collate_fn=MLMCollator(tok, mlm_probability=0.3, seed=42) if mlm else CausalLMCollator(tok))
     assert list(sampler) == [1, 3, 0]
-    batch = next(iter(loader))  # the masks are drawn from the batch's content: the same in validate below
+    batch = next(iter(loader))  # each block's masks come from its content: the same in validate below
     if mlm:
         own_positions = batch["masked_positions"] < 2 * batch["input_ids"].shape[1]
         assert not own_positions.all()  # the copy has masked tokens

@@ -181,3 +181,22 @@ def test_a_data_length_beyond_the_encoders_positions_is_refused_at_setup():
                                          r"\(max_position_embeddings 128\); set data.init_args.max_length to at most "
                                          r"128, or give"):
         set_up(rope, max_length=129)
+
+
+def test_validation_loss_is_the_same_whatever_the_validation_batch_size(pydoc_text):
+    """The masks of a validation block depend on that block alone, so val/loss, val/ppl and val/acc of one model
+    over one validation set are the same with batches of 2 and of 5 (and so on 1 device or N)."""
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    tok = train_wordpiece(pydoc_text.read_text().splitlines(), vocab_size=600)
+    g = torch.Generator().manual_seed(0)
+    blocks = [{"input_ids": row} for row in torch.randint(10, len(tok), (10, 32), generator=g)]
+    torch.manual_seed(0)
+    task = MLMTask(encoder="bert-tiny", vocab_size=len(tok))
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    results = [trainer.validate(task, DataLoader(blocks, batch_size=size, collate_fn=MLMCollator(tok, seed=3)),
+                                verbose=False)[0] for size in (2, 5)]
+    assert results[0].keys() >= {"val/loss", "val/ppl", "val/acc"}
+    for key in ("val/loss", "val/ppl", "val/acc"):
+        assert abs(results[0][key] - results[1][key]) <= 1e-5 * abs(results[0][key]), (key, results)
