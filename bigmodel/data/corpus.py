@@ -30,6 +30,8 @@ class CorpusDataModule(TextDataModule):
         dataset_config: the dataset's configuration (``wikitext-103-raw-v1``).
         train_files: local .txt/.jsonl/.csv/.tsv/.parquet files or globs (one document per line for .txt).
         validation_files: held-out files; without them ``validation_fraction`` of train is held out.
+        test_files: held-out files for ``bigmodel test`` (test/loss, test/ppl, test/acc); a hub dataset's own
+            ``test`` split is used when it has one. Tokenised only when a test runs.
         text_column: the column of texts (``.txt`` files: ``text``).
         column_names: names for the columns of .csv/.tsv files that have no header row.
         tokenizer: a tokenizer directory, bigmodel checkpoint or hub name; None trains a WordPiece on the corpus.
@@ -53,6 +55,7 @@ class CorpusDataModule(TextDataModule):
         dataset_config: str | None = None,
         train_files: Files = None,
         validation_files: Files = None,
+        test_files: Files = None,
         text_column: str = "text",
         column_names: list[str] | None = None,
         tokenizer: str | None = None,
@@ -75,7 +78,7 @@ class CorpusDataModule(TextDataModule):
             raise ValueError(f"masked_positions_multiple_of must be >= 1 or null, got {masked_positions_multiple_of}")
         hp = self.hparams
         self.raw = ensure_validation(
-            load_source(dataset, dataset_config, {"train": train_files, "validation": validation_files},
+            load_source(dataset, dataset_config, {"train": train_files, "validation": validation_files, "test": test_files},
                         self.cache_dir, column_names),
             hp.validation_fraction,
             hp.seed,
@@ -117,9 +120,27 @@ class CorpusDataModule(TextDataModule):
             )
         return ds.with_format("torch")
 
+    def _splits(self, stage: str) -> tuple[str, ...]:
+        """The splits a stage tokenises (a fit never pays for the test split); a test without a test split is a
+        one-line error that names the setting."""
+        if stage == "predict":
+            return ()
+        if stage == "test" and "test" not in self.raw:
+            hp = self.hparams
+            if hp.dataset is None:
+                raise ValueError("this corpus has no test split: set --data.init_args.test_files (held-out text, "
+                                 "like validation_files)")
+            raise ValueError(f"dataset {hp.dataset!r} has no test split: pretrain on local train_files with "
+                             "--data.init_args.test_files (read only without a dataset), or on a dataset with one")
+        return {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",)}[stage]
+
+    def _stage(self) -> str:
+        """The stage the trainer runs (``fit`` outside one): Lightning's ``prepare_data`` is not told."""
+        return self.trainer.state.fn.value if self.trainer is not None and self.trainer.state.fn else "fit"
+
     def prepare_data(self) -> None:
         self._started = time.perf_counter()  # the tokenising happens here; setup then reads the cache
-        for split in ("train", "validation"):
+        for split in self._splits(self._stage()):
             self._blocks(split)  # fills the datasets cache on one process
 
     def setup(self, stage: str) -> None:
@@ -127,18 +148,21 @@ class CorpusDataModule(TextDataModule):
             if "predict" not in self.datasets:
                 self.datasets["predict"] = self._prompts()
             return
-        if "train" not in self.datasets:
-            start = getattr(self, "_started", time.perf_counter())
-            self.datasets.update({split: self._blocks(split) for split in ("train", "validation")})
-            for split in ("train", "validation"):
+        splits = self._splits(stage)
+        if all(split in self.datasets for split in splits):
+            return
+        start, self._started = getattr(self, "_started", None) or time.perf_counter(), None  # this stage's time
+        for split in splits:
+            if split not in self.datasets:
+                self.datasets[split] = self._blocks(split)
                 dropped = len(blank_rows(self.raw[split], self.hparams.text_column))
                 if dropped:
                     rank_zero_info(f"Corpus: dropped {dropped} empty {split} rows (of {len(self.raw[split])})")
-            rank_zero_info(
-                f"Corpus: {len(self.datasets['train'])} train / {len(self.datasets['validation'])} validation blocks "
-                f"of {self.hparams.block_size} tokens, vocabulary {self.vocab_size} "
-                f"(prepared in {time.perf_counter() - start:.1f} s)"
-            )
+        rank_zero_info(
+            "Corpus: " + " / ".join(f"{len(self.datasets[split])} {split}" for split in splits)
+            + f" blocks of {self.hparams.block_size} tokens, vocabulary {self.vocab_size} "
+            f"(prepared in {time.perf_counter() - start:.1f} s)"
+        )
 
     def _prompts(self) -> Dataset:
         """One prompt per non-empty line, as a block begins: [CLS] then the tokens, no [SEP] (the text goes on)."""
@@ -163,6 +187,9 @@ class CorpusDataModule(TextDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self.loader(self.datasets["validation"], self._collator())
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader(self.datasets["test"], self._collator())
 
     def predict_dataloader(self) -> DataLoader:
         return self.loader(self.datasets["predict"], collate_prompts)

@@ -47,9 +47,28 @@ def test_missing_file_is_named(tmp_path):
 def test_wikitext_sample_from_shared_data():
     root = shared_data("wikitext2")
     dm = CorpusDataModule(train_files=str(root / "valid.txt"), validation_files=str(root / "test.txt"),
-                          wordpiece_vocab_size=2000, block_size=128)
+                          test_files=str(root / "test.txt"), wordpiece_vocab_size=2000, block_size=128)
     dm.setup("fit")
     assert len(dm.datasets["train"]) > 1000 and len(dm.datasets["validation"]) > 1000
+    assert "test" not in dm.datasets  # a fit does not tokenise the test split
+    dm.setup("test")
+    test, validation = (dm.datasets[split].with_format("arrow")["input_ids"] for split in ("test", "validation"))
+    assert len(test) > 1000 and test.equals(validation)  # the same file: the same blocks
+
+
+def test_a_test_without_a_test_split_says_what_to_set(pydoc_text):
+    """Local files without test_files, and the quickstart's built-in corpus (train only; validation is held out of
+    it): ``bigmodel test`` stops at once with one line naming the setting."""
+    dm = CorpusDataModule(train_files=str(pydoc_text), wordpiece_vocab_size=800, block_size=64)
+    with pytest.raises(ValueError, match=r"^this corpus has no test split: set --data.init_args.test_files "
+                                         r"\(held-out text, like validation_files\)$"):
+        dm.setup("test")
+    builtin = CorpusDataModule(dataset="builtin:pydoc", wordpiece_vocab_size=800, block_size=64)
+    assert set(builtin.raw) == {"train", "validation"}
+    with pytest.raises(ValueError, match=r"^dataset 'builtin:pydoc' has no test split: pretrain on local train_files "
+                                         r"with --data.init_args.test_files"):
+        builtin.setup("test")
+    assert dm.datasets == {} and builtin.datasets == {}  # nothing was tokenised
 
 
 def test_resumable_sampler_deals_one_order_to_ranks_and_resumes_each_rank():

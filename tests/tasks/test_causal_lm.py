@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -126,6 +127,17 @@ def test_causal_lm_loss_falls_on_real_text_then_predict_continues_prompts(tmp_pa
         assert len(r["greedy"].split()) <= len(r["text"].split()) + 3  # the command line's max_new_tokens holds
     assert any(len(r["sampled"]) > len(r["text"]) for r in rows)  # something was generated (a [SEP] stops it)
 
+    with pytest.raises(ValueError, match=r"^this corpus has no test split: set --data.init_args.test_files"):
+        BigModelCLI(args=["test", "-c", config, "--ckpt_path", str(best)])
+    held = tmp_path / "held.txt"
+    held.write_text("\n".join(pydoc_text.read_text().splitlines()[:100]) + "\n")
+    tested = BigModelCLI(args=["test", "-c", config, "--ckpt_path", str(best), "--data.init_args.test_files", str(held)])
+    record = json.loads((Path(tested.trainer.log_dir) / "test_metrics.json").read_text())
+    test = record["metrics"]
+    assert {"test/loss", "test/ppl", "test/acc"} <= set(test) and record["ckpt_path"] == str(best)
+    assert test["test/ppl"] == pytest.approx(math.exp(test["test/loss"]), rel=1e-5)
+    assert test["test/loss"] < math.log(vocab) - 1.0  # the checkpoint's weights, not a fresh model's
+
 
 def test_batches_of_the_other_objective_are_refused_naming_the_option(pydoc_text):
     from bigmodel.data import CorpusDataModule
@@ -168,11 +180,12 @@ def test_token_accuracy_equals_torchmetrics_with_ignore_index_and_its_validation
     torch.testing.assert_close(logged["val/acc"], torch.tensor(4.0 / 40))
 
 
+@pytest.mark.parametrize("stage", ["validate", "test"])
 @pytest.mark.parametrize("objective", ["mlm", "causal"])
-def test_validation_under_ddp_leaves_out_the_samplers_copy_of_a_block(objective, pydoc_text, tmp_path):
+def test_validation_under_ddp_leaves_out_the_samplers_copy_of_a_block(objective, stage, pydoc_text, tmp_path):
     """5 blocks on 2 ranks, batches of 3: Lightning's DistributedSampler gives rank 1 blocks 1, 3 and a copy of block
-    0, in one batch (rank 1 faked here in one process). Its validation numbers are those of blocks 1 and 3: the
-    copy's masked (MLM: flat positions into the batch) or next tokens count nowhere."""
+    0, in one batch (rank 1 faked here in one process). Its validation (and test) numbers are those of blocks 1 and
+    3: the copy's masked (MLM: flat positions into the batch) or next tokens count nowhere."""
     import lightning as L
     from torch.utils.data import DataLoader, DistributedSampler
 
@@ -204,10 +217,42 @@ def test_validation_under_ddp_leaves_out_the_samplers_copy_of_a_block(objective,
     hits, counted = token_hits(logits, labels)
     trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         default_root_dir=tmp_path)
-    logged = trainer.validate(task, loader, verbose=False)[0]
-    assert logged["val/loss"] == pytest.approx(loss.item(), rel=1e-5)
-    assert logged["val/ppl"] == pytest.approx(loss.exp().item(), rel=1e-5)
-    assert logged["val/acc"] == pytest.approx((hits.sum() / counted.sum()).item(), rel=1e-6)
+    logged = getattr(trainer, stage)(task, loader, verbose=False)[0]
+    prefix = "val" if stage == "validate" else "test"
+    assert logged[f"{prefix}/loss"] == pytest.approx(loss.item(), rel=1e-5)
+    assert logged[f"{prefix}/ppl"] == pytest.approx(loss.exp().item(), rel=1e-5)
+    assert logged[f"{prefix}/acc"] == pytest.approx((hits.sum() / counted.sum()).item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("objective", ["mlm", "causal"])
+def test_test_on_the_validation_file_gives_the_validation_numbers(objective, pydoc_text, tmp_path):
+    """``trainer.test`` of an unfitted model over local test_files: the validation code path, the same masks per
+    block (MLM), so test numbers on the validation file are val's, at another batch size too; test/ppl is
+    exp(test/loss). A validate tokenises no test split."""
+    import lightning as L
+
+    from bigmodel.data import CorpusDataModule
+    from bigmodel.tasks import MLMTask
+
+    held = tmp_path / "held.txt"
+    held.write_text("\n".join(pydoc_text.read_text().splitlines()[:80]) + "\n")
+    data = {"train_files": str(pydoc_text), "validation_files": str(held), "test_files": str(held),
+            "objective": objective, "wordpiece_vocab_size": 600, "block_size": 32}
+    dm = CorpusDataModule(batch_size=4, **data)
+    task = (MLMTask if objective == "mlm" else CausalLMTask)(
+        vocab_size=dm.vocab_size, encoder_config={"hidden_dropout": 0.0, "attention_dropout": 0.0})
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=tmp_path)
+    val = trainer.validate(task, datamodule=dm, verbose=False)[0]
+    assert set(dm.datasets) == {"validation"}
+    tested = CorpusDataModule(batch_size=7, **data)
+    test = trainer.test(task, datamodule=tested, verbose=False)[0]
+    assert set(tested.datasets) == {"test"}  # a test tokenises only its own split
+    assert set(test) == {"test/loss", "test/ppl", "test/acc"}
+    assert test["test/loss"] == pytest.approx(val["val/loss"], rel=1e-5)
+    assert test["test/acc"] == pytest.approx(val["val/acc"], rel=1e-6)
+    assert test["test/ppl"] == pytest.approx(math.exp(test["test/loss"]), rel=1e-5)
+    assert test["test/loss"] > 1.0  # an unfitted model: real numbers, not an empty sum
 
 
 def test_generate_crops_the_context_to_the_positions_left_after_a_roberta_offset():
