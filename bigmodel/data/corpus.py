@@ -78,7 +78,8 @@ class CorpusDataModule(TextDataModule):
             raise ValueError(f"masked_positions_multiple_of must be >= 1 or null, got {masked_positions_multiple_of}")
         hp = self.hparams
         self.raw = ensure_validation(
-            load_source(dataset, dataset_config, {"train": train_files, "validation": validation_files, "test": test_files},
+            load_source(dataset, dataset_config,
+                        {"train": train_files, "validation": validation_files, "test": test_files},
                         self.cache_dir, column_names),
             hp.validation_fraction,
             hp.seed,
