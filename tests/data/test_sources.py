@@ -26,3 +26,15 @@ def test_every_name_of_the_one_module_sources_is_the_text_readers():
     with pytest.raises(AttributeError, match="'bigmodel.data.sources' has no attribute 'load_everything'"):
         sources.load_everything  # noqa: B018
 
+
+
+def test_a_dataset_with_local_files_too_is_refused_rather_than_reading_only_one(tmp_path):
+    """A named dataset brings its own splits: files given beside it were silently ignored."""
+    from bigmodel.data.sources.text import load_source
+
+    path = tmp_path / "test.txt"
+    path.write_text("held out\n")
+    with pytest.raises(ValueError, match=r"^data.init_args.dataset 'builtin:pydoc' brings its own splits, so "
+                                         r"test_files would be ignored: set dataset: null to read the files, or "
+                                         r"remove the files$"):
+        load_source("builtin:pydoc", None, {"train": None, "validation": None, "test": str(path)}, tmp_path)

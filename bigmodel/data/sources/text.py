@@ -203,6 +203,11 @@ def load_source(
     cache_dir: Path,
     column_names: list[str] | None = None,
 ) -> DatasetDict:
+    """A named dataset's own splits (hub or ``builtin:``), or else the local files of ``splits``."""
+    given = [f"{split}_files" for split, files in splits.items() if files is not None]
+    if dataset is not None and given:  # both: the files would be ignored without a word
+        raise ValueError(f"data.init_args.dataset {dataset!r} brings its own splits, so {' and '.join(given)} would "
+                         "be ignored: set dataset: null to read the files, or remove the files")
     if dataset is not None and dataset.startswith("builtin:"):
         return load_local(builtin.materialise(dataset.removeprefix("builtin:"), cache_dir / "builtin"))
     if dataset is not None:
