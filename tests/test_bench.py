@@ -309,6 +309,27 @@ def test_bench_runs_the_tool_its_options_pick_with_that_tools_defaults(argv, too
     assert (via_cli.prog, via_cli.argv) == ("bigmodel bench", argv)
 
 
+def test_bench_finetune_offers_every_finetune_mode_and_measures_each_with_its_own_head():
+    """The choices are the project's list of modes (pooler_probe was missing); a linear probe trains one linear
+    layer on [CLS], a pooler probe BERT's tanh pooler and that layer, as training builds them."""
+    from typing import get_args
+
+    from bigmodel.commands.bench import parser
+    from bigmodel.commands.bench.finetune import run_finetune
+    from bigmodel.nn.peft import Finetune, LoRAConfig
+
+    finetune = next(a for a in parser()._actions if a.dest == "finetune")
+    assert list(finetune.choices) == list(get_args(Finetune))
+    assert parser().parse_args(["--finetune", "pooler_probe"]).finetune == ["pooler_probe"]
+    h = 32
+    cfg = EncoderConfig.from_name("bert-tiny", num_layers=1, hidden_size=h, num_heads=2, intermediate_size=64,
+                                  vocab_size=100, max_position_embeddings=16)
+    rows = {mode: run_finetune(cfg, mode, 2, 8, 1, 0, "cpu", LoRAConfig(rank=2)) for mode in
+            ("linear_probe", "pooler_probe")}
+    assert rows["linear_probe"]["trainable"] == 2 * h + 2
+    assert rows["pooler_probe"]["trainable"] == h * h + h + 2 * h + 2
+
+
 def test_bench_adversarial_through_the_bigmodel_command(capsys):
     from bigmodel.commands.cli import main
 
