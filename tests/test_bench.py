@@ -275,7 +275,7 @@ def test_bench_lengths_unpad_adds_an_unpadded_row_on_the_same_batches(tmp_path, 
 
 
 @pytest.mark.parametrize("argv, tool, defaults", [
-    ([], "throughput", {"preset": "bert-base", "batch_size": 64, "dtype": "bf16", "steps": 20, "warmup": 5}),
+    ([], "throughput", {"steps": 20, "warmup": 5}),  # the shape's defaults depend on the device: the test below
     (["--compare"], "compare", {"preset": "bert-mini", "batch_size": 32, "dtype": None, "steps": 2, "warmup": 2,
                                 "rounds": 5}),
     (["--adversarial"], "adversarial", {"preset": "bert-mini", "batch_size": 32, "steps": 2, "warmup": 1,
@@ -307,6 +307,60 @@ def test_bench_runs_the_tool_its_options_pick_with_that_tools_defaults(argv, too
     assert {key: getattr(args, key) for key in defaults} == defaults
     assert (args.prog, args.argv) == ("python -m bigmodel.commands.bench", argv)
     assert (via_cli.prog, via_cli.argv) == ("bigmodel bench", argv)
+
+
+def test_the_plain_bench_takes_the_shared_cpu_default_on_cpu_and_bert_base_on_a_gpu():
+    """A bare `bigmodel bench` on CPU once timed bert-base bf16 at 64 x 128 (17 s a step): on CPU it takes the
+    CPU default --compare, --profile and --adversarial share; on a GPU the README table's bert-base; given options
+    win everywhere, and the options that took a default are named."""
+    from bigmodel.commands.bench import resolve
+
+    def resolved(argv, device):
+        _, module, args = resolve(argv, device=device)
+        assert module.__name__.endswith(".throughput")
+        return {key: getattr(args, key) for key in ("preset", "batch_size", "seq_len", "dtype")}, args.defaulted
+
+    cpu = {"preset": "bert-mini", "batch_size": 32, "seq_len": 128, "dtype": "fp32"}
+    assert resolved([], "cpu") == (cpu, ["preset", "batch_size", "dtype", "steps", "warmup"])
+    assert resolved([], "cuda")[0] == {"preset": "bert-base", "batch_size": 64, "seq_len": 128, "dtype": "bf16"}
+    assert resolved(["--preset", "bert-base", "--dtype", "bf16"], "cpu") == (
+        {**cpu, "preset": "bert-base", "dtype": "bf16"}, ["batch_size", "steps", "warmup"])
+    assert resolved(["--batch-size", "8", "--dtype", "fp32"], "cuda")[0] == {
+        "preset": "bert-base", "batch_size": 8, "seq_len": 128, "dtype": "fp32"}
+    _, _, compare_args = resolve(["--compare"], device="cpu")  # the same CPU default as --compare's
+    assert (compare_args.preset, compare_args.batch_size) == (cpu["preset"], cpu["batch_size"])
+
+
+def test_the_plain_bench_on_cpu_says_which_defaults_it_took_and_how_to_ask_for_bert_base():
+    from bigmodel.commands.bench.throughput import cpu_defaults_note
+
+    assert cpu_defaults_note(["preset", "batch_size", "dtype", "steps", "warmup"]) == (
+        "note: CPU defaults for the options not given: --preset bert-mini --batch-size 32 --dtype fp32; the GPU "
+        "default (about 17 s a step on two CPU cores) is --preset bert-base --batch-size 64 --dtype bf16")
+    assert cpu_defaults_note(["batch_size"]).startswith("note: CPU defaults for the options not given: "
+                                                        "--batch-size 32; ")
+    assert cpu_defaults_note(["steps", "warmup"]) is None  # every shape option given: nothing to say
+
+
+def test_bench_finetune_offers_every_finetune_mode_and_measures_each_with_its_own_head():
+    """The choices are the project's list of modes (pooler_probe was missing); a linear probe trains one linear
+    layer on [CLS], a pooler probe BERT's tanh pooler and that layer, as training builds them."""
+    from typing import get_args
+
+    from bigmodel.commands.bench import parser
+    from bigmodel.commands.bench.finetune import run_finetune
+    from bigmodel.nn.peft import Finetune, LoRAConfig
+
+    finetune = next(a for a in parser()._actions if a.dest == "finetune")
+    assert list(finetune.choices) == list(get_args(Finetune))
+    assert parser().parse_args(["--finetune", "pooler_probe"]).finetune == ["pooler_probe"]
+    h = 32
+    cfg = EncoderConfig.from_name("bert-tiny", num_layers=1, hidden_size=h, num_heads=2, intermediate_size=64,
+                                  vocab_size=100, max_position_embeddings=16)
+    rows = {mode: run_finetune(cfg, mode, 2, 8, 1, 0, "cpu", LoRAConfig(rank=2)) for mode in
+            ("linear_probe", "pooler_probe")}
+    assert rows["linear_probe"]["trainable"] == 2 * h + 2
+    assert rows["pooler_probe"]["trainable"] == h * h + h + 2 * h + 2
 
 
 def test_bench_adversarial_through_the_bigmodel_command(capsys):
@@ -360,3 +414,8 @@ def test_the_default_throughput_tool_runs_a_text_preset_with_its_own_vocabulary(
           "--dtype", "fp32"])
     out = capsys.readouterr().out
     assert out.startswith("bert-tiny, batch 2 x 8 tokens, fp32") and "| SDPA, no padding mask (flash) |" in out
+    if not torch.cuda.is_available():  # batch and precision left out: the CPU default's, and a note says so
+        main(["bench", "--preset", "bert-tiny", "--seq-len", "8", "--steps", "1", "--warmup", "0"])
+        note, header = capsys.readouterr().out.splitlines()[:2]
+        assert note.startswith("note: CPU defaults for the options not given: --batch-size 32 --dtype fp32; ")
+        assert header.startswith("bert-tiny, batch 32 x 8 tokens, fp32, CPU")

@@ -1,6 +1,7 @@
 """``bigmodel bench`` (also ``python -m bigmodel.commands.bench``): what the encoder costs, as Markdown tables for the
 README. One module per tool, each with its own defaults; this file only picks the tool from the command line.
 
+    python -m bigmodel.commands.bench            # GPU: bert-base, 64 x 128, bf16; CPU: bert-mini, 32 x 128, fp32
     python -m bigmodel.commands.bench --preset bert-base --batch-size 64 --seq-len 128 --dtype bf16 --compile
     python -m bigmodel.commands.bench --preset vit-cifar-small --batch-size 512 --dtype bf16 --compile
     python -m bigmodel.commands.bench --finetune full lora --preset bert-base --batch-size 8 --seq-len 128 --dtype fp32
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import sys
 from importlib import import_module
+from types import ModuleType
 
 PROG = "python -m bigmodel.commands.bench"
 
@@ -47,14 +49,20 @@ def _tool(module: str):
 
 
 def parser(prog: str = PROG) -> argparse.ArgumentParser:
-    """The options every tool reads (their defaults differ by tool: each module's ``DEFAULTS``), then each tool's."""
+    """The options every tool reads (their defaults differ by tool: each module's ``DEFAULTS`` or
+    ``defaults(device)``), then each tool's."""
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", help="encoder preset (default bert-base; with --compare, --profile or --adversarial "
-                                    "bert-mini)")
+    gpu, cpu, ft = _tool("throughput").GPU_DEFAULTS, _tool("throughput").CPU_SHAPE, _tool("finetune").DEFAULTS
+    p.add_argument("--preset", help=f"encoder preset (default {gpu['preset']} on a GPU, {cpu['preset']} on CPU; with "
+                                    f"--compare, --profile or --adversarial {cpu['preset']}; --finetune "
+                                    f"{ft['preset']})")
     p.add_argument("--vocab-size", type=int, help="default: the preset's own (BERT 30,522, ModernBERT 50,368)")
-    p.add_argument("--batch-size", type=int, help="default 64; with --compare, --profile or --adversarial 32")
+    p.add_argument("--batch-size", type=int, help=f"default {gpu['batch_size']} on a GPU, {cpu['batch_size']} on CPU; "
+                                                  f"with --compare, --profile or --adversarial {cpu['batch_size']}; "
+                                                  f"--finetune {ft['batch_size']}")
     p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--dtype", choices=["fp32", "bf16"], help="default bf16 (--compare: bf16-mixed on GPU, fp32 on CPU)")
+    p.add_argument("--dtype", choices=["fp32", "bf16"], help=f"default {gpu['dtype']} on a GPU, {cpu['dtype']} on CPU "
+                                                             "(--compare: bf16-mixed on GPU, fp32 on CPU)")
     p.add_argument("--steps", type=int, help="timed steps (default 20; with --compare or --profile steps per "
                                              "window, 2)")
     p.add_argument("--warmup", type=int, help="untimed steps first (default 5; with --compare or --profile 2)")
@@ -68,14 +76,27 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None, prog: str = PROG) -> None:
-    """Runs the first tool whose option is given, with that tool's defaults for the options left out."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+def resolve(argv: list[str], prog: str = PROG,
+            device: str | None = None) -> tuple[argparse.ArgumentParser, ModuleType, argparse.Namespace]:
+    """The tool the options pick and its arguments, each option left out taking that tool's default on ``device``
+    (default: this machine's): ``defaults(device)`` where the tool has one, else its ``DEFAULTS``. Runs nothing;
+    ``args.defaulted`` names the options that took a default (a tool may say so)."""
     p = parser(prog)
     args = p.parse_args(argv)
     module = _tool(next(module for option, module in TOOLS if option is None or getattr(args, option)))
-    for key, value in module.DEFAULTS.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    if hasattr(module, "defaults"):
+        from bigmodel.commands.bench.measure import default_device
+        table = module.defaults(device or default_device())
+    else:
+        table = module.DEFAULTS
+    args.defaulted = [key for key in table if getattr(args, key) is None]
+    for key in args.defaulted:
+        setattr(args, key, table[key])
     args.prog, args.argv = prog, argv  # the command as the results record it
+    return p, module, args
+
+
+def main(argv: list[str] | None = None, prog: str = PROG) -> None:
+    """Runs the first tool whose option is given, with that tool's defaults for the options left out."""
+    p, module, args = resolve(list(sys.argv[1:] if argv is None else argv), prog)
     module.from_args(p, args)

@@ -12,11 +12,12 @@ import statistics
 import torch
 from torch import nn
 
-from bigmodel.commands.bench.measure import bench_config, interleave, plain_contender, train_step
+from bigmodel.commands.bench.measure import (CPU_DEFAULTS, bench_config, interleave, plain_contender,
+                                             train_step)
 from bigmodel.nn import EncoderConfig, SequenceClassifier
 from bigmodel.tasks.optim import adamw, parameter_groups
 
-DEFAULTS = {"preset": "bert-mini", "batch_size": 32, "steps": 2, "warmup": 1, "rounds": 5}
+DEFAULTS = {**CPU_DEFAULTS, "steps": 2, "warmup": 1, "rounds": 5}
 
 
 def adversarial_rows(cfg: EncoderConfig, batch: int, seq: int, steps: int, warmup: int, rounds: int, device: str,

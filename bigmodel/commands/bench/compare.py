@@ -28,14 +28,14 @@ from lightning.fabric.utilities.throughput import get_available_flops
 from torch import nn
 
 from bigmodel.commands.bench.loop import lightning_contender, quiet_lightning
-from bigmodel.commands.bench.measure import (Contender, bench_config, cpu_name, document_ids, interleave,
-                                             library_versions, matmul_peak, mlm_batch, mlm_step, plain_contender,
-                                             train_flops_per_token, train_step, vision_step)
+from bigmodel.commands.bench.measure import (CPU_DEFAULTS, CPU_DTYPE, Contender, bench_config, cpu_name,
+                                             document_ids, interleave, library_versions, matmul_peak, mlm_batch,
+                                             mlm_step, plain_contender, train_flops_per_token, train_step, vision_step)
 from bigmodel.nn import EncoderConfig, VisionTransformer
 from bigmodel.nn.convert import to_hf
 from bigmodel.tasks.optim import adamw, parameter_groups
 
-DEFAULTS = {"preset": "bert-mini", "batch_size": 32, "steps": 2, "warmup": 2, "rounds": 5}
+DEFAULTS = {**CPU_DEFAULTS, "steps": 2, "warmup": 2, "rounds": 5}
 DOCUMENTS_ROW = "bigmodel MLM, document masks"
 
 
@@ -99,7 +99,7 @@ def compare(cfg: EncoderConfig, batch: int = 32, seq: int = 128, steps: int = 2,
     if warmup < 1 or steps < 1 or rounds < 1:
         raise ValueError("compare needs warmup, steps and rounds >= 1 (the first window sets up and compiles)")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = "bf16" if device == "cuda" else "fp32"
+    dtype = "bf16" if device == "cuda" else CPU_DTYPE
     peak_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
     peak_flops = matmul_peak(device, peak_dtype, matmul_size or (8192 if device == "cuda" else 2048))
     data = mlm_batch(cfg.vocab_size, batch, seq, device)

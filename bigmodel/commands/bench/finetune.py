@@ -1,7 +1,8 @@
-"""What fine-tuning modes cost (``--finetune full lora bitfit linear_probe``): one classification training step per
-mode on a 2-class head, each in a fresh process so that its peak resident memory (``getrusage`` max RSS: every CPU
-tensor is in it, unlike ``tracemalloc``) is its own; on a GPU, ``max_memory_allocated``. LoRA at its default (rank
-8 on q, v).
+"""What fine-tuning modes cost (``--finetune full lora bitfit linear_probe pooler_probe``: every mode of
+``bigmodel.nn.peft.Finetune``): one classification training step per mode on a 2-class head with the pooling
+training gives that mode (``choose_pooling``: a linear probe reads [CLS], the others BERT's tanh pooler), each in a
+fresh process so that its peak resident memory (``getrusage`` max RSS: every CPU tensor is in it, unlike
+``tracemalloc``) is its own; on a GPU, ``max_memory_allocated``. LoRA at its default (rank 8 on q, v).
 
     python -m bigmodel.commands.bench --finetune full lora --preset bert-base --batch-size 8 --seq-len 128 --dtype fp32
 """
@@ -14,15 +15,17 @@ import resource
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
+from typing import get_args
 
 import torch
 
 from bigmodel.commands.bench.measure import bench_config, mib
 from bigmodel.nn import EncoderConfig, SequenceClassifier, num_parameters
-from bigmodel.nn.peft import LoRAConfig, add_lora, set_trainable
+from bigmodel.nn.peft import Finetune, LoRAConfig, add_lora, set_trainable
+from bigmodel.tasks.backbones import choose_pooling
 from bigmodel.tasks.optim import adamw, parameter_groups
 
-MODES = ["full", "lora", "bitfit", "linear_probe"]
+MODES = list(get_args(Finetune))  # the project's one list: a new mode is a choice here at once
 DEFAULTS = {"preset": "bert-base", "batch_size": 64, "steps": 20, "warmup": 5}  # --dtype: fp32, given
 
 
@@ -30,7 +33,7 @@ def run_finetune(cfg: EncoderConfig, finetune: str, batch: int, seq: int, steps:
                  lora: LoRAConfig) -> dict:
     """One fine-tuning mode's training step on a 2-class head; run it in a fresh process (``finetune_rows``)."""
     torch.manual_seed(0)
-    model = SequenceClassifier(cfg, 2).to(device)
+    model = SequenceClassifier(cfg, 2, pooling=choose_pooling(None, finetune, None)[0]).to(device)
     if finetune == "lora":
         add_lora(model.encoder, lora)
     set_trainable(model, finetune)

@@ -17,6 +17,19 @@ from bigmodel.nn import EncoderConfig, MaskedLanguageModel, num_parameters
 from bigmodel.tasks.optim import adamw, parameter_groups
 
 
+# The one CPU default shape and precision: what --compare, --profile and --adversarial start from everywhere, and
+# the plain throughput bench on CPU (``throughput.defaults``). A bert-mini step at 32 x 128 takes about a second on
+# two cores; bert-base's bf16 step at 64 x 128, the GPU table's, about 17 s. fp32: bf16 autocast on CPU is an
+# option (experiments/trainer/cpu-bf16.yaml), not the default.
+CPU_DEFAULTS = {"preset": "bert-mini", "batch_size": 32}
+CPU_DTYPE = "fp32"
+
+
+def default_device() -> str:
+    """Where the bench runs: the GPU when torch sees one, else the CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def train_flops_per_token(model: nn.Module, seq_len: int, head_fraction: float) -> float:
     """6 x (weights used per token) + attention, forward and backward. The encoder's matmuls run at every token
     (embedding lookups are free); the head at ``head_fraction`` of them: an MLM head at the masked positions (its

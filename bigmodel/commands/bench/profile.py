@@ -31,12 +31,12 @@ from torch.profiler import ProfilerActivity, profile
 
 from bigmodel.commands.bench.levers import levers, levers_table
 from bigmodel.commands.bench.loop import lightning_contender, quiet_lightning
-from bigmodel.commands.bench.measure import (bench_config, cpu_name, interleave, matmul_peak, mlm_batch, mlm_step,
-                                             plain_contender, train_flops_per_token)
+from bigmodel.commands.bench.measure import (CPU_DEFAULTS, bench_config, cpu_name, interleave, matmul_peak,
+                                             mlm_batch, mlm_step, plain_contender, train_flops_per_token)
 from bigmodel.commands.bench.categories import PHASE, STEP, NAMES, categorise, module_labels
 from bigmodel.nn import EncoderConfig
 
-DEFAULTS = {"preset": "bert-mini", "batch_size": 32, "steps": 2, "warmup": 2, "rounds": 5}
+DEFAULTS = {**CPU_DEFAULTS, "steps": 2, "warmup": 2, "rounds": 5}
 PLAIN, LIGHTNING = "bigmodel MLM, plain PyTorch", "bigmodel MLMTask, Lightning Trainer"  # as --compare names them
 def _result(prof: profile, steps: int, wall: float) -> dict:
     """Per step: the categories' self time, "everything else" by op (largest first), profiled and wall time."""

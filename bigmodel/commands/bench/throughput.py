@@ -2,8 +2,11 @@
 train the MLM objective on synthetic token ids (SDPA with and without a padding mask, the explicit softmax path,
 ``--compile``); ``vit-*`` presets train CIFAR-shaped classification on synthetic uint8 images, with and without the
 on-device augmentation recipe (crop, flip, RandAugment, erasing, MixUp/CutMix), so the numbers say whether the data
-path keeps the GPU fed. Each row is timed over ``--steps`` optimizer steps after ``--warmup`` steps.
+path keeps the GPU fed. Each row is timed over ``--steps`` optimizer steps after ``--warmup`` steps. Defaults
+(``defaults``): bert-base, 64 x 128, bf16 on a GPU; on CPU the CPU default every tool shares (bert-mini, 32 x 128,
+fp32), with a note saying so.
 
+    python -m bigmodel.commands.bench                                  # GPU: bert-base; CPU: bert-mini (a note says)
     python -m bigmodel.commands.bench --preset bert-base --batch-size 64 --seq-len 128 --dtype bf16 --compile
     python -m bigmodel.commands.bench --preset vit-cifar-small --batch-size 512 --dtype bf16 --compile
 """
@@ -14,12 +17,33 @@ import argparse
 
 import torch
 
-from bigmodel.commands.bench.measure import (STRONG_AUGMENT, bench_config, mlm_step, time_steps, train_flops_per_token,
-                                             vision_step)
+from bigmodel.commands.bench.measure import (CPU_DEFAULTS, CPU_DTYPE, STRONG_AUGMENT, bench_config, default_device,
+                                             mlm_step, time_steps, train_flops_per_token, vision_step)
 from bigmodel.data.augment import AugmentConfig
 from bigmodel.nn import EncoderConfig, VisionTransformer
 
-DEFAULTS = {"preset": "bert-base", "batch_size": 64, "dtype": "bf16", "steps": 20, "warmup": 5}
+GPU_DEFAULTS = {"preset": "bert-base", "batch_size": 64, "dtype": "bf16"}  # the README's table (an H100)
+CPU_SHAPE = {**CPU_DEFAULTS, "dtype": CPU_DTYPE}
+TIMING = {"steps": 20, "warmup": 5}
+SHAPE_OPTIONS = {"preset": "--preset", "batch_size": "--batch-size", "dtype": "--dtype"}
+
+
+def defaults(device: str) -> dict:
+    """The options left out, on ``device``: the GPU table's bert-base bf16 at 64 x 128 on a GPU; on CPU the CPU
+    default every bench tool shares (``measure.CPU_DEFAULTS``, fp32), since bert-base's step there takes ~17 s."""
+    return {**(GPU_DEFAULTS if device == "cuda" else CPU_SHAPE), **TIMING}
+
+
+def cpu_defaults_note(defaulted: list[str]) -> str | None:
+    """One line naming the CPU defaults taken for the shape options left out (``defaulted``) and how to ask for the
+    GPU's bert-base instead; None when every shape option was given."""
+    taken = [key for key in SHAPE_OPTIONS if key in defaulted]
+    if not taken:
+        return None
+    chosen = " ".join(f"{SHAPE_OPTIONS[key]} {CPU_SHAPE[key]}" for key in taken)
+    gpu = " ".join(f"{option} {GPU_DEFAULTS[key]}" for key, option in SHAPE_OPTIONS.items())
+    return (f"note: CPU defaults for the options not given: {chosen}; the GPU default (about 17 s a step on two "
+            f"CPU cores) is {gpu}")
 
 
 def run_vision(preset: str | EncoderConfig, batch: int, dtype: str, steps: int, warmup: int, device: str,
@@ -52,9 +76,12 @@ def run(cfg: EncoderConfig, batch: int, seq: int, dtype: str, steps: int, warmup
 
 
 def from_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = default_device()
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
+    note = cpu_defaults_note(getattr(args, "defaulted", [])) if device == "cpu" else None
+    if note:
+        print(note, flush=True)
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
     if args.preset.startswith("vit"):
         print(f"{args.preset}, batch {args.batch_size} synthetic uint8 images, {args.dtype}, {name}, "
