@@ -341,6 +341,11 @@ def test_sweeps_of_other_budgets_or_tested_checkpoints_get_a_note_and_other_meth
     compare.main([full, same, str(old), "--metric", "test/acc"])
     assert "note" not in capsys.readouterr().out
 
+    cell = compare.delta(compare.load(cut)["points"][0], compare.load(cut), compare.load(full), "test/acc", "full")
+    assert cell.endswith(": this row better; the sweeps differ in trainer.max_steps (10 vs null), "
+                         "trainer.limit_val_batches (2 vs null), tested checkpoint (last vs best): the difference may "
+                         "come from these, not from the method")
+
 
 def test_a_summary_says_which_seeds_were_tested_on_last_ckpt_for_want_of_a_best_one():
     runs = [Run("default", {}, s, f"runs/x/default/seed{s}", "done", metrics={"test/acc": 0.5},

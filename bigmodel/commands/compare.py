@@ -292,12 +292,15 @@ def _left_out(d: Difference, other: str, reference: str) -> str:
 
 def delta(point: dict[str, Any], summary: dict[str, Any], reference: dict[str, Any], metric: str, label: str,
           scale: float = 1.0, digits: int | None = None) -> str:
-    """A results-table cell: ``−16.5 [−19.6, −13.4] vs full fine-tuning (paired, n=3): full fine-tuning better``."""
+    """A results-table cell: ``−16.5 [−19.6, −13.4] vs full fine-tuning (paired, n=3): full fine-tuning better``, and
+    the settings note when the two sweeps differ outside the model."""
     reference_point = point_of(reference, None, label)
     why = pairable(point, reference_point, summary, reference)
     d = compare_points(metric, point, reference_point, why is None)
     how = f"paired, n={d.n_text}" if d.paired else f"Welch, {why or 'fewer than 2 seeds with a result in both'}"
-    return f"{interval(d, scale, digits)} vs {label} ({how}): {d.verdict('this row', label)}"
+    differences = setting_differences(held_settings(summary, point), held_settings(reference, reference_point))
+    note = f"; {settings_note(differences)}" if differences else ""
+    return f"{interval(d, scale, digits)} vs {label} ({how}): {d.verdict('this row', label)}{note}"
 
 
 HEADER = ("comparison", "metric", "mean difference [95 % CI]", "std of differences", "n", "pairing", "verdict",
