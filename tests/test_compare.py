@@ -313,13 +313,13 @@ def test_an_extra_seed_on_one_side_still_pairs_on_the_seeds_both_have(tmp_path, 
 
 LORA = "model: {init_args: {finetune: lora, lr: 0.001, lora: {rank: 8}}}\n"
 BOOKKEEPING = ("trainer: {logger: {init_args: {save_dir: runs/sweeps/b, version: fit}}, enable_progress_bar: false, "
-               "log_every_n_steps: 5, val_check_interval: null, precision: 32%s}\n")
+               "log_every_n_steps: 5, val_check_interval: null, fast_dev_run: false, precision: 32%s}\n")
 
 
 def test_sweeps_of_other_budgets_or_tested_checkpoints_get_a_note_and_other_methods_do_not(tmp_path, capsys):
     """The probe's case: a LoRA sweep cut to 10 steps (never validated: each seed tested on last.ckpt) against full
     fine-tuning. The note names the budget and the checkpoint, never the method (finetune, lr, ranks), the seeds or a
-    run's bookkeeping; null and Lightning's default are one setting; a summary without configs gets no note."""
+    run's bookkeeping; null, false and Lightning's default are one setting; a summary without configs gets no note."""
     full = _summary(tmp_path / "full", REFERENCE, config="trainer: {max_epochs: 1, val_check_interval: 1.0, "
                     "precision: 32-true}\nmodel: {init_args: {finetune: full, lr: 0.0001}}\n", ckpt="best")
     cut = _summary(tmp_path / "lora", OTHER, config="trainer: {max_epochs: 1, max_steps: 10, limit_val_batches: 2, "

@@ -153,10 +153,11 @@ HELD = tuple(f"trainer.{key}" for key in (
     "limit_train_batches", "limit_val_batches", "limit_test_batches", "accumulate_grad_batches", "val_check_interval",
     "check_val_every_n_epoch", "precision", "gradient_clip_val", "gradient_clip_algorithm")) + (
     "checkpoint.monitor", "checkpoint.mode")
-# data settings that are not the data: its seed (``randomness``), loader processes, a cache, and what goes with the
-# model: its tokenizer (the encoder's vocabulary) and a prompt's template (prompting is the method)
-NOT_DATA = tuple(f"data.init_args.{key}" for key in ("seed", "num_workers", "num_proc", "cache_dir", "tokenizer",
-                                                     "template"))
+# data settings that are not the data: its seed (``randomness``), loader processes, a cache, padding (the attention
+# mask hides it), and what goes with the model: its tokenizer (the encoder's vocabulary) and a prompt's template
+# (prompting is the method)
+NOT_DATA = tuple(f"data.init_args.{key}" for key in ("seed", "num_workers", "num_proc", "cache_dir",
+                                                     "pad_to_multiple_of", "tokenizer", "template"))
 # Lightning's defaults, which a config may spell as null: one setting, not a difference
 LIGHTNING_NULL = {"trainer.max_steps": -1, "trainer.accumulate_grad_batches": 1, "trainer.val_check_interval": 1.0,
                   "trainer.check_val_every_n_epoch": 1, "trainer.precision": "32-true",
@@ -222,10 +223,10 @@ def setting_differences(other: dict[str, Any] | None, reference: dict[str, Any] 
 
 
 def _value(settings: dict[str, Any], key: str) -> Any:
-    """A setting as Lightning reads it: null (or unset) as its default, a precision by its full name (``32`` is
-    ``32-true``)."""
+    """A setting as Lightning reads it: null (or unset) as its default (a flag's: false), a precision by its full name
+    (``32`` is ``32-true``)."""
     value = settings.get(key)
-    value = LIGHTNING_NULL.get(key) if value is None else value
+    value = LIGHTNING_NULL.get(key) if value is None else None if value is False else value
     if key == "trainer.precision":
         value = str(value)
         return {"16": "16-mixed", "bf16": "bf16-mixed", "32": "32-true", "64": "64-true"}.get(value, value)
