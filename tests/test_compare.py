@@ -19,11 +19,14 @@ ROOT = Path(__file__).resolve().parents[1]
 FULL = str(ROOT / "experiments" / "results" / "sst2_budget_full")
 
 
-def _summary(directory: Path, values: dict[str, float], seed_key: str = "seed_everything") -> str:
-    """A one-point summary of test/acc and test/loss per seed, with each run's config naming the seeds it used."""
+def _summary(directory: Path, values: dict[str, float], seed_key: str = "seed_everything", config: str = "",
+             ckpt: str | None = None) -> str:
+    """A one-point summary of test/acc and test/loss per seed, with each run's config naming the seeds it used (and
+    ``config``'s lines), and the checkpoint (``ckpt``: best, last) each run was tested on."""
     monitor = "checkpoint: {monitor: val/acc}\n"  # as every resolved config records it
-    runs = [{"seed": int(s), "config": monitor + (f"{seed_key}: {s}\ndata: {{init_args: {{seed: 42}}}}\n" if seed_key ==
-             "seed_everything" else f"seed_everything: 0\ndata: {{init_args: {{seed: {s}}}}}\n")} for s in values]
+    runs = [{"seed": int(s), "config": monitor + config + (f"{seed_key}: {s}\ndata: {{init_args: {{seed: 42}}}}\n" if
+             seed_key == "seed_everything" else f"seed_everything: 0\ndata: {{init_args: {{seed: {s}}}}}\n"),
+             "ckpt_path": ckpt and f"runs/{directory.name}/default/seed{s}/checkpoints/{ckpt}.ckpt"} for s in values]
     metrics = {}
     for name, sign in (("test/acc", 1), ("test/loss", -1)):
         per_seed = {s: 0.5 + sign * (v - 0.5) for s, v in values.items()}
@@ -276,12 +279,12 @@ def test_sweeps_of_different_test_data_are_flagged_and_a_missing_metric_says_whe
     sst2 = ROOT / "experiments" / "results" / "minilm_budget_full"
     digits = ROOT / "experiments" / "results" / "digits_cnn"
     compare.main([str(sst2), str(ROOT / "experiments" / "results" / "minilm_budget_lora_qv")])
-    assert "Different test data" not in capsys.readouterr().out  # one test set: no note
+    assert "note" not in capsys.readouterr().out  # the same data and budget, another method: nothing to note
     compare.main([str(sst2), str(digits), "--metric", "test/acc"])
-    out = capsys.readouterr().out
-    assert ("- digits_cnn tests on {'data': 'bigmodel.data.ImageDataModule', 'dataset': 'digits'}, minilm_budget_full "
-            "on {'data': 'bigmodel.data.TextClassificationDataModule', 'test_files': '../shared/data/sst2/test.tsv'}: "
-            "the differences compare data as well as methods") in out
+    note = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("note"))
+    assert note.startswith("note (digits_cnn vs minilm_budget_full): the sweeps differ in trainer.max_epochs (30 vs 1), ")
+    assert ("data.class_path (bigmodel.data.ImageDataModule vs bigmodel.data.TextClassificationDataModule)" in note
+            and "data.init_args.test_files (null vs ../shared/data/sst2/test.tsv)" in note)
     with pytest.raises(ValueError, match=r"test/accc: measured in neither sweep; both have test/acc, "):
         compare.main([str(sst2), str(digits), "--metric", "test/accc"])
 
@@ -306,3 +309,51 @@ def test_an_extra_seed_on_one_side_still_pairs_on_the_seeds_both_have(tmp_path, 
     compare.main([reference, apart, "--metric", "test/acc"])
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| c − a"))
     assert row.strip("| ").split(" | ")[4:6] == ["4 vs 3", "unpaired (different seeds): Welch"]
+
+
+LORA = "model: {init_args: {finetune: lora, lr: 0.001, lora: {rank: 8}}}\n"
+BOOKKEEPING = ("trainer: {logger: {init_args: {save_dir: runs/sweeps/b, version: fit}}, enable_progress_bar: false, "
+               "log_every_n_steps: 5, val_check_interval: null, fast_dev_run: false, precision: 32%s}\n")
+
+
+def test_sweeps_of_other_budgets_or_tested_checkpoints_get_a_note_and_other_methods_do_not(tmp_path, capsys):
+    """The probe's case: a LoRA sweep cut to 10 steps (never validated: each seed tested on last.ckpt) against full
+    fine-tuning. The note names the budget and the checkpoint, never the method (finetune, lr, ranks), the seeds or a
+    run's bookkeeping; null, false and Lightning's default are one setting; a summary without configs gets no note."""
+    full = _summary(tmp_path / "full", REFERENCE, config="trainer: {max_epochs: 1, val_check_interval: 1.0, "
+                    "precision: 32-true}\nmodel: {init_args: {finetune: full, lr: 0.0001}}\n", ckpt="best")
+    cut = _summary(tmp_path / "lora", OTHER, config="trainer: {max_epochs: 1, max_steps: 10, limit_val_batches: 2, "
+                   "precision: 32-true}\n" + LORA, ckpt="last")
+    compare.main([full, cut])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[4] == ("note (lora vs full): the sweeps differ in trainer.max_steps (10 vs null), "
+                        "trainer.limit_val_batches (2 vs null), tested checkpoint (last vs best): the difference may "
+                        "come from these, not from the method")
+    assert lines[2].startswith("| lora − full |") and lines[3] == lines[5] == ""  # right under the table
+
+    same = _summary(tmp_path / "same", OTHER, config=BOOKKEEPING % ", max_epochs: 1" + LORA, ckpt="best")
+    old = tmp_path / "old"
+    _summary(old, OTHER)
+    record = json.loads((old / "summary.json").read_text())
+    for run in record["runs"]:
+        del run["config"], run["ckpt_path"]
+    (old / "summary.json").write_text(json.dumps(record))
+    compare.main([full, same, str(old), "--metric", "test/acc"])
+    assert "note" not in capsys.readouterr().out
+
+    cell = compare.delta(compare.load(cut)["points"][0], compare.load(cut), compare.load(full), "test/acc", "full")
+    assert cell.endswith(": this row better; the sweeps differ in trainer.max_steps (10 vs null), "
+                         "trainer.limit_val_batches (2 vs null), tested checkpoint (last vs best): the difference may "
+                         "come from these, not from the method")
+
+
+def test_a_summary_says_which_seeds_were_tested_on_last_ckpt_for_want_of_a_best_one():
+    runs = [Run("default", {}, s, f"runs/x/default/seed{s}", "done", metrics={"test/acc": 0.5},
+                ckpt_path=f"runs/x/default/seed{s}/checkpoints/{kind}.ckpt", config="seed_everything: 0\n")
+            for s, kind in ((0, "best"), (1, "last"), (2, "last"))]
+    summary = json.loads(json.dumps(summarise(runs, "bigmodel sweep")))
+    assert summary["test_ckpt"] == "best"
+    assert ("Tested on last.ckpt, not best.ckpt (none was saved, as when a fit ends before its first validation): "
+            "seed 1, seed 2.") in summary_markdown(summary)
+    assert compare.describe_checkpoints(compare.tested_checkpoints(summary)) == "best (seed 0), last (seeds 1, 2)"
+    assert "Tested on" not in summary_markdown(summarise(runs, "bigmodel sweep", test_ckpt="last"))  # as asked

@@ -504,11 +504,12 @@ def test_the_readme_delta_column_is_what_bigmodel_compare_renders_from_the_commi
     assert len(rows) >= 8  # every fine-tuning method against full, pretrained against scratch, ...
     for row in rows:
         compare.main([row["compare_to"]["summary"], row["summary"], "--metric", row["metric"], "--percent"])
-        line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| summary.json")
-                    or " − " in line and line.startswith("| "))
+        out = capsys.readouterr().out.splitlines()
+        line = next(line for line in out if line.startswith("| summary.json") or " − " in line and line.startswith("| "))
+        note = "".join(f"; {n.split('): ', 1)[1]}" for n in out if n.startswith("note ("))  # settings that differ
         cells = line.strip("| ").split(" | ")
         other, reference = cells[0].split(" − ")
         verdict = cells[6].replace(f"{other} better", "this row better").replace(
             f"{reference} better", f"{row['compare_to']['label']} better")
         assert table[row["result"]][column] == (f"{cells[2]} vs {row['compare_to']['label']} (paired, n={cells[4]}): "
-                                                f"{verdict}"), row["result"]
+                                                f"{verdict}{note}"), row["result"]

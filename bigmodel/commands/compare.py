@@ -12,7 +12,10 @@ same difference) and the seeds per sweep a difference of the observed size would
 80 % power (two-sided 5 %, noncentral t; post hoc: from the observed effect, which overstates a noisy one). Sweeps
 whose seeds pair up (at least 2 seed values in common, each controlling the same randomness) are compared seed by
 seed on the seeds both have (a paired t-interval; n reads ``3 (of 4 vs 3)`` and the pairing column names the seeds
-left out when one sweep has more); otherwise Welch's interval is used (n ``4 vs 3``), and the table says so.
+left out when one sweep has more); otherwise Welch's interval is used (n ``4 vs 3``), and the table says so. Under the
+table, a note per pair of sweeps that differ outside the model -- the trainer's budget and schedule, the data, the
+checkpoint each seed was tested on (``held_settings``, from each side's recorded run config) -- names those settings:
+the difference may come from them rather than from the method.
 
 The intervals are 95 % per comparison, unadjusted, and cover seed-to-seed variance on a fixed test set: the test
 set's own sampling error is not in them. With several rows the last column gives Holm-adjusted verdicts (family:
@@ -72,7 +75,8 @@ def describe_randomness(record: dict[str, Any]) -> str:
 
 
 def describe_summary(summary: dict[str, Any]) -> list[str]:
-    """A summary's lines on what its seeds control and, for a grid, which point validation chose."""
+    """A summary's lines on what its seeds control, for a grid which point validation chose, and which seeds were
+    tested on last.ckpt where the sweep asked for best.ckpt."""
     lines = [f"Seeds: {describe_randomness(summary['randomness'])}."] if "randomness" in summary else []
     chosen = (summary.get("selected") or {}).get("selected")
     if chosen:
@@ -84,6 +88,12 @@ def describe_summary(summary: dict[str, Any]) -> list[str]:
         lines += [f"Seed {s} {why}." for s, why in chosen.get("incomplete", {}).items()]
     if summary.get("not_selected"):
         lines.append(f"No grid point selected: {summary['not_selected']}.")
+    fell_back = [r for r in _runs_of(summary, None) if Path(r.get("ckpt_path") or "").name == "last.ckpt"]
+    if fell_back and summary.get("test_ckpt", "best") == "best":
+        seeds = ", ".join((f"{r['point']} " if r.get("point", "default") != "default" else "") + f"seed {r['seed']}"
+                          for r in fell_back)
+        lines.append("Tested on last.ckpt, not best.ckpt (none was saved, as when a fit ends before its first "
+                     f"validation): {seeds}.")
     return lines
 
 
@@ -135,17 +145,102 @@ def pairable(other: dict[str, Any], reference: dict[str, Any], a: dict[str, Any]
     return None
 
 
-def test_data(summary: dict[str, Any]) -> dict[str, Any] | None:
-    """What a sweep tested on, from its first run's config: the data module and its arguments that name a dataset
-    or test files. None when the summary keeps no config."""
-    for run in summary.get("runs", []):
-        config = yaml.safe_load(run["config"]) if run.get("config") else None
-        if config and config.get("data"):
-            data = config["data"]
-            args = data.get("init_args") or {}
-            named = {k: v for k, v in args.items() if v is not None and ("test" in k or k in ("dataset", "data_dir"))}
-            return {"data": data.get("class_path"), **named}
-    return None
+# What a comparison of methods holds fixed (``setting_differences``): the trainer's budget and schedule, which weights
+# "best" is, and the data. Never the model's settings (the method compared, its learning rate included), the seeds
+# (``randomness``), the hardware, or a run's bookkeeping (its directories, logger, progress output).
+HELD = tuple(f"trainer.{key}" for key in (
+    "max_steps", "min_steps", "max_epochs", "min_epochs", "max_time", "fast_dev_run", "overfit_batches",
+    "limit_train_batches", "limit_val_batches", "limit_test_batches", "accumulate_grad_batches", "val_check_interval",
+    "check_val_every_n_epoch", "precision", "gradient_clip_val", "gradient_clip_algorithm")) + (
+    "checkpoint.monitor", "checkpoint.mode")
+# data settings that are not the data: its seed (``randomness``), loader processes, a cache, padding (the attention
+# mask hides it), and what goes with the model: its tokenizer (the encoder's vocabulary) and a prompt's template
+# (prompting is the method)
+NOT_DATA = tuple(f"data.init_args.{key}" for key in ("seed", "num_workers", "num_proc", "cache_dir",
+                                                     "pad_to_multiple_of", "tokenizer", "template"))
+# Lightning's defaults, which a config may spell as null: one setting, not a difference
+LIGHTNING_NULL = {"trainer.max_steps": -1, "trainer.accumulate_grad_batches": 1, "trainer.val_check_interval": 1.0,
+                  "trainer.check_val_every_n_epoch": 1, "trainer.precision": "32-true",
+                  **{f"trainer.limit_{s}_batches": 1.0 for s in ("train", "val", "test")}}
+TESTED = "tested checkpoint"
+
+
+def _held(key: str) -> bool:
+    return key in HELD or (key.startswith("data.") and not key.startswith(NOT_DATA))
+
+
+def _runs_of(summary: dict[str, Any], point: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The finished runs behind ``point`` (a grid point, or the one selected by mean); every finished run when the
+    point was chosen per seed or is not given."""
+    name = point and ((point.get("selected") or {}).get("point") if point.get("selected") else point.get("point"))
+    runs = [r for r in summary.get("runs", []) if r.get("status", "done") == "done"]
+    return [r for r in runs if r.get("point", name) == name] if name else runs
+
+
+def tested_checkpoints(summary: dict[str, Any], point: dict[str, Any] | None = None) -> dict[int, str]:
+    """Per finished run's seed, the checkpoint its test ran on (``best``, ``last``): ``last`` where a sweep asked for
+    best and the fit never validated (no best.ckpt). Runs that trained nothing (``--test_ckpt none``) or recorded no
+    checkpoint are not in it."""
+    return {r["seed"]: Path(r["ckpt_path"]).name.removesuffix(".ckpt") for r in _runs_of(summary, point)
+            if r.get("ckpt_path")}
+
+
+def describe_checkpoints(tested: dict[int, str]) -> str:
+    """``last``, or ``best (seeds 0, 1), last (seed 2)`` when the seeds differ."""
+    kinds = {kind: [str(s) for s, k in tested.items() if k == kind] for kind in dict.fromkeys(tested.values())}
+    if len(kinds) == 1:
+        return next(iter(kinds))
+    return ", ".join(f"{kind} (seed{'s' * (len(seeds) > 1)} {', '.join(seeds)})" for kind, seeds in kinds.items())
+
+
+def held_settings(summary: dict[str, Any], point: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """What a sweep held that a comparison of methods needs the same on both sides (``HELD``, the data and the tested
+    checkpoint), from the resolved config of one finished run of ``point``; None when the summary keeps no config
+    (made by an earlier bigmodel)."""
+    from bigmodel.commands.sweep.reuse import flatten  # here: the sweep package imports this module
+
+    runs = _runs_of(summary, point)
+    config = next((yaml.safe_load(r["config"]) for r in runs if r.get("config")), None)
+    if not config:
+        return None
+    held = {k: v for k, v in flatten(config).items() if _held(k)}
+    tested = tested_checkpoints(summary, point)
+    if tested and len(tested) == len(runs):  # every run trained and says what it was tested on
+        held[TESTED] = describe_checkpoints(tested)
+    return held
+
+
+def setting_differences(other: dict[str, Any] | None, reference: dict[str, Any] | None) -> list[str]:
+    """``trainer.max_steps (10 vs 250)`` per held setting that differs (``other``'s value first); nothing when a side
+    has no record. A setting only one side records (an earlier bigmodel's config lacked it) or spells as null counts
+    as Lightning's default; the tested checkpoint only when both sides trained."""
+    if other is None or reference is None:
+        return []
+    keys = sorted(dict.fromkeys([*reference, *other]), key=lambda k: k == TESTED)  # the checkpoint last
+    keys = [k for k in keys if k != TESTED or k in reference and k in other]
+    return [f"{k} ({_show(other.get(k))} vs {_show(reference.get(k))})" for k in keys
+            if _value(other, k) != _value(reference, k)]
+
+
+def _value(settings: dict[str, Any], key: str) -> Any:
+    """A setting as Lightning reads it: null (or unset) as its default (a flag's: false), a precision by its full name
+    (``32`` is ``32-true``)."""
+    value = settings.get(key)
+    value = LIGHTNING_NULL.get(key) if value is None else None if value is False else value
+    if key == "trainer.precision":
+        value = str(value)
+        return {"16": "16-mixed", "bf16": "bf16-mixed", "32": "32-true", "64": "64-true"}.get(value, value)
+    return value
+
+
+def _show(value: Any) -> str:
+    return "null" if value is None else value if isinstance(value, str) else json.dumps(value)
+
+
+def settings_note(differences: list[str], most: int = 8) -> str:
+    """The one line under a comparison whose sweeps differ outside the model (``most`` settings named)."""
+    named = ", ".join(differences[:most]) + (f" and {len(differences) - most} more" if len(differences) > most else "")
+    return f"the sweeps differ in {named}: the difference may come from these, not from the method"
 
 
 def number(value: float, scale: float = 1.0, digits: int | None = None) -> str:
@@ -198,12 +293,15 @@ def _left_out(d: Difference, other: str, reference: str) -> str:
 
 def delta(point: dict[str, Any], summary: dict[str, Any], reference: dict[str, Any], metric: str, label: str,
           scale: float = 1.0, digits: int | None = None) -> str:
-    """A results-table cell: ``−16.5 [−19.6, −13.4] vs full fine-tuning (paired, n=3): full fine-tuning better``."""
+    """A results-table cell: ``−16.5 [−19.6, −13.4] vs full fine-tuning (paired, n=3): full fine-tuning better``, and
+    the settings note when the two sweeps differ outside the model."""
     reference_point = point_of(reference, None, label)
     why = pairable(point, reference_point, summary, reference)
     d = compare_points(metric, point, reference_point, why is None)
     how = f"paired, n={d.n_text}" if d.paired else f"Welch, {why or 'fewer than 2 seeds with a result in both'}"
-    return f"{interval(d, scale, digits)} vs {label} ({how}): {d.verdict('this row', label)}"
+    differences = setting_differences(held_settings(summary, point), held_settings(reference, reference_point))
+    note = f"; {settings_note(differences)}" if differences else ""
+    return f"{interval(d, scale, digits)} vs {label} ({how}): {d.verdict('this row', label)}{note}"
 
 
 HEADER = ("comparison", "metric", "mean difference [95 % CI]", "std of differences", "n", "pairing", "verdict",
@@ -249,10 +347,10 @@ def table(paths: list[str], metrics: list[str] | None = None, point: str | None 
     metrics, which = chosen_metrics(metrics, summaries[0], paths[0])
     notes = dict.fromkeys(f"- {n}: {describe_randomness(randomness(s))}" for n, s in zip(names, summaries))
     scale, digits = (100.0, 1) if percent else (1.0, None)
-    reference_data = test_data(summaries[0])
-    warnings = [f"- {name} tests on {data}, {names[0]} on {reference_data}: the differences compare data as well as "
-                "methods" for name, data in ((n, test_data(s)) for n, s in zip(names[1:], summaries[1:]))
-                if data and reference_data and data != reference_data]
+    reference_settings = held_settings(summaries[0], points[0])
+    differing = [(name, setting_differences(held_settings(summary, other), reference_settings))
+                 for name, summary, other in zip(names[1:], summaries[1:], points[1:])]
+    warnings = [f"note ({name} vs {names[0]}): {settings_note(d)}" for name, d in differing if d]
     rows: list[tuple[Difference, str, str | None]] = []
     for name, summary, other in zip(names[1:], summaries[1:], points[1:]):
         why = pairable(other, points[0], summary, summaries[0])
@@ -266,8 +364,7 @@ def table(paths: list[str], metrics: list[str] | None = None, point: str | None 
         lines.append("| " + " | ".join(cells) + " |")
     scope = [which, SCOPE + (f" The last column's verdicts hold together (Holm, familywise 5 % over the {len(rows)} "
                              "comparisons)." if adjust else "")]
-    return "\n".join(lines + ["", *scope, "", "Seeds:", *notes]
-                     + (["", "Different test data:", *warnings] if warnings else []))
+    return "\n".join(lines + (["", *warnings] if warnings else []) + ["", *scope, "", "Seeds:", *notes])
 
 
 def _name(path: str) -> str:

@@ -125,7 +125,7 @@ def main(argv: list[str]) -> None:
                   args.vary, args.model_seed)
     sweep.execute()
     command = shlex.join(["bigmodel", "sweep", *map(project_path, argv)])
-    summary = summarise(runs, command, fitted=args.test_ckpt != "none", select=args.select if validate else None,
+    summary = summarise(runs, command, test_ckpt=args.test_ckpt, select=args.select if validate else None,
                         select_by=args.select_by)
     directories = [out] + ([Path(args.summary_dir)] if args.summary_dir else [])
     kept = {d: kept_reason(summary, d, results=d != out) for d in directories}

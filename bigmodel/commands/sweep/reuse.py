@@ -54,6 +54,16 @@ def settings(args: list[str], test_ckpt: str) -> dict[str, Any]:
     return json.loads(json.dumps(flat, default=str))  # as read back from the record (dates, tuples)
 
 
+def flatten(config: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config (a run's ``config.yaml`` as Lightning wrote it) flat as ``settings`` records settings
+    (``{"trainer.max_steps": 250, ...}``), output paths left out: what ``compare`` holds two sweeps' runs against."""
+    flat: dict[str, Any] = {}
+    _merge(flat, "", config or {})
+    for key in _OUTPUT_KEYS:
+        flat.pop(key, None)
+    return json.loads(json.dumps(flat, default=str))
+
+
 def check(runs: list[Run], settings_of: Callable[[Run], dict[str, Any]]) -> None:
     """Stops (one line naming the directory) when a run that would be reused -- a test result, a finished fit, a
     checkpoint to resume -- was made with other settings than ``settings_of`` it; records each run's settings

@@ -22,10 +22,11 @@ from bigmodel.commands.sweep.plan import Run
 SUMMARY_FILES = ("summary.json", "summary.csv", "summary.md")
 
 
-def summarise(runs: list[Run], command: str, fitted: bool = True, select: str | None = None,
+def summarise(runs: list[Run], command: str, test_ckpt: str = "best", select: str | None = None,
               select_by: str = "mean") -> dict[str, Any]:
     """Per grid point: each test metric's mean, sample std (n - 1; none for n = 1) and per-seed values, the
-    parameter counts and the wall time per run (``fitted`` False: the runs only tested, nothing was trained).
+    parameter counts and the wall time per run; ``test_ckpt``, the checkpoint the runs were to be tested on (each
+    run's ``ckpt_path`` is the one it was: last.ckpt where no best.ckpt was saved; "none": nothing was trained).
     ``select``: the validation metric that chooses a grid point (``select_point``), recorded as ``selected``."""
     points = []
     for name in dict.fromkeys(r.point for r in runs):
@@ -38,7 +39,7 @@ def summarise(runs: list[Run], command: str, fitted: bool = True, select: str | 
             "point": name, "grid": group[0].grid, "seeds": [r.seed for r in group], "metrics": metrics,
             **({"validation": validation} if validation else {}),
             "wall_seconds": _stats(seconds) if seconds else None,
-            "parameters": next((r.parameters for r in done if r.parameters), None), "fitted": fitted,
+            "parameters": next((r.parameters for r in done if r.parameters), None), "fitted": test_ckpt != "none",
             "failed": {r.seed: r.error for r in group if r.status == "failed"},
             "unfinished": {r.seed: r.error or r.status for r in group if r.status in ("interrupted", "pending")},
         })
@@ -46,7 +47,7 @@ def summarise(runs: list[Run], command: str, fitted: bool = True, select: str | 
     versions = next((r.versions for r in runs if r.versions), {})
     summary = {
         "command": command, "date": time.strftime("%Y-%m-%d", time.gmtime()), "code": git_commit(),
-        "devices": devices, "versions": versions, "points": points,
+        "test_ckpt": test_ckpt, "devices": devices, "versions": versions, "points": points,
         "runs": [asdict(r) for r in runs],
     }
     summary["randomness"] = randomness(summary)
