@@ -51,6 +51,7 @@ class BigModelCLI(LightningCLI):
     def __init__(self, args=None, run: bool = True) -> None:
         self._lock: runs.RunLock | None = None
         self._new_dirs: list[tuple[str, str]] = []
+        self._replaced: list[str] = []  # the config's model settings that --ckpt_path's replace
         try:
             self._init(args, run)
         except BaseException:
@@ -128,13 +129,17 @@ class BigModelCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         """Lightning reads the ``--ckpt_path`` file here (its hyper-parameters update the config): check it first."""
         subcommand = self.config.get("subcommand")
-        meta, given = None, None
+        meta, given, before = None, None, None
         if subcommand:
             config = self.config[subcommand]
             meta = ckpt_path.check_ckpt_path(config, subcommand, runs.checkpoint_dir(config))
             given = ((config.get("model") or {}).get("init_args") or {}).get("init_from")
+            before = config.model.clone().as_dict() if config.get("model") is not None else None
         super()._parse_ckpt_path()
         model = self.config[subcommand].get("model") if subcommand else None
+        if meta is not None and before is not None and model is not None:
+            # said once the run directory is claimed (instantiate_classes), so that the line names it
+            self._replaced = ckpt_path.replaced_settings(before, model.as_dict())
         if meta and meta.get("task") and model is not None and model.get("init_args") is not None \
                 and model.init_args.get("init_from") is not None:
             if meta.get("weights") == "trainable":
@@ -182,6 +187,12 @@ class BigModelCLI(LightningCLI):
         default_checkpoint_dir(self.trainer)
         if runs.launch_rank_zero():
             self._new_dirs = cleanup.claim_log_dirs(self.trainer)  # its own version_N, before anything is written
+        if self._replaced:
+            # Lightning builds the model from the checkpoint's hyper-parameters, not the config's: a config of
+            # another model runs the checkpoint's, filed under the config's run
+            rank_zero_warn(f"--ckpt_path {self.config[self.subcommand].ckpt_path!r}: "
+                           f"{'; '.join(self._replaced)}; this {self.subcommand} runs the checkpoint's model and "
+                           f"writes to {self.trainer.log_dir}")
 
     def _take_back_empty_dirs(self) -> None:
         """A failed command removes the run directory it made when nothing of a result is in it (``run.cleanup``)."""
