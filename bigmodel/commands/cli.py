@@ -82,11 +82,24 @@ class BigModelCLI(LightningCLI):
                 "plugins": [{"class_path": "bigmodel.run.checkpoint_io.AtomicCheckpointIO"}],  # a path: serialisable
             },
             # parse errors raise instead of printing a ~50-line usage block; main() prints them as one line
-            parser_kwargs={"exit_on_error": False, "prog": "bigmodel", "description": OVERVIEW.split("\n\n")[1],
+            parser_kwargs={"exit_on_error": False, "allow_abbrev": False, "prog": "bigmodel", "description": OVERVIEW.split("\n\n")[1],
                            **{c: {"exit_on_error": False, "description": COMMANDS[c]} for c in SUBCOMMANDS}},
             args=args,
             run=run,
         )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        """As Lightning's; an option the command does not have (a typo, or a prefix: abbreviations are off, so
+        ``--trainer.max_epoch`` is not taken as ``max_epochs``) gets a 'did you mean' from the command's options."""
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as err:
+            argv = args if isinstance(args, list) else sys.argv[1:]
+            command = self._subcommand_parsers.get(next((a for a in argv if a in SUBCOMMANDS), None), parser)
+            hint = errors.unknown_option_hint(str(err), list(command._option_string_actions))
+            if not hint:
+                raise
+            raise ArgumentError(None, f"{err}{hint}") from err
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(Checkpoint, "checkpoint")
