@@ -104,6 +104,7 @@ def test_replaced_settings_are_the_architecture_only():
         "the checkpoint's encoder 'bert-small' replaces the config's 'bert-tiny'",
         "the checkpoint's encoder_config.hidden_size 32 replaces the config's 64"]
     wide = {"init_args": {"backbone": {**CNN, "init_args": {**CNN["init_args"], "width": 32}}}}
-    assert ckpt_path.replaced_settings(wide, {"init_args": {"backbone": {**CNN, "class_path": "bigmodel.nn.cnn.SmallCNN"}}}) \
-        == ["the checkpoint's backbone.init_args.width 8 replaces the config's 32"]
+    saved = {"init_args": {"backbone": {**CNN, "class_path": "bigmodel.nn.cnn.SmallCNN"}}}  # the same class
+    assert ckpt_path.replaced_settings(wide, saved) == ["the checkpoint's backbone.init_args.width 8 replaces the "
+                                                        "config's 32"]
     assert ckpt_path.replaced_settings(text, text) == []

@@ -81,8 +81,10 @@ class BigModelCLI(LightningCLI):
                               MaskedPredictions(), RetrievalExamples()],
                 "plugins": [{"class_path": "bigmodel.run.checkpoint_io.AtomicCheckpointIO"}],  # a path: serialisable
             },
-            # parse errors raise instead of printing a ~50-line usage block; main() prints them as one line
-            parser_kwargs={"exit_on_error": False, "allow_abbrev": False, "prog": "bigmodel", "description": OVERVIEW.split("\n\n")[1],
+            # parse errors raise instead of printing a ~50-line usage block; main() prints them as one line. No
+            # abbreviations (jsonargparse 5's default): --trainer.max_epoch is an error naming max_epochs
+            parser_kwargs={"exit_on_error": False, "allow_abbrev": False, "prog": "bigmodel",
+                           "description": OVERVIEW.split("\n\n")[1],
                            **{c: {"exit_on_error": False, "description": COMMANDS[c]} for c in SUBCOMMANDS}},
             args=args,
             run=run,
