@@ -201,6 +201,23 @@ def test_a_value_outside_an_options_choices_names_them_and_null(value, expected,
     assert capsys.readouterr().err == f"bigmodel: error: {expected} -- see `bigmodel test --help`\n"
 
 
+@pytest.mark.parametrize("option, expected", [
+    ("--trainer.max_epoch", "--trainer.max_epoch 3; did you mean '--trainer.max_epochs'?"),  # a prefix is not taken
+    ("--trainer.max_epohs", "--trainer.max_epohs 3; did you mean '--trainer.max_epochs'?"),
+    ("--ckpt", "--ckpt 3; did you mean '--ckpt_path'?")])
+def test_an_unknown_or_abbreviated_option_gets_a_did_you_mean(option, expected, capsys):
+    """argparse's abbreviations are off: ``--trainer.max_epoch`` is an error naming max_epochs, as a typo is
+    (in-process: the parse fails before anything is read; --print_config would print the config and exit 0)."""
+    from bigmodel.commands.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", "-c", str(ROOT / "experiments" / "quickstart" / "digits_cnn.yaml"), option, "3",
+              "--print_config"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == \
+        f"bigmodel: error: unrecognized arguments: {expected} -- see `bigmodel fit --help`\n"
+
+
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_bad_input_is_one_line_naming_the_fix(outcomes, name):
     result = outcomes[name]

@@ -1,6 +1,8 @@
-"""What ``--ckpt_path`` names, checked before Lightning reads it: a missing, truncated or other-task file, or 'last'
-with only an earlier run's left, is one line; outside ``fit`` the data module takes the checkpoint's tokenizer and
-class names; an adapter-only checkpoint's frozen base is found (``frozen_base``)."""
+"""What ``--ckpt_path`` names, checked before Lightning reads it: a missing, truncated or other-task file, a
+classifier of images given a config for text (or the reverse), or 'last' with only an earlier run's left, is one
+line; outside ``fit`` the data module takes the checkpoint's tokenizer and class names; an adapter-only checkpoint's
+frozen base is found (``frozen_base``); the model settings of the config that the checkpoint's replace are named
+(``replaced_settings``)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ import os
 import warnings
 from typing import Any
 
+from bigmodel.data import ImageDataModule, TextDataModule
+from bigmodel.nn.config import TRAINING_FIELDS
 from bigmodel.run import directory as runs
 from bigmodel.run import errors
 
@@ -53,6 +57,7 @@ def check_ckpt_path(config: Any, subcommand: str, directory: str | None) -> dict
             f"--ckpt_path {path!r} is a {meta['task']!r} checkpoint but the config's model is "
             f"{config.model.class_path} ({expected!r}); use a config of the checkpoint's task or another checkpoint"
         )
+    check_input_kind(path, meta, config)
     config.ckpt_path = path  # resolved, so that Lightning reads the checkpoint's hyper-parameters too
     if subcommand == "fit":
         return meta
@@ -70,3 +75,89 @@ def check_ckpt_path(config: Any, subcommand: str, directory: str | None) -> dict
             )
         data.init_args.label_names = list(names)
     return meta
+
+
+def checkpoint_input(meta: dict) -> tuple[str, str] | None:
+    """What a classification checkpoint's network reads, from its ``bigmodel`` entry alone (no weights): images
+    for a backbone by class path, text for the shared or an own text encoder; None for other tasks (each reads one
+    kind, which the task check covers) and foreign checkpoints."""
+    if meta.get("task") != "classification":
+        return None
+    if meta.get("backbone"):
+        return "images", f"an image classifier (backbone {meta['backbone']})"
+    if meta.get("encoder_config") or meta.get("encoder"):
+        return "text", "a text classifier"
+    return None
+
+
+def config_input(config: Any) -> tuple[str, str] | None:
+    """What the parsed config feeds its model: its data module's kind (a text or an image module of bigmodel's,
+    subclasses included), else images when its model names a backbone; None when it does not say (a lab's own
+    data module and no backbone)."""
+    data = config.get("data")
+    data_cls = errors.import_class(data.class_path) if data is not None and data.get("class_path") else None
+    if isinstance(data_cls, type) and issubclass(data_cls, TextDataModule):
+        return "text", f"the config's data module {data.class_path} reads text"
+    if isinstance(data_cls, type) and issubclass(data_cls, ImageDataModule):
+        return "images", f"the config's data module {data.class_path} reads images"
+    backbone = ((config.get("model") or {}).get("init_args") or {}).get("backbone")
+    if backbone:
+        return "images", f"the config's model has a backbone ({_class_path(backbone)}) for images"
+    return None
+
+
+def check_input_kind(path: str, meta: dict, config: Any) -> None:
+    """An image classifier's checkpoint with a config for text (or the reverse) is refused before anything is
+    built: Lightning would rebuild the checkpoint's network from its hyper-parameters and feed it the config's data,
+    which fails later with an error about the config (vocab_size, label names) instead of the checkpoint."""
+    have, want = checkpoint_input(meta), config_input(config)
+    if have is None or want is None or have[0] == want[0]:
+        return
+    other = "an image classifier" if want[0] == "images" else "a text classifier"
+    raise ValueError(f"--ckpt_path {path!r} is {have[1]} but {want[1]}; use a config for {have[0]} (such as the one "
+                     f"it was trained with) or {other}'s checkpoint")
+
+
+def _class_path(value: Any) -> str | None:
+    """The class path of a setting given by class path (a dict or Namespace with ``class_path``), else None."""
+    return value.get("class_path") if hasattr(value, "get") else None
+
+
+def _same_class(a: str, b: str) -> bool:
+    """Two class paths naming one class (``bigmodel.nn.SmallCNN`` and ``bigmodel.nn.cnn.SmallCNN``)."""
+    if a == b:
+        return True
+    try:
+        return errors.import_class(a) is errors.import_class(b)
+    except (ImportError, AttributeError, ValueError):
+        return False
+
+
+def replaced_settings(given: dict, used: dict) -> list[str]:
+    """The model settings of the config (``given``: model as parsed) that the checkpoint's hyper-parameters
+    (``used``: after Lightning merged them) replace, where they change the network: the model's class, a setting
+    given by class path (a backbone, an encoder of one's own) and its init_args, the shared encoder's preset and
+    the architecture overrides the config sets (not dropout or other training-only fields). Optimiser and
+    training settings are left out: they do not change what a checkpoint's model computes."""
+    def show(value: Any) -> str:
+        return _class_path(value) or repr(value)
+
+    notes = []
+    if given.get("class_path") and used.get("class_path") and not _same_class(given["class_path"], used["class_path"]):
+        notes.append(f"the checkpoint's model {used['class_path']} replaces the config's {given['class_path']}")
+    before, after = given.get("init_args") or {}, used.get("init_args") or {}
+    for key in sorted(set(before) & set(after)):
+        old, new = before[key], after[key]
+        if _class_path(old) or _class_path(new):
+            if not (_class_path(old) and _class_path(new) and _same_class(_class_path(old), _class_path(new))):
+                notes.append(f"the checkpoint's {key} {show(new)} replaces the config's {show(old)}")
+                continue
+            old_args, new_args = old.get("init_args") or {}, new.get("init_args") or {}
+            notes += [f"the checkpoint's {key}.init_args.{k} {new_args.get(k)!r} replaces the config's {v!r}"
+                      for k, v in old_args.items() if k in new_args and new_args[k] != v]
+        elif key == "encoder" and old != new:
+            notes.append(f"the checkpoint's encoder {new!r} replaces the config's {old!r}")
+        elif key == "encoder_config" and old and new:
+            notes += [f"the checkpoint's encoder_config.{k} {new.get(k)!r} replaces the config's {v!r}"
+                      for k, v in old.items() if k not in TRAINING_FIELDS and k in new and new[k] != v]
+    return notes

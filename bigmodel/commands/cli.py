@@ -51,6 +51,7 @@ class BigModelCLI(LightningCLI):
     def __init__(self, args=None, run: bool = True) -> None:
         self._lock: runs.RunLock | None = None
         self._new_dirs: list[tuple[str, str]] = []
+        self._replaced: list[str] = []  # the config's model settings that --ckpt_path's replace
         try:
             self._init(args, run)
         except BaseException:
@@ -80,12 +81,27 @@ class BigModelCLI(LightningCLI):
                               MaskedPredictions(), RetrievalExamples()],
                 "plugins": [{"class_path": "bigmodel.run.checkpoint_io.AtomicCheckpointIO"}],  # a path: serialisable
             },
-            # parse errors raise instead of printing a ~50-line usage block; main() prints them as one line
-            parser_kwargs={"exit_on_error": False, "prog": "bigmodel", "description": OVERVIEW.split("\n\n")[1],
+            # parse errors raise instead of printing a ~50-line usage block; main() prints them as one line. No
+            # abbreviations (jsonargparse 5's default): --trainer.max_epoch is an error naming max_epochs
+            parser_kwargs={"exit_on_error": False, "allow_abbrev": False, "prog": "bigmodel",
+                           "description": OVERVIEW.split("\n\n")[1],
                            **{c: {"exit_on_error": False, "description": COMMANDS[c]} for c in SUBCOMMANDS}},
             args=args,
             run=run,
         )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        """As Lightning's; an option the command does not have (a typo, or a prefix: abbreviations are off, so
+        ``--trainer.max_epoch`` is not taken as ``max_epochs``) gets a 'did you mean' from the command's options."""
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as err:
+            argv = args if isinstance(args, list) else sys.argv[1:]
+            command = self._subcommand_parsers.get(next((a for a in argv if a in SUBCOMMANDS), None), parser)
+            hint = errors.unknown_option_hint(str(err), list(command._option_string_actions))
+            if not hint:
+                raise
+            raise ArgumentError(None, f"{err}{hint}") from err
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(Checkpoint, "checkpoint")
@@ -128,13 +144,17 @@ class BigModelCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         """Lightning reads the ``--ckpt_path`` file here (its hyper-parameters update the config): check it first."""
         subcommand = self.config.get("subcommand")
-        meta, given = None, None
+        meta, given, before = None, None, None
         if subcommand:
             config = self.config[subcommand]
             meta = ckpt_path.check_ckpt_path(config, subcommand, runs.checkpoint_dir(config))
             given = ((config.get("model") or {}).get("init_args") or {}).get("init_from")
+            before = config.model.clone().as_dict() if config.get("model") is not None else None
         super()._parse_ckpt_path()
         model = self.config[subcommand].get("model") if subcommand else None
+        if meta is not None and before is not None and model is not None:
+            # said once the run directory is claimed (instantiate_classes), so that the line names it
+            self._replaced = ckpt_path.replaced_settings(before, model.as_dict())
         if meta and meta.get("task") and model is not None and model.get("init_args") is not None \
                 and model.init_args.get("init_from") is not None:
             if meta.get("weights") == "trainable":
@@ -182,6 +202,12 @@ class BigModelCLI(LightningCLI):
         default_checkpoint_dir(self.trainer)
         if runs.launch_rank_zero():
             self._new_dirs = cleanup.claim_log_dirs(self.trainer)  # its own version_N, before anything is written
+        if self._replaced:
+            # Lightning builds the model from the checkpoint's hyper-parameters, not the config's: a config of
+            # another model runs the checkpoint's, filed under the config's run
+            rank_zero_warn(f"--ckpt_path {self.config[self.subcommand].ckpt_path!r}: "
+                           f"{'; '.join(self._replaced)}; this {self.subcommand} runs the checkpoint's model and "
+                           f"writes to {self.trainer.log_dir}")
 
     def _take_back_empty_dirs(self) -> None:
         """A failed command removes the run directory it made when nothing of a result is in it (``run.cleanup``)."""

@@ -113,6 +113,21 @@ def parse_error_message(text: str) -> str:
     return message
 
 
+def unknown_option_hint(text: str, options: list[str]) -> str:
+    """``; did you mean '--trainer.max_epochs'?`` for an ``unrecognized arguments: --trainer.max_epoch 3`` report,
+    from the command's own options of the same group (abbreviations are off, so a prefix is an unknown option
+    too: one of the options it begins, else the closest name); '' when none is close."""
+    found = re.search(r"unrecognized arguments: (--[\w.-]+)", text)
+    if found is None:
+        return ""
+    group, _, name = found[1].rpartition(".")
+    names = [o[len(group) + 1:] if group else o for o in options if o.startswith(f"{group}." if group else "--")]
+    names = [n for n in names if "." not in n]
+    starting = [n for n in names if n.startswith(name)]
+    close = difflib.get_close_matches(name, starting or names, n=1, cutoff=0 if starting else 0.6)
+    return f"; did you mean '{group + '.' if group else ''}{close[0]}'?" if close else ""
+
+
 _OS_HINTS = {
     errno.ENOSPC: "free space there, or write the run elsewhere (--trainer.logger.init_args.save_dir)",
     errno.EDQUOT: "free space in your quota, or write the run elsewhere (--trainer.logger.init_args.save_dir)",
