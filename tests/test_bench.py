@@ -337,8 +337,12 @@ def test_the_plain_bench_on_cpu_says_which_defaults_it_took_and_how_to_ask_for_b
     assert cpu_defaults_note(["preset", "batch_size", "dtype", "steps", "warmup"]) == (
         "note: CPU defaults for the options not given: --preset bert-mini --batch-size 32 --dtype fp32; the GPU "
         "default (about 17 s a step on two CPU cores) is --preset bert-base --batch-size 64 --dtype bf16")
-    assert cpu_defaults_note(["batch_size"]).startswith("note: CPU defaults for the options not given: "
-                                                        "--batch-size 32; ")
+    assert cpu_defaults_note(["batch_size"]) == ("note: CPU defaults for the options not given: --batch-size 32; "
+                                                 "on a GPU they default to --batch-size 64")
+    vit = cpu_defaults_note(["batch_size", "dtype"])  # --preset vit-tiny given: bert-base is none of its business
+    assert vit == ("note: CPU defaults for the options not given: --batch-size 32 --dtype fp32; on a GPU they default "
+                   "to --batch-size 64 --dtype bf16")
+    assert "17 s" not in cpu_defaults_note(["preset", "batch_size"])  # bert-base's time is at its own batch, bf16
     assert cpu_defaults_note(["steps", "warmup"]) is None  # every shape option given: nothing to say
 
 

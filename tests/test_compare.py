@@ -357,3 +357,37 @@ def test_a_summary_says_which_seeds_were_tested_on_last_ckpt_for_want_of_a_best_
             "seed 1, seed 2.") in summary_markdown(summary)
     assert compare.describe_checkpoints(compare.tested_checkpoints(summary)) == "best (seed 0), last (seeds 1, 2)"
     assert "Tested on" not in summary_markdown(summarise(runs, "bigmodel sweep", test_ckpt="last"))  # as asked
+
+
+def test_a_summary_made_before_test_ckpt_was_recorded_reads_it_off_its_command():
+    """Summaries made before ``test_ckpt`` was recorded (every committed one): a sweep run with ``--test_ckpt last``
+    gets no "Tested on last.ckpt" line for its seeds; one run without it asked for best; no command says nothing."""
+    runs = [Run("default", {}, s, f"runs/x/default/seed{s}", "done", metrics={"test/acc": 0.5},
+                ckpt_path=f"runs/x/default/seed{s}/checkpoints/last.ckpt", config="seed_everything: 0\n")
+            for s in (0, 1)]
+    summary = json.loads(json.dumps(summarise(runs, "bigmodel sweep -c a.yaml --test_ckpt last --seeds 0 1")))
+    del summary["test_ckpt"]
+    assert compare.asked_ckpt(summary) == "last" and "Tested on" not in summary_markdown(summary)
+    summary["command"] = "bigmodel sweep -c a.yaml --test_ckpt=last --seeds 0 1"
+    assert compare.asked_ckpt(summary) == "last" and "Tested on" not in summary_markdown(summary)
+    summary["command"] = "bigmodel sweep -c a.yaml --seeds 0 1"  # the option's default
+    assert "Tested on last.ckpt, not best.ckpt" in summary_markdown(summary)
+    del summary["command"]
+    assert compare.asked_ckpt(summary) is None and "Tested on" not in "".join(compare.describe_summary(summary))
+
+
+def test_a_count_of_batches_is_not_a_fraction_and_lightnings_default_clip_is_norm():
+    """Lightning reads an int ``limit_*_batches``/``val_check_interval`` as batches, a float as a fraction: ``1`` (one
+    batch, every batch) differs from ``1.0`` and from null; ``0`` and ``0.0`` are both none. A null clip algorithm is
+    Lightning's norm."""
+    differ = compare.setting_differences
+    one = {"trainer.limit_val_batches": 1, "trainer.val_check_interval": 1, "trainer.overfit_batches": 2}
+    assert differ(one, {"trainer.limit_val_batches": 1.0, "trainer.val_check_interval": None}) == [
+        "trainer.limit_val_batches (1 vs 1.0)", "trainer.val_check_interval (1 vs null)",
+        "trainer.overfit_batches (2 vs null)"]
+    assert differ({"trainer.limit_val_batches": 1.0, "trainer.limit_test_batches": 0, "trainer.overfit_batches": 0},
+                  {"trainer.limit_test_batches": 0.0, "trainer.overfit_batches": 0.0}) == []
+    assert differ({"trainer.limit_train_batches": 50}, {"trainer.limit_train_batches": 50}) == []
+    assert differ({"trainer.gradient_clip_algorithm": None}, {"trainer.gradient_clip_algorithm": "norm"}) == []
+    clip = {"trainer.gradient_clip_algorithm": "value"}
+    assert differ(clip, {}) == ["trainer.gradient_clip_algorithm (value vs null)"]

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -89,12 +90,28 @@ def describe_summary(summary: dict[str, Any]) -> list[str]:
     if summary.get("not_selected"):
         lines.append(f"No grid point selected: {summary['not_selected']}.")
     fell_back = [r for r in _runs_of(summary, None) if Path(r.get("ckpt_path") or "").name == "last.ckpt"]
-    if fell_back and summary.get("test_ckpt", "best") == "best":
+    if fell_back and asked_ckpt(summary) == "best":
         seeds = ", ".join((f"{r['point']} " if r.get("point", "default") != "default" else "") + f"seed {r['seed']}"
                           for r in fell_back)
         lines.append("Tested on last.ckpt, not best.ckpt (none was saved, as when a fit ends before its first "
                      f"validation): {seeds}.")
     return lines
+
+
+def asked_ckpt(summary: dict[str, Any]) -> str | None:
+    """The checkpoint the sweep asked to test on (``best``, ``last``, ``none``): its ``test_ckpt``, or for a summary
+    made before that was recorded, its command's ``--test_ckpt`` (``best`` when not given); None when neither says."""
+    if "test_ckpt" in summary:
+        return summary["test_ckpt"]
+    try:
+        words = shlex.split(summary.get("command") or "")
+    except ValueError:  # not a command line this parses: it says nothing
+        return None
+    if words[:2] != ["bigmodel", "sweep"]:
+        return None
+    asked = [w.removeprefix("--test_ckpt=") if w.startswith("--test_ckpt=") else after
+             for w, after in zip(words, [*words[1:], ""]) if w == "--test_ckpt" or w.startswith("--test_ckpt=")]
+    return asked[-1] if asked else "best"  # the last given wins, as argparse reads it; best: the option's default
 
 
 def load(path: str | Path) -> dict[str, Any]:
@@ -160,8 +177,13 @@ NOT_DATA = tuple(f"data.init_args.{key}" for key in ("seed", "num_workers", "num
                                                      "pad_to_multiple_of", "tokenizer", "template"))
 # Lightning's defaults, which a config may spell as null: one setting, not a difference
 LIGHTNING_NULL = {"trainer.max_steps": -1, "trainer.accumulate_grad_batches": 1, "trainer.val_check_interval": 1.0,
-                  "trainer.check_val_every_n_epoch": 1, "trainer.precision": "32-true",
+                  "trainer.check_val_every_n_epoch": 1, "trainer.precision": "32-true", "trainer.overfit_batches": 0.0,
+                  "trainer.gradient_clip_algorithm": "norm",
                   **{f"trainer.limit_{s}_batches": 1.0 for s in ("train", "val", "test")}}
+# settings Lightning reads as a number of batches when an int and as a fraction (of the epoch, of the data) when a
+# float: ``limit_val_batches: 1`` is one batch, ``1.0`` all of them
+BATCHES_OR_FRACTION = ("trainer.val_check_interval", "trainer.overfit_batches",
+                       *(f"trainer.limit_{s}_batches" for s in ("train", "val", "test")))
 TESTED = "tested checkpoint"
 
 
@@ -224,9 +246,11 @@ def setting_differences(other: dict[str, Any] | None, reference: dict[str, Any] 
 
 def _value(settings: dict[str, Any], key: str) -> Any:
     """A setting as Lightning reads it: null (or unset) as its default (a flag's: false), a precision by its full name
-    (``32`` is ``32-true``)."""
+    (``32`` is ``32-true``), a nonzero int count of batches apart from a fraction (``1`` is not ``1.0``)."""
     value = settings.get(key)
     value = LIGHTNING_NULL.get(key) if value is None else None if value is False else value
+    if key in BATCHES_OR_FRACTION and isinstance(value, int) and not isinstance(value, bool) and value != 0:
+        return ("batches", value)  # 0 and 0.0 both mean none
     if key == "trainer.precision":
         value = str(value)
         return {"16": "16-mixed", "bf16": "bf16-mixed", "32": "32-true", "64": "64-true"}.get(value, value)

@@ -35,13 +35,16 @@ def defaults(device: str) -> dict:
 
 
 def cpu_defaults_note(defaulted: list[str]) -> str | None:
-    """One line naming the CPU defaults taken for the shape options left out (``defaulted``) and how to ask for the
-    GPU's bert-base instead; None when every shape option was given."""
+    """One line naming the CPU defaults taken for the shape options left out (``defaulted``) and the GPU's defaults
+    for those same options (never for one given: ``--preset vit-...`` is not bert-base); bert-base's step time only
+    when every shape option was left out, the one shape it is for. None when every shape option was given."""
     taken = [key for key in SHAPE_OPTIONS if key in defaulted]
     if not taken:
         return None
     chosen = " ".join(f"{SHAPE_OPTIONS[key]} {CPU_SHAPE[key]}" for key in taken)
-    gpu = " ".join(f"{option} {GPU_DEFAULTS[key]}" for key, option in SHAPE_OPTIONS.items())
+    gpu = " ".join(f"{SHAPE_OPTIONS[key]} {GPU_DEFAULTS[key]}" for key in taken)
+    if len(taken) < len(SHAPE_OPTIONS):
+        return f"note: CPU defaults for the options not given: {chosen}; on a GPU they default to {gpu}"
     return (f"note: CPU defaults for the options not given: {chosen}; the GPU default (about 17 s a step on two "
             f"CPU cores) is {gpu}")
 
