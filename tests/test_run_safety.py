@@ -132,6 +132,19 @@ def test_after_a_hangup_output_leaves_the_dead_terminal_only():
         os.close(fd)
 
 
+def test_without_termios_a_hangup_leaves_the_output_as_it_is(monkeypatch):
+    """Where the platform has no termios (Windows), the signal handler that calls this still goes on to the save."""
+    dead_master, dead = os.openpty()
+    os.close(dead_master)
+    monkeypatch.setitem(sys.modules, "termios", None)  # import termios now raises ImportError
+    try:
+        assert leave_hung_up_terminal((dead,)) == []
+        with pytest.raises(OSError):
+            os.write(dead, b"progress")  # left as it was
+    finally:
+        os.close(dead)
+
+
 def test_a_signal_never_splits_an_accumulated_step(small_text, tmp_path, capsys):
     config = resume_config(tmp_path, small_text, "acc", accumulate_grad_batches=2)
     args = ["fit", "-c", config, "--trainer.callbacks+=tests.helpers.SignalAtStep", "--trainer.callbacks.batch=2",

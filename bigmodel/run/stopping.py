@@ -282,8 +282,12 @@ def leave_hung_up_terminal(fds: tuple[int, ...] = (1, 2)) -> list[int]:
     """Points each of ``fds`` (stdout, stderr) that is a terminal which hung up at /dev/null, and returns those.
     After a hangup every write to that terminal fails (EIO): a progress line, or the notice of the stop itself, would
     end in an error what should end at a saved step. A live terminal (``kill -HUP`` from another shell), a file or a
-    pipe (``nohup``, ``> log``) is left as it is."""
-    import termios
+    pipe (``nohup``, ``> log``) is left as it is, and so is everything where the platform has no termios (Windows,
+    which has no SIGHUP either): called from the signal handlers, this must never fail the stop."""
+    try:
+        import termios
+    except ImportError:
+        return []
 
     left = []
     for fd in fds:
