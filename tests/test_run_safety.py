@@ -132,6 +132,19 @@ def test_after_a_hangup_output_leaves_the_dead_terminal_only():
         os.close(fd)
 
 
+def test_without_termios_a_hangup_leaves_the_output_as_it_is(monkeypatch):
+    """Where the platform has no termios (Windows), the signal handler that calls this still goes on to the save."""
+    dead_master, dead = os.openpty()
+    os.close(dead_master)
+    monkeypatch.setitem(sys.modules, "termios", None)  # import termios now raises ImportError
+    try:
+        assert leave_hung_up_terminal((dead,)) == []
+        with pytest.raises(OSError):
+            os.write(dead, b"progress")  # left as it was
+    finally:
+        os.close(dead)
+
+
 def test_a_signal_never_splits_an_accumulated_step(small_text, tmp_path, capsys):
     config = resume_config(tmp_path, small_text, "acc", accumulate_grad_batches=2)
     args = ["fit", "-c", config, "--trainer.callbacks+=tests.helpers.SignalAtStep", "--trainer.callbacks.batch=2",
@@ -166,7 +179,28 @@ def test_a_signal_stop_logs_the_stopping_step(step, logged_steps, small_text, tm
     # LearningRateMonitor logs its own as a logged step starts (step 5), StopSafely the stopping step's (step 7)
     assert [e.step for e in logged.Scalars("train/loss")] == logged_steps
     assert [[e.step for e in logged.Scalars(f"lr-AdamW/pg{g}")] for g in (1, 2)] == [logged_steps] * 2
-    assert step_of(tmp_path / "runs" / "logged" / "checkpoints" / "last.ckpt") == step
+    last = tmp_path / "runs" / "logged" / "checkpoints" / "last.ckpt"
+    assert step_of(last) == step
+    # each logged lr is the rate its step trained with: the schedule's value at k - 1 for step k, never the next
+    # step's (the stopping step's scheduler has stepped when its metrics are logged)
+    used = rates_used(last)
+    assert [[round(e.value, 9) for e in logged.Scalars(f"lr-AdamW/pg{g}")] for g in (1, 2)] == \
+        [[round(used(s + 1)[g - 1], 9) for s in logged_steps] for g in (1, 2)]
+
+
+def rates_used(checkpoint: Path):
+    """The lr of each parameter group in optimizer step k (1-based) of the linear schedule the checkpoint's fit ran."""
+    from transformers import get_scheduler
+
+    from bigmodel.tasks.checkpoints import META_KEY
+    from bigmodel.tasks.optim import steps
+
+    saved = torch.load(checkpoint, weights_only=False)
+    total, bases = saved[META_KEY]["schedule_steps"], saved["lr_schedulers"][0]["base_lrs"]
+    unit = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    rule = get_scheduler("linear", unit, num_warmup_steps=steps(0.1, total), num_training_steps=total).lr_lambdas[0]
+    assert rule(step_of(checkpoint) - 1) != rule(step_of(checkpoint))  # (the stopping step's rate is not the next's)
+    return lambda k: [base * rule(k - 1) for base in bases]
 
 
 def test_a_stop_waiting_for_the_step_logging_is_raised_at_the_next_hook_if_the_logging_never_comes():

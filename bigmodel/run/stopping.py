@@ -58,6 +58,7 @@ class StopSafely(Callback):
         self._trainer: L.Trainer | None = None
         self._armed: Any = None  # the logger connector whose step logging raises the stop
         self._pending: RunStopped | None = None  # that stop, until raised
+        self._rates_at_start: tuple[int, list] | None = None  # (step, hyperparameters) of a batch the monitor skips
 
     # -- signal handlers (main thread only; Lightning's own SIGTERM handler is replaced while training runs)
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -126,7 +127,9 @@ class StopSafely(Callback):
         """Lightning logs a step's metrics (train/loss...) after every batch-end hook has run; raised here, the stop
         would lose the stopping step's. It is raised right after that logging instead, which logs this step whatever
         log_every_n_steps says (Lightning's rule for the step where a fit stops, ``trainer.should_stop``), with its
-        learning rate (which LearningRateMonitor logs as a batch starts, when it did not know of the stop)."""
+        learning rate (which LearningRateMonitor logs as a batch starts, when it did not know of the stop: by the
+        time the step is logged the step-interval schedulers have stepped, so the rates of the batch start are
+        logged, as the monitor would have)."""
         connector = getattr(trainer, "_logger_connector", None)
         log_step = getattr(connector, "update_train_step_metrics", None)
         if log_step is None:  # a Lightning without that step: stop now, as before
@@ -134,11 +137,11 @@ class StopSafely(Callback):
 
         def log_then_stop() -> None:
             self._disarm(trainer)
-            logged_at_start = connector.should_update_logs  # (as the batch started: the step counter is unchanged)
+            at_start, self._rates_at_start = self._rates_at_start, None
             previous, trainer.should_stop = trainer.should_stop, True
             try:
-                if not logged_at_start:
-                    _log_learning_rates(trainer)
+                if at_start is not None:  # (None: the monitor logged this step as it started)
+                    _log_learning_rates(trainer, *at_start)
                 log_step()
             finally:
                 trainer.should_stop = previous
@@ -158,6 +161,9 @@ class StopSafely(Callback):
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
         self._raise_pending(trainer)
+        monitored = any(_step_monitors(trainer)) and not trainer._logger_connector.should_update_logs
+        self._rates_at_start = (trainer.fit_loop.epoch_loop._batches_that_stepped, _hyperparameters(trainer)) \
+            if monitored else None
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._raise_pending(trainer)
@@ -233,20 +239,55 @@ class StopSafely(Callback):
         return RunStopped(signum, message, requeued=self.requeued, say=trainer.is_global_zero)
 
 
-def _log_learning_rates(trainer: L.Trainer) -> None:
-    """The learning-rate monitors' values for this step, as they log them at a batch start (the optimizer's lr is
-    still this step's: the schedulers step after the logging)."""
-    for callback in trainer.callbacks:
-        if isinstance(callback, LearningRateMonitor):
-            callback.on_train_batch_start(trainer, trainer.lightning_module, None, 0)
+_HYPERPARAMETERS = ("lr", "momentum", "betas", "weight_decay")  # what LearningRateMonitor reads from a param group
+
+
+def _step_monitors(trainer: L.Trainer) -> list[LearningRateMonitor]:
+    """The learning-rate monitors that log as a batch starts."""
+    return [cb for cb in trainer.callbacks if isinstance(cb, LearningRateMonitor) and cb.logging_interval != "epoch"]
+
+
+def _hyperparameters(trainer: L.Trainer) -> list[list[dict[str, Any]]]:
+    """Each optimizer's param groups' values that the monitors log, copied (a tensor lr is updated in place). Cheap:
+    taken as every unlogged batch starts, since a signal may come during any step."""
+    import torch
+
+    return [[{k: g[k].clone() if isinstance(g[k], torch.Tensor) else g[k] for k in _HYPERPARAMETERS if k in g}
+             for g in optimizer.param_groups] for optimizer in trainer.optimizers]
+
+
+def _set_hyperparameters(trainer: L.Trainer, values: list[list[dict[str, Any]]]) -> None:
+    for optimizer, groups in zip(trainer.optimizers, values):
+        for group, saved in zip(optimizer.param_groups, groups):
+            group.update(saved)
+
+
+def _log_learning_rates(trainer: L.Trainer, step: int, at_start: list[list[dict[str, Any]]]) -> None:
+    """The step-interval monitors' values for the batch that started at ``step``, logged at that step as they log
+    them at a batch start. When the step is logged its schedulers have stepped already (the optimizers hold the next
+    step's rates), so the monitors read the rates of the batch start, put back for the time of the reading."""
+    now = [[{k: g[k] for k in _HYPERPARAMETERS if k in g} for g in o.param_groups] for o in trainer.optimizers]
+    _set_hyperparameters(trainer, at_start)
+    try:
+        for monitor in _step_monitors(trainer):
+            stats = monitor._extract_stats(trainer, "step" if monitor.logging_interval is None else "any")
+            if stats:
+                for logger in trainer.loggers:
+                    logger.log_metrics(stats, step=step)
+    finally:
+        _set_hyperparameters(trainer, now)
 
 
 def leave_hung_up_terminal(fds: tuple[int, ...] = (1, 2)) -> list[int]:
     """Points each of ``fds`` (stdout, stderr) that is a terminal which hung up at /dev/null, and returns those.
     After a hangup every write to that terminal fails (EIO): a progress line, or the notice of the stop itself, would
     end in an error what should end at a saved step. A live terminal (``kill -HUP`` from another shell), a file or a
-    pipe (``nohup``, ``> log``) is left as it is."""
-    import termios
+    pipe (``nohup``, ``> log``) is left as it is, and so is everything where the platform has no termios (Windows,
+    which has no SIGHUP either): called from the signal handlers, this must never fail the stop."""
+    try:
+        import termios
+    except ImportError:
+        return []
 
     left = []
     for fd in fds:

@@ -15,6 +15,7 @@ from bigmodel.tasks.metrics import (
     evaluation_loader,
     own_examples,
     report_confusion,
+    reset_metrics,
 )
 
 
@@ -45,9 +46,8 @@ class ClassificationEvaluation:
     def on_validation_epoch_end(self) -> None:
         self.log_global(self.val_metrics.compute(), prog_bar=True)
         self.log_untrained_heads("val/")
-        self.val_metrics.reset()
         matrix = self.val_confusion.compute().cpu()  # collective under DDP: every rank computes, rank zero draws
-        self.val_confusion.reset()
+        reset_metrics(self.val_metrics, self.val_confusion)
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
             self._draw_confusion("val/confusion_matrix", matrix)
 
@@ -60,9 +60,8 @@ class ClassificationEvaluation:
     def on_test_epoch_end(self) -> None:
         self.log_global(self.test_metrics.compute())
         self.log_untrained_heads("test/")
-        self.test_metrics.reset()
         matrix = self.test_confusion.compute().cpu()
-        self.test_confusion.reset()
+        reset_metrics(self.test_metrics, self.test_confusion)
         self.confusion_matrix = matrix
         log_dir = self.trainer.log_dir  # a collective call under DDP: every rank makes it
         if self.trainer.is_global_zero:

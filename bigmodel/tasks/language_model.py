@@ -10,7 +10,7 @@ from torchmetrics import SumMetric
 
 from bigmodel.nn import EncoderConfig
 from bigmodel.tasks.base import Task
-from bigmodel.tasks.metrics import evaluation_loader, own_examples
+from bigmodel.tasks.metrics import evaluation_loader, own_examples, reset_metrics
 
 
 class LanguageModelTask(Task):
@@ -85,8 +85,7 @@ class LanguageModelTask(Task):
         self.log_global({f"{stage}/loss": loss, f"{stage}/ppl": loss.exp(), f"{stage}/acc": hit_sum.compute() / count},
                         prog_bar=True)
         self.log_untrained_heads(f"{stage}/")
-        for metric in (loss_sum, hit_sum, tokens):
-            metric.reset()
+        reset_metrics(loss_sum, hit_sum, tokens)
 
 def token_hits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(1 where the top logit is the label, 1 where the token counts): token accuracy is sum(hits) / sum(counted);

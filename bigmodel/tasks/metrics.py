@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, DistributedSampler
-from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics import MeanMetric, Metric, MetricCollection
 from torchmetrics.classification import (
     MulticlassAccuracy,
     MulticlassF1Score,
@@ -48,6 +48,15 @@ def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
     if num_classes > 10:
         metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
     return MetricCollection(metrics, prefix=prefix)
+
+
+def reset_metrics(*metrics: Metric | MetricCollection) -> None:
+    """Resets the sums of an evaluation as ordinary tensors. A validate or test ends under inference mode, where a
+    reset would make them inference tensors, which no later update outside it may change in place: a ``fit`` after
+    a ``validate`` on the same Trainer (its validation runs under no_grad only) would fail at its first batch."""
+    with torch.inference_mode(False):
+        for metric in metrics:
+            metric.reset()
 
 
 def evaluation_loader(trainer: Any, stage: str) -> Any:

@@ -329,3 +329,26 @@ def test_a_checkpoint_without_block_size_falls_back_to_the_tokenizers_length_the
                                              "recording block_size")
     tokenizer.model_max_length = int(1e30)  # a hub tokenizer's "no limit" is not a length
     assert task.generation_context()[0] == 32
+
+
+def test_a_fit_after_a_validate_on_the_same_trainer_trains_and_validates(pydoc_text, tmp_path):
+    """The validation sums a validate resets (under inference mode) stay ordinary tensors: the fit that follows on
+    the same Trainer updates them in its own validation, and a validate after it gives the fitted model's numbers."""
+    import lightning as L
+
+    from bigmodel.data import CorpusDataModule
+
+    held = tmp_path / "held.txt"
+    held.write_text("\n".join(pydoc_text.read_text().splitlines()[:80]) + "\n")
+    dm = CorpusDataModule(train_files=str(pydoc_text), validation_files=str(held), objective="causal",
+                          wordpiece_vocab_size=600, block_size=32, batch_size=4)
+    task = CausalLMTask(vocab_size=dm.vocab_size, lr=1e-2,
+                        encoder_config={"hidden_dropout": 0.0, "attention_dropout": 0.0})
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        max_steps=2, val_check_interval=2, limit_val_batches=2, num_sanity_val_steps=0,
+                        default_root_dir=tmp_path)
+    before = trainer.validate(task, datamodule=dm, verbose=False)[0]["val/loss"]
+    trainer.fit(task, datamodule=dm)
+    assert trainer.global_step == 2 and math.isfinite(trainer.callback_metrics["val/loss"].item())
+    after = trainer.validate(task, datamodule=dm, verbose=False)[0]["val/loss"]
+    assert after == pytest.approx(trainer.callback_metrics["val/loss"].item()) and after < before

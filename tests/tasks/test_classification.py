@@ -158,3 +158,17 @@ def test_a_backbone_given_in_python_is_saved_as_a_class_path_and_rebuilt(tmp_pat
     assert type(loaded.net) is SmallCNN and loaded.net.features[0].out_channels == 8
     for a, b in zip(task.state_dict().values(), loaded.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_a_fit_after_a_validate_on_the_same_trainer_trains_and_validates(tmp_path):
+    """The metrics a validate resets (under inference mode) stay ordinary tensors: the fit that follows on the same
+    Trainer updates them in its own validation."""
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    task = ClassificationTask(num_classes=4, backbone=cnn)
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        max_steps=2, val_check_interval=2, num_sanity_val_steps=0, default_root_dir=tmp_path)
+    before = trainer.validate(task, DataLoader(eval_data(), batch_size=4), verbose=False)[0]
+    trainer.fit(task, DataLoader(eval_data(), batch_size=4), DataLoader(eval_data(), batch_size=4))
+    assert trainer.global_step == 2 and set(before) <= set(trainer.callback_metrics)
