@@ -161,9 +161,11 @@ class StopSafely(Callback):
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
         self._raise_pending(trainer)
-        monitored = any(_step_monitors(trainer)) and not trainer._logger_connector.should_update_logs
-        self._rates_at_start = (trainer.fit_loop.epoch_loop._batches_that_stepped, _hyperparameters(trainer)) \
-            if monitored else None
+        # (Lightning's private counters, read defensively: a Lightning without them logs no lr at a stop, as before)
+        logs_now = getattr(getattr(trainer, "_logger_connector", None), "should_update_logs", True)
+        step = getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", None)
+        monitored = bool(_step_monitors(trainer)) and not logs_now and step is not None
+        self._rates_at_start = (step, _hyperparameters(trainer)) if monitored else None
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._raise_pending(trainer)
@@ -270,7 +272,10 @@ def _log_learning_rates(trainer: L.Trainer, step: int, at_start: list[list[dict[
     _set_hyperparameters(trainer, at_start)
     try:
         for monitor in _step_monitors(trainer):
-            stats = monitor._extract_stats(trainer, "step" if monitor.logging_interval is None else "any")
+            extract = getattr(monitor, "_extract_stats", None)
+            if extract is None:
+                continue
+            stats = extract(trainer, "step" if monitor.logging_interval is None else "any")
             if stats:
                 for logger in trainer.loggers:
                     logger.log_metrics(stats, step=step)
