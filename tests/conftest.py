@@ -21,6 +21,20 @@ def _isolated_caches(tmp_path_factory):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _terminal_signals():
+    """The signal dispositions of a command typed at a terminal, whatever started pytest: under ``nohup`` SIGHUP
+    is ignored and in a script's background job SIGINT is, and a stop that respects an ignored signal (as fits and
+    sweeps do) would not stop the tests that send it. Restored at the end."""
+    import signal
+
+    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGHUP: signal.SIG_DFL}
+    saved = {signum: signal.signal(signum, handler) for signum, handler in defaults.items()}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
 @pytest.fixture(scope="session")
 def pydoc_text(tmp_path_factory) -> Path:
     """Real English text (CPython's reference topics), one paragraph per line."""
