@@ -12,7 +12,7 @@ import statistics
 import torch
 from torch import nn
 
-from bigmodel.commands.bench.measure import (CPU_DEFAULTS, bench_config, interleave, plain_contender,
+from bigmodel.commands.bench.measure import (CPU_DEFAULTS, bench_config, default_device, interleave, plain_contender,
                                              train_step)
 from bigmodel.nn import EncoderConfig, SequenceClassifier
 from bigmodel.tasks.optim import adamw, parameter_groups
@@ -59,7 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def from_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     cfg = bench_config(args)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = default_device()
     rows = adversarial_rows(cfg, args.batch_size, args.seq_len, args.steps, args.warmup, args.rounds, device)
     print(f"{args.preset} + 2-class head, batch {args.batch_size} x {args.seq_len}, fp32, AdamW, {device}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {args.rounds} interleaved windows of "

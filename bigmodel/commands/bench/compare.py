@@ -28,7 +28,7 @@ from lightning.fabric.utilities.throughput import get_available_flops
 from torch import nn
 
 from bigmodel.commands.bench.loop import lightning_contender, quiet_lightning
-from bigmodel.commands.bench.measure import (CPU_DEFAULTS, CPU_DTYPE, Contender, bench_config, cpu_name,
+from bigmodel.commands.bench.measure import (CPU_DEFAULTS, CPU_DTYPE, Contender, bench_config, cpu_name, default_device,
                                              document_ids, interleave, library_versions, matmul_peak, mlm_batch,
                                              mlm_step, plain_contender, train_flops_per_token, train_step, vision_step)
 from bigmodel.nn import EncoderConfig, VisionTransformer
@@ -98,7 +98,7 @@ def compare(cfg: EncoderConfig, batch: int = 32, seq: int = 128, steps: int = 2,
     8192 and 2048)."""
     if warmup < 1 or steps < 1 or rounds < 1:
         raise ValueError("compare needs warmup, steps and rounds >= 1 (the first window sets up and compiles)")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or default_device()
     dtype = "bf16" if device == "cuda" else CPU_DTYPE
     peak_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
     peak_flops = matmul_peak(device, peak_dtype, matmul_size or (8192 if device == "cuda" else 2048))
@@ -241,7 +241,7 @@ def from_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.dtype or args.finetune or args.int8:
         p.error("--compare sets the precision itself (bf16-mixed on a GPU, fp32 on CPU) and takes no --dtype, "
                 "--finetune or --int8")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = default_device()
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
     preset, batch, steps, warmup = args.preset, args.batch_size, args.steps, args.warmup

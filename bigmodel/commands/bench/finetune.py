@@ -19,7 +19,7 @@ from typing import get_args
 
 import torch
 
-from bigmodel.commands.bench.measure import bench_config, mib
+from bigmodel.commands.bench.measure import bench_config, default_device, mib
 from bigmodel.nn import EncoderConfig, SequenceClassifier, num_parameters
 from bigmodel.nn.peft import Finetune, LoRAConfig, add_lora, set_trainable
 from bigmodel.tasks.backbones import choose_pooling
@@ -90,7 +90,7 @@ def from_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("--finetune measures fp32 training (use --dtype fp32)")
     if args.preset.startswith("vit"):
         p.error(f"--finetune measures text classifiers; give a text --preset (e.g. bert-base), not {args.preset}")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = default_device()
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU"

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from bigmodel.commands.bench.measure import cpu_name, library_versions
+from bigmodel.commands.bench.measure import cpu_name, default_device, library_versions
 from bigmodel.commands.bench.suite_fits import part_fit_16_mixed, part_fsdp
 from bigmodel.commands.bench.suite_parts import (SUITES, Sizes, part_cifar_epoch, part_compare, part_compare_compiled,
                                                  part_compare_modernbert, part_cuda_graphs, part_matmul,
@@ -102,7 +102,7 @@ def run_suite(suite: str, out: str | Path, parts: list[str] | None = None, comma
     unknown = sorted(set(parts or []) - set(PARTS))
     if unknown:
         raise ValueError(f"unknown parts {unknown}; choose from {', '.join(PARTS)}")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = default_device()
     if suite == "gpu" and device != "cuda":
         raise SystemExit("--suite gpu needs a CUDA GPU; --suite cpu-smoke runs the same code paths on a CPU")
     sizes = SUITES[suite]
