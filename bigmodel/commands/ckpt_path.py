@@ -161,3 +161,16 @@ def replaced_settings(given: dict, used: dict) -> list[str]:
             notes += [f"the checkpoint's encoder_config.{k} {new.get(k)!r} replaces the config's {v!r}"
                       for k, v in old.items() if k not in TRAINING_FIELDS and k in new and new[k] != v]
     return notes
+
+
+def settle_init_from(meta: dict | None, model: Any, given: str | None) -> None:
+    """``init_from`` once Lightning has merged the ``--ckpt_path`` checkpoint's hyper-parameters into ``model``: an
+    adapter-only checkpoint keeps its frozen base (``frozen_base``); any other holds the architecture and the weights
+    the run restores, so init_from (which may not exist on this machine) is not read."""
+    if not (meta and meta.get("task")) or model is None or model.get("init_args") is None \
+            or model.init_args.get("init_from") is None:
+        return
+    if meta.get("weights") == "trainable":
+        model.init_args.init_from = frozen_base(model.init_args.init_from, given)
+    else:
+        model.init_args.init_from = None

@@ -155,14 +155,7 @@ class BigModelCLI(LightningCLI):
         if meta is not None and before is not None and model is not None:
             # said once the run directory is claimed (instantiate_classes), so that the line names it
             self._replaced = ckpt_path.replaced_settings(before, model.as_dict())
-        if meta and meta.get("task") and model is not None and model.get("init_args") is not None \
-                and model.init_args.get("init_from") is not None:
-            if meta.get("weights") == "trainable":
-                model.init_args.init_from = ckpt_path.frozen_base(model.init_args.init_from, given)
-            else:
-                # the checkpoint holds the architecture (its hyper-parameters) and the weights: the run restores
-                # them, so init_from (which may not exist on this machine) is not read
-                model.init_args.init_from = None
+        ckpt_path.settle_init_from(meta, model, given)
 
     def instantiate_trainer(self, **kwargs):
         """As Lightning's, but ``--trainer.enable_checkpointing false`` drops the default ModelCheckpoint, and
