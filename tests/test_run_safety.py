@@ -603,3 +603,22 @@ def test_a_loader_worker_killed_by_the_stop_signal_is_reported_as_the_stop():
     assert stopped.value.exit_code == 143
     stop.signum = None  # without a stop request a dead worker is a failure, reported as before
     assert stop.on_exception(trainer, None, error) is None
+
+
+def test_one_ctrl_c_delivered_twice_is_one_stop_and_a_later_one_stops_at_once(monkeypatch, capsys):
+    """``timeout -s INT`` signals the fit, then its process group: the same Ctrl-C arrives twice at once, and must
+    not be taken for the second Ctrl-C that stops without saving. A press after ``SAME_SIGNAL_S`` still is one."""
+    import bigmodel.run.stopping as stopping
+
+    stop = stopping.StopSafely()
+    now = [100.0]
+    monkeypatch.setattr(stopping.time, "monotonic", lambda: now[0])
+    stop._on_signal(signal.SIGINT, None)
+    now[0] += 0.01
+    stop._on_signal(signal.SIGINT, None)  # the echo: no KeyboardInterrupt
+    assert stop.signum == signal.SIGINT
+    now[0] += stopping.SAME_SIGNAL_S
+    with pytest.raises(KeyboardInterrupt):
+        stop._on_signal(signal.SIGINT, None)
+    assert capsys.readouterr().err.count("SIGINT received") == 1
+

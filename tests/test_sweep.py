@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -77,7 +78,7 @@ class FakeRuns:
     def __init__(self, monkeypatch, fail=()):
         self.calls, self.clock, self.fail = [], 0.0, {str(seed) for seed in fail}
         monkeypatch.setattr(runner, "subprocess", SimpleNamespace(Popen=self.popen, STDOUT=subprocess.STDOUT))
-        monkeypatch.setattr(runner, "time", SimpleNamespace(perf_counter=lambda: self.clock))
+        monkeypatch.setattr(runner, "time", SimpleNamespace(perf_counter=lambda: self.clock, monotonic=time.monotonic))
 
     def popen(self, command, stdout, stderr, env):
         stage, args = command[3], command[3:]
@@ -116,6 +117,7 @@ class StoppedRuns(FakeRuns):
     def __init__(self, monkeypatch, hold, group, twice=False, signum=signal.SIGINT):
         super().__init__(monkeypatch)
         self.hold, self.group, self.twice, self.signum, self.running = hold, group, twice, signum, []
+        self.second_wait = 10.0  # how long a run waits for the sweep's answer to the second Ctrl-C
 
     def popen(self, command, stdout, stderr, env):
         if command[3] != "fit" or len(self.running) == self.hold:
@@ -158,7 +160,7 @@ class _Running:
         if self.last and self.runs.twice:
             self.stopped.clear()
             self.runs.ctrl_c()
-            self.stopped.wait(10)
+            self.stopped.wait(self.runs.second_wait)
         if signal.SIGKILL in self.signals:
             return -signal.SIGKILL
         if self.signals[-2:] == [signal.SIGINT, signal.SIGINT]:
@@ -256,6 +258,7 @@ def test_a_sweep_whose_signal_is_ignored_leaves_it_ignored(tmp_path, monkeypatch
 
 def test_a_second_ctrl_c_stops_the_runs_at_once(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("bigmodel.commands.sweep.runner.SAME_SIGNAL_S", 0.0)  # (a person's second press comes later)
     fake = StoppedRuns(monkeypatch, hold=1, group=True, twice=True)
     with pytest.raises(SystemExit) as stop:
         sweep.main(["-c", DIGITS_CNN, "--seeds", "0", "1", "--out", "sw"])
@@ -265,6 +268,20 @@ def test_a_second_ctrl_c_stops_the_runs_at_once(tmp_path, monkeypatch, capsys):
     assert [(r["status"], r["error"]) for r in runs] == [
         ("interrupted", "fit killed by SIGKILL: nothing saved by this stop"), ("pending", "not started (the sweep was stopped)")]
     assert "(Ctrl-C again stops them at once without saving)" in capsys.readouterr().err
+
+
+def test_one_ctrl_c_delivered_twice_is_one_stop(tmp_path, monkeypatch, capsys):
+    """``timeout -s INT`` signals the sweep, then its whole process group: the sweep gets the same Ctrl-C twice at
+    once. That is one stop (the runs save), not the second Ctrl-C that kills them (2 of 5 tries did before)."""
+    monkeypatch.chdir(tmp_path)
+    fake = StoppedRuns(monkeypatch, hold=1, group=True, twice=True)
+    fake.second_wait = 1.0
+    with pytest.raises(SystemExit) as stop:
+        sweep.main(["-c", DIGITS_CNN, "--seeds", "0", "1", "--out", "sw"])
+    assert stop.value.code == 130 and signal.SIGKILL not in fake.running[0].signals
+    assert fake.running[0].signals.count(signal.SIGTERM) == 1
+    runs = json.loads(Path("sw/summary.json").read_text())["runs"]
+    assert runs[0]["status"] == "interrupted" and "last.ckpt" in runs[0]["error"]
 
 
 def test_a_rerun_reuses_runs_only_when_made_with_the_same_settings(tmp_path, monkeypatch):

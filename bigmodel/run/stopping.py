@@ -25,6 +25,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 from typing import Any
 
 import lightning as L
@@ -35,6 +36,9 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 # the signals that stop a fit at a saved step (SIGHUP: where the platform has it)
 STOP_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None)
+# ``timeout -s INT`` sends its signal to its child and then to the child's process group: the same stop arriving
+# twice within this many seconds is one Ctrl-C, not the second one that stops at once without saving
+SAME_SIGNAL_S = 1.0
 
 
 class RunStopped(Exception):
@@ -53,6 +57,7 @@ class RunStopped(Exception):
 class StopSafely(Callback):
     def __init__(self) -> None:
         self.signum: int | None = None
+        self._signal_at = -SAME_SIGNAL_S  # (time.monotonic() of the first stop signal)
         self.requeued = False
         self._previous: dict[int, Any] = {}
         self._trainer: L.Trainer | None = None
@@ -63,10 +68,14 @@ class StopSafely(Callback):
     # -- signal handlers (main thread only; Lightning's own SIGTERM handler is replaced while training runs)
     def _on_signal(self, signum: int, frame: Any) -> None:
         if signum == signal.SIGINT and self.signum == signal.SIGINT:
+            if time.monotonic() - self._signal_at < SAME_SIGNAL_S:
+                return  # the same Ctrl-C delivered twice (``timeout -s INT``: to the process, then to its group)
             raise KeyboardInterrupt  # the second Ctrl-C: stop now, nothing saved
         leave_hung_up_terminal()  # after a hangup, before anything writes to the dead terminal (and fails the run)
         first = self.signum is None
         self.signum = signum
+        if first:
+            self._signal_at = time.monotonic()
         trainer = self._trainer
         launcher = trainer.strategy.launcher if trainer is not None else None
         if first and launcher is not None and signum != signal.SIGINT:

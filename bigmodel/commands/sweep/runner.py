@@ -20,7 +20,7 @@ from typing import Any
 
 from bigmodel.commands.sweep import reuse
 from bigmodel.commands.sweep.plan import Run
-from bigmodel.run.stopping import STOP_SIGNALS, leave_hung_up_terminal
+from bigmodel.run.stopping import SAME_SIGNAL_S, STOP_SIGNALS, leave_hung_up_terminal
 
 _INTERRUPTED = tuple(128 + s for s in STOP_SIGNALS)  # a run stopped by a signal at a saved step: the next sweep resumes it
 SECONDS_FILE = "seconds.json"  # each finished stage's wall time, so that a reused run reports the time it took
@@ -40,6 +40,7 @@ class Sweep:
         self._lock = threading.RLock()  # RLock: a second signal may arrive while the first is handled
         self._children: set[subprocess.Popen] = set()
         self.stop_signal: int | None = None
+        self._stopped_at = -SAME_SIGNAL_S  # (time.monotonic() of the first stop signal)
 
     def arguments(self, run: Run, stage: str) -> list[str]:
         point_dir = str(Path(run.directory).parent)
@@ -184,13 +185,16 @@ class Sweep:
         SIGTERM (it saves last.ckpt at its step and exits 143). SIGTERM, not the SIGINT: after a Ctrl-C in a terminal
         (or ``timeout -s INT``) the runs, in the sweep's process group, got that SIGINT themselves, and a second one
         would stop them without saving; SIGTERM after SIGINT (or a hangup's SIGHUP) is one stop at the same step. A
-        later Ctrl-C stops them at once (killed, nothing saved by this stop), as a second Ctrl-C stops a fit. After a
-        hangup the sweep's own output leaves the dead terminal, so that it still writes its summary."""
+        later Ctrl-C stops them at once (killed, nothing saved by this stop), as a second Ctrl-C stops a fit; the same
+        Ctrl-C arriving twice within ``SAME_SIGNAL_S`` (``timeout -s INT`` signals the sweep, then its process group)
+        is one. After a hangup the sweep's own output leaves the dead terminal, so that it still writes its summary."""
         leave_hung_up_terminal()
         with self._lock:
             again = self.stop_signal is not None
+            if again and signum == signal.SIGINT and time.monotonic() - self._stopped_at < SAME_SIGNAL_S:
+                return  # one Ctrl-C delivered twice: the runs were sent SIGTERM already
             if not again:
-                self.stop_signal = signum
+                self.stop_signal, self._stopped_at = signum, time.monotonic()
                 print(f"sweep: {_signal_name(signum)} received: stopping the running runs at a saved step; no "
                       "further run starts" + (" (Ctrl-C again stops them at once without saving)" if signum == signal.SIGINT else ""),
                       file=sys.stderr, flush=True)
