@@ -367,6 +367,35 @@ def test_a_reused_run_reports_the_wall_time_it_took(tmp_path, monkeypatch, capsy
     assert "sweep: 1 of 1 runs reused from sw (same settings); 0 to run\n" in capsys.readouterr().out
 
 
+class TimedStoppedRuns(StoppedRuns):
+    """StoppedRuns whose stopped fits had trained ``STOPPED_AFTER`` seconds on the sweep's clock."""
+
+    STOPPED_AFTER = 30.0
+
+    def popen(self, command, stdout, stderr, env):
+        held = command[3] == "fit" and len(self.running) < self.hold
+        child = super().popen(command, stdout, stderr, env)
+        self.clock += self.STOPPED_AFTER if held else 0.0
+        return child
+
+
+def test_a_resumed_fit_reports_the_time_before_its_stop_too(tmp_path, monkeypatch):
+    """A fit stopped after 30 s and resumed for 7 s took 37 s: the resumed sweep's wall time counts both parts."""
+    monkeypatch.chdir(tmp_path)
+    fake = TimedStoppedRuns(monkeypatch, hold=1, group=False)
+    command = ["-c", DIGITS_CNN, "--seeds", "0", "--out", "sw"]
+    with pytest.raises(SystemExit):
+        sweep.main(command)
+    assert json.loads(Path("sw/summary.json").read_text())["runs"][0]["seconds"] == {"fit": 30.0}
+    sweep.main(command)
+    assert "--ckpt_path=last" in fake.calls[1]
+    summary = json.loads(Path("sw/summary.json").read_text())
+    assert summary["runs"][0]["seconds"] == {"fit": 37.0, "test": 6.8}
+    assert summary["points"][0]["wall_seconds"]["mean"] == pytest.approx(43.8)
+    sweep.main(command)  # reused: the same time
+    assert json.loads(Path("sw/summary.json").read_text())["runs"][0]["seconds"] == {"fit": 37.0, "test": 6.8}
+
+
 def test_test_ckpt_none_tests_the_configs_own_weights_and_a_grid_selects_on_validation(tmp_path, monkeypatch):
     """What a zero-shot prompt (or a published model as it is) needs: one test per seed, no fit, no checkpoint. With a
     grid, each run is also validated, and the point chosen on the validation metric is recorded (never on test)."""
