@@ -2,6 +2,7 @@
 failures reported, finished seeds never rerun; the README's results table is what the command renders."""
 
 import json
+import platform
 import shutil
 import signal
 import subprocess
@@ -254,6 +255,26 @@ def test_a_sweep_whose_signal_is_ignored_leaves_it_ignored(tmp_path, monkeypatch
         assert {signal.SIGINT, signal.SIGTERM, signal.SIGHUP} - {signum} <= set(installed)
     finally:
         real(signum, previous)
+
+
+@pytest.mark.parametrize("vary, record, says", [
+    ("model", {"model": "seed", "data": "unknown"}, "the seed sets the model's initialisation and dropout "
+                                                    "(seed_everything)."),
+    ("data", {"model": 0, "data": "seed"}, "the seed sets the data order, hold-out and draws (data.init_args.seed); "
+                                           "model seed fixed at 0.")])
+def test_a_sweep_stopped_before_any_run_finished_says_what_its_seeds_control(tmp_path, monkeypatch, vary, record,
+                                                                             says):
+    """No run finished to record its resolved config: what the seeds control is the sweep's own arguments, and the
+    header names the versions the runs run with rather than an empty field."""
+    monkeypatch.chdir(tmp_path)
+    StoppedRuns(monkeypatch, hold=1, group=True)
+    with pytest.raises(SystemExit):
+        sweep.main(["-c", DIGITS_CNN, "--seeds", "0", "1", "--out", "sw", "--vary", vary])
+    summary = json.loads(Path("sw/summary.json").read_text())
+    assert not any(run["config"] for run in summary["runs"]) and summary["randomness"] == record
+    markdown = Path("sw/summary.md").read_text()
+    assert f"Seeds: {says}\n" in markdown
+    assert "; ;" not in markdown and f"; python {platform.python_version()}, torch " in markdown
 
 
 def test_a_second_ctrl_c_stops_the_runs_at_once(tmp_path, monkeypatch, capsys):
