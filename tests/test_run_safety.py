@@ -622,3 +622,24 @@ def test_one_ctrl_c_delivered_twice_is_one_stop_and_a_later_one_stops_at_once(mo
         stop._on_signal(signal.SIGINT, None)
     assert capsys.readouterr().err.count("SIGINT received") == 1
 
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "validate", "test", "predict"])
+def test_ckpt_path_last_with_only_an_archived_last_gives_advice_that_fits_the_command(tmp_path, subcommand):
+    """Only ``previous/<time>/last.ckpt`` is left: fit may resume it or start afresh; validate/test/predict have
+    nothing to start afresh, so they are told to use it."""
+    from bigmodel.run import directory as runs
+
+    archived = tmp_path / "previous" / "2026-12-07_10-00-00" / "last.ckpt"
+    archived.parent.mkdir(parents=True)
+    archived.write_text("weights")
+    with pytest.raises(FileNotFoundError) as error:
+        runs.resolve_last(str(tmp_path), subcommand)
+    message = str(error.value)
+    assert message.startswith(f"--ckpt_path last: {tmp_path} has no last.ckpt of this run; an earlier run's "
+                              f"checkpoints were moved to {archived.parent}: ")
+    if subcommand == "fit":
+        assert message.endswith(f"resume it with --ckpt_path {archived}, or drop --ckpt_path to start afresh")
+    else:
+        assert message.endswith(f"to {subcommand} it, use --ckpt_path {archived}")
+        assert "afresh" not in message

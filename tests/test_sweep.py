@@ -2,6 +2,7 @@
 failures reported, finished seeds never rerun; the README's results table is what the command renders."""
 
 import json
+import platform
 import shutil
 import signal
 import subprocess
@@ -256,6 +257,26 @@ def test_a_sweep_whose_signal_is_ignored_leaves_it_ignored(tmp_path, monkeypatch
         real(signum, previous)
 
 
+@pytest.mark.parametrize("vary, record, says", [
+    ("model", {"model": "seed", "data": "unknown"}, "the seed sets the model's initialisation and dropout "
+                                                    "(seed_everything)."),
+    ("data", {"model": 0, "data": "seed"}, "the seed sets the data order, hold-out and draws (data.init_args.seed); "
+                                           "model seed fixed at 0.")])
+def test_a_sweep_stopped_before_any_run_finished_says_what_its_seeds_control(tmp_path, monkeypatch, vary, record,
+                                                                             says):
+    """No run finished to record its resolved config: what the seeds control is the sweep's own arguments, and the
+    header names the versions the runs run with rather than an empty field."""
+    monkeypatch.chdir(tmp_path)
+    StoppedRuns(monkeypatch, hold=1, group=True)
+    with pytest.raises(SystemExit):
+        sweep.main(["-c", DIGITS_CNN, "--seeds", "0", "1", "--out", "sw", "--vary", vary])
+    summary = json.loads(Path("sw/summary.json").read_text())
+    assert not any(run["config"] for run in summary["runs"]) and summary["randomness"] == record
+    markdown = Path("sw/summary.md").read_text()
+    assert f"Seeds: {says}\n" in markdown
+    assert "; ;" not in markdown and f"; python {platform.python_version()}, torch " in markdown
+
+
 def test_a_second_ctrl_c_stops_the_runs_at_once(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("bigmodel.commands.sweep.runner.SAME_SIGNAL_S", 0.0)  # (a person's second press comes later)
@@ -365,6 +386,35 @@ def test_a_reused_run_reports_the_wall_time_it_took(tmp_path, monkeypatch, capsy
         assert summary["points"][0]["wall_seconds"]["mean"] == pytest.approx(13.8)
     assert len(fake.calls) == 4  # the later sweeps reused the run
     assert "sweep: 1 of 1 runs reused from sw (same settings); 0 to run\n" in capsys.readouterr().out
+
+
+class TimedStoppedRuns(StoppedRuns):
+    """StoppedRuns whose stopped fits had trained ``STOPPED_AFTER`` seconds on the sweep's clock."""
+
+    STOPPED_AFTER = 30.0
+
+    def popen(self, command, stdout, stderr, env):
+        held = command[3] == "fit" and len(self.running) < self.hold
+        child = super().popen(command, stdout, stderr, env)
+        self.clock += self.STOPPED_AFTER if held else 0.0
+        return child
+
+
+def test_a_resumed_fit_reports_the_time_before_its_stop_too(tmp_path, monkeypatch):
+    """A fit stopped after 30 s and resumed for 7 s took 37 s: the resumed sweep's wall time counts both parts."""
+    monkeypatch.chdir(tmp_path)
+    fake = TimedStoppedRuns(monkeypatch, hold=1, group=False)
+    command = ["-c", DIGITS_CNN, "--seeds", "0", "--out", "sw"]
+    with pytest.raises(SystemExit):
+        sweep.main(command)
+    assert json.loads(Path("sw/summary.json").read_text())["runs"][0]["seconds"] == {"fit": 30.0}
+    sweep.main(command)
+    assert "--ckpt_path=last" in fake.calls[1]
+    summary = json.loads(Path("sw/summary.json").read_text())
+    assert summary["runs"][0]["seconds"] == {"fit": 37.0, "test": 6.8}
+    assert summary["points"][0]["wall_seconds"]["mean"] == pytest.approx(43.8)
+    sweep.main(command)  # reused: the same time
+    assert json.loads(Path("sw/summary.json").read_text())["runs"][0]["seconds"] == {"fit": 37.0, "test": 6.8}
 
 
 def test_test_ckpt_none_tests_the_configs_own_weights_and_a_grid_selects_on_validation(tmp_path, monkeypatch):

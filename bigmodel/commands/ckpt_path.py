@@ -39,7 +39,7 @@ def check_ckpt_path(config: Any, subcommand: str, directory: str | None) -> dict
         return None
     path = os.fspath(ckpt_path)
     if path == "last":
-        path = runs.resolve_last(directory)
+        path = runs.resolve_last(directory, subcommand)
         if path is None and subcommand == "fit":
             warnings.warn(f"--ckpt_path last: there is no last.ckpt in {directory} (a new run name?); "
                           "training starts from the beginning")

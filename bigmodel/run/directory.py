@@ -205,8 +205,9 @@ def archived_last_checkpoints(directory: str) -> list[Path]:
     return [Path(p) for p in archived_copies(os.path.join(directory, "last.ckpt"))]
 
 
-def resolve_last(directory: str | None) -> str | None:
-    """``--ckpt_path last`` as Lightning resolves it, or a one-line error when only an earlier run's is left."""
+def resolve_last(directory: str | None, subcommand: str = "fit") -> str | None:
+    """``--ckpt_path last`` as Lightning resolves it, or a one-line error when only an earlier run's is left (whose
+    advice fits ``subcommand``: only a fit can start afresh instead)."""
     if directory is None:
         return None
     last = os.path.join(directory, "last.ckpt")
@@ -214,10 +215,10 @@ def resolve_last(directory: str | None) -> str | None:
         return last
     archived = archived_last_checkpoints(directory)
     if archived:
-        raise FileNotFoundError(
-            f"--ckpt_path last: {directory} has no last.ckpt of this run; an earlier run's checkpoints were moved "
-            f"to {archived[0].parent}: resume it with --ckpt_path {archived[0]}, or drop --ckpt_path to start afresh"
-        )
+        advice = (f"resume it with --ckpt_path {archived[0]}, or drop --ckpt_path to start afresh" if subcommand == "fit"
+                  else f"to {subcommand} it, use --ckpt_path {archived[0]}")
+        raise FileNotFoundError(f"--ckpt_path last: {directory} has no last.ckpt of this run; an earlier run's "
+                                f"checkpoints were moved to {archived[0].parent}: {advice}")
     return None
 
 

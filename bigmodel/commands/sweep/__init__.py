@@ -126,7 +126,7 @@ def main(argv: list[str]) -> None:
     sweep.execute()
     command = shlex.join(["bigmodel", "sweep", *map(project_path, argv)])
     summary = summarise(runs, command, test_ckpt=args.test_ckpt, select=args.select if validate else None,
-                        select_by=args.select_by)
+                        select_by=args.select_by, planned=sweep.settings)
     directories = [out] + ([Path(args.summary_dir)] if args.summary_dir else [])
     kept = {d: kept_reason(summary, d, results=d != out) for d in directories}
     write_summary(summary, *(d for d in directories if not kept[d]))

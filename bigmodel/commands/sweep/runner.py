@@ -23,7 +23,8 @@ from bigmodel.commands.sweep.plan import Run
 from bigmodel.run.stopping import SAME_SIGNAL_S, STOP_SIGNALS, leave_hung_up_terminal
 
 _INTERRUPTED = tuple(128 + s for s in STOP_SIGNALS)  # a run stopped by a signal at a saved step: the next sweep resumes it
-SECONDS_FILE = "seconds.json"  # each finished stage's wall time, so that a reused run reports the time it took
+# each stage's wall time, a stopped fit's too: a reused run reports the time it took, a resumed fit adds the earlier part
+SECONDS_FILE = "seconds.json"
 
 
 class Sweep:
@@ -138,11 +139,12 @@ class Sweep:
         code = child.wait()
         with self._lock:
             self._children.discard(child)
-        run.seconds[stage] = round(time.perf_counter() - start, 1)
+        earlier = _recorded_seconds(run).get(stage, 0.0) if resumed else 0.0  # the fit's part before its stop
+        run.seconds[stage] = round(earlier + time.perf_counter() - start, 1)
+        Path(run.directory, SECONDS_FILE).write_text(json.dumps(run.seconds), encoding="utf-8")
         if code == 0:
             if stage == "fit":
                 Path(run.directory, ".fit_done").write_text(json.dumps(run.seconds), encoding="utf-8")
-            Path(run.directory, SECONDS_FILE).write_text(json.dumps(run.seconds), encoding="utf-8")
             return True
         stopped = code in _INTERRUPTED or self.stop_signal is not None  # a run the stop ended, however it exited
         run.status = "interrupted" if stopped else "failed"
@@ -172,11 +174,7 @@ class Sweep:
         run.parameters = record.get("parameters", {})
         if run.validation_file.is_file():
             run.validation = json.loads(run.validation_file.read_text(encoding="utf-8"))["metrics"]
-        saved = {}  # a reused run: the times it took (an earlier bigmodel saved only the fit's, in .fit_done)
-        for name in (".fit_done", SECONDS_FILE):
-            if Path(run.directory, name).is_file():
-                saved.update(json.loads(Path(run.directory, name).read_text(encoding="utf-8")))
-        run.seconds = saved | run.seconds
+        run.seconds = _recorded_seconds(run) | run.seconds  # a reused run: the times it took
         config = Path(run.directory, "fit" if self.test_ckpt != "none" else "test", "config.yaml")
         run.config = config.read_text(encoding="utf-8") if config.is_file() else None
 
@@ -203,6 +201,16 @@ class Sweep:
                     child.kill()  # a second Ctrl-C: stop now
                 else:
                     child.send_signal(signal.SIGTERM)
+
+
+def _recorded_seconds(run: Run) -> dict[str, float]:
+    """The stage times recorded in ``run``'s directory by earlier sweeps (an earlier bigmodel saved only the fit's,
+    in .fit_done)."""
+    saved: dict[str, float] = {}
+    for name in (".fit_done", SECONDS_FILE):
+        if Path(run.directory, name).is_file():
+            saved.update(json.loads(Path(run.directory, name).read_text(encoding="utf-8")))
+    return saved
 
 
 def _last_line(log: Path) -> str:

@@ -4,14 +4,19 @@ as ``summary.{json,csv,md}`` (rendered by ``results``, which renders the results
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
+import platform
 import statistics
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from bigmodel.commands.compare import randomness
 from bigmodel.commands.intervals import lower_is_better
@@ -23,11 +28,13 @@ SUMMARY_FILES = ("summary.json", "summary.csv", "summary.md")
 
 
 def summarise(runs: list[Run], command: str, test_ckpt: str = "best", select: str | None = None,
-              select_by: str = "mean") -> dict[str, Any]:
+              select_by: str = "mean", planned: Callable[[Run], dict[str, Any]] | None = None) -> dict[str, Any]:
     """Per grid point: each test metric's mean, sample std (n - 1; none for n = 1) and per-seed values, the
     parameter counts and the wall time per run; ``test_ckpt``, the checkpoint the runs were to be tested on (each
     run's ``ckpt_path`` is the one it was: last.ckpt where no best.ckpt was saved; "none": nothing was trained).
-    ``select``: the validation metric that chooses a grid point (``select_point``), recorded as ``selected``."""
+    ``select``: the validation metric that chooses a grid point (``select_point``), recorded as ``selected``.
+    ``planned``: each run's settings as the sweep gives them (``Sweep.settings``), what the seeds control when no
+    run finished to record its resolved config."""
     points = []
     for name in dict.fromkeys(r.point for r in runs):
         group = [r for r in runs if r.point == name]
@@ -44,19 +51,46 @@ def summarise(runs: list[Run], command: str, test_ckpt: str = "best", select: st
             "unfinished": {r.seed: r.error or r.status for r in group if r.status in ("interrupted", "pending")},
         })
     devices = sorted({r.device for r in runs if r.device})
-    versions = next((r.versions for r in runs if r.versions), {})
+    versions = next((r.versions for r in runs if r.versions), None) or interpreter_versions()
     summary = {
         "command": command, "date": time.strftime("%Y-%m-%d", time.gmtime()), "code": git_commit(),
         "test_ckpt": test_ckpt, "devices": devices, "versions": versions, "points": points,
         "runs": [asdict(r) for r in runs],
     }
-    summary["randomness"] = randomness(summary)
+    configured = any(r.config for r in runs)
+    summary["randomness"] = randomness(summary) if configured or planned is None else planned_randomness(runs, planned)
     if select and any(p.get("validation") for p in points):
         try:
             summary["selected"] = select_point(points, select, select_by)
         except NoPointToSelect as err:  # every run diverged or failed: the summary still keeps what the runs measured
             summary["not_selected"] = str(err)
     return summary
+
+
+def planned_randomness(runs: list[Run], planned: Callable[[Run], dict[str, Any]]) -> dict[str, Any]:
+    """What the seeds control, read off the settings the sweep gives each run (``planned``) rather than a resolved
+    config: what a summary records when no run finished. A data seed that no config file or argument sets is the
+    data module's default, unknown here."""
+    settings = [(run.seed, planned(run)) for run in runs]
+    configs = [{"seed": seed, "config": yaml.safe_dump({
+        "seed_everything": flat.get("seed_everything"),
+        "data": {"init_args": {"seed": flat.get("data.init_args.seed")}}})} for seed, flat in settings]
+    record = randomness({"runs": configs})
+    if not any("data.init_args.seed" in flat for _, flat in settings):
+        record["data"] = "unknown"
+    return record
+
+
+def interpreter_versions() -> dict[str, str]:
+    """The versions the runs ran with (the sweep starts them with its own interpreter), as each run records them:
+    what the summary names when no run finished to record its own."""
+    found = {"python": platform.python_version()}
+    for package in ("torch", "lightning"):
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return found
 
 
 def _per_seed(runs: list[Run], kind: str) -> dict[str, dict[int, float]]:
