@@ -289,11 +289,16 @@ def parameter_counts(module: torch.nn.Module) -> dict[str, int]:
     return {"total": num_parameters(net), "trainable": num_parameters(net, trainable_only=True)}
 
 
+def versions() -> dict[str, str]:
+    """The Python, torch and Lightning a command runs with, as every record of a run names them."""
+    import lightning
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "lightning": lightning.__version__}
+
+
 def write_metrics(trainer: Any, stage: str) -> str | None:
     """``<log dir>/<stage>_metrics.json``: the metrics ``validate``/``test`` printed, with the checkpoint, device and
     versions that made them -- what ``bigmodel sweep`` collects, and a record beside the run's TensorBoard logs."""
-    import lightning
-
     directory = trainer.log_dir  # a collective under DDP: every rank asks
     if not trainer.is_global_zero or directory is None:
         return None
@@ -304,8 +309,7 @@ def write_metrics(trainer: Any, stage: str) -> str | None:
         "parameters": parameter_counts(trainer.lightning_module),
         "device": device_description(trainer),
         "precision": str(trainer.precision),
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "lightning": lightning.__version__},
+        "versions": versions(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
     note = getattr(trainer.lightning_module, "untrained_note", lambda: None)()

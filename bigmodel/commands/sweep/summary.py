@@ -4,10 +4,8 @@ as ``summary.{json,csv,md}`` (rendered by ``results``, which renders the results
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import math
-import platform
 import statistics
 import subprocess
 import time
@@ -22,6 +20,7 @@ from bigmodel.commands.compare import randomness
 from bigmodel.commands.intervals import lower_is_better
 from bigmodel.commands.results import seed_key, seed_value, summary_csv, summary_markdown
 from bigmodel.commands.sweep.plan import Run
+from bigmodel.run.directory import versions as interpreter_versions
 
 
 SUMMARY_FILES = ("summary.json", "summary.csv", "summary.md")
@@ -51,6 +50,7 @@ def summarise(runs: list[Run], command: str, test_ckpt: str = "best", select: st
             "unfinished": {r.seed: r.error or r.status for r in group if r.status in ("interrupted", "pending")},
         })
     devices = sorted({r.device for r in runs if r.device})
+    # the runs' own; none finished: the sweep's, which starts them with its own interpreter
     versions = next((r.versions for r in runs if r.versions), None) or interpreter_versions()
     summary = {
         "command": command, "date": time.strftime("%Y-%m-%d", time.gmtime()), "code": git_commit(),
@@ -79,18 +79,6 @@ def planned_randomness(runs: list[Run], planned: Callable[[Run], dict[str, Any]]
     if not any("data.init_args.seed" in flat for _, flat in settings):
         record["data"] = "unknown"
     return record
-
-
-def interpreter_versions() -> dict[str, str]:
-    """The versions the runs ran with (the sweep starts them with its own interpreter), as each run records them:
-    what the summary names when no run finished to record its own."""
-    found = {"python": platform.python_version()}
-    for package in ("torch", "lightning"):
-        try:
-            found[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return found
 
 
 def _per_seed(runs: list[Run], kind: str) -> dict[str, dict[int, float]]:
