@@ -472,6 +472,22 @@ def test_results_renders_rows_from_summaries(tmp_path):
         results.render(spec)
 
 
+def test_a_row_names_a_sweep_directory_or_says_where_its_path_was_looked_for(tmp_path, monkeypatch):
+    """``summary: runs/sweeps/x`` (the sweep's directory, as compare takes it) was 'does not exist'."""
+    _fixture_summary(tmp_path / "runs" / "sweeps" / "x")
+    monkeypatch.chdir(tmp_path)
+    spec = tmp_path / "results.yaml"
+    spec.write_text("rows:\n  - {result: X, summary: runs/sweeps/x, metric: test/acc}\n")
+    assert "| X |  | test/acc | 0.9000 ± 0.0141 (n=2), 1 of 3 seeds failed" in results.render(spec)
+    spec.write_text("rows:\n  - {result: X, summary: runs/sweeps/y, metric: test/acc}\n")
+    with pytest.raises(FileNotFoundError) as missing:
+        results.render(spec)
+    assert str(missing.value) == (
+        f"{spec}: row 'X': no runs/sweeps/y (summary: paths are read from the working directory {tmp_path}, else from "
+        "the spec's folder or one above it); give a sweep's directory or its summary.json, or write one with "
+        "`bigmodel sweep ... --summary_dir runs/sweeps/y`")
+
+
 def test_a_summary_read_back_from_json_shows_its_per_seed_values(tmp_path):
     """summary.json keys the per-seed values by the seed as text; summary.md looked them up by the int seed."""
     summary = json.loads(Path(_fixture_summary(tmp_path / "r")).read_text())

@@ -6,7 +6,8 @@ the rendering of a summary itself (``summary.md``, ``summary.csv``), which ``big
     bigmodel results experiments/results.yaml --check experiments/README.md  # exit 1 when its table is stale
 
 The spec lists rows; each names a ``summary.json`` written by ``bigmodel sweep --summary_dir`` (a small text file kept
-in the repository) and the metric to show, or says why it is not measured::
+in the repository) or the directory holding one -- a path from the working directory, else from the spec's folder or
+one above it -- and the metric to show, or says why it is not measured::
 
     rows:
       - result: Digits ViT (quickstart recipe)
@@ -113,9 +114,14 @@ def row_stats(row: dict[str, Any], spec_path: str | Path = "the spec") -> tuple[
         raise ValueError(f"{spec_path}: row {row['result']!r} needs 'summary:' (a sweep's summary.json) or "
                          "'not_measured:' (why)")
     path = locate(row["summary"], spec_path)
+    path = path / "summary.json" if path.is_dir() else path  # a sweep's --out or --summary_dir, as compare takes
     if not path.is_file():
-        raise FileNotFoundError(f"{spec_path}: row {row['result']!r}: {path} does not exist; write it with "
-                                f"`bigmodel sweep ... --summary_dir {path.parent}`")
+        written = Path(row["summary"])
+        directory = written.parent if written.suffix == ".json" else written
+        raise FileNotFoundError(
+            f"{spec_path}: row {row['result']!r}: no {path} (summary: paths are read from the working directory "
+            f"{Path.cwd()}, else from the spec's folder or one above it); give a sweep's directory or its "
+            f"summary.json, or write one with `bigmodel sweep ... --summary_dir {directory}`")
     summary = json.loads(path.read_text(encoding="utf-8"))
     point = compare.point_of(summary, row.get("point"), f"{spec_path}: row {row['result']!r}")
     stats = point["metrics"].get(row["metric"])
