@@ -139,6 +139,18 @@ def point_of(summary: dict[str, Any], name: str | None = None, where: str = "the
     return points[name]
 
 
+def finished_point(summary: dict[str, Any], name: str | None = None, where: str = "the summary") -> dict[str, Any]:
+    """``point_of``, refused with one line when none of its seeds finished (every run interrupted or failed): say
+    so, and that the sweep's own command resumes it, rather than 'no metric in common'."""
+    point = point_of(summary, name, where)
+    if point["metrics"]:
+        return point
+    kinds = {"interrupted or not started": point.get("unfinished") or {}, "failed": point.get("failed") or {}}
+    seeds = "; ".join(f"seed{'s' * (len(v) > 1)} {', '.join(map(str, v))} {kind}" for kind, v in kinds.items() if v)
+    raise ValueError(f"{where}: no finished run{f' ({seeds})' if seeds else ''}; rerun its sweep command to resume "
+                     f"it: `{summary.get('command') or 'bigmodel sweep ...'}`")
+
+
 def compare_points(metric: str, other: dict[str, Any], reference: dict[str, Any], pair: bool) -> Difference:
     """``other − reference`` on ``metric``: paired over the seeds both have a value for when ``pair`` (and at least
     2 do: with fewer, a paired interval is undefined), else Welch's."""
@@ -333,7 +345,7 @@ def delta(point: dict[str, Any], summary: dict[str, Any], reference: dict[str, A
           scale: float = 1.0, digits: int | None = None) -> str:
     """A results-table cell: ``−16.5 [−19.6, −13.4] vs full fine-tuning (paired, n=3): full fine-tuning better``, and
     the settings note when the two sweeps differ outside the model."""
-    reference_point = point_of(reference, None, label)
+    reference_point = finished_point(reference, None, label)
     why = pairable(point, reference_point, summary, reference)
     d = compare_points(metric, point, reference_point, why is None)
     how = f"paired, n={d.n_text}" if d.paired else f"Welch, {why or 'fewer than 2 seeds with a result in both'}"
@@ -382,7 +394,7 @@ def table(paths: list[str], metrics: list[str] | None = None, point: str | None 
         raise ValueError("give a reference sweep and at least one to compare with it")
     summaries = [load(p) for p in paths]
     names = [_name(p) for p in paths]
-    points = [point_of(s, point, p) for s, p in zip(summaries, paths)]
+    points = [finished_point(s, point, p) for s, p in zip(summaries, paths)]
     metrics, which = chosen_metrics(metrics, summaries[0], paths[0])
     notes = dict.fromkeys(f"- {n}: {describe_randomness(randomness(s))}" for n, s in zip(names, summaries))
     scale, digits = (100.0, 1) if percent else (1.0, None)
