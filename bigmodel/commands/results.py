@@ -192,9 +192,12 @@ def _code(command: str) -> str:
     return f"`{command}`" if command else ""
 
 
-def update(text: str, table: str, where: str = "README.md", begin: str = BEGIN, end_marker: str = END) -> str:
-    """``text`` with the table between the markers replaced. The opening marker is found by its text before the
-    command it names (``begin`` up to its first backquote), so a file keeps the command its own marker gives."""
+def update(text: str, table: str, where: str = "README.md", begin: str = BEGIN, end_marker: str = END,
+           rename: bool = True) -> str:
+    """``text`` with the table between the markers replaced, and (``rename``) its opening marker by ``begin``, which
+    names the command that wrote it. The opening marker is found by its text before the command it names (``begin``
+    up to its first backquote), so a copy whose marker names another command is found too; a check (``rename``
+    false) compares the table only, whichever spelling of the paths its marker has."""
     start = text.find(begin.split("`", 1)[0])
     opened = text.find("-->", start) if start >= 0 else -1
     opened += len("-->") if opened >= 0 else 0
@@ -202,7 +205,8 @@ def update(text: str, table: str, where: str = "README.md", begin: str = BEGIN, 
     if end < 0:
         raise ValueError(f"{where} has no results markers; put these two lines where the table goes:\n{begin}\n"
                          f"{end_marker}")
-    return text[:opened] + "\n" + table + "\n" + text[end:]
+    marker_ = begin if rename else text[start:opened]
+    return text[:start] + marker_ + "\n" + table + "\n" + text[end:]
 
 
 def main(argv: list[str]) -> None:
@@ -232,7 +236,7 @@ def write_or_check(section: str, write: str | None, check: str | None, what: str
         print(section)
         return None
     text = Path(target).read_text(encoding="utf-8")
-    new = update(text, section, target, begin, end_marker)
+    new = update(text, section, target, begin, end_marker, rename=bool(write))
     if write:
         Path(target).write_text(new, encoding="utf-8")
         return target
