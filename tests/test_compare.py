@@ -289,6 +289,45 @@ def test_sweeps_of_different_test_data_are_flagged_and_a_missing_metric_says_whe
         compare.main([str(sst2), str(digits), "--metric", "test/accc"])
 
 
+def test_sweeps_tested_on_different_data_get_numbers_but_no_verdict(capsys):
+    """Digits against SST-2: the interval is shown, the verdict (and its Holm counterpart, the seeds it needs) says
+    they are not comparable, naming the data settings; the other row keeps its verdict and is Holm's whole family;
+    the results table's cell says the same."""
+    full, lora, digits = (str(ROOT / "experiments" / "results" / name)
+                          for name in ("minilm_budget_full", "minilm_budget_lora_qv", "digits_cnn"))
+    compare.main([full, digits, lora, "--metric", "test/acc"])
+    out = capsys.readouterr().out
+    rows = {line.split(" | ")[0]: line.strip("| ").split(" | ") for line in out.splitlines() if " − " in line}
+    apart = ("not comparable: tested on different data (data.class_path, data.init_args.dataset, "
+             "data.init_args.test_files; values in the note)")
+    assert rows["| digits_cnn − minilm_budget_full"][6:] == [apart, "–", apart]
+    assert rows["| digits_cnn − minilm_budget_full"][2] == "+0.1228 [+0.0879, +0.1576]"
+    assert rows["| minilm_budget_lora_qv − minilm_budget_full"][6:] == ["minilm_budget_full better", "2",
+                                                                       "minilm_budget_full better"]
+    assert "(Holm, familywise 5 % over the 1 comparison with a verdict)" in out
+    cell = compare.delta(compare.point_of(compare.load(digits)), compare.load(digits), compare.load(full), "test/acc",
+                         "SST-2")
+    assert cell.startswith("+0.1228 [+0.0879, +0.1576] vs SST-2 (paired, n=3): " + apart + "; the sweeps differ in ")
+    assert "better" not in cell
+
+
+def test_a_sweep_with_no_finished_run_says_so_and_how_to_resume_it(tmp_path):
+    """Every run of one sweep interrupted: it read 'test/acc: measured in only the reference; both have no metric in
+    common'."""
+    reference, stopped = _summary(tmp_path / "a", REFERENCE), _summary(tmp_path / "e", {"0": 0.5, "1": 0.5, "2": 0.5})
+    record = json.loads(Path(stopped, "summary.json").read_text())
+    record["command"] = "bigmodel sweep -c x.yaml --seeds 0 1 2 --out runs/e"
+    record["points"][0].update(metrics={}, unfinished={"0": "fit exit 143", "1": "fit exit 143"}, failed={"2": "boom"})
+    Path(stopped, "summary.json").write_text(json.dumps(record))
+    expected = (f"{stopped}: no finished run (seeds 0, 1 interrupted or not started; seed 2 failed); rerun its sweep "
+                "command to resume it: `bigmodel sweep -c x.yaml --seeds 0 1 2 --out runs/e`")
+    with pytest.raises(ValueError) as refused:
+        compare.table([reference, stopped])
+    assert str(refused.value) == expected
+    with pytest.raises(ValueError, match="^the stopped one: no finished run "):  # a results table's reference too
+        compare.delta(compare.load(reference)["points"][0], compare.load(reference), record, "test/acc", "the stopped one")
+
+
 def test_an_extra_seed_on_one_side_still_pairs_on_the_seeds_both_have(tmp_path, capsys):
     """One sweep with a fourth seed: paired over the three shared ones (not Welch over all), n says so and the
     seed left out is named; Welch only when fewer than 2 seeds are shared, its n per sweep."""

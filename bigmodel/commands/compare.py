@@ -8,7 +8,8 @@ it on the primary metric: the one ``--metric`` names (repeatable; ``--metric all
 else the test counterpart of the reference's checkpoint monitor (``val/acc`` -> ``test/acc``) as its recorded config
 says. Each row: the mean difference (other − reference), its sample std, a 95 % t-interval, n, a verdict ("<other>
 better", "<reference> better", "not resolved at n seeds", or "no spread: cannot assess" when every seed gives the
-same difference) and the seeds per sweep a difference of the observed size would need at the observed spread for
+same difference; "not comparable: tested on different data" when the data module or its test set differ,
+``TEST_DATA``) and the seeds per sweep a difference of the observed size would need at the observed spread for
 80 % power (two-sided 5 %, noncentral t; post hoc: from the observed effect, which overstates a noisy one). Sweeps
 whose seeds pair up (at least 2 seed values in common, each controlling the same randomness) are compared seed by
 seed on the seeds both have (a paired t-interval; n reads ``3 (of 4 vs 3)`` and the pairing column names the seeds
@@ -138,6 +139,18 @@ def point_of(summary: dict[str, Any], name: str | None = None, where: str = "the
     return points[name]
 
 
+def finished_point(summary: dict[str, Any], name: str | None = None, where: str = "the summary") -> dict[str, Any]:
+    """``point_of``, refused with one line when none of its seeds finished (every run interrupted or failed): say
+    so, and that the sweep's own command resumes it, rather than 'no metric in common'."""
+    point = point_of(summary, name, where)
+    if point["metrics"]:
+        return point
+    kinds = {"interrupted or not started": point.get("unfinished") or {}, "failed": point.get("failed") or {}}
+    seeds = "; ".join(f"seed{'s' * (len(v) > 1)} {', '.join(map(str, v))} {kind}" for kind, v in kinds.items() if v)
+    raise ValueError(f"{where}: no finished run{f' ({seeds})' if seeds else ''}; rerun its sweep command to resume "
+                     f"it: `{summary.get('command') or 'bigmodel sweep ...'}`")
+
+
 def compare_points(metric: str, other: dict[str, Any], reference: dict[str, Any], pair: bool) -> Difference:
     """``other − reference`` on ``metric``: paired over the seeds both have a value for when ``pair`` (and at least
     2 do: with fewer, a paired interval is undefined), else Welch's."""
@@ -185,6 +198,10 @@ LIGHTNING_NULL = {"trainer.max_steps": -1, "trainer.accumulate_grad_batches": 1,
 BATCHES_OR_FRACTION = ("trainer.val_check_interval", "trainer.overfit_batches",
                        *(f"trainer.limit_{s}_batches" for s in ("train", "val", "test")))
 TESTED = "tested checkpoint"
+# the settings that say which data a sweep was tested on: the data module and what names its test set. Sweeps that
+# differ in one are not comparable: no verdict (``different_data``). Not its storage (``data_dir``: where torchvision
+# sets are downloaded) nor how it is read (columns, lengths, augmentation): those are the note's
+TEST_DATA = ("data.class_path", *(f"data.init_args.{key}" for key in ("dataset", "dataset_config", "test_files")))
 
 
 def _held(key: str) -> bool:
@@ -244,6 +261,14 @@ def setting_differences(other: dict[str, Any] | None, reference: dict[str, Any] 
             if _value(other, k) != _value(reference, k)]
 
 
+def different_data(differences: list[str]) -> str | None:
+    """``not comparable: tested on different data (data.class_path; values in the note)`` when ``differences`` (from
+    ``setting_differences``) name a ``TEST_DATA`` setting: a verdict between test sets says nothing of the methods;
+    else None."""
+    named = [key for key in (d.split(" (", 1)[0] for d in differences) if key in TEST_DATA]
+    return f"not comparable: tested on different data ({', '.join(named)}; values in the note)" if named else None
+
+
 def _value(settings: dict[str, Any], key: str) -> Any:
     """A setting as Lightning reads it: null (or unset) as its default (a flag's: false), a precision by its full name
     (``32`` is ``32-true``), a nonzero int count of batches apart from a fraction (``1`` is not ``1.0``)."""
@@ -299,13 +324,14 @@ def interval(d: Difference, scale: float = 1.0, digits: int | None = None) -> st
 
 
 def row(d: Difference, other: str, reference: str, why_unpaired: str | None = None, scale: float = 1.0,
-        digits: int | None = None) -> list[str]:
+        digits: int | None = None, not_comparable: str | None = None) -> list[str]:
+    """A table row; ``not_comparable`` (``different_data``) replaces the verdict and the seeds a difference needs."""
     how = ("paired" + _left_out(d, other, reference) if d.paired
            else f"unpaired ({why_unpaired or 'fewer than 2 seeds with a result in both'}): Welch")
     std = "–" if d.std is None else f"{d.std * scale:.4g}"
     needed = "–" if d.seeds_needed is None else f"> {MANY_SEEDS}" if d.seeds_needed > MANY_SEEDS else str(d.seeds_needed)
     return [f"{other} − {reference}", d.metric, interval(d, scale, digits), std, d.n_text, how,
-            d.verdict(other, reference), needed]
+            not_comparable or d.verdict(other, reference), "–" if not_comparable else needed]
 
 
 def _left_out(d: Difference, other: str, reference: str) -> str:
@@ -319,13 +345,14 @@ def delta(point: dict[str, Any], summary: dict[str, Any], reference: dict[str, A
           scale: float = 1.0, digits: int | None = None) -> str:
     """A results-table cell: ``−16.5 [−19.6, −13.4] vs full fine-tuning (paired, n=3): full fine-tuning better``, and
     the settings note when the two sweeps differ outside the model."""
-    reference_point = point_of(reference, None, label)
+    reference_point = finished_point(reference, None, label)
     why = pairable(point, reference_point, summary, reference)
     d = compare_points(metric, point, reference_point, why is None)
     how = f"paired, n={d.n_text}" if d.paired else f"Welch, {why or 'fewer than 2 seeds with a result in both'}"
     differences = setting_differences(held_settings(summary, point), held_settings(reference, reference_point))
     note = f"; {settings_note(differences)}" if differences else ""
-    return f"{interval(d, scale, digits)} vs {label} ({how}): {d.verdict('this row', label)}{note}"
+    verdict = different_data(differences) or d.verdict("this row", label)
+    return f"{interval(d, scale, digits)} vs {label} ({how}): {verdict}{note}"
 
 
 HEADER = ("comparison", "metric", "mean difference [95 % CI]", "std of differences", "n", "pairing", "verdict",
@@ -367,7 +394,7 @@ def table(paths: list[str], metrics: list[str] | None = None, point: str | None 
         raise ValueError("give a reference sweep and at least one to compare with it")
     summaries = [load(p) for p in paths]
     names = [_name(p) for p in paths]
-    points = [point_of(s, point, p) for s, p in zip(summaries, paths)]
+    points = [finished_point(s, point, p) for s, p in zip(summaries, paths)]
     metrics, which = chosen_metrics(metrics, summaries[0], paths[0])
     notes = dict.fromkeys(f"- {n}: {describe_randomness(randomness(s))}" for n, s in zip(names, summaries))
     scale, digits = (100.0, 1) if percent else (1.0, None)
@@ -375,19 +402,24 @@ def table(paths: list[str], metrics: list[str] | None = None, point: str | None 
     differing = [(name, setting_differences(held_settings(summary, other), reference_settings))
                  for name, summary, other in zip(names[1:], summaries[1:], points[1:])]
     warnings = [f"note ({name} vs {names[0]}): {settings_note(d)}" for name, d in differing if d]
-    rows: list[tuple[Difference, str, str | None]] = []
-    for name, summary, other in zip(names[1:], summaries[1:], points[1:]):
+    rows: list[tuple[Difference, str, str | None, str | None]] = []
+    for (name, d), summary, other in zip(differing, summaries[1:], points[1:]):
         why = pairable(other, points[0], summary, summaries[0])
         shared = [m for m in other["metrics"] if m in points[0]["metrics"] and m.startswith("test/")]
-        rows += [(compare_points(metric, other, points[0], why is None), name, why) for metric in metrics or shared]
+        rows += [(compare_points(metric, other, points[0], why is None), name, why, different_data(d))
+                 for metric in metrics or shared]
     adjust = len(rows) > 1
+    family = [d for d, _, _, apart in rows if not apart]  # a row without a verdict is no test of the family
+    decisions = iter(holm(family))
     header = HEADER + ((HOLM,) if adjust else ())
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for (d, name, why), decided in zip(rows, holm([d for d, _, _ in rows])):
-        cells = row(d, name, names[0], why, scale, digits) + ([d.verdict(name, names[0], decided)] if adjust else [])
+    for d, name, why, apart in rows:
+        held = apart or d.verdict(name, names[0], next(decisions))
+        cells = row(d, name, names[0], why, scale, digits, apart) + ([held] if adjust else [])
         lines.append("| " + " | ".join(cells) + " |")
-    scope = [which, SCOPE + (f" The last column's verdicts hold together (Holm, familywise 5 % over the {len(rows)} "
-                             "comparisons)." if adjust else "")]
+    apart = " with a verdict" if len(family) < len(rows) else ""
+    scope = [which, SCOPE + (f" The last column's verdicts hold together (Holm, familywise 5 % over the {len(family)} "
+                             f"comparison{'s' * (len(family) != 1)}{apart})." if adjust and family else "")]
     return "\n".join(lines + (["", *warnings] if warnings else []) + ["", *scope, "", "Seeds:", *notes])
 
 

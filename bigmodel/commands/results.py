@@ -6,7 +6,8 @@ the rendering of a summary itself (``summary.md``, ``summary.csv``), which ``big
     bigmodel results experiments/results.yaml --check experiments/README.md  # exit 1 when its table is stale
 
 The spec lists rows; each names a ``summary.json`` written by ``bigmodel sweep --summary_dir`` (a small text file kept
-in the repository) and the metric to show, or says why it is not measured::
+in the repository) or the directory holding one -- a path from the working directory, else from the spec's folder or
+one above it -- and the metric to show, or says why it is not measured::
 
     rows:
       - result: Digits ViT (quickstart recipe)
@@ -113,9 +114,14 @@ def row_stats(row: dict[str, Any], spec_path: str | Path = "the spec") -> tuple[
         raise ValueError(f"{spec_path}: row {row['result']!r} needs 'summary:' (a sweep's summary.json) or "
                          "'not_measured:' (why)")
     path = locate(row["summary"], spec_path)
+    path = path / "summary.json" if path.is_dir() else path  # a sweep's --out or --summary_dir, as compare takes
     if not path.is_file():
-        raise FileNotFoundError(f"{spec_path}: row {row['result']!r}: {path} does not exist; write it with "
-                                f"`bigmodel sweep ... --summary_dir {path.parent}`")
+        written = Path(row["summary"])
+        directory = written.parent if written.suffix == ".json" else written
+        raise FileNotFoundError(
+            f"{spec_path}: row {row['result']!r}: no {path} (summary: paths are read from the working directory "
+            f"{Path.cwd()}, else from the spec's folder or one above it); give a sweep's directory or its "
+            f"summary.json, or write one with `bigmodel sweep ... --summary_dir {directory}`")
     summary = json.loads(path.read_text(encoding="utf-8"))
     point = compare.point_of(summary, row.get("point"), f"{spec_path}: row {row['result']!r}")
     stats = point["metrics"].get(row["metric"])
@@ -186,9 +192,12 @@ def _code(command: str) -> str:
     return f"`{command}`" if command else ""
 
 
-def update(text: str, table: str, where: str = "README.md", begin: str = BEGIN, end_marker: str = END) -> str:
-    """``text`` with the table between the markers replaced. The opening marker is found by its text before the
-    command it names (``begin`` up to its first backquote), so a file keeps the command its own marker gives."""
+def update(text: str, table: str, where: str = "README.md", begin: str = BEGIN, end_marker: str = END,
+           rename: bool = True) -> str:
+    """``text`` with the table between the markers replaced, and (``rename``) its opening marker by ``begin``, which
+    names the command that wrote it. The opening marker is found by its text before the command it names (``begin``
+    up to its first backquote), so a copy whose marker names another command is found too; a check (``rename``
+    false) compares the table only, whichever spelling of the paths its marker has."""
     start = text.find(begin.split("`", 1)[0])
     opened = text.find("-->", start) if start >= 0 else -1
     opened += len("-->") if opened >= 0 else 0
@@ -196,7 +205,8 @@ def update(text: str, table: str, where: str = "README.md", begin: str = BEGIN, 
     if end < 0:
         raise ValueError(f"{where} has no results markers; put these two lines where the table goes:\n{begin}\n"
                          f"{end_marker}")
-    return text[:opened] + "\n" + table + "\n" + text[end:]
+    marker_ = begin if rename else text[start:opened]
+    return text[:start] + marker_ + "\n" + table + "\n" + text[end:]
 
 
 def main(argv: list[str]) -> None:
@@ -226,7 +236,7 @@ def write_or_check(section: str, write: str | None, check: str | None, what: str
         print(section)
         return None
     text = Path(target).read_text(encoding="utf-8")
-    new = update(text, section, target, begin, end_marker)
+    new = update(text, section, target, begin, end_marker, rename=bool(write))
     if write:
         Path(target).write_text(new, encoding="utf-8")
         return target
