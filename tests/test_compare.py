@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
-from bigmodel.commands import compare, intervals
+from bigmodel.commands import compare, held_settings, intervals
 from bigmodel.commands.results import summary_markdown
 from bigmodel.commands.sweep import project_path
 from bigmodel.commands.sweep.plan import Run, plan
@@ -394,7 +394,7 @@ def test_a_summary_says_which_seeds_were_tested_on_last_ckpt_for_want_of_a_best_
     assert summary["test_ckpt"] == "best"
     assert ("Tested on last.ckpt, not best.ckpt (none was saved, as when a fit ends before its first validation): "
             "seed 1, seed 2.") in summary_markdown(summary)
-    assert compare.describe_checkpoints(compare.tested_checkpoints(summary)) == "best (seed 0), last (seeds 1, 2)"
+    assert held_settings.describe_checkpoints(held_settings.tested_checkpoints(summary)) == "best (seed 0), last (seeds 1, 2)"
     assert "Tested on" not in summary_markdown(summarise(runs, "bigmodel sweep", test_ckpt="last"))  # as asked
 
 
@@ -419,7 +419,7 @@ def test_a_count_of_batches_is_not_a_fraction_and_lightnings_default_clip_is_nor
     """Lightning reads an int ``limit_*_batches``/``val_check_interval`` as batches, a float as a fraction: ``1`` (one
     batch, every batch) differs from ``1.0`` and from null; ``0`` and ``0.0`` are both none. A null clip algorithm is
     Lightning's norm."""
-    differ = compare.setting_differences
+    differ = held_settings.setting_differences
     one = {"trainer.limit_val_batches": 1, "trainer.val_check_interval": 1, "trainer.overfit_batches": 2}
     assert differ(one, {"trainer.limit_val_batches": 1.0, "trainer.val_check_interval": None}) == [
         "trainer.limit_val_batches (1 vs 1.0)", "trainer.val_check_interval (1 vs null)",
