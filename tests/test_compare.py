@@ -206,6 +206,21 @@ def test_a_grid_sweep_selects_on_validation_and_never_on_test():
     assert compare.point_of(summary)["selected"]["point"] == "1e-3"  # a results row's default point
 
 
+def test_point_names_a_grid_point_and_a_sweep_without_a_grid_is_compared_on_its_own(tmp_path, capsys):
+    """``compare grid plain --point 3e-3``: the grid's 3e-3 against the plain sweep's only point (it was refused,
+    saying 'point:', the results file's key); a grid given no point it has is one line naming --point."""
+    runs = [_run("1e-3", 0, 0.80, 0.90), _run("1e-3", 1, 0.82, 0.70), _run("3e-3", 0, 0.95, 0.85),
+            _run("3e-3", 1, 0.97, 0.72)]
+    (tmp_path / "grid").mkdir()
+    (tmp_path / "grid" / "summary.json").write_text(json.dumps(summarise(runs, "bigmodel sweep", select="val/acc")))
+    plain = _summary(tmp_path / "plain", {"0": 0.70, "1": 0.72})
+    compare.main([plain, str(tmp_path / "grid"), "--point", "3e-3"])
+    row = next(line for line in capsys.readouterr().out.splitlines() if "| test/acc |" in line)
+    assert "+0.2500" in row  # (0.95 - 0.70 + 0.97 - 0.72) / 2: the grid's 3e-3, not its selected 1e-3
+    with pytest.raises(ValueError, match=r"say which grid point with --point, one of 1e-3, 3e-3$"):
+        compare.table([plain, str(tmp_path / "grid")], point="1e-2")
+
+
 def _val(point: str, seed: int, val_loss: float | None, test: float = 0.8) -> Run:
     """A run with val/loss ``val_loss``; None: the run failed."""
     if val_loss is None:

@@ -127,8 +127,10 @@ def load(path: str | Path) -> dict[str, Any]:
     return json.loads(file.read_text(encoding="utf-8"))
 
 
-def point_of(summary: dict[str, Any], name: str | None = None, where: str = "the summary") -> dict[str, Any]:
-    """The named grid point; without a name, the point the sweep selected on validation, or its only point."""
+def point_of(summary: dict[str, Any], name: str | None = None, where: str = "the summary",
+             key: str = "'point:'") -> dict[str, Any]:
+    """The named grid point; without a name, the point the sweep selected on validation, or its only point.
+    ``key``: how the caller names a point (a results row's ``point:``, compare's ``--point``)."""
     points = {p["point"]: p for p in summary["points"]}
     if name is None and summary.get("selected"):
         return summary["selected"]
@@ -137,14 +139,15 @@ def point_of(summary: dict[str, Any], name: str | None = None, where: str = "the
     if name == "selected" and summary.get("selected"):
         return summary["selected"]
     if name not in points:
-        raise ValueError(f"{where}: say which grid point with 'point:', one of {', '.join(points)}")
+        raise ValueError(f"{where}: say which grid point with {key}, one of {', '.join(points)}")
     return points[name]
 
 
-def finished_point(summary: dict[str, Any], name: str | None = None, where: str = "the summary") -> dict[str, Any]:
+def finished_point(summary: dict[str, Any], name: str | None = None, where: str = "the summary",
+                   key: str = "'point:'") -> dict[str, Any]:
     """``point_of``, refused with one line when none of its seeds finished (every run interrupted or failed): say
     so, and that the sweep's own command resumes it, rather than 'no metric in common'."""
-    point = point_of(summary, name, where)
+    point = point_of(summary, name, where, key)
     if point["metrics"]:
         return point
     kinds = {"interrupted or not started": point.get("unfinished") or {}, "failed": point.get("failed") or {}}
@@ -279,7 +282,9 @@ def table(paths: list[str], metrics: list[str] | None = None, point: str | None 
         raise ValueError("give a reference sweep and at least one to compare with it")
     summaries = [load(p) for p in paths]
     names = [_name(p) for p in paths]
-    points = [finished_point(s, point, p) for s, p in zip(summaries, paths)]
+    # --point names a grid point; a sweep without a grid (one point) is compared on its own
+    points = [finished_point(s, None if point and len(s["points"]) == 1 and s["points"][0]["point"] != point else
+                             point, p, "--point") for s, p in zip(summaries, paths)]
     metrics, which = chosen_metrics(metrics, summaries[0], paths[0])
     notes = dict.fromkeys(f"- {n}: {describe_randomness(randomness(s))}" for n, s in zip(names, summaries))
     scale, digits = (100.0, 1) if percent else (1.0, None)
@@ -320,7 +325,8 @@ def main(argv: list[str]) -> None:
     p.add_argument("--metric", action="append",
                    help="a test metric (repeatable; 'all': every one they share; default: the test counterpart of "
                         "the reference's checkpoint monitor, val/acc -> test/acc)")
-    p.add_argument("--point", help="the grid point (default: the one the sweep selected on validation)")
+    p.add_argument("--point", help="the grid point of the sweeps with a grid (default: the one each selected on "
+                   "validation); a sweep without a grid is compared on its only point")
     p.add_argument("--percent", action="store_true", help="differences in percentage points (0.012 -> 1.2)")
     args = p.parse_args(argv)
     print(table(args.summaries, args.metric, args.point, args.percent))
