@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from bigmodel.run import directory as runs
-from bigmodel.run.stopping import leave_hung_up_terminal
+from bigmodel.run.hangup import leave_hung_up_terminal
 from bigmodel.commands.cli import BigModelCLI, main
 from tests.test_cli import finetune_config, mlm_config, write_yaml
 from tests.test_monitoring import events
@@ -343,8 +343,10 @@ def test_a_version_taken_between_listing_and_claiming_moves_the_claim_to_the_nex
     csv = CSVLogger(tmp_path / "csv", name="a")
     (tmp_path / "runs" / "a" / "version_0").mkdir(parents=True)
     (tmp_path / "csv" / "a" / "version_1").mkdir(parents=True)  # another command's claim, after our listing
-    monkeypatch.setattr(runs, "_next_version", lambda root: 0)
-    made = runs.claim_log_versions([tb, csv])
+    from bigmodel.run import log_versions
+
+    monkeypatch.setattr(log_versions, "_next_version", lambda root: 0)
+    made = log_versions.claim_log_versions([tb, csv])
     assert (tb.version, csv.version) == (2, 2) and tb.log_dir == str(tmp_path / "runs" / "a" / "version_2" / "train")
     assert made == [(str(tmp_path / "runs" / "a" / "version_2"),) * 2, (str(tmp_path / "csv" / "a" / "version_2"),) * 2]
     assert sorted(p.name for p in (tmp_path / "runs" / "a").iterdir()) == ["version_0", "version_2"]  # 1 given back

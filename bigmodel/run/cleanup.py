@@ -8,7 +8,8 @@ import os
 import socket
 from typing import Any
 
-from bigmodel.run.directory import RunLock, claim_log_versions
+from bigmodel.run.directory import RunLock
+from bigmodel.run.log_versions import claim_log_versions
 
 SETUP_FILES = ("config.yaml", "hparams.yaml")  # what a command writes before it computes anything
 SETUP_SCALARS = ("params/",)  # the model's size, logged as a fit starts

@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import signal
@@ -30,8 +29,11 @@ from typing import Any
 
 import lightning as L
 from lightning.fabric.plugins.environments import SLURMEnvironment
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+from bigmodel.run.hangup import leave_hung_up_terminal
+from bigmodel.run.stop_rates import log_step_rates, step_hyperparameters, step_monitors
 
 
 # the signals that stop a fit at a saved step (SIGHUP: where the platform has it)
@@ -150,7 +152,7 @@ class StopSafely(Callback):
             previous, trainer.should_stop = trainer.should_stop, True
             try:
                 if at_start is not None:  # (None: the monitor logged this step as it started)
-                    _log_learning_rates(trainer, *at_start)
+                    log_step_rates(trainer, *at_start)
                 log_step()
             finally:
                 trainer.should_stop = previous
@@ -173,8 +175,8 @@ class StopSafely(Callback):
         # (Lightning's private counters, read defensively: a Lightning without them logs no lr at a stop, as before)
         logs_now = getattr(getattr(trainer, "_logger_connector", None), "should_update_logs", True)
         step = getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", None)
-        monitored = bool(_step_monitors(trainer)) and not logs_now and step is not None
-        self._rates_at_start = (step, _hyperparameters(trainer)) if monitored else None
+        monitored = bool(step_monitors(trainer)) and not logs_now and step is not None
+        self._rates_at_start = (step, step_hyperparameters(trainer)) if monitored else None
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._raise_pending(trainer)
@@ -248,76 +250,6 @@ class StopSafely(Callback):
                 _link_or_copy(path, hpc)  # the requeued job resumes from the newest hpc_ckpt: this exact step
             message += f"; SLURM requeued the job, which resumes from {hpc}"
         return RunStopped(signum, message, requeued=self.requeued, say=trainer.is_global_zero)
-
-
-_HYPERPARAMETERS = ("lr", "momentum", "betas", "weight_decay")  # what LearningRateMonitor reads from a param group
-
-
-def _step_monitors(trainer: L.Trainer) -> list[LearningRateMonitor]:
-    """The learning-rate monitors that log as a batch starts."""
-    return [cb for cb in trainer.callbacks if isinstance(cb, LearningRateMonitor) and cb.logging_interval != "epoch"]
-
-
-def _hyperparameters(trainer: L.Trainer) -> list[list[dict[str, Any]]]:
-    """Each optimizer's param groups' values that the monitors log, copied (a tensor lr is updated in place). Cheap:
-    taken as every unlogged batch starts, since a signal may come during any step."""
-    import torch
-
-    return [[{k: g[k].clone() if isinstance(g[k], torch.Tensor) else g[k] for k in _HYPERPARAMETERS if k in g}
-             for g in optimizer.param_groups] for optimizer in trainer.optimizers]
-
-
-def _set_hyperparameters(trainer: L.Trainer, values: list[list[dict[str, Any]]]) -> None:
-    for optimizer, groups in zip(trainer.optimizers, values):
-        for group, saved in zip(optimizer.param_groups, groups):
-            group.update(saved)
-
-
-def _log_learning_rates(trainer: L.Trainer, step: int, at_start: list[list[dict[str, Any]]]) -> None:
-    """The step-interval monitors' values for the batch that started at ``step``, logged at that step as they log
-    them at a batch start. When the step is logged its schedulers have stepped already (the optimizers hold the next
-    step's rates), so the monitors read the rates of the batch start, put back for the time of the reading."""
-    now = [[{k: g[k] for k in _HYPERPARAMETERS if k in g} for g in o.param_groups] for o in trainer.optimizers]
-    _set_hyperparameters(trainer, at_start)
-    try:
-        for monitor in _step_monitors(trainer):
-            extract = getattr(monitor, "_extract_stats", None)
-            if extract is None:
-                continue
-            stats = extract(trainer, "step" if monitor.logging_interval is None else "any")
-            if stats:
-                for logger in trainer.loggers:
-                    logger.log_metrics(stats, step=step)
-    finally:
-        _set_hyperparameters(trainer, now)
-
-
-def leave_hung_up_terminal(fds: tuple[int, ...] = (1, 2)) -> list[int]:
-    """Points each of ``fds`` (stdout, stderr) that is a terminal which hung up at /dev/null, and returns those.
-    After a hangup every write to that terminal fails (EIO): a progress line, or the notice of the stop itself, would
-    end in an error what should end at a saved step. A live terminal (``kill -HUP`` from another shell), a file or a
-    pipe (``nohup``, ``> log``) is left as it is, and so is everything where the platform has no termios (Windows,
-    which has no SIGHUP either): called from the signal handlers, this must never fail the stop."""
-    try:
-        import termios
-    except ImportError:
-        return []
-
-    left = []
-    for fd in fds:
-        try:
-            termios.tcgetattr(fd)
-            continue  # a terminal that still works
-        except termios.error as err:
-            if err.args[0] != errno.EIO:  # not a terminal (ENOTTY), or not open (EBADF)
-                continue
-        null = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(null, fd)
-        finally:
-            os.close(null)
-        left.append(fd)
-    return left
 
 
 def _loader_worker_killed(exception: BaseException) -> bool:

@@ -20,7 +20,8 @@ from typing import Any
 
 from bigmodel.commands.sweep import reuse
 from bigmodel.commands.sweep.plan import Run
-from bigmodel.run.stopping import SAME_SIGNAL_S, STOP_SIGNALS, leave_hung_up_terminal
+from bigmodel.run.hangup import leave_hung_up_terminal
+from bigmodel.run.stopping import SAME_SIGNAL_S, STOP_SIGNALS
 
 _INTERRUPTED = tuple(128 + s for s in STOP_SIGNALS)  # a run stopped by a signal at a saved step: the next sweep resumes it
 # each stage's wall time, a stopped fit's too: a reused run reports the time it took, a resumed fit adds the earlier part
