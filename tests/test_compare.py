@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
-from bigmodel.commands import compare, held_settings, intervals
+from bigmodel.commands import compare, held_settings, intervals, summary_notes
 from bigmodel.commands.results import summary_markdown
 from bigmodel.commands.sweep import project_path
 from bigmodel.commands.sweep.plan import Run, plan
@@ -421,13 +421,13 @@ def test_a_summary_made_before_test_ckpt_was_recorded_reads_it_off_its_command()
             for s in (0, 1)]
     summary = json.loads(json.dumps(summarise(runs, "bigmodel sweep -c a.yaml --test_ckpt last --seeds 0 1")))
     del summary["test_ckpt"]
-    assert compare.asked_ckpt(summary) == "last" and "Tested on" not in summary_markdown(summary)
+    assert summary_notes.asked_ckpt(summary) == "last" and "Tested on" not in summary_markdown(summary)
     summary["command"] = "bigmodel sweep -c a.yaml --test_ckpt=last --seeds 0 1"
-    assert compare.asked_ckpt(summary) == "last" and "Tested on" not in summary_markdown(summary)
+    assert summary_notes.asked_ckpt(summary) == "last" and "Tested on" not in summary_markdown(summary)
     summary["command"] = "bigmodel sweep -c a.yaml --seeds 0 1"  # the option's default
     assert "Tested on last.ckpt, not best.ckpt" in summary_markdown(summary)
     del summary["command"]
-    assert compare.asked_ckpt(summary) is None and "Tested on" not in "".join(compare.describe_summary(summary))
+    assert summary_notes.asked_ckpt(summary) is None and "Tested on" not in "".join(summary_notes.describe_summary(summary))
 
 
 def test_a_count_of_batches_is_not_a_fraction_and_lightnings_default_clip_is_norm():

@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from bigmodel.commands import compare
+from bigmodel.commands import compare, summary_notes
 from bigmodel.utils.formatting import duration, format_value, mean_std, trained_parameters
 
 
@@ -136,7 +136,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     lines = ["# Sweep summary", "", f"    {summary['command']}", "",
              f"Code {summary['code'] or 'not in git'}; {', '.join(summary['devices']) or 'device unknown'}; "
              + ", ".join(f"{k} {v}" for k, v in summary["versions"].items()) + f"; {summary['date']}.", ""]
-    lines += [f"{line}\n" for line in compare.describe_summary(summary)]
+    lines += [f"{line}\n" for line in summary_notes.describe_summary(summary)]
     for point in summary["points"]:
         seeds = point["seeds"]
         lines += [f"## {point['point']}", ""] if point["grid"] else []

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from bigmodel.commands.compare import randomness
+from bigmodel.commands.summary_notes import randomness
 from bigmodel.commands.intervals import lower_is_better
 from bigmodel.commands.results import seed_key, seed_value, summary_csv, summary_markdown
 from bigmodel.commands.sweep.plan import Run
