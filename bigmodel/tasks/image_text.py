@@ -269,4 +269,9 @@ class ImageTextTask(Task):
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         embeds, _ = self.net.encode_image(batch["pixel_values"])
         probs = (self.net.scale() * embeds.float() @ self._classes.T).softmax(-1)
-        return {"probs": probs, "pred": probs.argmax(-1), **({"path": batch["path"]} if "path" in batch else {})}
+        out = {"probs": probs, "pred": probs.argmax(-1)}
+        if "path" in batch:  # a prediction row is named by its file, or else by its position in the split
+            out["path"] = batch["path"]
+        elif "image_index" in batch:
+            out["index"] = batch["image_index"]
+        return out

@@ -39,6 +39,7 @@ def test_quickstart_fits_tests_and_predicts_zero_shot(tmp_path, monkeypatch):
     rows = list(csv.DictReader(out.open()))
     labels = test.datamodule.splits["test"].labels  # predict reads the test images, in order
     assert len(rows) == len(labels) == 360
+    assert list(rows[0])[0] == "index" and [int(r["index"]) for r in rows] == list(range(360))  # which image
     probs = torch.tensor([[float(r[f"prob_{d}"]) for d in range(10)] for r in rows])
     torch.testing.assert_close(probs.sum(1), torch.ones(360), atol=1e-4, rtol=0)
     pred = torch.tensor([int(r["label"]) for r in rows])
