@@ -61,6 +61,31 @@ def test_retrieval_example_ranks_captions_and_ticks_the_right_ones():
     assert fig.get_suptitle() == "validation image 0"
 
 
+def test_retrieval_captions_fall_back_per_glyph_to_an_installed_font_without_touching_rcparams(monkeypatch):
+    """DejaVu Sans has no CJK glyphs: captions take the ones it lacks from an installed CJK font. No CJK font is
+    installed here, so STIXGeneral (bundled with matplotlib) stands in for one: it has U+2315, DejaVu Sans has not."""
+    import warnings
+
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    caption, rc = "a 3 \u2315", dict(matplotlib.rcParams)
+
+    def glyph_warnings(fonts: tuple[str, ...]) -> list[str]:
+        monkeypatch.setattr(visuals, "CJK_FONTS", fonts)
+        fig = visuals.retrieval_example(torch.rand(1, 8, 8), [caption], torch.tensor([0.9]), [True], "label \u2315")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            FigureCanvasAgg(fig).draw()
+        return [str(w.message) for w in caught if "missing from font" in str(w.message)]
+
+    assert glyph_warnings(()) and visuals.missing_glyphs([caption], visuals.text_font(8)) == ["\u2315"]
+    assert glyph_warnings(("No Such Font", "STIXGeneral")) == []  # drawn from the fallback, no box
+    assert visuals.text_font(8).get_family()[-1] == "STIXGeneral"
+    assert visuals.missing_glyphs([caption, "图 3"], visuals.text_font(8)) == ["图"]
+    assert dict(matplotlib.rcParams) == rc  # the user's own plots keep their fonts
+
+
 def _committed_results() -> list[tuple[dict, dict]]:
     import yaml
 

@@ -25,6 +25,7 @@ from bigmodel.data.sources.images import (
     IMAGENET_STD,
     NAMED,
     FolderImages,
+    SplitIndexed,
     ImageFiles,
     TensorImages,
     cache_root,
@@ -75,7 +76,8 @@ class ImageDataModule(DataModule):
         cutmix_alpha: CutMix's Beta(alpha, alpha) (0: off); with MixUp also on, each batch uses one of the two.
         on_device: keep the uint8 images in memory and augment whole batches on the accelerator instead of
             per image in workers (CIFAR/MNIST/digits; a small GPU model is otherwise bound by the workers).
-        predict_dir: image file or directory to label with ``bigmodel predict`` (default: the test split).
+        predict_dir: image file or directory to label with ``bigmodel predict`` (default: the test split, each
+            prediction row named by its file, or by its ``index`` in the split).
         **kwargs: batch size, workers, validation split, seed, cache: see ``DataModule``.
     """
 
@@ -201,7 +203,10 @@ class ImageDataModule(DataModule):
     def predict_dataloader(self) -> DataLoader:
         if "predict" not in self.datasets and "test" not in self.datasets:
             raise ValueError("nothing to predict: set data.init_args.predict_dir to an image file or directory")
-        return self.loader(self.datasets.get("predict", self.datasets.get("test")), collate)
+        if "predict" in self.datasets:
+            return self.loader(self.datasets["predict"], collate)
+        test = self.datasets["test"]  # rows named by their file, or else by their position in the split
+        return self.loader(test if isinstance(test, FolderImages) else SplitIndexed(test), collate)
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         """On the device: uint8 -> augmented, normalised floats (``on_device``), then MixUp/CutMix (training).

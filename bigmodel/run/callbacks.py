@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.callbacks import ModelSummary as LightningModelSummary
 from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
@@ -48,7 +49,8 @@ class TokenizerCheckpoint(Callback):
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Writes ``predict`` results (text or image path, label id, class name, class probabilities) to CSV or JSONL;
+    """Writes ``predict`` results (text, image path or, for a split's images without files, their ``index`` in it;
+    label id, class name, class probabilities) to CSV or JSONL;
     for a causal LM, each prompt with its continuations (one column per decoding). A task of another kind has its
     ``predict_step`` return ``{"rows": [{column: value, ...}, ...]}``: each dict is one row, written as it is.
 
@@ -95,8 +97,10 @@ class PredictionWriter(BasePredictionWriter):
             if "generated" in batch:  # a causal LM's continuations: decoded here, where the tokenizer is
                 rows += generated_rows(batch, trainer.datamodule.tokenizer)
                 continue
-            key = "path" if "path" in batch else "text"
-            inputs = batch.get(key) or [None] * len(batch["pred"])
+            key = next((k for k in ("path", "text", "index") if batch.get(k) is not None), "text")
+            inputs = batch.get(key)
+            inputs = [None] * len(batch["pred"]) if inputs is None else \
+                inputs.tolist() if isinstance(inputs, torch.Tensor) else inputs
             for item, pred, probs in zip(inputs, batch["pred"].tolist(), batch["probs"].tolist()):
                 row = {key: item, "label": pred, "class_name": names[pred] if names else str(pred)}
                 row.update({f"prob_{names[i] if names else i}": round(p, 6) for i, p in enumerate(probs)})

@@ -10,11 +10,13 @@ rendered on rank zero only.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_warn
 
 from bigmodel.data.image_text import EVAL_CAPTIONS, EVAL_IMAGES, EVAL_KIND
 from bigmodel.nn.encoder import TransformerEncoder
@@ -173,8 +175,10 @@ class MaskedPredictions(Callback):
 
 class RetrievalExamples(Callback):
     """An image-text model's retrieval at a glance: a few fixed validation images, each beside the ``top_k`` of the
-    split's captions it ranks highest (ticked when they describe it), every ``every_n_epochs`` validations. Under
-    DDP rank zero ranks the captions of its own share (the title says how many)."""
+    split's captions it ranks highest (ticked when they describe it), every ``every_n_epochs`` validations, as a
+    figure and as a text table (the browser draws any script; matplotlib needs an installed font for CJK captions,
+    ``bigmodel.utils.figures.text_font``, and a run without one warns once). Under DDP rank zero ranks the captions
+    of its own share (the title says how many)."""
 
     def __init__(self, every_n_epochs: int = 1, num_examples: int = 2, top_k: int = 5) -> None:
         """``every_n_epochs: 0`` switches it off."""
@@ -183,6 +187,7 @@ class RetrievalExamples(Callback):
         self.top_k = top_k
         self.examples: dict[str, torch.Tensor] | None = None
         self._captions: list[dict[str, torch.Tensor]] = []
+        self._warned_glyphs = False
 
     def _due(self, trainer: L.Trainer, pl_module: L.LightningModule) -> bool:
         net = getattr(pl_module, "net", None)
@@ -215,8 +220,7 @@ class RetrievalExamples(Callback):
                                for b in self._captions])
             images = net.encode_image(self.examples["pixel_values"].to(device))[0].float().cpu()
         ids = torch.cat([b["caption_ids"] for b in self._captions])
-        tokenizer = trainer.datamodule.tokenizer
-        words = [tokenizer.decode(row, skip_special_tokens=True) for b in self._captions for row in b["input_ids"]]
+        words = self._caption_texts(trainer, ids)
         scores, top = (images @ texts.T).topk(min(self.top_k, len(ids)), dim=-1)
         names = getattr(pl_module, "class_names", None)
         for i, image in enumerate(self.examples["pixel_values"]):
@@ -224,6 +228,37 @@ class RetrievalExamples(Callback):
             title = f"validation image {i}: its top {len(top[i])} of {len(ids)} captions"
             if "labels" in self.examples:
                 title += f", label {_class_name(names, self.examples['labels'][i])}"
-            add_figure(trainer, f"retrieval/example{i}", visuals.retrieval_example(
-                image, [words[j] for j in top[i]], scores[i], [int(ids[j]) in described for j in top[i]], title))
+            shown, hits = [words[j] for j in top[i]], [int(ids[j]) in described for j in top[i]]
+            figure = visuals.retrieval_example(image, shown, scores[i], hits, title)
+            self._warn_missing_glyphs(visuals.missing_glyphs([title, *shown], visuals.text_font(8)))
+            with warnings.catch_warnings():  # matplotlib's one warning per missing glyph and figure: said once above
+                warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font")
+                add_figure(trainer, f"retrieval/example{i}", figure)
+            table = "\n".join(f"| {rank + 1} | {'✓' if hit else ''} | {text} | {float(score):.3f} |"
+                              for rank, (text, hit, score) in enumerate(zip(shown, hits, scores[i])))
+            for writer in tensorboards(trainer):  # the browser draws every script, whatever fonts matplotlib has
+                writer.add_text(f"retrieval/example{i}", f"**{title}**\n\n| rank | describes it | caption | "
+                                f"cosine |\n|---|---|---|---|\n{table}", trainer.global_step)
         self._captions = []
+
+    def _caption_texts(self, trainer: L.Trainer, ids: torch.Tensor) -> list[str]:
+        """The captions as written (the split's own texts by id); decoded from their tokens when the data module
+        keeps no texts (decoding lowercases, drops unknown words and spaces out CJK characters)."""
+        split = getattr(trainer.datamodule, "splits", {}).get("validation")
+        if split is not None and len(split.captions) > int(ids.max()):
+            return [split.captions[int(c)] for c in ids]
+        tokenizer = trainer.datamodule.tokenizer
+        return [tokenizer.decode(row, skip_special_tokens=True) for b in self._captions for row in b["input_ids"]]
+
+    def _warn_missing_glyphs(self, missing: list[str]) -> None:
+        """Once per run: which characters the figures draw as boxes and the font that would draw them."""
+        if missing and not self._warned_glyphs:
+            self._warned_glyphs = True
+            from matplotlib import get_cachedir
+
+            from bigmodel.utils.figures import CJK_FONT_PACKAGE
+
+            shown = "".join(missing[:10]) + ("..." if len(missing) > 10 else "")
+            rank_zero_warn(f"the retrieval figures draw caption characters as boxes ({shown}): no installed font "
+                           f"has them; install {CJK_FONT_PACKAGE} and delete {get_cachedir()}/fontlist-*.json "
+                           "so matplotlib finds it. TensorBoard's Text tab shows the captions (retrieval/exampleN)")

@@ -265,6 +265,8 @@ class ClassificationTask(ClassificationEvaluation, Task):
         for key in ("text", "path"):  # what the rows of the prediction file are named by
             if batch.get(key) is not None:
                 out[key] = batch[key]
+        if "image_index" in batch:  # a split's images without files: their position in it
+            out["index"] = batch["image_index"]
         return out
 
     def checkpoint_meta(self) -> dict[str, Any]:

@@ -236,7 +236,11 @@ class ImageTextTask(Task):
             0, caption_ids, text_embeds)
         relevant = caption_relevance(sets, torch.arange(len(texts), device=texts.device))  # (I, C)
         similarity = images @ texts.T
-        metrics = {f"{prefix}loss": contrastive_loss(images, texts, self.net.scale().detach(), relevant)}
+        # the loss over the images and captions with a match among those evaluated: all of them, unless
+        # limit_val_batches stopped short (an image whose captions were not reached has no target: NaN)
+        has_i, has_t = relevant.any(1), relevant.any(0)
+        metrics = {f"{prefix}loss": contrastive_loss(images[has_i], texts[has_t], self.net.scale().detach(),
+                                                     relevant[has_i][:, has_t])}
         for direction, sim, rel in (("i2t", similarity, relevant), ("t2i", similarity.T, relevant.T)):
             for k, value in retrieval_recall(sim, rel, RECALL_AT).items():
                 metrics[f"{prefix}{direction}_r{k}"] = value
@@ -269,4 +273,9 @@ class ImageTextTask(Task):
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         embeds, _ = self.net.encode_image(batch["pixel_values"])
         probs = (self.net.scale() * embeds.float() @ self._classes.T).softmax(-1)
-        return {"probs": probs, "pred": probs.argmax(-1), **({"path": batch["path"]} if "path" in batch else {})}
+        out = {"probs": probs, "pred": probs.argmax(-1)}
+        if "path" in batch:  # a prediction row is named by its file, or else by its position in the split
+            out["path"] = batch["path"]
+        elif "image_index" in batch:
+            out["index"] = batch["image_index"]
+        return out

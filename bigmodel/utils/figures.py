@@ -8,12 +8,46 @@ Plain matplotlib ``Figure`` objects (no pyplot, so no global backend or open-fig
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
 
 CMAP = "viridis"
+
+# Fonts with Chinese, Japanese and Korean glyphs, any of which the figures' text falls back to when installed
+# (matplotlib >= 3.6 takes each glyph from the first family in the list that has it): matplotlib's own DejaVu Sans
+# has none, and the digits image-text captions are partly Chinese.
+CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans CJK TC", "Noto Sans CJK KR", "Noto Sans SC",
+             "Source Han Sans SC", "Source Han Sans CN", "WenQuanYi Zen Hei", "WenQuanYi Micro Hei",
+             "Droid Sans Fallback", "AR PL UMing CN", "Microsoft YaHei", "SimHei", "PingFang SC", "Hiragino Sans GB",
+             "Heiti SC", "Arial Unicode MS")
+CJK_FONT_PACKAGE = "fonts-noto-cjk (apt; conda-forge: font-ttf-noto-cjk)"
+
+
+def text_font(size: float) -> FontProperties:
+    """The user's font family (``rcParams``, read, not changed) with every installed CJK font behind it, for text
+    that may hold any script: set per text, so the user's own plots are untouched."""
+    from matplotlib import font_manager, rcParams
+
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    return FontProperties(family=[*rcParams["font.family"], *(f for f in CJK_FONTS if f in installed)], size=size)
+
+
+def missing_glyphs(texts: Iterable[str], font: FontProperties) -> list[str]:
+    """The characters of ``texts`` that no family of ``font`` has (matplotlib draws each as a box), in order."""
+    from matplotlib import font_manager
+
+    charmaps = []
+    for family in font.get_family():
+        try:
+            path = font_manager.fontManager.findfont(FontProperties(family=[family]), fallback_to_default=False)
+        except ValueError:  # not installed
+            continue
+        charmaps.append(font_manager.get_font(path).get_charmap())
+    chars = dict.fromkeys(c for text in texts for c in text if not c.isspace() and c.isprintable())
+    return [c for c in chars if not any(ord(c) in charmap for charmap in charmaps)]
 
 
 def _grid(n: int, max_cols: int = 4) -> tuple[int, int]:
@@ -152,7 +186,8 @@ def mask_predictions(words: Sequence[Sequence[str]], probs: torch.Tensor, titles
 def retrieval_example(image: torch.Tensor, captions: Sequence[str], scores: torch.Tensor, relevant: Sequence[bool],
                       title: str = "") -> Figure:
     """An image beside the captions ranked highest for it (best on top) with their cosine similarity; the captions
-    that describe it are green and ticked, so a glance tells a right retrieval from a wrong one."""
+    that describe it are green and ticked, so a glance tells a right retrieval from a wrong one. Captions and title
+    fall back to an installed CJK font (``text_font``); without one, ``missing_glyphs`` says what draws as boxes."""
     picture = image.float()
     picture = ((picture - picture.min()) / (picture.max() - picture.min()).clamp_min(1e-8)).permute(1, 2, 0).numpy()
     fig = Figure(figsize=(8.0, 0.35 * len(captions) + 1.4), layout="constrained")
@@ -163,12 +198,12 @@ def retrieval_example(image: torch.Tensor, captions: Sequence[str], scores: torc
     bars = right.barh(range(len(captions)), scores.float().numpy(), color=colors)
     right.bar_label(bars, fmt="%.2f", fontsize=7, padding=2)
     right.set_yticks(range(len(captions)), [("✓ " if r else "") + c[:60] for c, r in zip(captions, relevant)],
-                     fontsize=8)
+                     fontproperties=text_font(8))  # captions in any script, where a font for it is installed
     right.invert_yaxis()
     right.set_xlim(min(0.0, float(scores.min())), 1.1)
     right.set_xlabel("cosine similarity", fontsize=8)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontproperties=text_font(10))  # class names in any script
     return fig
 
 

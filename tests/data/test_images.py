@@ -270,3 +270,41 @@ def test_cpu_side_flips_are_drawn_per_image_and_epoch_at_their_probability():
     assert torch.equal(first, again)
     assert 0.45 < first.float().mean() < 0.55 and 0.45 < second.float().mean() < 0.55
     assert 0.4 < (first != second).float().mean() < 0.6  # independent draws per epoch
+
+
+@pytest.mark.parametrize("on_device", [True, False])
+def test_predictions_of_the_test_split_name_each_image_by_its_index_in_it(tmp_path, on_device):
+    """Without predict_dir the rows of predictions.csv had an empty text column and nothing naming their image."""
+    import csv
+    import functools
+
+    import lightning as L
+
+    from bigmodel.data.sources.images import load_digits_splits
+    from bigmodel.nn import SmallCNN
+    from bigmodel.run.callbacks import PredictionWriter
+    from bigmodel.tasks import ClassificationTask
+
+    dm = ImageDataModule(dataset="digits", batch_size=100, on_device=on_device)
+    task = ClassificationTask(num_classes=10, class_names=dm.class_names,
+                              backbone=functools.partial(SmallCNN, image_size=8, width=4, hidden=8))
+    out = tmp_path / "predictions.csv"
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=tmp_path,
+                        callbacks=[PredictionWriter(str(out))])
+    trainer.predict(task, dm, return_predictions=False)
+    rows = list(csv.DictReader(out.open()))
+    assert list(rows[0])[:3] == ["index", "label", "class_name"]
+    assert [int(r["index"]) for r in rows] == list(range(360))
+    images = load_digits_splits().test[0][[7, 300]]  # a row's index is the split image it labels
+    logits = task.eval()({"pixel_values": dm._device_eval(images) if on_device else
+                          torch.stack([dm.datasets["test"].transform(i) for i in images])})
+    assert [int(rows[i]["label"]) for i in (7, 300)] == logits.argmax(-1).tolist()
+
+
+def test_predictions_of_a_folder_test_split_name_each_image_by_its_file(tmp_path):
+    make_folder(tmp_path / "imgs" / "train")
+    make_folder(tmp_path / "imgs" / "test", per_class=2)
+    dm = ImageDataModule(dataset=str(tmp_path / "imgs"), image_size=16, batch_size=4)
+    dm.setup("predict")
+    batch = next(iter(dm.predict_dataloader()))
+    assert batch["path"][0].endswith("test/cat/0.png") and "image_index" not in batch

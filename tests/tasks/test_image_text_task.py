@@ -39,6 +39,7 @@ def test_quickstart_fits_tests_and_predicts_zero_shot(tmp_path, monkeypatch):
     rows = list(csv.DictReader(out.open()))
     labels = test.datamodule.splits["test"].labels  # predict reads the test images, in order
     assert len(rows) == len(labels) == 360
+    assert list(rows[0])[0] == "index" and [int(r["index"]) for r in rows] == list(range(360))  # which image
     probs = torch.tensor([[float(r[f"prob_{d}"]) for d in range(10)] for r in rows])
     torch.testing.assert_close(probs.sum(1), torch.ones(360), atol=1e-4, rtol=0)
     pred = torch.tensor([int(r["label"]) for r in rows])
@@ -243,3 +244,17 @@ def test_a_resumed_fit_equals_an_uninterrupted_one(tmp_path, stop, crop_padding)
     assert resumed.global_step == straight.global_step == 13 and resumed.current_epoch == straight.current_epoch
     for (name, a), b in zip(reference.state_dict().items(), task.state_dict().values()):
         torch.testing.assert_close(b, a, rtol=0, atol=1e-6, msg=name)
+
+
+def test_a_validation_cut_short_by_limit_val_batches_has_a_finite_loss(tmp_path):
+    """Two batches reach 32 images (of every digit) but only the captions of digits 0-2: the images of the other
+    digits had no target caption and made val/loss NaN."""
+    L.seed_everything(0)
+    dm = ImageTextDataModule(batch_size=32)
+    task = _task(dm)
+    trainer = L.Trainer(limit_val_batches=2, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=tmp_path)
+    short = trainer.validate(task, datamodule=dm, verbose=False)[0]
+    assert math.isfinite(short["val/loss"]) and 0 < short["val/loss"] < 10
+    full = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    assert math.isfinite(full.validate(task, datamodule=dm, verbose=False)[0]["val/loss"])

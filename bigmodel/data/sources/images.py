@@ -55,6 +55,27 @@ class TensorImages(Dataset):
         return self.get_batch(indices) or [self[i] for i in indices]
 
 
+class SplitIndexed(Dataset):
+    """A split's items with their position in it as ``image_index``: what a prediction row of a split without file
+    paths (digits, CIFAR) is named by. Batched fetches (``TensorImages.get_batch``) stay batched."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {**self.dataset[i], "image_index": i}
+
+    def __getitems__(self, indices: list[int]) -> Any:
+        fetch = getattr(self.dataset, "__getitems__", None)
+        items = fetch(indices) if fetch is not None else [self.dataset[i] for i in indices]
+        if isinstance(items, dict):  # one gathered batch
+            return {**items, "image_index": torch.as_tensor(indices)}
+        return [{**item, "image_index": i} for item, i in zip(items, indices)]
+
+
 class FolderImages(Dataset):
     """``ImageFolder`` items as dicts with the file path (for prediction files)."""
 
