@@ -282,8 +282,7 @@ def test_bench_lengths_unpad_adds_an_unpadded_row_on_the_same_batches(tmp_path, 
                                         "rounds": 5}),
     (["--profile", "--levers"], "profile", {"preset": "bert-mini", "batch_size": 32, "steps": 2, "warmup": 2,
                                             "rounds": 5, "levers": True, "profiled_steps": 3}),
-    (["--finetune", "full", "lora", "--dtype", "fp32"], "finetune", {"preset": "bert-base", "batch_size": 64,
-                                                                   "steps": 20, "warmup": 5}),
+    (["--finetune", "full", "lora", "--dtype", "fp32"], "finetune", {"steps": 20, "warmup": 5}),  # shape: below
     (["--int8", "best.ckpt"], "int8", {"batch_size": 64, "warmup": 5}),
     (["--suite", "cpu-smoke", "--out", "x", "--compare"], "suite", {"preset": None, "rounds": None}),
     (["--compare", "--preset", "bert-tiny", "--warmup", "0"], "compare", {"preset": "bert-tiny", "warmup": 0}),
@@ -344,6 +343,33 @@ def test_the_plain_bench_on_cpu_says_which_defaults_it_took_and_how_to_ask_for_b
                    "to --batch-size 64 --dtype bf16")
     assert "17 s" not in cpu_defaults_note(["preset", "batch_size"])  # bert-base's time is at its own batch, bf16
     assert cpu_defaults_note(["steps", "warmup"]) is None  # every shape option given: nothing to say
+
+
+def test_bench_finetune_takes_the_shared_cpu_default_on_cpu_and_says_so(monkeypatch, capsys):
+    """``bench --finetune`` on CPU timed bert-base at batch 64 (minutes a step) while every other tool takes the
+    shared CPU default: now it does too, with the note naming it and the GPU's bert-base 64 (unchanged there)."""
+    from bigmodel.commands.bench import finetune, resolve
+    from bigmodel.commands.bench.measure import CPU_DEFAULTS
+
+    def resolved(argv, device):
+        _, module, args = resolve(["--finetune", "full", "--dtype", "fp32", *argv], device=device)
+        assert module is finetune
+        return {key: getattr(args, key) for key in ("preset", "batch_size", "steps", "warmup")}, args
+
+    cpu, args = resolved([], "cpu")
+    assert cpu == {**CPU_DEFAULTS, "steps": 20, "warmup": 5} == {"preset": "bert-mini", "batch_size": 32, "steps": 20,
+                                                                 "warmup": 5}
+    assert resolved([], "cuda")[0] == {"preset": "bert-base", "batch_size": 64, "steps": 20, "warmup": 5}
+    assert resolved(["--preset", "bert-tiny"], "cpu")[0]["preset"] == "bert-tiny"  # given options win
+    measured = {"trainable": 2, "total": 4, "optimizer_bytes": 0, "weight_bytes": 0, "peak_bytes": 0, "built_bytes": 0,
+                "ms_per_step": 1.0}
+    monkeypatch.setattr(finetune, "default_device", lambda: "cpu")
+    monkeypatch.setattr(finetune, "finetune_rows", lambda cfg, modes, *rest: {mode: measured for mode in modes})
+    finetune.from_args(None, args)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == ("note: CPU defaults for the options not given: --preset bert-mini --batch-size 32; on a GPU "
+                      "they default to --preset bert-base --batch-size 64")
+    assert out[1].startswith("bert-mini + 2-class head, batch 32 x 128 tokens, fp32")
 
 
 def test_bench_finetune_offers_every_finetune_mode_and_measures_each_with_its_own_head():

@@ -217,8 +217,27 @@ def test_point_names_a_grid_point_and_a_sweep_without_a_grid_is_compared_on_its_
     compare.main([plain, str(tmp_path / "grid"), "--point", "3e-3"])
     row = next(line for line in capsys.readouterr().out.splitlines() if "| test/acc |" in line)
     assert "+0.2500" in row  # (0.95 - 0.70 + 0.97 - 0.72) / 2: the grid's 3e-3, not its selected 1e-3
+    assert row.startswith("| grid (3e-3) − plain | test/acc |")  # the row names the point compared
     with pytest.raises(ValueError, match=r"say which grid point with --point, one of 1e-3, 3e-3$"):
         compare.table([plain, str(tmp_path / "grid")], point="1e-2")
+
+
+@pytest.mark.parametrize("by, label, chosen", [
+    ("mean", "1e-3, selected on val/acc", "1e-3 (n per point: 1e-3 2, 3e-3 2)"),
+    ("seed", "each seed's best point, selected on val/acc", "seed 0: 1e-3, seed 1: 3e-3")])
+def test_a_grid_sweep_compared_without_point_names_the_point_validation_selected(tmp_path, by, label, chosen):
+    """Without --point a grid sweep is compared at the point its validation selected: the row says which (as its
+    summary.md does), and the notes how it was chosen."""
+    runs = [_run("1e-3", 0, 0.80, 0.90), _run("1e-3", 1, 0.82, 0.70), _run("3e-3", 0, 0.95, 0.85),
+            _run("3e-3", 1, 0.97, 0.72)]
+    (tmp_path / "grid").mkdir()
+    (tmp_path / "grid" / "summary.json").write_text(json.dumps(summarise(runs, "bigmodel sweep", select="val/acc",
+                                                                         select_by=by)))
+    plain = _summary(tmp_path / "plain", {"0": 0.70, "1": 0.72})
+    lines = compare.table([str(tmp_path / "grid"), plain], ["test/acc"]).splitlines()
+    assert lines[2].startswith(f"| plain − grid ({label}) | test/acc |")
+    assert lines[lines.index("Grid points:") + 1] == (f"- grid: Selected on validation (val/acc, max, by {by}): "
+                                                      f"{chosen}; test metrics chose nothing.")
 
 
 def _val(point: str, seed: int, val_loss: float | None, test: float = 0.8) -> Run:

@@ -116,6 +116,38 @@ def test_a_hangup_stops_a_fit_at_a_saved_step_unless_nohup_ignores_it(small_text
         signal.signal(signal.SIGHUP, previous)
 
 
+def test_a_run_stopped_by_its_sweep_names_the_sweeps_signal(small_text, tmp_path, capsys, monkeypatch):
+    """A sweep stopped by Ctrl-C sends its runs SIGTERM (a second SIGINT would stop them unsaved), having written
+    SIGINT to the file its runs know of: the run saves as on any SIGTERM, but its line names the Ctrl-C and it exits
+    130, as the sweep does; so does a validate stopped before its result. Without a word from the sweep (the file
+    empty: it runs on), a SIGTERM is the run's own."""
+    from bigmodel.run.stopping import SWEEP_STOP_FILE, StopSafely, stop_cause
+
+    cause = tmp_path / "sweep.stop"
+    cause.write_text("SIGINT")
+    monkeypatch.setenv(SWEEP_STOP_FILE, str(cause))
+    config = resume_config(tmp_path, small_text, "swept")
+    code, line = run_main(["fit", "-c", config, "--trainer.callbacks+=tests.helpers.SignalAtStep",
+                           "--trainer.callbacks.step=3", "--trainer.max_steps=5"], capsys)
+    last = tmp_path / "runs" / "swept" / "checkpoints" / "last.ckpt"
+    assert (code, line) == (130, f"bigmodel: stopped by the sweep on SIGINT (Ctrl-C) at step 3 (after batch 3 of "
+                                 f"epoch 0); saved {last}; resume with --ckpt_path last")
+    assert step_of(last) == 3
+    code, line = run_main(["validate", "-c", config, "--trainer.callbacks+=tests.helpers.SignalInEvaluation"], capsys)
+    assert (code, line) == (130, "bigmodel: stopped by the sweep on SIGINT (Ctrl-C) during validate; no result was "
+                                 "written")
+    cause.write_text("SIGHUP")
+    assert stop_cause(signal.SIGTERM) == (signal.SIGHUP, "the sweep on SIGHUP")
+    StopSafely()._on_signal(signal.SIGTERM, None)  # the notice as the signal arrives
+    assert capsys.readouterr().err == ("bigmodel: SIGTERM from the sweep on SIGHUP: stopping after this optimizer "
+                                       "step and saving last.ckpt\n")
+    assert stop_cause(signal.SIGINT) == (signal.SIGINT, "SIGINT")  # the run's own Ctrl-C (its process group's)
+    cause.write_text("")
+    assert stop_cause(signal.SIGTERM) == (signal.SIGTERM, "SIGTERM")
+    cause.unlink()  # the sweep has ended
+    assert stop_cause(signal.SIGTERM) == (signal.SIGTERM, "SIGTERM")
+
+
 def test_after_a_hangup_output_leaves_the_dead_terminal_only():
     """Writes to a terminal that hung up fail (EIO): such an output goes to /dev/null; a live terminal or a file
     (nohup.out, a log) is left as it is."""

@@ -20,6 +20,7 @@ from bigmodel.commands.sweep import runner
 from bigmodel.commands.sweep.plan import parse_grid, plan
 from bigmodel.commands.sweep.runner import Sweep
 from bigmodel.commands.sweep.summary import SUMMARY_FILES
+from bigmodel.run.stopping import SWEEP_STOP_FILE, stop_cause
 from bigmodel.utils import formatting
 from bigmodel.nn import SmallCNN
 
@@ -128,7 +129,7 @@ class StoppedRuns(FakeRuns):
         Path(checkpoints).mkdir(parents=True, exist_ok=True)
         Path(checkpoints, "last.ckpt").write_text("weights at step 3")
         last = Path(checkpoints, "last.ckpt").resolve()  # as a fit names it: Lightning resolves the directory
-        self.running.append(_Running(Path(stdout.name), self, last, last=len(self.running) + 1 == self.hold))
+        self.running.append(_Running(Path(stdout.name), self, last, last=len(self.running) + 1 == self.hold, env=env))
         return self.running[-1]
 
     def ctrl_c(self):
@@ -140,14 +141,18 @@ class StoppedRuns(FakeRuns):
 
 class _Running:
     """A fit in progress that ends as ``bigmodel fit`` does: at a saved step after SIGTERM or one SIGINT (exit 128 +
-    signal), at once after a second SIGINT in a row (130, nothing saved) or a kill. ``signals``: every one it got."""
+    signal; a SIGTERM from the sweep names the sweep's signal, read as the fit reads it, ``stop_cause``, with the
+    environment the sweep gave the process), at once after a second SIGINT in a row (130, nothing saved) or a kill.
+    ``signals``: every one it got."""
 
-    def __init__(self, stdout, runs, checkpoint, last):
-        self.log, self.runs, self.checkpoint, self.last = stdout, runs, checkpoint, last
-        self.signals, self.stopped = [], threading.Event()
+    def __init__(self, stdout, runs, checkpoint, last, env):
+        self.log, self.runs, self.checkpoint, self.last, self.env = stdout, runs, checkpoint, last, env
+        self.signals, self.stopped, self.cause = [], threading.Event(), None
 
     def send_signal(self, signum):
         self.signals.append(signum)
+        if signum == signal.SIGTERM and self.cause is None:  # read when the signal arrives, as StopSafely does
+            self.cause = stop_cause(signum, self.env)
         self.stopped.set()
 
     def kill(self):
@@ -167,9 +172,9 @@ class _Running:
         if self.signals[-2:] == [signal.SIGINT, signal.SIGINT]:
             self.write("bigmodel: interrupted by Ctrl-C; nothing was saved by this stop")
             return 130
-        name = signal.Signals(self.signals[-1]).name
+        signum, name = self.cause or stop_cause(self.signals[-1], {})
         self.write(f"bigmodel: stopped by {name} at step 3; saved {self.checkpoint}")
-        return 128 + self.signals[-1]
+        return 128 + signum
 
     def write(self, line):
         with open(self.log, "a") as out:  # its own file descriptor, as a process's output
@@ -180,7 +185,8 @@ class _Running:
 def test_one_ctrl_c_stops_the_sweep_and_the_same_command_resumes_it(tmp_path, monkeypatch, capsys, group, parallel):
     """The Ctrl-C reaches the sweep alone (kill -INT <pid>) or its whole process group (a terminal, timeout -s INT):
     either way each running fit is stopped at a saved step (SIGTERM; never a second SIGINT, which would stop it
-    without saving), no further run starts, and the summary says which runs stopped and which never started."""
+    without saving) and says it was the sweep's Ctrl-C (exit 130, as the sweep), no further run starts, and the
+    summary says which runs stopped and which never started."""
     monkeypatch.chdir(tmp_path)
     fake = StoppedRuns(monkeypatch, hold=parallel, group=group)
     command = ["-c", DIGITS_CNN, "--seeds", "0", "1", "2", "--out", "sw", "--parallel", str(parallel)]
@@ -190,10 +196,11 @@ def test_one_ctrl_c_stops_the_sweep_and_the_same_command_resumes_it(tmp_path, mo
     assert [args[0] for args in fake.calls] == ["fit"] * parallel  # no later run started
     for child in fake.running:
         assert child.signals == [signal.SIGINT] * group + [signal.SIGTERM]
+        assert not Path(child.env[SWEEP_STOP_FILE]).exists()  # the sweep's word to its runs, gone with it
     runs = json.loads(Path("sw/summary.json").read_text())["runs"]
     for run in runs[:parallel]:  # the fit's line names its checkpoint absolute; the summary, as the sweep does
         assert run["status"] == "interrupted"
-        assert run["error"] == (f"fit exit 143: bigmodel: stopped by SIGTERM at step 3; saved "
+        assert run["error"] == (f"fit exit 130: bigmodel: stopped by the sweep on SIGINT (Ctrl-C) at step 3; saved "
                                 f"sw/default/seed{run['seed']}/checkpoints/last.ckpt")
     assert str(tmp_path) not in Path("sw/summary.json").read_text() + Path("sw/summary.md").read_text()
     assert [(r["status"], r["error"]) for r in runs[parallel:]] == \
@@ -210,7 +217,8 @@ def test_one_ctrl_c_stops_the_sweep_and_the_same_command_resumes_it(tmp_path, mo
         [f"--seed_everything={seed}" for seed in range(parallel)]
     assert len(fake.calls) == parallel + 2 * 3
     log = Path("sw/default/seed0/fit.log").read_text().splitlines()
-    assert log[0] == f"bigmodel: stopped by SIGTERM at step 3; saved {tmp_path}/sw/default/seed0/checkpoints/last.ckpt"
+    assert log[0] == (f"bigmodel: stopped by the sweep on SIGINT (Ctrl-C) at step 3; saved "
+                      f"{tmp_path}/sw/default/seed0/checkpoints/last.ckpt")
     assert log[2].startswith("===== sweep: fit resumed from sw/default/seed0/checkpoints/last.ckpt on 20")
     assert all(r["status"] == "done" for r in json.loads(Path("sw/summary.json").read_text())["runs"])
     capsys.readouterr()
@@ -230,7 +238,8 @@ def test_a_terminal_that_closes_stops_the_sweep_as_sigterm_does(tmp_path, monkey
     assert fake.running[0].signals == [signal.SIGHUP, signal.SIGTERM]
     runs = json.loads(Path("sw/summary.json").read_text())["runs"]
     assert [(r["status"], r["error"]) for r in runs] == [
-        ("interrupted", "fit exit 143: bigmodel: stopped by SIGTERM at step 3; saved sw/default/seed0/checkpoints/last.ckpt"),
+        ("interrupted", "fit exit 129: bigmodel: stopped by the sweep on SIGHUP at step 3; saved "
+                        "sw/default/seed0/checkpoints/last.ckpt"),
         ("pending", "not started (the sweep was stopped)")]
     assert capsys.readouterr().err.endswith("bigmodel: sweep stopped by SIGHUP: 1 run stopped (1 with a last.ckpt to "
                                             "resume from), 1 not started; to resume, run the same command again\n")

@@ -33,7 +33,7 @@ from bigmodel.run.callbacks import (
 )
 from bigmodel.run.figures import AttentionMaps, MaskedPredictions, RetrievalExamples
 from bigmodel.run.progress import BestScoreHParam, ProgressLog, interactive
-from bigmodel.run.stopping import RunStopped, StopSafely
+from bigmodel.run.stopping import RunStopped, StopSafely, stop_cause
 from bigmodel.tasks import base
 
 
@@ -278,8 +278,9 @@ def main(args: list[str] | None = None) -> None:
             command = next((a for a in argv if a in SUBCOMMANDS), "fit")
             what = "before training started; nothing was saved by this stop" if command == "fit" else \
                 f"during {command}; no result was written"
-            print(f"bigmodel: stopped by SIGTERM {what}", file=sys.stderr)
-            sys.exit(128 + signal.SIGTERM)
+            signum, name = stop_cause(signal.SIGTERM)  # (a sweep's run: the sweep's own signal)
+            print(f"bigmodel: stopped by {name} {what}", file=sys.stderr)
+            sys.exit(128 + signum)
         # Lightning turns a Ctrl-C it catches (before training, or a second one) into exit 1
         if isinstance(err, SystemExit) and not isinstance(err.__context__, KeyboardInterrupt):
             raise

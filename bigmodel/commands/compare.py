@@ -6,7 +6,8 @@
 The first summary (a ``summary.json`` or the directory holding it) is the reference; every other one is compared with
 it on the primary metric: the one ``--metric`` names (repeatable; ``--metric all``: every test metric they share),
 else the test counterpart of the reference's checkpoint monitor (``val/acc`` -> ``test/acc``) as its recorded config
-says. Each row: the mean difference (other − reference), its sample std, a 95 % t-interval, n, a verdict ("<other>
+says. A grid sweep is compared at ``--point``, else at the point its validation selected; its row names that point
+(``lora (lr=3e-3, selected on val/acc) − full``) and the notes how it was chosen. Each row: the mean difference (other − reference), its sample std, a 95 % t-interval, n, a verdict ("<other>
 better", "<reference> better", "not resolved at n seeds", or "no spread: cannot assess" when every seed gives the
 same difference; "not comparable: tested on different data" when the data module or its test set differ,
 ``TEST_DATA``) and the seeds per sweep a difference of the observed size would need at the observed spread for
@@ -38,7 +39,7 @@ import yaml
 
 from bigmodel.commands.held_settings import different_data, held_settings, setting_differences, settings_note
 from bigmodel.commands.intervals import MANY_SEEDS, Difference, holm, paired, welch
-from bigmodel.commands.summary_notes import describe_randomness, randomness
+from bigmodel.commands.summary_notes import describe_randomness, describe_selection, point_label, randomness
 
 
 def load(path: str | Path) -> dict[str, Any]:
@@ -136,13 +137,15 @@ def interval(d: Difference, scale: float = 1.0, digits: int | None = None) -> st
 
 
 def row(d: Difference, other: str, reference: str, why_unpaired: str | None = None, scale: float = 1.0,
-        digits: int | None = None, not_comparable: str | None = None) -> list[str]:
-    """A table row; ``not_comparable`` (``different_data``) replaces the verdict and the seeds a difference needs."""
+        digits: int | None = None, not_comparable: str | None = None,
+        labels: tuple[str, str] | None = None) -> list[str]:
+    """A table row; ``not_comparable`` (``different_data``) replaces the verdict and the seeds a difference needs;
+    ``labels``: how the comparison column names the two (with their grid points), where not by their names."""
     how = ("paired" + _left_out(d, other, reference) if d.paired
            else f"unpaired ({why_unpaired or 'fewer than 2 seeds with a result in both'}): Welch")
     std = "–" if d.std is None else f"{d.std * scale:.4g}"
     needed = "–" if d.seeds_needed is None else f"> {MANY_SEEDS}" if d.seeds_needed > MANY_SEEDS else str(d.seeds_needed)
-    return [f"{other} − {reference}", d.metric, interval(d, scale, digits), std, d.n_text, how,
+    return [" − ".join(labels or (other, reference)), d.metric, interval(d, scale, digits), std, d.n_text, how,
             not_comparable or d.verdict(other, reference), "–" if not_comparable else needed]
 
 
@@ -211,30 +214,35 @@ def table(paths: list[str], metrics: list[str] | None = None, point: str | None 
                              point, p, "--point") for s, p in zip(summaries, paths)]
     metrics, which = chosen_metrics(metrics, summaries[0], paths[0])
     notes = dict.fromkeys(f"- {n}: {describe_randomness(randomness(s))}" for n, s in zip(names, summaries))
+    # a grid sweep's row names its point (the one validation selected, or --point's); the notes how it was chosen
+    labels = [f"{n} ({point_label(p)})" if point_label(p) else n for n, p in zip(names, points)]
+    chosen = [f"- {n}: {line}" for n, p in zip(names, points) if p.get("point") == "selected" and p.get("selected")
+              for line in describe_selection(p["selected"])]
     scale, digits = (100.0, 1) if percent else (1.0, None)
     reference_settings = held_settings(summaries[0], points[0])
     differing = [(name, setting_differences(held_settings(summary, other), reference_settings))
                  for name, summary, other in zip(names[1:], summaries[1:], points[1:])]
     warnings = [f"note ({name} vs {names[0]}): {settings_note(d)}" for name, d in differing if d]
-    rows: list[tuple[Difference, str, str | None, str | None]] = []
-    for (name, d), summary, other in zip(differing, summaries[1:], points[1:]):
+    rows: list[tuple[Difference, str, str | None, str | None, str]] = []
+    for (name, d), summary, other, label in zip(differing, summaries[1:], points[1:], labels[1:]):
         why = pairable(other, points[0], summary, summaries[0])
         shared = [m for m in other["metrics"] if m in points[0]["metrics"] and m.startswith("test/")]
-        rows += [(compare_points(metric, other, points[0], why is None), name, why, different_data(d))
+        rows += [(compare_points(metric, other, points[0], why is None), name, why, different_data(d), label)
                  for metric in metrics or shared]
     adjust = len(rows) > 1
-    family = [d for d, _, _, apart in rows if not apart]  # a row without a verdict is no test of the family
+    family = [d for d, _, _, apart, _ in rows if not apart]  # a row without a verdict is no test of the family
     decisions = iter(holm(family))
     header = HEADER + ((HOLM,) if adjust else ())
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for d, name, why, apart in rows:
+    for d, name, why, apart, label in rows:
         held = apart or d.verdict(name, names[0], next(decisions))
-        cells = row(d, name, names[0], why, scale, digits, apart) + ([held] if adjust else [])
+        cells = row(d, name, names[0], why, scale, digits, apart, (label, labels[0])) + ([held] if adjust else [])
         lines.append("| " + " | ".join(cells) + " |")
     apart = " with a verdict" if len(family) < len(rows) else ""
     scope = [which, SCOPE + (f" The last column's verdicts hold together (Holm, familywise 5 % over the {len(family)} "
                              f"comparison{'s' * (len(family) != 1)}{apart})." if adjust and family else "")]
-    return "\n".join(lines + (["", *warnings] if warnings else []) + ["", *scope, "", "Seeds:", *notes])
+    grid = ["", "Grid points:", *chosen] if chosen else []
+    return "\n".join(lines + (["", *warnings] if warnings else []) + ["", *scope, "", "Seeds:", *notes] + grid)
 
 
 def _name(path: str) -> str:

@@ -1,6 +1,6 @@
 """What a sweep's summary says of itself: which randomness its seed controls (``randomness``), which grid point
-validation chose, which seeds were tested on last.ckpt for want of a best one (``describe_summary``): the lines
-under a compare table and in summary.md."""
+validation chose (``describe_selection``, ``point_label``), which seeds were tested on last.ckpt for want of a best
+one (``describe_summary``): the lines under a compare table and in summary.md."""
 
 from __future__ import annotations
 
@@ -55,12 +55,7 @@ def describe_summary(summary: dict[str, Any]) -> list[str]:
     lines = [f"Seeds: {describe_randomness(summary['randomness'])}."] if "randomness" in summary else []
     chosen = (summary.get("selected") or {}).get("selected")
     if chosen:
-        which = chosen.get("point") or ", ".join(f"seed {s}: {p}" for s, p in chosen["points"].items())
-        counts = f" (n per point: {', '.join(f'{p} {n}' for p, n in chosen['n'].items())})" if "n" in chosen else ""
-        lines.append(f"Selected on validation ({chosen['metric']}, {chosen['goal']}, by {chosen['by']}): {which}"
-                     f"{counts}; test metrics chose nothing.")
-        lines += [f"Not eligible: {p}: {why}." for p, why in chosen.get("left_out", {}).items()]
-        lines += [f"Seed {s} {why}." for s, why in chosen.get("incomplete", {}).items()]
+        lines += describe_selection(chosen)
     if summary.get("not_selected"):
         lines.append(f"No grid point selected: {summary['not_selected']}.")
     fell_back = [r for r in runs_of(summary, None) if Path(r.get("ckpt_path") or "").name == "last.ckpt"]
@@ -70,6 +65,27 @@ def describe_summary(summary: dict[str, Any]) -> list[str]:
         lines.append("Tested on last.ckpt, not best.ckpt (none was saved, as when a fit ends before its first "
                      f"validation): {seeds}.")
     return lines
+
+
+def describe_selection(chosen: dict[str, Any]) -> list[str]:
+    """The lines on a grid point chosen on validation (a summary's ``selected.selected`` record): which point (or
+    each seed's), on what, and what was left out of the choice."""
+    which = chosen.get("point") or ", ".join(f"seed {s}: {p}" for s, p in chosen["points"].items())
+    counts = f" (n per point: {', '.join(f'{p} {n}' for p, n in chosen['n'].items())})" if "n" in chosen else ""
+    lines = [f"Selected on validation ({chosen['metric']}, {chosen['goal']}, by {chosen['by']}): {which}{counts}; "
+             "test metrics chose nothing."]
+    lines += [f"Not eligible: {p}: {why}." for p, why in chosen.get("left_out", {}).items()]
+    return lines + [f"Seed {s} {why}." for s, why in chosen.get("incomplete", {}).items()]
+
+
+def point_label(point: dict[str, Any]) -> str | None:
+    """How a compared point of a grid sweep is named beside the sweep (``1e-3, selected on val/acc``; a named
+    point: its name); None for a sweep's only point."""
+    chosen = point.get("selected") if point.get("point") == "selected" else None
+    if chosen:
+        which = chosen.get("point") or "each seed's best point"
+        return f"{which}, selected on {chosen['metric']}"
+    return None if point.get("point") in (None, "default") else point["point"]
 
 
 def asked_ckpt(summary: dict[str, Any]) -> str | None:

@@ -16,6 +16,9 @@
   saves its ``hpc_ckpt_N.ckpt`` and requeues the job; the SIGTERM that follows saves ``last.ckpt`` at the end of
   the step and links it as the newest ``hpc_ckpt_N+1.ckpt`` (what the requeued job resumes from), and the process
   exits 0 because the job goes on.
+- A run of ``bigmodel sweep`` gets SIGTERM from the sweep whatever stopped the sweep (a second SIGINT would stop it
+  unsaved): it names the sweep's signal and exits with its status (``stopped by the sweep on SIGINT (Ctrl-C)``, 130),
+  read from the file in ``$BIGMODEL_SWEEP_STOP_FILE`` where the sweep writes it first (``stop_cause``).
 """
 
 from __future__ import annotations
@@ -41,6 +44,24 @@ STOP_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, 
 # ``timeout -s INT`` sends its signal to its child and then to the child's process group: the same stop arriving
 # twice within this many seconds is one Ctrl-C, not the second one that stops at once without saving
 SAME_SIGNAL_S = 1.0
+# a sweep's runs: the file in which the sweep writes the name of the signal that stopped it, before it sends them
+# SIGTERM (commands/sweep/runner.py); empty while the sweep runs on
+SWEEP_STOP_FILE = "BIGMODEL_SWEEP_STOP_FILE"
+
+
+def stop_cause(signum: int, environ: Any = None) -> tuple[int, str]:
+    """The signal a stop by ``signum`` reports (its exit status is 128 + it) and how the stop line names it: the
+    user's Ctrl-C or hangup, not the SIGTERM that a sweep forwarded to its runs for it."""
+    path = (os.environ if environ is None else environ).get(SWEEP_STOP_FILE)
+    if signum == signal.SIGTERM and path:
+        try:
+            name = open(path, encoding="utf-8").read().strip()
+        except OSError:  # the sweep is gone (removed its file): the SIGTERM is the run's own
+            name = ""
+        cause = next((s for s in STOP_SIGNALS if s.name == name), None)
+        if cause is not None:
+            return cause, f"the sweep on {cause.name}" + (" (Ctrl-C)" if cause == signal.SIGINT else "")
+    return signum, signal.Signals(signum).name
 
 
 class RunStopped(Exception):
@@ -84,9 +105,11 @@ class StopSafely(Callback):
             launcher.kill(signum)  # DDP ranks started by this process stop with it (as Lightning's handler does)
         if first and (trainer is None or trainer.is_global_zero):
             again = " (Ctrl-C again stops at once without saving)" if signum == signal.SIGINT else ""
+            cause, name = stop_cause(signum)
+            heard = f"{name} received" if cause == signum else f"SIGTERM from {name}"
             try:
-                print(f"bigmodel: {signal.Signals(signum).name} received: stopping after this optimizer step and "
-                      f"saving last.ckpt{again}", file=sys.stderr, flush=True)
+                print(f"bigmodel: {heard}: stopping after this optimizer step and saving last.ckpt{again}",
+                      file=sys.stderr, flush=True)
             except OSError:  # stderr is gone (a pipe whose reader ended): the stop goes on without its notice
                 pass
 
@@ -212,9 +235,9 @@ class StopSafely(Callback):
             save_last(trainer)
             path = last_checkpoint_path(trainer)
             saved = f"saved {path}; resume with --ckpt_path last" if path else "no checkpoint saved (checkpointing off)"
-            raise RunStopped(self.signum, f"stopped by {signal.Signals(self.signum).name} at step "
-                                          f"{trainer.global_step} (the signal reached the data loader's workers "
-                                          f"too); {saved}") from exception
+            signum, name = stop_cause(self.signum)
+            raise RunStopped(signum, f"stopped by {name} at step {trainer.global_step} (the signal reached the data "
+                                     f"loader's workers too); {saved}") from exception
         if isinstance(exception, (RunStopped, KeyboardInterrupt, SystemExit)) or trainer.world_size > 1 \
                 or not trainer.training:
             return
@@ -239,11 +262,11 @@ class StopSafely(Callback):
             stop = trainer.strategy.reduce_boolean_decision(stop, all=False)  # any rank's signal stops all
         if not stop:
             return None
-        signum = self.signum or signal.SIGTERM  # a rank that got no signal itself follows the others
+        signum, name = stop_cause(self.signum or signal.SIGTERM)  # a rank that got no signal follows the others
         save_last(trainer)
         path = last_checkpoint_path(trainer)
         saved = f"saved {path}; resume with --ckpt_path last" if path else "no checkpoint saved (checkpointing off)"
-        message = f"stopped by {signal.Signals(signum).name} at step {trainer.global_step} ({where}); {saved}"
+        message = f"stopped by {name} at step {trainer.global_step} ({where}); {saved}"
         if self.requeued and path:
             hpc = trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir)
             if trainer.is_global_zero:

@@ -52,14 +52,12 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
     """The options every tool reads (their defaults differ by tool: each module's ``DEFAULTS`` or
     ``defaults(device)``), then each tool's."""
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    gpu, cpu, ft = _tool("throughput").GPU_DEFAULTS, _tool("throughput").CPU_SHAPE, _tool("finetune").DEFAULTS
+    gpu, cpu = _tool("throughput").GPU_DEFAULTS, _tool("throughput").CPU_SHAPE
     p.add_argument("--preset", help=f"encoder preset (default {gpu['preset']} on a GPU, {cpu['preset']} on CPU; with "
-                                    f"--compare, --profile or --adversarial {cpu['preset']}; --finetune "
-                                    f"{ft['preset']})")
+                                    f"--compare, --profile or --adversarial {cpu['preset']})")
     p.add_argument("--vocab-size", type=int, help="default: the preset's own (BERT 30,522, ModernBERT 50,368)")
     p.add_argument("--batch-size", type=int, help=f"default {gpu['batch_size']} on a GPU, {cpu['batch_size']} on CPU; "
-                                                  f"with --compare, --profile or --adversarial {cpu['batch_size']}; "
-                                                  f"--finetune {ft['batch_size']}")
+                                                  f"with --compare, --profile or --adversarial {cpu['batch_size']}")
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--dtype", choices=["fp32", "bf16"], help=f"default {gpu['dtype']} on a GPU, {cpu['dtype']} on CPU "
                                                              "(--compare: bf16-mixed on GPU, fp32 on CPU)")

@@ -2,7 +2,9 @@
 ``bigmodel.nn.peft.Finetune``): one classification training step per mode on a 2-class head with the pooling
 training gives that mode (``choose_pooling``: a linear probe reads [CLS], the others BERT's tanh pooler), each in a
 fresh process so that its peak resident memory (``getrusage`` max RSS: every CPU tensor is in it, unlike
-``tracemalloc``) is its own; on a GPU, ``max_memory_allocated``. LoRA at its default (rank 8 on q, v).
+``tracemalloc``) is its own; on a GPU, ``max_memory_allocated``. LoRA at its default (rank 8 on q, v). Defaults
+(``defaults``): bert-base, batch 64 on a GPU; on CPU the CPU default every bench tool shares (bert-mini, batch 32),
+with a note saying so; always 128 tokens, fp32 (``--dtype fp32``, given).
 
     python -m bigmodel.commands.bench --finetune full lora --preset bert-base --batch-size 8 --seq-len 128 --dtype fp32
 """
@@ -19,14 +21,22 @@ from typing import get_args
 
 import torch
 
-from bigmodel.commands.bench.measure import bench_config, default_device, mib
+from bigmodel.commands.bench.measure import CPU_DEFAULTS, bench_config, default_device, mib
+from bigmodel.commands.bench.throughput import cpu_defaults_note
 from bigmodel.nn import EncoderConfig, SequenceClassifier, num_parameters
 from bigmodel.nn.peft import Finetune, LoRAConfig, add_lora, set_trainable
 from bigmodel.tasks.backbones import choose_pooling
 from bigmodel.tasks.optim import adamw, parameter_groups
 
 MODES = list(get_args(Finetune))  # the project's one list: a new mode is a choice here at once
-DEFAULTS = {"preset": "bert-base", "batch_size": 64, "steps": 20, "warmup": 5}  # --dtype: fp32, given
+GPU_DEFAULTS = {"preset": "bert-base", "batch_size": 64}
+TIMING = {"steps": 20, "warmup": 5}  # --dtype: fp32, given
+
+
+def defaults(device: str) -> dict:
+    """The options left out, on ``device``: bert-base at batch 64 on a GPU; on CPU the CPU default every bench tool
+    shares (``measure.CPU_DEFAULTS``): full fine-tuning of bert-base at 64 x 128 takes minutes a step there."""
+    return {**(GPU_DEFAULTS if device == "cuda" else CPU_DEFAULTS), **TIMING}
 
 
 def run_finetune(cfg: EncoderConfig, finetune: str, batch: int, seq: int, steps: int, warmup: int, device: str,
@@ -93,6 +103,9 @@ def from_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     device = default_device()
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
+    note = cpu_defaults_note(getattr(args, "defaulted", []), GPU_DEFAULTS) if device == "cpu" else None
+    if note:
+        print(note, flush=True)
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
     cfg = bench_config(args)
     rows = finetune_rows(cfg, args.finetune, args.batch_size, args.seq_len, args.steps, args.warmup, device,

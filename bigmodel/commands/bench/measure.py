@@ -18,7 +18,7 @@ from bigmodel.tasks.optim import adamw, parameter_groups
 
 
 # The one CPU default shape and precision: what --compare, --profile and --adversarial start from everywhere, and
-# the plain throughput bench on CPU (``throughput.defaults``). A bert-mini step at 32 x 128 takes about a second on
+# the plain throughput bench and --finetune on CPU (``throughput.defaults``, ``finetune.defaults``). A bert-mini step at 32 x 128 takes about a second on
 # two cores; bert-base's bf16 step at 64 x 128, the GPU table's, about 17 s. fp32: bf16 autocast on CPU is an
 # option (experiments/trainer/cpu-bf16.yaml), not the default.
 CPU_DEFAULTS = {"preset": "bert-mini", "batch_size": 32}

@@ -34,15 +34,17 @@ def defaults(device: str) -> dict:
     return {**(GPU_DEFAULTS if device == "cuda" else CPU_SHAPE), **TIMING}
 
 
-def cpu_defaults_note(defaulted: list[str]) -> str | None:
+def cpu_defaults_note(defaulted: list[str], gpu_defaults: dict | None = None) -> str | None:
     """One line naming the CPU defaults taken for the shape options left out (``defaulted``) and the GPU's defaults
-    for those same options (never for one given: ``--preset vit-...`` is not bert-base); bert-base's step time only
-    when every shape option was left out, the one shape it is for. None when every shape option was given."""
+    (``gpu_defaults``: the tool's, this one's by default) for those same options (never for one given: ``--preset
+    vit-...`` is not bert-base); bert-base's step time only when every shape option was left out, the one shape it is
+    for. None when every shape option was given."""
+    gpu_defaults = GPU_DEFAULTS if gpu_defaults is None else gpu_defaults
     taken = [key for key in SHAPE_OPTIONS if key in defaulted]
     if not taken:
         return None
     chosen = " ".join(f"{SHAPE_OPTIONS[key]} {CPU_SHAPE[key]}" for key in taken)
-    gpu = " ".join(f"{SHAPE_OPTIONS[key]} {GPU_DEFAULTS[key]}" for key in taken)
+    gpu = " ".join(f"{SHAPE_OPTIONS[key]} {gpu_defaults[key]}" for key in taken)
     if len(taken) < len(SHAPE_OPTIONS):
         return f"note: CPU defaults for the options not given: {chosen}; on a GPU they default to {gpu}"
     return (f"note: CPU defaults for the options not given: {chosen}; the GPU default (about 17 s a step on two "

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -21,7 +22,7 @@ from typing import Any
 from bigmodel.commands.sweep import reuse
 from bigmodel.commands.sweep.plan import Run
 from bigmodel.run.hangup import leave_hung_up_terminal
-from bigmodel.run.stopping import SAME_SIGNAL_S, STOP_SIGNALS
+from bigmodel.run.stopping import SAME_SIGNAL_S, STOP_SIGNALS, SWEEP_STOP_FILE
 
 _INTERRUPTED = tuple(128 + s for s in STOP_SIGNALS)  # a run stopped by a signal at a saved step: the next sweep resumes it
 # each stage's wall time, a stopped fit's too: a reused run reports the time it took, a resumed fit adds the earlier part
@@ -43,6 +44,7 @@ class Sweep:
         self._children: set[subprocess.Popen] = set()
         self.stop_signal: int | None = None
         self._stopped_at = -SAME_SIGNAL_S  # (time.monotonic() of the first stop signal)
+        self._stop_file: str | None = None  # where the runs read the signal that stopped the sweep (SWEEP_STOP_FILE)
 
     def arguments(self, run: Run, stage: str) -> list[str]:
         point_dir = str(Path(run.directory).parent)
@@ -71,6 +73,8 @@ class Sweep:
         # as in StopSafely
         handled = [s for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN] \
             if _main_thread() else []
+        descriptor, self._stop_file = tempfile.mkstemp(prefix="bigmodel-sweep-", suffix=".stop")
+        os.close(descriptor)
         previous = {signum: signal.signal(signum, self._on_signal) for signum in handled}
         try:
             with ThreadPoolExecutor(self.parallel) as pool:
@@ -82,6 +86,8 @@ class Sweep:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+            Path(self._stop_file).unlink(missing_ok=True)
+            self._stop_file = None
 
     def finished(self, run: Run) -> bool:
         """Whether ``run`` has its results (a test result and, in a grid, its validation): it is reused, not run."""
@@ -119,6 +125,8 @@ class Sweep:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         if slot is not None:
             env["CUDA_VISIBLE_DEVICES"] = slot
+        if self._stop_file is not None:
+            env[SWEEP_STOP_FILE] = self._stop_file
         Path(run.directory).mkdir(parents=True, exist_ok=True)
         log = Path(run.directory, f"{stage}.log")
         resumed = "--ckpt_path=last" in args
@@ -181,9 +189,11 @@ class Sweep:
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         """The first SIGINT, SIGTERM or SIGHUP stops the sweep: no further run starts, and each running one is sent
-        SIGTERM (it saves last.ckpt at its step and exits 143). SIGTERM, not the SIGINT: after a Ctrl-C in a terminal
-        (or ``timeout -s INT``) the runs, in the sweep's process group, got that SIGINT themselves, and a second one
-        would stop them without saving; SIGTERM after SIGINT (or a hangup's SIGHUP) is one stop at the same step. A
+        SIGTERM (it saves last.ckpt at its step). SIGTERM, not the SIGINT: after a Ctrl-C in a terminal (or
+        ``timeout -s INT``) the runs, in the sweep's process group, got that SIGINT themselves, and a second one would
+        stop them without saving; SIGTERM after SIGINT (or a hangup's SIGHUP) is one stop at the same step. The
+        signal's name is written to the runs' ``SWEEP_STOP_FILE`` first: each run names it (``stopped by the sweep on
+        SIGINT (Ctrl-C)``) and exits with its status (130 / 143 / 129), as the sweep does. A
         later Ctrl-C stops them at once (killed, nothing saved by this stop), as a second Ctrl-C stops a fit; the same
         Ctrl-C arriving twice within ``SAME_SIGNAL_S`` (``timeout -s INT`` signals the sweep, then its process group)
         is one. After a hangup the sweep's own output leaves the dead terminal, so that it still writes its summary."""
@@ -194,6 +204,7 @@ class Sweep:
                 return  # one Ctrl-C delivered twice: the runs were sent SIGTERM already
             if not again:
                 self.stop_signal, self._stopped_at = signum, time.monotonic()
+                self._tell_runs(signum)
                 print(f"sweep: {_signal_name(signum)} received: stopping the running runs at a saved step; no "
                       "further run starts" + (" (Ctrl-C again stops them at once without saving)" if signum == signal.SIGINT else ""),
                       file=sys.stderr, flush=True)
@@ -202,6 +213,16 @@ class Sweep:
                     child.kill()  # a second Ctrl-C: stop now
                 else:
                     child.send_signal(signal.SIGTERM)
+
+    def _tell_runs(self, signum: int) -> None:
+        """The signal that stopped the sweep, for its runs to name (``run.stopping.stop_cause``): written before the
+        SIGTERM that makes them read it (one file for all the sweep's runs, removed when it ends)."""
+        if self._stop_file is None:
+            return
+        try:
+            Path(self._stop_file).write_text(signal.Signals(signum).name, encoding="utf-8")
+        except OSError:  # (a full /tmp) the runs say SIGTERM, as they did before: the stop and its saving go on
+            pass
 
 
 def _recorded_seconds(run: Run) -> dict[str, float]:
