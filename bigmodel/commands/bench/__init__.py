@@ -4,7 +4,7 @@ README. One module per tool, each with its own defaults; this file only picks th
     python -m bigmodel.commands.bench            # GPU: bert-base, 64 x 128, bf16; CPU: bert-mini, 32 x 128, fp32
     python -m bigmodel.commands.bench --preset bert-base --batch-size 64 --seq-len 128 --dtype bf16 --compile
     python -m bigmodel.commands.bench --preset vit-cifar-small --batch-size 512 --dtype bf16 --compile
-    python -m bigmodel.commands.bench --finetune full lora --preset bert-base --batch-size 8 --seq-len 128 --dtype fp32
+    python -m bigmodel.commands.bench --finetune full lora --preset bert-base --batch-size 8 --seq-len 128
     python -m bigmodel.commands.bench --int8 runs/sst2-mini/checkpoints/best.ckpt --test-files ../shared/data/sst2/test.tsv
     python -m bigmodel.commands.bench --compare --json bench.json                              # CPU: bert-mini, 32 x 128
     python -m bigmodel.commands.bench --compare --preset bert-base --batch-size 256 --seq-len 128 --compile \\
