@@ -3,10 +3,12 @@ earlier run's checkpoints, one fit per run name, and bad checkpoints / disks / c
 
 import errno
 import os
+import re
 import signal
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import pytest
@@ -87,7 +89,13 @@ def test_stopped_mid_epoch_then_resumed_matches_an_uninterrupted_run(how, uninte
                         "resume with --ckpt_path last")
         assert step_of(last) == 5
 
-    resumed = BigModelCLI(args=["fit", "-c", config, "--ckpt_path", "last"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed = BigModelCLI(args=["fit", "-c", config, "--ckpt_path", "last"])
+    # neither "Checkpoint directory ... exists and is not empty" (its own last.ckpt, continued) nor "your dataloader
+    # is not resumable" (it is: the same model and metrics as a run that never stopped, below)
+    said = [str(w.message) for w in caught]
+    assert not [m for m in said if "not empty" in m or "not resumable" in m], said
     full = uninterrupted
     assert resumed.trainer.global_step == full.trainer.global_step == 2 * full.trainer.num_training_batches
     for key in ("val/loss", "val/acc"):
@@ -281,10 +289,21 @@ def test_a_failed_fresh_fit_keeps_the_earlier_checkpoints(small_text, tmp_path, 
     assert code == 2 and "non-finite gradients at step 1" in line
     assert (ckpts / "last.ckpt").read_bytes() == earlier and not (ckpts / "previous").exists()
 
-    # a run that writes its own checkpoint moves the earlier ones, whole, to previous/<time>/
-    BigModelCLI(args=["fit", "-c", path, "--seed_everything", "1"])
+    # a run that writes its own checkpoint moves the earlier ones, whole, to previous/<time>/ (and so Lightning's
+    # "Checkpoint directory ... exists and is not empty" is not said)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        BigModelCLI(args=["fit", "-c", path, "--seed_everything", "1"])
+    assert not [str(w.message) for w in caught if "not empty" in str(w.message)]
     moved = list((ckpts / "previous").glob("*/last.ckpt"))
     assert len(moved) == 1 and moved[0].read_bytes() == earlier and (ckpts / "last.ckpt").read_bytes() != earlier
+
+    # resuming another checkpoint than the directory's last.ckpt writes over that run's: said, before it happens
+    newer = (ckpts / "last.ckpt").read_bytes()
+    with pytest.warns(UserWarning, match=re.escape(f"--ckpt_path {moved[0]} is not {ckpts}'s last.ckpt: this fit "
+                                                   "writes over last.ckpt there (another run's, or later steps)")):
+        BigModelCLI(args=["fit", "-c", path, "--ckpt_path", str(moved[0]), "--trainer.max_steps", "3"])
+    assert (ckpts / "last.ckpt").read_bytes() != newer
 
     # `--ckpt_path last` with only an earlier run's last.ckpt left says so instead of starting over
     (ckpts / "last.ckpt").unlink()
@@ -361,7 +380,11 @@ def test_commands_started_together_never_share_a_version_directory(small_text, t
 
     first._take_back_empty_dirs()  # the first command failed before writing anything: the second's stays
     assert sorted(p.name for p in name.iterdir()) == ["version_1"]
-    BigModelCLI(args=["validate", "-c", both])  # the next one opens version_2, both loggers writing there
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        BigModelCLI(args=["validate", "-c", both])  # the next one opens version_2, both loggers writing there
+    # the CSV logger finds TensorBoard's files of this command there, not an earlier run's logs it would delete
+    assert not [w for w in caught if "exists and is not empty" in str(w.message)], [str(w.message) for w in caught]
     assert {"config.yaml", "metrics.csv", "validate_metrics.json"} <= {p.name for p in (name / "version_2").iterdir()}
     assert sorted(p.name for p in name.iterdir()) == ["version_1", "version_2"]
 

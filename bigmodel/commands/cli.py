@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import warnings
 
 import datasets
 import lightning as L
@@ -40,11 +39,6 @@ from bigmodel.tasks import base
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 # on by default, configurable in YAML
 MONITORS = (ProgressLog, BestScoreHParam, AttentionMaps, MaskedPredictions, RetrievalExamples)
-
-# bigmodel handles these: the run's own lock file sits in the checkpoint directory and earlier checkpoints move to
-# previous/ when the new run writes its first; the data modules resume mid-epoch themselves.
-warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
 
 
 class BigModelCLI(LightningCLI):

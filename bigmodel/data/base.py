@@ -66,7 +66,7 @@ class DataModule(L.LightningDataModule):
             epoch, consumed = self._resume
             sampler.resume(epoch, consumed * hp.batch_size)  # nothing is skipped if that epoch had finished
             self._resume = None
-        return self.loader(EpochIndexed(dataset), collate_fn, sampler=sampler, drop_last=drop_last)
+        return self.loader(EpochIndexed(dataset), collate_fn, sampler=sampler, drop_last=drop_last, resumable=True)
 
     def hold_out(self, n: int) -> tuple[list[int], list[int]]:
         """Indices (fit, validation) of ``n`` examples: ``validation_fraction`` of them drawn by ``seed``, for sources
@@ -103,11 +103,12 @@ class DataModule(L.LightningDataModule):
         drop_last: bool = False,
         sampler: Sampler | None = None,
         batched: bool = True,
+        resumable: bool = False,
     ) -> DataLoader:
         """``batched=False``: the sampler yields one key per batch, which the dataset and ``collate_fn`` turn into
-        a whole batch (``batch_size=None``)."""
+        a whole batch (``batch_size=None``). ``resumable``: ``train_loader``'s, which resumes mid-epoch."""
         hp = self.hparams
-        return DataLoader(
+        return (ResumableLoader if resumable else DataLoader)(
             dataset,
             batch_size=hp.batch_size if batched else None,
             shuffle=shuffle,
@@ -118,6 +119,20 @@ class DataModule(L.LightningDataModule):
             pin_memory=torch.cuda.is_available(),
             drop_last=drop_last,
         )
+
+
+class ResumableLoader(DataLoader):
+    """``train_loader``'s DataLoader, which Lightning knows resumes mid-epoch by its ``state_dict`` and
+    ``load_state_dict``: without them, a resume from a checkpoint written mid-epoch warned that the dataloader "is
+    not resumable" and results may differ, which is not so here. The position is the data module's state
+    (``DataModule.state_dict``: the epoch and the batches consumed in it, which ``ResumableSampler`` skips); the
+    loader holds none of its own."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Nothing to restore: ``DataModule.load_state_dict`` restores the position."""
 
 
 class TextDataModule(DataModule):

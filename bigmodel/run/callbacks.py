@@ -7,6 +7,7 @@ import glob
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,10 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.callbacks import ModelSummary as LightningModelSummary
 from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from bigmodel.run.checkpoint_io import AtomicCheckpointIO
+from bigmodel.run.directory import overwritten_by_resume
 from bigmodel.data.tokenizer import CHECKPOINT_KEY, tokenizer_files
 from bigmodel.tasks.checkpoints import ARCHIVE
 
@@ -120,6 +122,16 @@ class Checkpoint(ModelCheckpoint):
     without validation), as its docs describe, not only those where ``best.ckpt`` improved (what Lightning 2.6
     does): a job killed late in a run that stopped improving early must not lose the epochs in between."""
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Lightning warns that the directory "exists and is not empty" on every fit here (the run's own .fit.lock
+        is in it): with ``KeepPreviousCheckpoints``, which moves an earlier run's checkpoints to previous/ and warns
+        when a resumed fit would write over checkpoints it does not continue, that warning is left out."""
+        if not any(isinstance(cb, KeepPreviousCheckpoints) for cb in trainer.callbacks):
+            return super().setup(trainer, pl_module, stage)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+            super().setup(trainer, pl_module, stage)
+
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
         if not self._should_save_on_train_epoch_end(trainer):
@@ -197,8 +209,16 @@ class KeepPreviousCheckpoints(Callback):
     ``AtomicCheckpointIO.before_first_replace``), so a run that fails before that leaves them where they were."""
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.ckpt_path is not None or not trainer.is_global_zero:
-            return  # a resumed run (--ckpt_path, SLURM's hpc checkpoint) continues the same checkpoints
+        if not trainer.is_global_zero:
+            return
+        if trainer.ckpt_path is not None:  # a resumed run (--ckpt_path, SLURM's hpc checkpoint) continues its own
+            for cb in trainer.checkpoint_callbacks:
+                other = cb.dirpath and overwritten_by_resume(cb.dirpath, os.fspath(trainer.ckpt_path))
+                if other:
+                    rank_zero_warn(f"--ckpt_path {trainer.ckpt_path} is not {cb.dirpath}'s last.ckpt: this fit "
+                                   f"writes over {', '.join(other)} there (another run's, or later steps); copy "
+                                   "them elsewhere first to keep them, or fit under another run name")
+            return
         dirs = [cb.dirpath for cb in trainer.checkpoint_callbacks if cb.dirpath and _checkpoints_in(cb.dirpath)]
         if not dirs:
             return

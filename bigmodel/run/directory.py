@@ -3,6 +3,7 @@
 - ``checkpoint_dir``: where the CLI's ModelCheckpoint will write, read off the parsed config.
 - ``RunLock``: one fit per run name at a time (``checkpoints/.fit.lock``, an OS lock: a crashed run leaves no
   stale lock, the kernel drops it with the process).
+- ``overwritten_by_resume``: the checkpoints a resumed fit would write over that are not its own run's.
 - ``read_checkpoint_meta``: a ``--ckpt_path`` is checked (exists, complete, of the configured task) before
   Lightning reads it, with one-line messages that name the alternatives on disk.
 - ``write_metrics``: what a ``test``/``validate`` printed, kept as ``<log dir>/<stage>_metrics.json`` with the
@@ -150,6 +151,18 @@ def resolve_last(directory: str | None, subcommand: str = "fit") -> str | None:
         raise FileNotFoundError(f"--ckpt_path last: {directory} has no last.ckpt of this run; an earlier run's "
                                 f"checkpoints were moved to {archived[0].parent}: {advice}")
     return None
+
+
+def overwritten_by_resume(directory: str, ckpt_path: str) -> list[str]:
+    """The checkpoints in ``directory`` that a fit resumed from ``ckpt_path`` writes over without keeping them: none
+    when it continues the directory's own last.ckpt (that run goes on: last.ckpt follows it, best.ckpt gives way
+    only to a better score); else every one there -- another run's, or later steps than the one resumed (from
+    best.ckpt or an archived one) -- which a fresh fit would move to previous/ but a resumed one continues over."""
+    names = sorted(n for n in os.listdir(directory) if n.endswith(".ckpt")) if os.path.isdir(directory) else []
+    last = os.path.join(directory, "last.ckpt")
+    if names and os.path.exists(last) and os.path.exists(ckpt_path) and os.path.samefile(last, ckpt_path):
+        return []
+    return names
 
 
 def is_sharded(path: str) -> bool:

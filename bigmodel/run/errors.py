@@ -163,7 +163,7 @@ def check_config_files(args: list[str]) -> None:
         if not os.path.isfile(path):
             continue  # jsonargparse says 'File does not exist'
         try:
-            text = open(path, encoding="utf-8").read()
+            text = Path(path).read_text(encoding="utf-8")
         except UnicodeDecodeError as err:
             raise ValueError(f"config {path!r} is not a UTF-8 text file ({err.reason}); give a YAML file") from None
         for number, line in enumerate(text.splitlines(), 1):

@@ -31,8 +31,22 @@ def claim_log_versions(loggers: list[Any]) -> list[tuple[str, str]]:
             tops.setdefault(os.path.dirname(path), _topmost_missing(os.path.dirname(path)))
         made = _make_version_dirs(paths)
         if made is not None:
+            _open_csv_writers(auto)
             return [(path, tops[os.path.dirname(path)] or path) for path in made]
         number += 1
+
+
+def _open_csv_writers(loggers: list[Any]) -> None:
+    """A CSV logger opens its writer now, in the version directory this command has just made (empty): opened at
+    its first metrics, it found TensorBoard's config.yaml and events there and warned that the directory "exists and
+    is not empty" and that previous log files would be deleted -- files of this very command, which it leaves
+    alone (it rewrites only its metrics.csv and hparams.yaml). A CSV logger given a ``version`` is not touched here
+    and keeps that warning for a directory of an earlier run."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    for logger in loggers:
+        if isinstance(logger, CSVLogger):
+            logger.experiment  # noqa: B018 (the property makes the writer; it writes no file yet)
 
 
 def _version_dir(logger: Any) -> str:

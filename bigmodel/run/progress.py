@@ -172,9 +172,12 @@ class BestScoreHParam(Callback):
         # comes from its state
         scores = [float(current)] + ([float(ckpt.best_model_score)] if ckpt.best_model_score is not None else [])
         best = max(scores) if ckpt.mode == "max" else min(scores)
+        # the step Lightning gave the validation values it repeats: batches stepped before this one's increment,
+        # one less than global_step (which counts the optimizer step of the batch that triggered validation)
+        step = trainer.fit_loop.epoch_loop._batches_that_stepped
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger) and id(logger) not in self._listed:
                 self._listed.add(id(logger))
-                logger.log_hyperparams(logger.hparams, {"hp_metric": best}, step=trainer.global_step)
+                logger.log_hyperparams(logger.hparams, {"hp_metric": best}, step=step)
             else:
-                logger.log_metrics({"hp_metric": best}, step=trainer.global_step)
+                logger.log_metrics({"hp_metric": best}, step=step)

@@ -105,7 +105,11 @@ def not_utf8(split: str, files: list[str]) -> str | None:
 def read_lines(files: list[str], split: str) -> list[str]:
     """The lines of text files (newlines removed); a file that is not UTF-8 is a one-line error naming its line."""
     try:
-        return [line.rstrip("\n") for f in files for line in open(f, encoding="utf-8-sig")]
+        lines: list[str] = []
+        for f in files:
+            with open(f, encoding="utf-8-sig") as handle:  # closed at once (not left to the garbage collector)
+                lines += [line.rstrip("\n") for line in handle]
+        return lines
     except UnicodeDecodeError:
         raise ValueError(not_utf8(split, files)) from None
 
