@@ -23,14 +23,15 @@ from bigmodel.tasks.checkpoints import META_KEY, archived_copies, resolve
 
 # how a command line sets the base of an adapter-only checkpoint (``bigmodel export`` names its own --init_from)
 BASE_OPTION = "--model.init_args.init_from"
+PROBES = ("linear_probe", "pooler_probe")  # modes that train nothing of the encoder: it runs in eval mode
 
 
 class FineTuning:
     """Which parameters train, and checkpoints that hold only those.
 
     Args:
-        finetune: which parameters train (``bigmodel.nn.peft``): ``full``; ``linear_probe`` (the encoder frozen,
-            the head -- one linear layer on [CLS] or mean-pooled features -- trained); ``pooler_probe`` (the same
+        finetune: which parameters train (``bigmodel.nn.peft``): ``full``; ``linear_probe`` (the encoder frozen
+            and run in eval mode, without dropout, in training too; the head -- one linear layer on [CLS] or mean-pooled features -- trained); ``pooler_probe`` (the same
             with BERT's tanh pooler before it, also trained); ``bitfit`` (the encoder's biases and the head);
             ``lora`` (low-rank updates of the encoder's ``lora.targets`` projections and the head). Frozen
             parameters get no optimizer state.
@@ -70,6 +71,18 @@ class FineTuning:
                 add_lora(self.net.encoder, self.lora)
             set_trainable(self.net, finetune)
         super().configure_model()
+
+    def train(self, mode: bool = True) -> "FineTuning":
+        """A probe's frozen encoder stays in eval mode while the head trains: its features are the pretrained
+        model's, not dropped-out ones (dropout in a frozen encoder is noise the head must learn around)."""
+        super().train(mode)
+        if mode and self.hparams.get("finetune", "full") in PROBES:
+            self.net.encoder.eval()
+        return self
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        self.train()  # Lightning leaves modules as built (all training): put a probe's encoder in eval mode
 
     def frozen_parameter_names(self) -> set[str]:
         return {name for name, p in self.named_parameters(remove_duplicate=False) if not p.requires_grad}
