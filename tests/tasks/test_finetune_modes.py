@@ -186,6 +186,10 @@ def test_layer_decay_scales_each_depth():
 def test_bad_settings_are_one_line_errors():
     with pytest.raises(ValueError, match="choose from q, k, v, proj, up, down"):
         LoRAConfig(targets=("query",))
+    with pytest.raises(ValueError, match=r"^lora.alpha must be > 0 \(the update is scaled by alpha / rank\), got 0"):
+        LoRAConfig(alpha=0)  # would scale every update to zero: only the head would learn
+    with pytest.raises(ValueError, match=r"^lora.dropout must be in \[0, 1\), got 1.5$"):
+        _task("lora", lora={"dropout": 1.5})  # was torch's traceback from nn.Dropout, at configure_model
     with pytest.raises(ValueError, match="finetune 'prefix'"):
         ClassificationTask(num_classes=3, vocab_size=100, finetune="prefix")
     with pytest.raises(ValueError, match="layer_decay must be in"):
