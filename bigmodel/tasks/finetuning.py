@@ -18,6 +18,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
+from bigmodel.nn.encoder import num_parameters
 from bigmodel.nn.peft import Finetune, LoRAConfig, add_lora, set_trainable
 from bigmodel.tasks.checkpoints import META_KEY, archived_copies, resolve
 
@@ -205,6 +206,9 @@ class Int8Inference:
         if self.quantize and not getattr(self, "_quantized", False):
             from bigmodel.nn.quantize import quantize_int8
 
+            # int8 layers hold their weights packed, not as Parameters: the counts a run records are the model's
+            self.parameter_counts = {"total": num_parameters(self.net),
+                                     "trainable": num_parameters(self.net, trainable_only=True)}
             self.net, count = quantize_int8(self.net)
             self._quantized = True
             rank_zero_info(f"quantize: {self.quantize}: {count} linear layers run in int8")
