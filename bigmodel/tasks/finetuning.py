@@ -71,6 +71,10 @@ class FineTuning:
             if finetune == "lora":
                 add_lora(self.net.encoder, self.lora)
             set_trainable(self.net, finetune)
+            if finetune == "bitfit" and not any(p.requires_grad for p in self.net.encoder.parameters()):
+                raise ValueError("finetune: bitfit trains the encoder's bias terms, and this encoder has none (bias: "
+                                 "false, as ModernBERT): it would train only the head; use finetune: lora or "
+                                 "pooler_probe")
         super().configure_model()
 
     def train(self, mode: bool = True) -> "FineTuning":

@@ -194,6 +194,9 @@ def test_bad_settings_are_one_line_errors():
         ClassificationTask(num_classes=3, vocab_size=100, finetune="prefix")
     with pytest.raises(ValueError, match="layer_decay must be in"):
         ClassificationTask(num_classes=3, vocab_size=100, layer_decay=1.5)
+    biasless = ClassificationTask(num_classes=3, vocab_size=100, encoder="modernbert-mini", finetune="bitfit")
+    with pytest.raises(ValueError, match=r"^finetune: bitfit trains the encoder's bias terms, and this encoder has none "):
+        biasless.configure_model()  # it trained the head alone, as a probe would, under BitFit's name
     cnn = ClassificationTask(num_classes=3, backbone=functools.partial(nn.Linear, 4), finetune="lora")
     with pytest.raises(ValueError, match="needs a model on the shared encoder"):
         cnn.configure_model()
