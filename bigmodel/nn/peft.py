@@ -48,6 +48,10 @@ class LoRAConfig:
     def __post_init__(self) -> None:
         if self.rank < 1:
             raise ValueError(f"lora.rank must be >= 1, got {self.rank}")
+        if self.alpha <= 0:  # alpha 0 scales the update to nothing: only the head would learn
+            raise ValueError(f"lora.alpha must be > 0 (the update is scaled by alpha / rank), got {self.alpha}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"lora.dropout must be in [0, 1), got {self.dropout}")
         named = list(self.targets)
         unknown = sorted(set(named) - set(LORA_TARGETS) - set(LORA_ALIASES))
         if unknown or not named:

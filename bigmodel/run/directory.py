@@ -227,7 +227,10 @@ def device_description(trainer: Any) -> str:
 
 def parameter_counts(module: torch.nn.Module) -> dict[str, int]:
     """Total and trainable parameters of the task's model as its fine-tuning mode left them (what the fit printed;
-    what a results table compares)."""
+    what a results table compares); an int8 model's are those of its float weights, which the task kept."""
+    counted = getattr(module, "parameter_counts", None)
+    if isinstance(counted, dict):
+        return dict(counted)
     net = getattr(module, "net", module)
     return {"total": num_parameters(net), "trainable": num_parameters(net, trainable_only=True)}
 

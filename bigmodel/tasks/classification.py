@@ -32,6 +32,9 @@ from bigmodel.tasks.checkpoints import Pretrained, resolve
 from bigmodel.tasks.classification_eval import ClassificationEvaluation
 from bigmodel.tasks.distillation import load_teacher  # noqa: F401 (imported from here too)
 
+# distillation's settings when unset: any other value without a distill_from is refused by a fit
+DISTILL_DEFAULTS = {"distill_temperature": 2.0, "distill_weight": 0.5}
+
 
 class ClassificationTask(ClassificationEvaluation, Task):
     """Backbone -> logits, cross-entropy (training: with label smoothing, soft targets from MixUp/CutMix; evaluation:
@@ -90,8 +93,8 @@ class ClassificationTask(ClassificationEvaluation, Task):
         label_smoothing: float = 0.0,
         adversarial: AdversarialConfig | None = None,
         distill_from: str | None = None,
-        distill_temperature: float = 2.0,
-        distill_weight: float = 0.5,
+        distill_temperature: float = DISTILL_DEFAULTS["distill_temperature"],
+        distill_weight: float = DISTILL_DEFAULTS["distill_weight"],
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -231,6 +234,11 @@ class ClassificationTask(ClassificationEvaluation, Task):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
+        changed = [f"{key} {self.hparams.get(key, value)}" for key, value in DISTILL_DEFAULTS.items()
+                   if self.hparams.get(key, value) != value]
+        if stage == "fit" and changed and not self.hparams.get("distill_from"):  # it would train without a teacher
+            raise ValueError(f"{' and '.join(changed)} set, but distill_from is unset, so nothing would be distilled: "
+                             "set model.init_args.distill_from to the teacher's checkpoint, or drop them")
         if stage == "fit" and self.hparams.get("distill_from") and self._teacher is None:
             object.__setattr__(self, "_teacher", load_teacher(self.hparams.distill_from, self))  # not a submodule
 

@@ -18,19 +18,21 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
+from bigmodel.nn.encoder import num_parameters
 from bigmodel.nn.peft import Finetune, LoRAConfig, add_lora, set_trainable
 from bigmodel.tasks.checkpoints import META_KEY, archived_copies, resolve
 
 # how a command line sets the base of an adapter-only checkpoint (``bigmodel export`` names its own --init_from)
 BASE_OPTION = "--model.init_args.init_from"
+PROBES = ("linear_probe", "pooler_probe")  # modes that train nothing of the encoder: it runs in eval mode
 
 
 class FineTuning:
     """Which parameters train, and checkpoints that hold only those.
 
     Args:
-        finetune: which parameters train (``bigmodel.nn.peft``): ``full``; ``linear_probe`` (the encoder frozen,
-            the head -- one linear layer on [CLS] or mean-pooled features -- trained); ``pooler_probe`` (the same
+        finetune: which parameters train (``bigmodel.nn.peft``): ``full``; ``linear_probe`` (the encoder frozen
+            and run in eval mode, without dropout, in training too; the head -- one linear layer on [CLS] or mean-pooled features -- trained); ``pooler_probe`` (the same
             with BERT's tanh pooler before it, also trained); ``bitfit`` (the encoder's biases and the head);
             ``lora`` (low-rank updates of the encoder's ``lora.targets`` projections and the head). Frozen
             parameters get no optimizer state.
@@ -69,7 +71,23 @@ class FineTuning:
             if finetune == "lora":
                 add_lora(self.net.encoder, self.lora)
             set_trainable(self.net, finetune)
+            if finetune == "bitfit" and not any(p.requires_grad for p in self.net.encoder.parameters()):
+                raise ValueError("finetune: bitfit trains the encoder's bias terms, and this encoder has none (bias: "
+                                 "false, as ModernBERT): it would train only the head; use finetune: lora or "
+                                 "pooler_probe")
         super().configure_model()
+
+    def train(self, mode: bool = True) -> "FineTuning":
+        """A probe's frozen encoder stays in eval mode while the head trains: its features are the pretrained
+        model's, not dropped-out ones (dropout in a frozen encoder is noise the head must learn around)."""
+        super().train(mode)
+        if mode and self.hparams.get("finetune", "full") in PROBES:
+            self.net.encoder.eval()
+        return self
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        self.train()  # Lightning leaves modules as built (all training): put a probe's encoder in eval mode
 
     def frozen_parameter_names(self) -> set[str]:
         return {name for name, p in self.named_parameters(remove_duplicate=False) if not p.requires_grad}
@@ -192,6 +210,9 @@ class Int8Inference:
         if self.quantize and not getattr(self, "_quantized", False):
             from bigmodel.nn.quantize import quantize_int8
 
+            # int8 layers hold their weights packed, not as Parameters: the counts a run records are the model's
+            self.parameter_counts = {"total": num_parameters(self.net),
+                                     "trainable": num_parameters(self.net, trainable_only=True)}
             self.net, count = quantize_int8(self.net)
             self._quantized = True
             rank_zero_info(f"quantize: {self.quantize}: {count} linear layers run in int8")

@@ -167,6 +167,20 @@ def test_int8_predictions_from_an_adapter_checkpoint_agree_with_float(lora_run, 
         BigModelCLI(args=[*args, "--model.init_args.quantize", "int8", "--trainer.fast_dev_run", "1"])
 
 
+def test_an_int8_test_records_the_parameters_of_the_model_it_quantised(lora_run):
+    """test_metrics.json (and so a results table's 'parameters' column) counted Parameters after quantising, when the
+    int8 layers hold their weights packed: the LoRA model read as a fraction of its size with nothing trained."""
+    tmp, args, _ = lora_run
+    counts = {}
+    for quantize in ("null", "int8"):
+        cli = BigModelCLI(args=["test", "-c", args[2], "-c", args[4], "--ckpt_path", "best",
+                                "--model.init_args.quantize", quantize])
+        with open(f"{cli.trainer.log_dir}/test_metrics.json") as f:
+            counts[quantize] = json.load(f)["parameters"]
+    assert counts["int8"] == counts["null"]
+    assert 0 < counts["null"]["trainable"] < counts["null"]["total"]  # the LoRA updates and the head of all
+
+
 def test_a_vit_adapter_checkpoint_reloads_from_its_base(tmp_path):
     import functools
 

@@ -92,6 +92,33 @@ def test_probe_and_bitfit_freeze_what_they_claim():
     assert all(p.requires_grad for p in full.net.parameters())
 
 
+@pytest.mark.parametrize("finetune", ["linear_probe", "pooler_probe"])
+def test_a_probe_reads_its_frozen_encoder_in_eval_mode_during_fit(tmp_path, finetune):
+    """A probe trains on the pretrained model's features: the frozen encoder runs without dropout, so the head sees
+    the same features at every step (BitFit and LoRA train inside the encoder and keep its dropout)."""
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    task = ClassificationTask(num_classes=3, vocab_size=100, encoder="bert-tiny", finetune=finetune,
+                              encoder_config={"hidden_dropout": 0.5, "attention_dropout": 0.5})
+    task.configure_model()
+    features = []
+    task.net.encoder.register_forward_hook(lambda module, args, out: features.append(out.last_hidden_state.detach().clone()))
+    ids, mask = _batch()
+    data = DataLoader([{"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 1, 2])}] * 2,
+                      batch_size=None)
+    trainer = L.Trainer(max_steps=3, limit_val_batches=1, val_check_interval=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, default_root_dir=tmp_path)
+    trainer.fit(task, train_dataloaders=data, val_dataloaders=data)  # validation in between restores the modes
+    assert len(features) == 6 and all(torch.equal(f, features[0]) for f in features)
+    assert task.training and task.net.head.training and not task.net.encoder.training
+    assert not any(m.training for m in task.net.encoder.modules())
+    task.eval().train()  # and in Python: train() keeps it so
+    assert task.net.head.training and not task.net.encoder.training
+    assert _task("bitfit").train().net.encoder.training
+
+
 def test_the_parameter_line_reads_a_few_trained_weights_not_zero(caplog):
     """A linear probe trains classes x (hidden + 1) weights of many more: the line says how many, not '0.00M'."""
     probe = _task("linear_probe")
@@ -159,10 +186,17 @@ def test_layer_decay_scales_each_depth():
 def test_bad_settings_are_one_line_errors():
     with pytest.raises(ValueError, match="choose from q, k, v, proj, up, down"):
         LoRAConfig(targets=("query",))
+    with pytest.raises(ValueError, match=r"^lora.alpha must be > 0 \(the update is scaled by alpha / rank\), got 0"):
+        LoRAConfig(alpha=0)  # would scale every update to zero: only the head would learn
+    with pytest.raises(ValueError, match=r"^lora.dropout must be in \[0, 1\), got 1.5$"):
+        _task("lora", lora={"dropout": 1.5})  # was torch's traceback from nn.Dropout, at configure_model
     with pytest.raises(ValueError, match="finetune 'prefix'"):
         ClassificationTask(num_classes=3, vocab_size=100, finetune="prefix")
     with pytest.raises(ValueError, match="layer_decay must be in"):
         ClassificationTask(num_classes=3, vocab_size=100, layer_decay=1.5)
+    biasless = ClassificationTask(num_classes=3, vocab_size=100, encoder="modernbert-mini", finetune="bitfit")
+    with pytest.raises(ValueError, match=r"^finetune: bitfit trains the encoder's bias terms, and this encoder has none "):
+        biasless.configure_model()  # it trained the head alone, as a probe would, under BitFit's name
     cnn = ClassificationTask(num_classes=3, backbone=functools.partial(nn.Linear, 4), finetune="lora")
     with pytest.raises(ValueError, match="needs a model on the shared encoder"):
         cnn.configure_model()

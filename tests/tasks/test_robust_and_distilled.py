@@ -113,6 +113,23 @@ def test_a_cnn_teaches_the_digits_vit_through_the_cli(tmp_path, monkeypatch):
             num_classes=2, class_names=["a", "b"], vocab_size=10))
 
 
+def test_distillation_settings_without_a_teacher_are_refused_by_fit():
+    """distill_weight or distill_temperature with no distill_from trained on the labels alone, silently."""
+    from types import SimpleNamespace
+
+    student = ClassificationTask(num_classes=3, vocab_size=100, distill_weight=0.9)
+    student.trainer = SimpleNamespace(datamodule=SimpleNamespace(hparams={}), ckpt_path=None,
+                                      strategy=SimpleNamespace(root_device=torch.device("cpu")))
+    with pytest.raises(ValueError) as err:
+        student.setup("fit")
+    assert str(err.value) == ("distill_weight 0.9 set, but distill_from is unset, so nothing would be distilled: set "
+                              "model.init_args.distill_from to the teacher's checkpoint, or drop them")
+    student.setup("test")  # a test reads no teacher: the settings are a record of how it was trained
+    plain = ClassificationTask(num_classes=3, vocab_size=100)
+    plain.trainer = student.trainer
+    plain.setup("fit")
+
+
 def test_a_prompt_teacher_is_refused_saying_why(tmp_path):
     """A PET model answers at its template's mask: on the student's plain-text batches it has nothing to read (its
     forward refuses them), so distill_from refuses the checkpoint, naming the template, at setup."""
