@@ -49,6 +49,8 @@ EXPECTED = {
     "batch_size 0": ["batch_size must be positive, got 0"],
     "bf16 without support": ["needs a GPU with bfloat16", "use --trainer.precision 16-mixed"],
     "no schedule length": ["the learning-rate schedule needs a length"],
+    "val_check_interval beyond the epoch": ["`val_check_interval` (1000) must be less than or equal to the number of "
+                                            "the training batches", "set `limit_val_batches` to 0.0"],
     "fsdp on a cpu": ["The strategy `fsdp` requires a GPU accelerator"],
     "devices -1 on a cpu": ["`devices` selected with `CPUAccelerator` should be an int > 0"],
     "image folder without images": ["has no images: expected", "/<class name>/<image> files with one of"],
@@ -148,6 +150,7 @@ def cases(tmp: Path, pydoc_text: Path, mlm_ckpt: str, cls_ckpt: str) -> list[dic
         {"name": "bf16 without support", "no_bf16_gpu": True,
          "args": mlm + ["--trainer.accelerator", "gpu", "--trainer.precision", "bf16-mixed"]},
         {"name": "no schedule length", "args": mlm + ["--trainer.max_epochs", "-1"]},
+        {"name": "val_check_interval beyond the epoch", "args": mlm + ["--trainer.val_check_interval", "1000"]},
         {"name": "fsdp on a cpu", "args": mlm + ["-c", str(ROOT / "experiments" / "trainer" / "fsdp-bf16.yaml"),
                                                  "--trainer.accelerator", "cpu", "--trainer.devices", "2",
                                                  "--trainer.precision", "32-true"]},

@@ -211,11 +211,14 @@ def user_message(err: BaseException) -> str | None:
     return None
 
 
-_SETTING_CHECKS = (os.path.join("connectors", "accelerator_connector.py"), os.path.join("accelerators", ""))
+# where Lightning checks the accelerator, devices, strategy and precision, and the loop settings against the data
+# (``val_check_interval`` beyond the epoch's batches)
+_SETTING_CHECKS = (os.path.join("connectors", "accelerator_connector.py"), os.path.join("accelerators", ""),
+                   os.path.join("loops", "fit_loop.py"))
 
 
 def _trainer_setting_error(err: BaseException) -> bool:
-    """A ValueError/TypeError raised where Lightning checks the accelerator, devices, strategy and precision."""
+    """A ValueError/TypeError raised where Lightning checks a setting (``_SETTING_CHECKS``)."""
     tb = err.__traceback__
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
