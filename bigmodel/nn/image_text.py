@@ -29,7 +29,8 @@ class ImageTextOutput(NamedTuple):
 
 
 class ImageTextModel(nn.Module):
-    """A ViT and a text encoder, each [CLS] projected (no bias) to ``embed_dim`` and normalised; a learnable
+    """A ViT and a text encoder, the image's [CLS] state and the caption's pooled state (``text_pooling``) each
+    projected (no bias) to ``embed_dim`` and normalised; a learnable
     temperature (CLIP: initialised at 0.07; the training task keeps the logit scale at most 100 with
     ``clamp_logit_scale_`` after every optimizer step).
 
