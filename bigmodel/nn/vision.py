@@ -7,6 +7,7 @@ text models use, built with ``PatchEmbeddings`` in place of ``TextEmbeddings``.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Sequence
 
 import torch
@@ -72,6 +73,7 @@ class PatchEmbeddings(nn.Module):
         nn.init.trunc_normal_(self.position_embeddings, std=config.initializer_range)
         nn.init.trunc_normal_(self.cls_token, std=config.initializer_range)
         self.dropout = Dropout(config.hidden_dropout)
+        self._told_resampled = False
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, 1 + N, D)
         B, _, H, W = pixel_values.shape
@@ -81,7 +83,14 @@ class PatchEmbeddings(nn.Module):
         if self.stem is not None:
             pixel_values = self.stem(pixel_values)
         x = self.proj(pixel_values).flatten(2).transpose(1, 2)
-        pos = resample_position_embeddings(self.position_embeddings, (H // self.patch_size, W // self.patch_size))
+        grid = (H // self.patch_size, W // self.patch_size)
+        if grid != (self.grid, self.grid) and not self._told_resampled and not torch.compiler.is_compiling():
+            self._told_resampled = True  # once per model: a test at another size is legitimate (FixRes), not silent
+            warnings.warn(f"this ViT's position embeddings were learned for {self.grid * self.patch_size} px images "
+                          f"({self.grid}x{self.grid} patches) and are given {H}x{W}: they are resampled (bicubic) to "
+                          f"{grid[0]}x{grid[1]} for them; give images of the size it was built for (data image_size) "
+                          f"to use them as learned", stacklevel=2)
+        pos = resample_position_embeddings(self.position_embeddings, grid)
         x = torch.cat([self.cls_token.expand(B, -1, -1), x], dim=1) + pos
         return self.dropout(x)
 

@@ -36,8 +36,14 @@ def test_position_embeddings_resample_and_are_identity_at_the_same_size():
     assert bigger.shape == (1, 1 + 144, 16) and torch.isfinite(bigger).all()
     assert torch.equal(bigger[:, 0], pos[:, 0])  # the [CLS] position is kept
     vit = VisionTransformer(10, "vit-cifar-tiny").eval()
-    with torch.no_grad():
+    with torch.no_grad(), pytest.warns(UserWarning) as told:
         assert torch.isfinite(vit(torch.randn(2, 3, 48, 48))).all()  # a 12x12 grid from an 8x8 table
+        vit(torch.randn(2, 3, 48, 48))
+        vit(torch.randn(2, 3, 32, 32))  # the size it was built for
+    assert [str(w.message) for w in told] == [  # said once, not at every step
+        "this ViT's position embeddings were learned for 32 px images (8x8 patches) and are given 48x48: they are "
+        "resampled (bicubic) to 12x12 for them; give images of the size it was built for (data image_size) to use "
+        "them as learned"]
     with pytest.raises(ValueError, match="not a multiple of patch_size 4"):
         vit(torch.randn(1, 3, 30, 30))
 
