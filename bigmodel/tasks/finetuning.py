@@ -15,7 +15,7 @@ from dataclasses import asdict
 from typing import Any, Literal, get_args
 
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from bigmodel.nn.encoder import num_parameters
@@ -59,6 +59,13 @@ class FineTuning:
             raise ValueError(f"finetune {finetune!r}: choose one of {', '.join(get_args(Finetune))}")
         self.lora = LoRAConfig(**lora) if isinstance(lora, dict) else (lora or LoRAConfig())
         self.hparams["lora"] = asdict(self.lora)  # plain data: checkpoints load with weights_only
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        finetune = self.hparams.get("finetune", "full")
+        if stage == "fit" and finetune != "lora" and self.lora != LoRAConfig():  # e.g. lora.yaml, then finetune: full
+            rank_zero_warn(f"lora settings are given but finetune is {finetune}, so they do nothing: set finetune: "
+                           "lora to train LoRA updates, or drop them")
 
     def configure_model(self) -> None:
         """The fine-tuning mode, before compilation; Lightning calls this before restoring a checkpoint (and

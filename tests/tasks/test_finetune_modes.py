@@ -223,3 +223,25 @@ def test_layer_decay_counts_each_tower_of_a_multi_tower_model_from_its_own_top()
             lr("image_encoder.encoder.embeddings.")) == ({0.5}, {0.5**6}, {0.5**7})
     assert lr("fusion.layers.0.") == {0.5}  # was 0.5 ** 6: the top of the network trained slowest
     assert lr("itm_head.") == lr("text_projection.") == lr("image_encoder.encoder.final_norm.") == {1.0}
+
+
+def test_lora_settings_with_another_mode_are_said_to_do_nothing():
+    """``-c modes/lora.yaml --model.init_args.finetune full`` trained without LoRA and said nothing of its settings;
+    the defaults (what every checkpoint records) say nothing."""
+    import warnings
+    from types import SimpleNamespace
+
+    trainer = SimpleNamespace(datamodule=SimpleNamespace(hparams={}), ckpt_path=None,
+                              strategy=SimpleNamespace(root_device=torch.device("cpu")))
+    full = ClassificationTask(num_classes=2, vocab_size=100, lora={"rank": 4, "targets": ["q", "v"]})
+    full.trainer = trainer
+    with pytest.warns(UserWarning, match="^lora settings are given but finetune is full, so they do nothing: set "
+                                         "finetune: lora to train LoRA updates, or drop them$"):
+        full.setup("fit")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        full.setup("test")  # a record of the settings, not a fit
+        for task in (ClassificationTask(num_classes=2, vocab_size=100),
+                     ClassificationTask(num_classes=2, vocab_size=100, finetune="lora", lora={"rank": 4})):
+            task.trainer = trainer
+            task.setup("fit")
