@@ -67,6 +67,31 @@ def test_masked_lm_imports_with_equal_outputs_and_exports_back_exactly(variant, 
         assert torch.equal(back[key], value), key
 
 
+@pytest.mark.parametrize("local_attention,every,window", [(7, 3, 6), (3, 2, 2), (2, 2, 2), (10, 1, None)])
+def test_windows_and_layer_patterns_import_with_equal_states(local_attention, every, window):
+    """transformers' local layers see local_attention // 2 keys each side: an odd window is the even one below it
+    (the same attention), every layer global is no window; inputs longer than the window, SDPA and explicit."""
+    config = transformers.ModernBertConfig(**{**BASE, "local_attention": local_attention,
+                                              "global_attn_every_n_layers": every}, attn_implementation="sdpa")
+    torch.manual_seed(0)
+    hf = transformers.ModernBertModel(config).eval()
+    ours_config = EncoderConfig.from_hf(hf.config.to_dict())
+    assert (ours_config.sliding_window, ours_config.is_global(1)) == (window, window is None)
+    ours = MaskedLanguageModel(ours_config).eval()
+    ours.encoder.load_state_dict({k.removeprefix("encoder."): v
+                                  for k, v in from_hf(hf.state_dict(), "modernbert").items()})
+    ids, mask = _padded_batch()
+    real = mask.bool()
+    with torch.no_grad():
+        ref = hf(input_ids=ids, attention_mask=mask).last_hidden_state
+        for explicit in (False, True):
+            hidden = ours.encoder(ids, mask, output_attentions=explicit).last_hidden_state
+            torch.testing.assert_close(hidden[real], ref[real], atol=1e-5, rtol=1e-5)
+    if window is not None:
+        with pytest.raises(ValueError, match="local_attention 1 lets a local layer see no key but its own token"):
+            EncoderConfig.from_hf({**hf.config.to_dict(), "local_attention": 1})
+
+
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_sequence_classifier_imports_with_equal_logits_and_exports_back_exactly(variant):
     hf = _hf("ModernBertForSequenceClassification", variant, "sdpa", num_labels=3)
