@@ -159,6 +159,46 @@ def test_a_modernbert_directory_is_an_init_from_and_exports_back(tmp_path):
         assert torch.equal(back.state_dict()[key], value), key
 
 
+def test_a_modernbert_classifier_checkpoint_exports_with_its_tokenizer_and_equal_logits(tmp_path):
+    """A classifier built here (ModernBERT's switches, mean classifier_pooling, its own tokenizer) -> export ->
+    transformers' ModernBertForSequenceClassification and tokenizer: equal logits on a padded batch; a head that
+    learned mean pooling without ModernBERT's head is refused with what ModernBERT reads."""
+    from bigmodel.commands.export import export
+    from bigmodel.data.tokenizer import tokenizer_files, train_wordpiece
+    from bigmodel.tasks import ClassificationTask
+
+    texts = ["a gorgeous , witty , seductive movie .", "the plot is routine and utterly forgettable ."] * 20
+    tokenizer = train_wordpiece(texts, vocab_size=120)
+    shape = dict(num_layers=3, hidden_size=64, num_heads=2, intermediate_size=48, sliding_window=4,
+                 max_position_embeddings=32, local_rope_theta=99.0, classifier_pooling="mean")
+    for pooling in ("mean", "pooler"):  # the pooler's task stays: the one exported
+        torch.manual_seed(0)
+        task = ClassificationTask(num_classes=2, class_names=["neg", "pos"], vocab_size=len(tokenizer),
+                                  encoder="modernbert-mini", encoder_config=shape, pooling=pooling).eval()
+        task.configure_model()
+        ckpt = {"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams),
+                "tokenizer": tokenizer_files(tokenizer)}
+        task.on_save_checkpoint(ckpt)
+        torch.save(ckpt, tmp_path / f"{pooling}.ckpt")
+    with pytest.raises(ValueError, match=r"^this classifier reads mean pooling; ModernBertForSequenceClassification "
+                                         r"reads \[CLS\] or the mean \(classifier_pooling\) through its "
+                                         r"dense-GELU-norm head only, so this trained checkpoint cannot become one"):
+        export(str(tmp_path / "mean.ckpt"), str(tmp_path / "mean"))
+    export(str(tmp_path / "pooler.ckpt"), str(tmp_path / "hf"))
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf").eval()
+    assert type(hf).__name__ == "ModernBertForSequenceClassification" and hf.config.id2label == {0: "neg", 1: "pos"}
+    assert (hf.config.classifier_pooling, hf.config.local_attention, hf.config.pad_token_id) == \
+        ("mean", 4, tokenizer.pad_token_id)
+    assert hf.config.rope_parameters["sliding_attention"]["rope_theta"] == 99.0
+    reloaded = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    batch = reloaded([texts[0], texts[1] + " " + texts[1]], padding=True, return_tensors="pt")
+    assert batch["attention_mask"][0].sum() < batch["attention_mask"].shape[1] > 4  # padded, beyond the window
+    with torch.no_grad():
+        ours = task.net(batch["input_ids"], batch["attention_mask"])[0]
+        torch.testing.assert_close(hf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+                                   ours, atol=1e-5, rtol=1e-5)
+
+
 def test_configs_modernbert_cannot_express_are_refused():
     with pytest.raises(ValueError, match="has no modernbert equivalent: it is post-LN, learned positions"):
         EncoderConfig.from_name("bert-tiny").to_hf("modernbert")
