@@ -199,6 +199,25 @@ def test_a_modernbert_classifier_checkpoint_exports_with_its_tokenizer_and_equal
                                    ours, atol=1e-5, rtol=1e-5)
 
 
+def test_an_untied_decoder_is_not_read_as_the_word_embeddings(tmp_path):
+    """tie_word_embeddings: false gives a decoder of its own; bigmodel's MLM head decodes with the word embeddings,
+    so the source's MLM head is left out (said, and a new one noted) instead of predicting other logits."""
+    from bigmodel.tasks import MLMTask
+
+    hf = _hf("ModernBertForMaskedLM", "modernbert", tie_word_embeddings=False)
+    assert not torch.equal(hf.decoder.weight, hf.model.embeddings.tok_embeddings.weight)
+    with pytest.warns(UserWarning, match=r"this modernbert MLM decoder is not tied to its word embeddings "
+                                         r"\(tie_word_embeddings: false\); .* the source's MLM head is not loaded"):
+        state = from_hf(hf.state_dict(), "modernbert")
+    assert not any(k.startswith("mlm_head.") for k in state) and "encoder.final_norm.weight" in state
+    hf.save_pretrained(tmp_path / "untied")
+    with pytest.warns(UserWarning, match="MLM head is not loaded"):
+        task = MLMTask(vocab_size=120, init_from=str(tmp_path / "untied")).eval()
+    assert task.load_pretrained(task._pretrained) == ["new MLM head (the source has none)"]
+    tied = _hf("ModernBertForMaskedLM", "modernbert")
+    assert "mlm_head.dense.weight" in from_hf(tied.state_dict(), "modernbert")  # a tied decoder: the head is read
+
+
 def test_configs_modernbert_cannot_express_are_refused():
     with pytest.raises(ValueError, match="has no modernbert equivalent: it is post-LN, learned positions"):
         EncoderConfig.from_name("bert-tiny").to_hf("modernbert")
