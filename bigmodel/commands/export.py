@@ -172,15 +172,18 @@ def _export(ckpt_path: str | None, out: str | None, family: str | None, init_fro
 
 
 def _pooling_refusal(pooling: str, family: str, from_source: bool) -> str:
-    """Why a classifier that does not read the tanh pooler has no ``*ForSequenceClassification`` form, and the way
+    """Why a classifier that does not read its pooler (BERT's tanh, ModernBERT's dense-GELU-norm) has no
+    ``*ForSequenceClassification`` form, and the way
     out: for a source, another pooling; for a trained checkpoint (its head learned this pooling), keeping it in
     bigmodel or fine-tuning again."""
-    why = (f"this classifier reads {pooling} pooling; {family}ForSequenceClassification reads [CLS] through the "
-           "tanh pooler only")
+    modern = family == _FAMILY_NAMES["modernbert"]  # its head pools [CLS] or the mean, then dense -> GELU -> norm
+    reads = "[CLS] or the mean (classifier_pooling) through its dense-GELU-norm head" if modern else \
+        "[CLS] through the tanh pooler"
+    why = f"this classifier reads {pooling} pooling; {family}ForSequenceClassification reads {reads} only"
     if from_source:
         return f"{why}: export it with --pooling pooler"
     return (f"{why}, so this trained checkpoint cannot become one: keep using it with bigmodel (test/predict "
-            "--ckpt_path), or fine-tune again with --model.init_args.pooling pooler and export that")
+            f"--ckpt_path), or fine-tune again with --model.init_args.pooling pooler and export that")
 
 
 def _prompt_config(ckpt: dict, meta: dict) -> dict[str, Any]:

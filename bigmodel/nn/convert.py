@@ -11,6 +11,7 @@ means adding a table here; nothing else knows Hugging Face's names.
 from __future__ import annotations
 
 import re
+import warnings
 
 import torch
 from torch import nn
@@ -84,6 +85,7 @@ _BODY = ("embeddings.", "encoder.", "pooler.", "layernorm.", "layers.", "final_n
 # BERT's next-sentence head (cls.seq_relationship, in bert-base-uncased's files) has no use here either.
 _DROP = re.compile(r"(position_ids|token_type_ids)$|^(cls\.predictions\.decoder\.|lm_head\.decoder\.|pooler\.|"
                    r"cls\.seq_relationship\.|decoder\.weight$)")
+_DECODER = re.compile(r"^(cls\.predictions\.decoder\.|lm_head\.decoder\.|decoder\.)weight$")
 _QKV_HF = re.compile(r"^encoder\.layer\.(\d+)\.attention\.(?:self|attention)\.(query|key|value)\.(weight|bias)$")
 _QKV_OURS = re.compile(r"^encoder\.layers\.(\d+)\.attn\.qkv\.(weight|bias)$")
 
@@ -118,6 +120,7 @@ def from_hf(state: dict[str, torch.Tensor], family: str) -> dict[str, torch.Tens
         state = {k: v for k, v in state.items() if not k.removeprefix(prefix).startswith("pooler.")}
     out: dict[str, torch.Tensor] = {}
     qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    decoder = None
     for key, value in state.items():
         key = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias",
                                                                      key.removeprefix(prefix)))  # TF-era names
@@ -125,6 +128,8 @@ def from_hf(state: dict[str, torch.Tensor], family: str) -> dict[str, torch.Tens
         if m:
             qkv.setdefault((m[1], m[3]), {})[m[2]] = value
             continue
+        if _DECODER.match(key):
+            decoder = value
         if _DROP.search(key) and not (family != "vit" and key.startswith("pooler.")):
             continue
         name = _rename(key, table, reverse=False)
@@ -135,7 +140,21 @@ def from_hf(state: dict[str, torch.Tensor], family: str) -> dict[str, torch.Tens
         out[name] = value
     for (layer, kind), parts in qkv.items():
         out[f"encoder.layers.{layer}.attn.qkv.{kind}"] = torch.cat([parts["query"], parts["key"], parts["value"]])
-    return out
+    return _without_untied_mlm_head(out, decoder, family)
+
+
+def _without_untied_mlm_head(out: dict[str, torch.Tensor], decoder: torch.Tensor | None,
+                             family: str) -> dict[str, torch.Tensor]:
+    """bigmodel's MLM head decodes with the word embeddings; a source whose decoder is a matrix of its own
+    (``tie_word_embeddings: false``) would predict other logits through them, so its MLM head is left out (a new one
+    is trained) and said, rather than loaded wrong."""
+    embeddings = out.get("encoder.embeddings.word_embeddings.weight")
+    if decoder is None or embeddings is None or torch.equal(decoder, embeddings):
+        return out
+    warnings.warn(f"this {family} MLM decoder is not tied to its word embeddings (tie_word_embeddings: false); "
+                  "bigmodel's MLM head decodes with the word embeddings, so the source's MLM head is not loaded",
+                  stacklevel=3)
+    return {k: v for k, v in out.items() if not k.startswith("mlm_head.")}
 
 
 def to_hf(state: dict[str, torch.Tensor], family: str) -> dict[str, torch.Tensor]:

@@ -81,6 +81,7 @@ def _from_modernbert(hf: dict[str, Any]) -> EncoderConfig:
         raise ValueError(f"layer_types {kinds} is not 'every n-th layer global, from layer 0'; bigmodel's "
                          "global_attention_every cannot express it")
     local = len(global_layers) < layers
+    window = _modernbert_window(hf.get("local_attention", 128)) if local else None
     rope = hf.get("rope_parameters") or {}
     theta = (rope.get("full_attention") or {}).get("rope_theta", hf.get("global_rope_theta", 160_000.0))
     local_theta = (rope.get("sliding_attention") or {}).get("rope_theta", hf.get("local_rope_theta", 10_000.0))
@@ -106,12 +107,21 @@ def _from_modernbert(hf: dict[str, Any]) -> EncoderConfig:
         max_position_embeddings=hf["max_position_embeddings"], type_vocab_size=0, position_embedding="rope",
         rope_theta=float(theta), local_rope_theta=float(local_theta), norm_first=True, first_attn_norm=False,
         bias=biases["attention_bias"], feed_forward="swiglu" if act in ("silu", "swish") else "geglu",
-        activation=HF_ACTIVATIONS[head_act], sliding_window=hf.get("local_attention", 128) if local else None,
+        activation=HF_ACTIVATIONS[head_act], sliding_window=window,
         global_attention_every=every, hidden_dropout=hf.get("embedding_dropout", 0.0),
         attention_dropout=hf.get("attention_dropout", 0.0), layer_norm_eps=hf.get("norm_eps", 1e-5),
         initializer_range=hf.get("initializer_range", 0.02), pooler="transform",
         classifier_pooling=hf.get("classifier_pooling", "cls"),
     )
+
+def _modernbert_window(local_attention: int) -> int:
+    """transformers' local layers see keys within ``local_attention // 2`` on each side, so an odd window is the even
+    one below it (the same attention); bigmodel's ``sliding_window`` is always even."""
+    if local_attention < 2:
+        raise ValueError(f"local_attention {local_attention} lets a local layer see no key but its own token; "
+                         "bigmodel's smallest window is 2 (one key each side)")
+    return local_attention - local_attention % 2
+
 
 def _to_modernbert(config: EncoderConfig) -> dict[str, Any]:
     unlike = [name for name, ok in (("post-LN", config.norm_first), ("causal", not config.causal),

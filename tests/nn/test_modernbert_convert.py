@@ -67,6 +67,31 @@ def test_masked_lm_imports_with_equal_outputs_and_exports_back_exactly(variant, 
         assert torch.equal(back[key], value), key
 
 
+@pytest.mark.parametrize("local_attention,every,window", [(7, 3, 6), (3, 2, 2), (2, 2, 2), (10, 1, None)])
+def test_windows_and_layer_patterns_import_with_equal_states(local_attention, every, window):
+    """transformers' local layers see local_attention // 2 keys each side: an odd window is the even one below it
+    (the same attention), every layer global is no window; inputs longer than the window, SDPA and explicit."""
+    config = transformers.ModernBertConfig(**{**BASE, "local_attention": local_attention,
+                                              "global_attn_every_n_layers": every}, attn_implementation="sdpa")
+    torch.manual_seed(0)
+    hf = transformers.ModernBertModel(config).eval()
+    ours_config = EncoderConfig.from_hf(hf.config.to_dict())
+    assert (ours_config.sliding_window, ours_config.is_global(1)) == (window, window is None)
+    ours = MaskedLanguageModel(ours_config).eval()
+    ours.encoder.load_state_dict({k.removeprefix("encoder."): v
+                                  for k, v in from_hf(hf.state_dict(), "modernbert").items()})
+    ids, mask = _padded_batch()
+    real = mask.bool()
+    with torch.no_grad():
+        ref = hf(input_ids=ids, attention_mask=mask).last_hidden_state
+        for explicit in (False, True):
+            hidden = ours.encoder(ids, mask, output_attentions=explicit).last_hidden_state
+            torch.testing.assert_close(hidden[real], ref[real], atol=1e-5, rtol=1e-5)
+    if window is not None:
+        with pytest.raises(ValueError, match="local_attention 1 lets a local layer see no key but its own token"):
+            EncoderConfig.from_hf({**hf.config.to_dict(), "local_attention": 1})
+
+
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_sequence_classifier_imports_with_equal_logits_and_exports_back_exactly(variant):
     hf = _hf("ModernBertForSequenceClassification", variant, "sdpa", num_labels=3)
@@ -132,6 +157,65 @@ def test_a_modernbert_directory_is_an_init_from_and_exports_back(tmp_path):
     assert type(back).__name__ == "ModernBertForMaskedLM"
     for key, value in hf.state_dict().items():
         assert torch.equal(back.state_dict()[key], value), key
+
+
+def test_a_modernbert_classifier_checkpoint_exports_with_its_tokenizer_and_equal_logits(tmp_path):
+    """A classifier built here (ModernBERT's switches, mean classifier_pooling, its own tokenizer) -> export ->
+    transformers' ModernBertForSequenceClassification and tokenizer: equal logits on a padded batch; a head that
+    learned mean pooling without ModernBERT's head is refused with what ModernBERT reads."""
+    from bigmodel.commands.export import export
+    from bigmodel.data.tokenizer import tokenizer_files, train_wordpiece
+    from bigmodel.tasks import ClassificationTask
+
+    texts = ["a gorgeous , witty , seductive movie .", "the plot is routine and utterly forgettable ."] * 20
+    tokenizer = train_wordpiece(texts, vocab_size=120)
+    shape = dict(num_layers=3, hidden_size=64, num_heads=2, intermediate_size=48, sliding_window=4,
+                 max_position_embeddings=32, local_rope_theta=99.0, classifier_pooling="mean")
+    for pooling in ("mean", "pooler"):  # the pooler's task stays: the one exported
+        torch.manual_seed(0)
+        task = ClassificationTask(num_classes=2, class_names=["neg", "pos"], vocab_size=len(tokenizer),
+                                  encoder="modernbert-mini", encoder_config=shape, pooling=pooling).eval()
+        task.configure_model()
+        ckpt = {"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams),
+                "tokenizer": tokenizer_files(tokenizer)}
+        task.on_save_checkpoint(ckpt)
+        torch.save(ckpt, tmp_path / f"{pooling}.ckpt")
+    with pytest.raises(ValueError, match=r"^this classifier reads mean pooling; ModernBertForSequenceClassification "
+                                         r"reads \[CLS\] or the mean \(classifier_pooling\) through its "
+                                         r"dense-GELU-norm head only, so this trained checkpoint cannot become one"):
+        export(str(tmp_path / "mean.ckpt"), str(tmp_path / "mean"))
+    export(str(tmp_path / "pooler.ckpt"), str(tmp_path / "hf"))
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf").eval()
+    assert type(hf).__name__ == "ModernBertForSequenceClassification" and hf.config.id2label == {0: "neg", 1: "pos"}
+    assert (hf.config.classifier_pooling, hf.config.local_attention, hf.config.pad_token_id) == \
+        ("mean", 4, tokenizer.pad_token_id)
+    assert hf.config.rope_parameters["sliding_attention"]["rope_theta"] == 99.0
+    reloaded = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    batch = reloaded([texts[0], texts[1] + " " + texts[1]], padding=True, return_tensors="pt")
+    assert batch["attention_mask"][0].sum() < batch["attention_mask"].shape[1] > 4  # padded, beyond the window
+    with torch.no_grad():
+        ours = task.net(batch["input_ids"], batch["attention_mask"])[0]
+        torch.testing.assert_close(hf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+                                   ours, atol=1e-5, rtol=1e-5)
+
+
+def test_an_untied_decoder_is_not_read_as_the_word_embeddings(tmp_path):
+    """tie_word_embeddings: false gives a decoder of its own; bigmodel's MLM head decodes with the word embeddings,
+    so the source's MLM head is left out (said, and a new one noted) instead of predicting other logits."""
+    from bigmodel.tasks import MLMTask
+
+    hf = _hf("ModernBertForMaskedLM", "modernbert", tie_word_embeddings=False)
+    assert not torch.equal(hf.decoder.weight, hf.model.embeddings.tok_embeddings.weight)
+    with pytest.warns(UserWarning, match=r"this modernbert MLM decoder is not tied to its word embeddings "
+                                         r"\(tie_word_embeddings: false\); .* the source's MLM head is not loaded"):
+        state = from_hf(hf.state_dict(), "modernbert")
+    assert not any(k.startswith("mlm_head.") for k in state) and "encoder.final_norm.weight" in state
+    hf.save_pretrained(tmp_path / "untied")
+    with pytest.warns(UserWarning, match="MLM head is not loaded"):
+        task = MLMTask(vocab_size=120, init_from=str(tmp_path / "untied")).eval()
+    assert task.load_pretrained(task._pretrained) == ["new MLM head (the source has none)"]
+    tied = _hf("ModernBertForMaskedLM", "modernbert")
+    assert "mlm_head.dense.weight" in from_hf(tied.state_dict(), "modernbert")  # a tied decoder: the head is read
 
 
 def test_configs_modernbert_cannot_express_are_refused():
