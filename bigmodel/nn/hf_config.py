@@ -114,6 +114,7 @@ def _from_modernbert(hf: dict[str, Any]) -> EncoderConfig:
         classifier_pooling=hf.get("classifier_pooling", "cls"),
     )
 
+
 def _modernbert_window(local_attention: int) -> int:
     """transformers' local layers see keys within ``local_attention // 2`` on each side, so an odd window is the even
     one below it (the same attention); bigmodel's ``sliding_window`` is always even."""
