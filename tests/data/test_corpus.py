@@ -135,3 +135,17 @@ def test_causal_objective_gives_whole_blocks_as_labels_and_prompts_for_predict(p
     assert batch["text"] == ["The while statement", "Return a copy"]
     assert [ids[0].item() for ids in batch["prompt_ids"]] == [dm.tokenizer.cls_token_id] * 2  # as a block begins
     assert dm.tokenizer.sep_token_id not in batch["prompt_ids"][0].tolist()  # the text goes on
+
+
+def test_a_hub_dataset_not_in_the_cache_offline_is_one_line_naming_local_files(monkeypatch):
+    """HF_HUB_OFFLINE=1 and a dataset name never downloaded: ``datasets`` raises a ConnectionError (the CLI printed
+    jsonargparse's traceback of it); now one line says it is not cached and how to give the text locally."""
+    from bigmodel.data.sources import HubUnavailableError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(HubUnavailableError) as err:
+        CorpusDataModule(dataset="no-such-org/no-such-corpus")
+    assert str(err.value) == ("cannot load dataset 'no-such-org/no-such-corpus': not in the Hugging Face cache "
+                              "(HF_HUB_OFFLINE=1); copy the data to local files (.txt/.jsonl/.csv/.tsv/.parquet) and "
+                              "pass them as data.init_args.train_files / validation_files / test_files")
