@@ -149,3 +149,13 @@ def test_a_hub_dataset_not_in_the_cache_offline_is_one_line_naming_local_files(m
     assert str(err.value) == ("cannot load dataset 'no-such-org/no-such-corpus': not in the Hugging Face cache "
                               "(HF_HUB_OFFLINE=1); copy the data to local files (.txt/.jsonl/.csv/.tsv/.parquet) and "
                               "pass them as data.init_args.train_files / validation_files / test_files")
+
+
+def test_a_text_column_of_numbers_is_refused_naming_the_columns_of_texts(tmp_path):
+    """A .csv whose text_column names its id column: one line before any tokenizer is trained (it was trained on
+    nothing, the non-string cells being skipped, and tokenising then failed on int.strip)."""
+    path = tmp_path / "docs.csv"
+    path.write_text("id,body\n" + "".join(f"{i},some words of document {i}\n" for i in range(50)))
+    with pytest.raises(ValueError, match=r"^text column 'id' of the train split holds int64 values, not texts; set "
+                                         r"data.init_args.text_column to a column of texts \(here: \['body'\]\)$"):
+        CorpusDataModule(train_files=str(path), text_column="id", wordpiece_vocab_size=200, block_size=8)
