@@ -46,7 +46,9 @@ class MLMCollator:
         masked_positions_multiple_of: int | None = None, document_mask: bool = False,
     ) -> None:
         if tokenizer.mask_token is None or tokenizer.pad_token is None:
-            raise ValueError("MLM needs a tokenizer with mask and pad tokens (e.g. [MASK], [PAD])")
+            raise ValueError("MLM needs a tokenizer with mask and pad tokens (e.g. [MASK], [PAD]): give "
+                             "data.init_args.tokenizer one that has them, leave it unset to train a WordPiece, or "
+                             "train a causal LM (objective: causal)")
         if masked_positions_multiple_of is not None and masked_positions_multiple_of < 1:
             raise ValueError(f"masked_positions_multiple_of must be >= 1 or null, got {masked_positions_multiple_of}")
         self.inner = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability)

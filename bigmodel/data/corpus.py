@@ -10,6 +10,7 @@ from typing import Any, Literal
 from datasets import Dataset
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
+from transformers import PreTrainedTokenizerBase
 
 from bigmodel.data.collators import CausalLMCollator, MLMCollator, collate_prompts
 from bigmodel.data.base import TextDataModule
@@ -19,7 +20,8 @@ from bigmodel.data.tokenizer import cached_wordpiece, load_tokenizer
 
 
 class CorpusDataModule(TextDataModule):
-    """Blocks of ``block_size`` tokens: [CLS] followed by the running token stream, documents separated by [SEP].
+    """Blocks of ``block_size`` tokens: [CLS] followed by the running token stream, documents separated by [SEP]
+    (a GPT-style tokenizer without them: its BOS, when it has one, and its EOS; see ``document_tokens``).
 
     Blocks cross document boundaries on purpose (no padding waste); positions restart at every block. With
     ``document_mask`` the blocks stay packed but documents stay apart: each token attends only within its document
@@ -76,6 +78,9 @@ class CorpusDataModule(TextDataModule):
             raise ValueError(f"block_size must be at least 8, got {block_size}")
         if masked_positions_multiple_of is not None and masked_positions_multiple_of < 1:
             raise ValueError(f"masked_positions_multiple_of must be >= 1 or null, got {masked_positions_multiple_of}")
+        if objective == "mlm" and not 0 < mlm_probability <= 1:
+            raise ValueError(f"mlm_probability {mlm_probability}: set data.init_args.mlm_probability in (0, 1] "
+                             "(BERT's is 0.15)")
         hp = self.hparams
         self.raw = ensure_validation(
             load_source(dataset, dataset_config,
@@ -86,19 +91,24 @@ class CorpusDataModule(TextDataModule):
         )
         for split, ds in self.raw.items():
             check_columns(ds, {"text": text_column}, split, f"the {split} split", self.raw["train"].column_names)
+            check_texts(ds, text_column, split)
         self.tokenizer = (
             load_tokenizer(tokenizer, self.cache_dir) if tokenizer else
             cached_wordpiece(self.raw["train"], [text_column], self.cache_dir, wordpiece_vocab_size, lowercase,
                              model_max_length=block_size)
         )
         self.vocab_size = len(self.tokenizer)
+        document_tokens(self.tokenizer)  # a tokenizer that cannot mark documents is refused before any tokenising
+        if objective == "mlm":
+            self._collator()  # the same for one without [MASK] or padding
         self.datasets: dict[str, Any] = {}
 
     def _blocks(self, split: str):
         hp = self.hparams
         tok = self.tokenizer
-        size = hp.block_size - 1  # room for [CLS]
-        sep, cls = tok.sep_token_id, tok.cls_token_id
+        cls, sep = document_tokens(tok)
+        start = [] if cls is None else [cls]
+        size = hp.block_size - len(start)  # room for [CLS]
 
         def tokenize(batch: dict[str, list]) -> dict[str, list]:
             texts = [t for t in batch[hp.text_column] if t and t.strip()]
@@ -108,7 +118,7 @@ class CorpusDataModule(TextDataModule):
         def group(batch: dict[str, list]) -> dict[str, list]:
             stream = list(chain.from_iterable(batch["ids"]))
             n = len(stream) // size * size
-            return {"input_ids": [[cls] + stream[i : i + size] for i in range(0, n, size)]}
+            return {"input_ids": [start + stream[i : i + size] for i in range(0, n, size)]}
 
         ds = self.raw[split]
         ds = ds.map(tokenize, batched=True, remove_columns=ds.column_names, num_proc=hp.num_proc,
@@ -172,7 +182,8 @@ class CorpusDataModule(TextDataModule):
         texts = [line for line in read_lines(expand_files(self.hparams.predict_files, "predict"), "predict")
                  if line.strip()]
         ids = self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
-        return Dataset.from_dict({"text": texts, "input_ids": [[self.tokenizer.cls_token_id] + x for x in ids]})
+        cls = document_tokens(self.tokenizer)[0]
+        return Dataset.from_dict({"text": texts, "input_ids": [([] if cls is None else [cls]) + x for x in ids]})
 
     def _collator(self):
         hp = self.hparams
@@ -195,3 +206,27 @@ class CorpusDataModule(TextDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self.loader(self.datasets["predict"], collate_prompts)
 
+
+def check_texts(ds: Dataset, column: str, split: str) -> None:
+    """The text column must hold strings: a column of numbers (an id, a label) is the wrong column, which the
+    WordPiece trainer would skip as no text and the tokeniser then fail on, with neither saying why."""
+    dtype = getattr(ds.features[column], "dtype", type(ds.features[column]).__name__)
+    if dtype in ("string", "large_string") or len(blank_rows(ds, column)) == len(ds):
+        return
+    texts = [name for name, feature in ds.features.items()
+             if getattr(feature, "dtype", None) in ("string", "large_string")]
+    raise ValueError(f"text column {column!r} of the {split} split holds {dtype} values, not texts; set "
+                     f"data.init_args.text_column to a column of texts (here: {texts})")
+
+
+def document_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[int | None, int]:
+    """(the token each block starts with, the token that ends each document): BERT's [CLS] and [SEP], else a
+    GPT-style tokenizer's BOS (None when it has none: blocks are the stream alone) and EOS. Without an end token the
+    documents would run together: refused."""
+    start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    end = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    if end is None:
+        raise ValueError(f"tokenizer {tokenizer.name_or_path!r} has neither a [SEP] nor an EOS token to end each "
+                         "document with: give data.init_args.tokenizer one that has, or leave it unset to train a "
+                         "WordPiece on the corpus")
+    return start, end

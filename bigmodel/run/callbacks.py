@@ -20,6 +20,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from bigmodel.run.checkpoint_io import AtomicCheckpointIO
 from bigmodel.run.directory import overwritten_by_resume
+from bigmodel.data.corpus import document_tokens
 from bigmodel.data.tokenizer import CHECKPOINT_KEY, tokenizer_files
 from bigmodel.tasks.checkpoints import ARCHIVE
 
@@ -263,14 +264,17 @@ def default_checkpoint_dir(trainer: L.Trainer) -> None:
 
 
 def generated_rows(batch: dict[str, Any], tokenizer) -> list[dict[str, str]]:
-    """Prompt text, then prompt + continuation decoded per decoding; a generated [SEP] (end of document) ends it."""
+    """Prompt text, then prompt + continuation decoded per decoding; a generated end of document ([SEP], or a GPT
+    tokenizer's EOS, which may also be its BOS and begin the prompt) ends it."""
+    end = document_tokens(tokenizer)[1]
     rows = []
     for i, text in enumerate(batch["text"]):
         row = {"text": text}
+        prompt = batch.get("prompt_length", [0] * len(batch["text"]))[i]
         for name, sequences in batch["generated"].items():
             ids = sequences[i]
-            if tokenizer.sep_token_id in ids:
-                ids = ids[: ids.index(tokenizer.sep_token_id)]
+            if end in ids[prompt:]:
+                ids = ids[: ids.index(end, prompt)]
             row[name] = tokenizer.decode(ids, skip_special_tokens=True)
         rows.append(row)
     return rows

@@ -144,8 +144,9 @@ class MaskedPredictions(Callback):
             original = ids.clone().view(-1)
             original[positions[keep]] = labels[keep]
             self.examples = {"input_ids": ids, "original": original.view_as(ids), "positions": positions[keep]}
-            if "attention_mask" in batch and batch["attention_mask"] is not None:
-                self.examples["attention_mask"] = batch["attention_mask"][: self.num_examples].detach().cpu()
+            for key in ("attention_mask", "document_ids"):  # packed documents kept apart, as validation reads them
+                if batch.get(key) is not None:
+                    self.examples[key] = batch[key][: self.num_examples].detach().cpu()
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         net = getattr(pl_module, "net", None)
@@ -154,10 +155,11 @@ class MaskedPredictions(Callback):
             return
         tokenizer = trainer.datamodule.tokenizer
         ex = self.examples
-        mask = ex.get("attention_mask")
+        mask, documents = (ex.get(key) for key in ("attention_mask", "document_ids"))
         with torch.no_grad():
             logits = net(ex["input_ids"].to(pl_module.device), ex["positions"].to(pl_module.device),
-                         mask.to(pl_module.device) if mask is not None else None)
+                         mask.to(pl_module.device) if mask is not None else None,
+                         documents.to(pl_module.device) if documents is not None else None)
         probs, top = logits.float().softmax(-1).topk(self.top_k, dim=-1)
         seq = ex["input_ids"].shape[1]
         rows, shown = [], set()

@@ -157,4 +157,5 @@ class CausalLMTask(LanguageModelTask):
             generator = torch.Generator(self.device).manual_seed(mix_seed(seed, self.global_rank, batch_idx, row))
             sampled.append(self.net.generate(prompt, **self.generation, generator=generator,
                                              max_context=context)[0].tolist())
-        return {"text": batch["text"], "generated": {"greedy": greedy, "sampled": sampled}}
+        return {"text": batch["text"], "generated": {"greedy": greedy, "sampled": sampled},
+                "prompt_length": [len(ids) for ids in batch["prompt_ids"]]}  # an end token counts only after it

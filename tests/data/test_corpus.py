@@ -135,3 +135,99 @@ def test_causal_objective_gives_whole_blocks_as_labels_and_prompts_for_predict(p
     assert batch["text"] == ["The while statement", "Return a copy"]
     assert [ids[0].item() for ids in batch["prompt_ids"]] == [dm.tokenizer.cls_token_id] * 2  # as a block begins
     assert dm.tokenizer.sep_token_id not in batch["prompt_ids"][0].tolist()  # the text goes on
+
+
+def test_a_hub_dataset_not_in_the_cache_offline_is_one_line_naming_local_files(monkeypatch):
+    """HF_HUB_OFFLINE=1 and a dataset name never downloaded: ``datasets`` raises a ConnectionError (the CLI printed
+    jsonargparse's traceback of it); now one line says it is not cached and how to give the text locally."""
+    from bigmodel.data.sources import HubUnavailableError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(HubUnavailableError) as err:
+        CorpusDataModule(dataset="no-such-org/no-such-corpus")
+    assert str(err.value) == ("cannot load dataset 'no-such-org/no-such-corpus': not in the Hugging Face cache "
+                              "(HF_HUB_OFFLINE=1); copy the data to local files (.txt/.jsonl/.csv/.tsv/.parquet) and "
+                              "pass them as data.init_args.train_files / validation_files / test_files")
+
+
+def test_a_text_column_of_numbers_is_refused_naming_the_columns_of_texts(tmp_path):
+    """A .csv whose text_column names its id column: one line before any tokenizer is trained (it was trained on
+    nothing, the non-string cells being skipped, and tokenising then failed on int.strip)."""
+    path = tmp_path / "docs.csv"
+    path.write_text("id,body\n" + "".join(f"{i},some words of document {i}\n" for i in range(50)))
+    with pytest.raises(ValueError, match=r"^text column 'id' of the train split holds int64 values, not texts; set "
+                                         r"data.init_args.text_column to a column of texts \(here: \['body'\]\)$"):
+        CorpusDataModule(train_files=str(path), text_column="id", wordpiece_vocab_size=200, block_size=8)
+
+
+def _bpe_tokenizer(texts, folder, **specials):
+    """A GPT-style byte-level BPE saved as a Hugging Face tokenizer: no [CLS], [SEP], [MASK] or padding."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"]))
+    PreTrainedTokenizerFast(tokenizer_object=tok, **specials).save_pretrained(str(folder))
+    return str(folder)
+
+
+def test_a_gpt_style_tokenizer_ends_each_document_with_its_eos_and_begins_blocks_with_its_bos(pydoc_text, tmp_path):
+    """Without [CLS]/[SEP] the blocks held None where those were (the documents ran together); now each document
+    ends with the EOS, a block begins with the BOS when there is one, and prompts begin as blocks do."""
+    from bigmodel.data.corpus import document_tokens
+
+    docs = [line for line in pydoc_text.read_text().splitlines() if line.strip()][:60]
+    train = tmp_path / "train.txt"
+    train.write_text("\n".join(docs) + "\n")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("The while statement\n")
+    eos_only = _bpe_tokenizer(docs, tmp_path / "eos", eos_token="<|endoftext|>")
+    dm = CorpusDataModule(train_files=str(train), validation_files=str(train), tokenizer=eos_only, objective="causal",
+                          block_size=16, predict_files=str(prompts))
+    dm.setup("validate")
+    stream = [t for ids in dm.tokenizer(docs, add_special_tokens=False)["input_ids"] for t in ids + [0]]
+    blocks = dm.datasets["validation"].with_format(None)["input_ids"][:]
+    assert blocks == [stream[i : i + 16] for i in range(0, len(stream) // 16 * 16, 16)]
+    dm.setup("predict")
+    assert dm.datasets["predict"][0]["input_ids"] == dm.tokenizer("The while statement")["input_ids"]
+
+    gpt2_like = _bpe_tokenizer(docs, tmp_path / "gpt2", eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+    dm = CorpusDataModule(train_files=str(train), validation_files=str(train), tokenizer=gpt2_like,
+                          objective="causal", block_size=16)
+    dm.setup("validate")
+    blocks = dm.datasets["validation"].with_format(None)["input_ids"][:]
+    assert blocks[:2] == [[0] + stream[:15], [0] + stream[15:30]]
+    assert document_tokens(dm.tokenizer) == (0, 0)
+
+    with pytest.raises(ValueError, match=r"has neither a \[SEP\] nor an EOS token to end each document with: give "
+                                         r"data.init_args.tokenizer one that has, or leave it unset"):
+        CorpusDataModule(train_files=str(train), tokenizer=_bpe_tokenizer(docs, tmp_path / "none"), objective="causal")
+    with pytest.raises(ValueError, match=r"^MLM needs a tokenizer with mask and pad tokens .*objective: causal\)$"):
+        CorpusDataModule(train_files=str(train), tokenizer=eos_only)  # at once, not after tokenising
+
+
+def test_a_continuation_is_cut_at_the_first_end_of_document_after_its_prompt(pydoc_text, tmp_path):
+    """A GPT-style tokenizer has no [SEP]: the continuation ran on past the end of its document. Its end is the EOS,
+    which a GPT-2-like tokenizer also begins the prompt with, so the cut looks only at the generated tokens."""
+    from transformers import AutoTokenizer
+
+    from bigmodel.run.callbacks import generated_rows
+
+    docs = [line for line in pydoc_text.read_text().splitlines() if line.strip()][:60]
+    tok = AutoTokenizer.from_pretrained(_bpe_tokenizer(docs, tmp_path / "gpt2", eos_token="<|endoftext|>",
+                                                       bos_token="<|endoftext|>"))
+    prompt = [0] + tok("The while")["input_ids"]
+    more, after = tok(" statement")["input_ids"], tok(" Next")["input_ids"]
+    batch = {"text": ["The while"], "prompt_length": [len(prompt)],
+             "generated": {"greedy": [prompt + more + [0] + after]}}
+    assert generated_rows(batch, tok) == [{"text": "The while", "greedy": "The while statement"}]
+
+
+def test_mlm_probability_outside_0_1_is_refused_before_tokenising(pydoc_text):
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match=rf"^mlm_probability {bad}: set data.init_args.mlm_probability in "
+                                             r"\(0, 1\] \(BERT's is 0.15\)$"):
+            CorpusDataModule(train_files=str(pydoc_text), wordpiece_vocab_size=800, mlm_probability=bad)

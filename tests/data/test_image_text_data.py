@@ -268,7 +268,8 @@ def test_hub_name_without_network_or_cache_is_one_clear_error(monkeypatch):
         raise ConnectionError("Couldn't reach 'someone/flickr-captions' on the Hub (OfflineModeIsEnabled)")
 
     monkeypatch.setattr(text, "load_dataset", not_cached)  # every hub name goes through sources.text.load_hub
-    with pytest.raises(HubUnavailableError, match="neither digits, a local CSV or directory"):
+    with pytest.raises(HubUnavailableError, match=r"^cannot load dataset 'someone/flickr-captions': not in the "
+                       r"Hugging Face cache \(HF_HUB_OFFLINE=1\); save it where there is internet"):
         ImageTextDataModule(dataset="someone/flickr-captions")
     with pytest.raises(FileNotFoundError, match="neither digits, a hub name"):
         ImageTextDataModule(dataset="./no/such/folder")

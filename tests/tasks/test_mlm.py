@@ -200,3 +200,29 @@ def test_validation_loss_is_the_same_whatever_the_validation_batch_size(pydoc_te
     assert results[0].keys() >= {"val/loss", "val/ppl", "val/acc"}
     for key in ("val/loss", "val/ppl", "val/acc"):
         assert abs(results[0][key] - results[1][key]) <= 1e-5 * abs(results[0][key]), (key, results)
+
+
+def test_masked_prediction_figures_of_document_masked_blocks_keep_the_documents_apart(pydoc_text):
+    """With ``document_mask`` the shown top-k are the validation step's own (each document alone); the figure ran
+    the blocks without their ``document_ids``, so its guesses at the second document read the first."""
+    from types import SimpleNamespace
+
+    tok = train_wordpiece(pydoc_text.read_text().splitlines(), vocab_size=600)
+    torch.manual_seed(0)
+    sep = torch.tensor([tok.sep_token_id])
+    block = torch.cat([torch.randint(10, len(tok), (11,)), sep, torch.randint(10, len(tok), (13,)), sep])
+    packed = MLMCollator(tok, seed=1, mlm_probability=0.3, document_mask=True)([{"input_ids": block}])
+    task = MLMTask(encoder="bert-tiny", vocab_size=len(tok),
+                   encoder_config={"hidden_dropout": 0.0, "attention_dropout": 0.0}).eval()
+    texts = []
+    writer = SimpleNamespace(add_figure=None, add_text=lambda tag, text, step: texts.append(text))
+    trainer = SimpleNamespace(sanity_checking=False, is_global_zero=True, strategy=None, global_step=0,
+                              loggers=[SimpleNamespace(experiment=writer)], datamodule=SimpleNamespace(tokenizer=tok))
+    callback = MaskedPredictions(num_examples=1, top_k=1)
+    callback.on_validation_batch_end(trainer, task, None, packed, 0)
+    callback.on_validation_epoch_end(trainer, task)
+    with torch.no_grad():
+        probs, top = task._step(packed)[1].softmax(-1).max(-1)
+    expected = [f"{tok.convert_ids_to_tokens(int(t))} {float(p):.2f} |" for p, t in zip(probs, top)]
+    assert [row.split("| ", 2)[-1] for row in texts[0].splitlines() if row.startswith("| ") and "top" not in row] \
+        == expected

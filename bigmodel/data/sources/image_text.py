@@ -23,7 +23,6 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from bigmodel.data.sources.images import flatten_alpha, load_digits_splits, read_image
 from bigmodel.data.sources.text import SPLITS, load_hub, not_utf8
-from bigmodel.utils.hub import HubUnavailableError
 
 SPLIT_NAMES = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}
 HUB_HINT = ("Save it where there is internet (load_dataset(name).save_to_disk(dir)) and pass that directory as "
@@ -148,12 +147,7 @@ def load_captioned(dataset: str, config: str | None, image_column: str, caption_
     if dataset.startswith((".", "/", "~")) or dataset.count("/") > 1:
         raise FileNotFoundError(f"dataset {dataset!r} is neither digits, a hub name, nor an existing CSV file "
                                 "or directory")
-    try:
-        raw = load_hub(dataset, config, HUB_HINT)
-    except (ConnectionError, FileNotFoundError) as err:
-        raise HubUnavailableError(f"dataset {dataset!r} is neither digits, a local CSV or directory, nor a "
-                                  f"dataset the Hugging Face Hub has (or its cache, offline): "
-                                  f"{' '.join(str(err).split())}") from err
+    raw = load_hub(dataset, config, HUB_HINT)  # a name the hub (or its cache) lacks: one line, with HUB_HINT
     return from_hf(raw, f"dataset {dataset!r}", image_column, caption_column, hold_out)
 
 

@@ -20,7 +20,7 @@ from datasets.table import CastError
 
 from bigmodel.data.sources import builtin
 from bigmodel.utils.exceptions import error_chain
-from bigmodel.utils.hub import HubUnavailableError, hub_offline_mode, hub_reachable, offline_message
+from bigmodel.utils.hub import HubUnavailableError, hub_load_error, hub_offline_mode, hub_reachable, offline_message
 
 SPLITS = ("train", "validation", "test")  # the splits a source may have, in this order
 BUILDERS = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv",
@@ -194,10 +194,15 @@ LOCAL_FILES_HINT = ("Copy the data to local files (.txt/.jsonl/.csv/.tsv/.parque
 
 def load_hub(name: str, config: str | None, hint: str = LOCAL_FILES_HINT) -> DatasetDict:
     """A hub dataset, or (offline) its cached copy; an unreachable hub is a ``HubUnavailableError`` at once, with
-    ``hint`` saying how to give the data locally, instead of ``datasets``' retries and traceback."""
+    ``hint`` saying how to give the data locally, instead of ``datasets``' retries and traceback. So is a name the
+    hub (or, with ``HF_HUB_OFFLINE=1``, its cache) does not have: ``datasets`` raises a ``ConnectionError`` or a
+    ``FileNotFoundError`` that the CLI would print as a traceback."""
     if not hub_offline_mode() and not hub_reachable():
         raise HubUnavailableError(offline_message("dataset", name, hint))
-    return load_dataset(name, config)
+    try:
+        return load_dataset(name, config)
+    except (ConnectionError, FileNotFoundError) as err:
+        raise hub_load_error("dataset", name, err, hint[0].lower() + hint[1:]) from err
 
 
 def load_source(
