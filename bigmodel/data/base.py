@@ -126,7 +126,8 @@ class ResumableLoader(DataLoader):
     ``load_state_dict``: without them, a resume from a checkpoint written mid-epoch warned that the dataloader "is
     not resumable" and results may differ, which is not so here. The position is the data module's state
     (``DataModule.state_dict``: the epoch and the batches consumed in it, which ``ResumableSampler`` skips); the
-    loader holds none of its own."""
+    loader holds none of its own, and its empty entry is left out of checkpoints (``TaskBase.on_save_checkpoint``),
+    so that one resumes with another loader too."""
 
     def state_dict(self) -> dict[str, Any]:
         return {}

@@ -177,6 +177,11 @@ class TaskBase(StartingWeights, L.LightningModule):
         checkpoint[META_KEY] = self.checkpoint_meta()
         if self._schedule_steps is not None:
             checkpoint[META_KEY]["schedule_steps"] = self._schedule_steps
+        # the training loader's state is the data module's (``data.base.ResumableLoader`` holds none): Lightning's
+        # empty entry would make a resume with another, plain loader fail ("0 stateful loaders, but found 1 states")
+        fit_loop = ((checkpoint.get("loops") or {}).get("fit_loop") or {}).get("state_dict") or {}
+        if fit_loop.get("combined_loader") and not any(fit_loop["combined_loader"]):
+            del fit_loop["combined_loader"]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """The checkpoint's weights replace init_from's (so none is read), heads included: none is untrained. A

@@ -249,3 +249,23 @@ def test_resuming_with_more_steps_says_the_schedule_is_recomputed_and_how_the_lr
     # cosine over 6 steps at step 4: 0.01 * 0.5 * (1 + cos(pi * 4 / 6)) = 0.0025
     assert said == ["the learning-rate schedule was built for 4 steps; this fit runs 6: it is recomputed over 6 steps "
                     "from step 4 (lr jumps from 0 to 0.0025)"]
+
+
+def test_a_checkpoint_of_bigmodels_training_loader_resumes_with_a_plain_one(tmp_path):
+    """bigmodel's training loader is marked resumable (``data.base.ResumableLoader``: the data module holds the
+    position) and keeps no state of its own: Lightning's empty entry for it is left out of checkpoints, or a resume
+    with another, plain loader (a lab's own data module) failed: "0 stateful loaders, but found 1 states"."""
+    from bigmodel.data.base import ResumableLoader
+
+    torch.manual_seed(0)
+    data = [{"pixel_values": torch.randn(1, 8, 8), "labels": torch.tensor(i % 3)} for i in range(24)]
+    first = L.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False)
+    first.fit(task(), ResumableLoader(data, batch_size=4))
+    first.save_checkpoint(tmp_path / "mid-epoch.ckpt")
+    saved = torch.load(tmp_path / "mid-epoch.ckpt", weights_only=False)
+    assert "combined_loader" not in saved["loops"]["fit_loop"]["state_dict"]
+    trainer = L.Trainer(accelerator="cpu", max_steps=5, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(task(), DataLoader(data, batch_size=4), ckpt_path=tmp_path / "mid-epoch.ckpt")  # a plain loader
+    assert trainer.global_step == 5
