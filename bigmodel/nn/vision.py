@@ -75,6 +75,17 @@ class PatchEmbeddings(nn.Module):
         self.dropout = Dropout(config.hidden_dropout)
         self._told_resampled = False
 
+    @torch.compiler.disable  # run eagerly, compiled or not: the flag is Python state (only at another size)
+    def _tell_resampled(self, H: int, W: int, grid: tuple[int, int]) -> None:
+        """Once per model: testing at another size is legitimate (FixRes), but not silent."""
+        if self._told_resampled:
+            return
+        self._told_resampled = True
+        warnings.warn(f"this ViT's position embeddings were learned for {self.grid * self.patch_size} px images "
+                      f"({self.grid}x{self.grid} patches) and are given {H}x{W}: they are resampled (bicubic) to "
+                      f"{grid[0]}x{grid[1]} for them; give images of the size it was built for (data image_size) to "
+                      "use them as learned", stacklevel=3)
+
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, 1 + N, D)
         B, _, H, W = pixel_values.shape
         if H % self.patch_size or W % self.patch_size:
@@ -84,12 +95,8 @@ class PatchEmbeddings(nn.Module):
             pixel_values = self.stem(pixel_values)
         x = self.proj(pixel_values).flatten(2).transpose(1, 2)
         grid = (H // self.patch_size, W // self.patch_size)
-        if grid != (self.grid, self.grid) and not self._told_resampled and not torch.compiler.is_compiling():
-            self._told_resampled = True  # once per model: a test at another size is legitimate (FixRes), not silent
-            warnings.warn(f"this ViT's position embeddings were learned for {self.grid * self.patch_size} px images "
-                          f"({self.grid}x{self.grid} patches) and are given {H}x{W}: they are resampled (bicubic) to "
-                          f"{grid[0]}x{grid[1]} for them; give images of the size it was built for (data image_size) "
-                          f"to use them as learned", stacklevel=2)
+        if grid != (self.grid, self.grid):
+            self._tell_resampled(H, W, grid)
         pos = resample_position_embeddings(self.position_embeddings, grid)
         x = torch.cat([self.cls_token.expand(B, -1, -1), x], dim=1) + pos
         return self.dropout(x)
