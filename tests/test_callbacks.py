@@ -49,3 +49,35 @@ def test_predictions_output_of_an_unknown_format_is_refused_before_predicting():
                                          r"'out.csv'$"):
         _predict_setup("out.txt", None)
     _predict_setup("out.JSONL", None)
+
+
+def test_a_resume_is_said_to_write_over_checkpoints_only_when_it_continues_none_of_its_directories(tmp_path):
+    """Resuming one directory's last.ckpt continues that run, whatever other checkpoint callbacks the run has (each
+    warned that it would be written over); a SLURM requeue's hpc checkpoint continues the job; another checkpoint
+    (an archived one, another run's) writes over what is there: said, per directory."""
+    import warnings
+
+    from bigmodel.run.callbacks import _say_what_a_resume_writes_over
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    for directory in (first, second):
+        directory.mkdir()
+        (directory / "last.ckpt").write_bytes(b"x")
+    (first / "previous").mkdir()
+    (first / "previous" / "last.ckpt").write_bytes(b"old")
+    (tmp_path / "hpc_ckpt_1.ckpt").write_bytes(b"job")
+
+    def resume(path, hpc=None):
+        trainer = SimpleNamespace(ckpt_path=path, checkpoint_callbacks=[SimpleNamespace(dirpath=str(first)),
+                                                                        SimpleNamespace(dirpath=str(second))],
+                                  _checkpoint_connector=SimpleNamespace(_hpc_resume_path=hpc))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _say_what_a_resume_writes_over(trainer)
+        return [str(w.message) for w in caught]
+
+    assert resume(first / "last.ckpt") == []
+    assert resume(str(tmp_path / "hpc_ckpt_1.ckpt"), hpc=str(tmp_path / "hpc_ckpt_1.ckpt")) == []
+    said = resume(first / "previous" / "last.ckpt")
+    assert [line.split(":")[0] for line in said] == [
+        f"--ckpt_path {first / 'previous' / 'last.ckpt'} is not {directory}'s last.ckpt" for directory in (first, second)]

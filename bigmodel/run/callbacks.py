@@ -19,7 +19,7 @@ from lightning.pytorch.utilities.model_summary.model_summary import _format_summ
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from bigmodel.run.checkpoint_io import AtomicCheckpointIO
-from bigmodel.run.directory import overwritten_by_resume
+from bigmodel.run.directory import continues_run
 from bigmodel.data.corpus import document_tokens
 from bigmodel.data.tokenizer import CHECKPOINT_KEY, tokenizer_files
 from bigmodel.tasks.checkpoints import ARCHIVE
@@ -213,12 +213,7 @@ class KeepPreviousCheckpoints(Callback):
         if not trainer.is_global_zero:
             return
         if trainer.ckpt_path is not None:  # a resumed run (--ckpt_path, SLURM's hpc checkpoint) continues its own
-            for cb in trainer.checkpoint_callbacks:
-                other = cb.dirpath and overwritten_by_resume(cb.dirpath, os.fspath(trainer.ckpt_path))
-                if other:
-                    rank_zero_warn(f"--ckpt_path {trainer.ckpt_path} is not {cb.dirpath}'s last.ckpt: this fit "
-                                   f"writes over {', '.join(other)} there (another run's, or later steps); copy "
-                                   "them elsewhere first to keep them, or fit under another run name")
+            _say_what_a_resume_writes_over(trainer)
             return
         dirs = [cb.dirpath for cb in trainer.checkpoint_callbacks if cb.dirpath and _checkpoints_in(cb.dirpath)]
         if not dirs:
@@ -235,6 +230,24 @@ class KeepPreviousCheckpoints(Callback):
         io = trainer.strategy.checkpoint_io
         if isinstance(io, AtomicCheckpointIO):
             io.before_first_replace = None
+
+
+def _say_what_a_resume_writes_over(trainer: L.Trainer) -> None:
+    """A fit resumed from a checkpoint that is none of its directories' last.ckpt (another run's, best.ckpt, an
+    archived one) writes over the checkpoints there, which a fresh fit would have moved to previous/: said before
+    it does. A SLURM requeue resumes its own hpc checkpoint: nothing to say."""
+    path = os.fspath(trainer.ckpt_path)
+    dirs = [cb.dirpath for cb in trainer.checkpoint_callbacks if cb.dirpath]
+    hpc = getattr(getattr(trainer, "_checkpoint_connector", None), "_hpc_resume_path", None)
+    if (hpc is not None and os.path.abspath(hpc) == os.path.abspath(path)) or \
+            any(continues_run(directory, path) for directory in dirs):
+        return
+    for directory in dirs:
+        names = [p.name for p in _checkpoints_in(directory)]
+        if names:
+            rank_zero_warn(f"--ckpt_path {path} is not {directory}'s last.ckpt: this fit writes over "
+                           f"{', '.join(names)} there (another run's, or later steps); copy them elsewhere first to "
+                           "keep them, or fit under another run name")
 
 
 def _checkpoints_in(directory: str) -> list[Path]:

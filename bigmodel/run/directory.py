@@ -3,7 +3,7 @@
 - ``checkpoint_dir``: where the CLI's ModelCheckpoint will write, read off the parsed config.
 - ``RunLock``: one fit per run name at a time (``checkpoints/.fit.lock``, an OS lock: a crashed run leaves no
   stale lock, the kernel drops it with the process).
-- ``overwritten_by_resume``: the checkpoints a resumed fit would write over that are not its own run's.
+- ``continues_run``: whether a resumed fit continues the run of a checkpoint directory (else it writes over it).
 - ``read_checkpoint_meta``: a ``--ckpt_path`` is checked (exists, complete, of the configured task) before
   Lightning reads it, with one-line messages that name the alternatives on disk.
 - ``write_metrics``: what a ``test``/``validate`` printed, kept as ``<log dir>/<stage>_metrics.json`` with the
@@ -153,16 +153,12 @@ def resolve_last(directory: str | None, subcommand: str = "fit") -> str | None:
     return None
 
 
-def overwritten_by_resume(directory: str, ckpt_path: str) -> list[str]:
-    """The checkpoints in ``directory`` that a fit resumed from ``ckpt_path`` writes over without keeping them: none
-    when it continues the directory's own last.ckpt (that run goes on: last.ckpt follows it, best.ckpt gives way
-    only to a better score); else every one there -- another run's, or later steps than the one resumed (from
-    best.ckpt or an archived one) -- which a fresh fit would move to previous/ but a resumed one continues over."""
-    names = sorted(n for n in os.listdir(directory) if n.endswith(".ckpt")) if os.path.isdir(directory) else []
+def continues_run(directory: str, ckpt_path: str) -> bool:
+    """Whether a fit resumed from ``ckpt_path`` continues the run whose checkpoints are in ``directory``: it is
+    that directory's last.ckpt (the run goes on: last.ckpt follows it, best.ckpt gives way only to a better score).
+    From another run's checkpoint, best.ckpt or an archived one, it writes over what is there."""
     last = os.path.join(directory, "last.ckpt")
-    if names and os.path.exists(last) and os.path.exists(ckpt_path) and os.path.samefile(last, ckpt_path):
-        return []
-    return names
+    return os.path.exists(last) and os.path.exists(ckpt_path) and os.path.samefile(last, ckpt_path)
 
 
 def is_sharded(path: str) -> bool:
