@@ -129,7 +129,8 @@ def test_a_run_stopped_by_its_sweep_names_the_sweeps_signal(small_text, tmp_path
     SIGINT to the file its runs know of: the run saves as on any SIGTERM, but its line names the Ctrl-C and it exits
     130, as the sweep does; so does a validate stopped before its result. Without a word from the sweep (the file
     empty: it runs on), a SIGTERM is the run's own."""
-    from bigmodel.run.stopping import SWEEP_STOP_FILE, StopSafely, stop_cause
+    from bigmodel.run.stop_signals import SWEEP_STOP_FILE, stop_cause
+    from bigmodel.run.stopping import StopSafely
 
     cause = tmp_path / "sweep.stop"
     cause.write_text("SIGINT")
@@ -148,6 +149,10 @@ def test_a_run_stopped_by_its_sweep_names_the_sweeps_signal(small_text, tmp_path
     assert stop_cause(signal.SIGTERM) == (signal.SIGHUP, "the sweep on SIGHUP")
     StopSafely()._on_signal(signal.SIGTERM, None)  # the notice as the signal arrives
     assert capsys.readouterr().err == ("bigmodel: SIGTERM from the sweep on SIGHUP: stopping after this optimizer "
+                                       "step and saving last.ckpt\n")
+    cause.write_text("SIGTERM")  # the sweep itself was sent SIGTERM: not "the sweep on SIGTERM received"
+    StopSafely()._on_signal(signal.SIGTERM, None)
+    assert capsys.readouterr().err == ("bigmodel: SIGTERM from the sweep on SIGTERM: stopping after this optimizer "
                                        "step and saving last.ckpt\n")
     assert stop_cause(signal.SIGINT) == (signal.SIGINT, "SIGINT")  # the run's own Ctrl-C (its process group's)
     cause.write_text("")

@@ -20,7 +20,7 @@ from bigmodel.commands.sweep import runner
 from bigmodel.commands.sweep.plan import parse_grid, plan
 from bigmodel.commands.sweep.runner import Sweep
 from bigmodel.commands.sweep.summary import SUMMARY_FILES
-from bigmodel.run.stopping import SWEEP_STOP_FILE, stop_cause
+from bigmodel.run.stop_signals import SWEEP_STOP_FILE, stop_cause
 from bigmodel.utils import formatting
 from bigmodel.nn import SmallCNN
 

@@ -32,7 +32,8 @@ from bigmodel.run.callbacks import (
 )
 from bigmodel.run.figures import AttentionMaps, MaskedPredictions, RetrievalExamples
 from bigmodel.run.progress import BestScoreHParam, ProgressLog, interactive
-from bigmodel.run.stopping import RunStopped, StopSafely, stop_cause
+from bigmodel.run.stop_signals import stop_cause
+from bigmodel.run.stopping import RunStopped, StopSafely
 from bigmodel.tasks import base
 
 

@@ -151,9 +151,9 @@ def _without_untied_mlm_head(out: dict[str, torch.Tensor], decoder: torch.Tensor
     embeddings = out.get("encoder.embeddings.word_embeddings.weight")
     if decoder is None or embeddings is None or torch.equal(decoder, embeddings):
         return out
-    warnings.warn(f"this {family} MLM decoder is not tied to its word embeddings (tie_word_embeddings: false); "
-                  "bigmodel's MLM head decodes with the word embeddings, so the source's MLM head is not loaded",
-                  stacklevel=3)
+    warnings.warn(f"this {family} checkpoint's MLM decoder is not tied to its word embeddings (tie_word_embeddings: "
+                  "false), and bigmodel's MLM head decodes with them: its MLM head is not read (a masked-LM task "
+                  "trains a new one; other tasks never use it)", stacklevel=3)
     return {k: v for k, v in out.items() if not k.startswith("mlm_head.")}
 
 

@@ -36,32 +36,10 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from bigmodel.run.hangup import leave_hung_up_terminal
+from bigmodel.run.stop_signals import SAME_SIGNAL_S, STOP_SIGNALS, stop_cause
 from bigmodel.run.stop_rates import log_step_rates, step_hyperparameters, step_monitors
 
 
-# the signals that stop a fit at a saved step (SIGHUP: where the platform has it)
-STOP_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None)
-# ``timeout -s INT`` sends its signal to its child and then to the child's process group: the same stop arriving
-# twice within this many seconds is one Ctrl-C, not the second one that stops at once without saving
-SAME_SIGNAL_S = 1.0
-# a sweep's runs: the file in which the sweep writes the name of the signal that stopped it, before it sends them
-# SIGTERM (commands/sweep/runner.py); empty while the sweep runs on
-SWEEP_STOP_FILE = "BIGMODEL_SWEEP_STOP_FILE"
-
-
-def stop_cause(signum: int, environ: Any = None) -> tuple[int, str]:
-    """The signal a stop by ``signum`` reports (its exit status is 128 + it) and how the stop line names it: the
-    user's Ctrl-C or hangup, not the SIGTERM that a sweep forwarded to its runs for it."""
-    path = (os.environ if environ is None else environ).get(SWEEP_STOP_FILE)
-    if signum == signal.SIGTERM and path:
-        try:
-            name = open(path, encoding="utf-8").read().strip()
-        except OSError:  # the sweep is gone (removed its file): the SIGTERM is the run's own
-            name = ""
-        cause = next((s for s in STOP_SIGNALS if s.name == name), None)
-        if cause is not None:
-            return cause, f"the sweep on {cause.name}" + (" (Ctrl-C)" if cause == signal.SIGINT else "")
-    return signum, signal.Signals(signum).name
 
 
 class RunStopped(Exception):
@@ -105,8 +83,8 @@ class StopSafely(Callback):
             launcher.kill(signum)  # DDP ranks started by this process stop with it (as Lightning's handler does)
         if first and (trainer is None or trainer.is_global_zero):
             again = " (Ctrl-C again stops at once without saving)" if signum == signal.SIGINT else ""
-            cause, name = stop_cause(signum)
-            heard = f"{name} received" if cause == signum else f"SIGTERM from {name}"
+            _, name = stop_cause(signum)
+            heard = f"{name} received" if name == signal.Signals(signum).name else f"SIGTERM from {name}"
             try:
                 print(f"bigmodel: {heard}: stopping after this optimizer step and saving last.ckpt{again}",
                       file=sys.stderr, flush=True)

@@ -152,7 +152,7 @@ def _from_directory(source: str, path: str) -> Pretrained:
                                 "written by save_pretrained (or `hf download <name> --local-dir <dir>`)")
     raw = _from_file(source, found[0]).state
     config_file = os.path.join(path, "config.json")
-    hf = json.load(open(config_file, encoding="utf-8")) if os.path.isfile(config_file) else {}
+    hf = json.loads(Path(config_file).read_text(encoding="utf-8")) if os.path.isfile(config_file) else {}
     tokenizer = source if any(os.path.isfile(os.path.join(path, f)) for f in _TOKENIZER_FILES) else None
     family = hf.get("model_type")
     if family not in HF_TEXT_FAMILIES:  # an image model (ViT) or an unknown one: its own names, adapted later
@@ -182,7 +182,7 @@ def sentence_transformers_settings(path: str) -> dict[str, Any]:
     -> <module path>/config.json) and ``max_seq_length`` (sentence_bert_config.json); {} for other directories."""
     def read(*parts: str) -> dict:
         file = os.path.join(path, *parts)
-        return json.load(open(file, encoding="utf-8")) if os.path.isfile(file) else {}
+        return json.loads(Path(file).read_text(encoding="utf-8")) if os.path.isfile(file) else {}
 
     modules = read("modules.json") or []
     pooling_dir = next((m.get("path", "") for m in modules if str(m.get("type", "")).endswith(".Pooling")), None)

@@ -63,9 +63,15 @@ class FineTuning:
     def setup(self, stage: str) -> None:
         super().setup(stage)
         finetune = self.hparams.get("finetune", "full")
-        if stage == "fit" and finetune != "lora" and self.lora != LoRAConfig():  # e.g. lora.yaml, then finetune: full
+        if stage != "fit":
+            return  # (a checkpoint trained so is still tested, predicted and exported)
+        if finetune != "lora" and self.lora != LoRAConfig():  # e.g. lora.yaml, then finetune: full
             rank_zero_warn(f"lora settings are given but finetune is {finetune}, so they do nothing: set finetune: "
                            "lora to train LoRA updates, or drop them")
+        if finetune == "bitfit" and not any(p.requires_grad for p in self.net.encoder.parameters()):
+            raise ValueError("finetune: bitfit trains the encoder's bias terms, and this encoder has none (bias: "
+                             "false, as ModernBERT): it would train only the head; use finetune: lora or "
+                             "pooler_probe")
 
     def configure_model(self) -> None:
         """The fine-tuning mode, before compilation; Lightning calls this before restoring a checkpoint (and
@@ -78,18 +84,15 @@ class FineTuning:
             if finetune == "lora":
                 add_lora(self.net.encoder, self.lora)
             set_trainable(self.net, finetune)
-            if finetune == "bitfit" and not any(p.requires_grad for p in self.net.encoder.parameters()):
-                raise ValueError("finetune: bitfit trains the encoder's bias terms, and this encoder has none (bias: "
-                                 "false, as ModernBERT): it would train only the head; use finetune: lora or "
-                                 "pooler_probe")
         super().configure_model()
 
     def train(self, mode: bool = True) -> "FineTuning":
         """A probe's frozen encoder stays in eval mode while the head trains: its features are the pretrained
         model's, not dropped-out ones (dropout in a frozen encoder is noise the head must learn around)."""
         super().train(mode)
-        if mode and self.hparams.get("finetune", "full") in PROBES:
-            self.net.encoder.eval()
+        encoder = getattr(getattr(self, "net", None), "encoder", None)  # (configure_model refuses a net without)
+        if mode and self.hparams.get("finetune", "full") in PROBES and isinstance(encoder, nn.Module):
+            encoder.eval()
         return self
 
     def on_train_start(self) -> None:

@@ -206,12 +206,12 @@ def test_an_untied_decoder_is_not_read_as_the_word_embeddings(tmp_path):
 
     hf = _hf("ModernBertForMaskedLM", "modernbert", tie_word_embeddings=False)
     assert not torch.equal(hf.decoder.weight, hf.model.embeddings.tok_embeddings.weight)
-    with pytest.warns(UserWarning, match=r"this modernbert MLM decoder is not tied to its word embeddings "
-                                         r"\(tie_word_embeddings: false\); .* the source's MLM head is not loaded"):
+    with pytest.warns(UserWarning, match=r"this modernbert checkpoint's MLM decoder is not tied to its word "
+                                         r"embeddings \(tie_word_embeddings: false\), .*: its MLM head is not read"):
         state = from_hf(hf.state_dict(), "modernbert")
     assert not any(k.startswith("mlm_head.") for k in state) and "encoder.final_norm.weight" in state
     hf.save_pretrained(tmp_path / "untied")
-    with pytest.warns(UserWarning, match="MLM head is not loaded"):
+    with pytest.warns(UserWarning, match="its MLM head is not read"):
         task = MLMTask(vocab_size=120, init_from=str(tmp_path / "untied")).eval()
     assert task.load_pretrained(task._pretrained) == ["new MLM head (the source has none)"]
     tied = _hf("ModernBertForMaskedLM", "modernbert")

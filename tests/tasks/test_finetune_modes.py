@@ -1,6 +1,7 @@
 """Fine-tuning modes on the shared encoder (text and ViT alike): LoRA, BitFit, linear probe, layer-wise lr decay."""
 
 import functools
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -195,8 +196,12 @@ def test_bad_settings_are_one_line_errors():
     with pytest.raises(ValueError, match="layer_decay must be in"):
         ClassificationTask(num_classes=3, vocab_size=100, layer_decay=1.5)
     biasless = ClassificationTask(num_classes=3, vocab_size=100, encoder="modernbert-mini", finetune="bitfit")
+    biasless.configure_model()  # a checkpoint trained so (before the refusal) is still tested and exported
+    biasless.trainer = SimpleNamespace(datamodule=SimpleNamespace(hparams={}), ckpt_path=None,
+                                       strategy=SimpleNamespace(root_device=torch.device("cpu")))
+    biasless.setup("test")
     with pytest.raises(ValueError, match=r"^finetune: bitfit trains the encoder's bias terms, and this encoder has none "):
-        biasless.configure_model()  # it trained the head alone, as a probe would, under BitFit's name
+        biasless.setup("fit")  # it trained the head alone, as a probe would, under BitFit's name
     cnn = ClassificationTask(num_classes=3, backbone=functools.partial(nn.Linear, 4), finetune="lora")
     with pytest.raises(ValueError, match="needs a model on the shared encoder"):
         cnn.configure_model()
@@ -229,7 +234,6 @@ def test_lora_settings_with_another_mode_are_said_to_do_nothing():
     """``-c modes/lora.yaml --model.init_args.finetune full`` trained without LoRA and said nothing of its settings;
     the defaults (what every checkpoint records) say nothing."""
     import warnings
-    from types import SimpleNamespace
 
     trainer = SimpleNamespace(datamodule=SimpleNamespace(hparams={}), ckpt_path=None,
                               strategy=SimpleNamespace(root_device=torch.device("cpu")))

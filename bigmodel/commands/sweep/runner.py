@@ -22,7 +22,7 @@ from typing import Any
 from bigmodel.commands.sweep import reuse
 from bigmodel.commands.sweep.plan import Run
 from bigmodel.run.hangup import leave_hung_up_terminal
-from bigmodel.run.stopping import SAME_SIGNAL_S, STOP_SIGNALS, SWEEP_STOP_FILE
+from bigmodel.run.stop_signals import SAME_SIGNAL_S, STOP_SIGNALS, SWEEP_STOP_FILE
 
 _INTERRUPTED = tuple(128 + s for s in STOP_SIGNALS)  # a run stopped by a signal at a saved step: the next sweep resumes it
 # each stage's wall time, a stopped fit's too: a reused run reports the time it took, a resumed fit adds the earlier part
