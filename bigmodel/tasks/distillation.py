@@ -19,6 +19,10 @@ from bigmodel.utils.formatting import count
 def load_teacher(path: str, student: TaskBase) -> L.LightningModule:
     """A trained classifier of the student's classes (and, for text, with positions for the data's longest
     sequence), in eval mode, without gradients."""
+    if getattr(student, "checkpoint_task", None) == "prompt":  # its batches are templates around each text
+        raise ValueError("distill_from with a prompt (PET) student: the teacher would read the student's filled "
+                         "templates, not the plain texts it was trained on; distil into a classification student "
+                         "(model.class_path bigmodel.tasks.ClassificationTask), or drop distill_from")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"distill_from {path!r} does not exist; point it to the teacher's .ckpt")
     ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)

@@ -156,6 +156,11 @@ def test_a_prompt_teacher_is_refused_saying_why(tmp_path):
     assert str(err.value) == (f"distill_from {path!r} is a prompt (PET) checkpoint: it scores the mask of its template "
                               "'{text} It was {mask}.', which the student's data (plain texts) does not build; "
                               "distil from a classification checkpoint (e.g. one fine-tuned from the same MLM)")
+    with pytest.raises(ValueError) as err:  # a prompt student: the teacher would read its templates
+        load_teacher(path, teacher)
+    assert str(err.value) == ("distill_from with a prompt (PET) student: the teacher would read the student's filled "
+                              "templates, not the plain texts it was trained on; distil into a classification "
+                              "student (model.class_path bigmodel.tasks.ClassificationTask), or drop distill_from")
 
 
 def test_a_teacher_with_fewer_positions_than_the_data_is_refused_at_setup(tmp_path):
