@@ -1,6 +1,8 @@
 """Every YAML in experiments/ is a valid config for the CLI (class paths import, keys and types check), so a
 recipe that cannot run here (a GPU, CIFAR downloads) still cannot rot unnoticed."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -163,3 +165,21 @@ def test_every_committed_summary_md_is_what_its_summary_json_renders_to():
     stale = [str(path) for path in sorted(Path(__file__).parents[1].glob("experiments/results/*/summary.json"))
              if summary_markdown(json.loads(path.read_text())) != path.with_suffix(".md").read_text()]
     assert not stale, f"re-render these from their summary.json: {stale}"
+
+
+def test_results_and_compare_run_without_importing_lightning_and_keep_one_line_errors(tmp_path):
+    """They read summaries only: through the `bigmodel` command they took ~8 s, most of it importing Lightning (a new
+    user's walk); a bad input still gets the one line every command gives."""
+    script = ("import sys\nimport bigmodel.__main__ as command\nsys.argv = ['bigmodel'] + sys.argv[1:]\n"
+              "try:\n    command.main()\nfinally:\n    print('lightning' in sys.modules)\n")
+    def command(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", script, *args], cwd=EXPERIMENTS.parent, capture_output=True, text=True,
+                              timeout=120)
+
+    checked = command("results", "experiments/results.yaml", "--check", "experiments/README.md")
+    assert checked.returncode == 0, checked.stderr[-2000:]
+    assert checked.stdout == "the results table in experiments/README.md is up to date\nFalse\n"
+    missing = command("compare", str(tmp_path / "none"), str(tmp_path))
+    assert missing.returncode == 2 and missing.stdout == "False\n"
+    assert missing.stderr == (f"bigmodel: error: {tmp_path / 'none'}: no summary.json there; give a sweep's --out or "
+                              "--summary_dir directory, or its summary.json\n")

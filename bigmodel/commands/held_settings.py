@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from bigmodel.commands.run_settings import flatten
+
 
 # What a comparison of methods holds fixed (``setting_differences``): the trainer's budget and schedule, which weights
 # "best" is, and the data. Never the model's settings (the method compared, its learning rate included), the seeds
@@ -73,8 +75,6 @@ def held_settings(summary: dict[str, Any], point: dict[str, Any] | None = None) 
     """What a sweep held that a comparison of methods needs the same on both sides (``HELD``, the data and the tested
     checkpoint), from the resolved config of one finished run of ``point``; None when the summary keeps no config
     (made by an earlier bigmodel)."""
-    from bigmodel.commands.sweep.reuse import flatten  # here: the sweep package imports this module
-
     runs = runs_of(summary, point)
     config = next((yaml.safe_load(r["config"]) for r in runs if r.get("config")), None)
     if not config:

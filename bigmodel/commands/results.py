@@ -243,4 +243,5 @@ def write_or_check(section: str, write: str | None, check: str | None, what: str
     if new != text:
         print(f"bigmodel: error: the {what} in {target} is stale; run `{command} --write {target}`", file=sys.stderr)
         sys.exit(1)
+    print(f"the {what} in {target} is up to date")
     return None

@@ -18,7 +18,6 @@ import warnings
 from pathlib import Path
 
 import yaml
-from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from bigmodel import UsageError
 from bigmodel.utils.exceptions import error_chain
@@ -206,6 +205,8 @@ def user_message(err: BaseException) -> str | None:
         return " ".join(str(ours).split()) if not isinstance(ours, KeyError) else str(ours.args[0])
     if os_error_message(err) is not None:
         return os_error_message(err)
+    from lightning.pytorch.utilities.exceptions import MisconfigurationException  # (here: `results` needs no Lightning)
+
     if isinstance(err, MisconfigurationException) or _trainer_setting_error(err):
         return " ".join(str(err).split())  # Lightning's own word on a setting: a monitor typo, FSDP on a CPU
     return None

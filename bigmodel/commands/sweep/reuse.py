@@ -6,27 +6,23 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
 from bigmodel import UsageError
+from bigmodel.commands.run_settings import OUTPUT_KEYS, merge
 from bigmodel.commands.sweep.plan import Run
 
 SETTINGS_FILE = "sweep_settings.json"  # what the run was configured with (``settings``)
-_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")  # a number YAML 1.1 reads as a string (1e-3)
-# where a run writes, not what it computes: the same settings rerun elsewhere (or resumed) differ only in these
-_OUTPUT_KEYS = ("trainer.logger.init_args.save_dir", "trainer.logger.init_args.name",
-                "trainer.logger.init_args.version", "checkpoint.dirpath", "ckpt_path")
 
 
 def settings(args: list[str], test_ckpt: str) -> dict[str, Any]:
     """What a run whose fit gets ``args`` (``-c`` files and overrides) and is tested with ``test_ckpt`` is configured
     with, flat (``{"model.init_args.lr": 0.003, ...}``): each ``-c`` file's content merged in order, then the
     overrides (``--k v`` and ``--k=v`` alike, values read as YAML), the grid point and seeds, as the CLI would merge
-    them; output paths left out (``_OUTPUT_KEYS``). Comments and layout of the files do not count; the code's
+    them; output paths left out (``OUTPUT_KEYS``). Comments and layout of the files do not count; the code's
     defaults are not in it (the summary records the commit)."""
     flat: dict[str, Any] = {"sweep.test_ckpt": test_ckpt}
     i = 0
@@ -34,7 +30,7 @@ def settings(args: list[str], test_ckpt: str) -> dict[str, Any]:
         if args[i] in ("-c", "--config"):
             content = yaml.safe_load(Path(args[i + 1]).read_text(encoding="utf-8"))
             if content:
-                _merge(flat, "", content)
+                merge(flat, "", content)
             i += 2
             continue
         key, sep, value = args[i].removeprefix("--").partition("=")
@@ -48,20 +44,10 @@ def settings(args: list[str], test_ckpt: str) -> dict[str, Any]:
         if key.endswith("+"):  # --trainer.callbacks+=...: appended
             flat[key] = [*flat.get(key, []), parsed]
         else:
-            _merge(flat, key, parsed)
-    for key in _OUTPUT_KEYS:
+            merge(flat, key, parsed)
+    for key in OUTPUT_KEYS:
         flat.pop(key, None)
     return json.loads(json.dumps(flat, default=str))  # as read back from the record (dates, tuples)
-
-
-def flatten(config: dict[str, Any]) -> dict[str, Any]:
-    """A resolved config (a run's ``config.yaml`` as Lightning wrote it) flat as ``settings`` records settings
-    (``{"trainer.max_steps": 250, ...}``), output paths left out: what ``compare`` holds two sweeps' runs against."""
-    flat: dict[str, Any] = {}
-    _merge(flat, "", config or {})
-    for key in _OUTPUT_KEYS:
-        flat.pop(key, None)
-    return json.loads(json.dumps(flat, default=str))
 
 
 def check(runs: list[Run], settings_of: Callable[[Run], dict[str, Any]]) -> None:
@@ -108,17 +94,6 @@ def reusable(run: Run) -> bool:
     """Whether a sweep would reuse something of ``run``'s: a result, a finished fit or a checkpoint to resume."""
     return (run.metrics_file.is_file() or run.validation_file.is_file() or Path(run.directory, ".fit_done").is_file()
             or any(run.checkpoints.glob("*.ckpt")))
-
-
-def _merge(flat: dict[str, Any], key: str, value: Any) -> None:
-    """Sets ``key`` (dotted) to ``value`` in ``flat`` (a mapping flattened to its leaves), replacing what was below."""
-    if isinstance(value, dict) and value:
-        for name, inner in value.items():
-            _merge(flat, f"{key}.{name}" if key else str(name), inner)
-        return
-    for old in [k for k in flat if k.startswith(key + ".")]:
-        del flat[old]
-    flat[key] = float(value) if isinstance(value, str) and _NUMBER.fullmatch(value) else value  # 5e-1 as 0.5
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
