@@ -155,8 +155,11 @@ def load_tokenizer(source: str, cache_dir: str | Path) -> PreTrainedTokenizerBas
     if is_local(source):
         raise ValueError(f"tokenizer {source!r} is neither a directory nor a checkpoint file")
     if looks_like_path(source):
+        parts = Path(source).parts  # runs/<name>/checkpoints/<file>.ckpt: a fit makes it (quickstart step 1)
+        made = f"; a fit of run {parts[-3]!r} writes it: run that fit first" if len(parts) >= 3 and \
+            parts[-2] == "checkpoints" and source.endswith(".ckpt") else ""
         raise FileNotFoundError(f"tokenizer {source!r} does not exist (set data.init_args.tokenizer to a tokenizer "
-                                "directory, a bigmodel checkpoint or a hub name)")
+                                f"directory, a bigmodel checkpoint or a hub name){made}")
     fix = (f"save it where there is internet (AutoTokenizer.from_pretrained({source!r}).save_pretrained(DIR)) and pass "
            "that directory as data.init_args.tokenizer")
     if not hub_offline_mode() and not hub_reachable():

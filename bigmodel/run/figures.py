@@ -16,7 +16,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 
 from bigmodel.data.image_text import EVAL_CAPTIONS, EVAL_IMAGES, EVAL_KIND
 from bigmodel.nn.encoder import TransformerEncoder
@@ -261,6 +261,7 @@ class RetrievalExamples(Callback):
             from bigmodel.utils.figures import CJK_FONT_PACKAGE
 
             shown = "".join(missing[:10]) + ("..." if len(missing) > 10 else "")
-            rank_zero_warn(f"the retrieval figures draw caption characters as boxes ({shown}): no installed font "
-                           f"has them; install {CJK_FONT_PACKAGE} and delete {get_cachedir()}/fontlist-*.json "
+            # a note, not a warning: most machines have no CJK font, and only the figures' glyphs are missing
+            rank_zero_info(f"note: the retrieval figures draw caption characters as boxes ({shown}): no installed "
+                           f"font has them; install {CJK_FONT_PACKAGE} and delete {get_cachedir()}/fontlist-*.json "
                            "so matplotlib finds it. TensorBoard's Text tab shows the captions (retrieval/exampleN)")
