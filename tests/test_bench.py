@@ -345,6 +345,19 @@ def test_the_plain_bench_on_cpu_says_which_defaults_it_took_and_how_to_ask_for_b
     assert cpu_defaults_note(["steps", "warmup"]) is None  # every shape option given: nothing to say
 
 
+def test_the_plain_bench_on_cpu_prints_a_dash_for_the_peak_memory_it_cannot_read(monkeypatch, capsys):
+    """CPU has no allocator statistics: the column said 'nan' in every row (a new user's walk)."""
+    from bigmodel.commands.bench import resolve, throughput
+
+    measured = {"ms_per_step": 2.0, "tokens_per_s": 1000.0, "tflops": 0.01, "peak_mem_gb": float("nan")}
+    monkeypatch.setattr(throughput, "default_device", lambda: "cpu")
+    monkeypatch.setattr(throughput, "run", lambda *args, **kwargs: measured)
+    p, _, args = resolve(["--preset", "bert-tiny", "--batch-size", "2", "--dtype", "fp32"], device="cpu")
+    throughput.from_args(p, args)
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| SDPA")]
+    assert rows and all(line.endswith("| – |") for line in rows), rows
+
+
 def test_bench_finetune_takes_the_shared_cpu_default_on_cpu_and_says_so(monkeypatch, capsys):
     """``bench --finetune`` on CPU timed bert-base at batch 64 (minutes a step) while every other tool takes the
     shared CPU default: now it does too, with the note naming it and the GPU's bert-base 64 (unchanged there)."""

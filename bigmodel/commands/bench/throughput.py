@@ -14,6 +14,7 @@ fp32), with a note saying so.
 from __future__ import annotations
 
 import argparse
+import math
 
 import torch
 
@@ -49,6 +50,11 @@ def cpu_defaults_note(defaulted: list[str], gpu_defaults: dict | None = None) ->
         return f"note: CPU defaults for the options not given: {chosen}; on a GPU they default to {gpu}"
     return (f"note: CPU defaults for the options not given: {chosen}; the GPU default (about 17 s a step on two "
             f"CPU cores) is {gpu}")
+
+
+def _gib(value: float) -> str:
+    """A GPU's peak memory; on CPU (no allocator statistics: NaN) a dash, not 'nan'."""
+    return "–" if math.isnan(value) else f"{value:.1f}"
 
 
 def run_vision(preset: str | EncoderConfig, batch: int, dtype: str, steps: int, warmup: int, device: str,
@@ -99,7 +105,7 @@ def from_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         ):
             r = run_vision(args.preset, args.batch_size, args.dtype, args.steps, args.warmup, device, augment, comp)
             print(f"| {label} | {r['ms_per_step']:.1f} | {r['images_per_s']:,.0f} | {r['cifar_epoch_s']:.1f} | "
-                  f"{r['peak_mem_gb']:.1f} |", flush=True)
+                  f"{_gib(r['peak_mem_gb'])} |", flush=True)
         return
     cfg = bench_config(args)
     print(f"{args.preset}, batch {args.batch_size} x {args.seq_len} tokens, {args.dtype}, {name}, torch {torch.__version__}")
@@ -113,4 +119,4 @@ def from_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     for label, explicit, padded, comp in rows:
         r = run(cfg, args.batch_size, args.seq_len, args.dtype, args.steps, args.warmup, device, explicit, padded, comp)
         print(f"| {label} | {r['ms_per_step']:.1f} | {r['tokens_per_s']:,.0f} | {r['tflops']:.1f} | "
-              f"{r['peak_mem_gb']:.1f} |", flush=True)
+              f"{_gib(r['peak_mem_gb'])} |", flush=True)
