@@ -3,7 +3,6 @@ reference, and the encoder's invariants (SDPA = explicit path, padding never rea
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from bigmodel.nn import EncoderConfig, MaskedLanguageModel, TransformerEncoder
 from bigmodel.nn.attention import apply_rotary, build_attention_mask, rotary_cos_sin
