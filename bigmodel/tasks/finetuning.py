@@ -32,8 +32,9 @@ class FineTuning:
 
     Args:
         finetune: which parameters train (``bigmodel.nn.peft``): ``full``; ``linear_probe`` (the encoder frozen
-            and run in eval mode, without dropout, in training too; the head -- one linear layer on [CLS] or mean-pooled features -- trained); ``pooler_probe`` (the same
-            with BERT's tanh pooler before it, also trained); ``bitfit`` (the encoder's biases and the head);
+            and run in eval mode, without dropout, in training too; the head -- one linear layer on [CLS] or
+            mean-pooled features -- trained); ``pooler_probe`` (the same with BERT's tanh pooler before it, also
+            trained); ``bitfit`` (the encoder's biases and the head);
             ``lora`` (low-rank updates of the encoder's ``lora.targets`` projections and the head). Frozen
             parameters get no optimizer state.
         lora: rank, alpha, dropout, targets (``q``, ``k``, ``v``, ``proj``, ``up``, ``down``; ``qkv`` = [q, k, v])
