@@ -14,8 +14,8 @@ from transformers import PreTrainedTokenizerBase
 
 from bigmodel.data.collators import CausalLMCollator, MLMCollator, collate_prompts
 from bigmodel.data.base import TextDataModule
-from bigmodel.data.sources.text import (Files, blank_rows, check_columns, ensure_validation, expand_files, load_source,
-                                        read_lines)
+from bigmodel.data.sources.text import (Files, blank_rows, check_columns, check_texts, ensure_validation,
+                                        expand_files, load_source, read_lines)
 from bigmodel.data.tokenizer import cached_wordpiece, load_tokenizer
 
 
@@ -91,7 +91,7 @@ class CorpusDataModule(TextDataModule):
         )
         for split, ds in self.raw.items():
             check_columns(ds, {"text": text_column}, split, f"the {split} split", self.raw["train"].column_names)
-            check_texts(ds, text_column, split)
+            check_texts(ds, [text_column], split)
         self.tokenizer = (
             load_tokenizer(tokenizer, self.cache_dir) if tokenizer else
             cached_wordpiece(self.raw["train"], [text_column], self.cache_dir, wordpiece_vocab_size, lowercase,
@@ -205,18 +205,6 @@ class CorpusDataModule(TextDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self.loader(self.datasets["predict"], collate_prompts)
-
-
-def check_texts(ds: Dataset, column: str, split: str) -> None:
-    """The text column must hold strings: a column of numbers (an id, a label) is the wrong column, which the
-    WordPiece trainer would skip as no text and the tokeniser then fail on, with neither saying why."""
-    dtype = getattr(ds.features[column], "dtype", type(ds.features[column]).__name__)
-    if dtype in ("string", "large_string") or len(blank_rows(ds, column)) == len(ds):
-        return
-    texts = [name for name, feature in ds.features.items()
-             if getattr(feature, "dtype", None) in ("string", "large_string")]
-    raise ValueError(f"text column {column!r} of the {split} split holds {dtype} values, not texts; set "
-                     f"data.init_args.text_column to a column of texts (here: {texts})")
 
 
 def document_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[int | None, int]:

@@ -20,8 +20,8 @@ from bigmodel.data.base import TextDataModule
 from bigmodel.data.prompts import check_template, encode_prompts
 from bigmodel.data.sampling import examples_per_class
 from bigmodel.data.labels import check_label_kinds, class_names, integral_floats, label_ids, unlabelled
-from bigmodel.data.sources.text import (SPLITS, Files, blank_rows, check_columns, ensure_validation, expand_files,
-                                        load_local, load_source, read_lines)
+from bigmodel.data.sources.text import (SPLITS, Files, blank_rows, check_columns, check_texts, ensure_validation,
+                                        expand_files, load_local, load_source, read_lines)
 from bigmodel.data.tokenizer import cached_wordpiece, load_tokenizer
 
 
@@ -117,8 +117,7 @@ class TextClassificationDataModule(TextDataModule):
         return self._raw
 
     def _text_columns(self) -> list[str]:
-        hp = self.hparams
-        return [hp.text_column] + ([hp.text_pair_column] if hp.text_pair_column else [])
+        return [column for column in (self.hparams.text_column, self.hparams.text_pair_column) if column]
 
     def _where(self, split: str) -> str:
         """The split's file(s) for messages, e.g. ``test file 'data/test.csv'``."""
@@ -144,6 +143,7 @@ class TextClassificationDataModule(TextDataModule):
         columns = {"text": hp.text_column, "text pair": hp.text_pair_column}
         check_columns(ds, columns | ({"label": hp.label_column} if labelled else {}), split, self._where(split),
                       train_columns)
+        check_texts(ds, self._text_columns(), split)
         blank = np.unique(np.concatenate([blank_rows(ds, c) for c in self._text_columns()]))
         if labelled and not unlabelled(split, ds, hp.label_column):
             missing = np.setdiff1d(blank_rows(ds, hp.label_column), blank)

@@ -54,6 +54,10 @@ def test_bad_columns_and_labels_are_explained(tmp_path, tokenizer_dir):
                                       label_column="sentiment")
     with pytest.raises(ValueError, match=r"test file '.*test.csv' has label ids \[5\] outside 0..1"):
         dm.setup("test")
+    ids = write_table(tmp_path / "ids.csv", [(i, i % 2) for i in range(10)])  # the text column holds numbers
+    with pytest.raises(ValueError, match=r"^text column 'text' of the train split holds int64 values, not texts; set "
+                                         r"data.init_args.text_column to a column of texts \(here: \[\]\)$"):
+        TextClassificationDataModule(tokenizer_dir, train_files=ids)  # (it failed in the tokenizer)
 
 
 def test_a_validation_class_absent_from_training_names_the_file_and_the_fix(tmp_path, tokenizer_dir):

@@ -178,6 +178,20 @@ def check_columns(ds: Dataset, columns: dict[str, str | None], split: str, where
                          f"give every split the same columns{hint}")
 
 
+def check_texts(ds: Dataset, columns: list[str], split: str) -> None:
+    """Text columns must hold strings: a column of numbers (an id, a label) is the wrong column, which the
+    WordPiece trainer would skip as no text and the tokeniser then fail on, with neither saying why (corpus and
+    labelled texts alike)."""
+    for column in columns:
+        dtype = getattr(ds.features[column], "dtype", type(ds.features[column]).__name__)
+        if dtype in ("string", "large_string") or len(blank_rows(ds, column)) == len(ds):
+            continue
+        texts = [name for name, feature in ds.features.items()
+                 if getattr(feature, "dtype", None) in ("string", "large_string")]
+        raise ValueError(f"text column {column!r} of the {split} split holds {dtype} values, not texts; set "
+                         f"data.init_args.text_column to a column of texts (here: {texts})")
+
+
 def blank_rows(ds: Dataset, column: str) -> np.ndarray:
     """Indices of rows whose cell is missing, NaN or only whitespace."""
     cells = ds.with_format("arrow")[column]
