@@ -179,7 +179,7 @@ class RetrievalExamples(Callback):
     """An image-text model's retrieval at a glance: a few fixed validation images, each beside the ``top_k`` of the
     split's captions it ranks highest (ticked when they describe it), every ``every_n_epochs`` validations, as a
     figure and as a text table (the browser draws any script; matplotlib needs an installed font for CJK captions,
-    ``bigmodel.utils.figures.text_font``, and a run without one warns once). Under DDP rank zero ranks the captions
+    ``bigmodel.utils.figures.text_font``, and a run without one says so once, in a note line). Under DDP rank zero ranks the captions
     of its own share (the title says how many)."""
 
     def __init__(self, every_n_epochs: int = 1, num_examples: int = 2, top_k: int = 5) -> None:
@@ -189,7 +189,7 @@ class RetrievalExamples(Callback):
         self.top_k = top_k
         self.examples: dict[str, torch.Tensor] | None = None
         self._captions: list[dict[str, torch.Tensor]] = []
-        self._warned_glyphs = False
+        self._noted_glyphs = False
 
     def _due(self, trainer: L.Trainer, pl_module: L.LightningModule) -> bool:
         net = getattr(pl_module, "net", None)
@@ -232,7 +232,7 @@ class RetrievalExamples(Callback):
                 title += f", label {_class_name(names, self.examples['labels'][i])}"
             shown, hits = [words[j] for j in top[i]], [int(ids[j]) in described for j in top[i]]
             figure = visuals.retrieval_example(image, shown, scores[i], hits, title)
-            self._warn_missing_glyphs(visuals.missing_glyphs([title, *shown], visuals.text_font(8)))
+            self._note_missing_glyphs(visuals.missing_glyphs([title, *shown], visuals.text_font(8)))
             with warnings.catch_warnings():  # matplotlib's one warning per missing glyph and figure: said once above
                 warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font")
                 add_figure(trainer, f"retrieval/example{i}", figure)
@@ -252,10 +252,10 @@ class RetrievalExamples(Callback):
         tokenizer = trainer.datamodule.tokenizer
         return [tokenizer.decode(row, skip_special_tokens=True) for b in self._captions for row in b["input_ids"]]
 
-    def _warn_missing_glyphs(self, missing: list[str]) -> None:
+    def _note_missing_glyphs(self, missing: list[str]) -> None:
         """Once per run: which characters the figures draw as boxes and the font that would draw them."""
-        if missing and not self._warned_glyphs:
-            self._warned_glyphs = True
+        if missing and not self._noted_glyphs:
+            self._noted_glyphs = True
             from matplotlib import get_cachedir
 
             from bigmodel.utils.figures import CJK_FONT_PACKAGE

@@ -87,6 +87,7 @@ class LanguageModelTask(Task):
         self.log_untrained_heads(f"{stage}/")
         reset_metrics(loss_sum, hit_sum, tokens)
 
+
 def token_hits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(1 where the top logit is the label, 1 where the token counts): token accuracy is sum(hits) / sum(counted);
     -100 labels (padding, unpredicted positions) count as neither."""
