@@ -103,7 +103,8 @@ def from_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     device = default_device()
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
-    note = cpu_defaults_note([k for k in getattr(args, "defaulted", []) if k != "dtype"], GPU_DEFAULTS) if device == "cpu" else None
+    shape = [k for k in getattr(args, "defaulted", []) if k != "dtype"]  # fp32 everywhere: not a CPU default
+    note = cpu_defaults_note(shape, GPU_DEFAULTS) if device == "cpu" else None
     if note:
         print(note, flush=True)
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
