@@ -2,6 +2,7 @@
 failures reported, finished seeds never rerun; the README's results table is what the command renders."""
 
 import json
+import os
 import platform
 import shutil
 import signal
@@ -36,7 +37,7 @@ def test_a_sweep_summarises_seeds_reports_a_failure_and_resumes(tmp_path, monkey
     out = tmp_path / "sweep"
     failing = ["--trainer.callbacks+=tests.helpers.FailForSeed", "--trainer.callbacks.seed=1"]
     with pytest.raises(SystemExit) as stop:
-        sweep.main(["-c", DIGITS_CNN, "--seeds", "0", "1", "--out", str(out), *SHORT, *failing])
+        sweep.main(["-c", DIGITS_CNN, "--seeds", "0", "1", "--out", str(out), "--parallel", "2", *SHORT, *failing])
     assert stop.value.code == 1
     first = json.loads((out / "summary.json").read_text())
     (point,) = first["points"]
@@ -78,13 +79,14 @@ class FakeRuns:
     SECONDS = {"fit": 7.0, "test": 6.8}
 
     def __init__(self, monkeypatch, fail=()):
-        self.calls, self.clock, self.fail = [], 0.0, {str(seed) for seed in fail}
+        self.calls, self.envs, self.clock, self.fail = [], [], 0.0, {str(seed) for seed in fail}
         monkeypatch.setattr(runner, "subprocess", SimpleNamespace(Popen=self.popen, STDOUT=subprocess.STDOUT))
         monkeypatch.setattr(runner, "time", SimpleNamespace(perf_counter=lambda: self.clock, monotonic=time.monotonic))
 
     def popen(self, command, stdout, stderr, env):
         stage, args = command[3], command[3:]
         self.calls.append(args)
+        self.envs.append(env)
         option = dict(a.removeprefix("--").split("=", 1) for a in args if a.startswith("--") and "=" in a)
         run = Path(option["trainer.logger.init_args.save_dir"], option["trainer.logger.init_args.name"])
         self.clock += self.SECONDS[stage]
@@ -224,6 +226,26 @@ def test_one_ctrl_c_stops_the_sweep_and_the_same_command_resumes_it(tmp_path, mo
     capsys.readouterr()
     sweep.main(command)
     assert "sweep: 3 of 3 runs reused from sw (same settings); 0 to run\n" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("parallel, user", [(2, None), (1, None), (2, "3")])
+def test_runs_at_a_time_share_the_cpus_unless_the_threads_are_set(tmp_path, monkeypatch, capsys, parallel, user):
+    """Two runs on two cores with a thread per core each ran about 6x slower than with one thread each."""
+    monkeypatch.chdir(tmp_path)
+    if user is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", user)
+    monkeypatch.setattr(runner, "available_cpus", lambda: 5)
+    fake = FakeRuns(monkeypatch)
+    sweep.main(["-c", DIGITS_CNN, "--seeds", "0", "1", "--out", "sw", "--parallel", str(parallel)])
+    threads = {env.get("OMP_NUM_THREADS") for env in fake.envs}
+    said = "sweep: 2 runs at a time share 5 CPUs: 2 threads each (OMP_NUM_THREADS; set it to choose another number)"
+    if parallel == 2 and user is None:
+        assert threads == {"2"} and said in capsys.readouterr().out
+        assert runner.threads_per_run(8) == 1  # 5 CPUs for 8 runs at a time: one each, never none
+    else:
+        assert threads == {user} and "runs at a time share" not in capsys.readouterr().out
 
 
 def test_a_terminal_that_closes_stops_the_sweep_as_sigterm_does(tmp_path, monkeypatch, capsys):
@@ -431,13 +453,16 @@ def test_test_ckpt_none_tests_the_configs_own_weights_and_a_grid_selects_on_vali
     grid, each run is also validated, and the point chosen on the validation metric is recorded (never on test)."""
     monkeypatch.chdir(tmp_path)
     sweep.main(["-c", DIGITS_CNN, "--seeds", "3", "--out", str(tmp_path / "zero"), "--test_ckpt", "none",
-                "--grid", "model.init_args.backbone.init_args.width=16,32", "--select", "val/loss", *SHORT])
+                "--grid", "model.init_args.backbone.init_args.width=16,32", "--select", "val/loss", "--parallel", "2",
+                *SHORT])
     points = ("width=16", "width=32")
     run_dir = tmp_path / "zero" / points[0] / "seed3"
     assert not (run_dir / "fit.log").exists() and not list(run_dir.rglob("*.ckpt"))
     summary = json.loads((tmp_path / "zero" / "summary.json").read_text())
     run = summary["runs"][0]
     assert run["status"] == "done" and run["ckpt_path"] is None and "seed_everything: 3" in run["config"]
+    threads = os.environ.get("OMP_NUM_THREADS") or max(1, runner.available_cpus() // 2)  # two runs at a time
+    assert run["device"].endswith(f", {threads} threads)"), run["device"]
     assert 0 <= run["metrics"]["test/acc"] < 0.3  # an untrained CNN: about chance
     point = summary["points"][0]
     assert not point["fitted"] and formatting.trained_parameters(point).startswith("0 / ")
