@@ -15,6 +15,14 @@ encoder with ModernBERT's switches), a text classifier
 ``ViTForImageClassification``; weights as safetensors, ``config.json`` and the tokenizer files. Names are mapped by
 ``bigmodel.nn.convert`` (the same table as for import), so a model imported from Hugging Face exports back to its
 original tensors.
+
+A ViT trained with an ``ImageDataModule`` also gets ``preprocessor_config.json`` (``ViTImageProcessor``, which
+``AutoImageProcessor`` loads): the evaluation preprocessing its checkpoint records (resize to the data's image size,
+/255, the data's mean and std; ``ImageDataModule.eval_preprocessing``). A ViT trained on images of another size than
+it was built for exports at the data's size, its position grid resampled once as bigmodel resampled it at every
+step, so transformers needs no ``interpolate_pos_encoding``. A grey (1-channel) model needs grey images: transformers
+does not convert colour to grey, and its ``pipeline`` makes PIL images and files RGB. A checkpoint without the record
+(written before it existed, or without the data module) exports without the file, and the export line says so.
 """
 
 from __future__ import annotations
@@ -99,7 +107,7 @@ def _export(ckpt_path: str | None, out: str | None, family: str | None, init_fro
                          "(an adapter-only checkpoint and its frozen base)")
     if ckpt_path is not None and (class_names or pooling):
         raise ValueError("--class_names and --pooling build a head from --init_from alone; a checkpoint has its own")
-    base, from_source = None, ckpt_path is None
+    base, from_source, resampled = None, ckpt_path is None, ""
     if ckpt_path is None:
         ckpt, ckpt_path = checkpoint_from_source(init_from, class_names, pooling, seed), init_from
     else:
@@ -137,6 +145,8 @@ def _export(ckpt_path: str | None, out: str | None, family: str | None, init_fro
     elif str(meta.get("backbone", "")).endswith("VisionTransformer"):
         family, tokenizer = "vit", None
         hf_config = _vit_config(ckpt, meta)
+        if meta.get("image_preprocessing"):  # the model as it ran: at the size its data brought images to
+            state, resampled = _at_image_size(state, hf_config, meta["image_preprocessing"]["image_size"])
     else:
         raise ValueError(f"{ckpt_path!r} holds a {meta.get('backbone') or task} model; bigmodel exports MLM and text "
                          "classification checkpoints and ViT image classifiers")
@@ -164,7 +174,10 @@ def _export(ckpt_path: str | None, out: str | None, family: str | None, init_fro
         raise ValueError(f"{name} does not take this checkpoint: missing {missing[:3]}, unexpected {wrong[:3]}")
     if tokenizer is not None:
         tokenizer.save_pretrained(target)
+    notes = _save_image_processor(meta.get("image_preprocessing"), target) if family == "vit" else []
     print(f"Wrote {name} to {target}" + (" with its tokenizer" if tokenizer is not None else "")
+          + (" with its image processor" if family == "vit" and meta.get("image_preprocessing") else "")
+          + "".join(f"; {note}" for note in notes + [resampled] if note)
           + (f"; config.json's bigmodel_prompt holds the template and verbalizer, which transformers' {name} does "
              "not apply: fill the template, read the logits at its mask and score each class by its words' logits "
              "(log-sum-exp), or classify with bigmodel test/predict --ckpt_path" if prompt is not None else ""))
@@ -267,6 +280,49 @@ def _tokenizer(ckpt: dict):
         for file_name, text in files.items():
             Path(tmp, file_name).write_text(text, encoding="utf-8")
         return AutoTokenizer.from_pretrained(tmp)
+
+
+def _at_image_size(state: dict[str, torch.Tensor], hf_config: dict, size: int) -> tuple[dict[str, torch.Tensor], str]:
+    """A ViT trained on images of another size than it was built for (data ``image_size``) had its position grid
+    resampled at every step: exported with that grid (the same ``resample_position_embeddings``) and this
+    ``image_size``, transformers runs it on the processor's images as bigmodel did, with no
+    ``interpolate_pos_encoding``. Returns the state and a note (empty when the sizes agree); ``hf_config`` is
+    updated."""
+    from bigmodel.nn import resample_position_embeddings
+
+    built, patch = hf_config["image_size"], hf_config["patch_size"]
+    if size == built:
+        return state, ""
+    if size % patch:
+        raise ValueError(f"the recorded image size {size} is not a multiple of the ViT's patch_size {patch}")
+    key, grid = "encoder.embeddings.position_embeddings", size // patch
+    hf_config["image_size"] = size
+    return ({**state, key: resample_position_embeddings(state[key], (grid, grid))},
+            f"position embeddings resampled (bicubic, as bigmodel does at run time) from the {built} px it was built "
+            f"for to the {size} px images it was trained on: config.json's image_size is {size}")
+
+
+def _save_image_processor(preprocessing: dict | None, target: Path) -> list[str]:
+    """``preprocessor_config.json`` (transformers' ``ViTImageProcessor``) with the evaluation preprocessing the
+    checkpoint records (``ImageDataModule.eval_preprocessing``): resize (bilinear, antialiased), /255, mean/std.
+    With its default torchvision backend it gives bigmodel's inputs to float precision. Returns notes for the
+    export line: grey images, or why no file was written."""
+    from transformers import ViTImageProcessor
+    from transformers.image_utils import PILImageResampling
+
+    if not preprocessing:
+        return ["no preprocessor_config.json: the checkpoint does not record the image size and normalisation it "
+                "was trained with (written without an ImageDataModule, or before bigmodel recorded them), so "
+                "AutoImageProcessor cannot load this directory; write one with transformers.ViTImageProcessor(size="
+                "..., image_mean=..., image_std=...).save_pretrained(out)"]
+    size, grey = preprocessing["image_size"], preprocessing["num_channels"] == 1
+    ViTImageProcessor(do_resize=True, size={"height": size, "width": size}, resample=PILImageResampling.BILINEAR,
+                      do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
+                      image_mean=list(preprocessing["mean"]), image_std=list(preprocessing["std"]),
+                      do_convert_rgb=not grey).save_pretrained(target)
+    return ["the model reads 1-channel images, and transformers does not convert colour to grey: give the processor "
+            "grey PIL images (mode 'L', as bigmodel predict reads files) and pipeline() (1, H, W) arrays (it makes "
+            "PIL images and files RGB)"] if grey else []
 
 
 def _vit_config(ckpt: dict, meta: dict) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypedDict
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info
@@ -49,6 +49,17 @@ def augmented_collate(items: list[dict[str, Any]], transform: Callable, seed: in
     erasing come from (seed, epoch, index), not from the loader process's generator, so a resumed run augments as
     an unbroken one whatever the workers and prefetching."""
     return collate(seeded_items(items, transform, seed))
+
+
+class EvalPreprocessing(TypedDict):
+    """How an evaluation image becomes the model's input (``sample_transform(None, ...)``): resized to
+    ``image_size`` x ``image_size`` (bilinear, antialiased), scaled to [0, 1], normalised per channel by ``mean``
+    and ``std``; ``num_channels`` 1 (grey) or 3 (RGB). Plain data: a checkpoint records it (``bigmodel export``)."""
+
+    image_size: int
+    mean: list[float]
+    std: list[float]
+    num_channels: int
 
 
 class ImageDataModule(DataModule):
@@ -164,16 +175,24 @@ class ImageDataModule(DataModule):
             self._check_folder_classes()
         if self.hparams.predict_dir:  # files are brought to the training images' size and channels
             files = list_images(Path(self.hparams.predict_dir).expanduser())
-            images = self.tensors.train[0] if self.tensors is not None else None
-            size = self.image_size or images.shape[-1]
-            mode = "L" if images is not None and images.shape[1] == 1 else "RGB"
-            self.datasets["predict"] = ImageFiles(files, sample_transform(None, size, self.mean, self.std), mode)
+            prep = self.eval_preprocessing()
+            mode = "L" if prep["num_channels"] == 1 else "RGB"
+            self.datasets["predict"] = ImageFiles(files, sample_transform(None, prep["image_size"], self.mean,
+                                                                          self.std), mode)
         self._device_train = BatchAugment(self.augment, self.image_size, self.mean, self.std)
         self._device_eval = BatchAugment(None, self.image_size, self.mean, self.std)
         rank_zero_info("Images: " + ", ".join(f"{k} {len(v)}" for k, v in self.datasets.items()) +
                        f"; {self.num_classes} classes" + ("; augmented on the device" if self.hparams.on_device
                                                           else ""))
 
+
+    def eval_preprocessing(self) -> EvalPreprocessing:
+        """The evaluation (and predict) preprocessing, for a checkpoint to carry: without it, a model that leaves
+        bigmodel does not say the size and normalisation it was trained with. In-memory sets keep their own size
+        and channels unless ``image_size`` is set; folders are read as RGB."""
+        images = self.tensors.train[0] if self.tensors is not None else None
+        return {"image_size": int(self.image_size or images.shape[-1]), "mean": [float(m) for m in self.mean],
+                "std": [float(s) for s in self.std], "num_channels": int(images.shape[1]) if images is not None else 3}
 
     def _check_folder_classes(self) -> None:
         for split in ("validation", "test"):

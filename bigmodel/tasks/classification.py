@@ -278,6 +278,9 @@ class ClassificationTask(ClassificationEvaluation, Task):
         return out
 
     def checkpoint_meta(self) -> dict[str, Any]:
+        """Class names; a text model's pooling and encoder; an image model's backbone and, from a data module that
+        offers ``eval_preprocessing`` (``ImageDataModule``), its images' size and normalisation (``export`` writes
+        them as the model's image processor). A checkpoint written without a trainer has none."""
         meta = {**super().checkpoint_meta(), "class_names": self.class_names}
         if isinstance(self.net, (SequenceClassifier, EncoderClassifier)):
             meta["pooling"] = self.net.head.pooling
@@ -285,5 +288,8 @@ class ClassificationTask(ClassificationEvaluation, Task):
             meta["encoder"] = f"{type(self.net.encoder).__module__}.{type(self.net.encoder).__qualname__}"
         elif not self.reads_text:
             meta["backbone"] = f"{type(self.net).__module__}.{type(self.net).__qualname__}"
+            preprocessing = getattr(getattr(self._trainer, "datamodule", None), "eval_preprocessing", None)
+            if callable(preprocessing):  # the images' size and normalisation (ImageDataModule), for export
+                meta["image_preprocessing"] = dict(preprocessing())
         return meta
 

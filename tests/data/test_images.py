@@ -8,6 +8,7 @@ from PIL import Image
 from bigmodel.data import ImageDataModule
 from bigmodel.data.augment import AugmentConfig, BatchAugment, batch_mixer, random_erase, random_translate, sample_transform
 from bigmodel.data.sampling import EpochIndexed
+from bigmodel.data.sources.images import IMAGENET_MEAN, IMAGENET_STD
 
 
 def test_digits_is_a_fixed_real_split():
@@ -104,6 +105,8 @@ def test_image_folder_with_held_out_validation_and_predict_paths(tmp_path):
     assert predict["path"][0].endswith("dog/0.png")
     with pytest.raises(ValueError, match="has no test split"):
         dm.test_dataloader()
+    assert dm.eval_preprocessing() == {"image_size": 16, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+                                       "num_channels": 3}  # what a checkpoint records for export
 
 
 def test_image_folder_errors(tmp_path):
@@ -124,6 +127,8 @@ def test_predict_files_take_the_training_images_size_and_channels(tmp_path):
     dm.setup("predict")
     batch = next(iter(dm.predict_dataloader()))
     assert batch["pixel_values"].shape == (2, 1, 8, 8) and batch["path"][1].endswith("1.png")
+    assert dm.eval_preprocessing() == {"image_size": 8, "mean": list(dm.mean), "std": list(dm.std), "num_channels": 1}
+    assert 0.2 < dm.mean[0] < 0.4  # the digits' own statistics
 
 
 def test_on_device_batches_reach_a_bf16_true_model_in_its_dtype(tmp_path):

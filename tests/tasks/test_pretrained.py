@@ -161,7 +161,7 @@ def test_export_leaves_transformers_and_hub_progress_bars_as_it_found_them(enabl
         (logging.enable_progress_bar if before else logging.disable_progress_bar)()
 
 
-def test_a_vit_image_classifier_exports_with_equal_logits(tmp_path):
+def test_a_vit_image_classifier_exports_with_equal_logits(tmp_path, capsys):
     import functools
 
     from bigmodel.commands.export import export
@@ -183,6 +183,57 @@ def test_a_vit_image_classifier_exports_with_equal_logits(tmp_path):
         torch.testing.assert_close(hf(pixel_values=images).logits, task({"pixel_values": images}), atol=1e-5,
                                    rtol=1e-5)
     assert hf.config.id2label[2] == "z"
+    # built by hand, without a data module: no preprocessing recorded, and export says what it did not write
+    assert "image_preprocessing" not in ckpt["bigmodel"]
+    assert not (tmp_path / "vit" / "preprocessor_config.json").exists()
+    assert "; no preprocessor_config.json: the checkpoint does not record the image size and normalisation" in \
+        capsys.readouterr().out
+
+
+def test_a_vit_fit_on_digits_exports_the_preprocessing_it_was_trained_with(tmp_path, capsys):
+    """A real fit records the data's evaluation preprocessing; the export's AutoImageProcessor +
+    AutoModelForImageClassification give bigmodel's predict probabilities on PNG files. The ViT is built for 8 px
+    and trained on 12 px digits (bigmodel resamples its position grid at run time): the export is the 12 px model,
+    and the processor gives grey 1-channel images."""
+    from PIL import Image
+
+    from bigmodel.commands.export import export
+    from bigmodel.data import ImageDataModule
+    from bigmodel.data.sources.images import write_digit_images
+
+    overrides = "{image_size: 8, patch_size: 4, num_channels: 1, hidden_size: 32, num_layers: 2, num_heads: 2, " \
+                "intermediate_size: 64}"
+    cli = BigModelCLI(args=[
+        "fit", "--model", "bigmodel.tasks.ClassificationTask", "--model.backbone", "bigmodel.nn.VisionTransformer",
+        "--model.backbone.config", "vit-tiny", "--model.backbone.overrides", overrides, "--model.lr", "1e-2",
+        "--data", "bigmodel.data.ImageDataModule", "--data.dataset", "digits", "--data.image_size", "12",
+        "--trainer.max_steps", "3", "--trainer.limit_val_batches", "1", "--trainer.accelerator", "cpu",
+        "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
+    ])
+    ckpt_path = next((tmp_path / "runs").glob("**/checkpoints/last.ckpt"))
+    meta = torch.load(ckpt_path, weights_only=True)["bigmodel"]
+    mean, std = list(cli.datamodule.mean), list(cli.datamodule.std)
+    assert meta["image_preprocessing"] == {"image_size": 12, "mean": mean, "std": std, "num_channels": 1}
+    capsys.readouterr()
+    out = export(str(ckpt_path), str(tmp_path / "hf"))
+    line = capsys.readouterr().out
+    assert "with its image processor; the model reads 1-channel images, and transformers does not convert" in line
+    assert "from the 8 px it was built for to the 12 px images it was trained on" in line
+    processor = transformers.AutoImageProcessor.from_pretrained(out)
+    hf = transformers.AutoModelForImageClassification.from_pretrained(out).eval()
+    assert hf.config.image_size == 12 and processor.size == {"height": 12, "width": 12}
+    assert list(processor.image_mean) == mean and list(processor.image_std) == std
+    files = write_digit_images(tmp_path / "photos", count=4)
+    data = ImageDataModule(dataset="digits", image_size=12, predict_dir=str(tmp_path / "photos"), batch_size=4)
+    data.setup("predict")
+    model = cli.model.eval()
+    with torch.no_grad():
+        ours = model.predict_step(next(iter(data.predict_dataloader())), 0)
+        inputs = processor(images=[Image.open(ours_path) for ours_path in ours["path"]], return_tensors="pt")
+        theirs = hf(**inputs).logits.softmax(-1)
+    assert sorted(ours["path"]) == sorted(map(str, files))
+    torch.testing.assert_close(theirs, ours["probs"], atol=1e-5, rtol=0)
+    assert ours["probs"].std(0).max() > 1e-3  # a trained model tells these digits apart
 
 
 def test_a_causal_lm_starts_from_a_bidirectional_encoder_and_a_classifier_refuses_a_causal_one(hf_bert, tmp_path):
