@@ -15,8 +15,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bigmodel", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return together([*args])[0]
+
+
+def together(*commands: list[str]) -> list[subprocess.CompletedProcess]:
+    """``bigmodel`` commands run at the same time, one CPU thread each (they read the same checkpoint, and each
+    claims its own version directory), as a user with two terminals would."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **({"OMP_NUM_THREADS": "1"} if len(commands) > 1 else {})}
+    procs = [subprocess.Popen([sys.executable, "-m", "bigmodel", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for args in commands]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    return [subprocess.CompletedProcess(p.args, p.returncode, out, err) for p, (out, err) in zip(procs, outputs)]
 
 
 def test_digits_cnn_quickstart_fits_tests_and_predicts_in_subprocesses(tmp_path):
@@ -32,18 +41,18 @@ def test_digits_cnn_quickstart_fits_tests_and_predicts_in_subprocesses(tmp_path)
 
     model = ClassificationTask.load_from_checkpoint(ckpt_dir / "best.ckpt").eval()
     assert type(model.net).__name__ == "SmallCNN" and model({"pixel_values": torch.zeros(2, 1, 8, 8)}).shape == (2, 10)
-    test = run("test", "-c", config, "--ckpt_path", str(ckpt_dir / "best.ckpt"), *common)
+    photos = tmp_path / "photos"
+    written = write_digit_images(photos)  # the README's way to get digits to predict
+    out = tmp_path / "labels.csv"
+    test, predict = together(["test", "-c", config, "--ckpt_path", str(ckpt_dir / "best.ckpt"), *common],
+                             ["predict", "-c", config, "--ckpt_path", str(ckpt_dir / "best.ckpt"), *common,
+                              "--data.init_args.predict_dir", str(photos), "--predictions.output", str(out)])
     assert test.returncode == 0, test.stderr[-2000:]
     matrix_file = next(tmp_path.glob("digits-cnn/version_*/confusion_matrix.csv"))
     rows = [list(map(int, r[1:])) for r in list(csv.reader(matrix_file.open()))[1:]]
     total, correct = sum(map(sum, rows)), sum(rows[i][i] for i in range(10))
     assert total == 360  # the fixed test split
     assert correct / total > 0.7, f"test accuracy {correct / total:.2f} after 4 epochs (chance 0.10)"
-    photos = tmp_path / "photos"
-    written = write_digit_images(photos)  # the README's way to get digits to predict
-    out = tmp_path / "labels.csv"
-    predict = run("predict", "-c", config, "--ckpt_path", str(ckpt_dir / "best.ckpt"), *common,
-                  "--data.init_args.predict_dir", str(photos), "--predictions.output", str(out))
     assert predict.returncode == 0, predict.stderr[-2000:]
     rows = list(csv.DictReader(out.open()))
     assert sorted(Path(r["path"]).name for r in rows) == sorted(p.name for p in written)

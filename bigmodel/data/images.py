@@ -185,7 +185,6 @@ class ImageDataModule(DataModule):
                        f"; {self.num_classes} classes" + ("; augmented on the device" if self.hparams.on_device
                                                           else ""))
 
-
     def eval_preprocessing(self) -> EvalPreprocessing:
         """The evaluation (and predict) preprocessing, for a checkpoint to carry: without it, a model that leaves
         bigmodel does not say the size and normalisation it was trained with. In-memory sets keep their own size
