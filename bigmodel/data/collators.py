@@ -39,11 +39,17 @@ class MLMCollator:
     ``document_mask``: packed blocks (documents each ending in [SEP]) also carry ``document_ids`` (B, S): a token's
     document is the number of [SEP] before it, so [SEP] closes its own document. The encoder then keeps documents
     apart (``TransformerEncoder(document_ids=...)``). Read from the tokens before masking, which may draw [SEP]'s id.
+
+    ``whole_word_mask``: select words, not tokens (BERT's whole-word masking release, Google 2019): each word is
+    selected with ``mlm_probability`` and all its tokens with it (so the same share of tokens in expectation), then
+    each selected token is [MASK] / random / kept 80/10/10 as in Google's ``create_pretraining_data.py``
+    (transformers' ``whole_word_mask`` makes every one [MASK]). Words come from the vocabulary
+    (``word_continuations``), since packed blocks no longer have the text's offsets.
     """
 
     def __init__(
         self, tokenizer: PreTrainedTokenizerBase, mlm_probability: float = 0.15, seed: int | None = None,
-        masked_positions_multiple_of: int | None = None, document_mask: bool = False,
+        masked_positions_multiple_of: int | None = None, document_mask: bool = False, whole_word_mask: bool = False,
     ) -> None:
         if tokenizer.mask_token is None or tokenizer.pad_token is None:
             raise ValueError("MLM needs a tokenizer with mask and pad tokens (e.g. [MASK], [PAD]): give "
@@ -59,6 +65,7 @@ class MLMCollator:
         if document_mask and tokenizer.sep_token_id is None:
             raise ValueError("document_mask finds documents by their [SEP]; this tokenizer has no sep token")
         self.sep_id = tokenizer.sep_token_id if document_mask else None
+        self.continues = word_continuations(tokenizer) if whole_word_mask else None
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         by_block = self.seed is not None and "index" not in examples[0]  # validation: each block's own masks
@@ -79,7 +86,7 @@ class MLMCollator:
         if by_block:
             input_ids, labels = self._mask_each_block(input_ids, special, [len(r) for r in rows])
         else:
-            input_ids, labels = self.inner.torch_mask_tokens(input_ids, special_tokens_mask=special)
+            input_ids, labels = self._mask_tokens(input_ids, special)
         labels = labels.view(-1)
         positions = (labels != -100).nonzero().squeeze(1)
         masked_labels = labels[positions]
@@ -101,9 +108,47 @@ class MLMCollator:
         for i, n in enumerate(lengths):
             row = input_ids[i : i + 1, :n]
             self.inner.generator = torch.Generator().manual_seed(mix_seed(self.seed, row[0].tolist()))
-            masked, row_labels = self.inner.torch_mask_tokens(row.clone(), special[i : i + 1, :n])
+            masked, row_labels = self._mask_tokens(row.clone(), special[i : i + 1, :n])
             input_ids[i, :n], labels[i, :n] = masked[0], row_labels[0]
         return input_ids, labels
+
+    def _mask_tokens(self, input_ids: torch.Tensor, special: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs after masking, labels: the original token where selected, else -100), drawn from the inner
+        collator's generator (seeded by ``__call__``) or the global one."""
+        if self.continues is None:
+            return self.inner.torch_mask_tokens(input_ids, special_tokens_mask=special)
+        generator, shape = self.inner.generator, input_ids.shape
+        after_special = torch.nn.functional.pad(special[:, :-1], (1, 0), value=True)
+        starts = (~self.continues[input_ids] | after_special) & ~special  # a word's first token
+        word = starts.long().cumsum(1)  # each token's word (specials: the word before them, excluded below)
+        chosen = torch.bernoulli(torch.full(shape, self.inner.mlm_probability), generator=generator).bool() & starts
+        by_word = torch.zeros(shape[0], shape[1] + 1, dtype=torch.long).scatter_reduce(1, word, chosen.long(), "amax")
+        selected = by_word.gather(1, word).bool() & ~special
+        labels = input_ids.masked_fill(~selected, -100)
+        replaced = torch.bernoulli(torch.full(shape, 0.8), generator=generator).bool() & selected
+        randomised = torch.bernoulli(torch.full(shape, 0.5), generator=generator).bool() & selected & ~replaced
+        random_ids = torch.randint(len(self.inner.tokenizer), shape, generator=generator)
+        masked = input_ids.masked_fill(replaced, self.inner.tokenizer.mask_token_id)
+        return torch.where(randomised, random_ids, masked), labels
+
+
+def word_continuations(tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
+    """For each token id, whether it continues the word before it: WordPiece marks continuations (``##``), byte-level
+    BPE (``Ġ``) and SentencePiece (``▁``) mark a word's first token instead (so "word," is one word there, as
+    transformers' offset-based word masking also finds). A token after a special token always starts a word."""
+    vocab = tokenizer.get_vocab()
+    continues = torch.zeros(max(len(tokenizer), max(vocab.values()) + 1), dtype=torch.bool)
+    model = getattr(getattr(tokenizer, "backend_tokenizer", None), "model", None)
+    prefix = getattr(model, "continuing_subword_prefix", None) if type(model).__name__ == "WordPiece" else None
+    if prefix:
+        continues[[i for token, i in vocab.items() if token.startswith(prefix)]] = True
+        return continues
+    marker = next((m for m in ("Ġ", "▁") if sum(t.startswith(m) for t in vocab) > len(vocab) // 10), None)
+    if marker is None:
+        raise ValueError("whole_word_mask finds words by the vocabulary's word pieces (WordPiece '##', byte-level BPE "
+                         "'Ġ', SentencePiece '▁'); this tokenizer has none: set whole_word_mask: false")
+    continues[[i for token, i in vocab.items() if not token.startswith(marker)]] = True
+    return continues
 
 
 class ClassificationCollator:

@@ -119,3 +119,66 @@ def test_document_mask_gives_each_packed_document_its_own_attention_and_position
             crossing = model(batch["input_ids"], torch.arange(18))
         torch.testing.assert_close(packed, separate, atol=1e-5, rtol=1e-5)
         assert (crossing - separate).abs().max() > 1e-3  # without the document mask the block is one sequence
+
+
+def _blocks(tok, pydoc_text, rows=64, width=128):
+    """Real text packed as the corpus packs it: [CLS] + paragraphs each closed by [SEP], cut into rows."""
+    stream = [i for line in pydoc_text.read_text().splitlines()[:400]
+              for i in tok(line, add_special_tokens=False)["input_ids"] + [tok.sep_token_id]]
+    return torch.tensor([[tok.cls_token_id] + stream[r * (width - 1):(r + 1) * (width - 1)] for r in range(rows)])
+
+
+def test_whole_word_masking_selects_every_piece_of_a_word_and_the_same_share_of_tokens(pydoc_text):
+    tok = _tokenizer(pydoc_text)  # 600 word pieces: many words are several pieces
+    ids = _blocks(tok, pydoc_text)
+    collate = MLMCollator(tok, seed=0, whole_word_mask=True)
+    torch.manual_seed(0)
+    batch = collate([{"input_ids": row, "epoch": 0, "index": i} for i, row in enumerate(ids)])
+    labels = torch.full((ids.numel(),), -100)
+    labels[batch["masked_positions"]] = batch["masked_labels"]
+    selected = (labels != -100).view(ids.shape)
+    special = torch.isin(ids, torch.tensor(tok.all_special_ids))
+    assert not (selected & special).any()
+    continues = torch.tensor([[tok.convert_ids_to_tokens(int(i)).startswith("##") for i in row] for row in ids])
+    inside = continues & ~special & ~torch.nn.functional.pad(special[:, :-1], (1, 0), value=True)
+    assert inside.sum() > 1000  # the text really has words of several pieces
+    assert torch.equal(selected[:, 1:][inside[:, 1:]], selected[:, :-1][inside[:, 1:]])  # a piece goes with its word
+    whole = selected[:, :-1] & inside[:, 1:]
+    assert whole.sum() > 100  # and words of several pieces were selected
+    rate = selected.sum() / (~special).sum()
+    assert 0.13 < rate < 0.17, rate  # each word with probability 0.15: the same share of tokens in expectation
+    new, old = batch["input_ids"][selected], ids[selected]
+    masked, kept = (new == tok.mask_token_id).float().mean(), (new == old).float().mean()
+    assert 0.76 < masked < 0.84 and 0.06 < kept < 0.14, (masked, kept)  # Google's 80/10/10, per token
+    assert torch.equal(batch["input_ids"][~selected], ids[~selected])
+    plain = MLMCollator(tok, seed=0)([{"input_ids": row, "epoch": 0, "index": i} for i, row in enumerate(ids)])
+    plain_selected = torch.zeros(ids.numel(), dtype=torch.bool)
+    plain_selected[plain["masked_positions"]] = True
+    split = (plain_selected.view(ids.shape)[:, :-1] != plain_selected.view(ids.shape)[:, 1:]) & inside[:, 1:]
+    assert split.sum() > 50  # token masking does cut words: the two differ
+    alone = MLMCollator(tok, seed=0, whole_word_mask=True)  # validation: each block's masks, however batched
+    assert torch.equal(_row_masks(alone([{"input_ids": ids[3]}]), 0)[1],
+                       _row_masks(alone([{"input_ids": r} for r in ids[:5]]), 3)[1])
+
+
+def test_whole_word_masking_reads_words_from_bpe_and_refuses_a_vocabulary_without_word_pieces(pydoc_text):
+    import pytest
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from bigmodel.data.collators import word_continuations
+
+    def trained(pre_tokenizer):
+        backend = Tokenizer(models.BPE())
+        backend.pre_tokenizer = pre_tokenizer
+        backend.train_from_iterator(pydoc_text.read_text().splitlines()[:300], trainers.BpeTrainer(
+            vocab_size=500, special_tokens=["<pad>", "<mask>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+        return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", mask_token="<mask>")
+
+    bpe = trained(pre_tokenizers.ByteLevel(add_prefix_space=False))
+    continues = word_continuations(bpe)
+    pieces = bpe.convert_ids_to_tokens(bpe(" the string methods")["input_ids"])
+    assert pieces[0] == "Ġthe" and [bool(continues[bpe.convert_tokens_to_ids(p)]) for p in pieces] == \
+        [not p.startswith("Ġ") for p in pieces]
+    with pytest.raises(ValueError, match="set whole_word_mask: false"):
+        MLMCollator(trained(pre_tokenizers.Whitespace()), whole_word_mask=True)
