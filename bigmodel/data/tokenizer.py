@@ -76,8 +76,8 @@ def wordpiece_size(tokenizer: str | None, vocab_size: int | None, default: int) 
     -- so that is an error rather than a size the user believes they set."""
     if tokenizer and vocab_size is not None:
         raise ValueError(f"wordpiece_vocab_size {vocab_size} sizes the WordPiece trained when no tokenizer is given, "
-                         f"but tokenizer is {tokenizer!r} (its own vocabulary is used): remove "
-                         "data.init_args.wordpiece_vocab_size or the tokenizer")
+                         f"but tokenizer is {tokenizer!r} (its own vocabulary is used): set "
+                         "data.init_args.wordpiece_vocab_size to null, or unset the tokenizer")
     return default if vocab_size is None else vocab_size
 
 
