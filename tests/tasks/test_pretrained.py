@@ -134,6 +134,8 @@ def test_export_gives_a_directory_transformers_loads_with_equal_logits(hf_bert, 
 
     exported = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "cls").eval()
     assert exported.config.id2label == {0: "a", 1: "b", 2: "c"}
+    # the head's dropout, not transformers' fallback to hidden_dropout_prob (0 here): fine-tuning on drops the same
+    assert exported.config.classifier_dropout == exported.dropout.p == cls.net.head.dropout.p == 0.1
     with torch.no_grad():
         ours = cls.eval()({"input_ids": ids, "attention_mask": mask})
         torch.testing.assert_close(exported(input_ids=ids, attention_mask=mask).logits, ours, atol=1e-5, rtol=1e-5)
@@ -280,7 +282,7 @@ def test_a_roberta_classifier_keeps_robertas_head_through_a_checkpoint_and_expor
     assert again.net.head.pooler.dropout.p == 0.2 and again.config.dropout_before_pooler
     export(str(tmp_path / "cls.ckpt"), str(tmp_path / "back"))
     back = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "back").eval()
-    assert type(back).__name__ == "RobertaForSequenceClassification"
+    assert type(back).__name__ == "RobertaForSequenceClassification" and back.classifier.dropout.p == 0.2
     for key, value in hf.state_dict().items():
         assert torch.equal(back.state_dict()[key], value), key
     ids = torch.randint(5, 120, (2, 12))
