@@ -11,10 +11,10 @@ where the run read it (moved, or archived under ``checkpoints/previous/<time>/``
 
 An MLM checkpoint becomes ``BertForMaskedLM`` (or ``RobertaForMaskedLM``, or ``ModernBertForMaskedLM`` for an
 encoder with ModernBERT's switches), a text classifier
-``BertForSequenceClassification`` (``id2label`` from the class names), a ViT image classifier
-``ViTForImageClassification``; weights as safetensors, ``config.json`` and the tokenizer files. Names are mapped by
-``bigmodel.nn.convert`` (the same table as for import), so a model imported from Hugging Face exports back to its
-original tensors.
+``BertForSequenceClassification`` (``id2label`` from the class names, ``classifier_dropout`` from the task's), a
+ViT image classifier ``ViTForImageClassification``; weights as safetensors, ``config.json`` and the tokenizer
+files. Names are mapped by ``bigmodel.nn.convert`` (the same table as for import), so a model imported from Hugging
+Face exports back to its original tensors.
 
 A ViT trained with an ``ImageDataModule`` also gets ``preprocessor_config.json`` (``ViTImageProcessor``, which
 ``AutoImageProcessor`` loads): the evaluation preprocessing its checkpoint records (resize to the data's image size,
@@ -159,6 +159,11 @@ def _export(ckpt_path: str | None, out: str | None, family: str | None, init_fro
         names = list(meta.get("class_names") or [])
         hf_config.update(num_labels=len(names), id2label=dict(enumerate(names)),
                          label2id={n: i for i, n in enumerate(names)})
+        # the head's dropout, for fine-tuning further in transformers (unset, BERT's would be hidden_dropout_prob and
+        # ModernBERT's 0); a ViT's head has none
+        dropout = (ckpt.get("hyper_parameters") or {}).get("classifier_dropout")
+        if family != "vit" and dropout is not None:
+            hf_config["classifier_dropout"] = float(dropout)
     name = _FAMILY_NAMES[family] + ("ForImageClassification" if family == "vit" else _ARCHITECTURES[task])
     model_type = hf_config.pop("model_type", family)
     hf_config = transformers.AutoConfig.for_model(model_type, architectures=[name], **hf_config)

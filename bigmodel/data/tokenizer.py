@@ -70,6 +70,17 @@ def train_wordpiece(
     )
 
 
+def wordpiece_size(tokenizer: str | None, vocab_size: int | None, default: int) -> int:
+    """The vocabulary size of the WordPiece trained when no ``tokenizer`` is given: ``vocab_size``, or ``default``
+    when unset (None). Given beside a tokenizer it could only be ignored -- the tokenizer brings its own vocabulary
+    -- so that is an error rather than a size the user believes they set."""
+    if tokenizer and vocab_size is not None:
+        raise ValueError(f"wordpiece_vocab_size {vocab_size} sizes the WordPiece trained when no tokenizer is given, "
+                         f"but tokenizer is {tokenizer!r} (its own vocabulary is used): set "
+                         "data.init_args.wordpiece_vocab_size to null, or unset the tokenizer")
+    return default if vocab_size is None else vocab_size
+
+
 def cached_wordpiece(
     ds: Dataset, columns: Sequence[str], cache_dir: str | Path, vocab_size: int, lowercase: bool = True,
     model_max_length: int = 512,

@@ -88,8 +88,9 @@ class CausalLanguageModel(nn.Module):
         greedy: bool = False,
         generator: torch.Generator | None = None,
         max_context: int | None = None,
+        eos_token_id: int | None = None,
     ) -> torch.Tensor:
-        """Appends ``max_new_tokens`` tokens to ``input_ids`` (B, S; no padding) and returns (B, S + new).
+        """Appends up to ``max_new_tokens`` tokens to ``input_ids`` (B, S; no padding) and returns (B, S + new).
 
         Greedy takes the most likely token; otherwise a draw from softmax(logits / temperature), restricted to the
         ``top_k`` most likely when given (0 or None: all tokens, as in transformers). The context is cropped to
@@ -98,6 +99,10 @@ class CausalLanguageModel(nn.Module):
         trained sequences were passes that, since position rows past it never trained.
         No key/value cache: each step recomputes the whole context, which is cheap at these model sizes and
         keeps one forward path. Call ``eval()`` first (dropout would otherwise stay on).
+        With ``eos_token_id`` (the end of a document) a row that has generated it is done: it gets that id at every
+        later step (as transformers pads a finished row), and generation stops as soon as every row is done, so
+        ``new`` may be less than ``max_new_tokens``. The tokens up to each row's end are those it would get without
+        it (a sampled row draws from ``generator`` in the same order).
         """
         if not greedy and temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}; use greedy=True for argmax")
@@ -108,6 +113,7 @@ class CausalLanguageModel(nn.Module):
         if not 1 <= context <= positions:
             raise ValueError(f"max_context must be in [1, {positions}] (the encoder's positions), got {context}")
         ids = input_ids
+        done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
         for _ in range(max_new_tokens):
             logits = self(ids[:, -context:])[:, -1].float()  # (B, V)
             if greedy:
@@ -118,5 +124,10 @@ class CausalLanguageModel(nn.Module):
                     kth = logits.topk(top_k, dim=-1).values[:, -1:]
                     logits = logits.masked_fill(logits < kth, float("-inf"))
                 next_id = torch.multinomial(logits.softmax(-1), 1, generator=generator)
+            if eos_token_id is not None:
+                next_id = next_id.masked_fill(done[:, None], eos_token_id)
+                done |= next_id[:, 0] == eos_token_id
             ids = torch.cat([ids, next_id], dim=1)
+            if eos_token_id is not None and bool(done.all()):
+                break
         return ids

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 
+from bigmodel.data.corpus import document_tokens
 from bigmodel.nn import CausalLanguageModel
 from bigmodel.nn.embeddings import max_sequence_length
 from bigmodel.tasks.language_model import LanguageModelTask
@@ -25,7 +26,8 @@ class CausalLMTask(LanguageModelTask):
             BERT/RoBERTa): its weights, now read causally; the next-token decoder is the word embeddings.
         max_new_tokens, temperature, top_k: what ``bigmodel predict`` generates after each prompt: a greedy
             continuation and one sampled from softmax(logits / ``temperature``) (> 0) restricted to the ``top_k``
-            most likely tokens (all of them when 0 or null, as in transformers).
+            most likely tokens (all of them when 0 or null, as in transformers). Each stops early at its first
+            end of document (the tokenizer's [SEP] or EOS), where the written continuation is cut.
         **kwargs: optimiser settings, see ``Task``.
     The data module must give whole blocks: ``CorpusDataModule`` with ``objective: causal``. Its ``block_size`` is
     recorded in the checkpoint (``checkpoint["bigmodel"]["block_size"]``): generation conditions on at most the
@@ -106,6 +108,12 @@ class CausalLMTask(LanguageModelTask):
                                 "block_size")
         return positions, "the encoder's positions; the checkpoint predates recording block_size"
 
+    def end_of_document(self) -> int | None:
+        """The data module's tokenizer's end of a document ([SEP], or a GPT tokenizer's EOS): the writer cuts each
+        continuation there, so generation stops once it is made. None without a tokenizer (all steps run)."""
+        tokenizer = getattr(getattr(self._trainer, "datamodule", None), "tokenizer", None)
+        return None if tokenizer is None else document_tokens(tokenizer)[1]
+
     def on_predict_start(self) -> None:
         self._crop_said = False
 
@@ -141,21 +149,23 @@ class CausalLMTask(LanguageModelTask):
         return loss / count.clamp(min=1), logits.flatten(0, 1), labels.flatten(), count
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        """Continues each prompt twice, greedily and by top-k sampling; token ids out, the writer decodes them.
+        """Continues each prompt twice, greedily and by top-k sampling, each until its end of document or
+        ``max_new_tokens``; token ids out, the writer decodes them (and cuts them at that end).
 
         Prompts differ in length and are generated one by one (no padding to get right); each draw has its own
         generator seeded by (seed, rank, batch, row), so a sample does not depend on the batch size or device order."""
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
         context, why = self.generation_context()
+        end = self.end_of_document()
         greedy, sampled = [], []
         for row, ids in enumerate(batch["prompt_ids"]):
             prompt = ids[None]
             if prompt.shape[1] > context:
                 self._say_crop(prompt.shape[1], context, why)
             greedy.append(self.net.generate(prompt, self.generation["max_new_tokens"], greedy=True,
-                                            max_context=context)[0].tolist())
+                                            max_context=context, eos_token_id=end)[0].tolist())
             generator = torch.Generator(self.device).manual_seed(mix_seed(seed, self.global_rank, batch_idx, row))
             sampled.append(self.net.generate(prompt, **self.generation, generator=generator,
-                                             max_context=context)[0].tolist())
+                                             max_context=context, eos_token_id=end)[0].tolist())
         return {"text": batch["text"], "generated": {"greedy": greedy, "sampled": sampled},
                 "prompt_length": [len(ids) for ids in batch["prompt_ids"]]}  # an end token counts only after it

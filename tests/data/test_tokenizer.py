@@ -1,3 +1,5 @@
+import pytest
+
 from bigmodel.data.tokenizer import SPECIAL_TOKENS, train_wordpiece
 
 
@@ -70,3 +72,38 @@ def test_a_hub_tokenizer_not_in_the_cache_offline_gets_init_froms_one_line_messa
                        "'no-such-org/no-such-tokenizer').save_pretrained(DIR)) and pass that directory as "
                        "data.init_args.tokenizer")
     assert "\n" not in message and "huggingface.co" not in message
+
+
+@pytest.mark.parametrize("module, default", [
+    ("CorpusDataModule", 8192), ("TextClassificationDataModule", 8192), ("ImageTextDataModule", 1000)])
+def test_wordpiece_vocab_size_beside_a_tokenizer_is_refused_and_unset_trains_the_default_size(
+        module, default, pydoc_text, tmp_path, monkeypatch):
+    """A size given beside a tokenizer could only be ignored (the tokenizer has its own vocabulary): one line
+    naming the fix, before any data is read. Unset, the trained WordPiece keeps its documented size."""
+    import bigmodel.data as data
+    from tests.helpers import write_table
+
+    cls = getattr(data, module)
+    with pytest.raises(ValueError) as err:
+        cls(tokenizer="my-tokenizer", wordpiece_vocab_size=4096)
+    assert str(err.value) == ("wordpiece_vocab_size 4096 sizes the WordPiece trained when no tokenizer is given, but "
+                              "tokenizer is 'my-tokenizer' (its own vocabulary is used): set "
+                              "data.init_args.wordpiece_vocab_size to null, or unset the tokenizer")
+
+    class Trained(Exception):
+        pass
+
+    sizes = []
+
+    def record(ds, columns, cache_dir, vocab_size, *args, **kwargs):
+        sizes.append(vocab_size)
+        raise Trained
+
+    monkeypatch.setattr(f"{cls.__module__}.cached_wordpiece", record)
+    source = {"CorpusDataModule": {"train_files": str(pydoc_text)},
+              "TextClassificationDataModule": {"train_files": write_table(tmp_path / "t.csv", [("a b", 0), ("c", 1)])},
+              "ImageTextDataModule": {}}[module]
+    for given in ({}, {"wordpiece_vocab_size": 300}):
+        with pytest.raises(Trained):
+            cls(cache_dir=str(tmp_path / "cache"), **source, **given)
+    assert sizes == [default, 300]

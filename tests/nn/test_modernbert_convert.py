@@ -190,6 +190,7 @@ def test_a_modernbert_classifier_checkpoint_exports_with_its_tokenizer_and_equal
     assert (hf.config.classifier_pooling, hf.config.local_attention, hf.config.pad_token_id) == \
         ("mean", 4, tokenizer.pad_token_id)
     assert hf.config.rope_parameters["sliding_attention"]["rope_theta"] == 99.0
+    assert hf.drop.p == task.net.head.dropout.p == 0.1  # the head's dropout (ModernBERT's default is 0)
     reloaded = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
     batch = reloaded([texts[0], texts[1] + " " + texts[1]], padding=True, return_tensors="pt")
     assert batch["attention_mask"][0].sum() < batch["attention_mask"].shape[1] > 4  # padded, beyond the window

@@ -83,6 +83,79 @@ def test_generate_greedy_is_deterministic_and_top_k_draws_only_the_k_most_likely
     assert model.generate(prompt[:1], 40, greedy=True).shape == (1, 45)
 
 
+def test_generate_stops_when_every_row_has_ended_and_ended_rows_keep_the_end_token():
+    """With ``eos_token_id`` a row that generated it gets it again at every later step, and the loop stops once
+    every row has: fewer forward passes, the same tokens up to each row's end."""
+    model = tiny_model(norm_first=True)
+    prompt = torch.randint(5, VOCAB, (3, 5), generator=torch.Generator().manual_seed(0))
+    calls = []
+    model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    full = model.generate(prompt, 8, greedy=True)
+    assert len(calls) == 8
+    never = next(t for t in range(VOCAB) if t not in full[:, 5:])  # a case that does not end early: unchanged
+    calls.clear()
+    assert torch.equal(model.generate(prompt, 8, greedy=True, eos_token_id=never), full) and len(calls) == 8
+
+    def cut(row, end):  # the tokens up to and with the first generated end
+        new = row[5:].tolist()
+        return row[: 5 + new.index(end) + 1] if end in new else row
+
+    end = int(full[0, 6])  # row 0's second new token
+    calls.clear()
+    out = model.generate(prompt, 8, greedy=True, eos_token_id=end)
+    ends = [cut(row, end) for row in full]
+    steps = max(len(c) for c in ends) - 5
+    assert len(calls) == steps and out.shape == (3, 5 + steps)
+    for row, c in zip(out, ends):
+        assert torch.equal(row[: len(c)], c) and (row[len(c):] == end).all()
+    calls.clear()
+    one = model.generate(prompt[:1], 8, greedy=True, eos_token_id=end)  # one row: it stops right after its end
+    assert torch.equal(one[0], ends[0]) and len(calls) == len(ends[0]) - 5 < 8
+    sampled = [model.generate(prompt[:1], 8, top_k=5, temperature=2.0, generator=torch.Generator().manual_seed(4),
+                              eos_token_id=e) for e in (None, end)]
+    assert torch.equal(sampled[1][0], cut(sampled[0][0], end))  # a sample draws the same until it ends
+
+
+def test_predict_stops_generating_at_the_end_of_document_and_writes_the_same_text():
+    """The task passes its tokenizer's end of document ([SEP]) to generate: the rows written are those of all
+    ``max_new_tokens`` steps cut at that end, with fewer forward passes."""
+    from types import SimpleNamespace
+
+    from bigmodel.run.callbacks import generated_rows
+
+    def tokenizer(sep):  # ids written as numbers; [SEP] is ``sep``
+        return SimpleNamespace(cls_token_id=1, bos_token_id=None, sep_token_id=sep, eos_token_id=None,
+                               name_or_path="ids", decode=lambda ids, skip_special_tokens: " ".join(map(str, ids)))
+
+    task = CausalLMTask(vocab_size=VOCAB, max_new_tokens=8, top_k=5, temperature=2.0,
+                        encoder_config={"max_position_embeddings": 32, "hidden_dropout": 0.0,
+                                        "attention_dropout": 0.0}).eval()
+    torch.manual_seed(0)
+    batch = {"text": ["a", "b"], "prompt_ids": [torch.randint(5, VOCAB, (n,)) for n in (4, 6)]}
+    calls = []
+    task.net.register_forward_pre_hook(lambda module, args: calls.append(1))
+
+    def predict(sep):
+        task._trainer = None if sep is None else SimpleNamespace(
+            datamodule=SimpleNamespace(tokenizer=tokenizer(sep)), global_rank=0)
+        calls.clear()
+        return task.predict_step(batch, 0), len(calls)
+
+    before, count = predict(None)  # no tokenizer: every step runs, as before
+    assert count == 2 * 2 * 8  # two prompts, greedy and sampled
+    made = {t for rows in before["generated"].values() for ids, n in zip(rows, (4, 6)) for t in ids[n:]}
+    never = next(t for t in range(VOCAB) if t not in made)
+    assert predict(never) == (before, 2 * 2 * 8)  # a case that does not end early: the same
+    end = before["generated"]["greedy"][0][4]  # the first prompt's first greedy token
+    out, count = predict(end)
+    assert count < 2 * 2 * 8 and len(out["generated"]["greedy"][0]) == 4 + 1
+    for name, sequences in out["generated"].items():
+        for ids, full, n in zip(sequences, before["generated"][name], (4, 6)):
+            cut = full[: full.index(end, n) + 1] if end in full[n:] else full
+            assert ids == cut  # the same tokens up to and with the end
+    assert generated_rows(out, tokenizer(end)) == generated_rows(before, tokenizer(end))  # the same text written
+
+
 def causal_config(tmp, train_file) -> dict:
     """The CLI test's MLM run made causal, and small: 60 steps of 16 blocks of 64 tokens (seconds)."""
     config = mlm_config(tmp, train_file, max_epochs=1, limit_train_batches=60, limit_val_batches=5)

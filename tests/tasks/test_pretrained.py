@@ -36,7 +36,7 @@ def test_mlm_validates_the_published_model_then_continues_pretraining(hf_bert, t
     path, hf = hf_bert
     config = mlm_config(tmp_path, pydoc_text, max_steps=2, limit_val_batches=2)
     config["model"]["init_args"].update(init_from=str(path), encoder_config={"hidden_dropout": 0.0})
-    config["data"]["init_args"].update(tokenizer=str(path))
+    config["data"]["init_args"].update(tokenizer=str(path), wordpiece_vocab_size=None)
     path_yaml = write_yaml(tmp_path / "mlm.yaml", config)
     validate = BigModelCLI(args=["validate", "-c", path_yaml])
     # the published model's own masked-token loss, computed by transformers on the same batches and masks
@@ -134,6 +134,8 @@ def test_export_gives_a_directory_transformers_loads_with_equal_logits(hf_bert, 
 
     exported = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "cls").eval()
     assert exported.config.id2label == {0: "a", 1: "b", 2: "c"}
+    # the head's dropout, not transformers' fallback to hidden_dropout_prob (0 here): fine-tuning on drops the same
+    assert exported.config.classifier_dropout == exported.dropout.p == cls.net.head.dropout.p == 0.1
     with torch.no_grad():
         ours = cls.eval()({"input_ids": ids, "attention_mask": mask})
         torch.testing.assert_close(exported(input_ids=ids, attention_mask=mask).logits, ours, atol=1e-5, rtol=1e-5)
@@ -331,7 +333,7 @@ def test_a_roberta_classifier_keeps_robertas_head_through_a_checkpoint_and_expor
     assert again.net.head.pooler.dropout.p == 0.2 and again.config.dropout_before_pooler
     export(str(tmp_path / "cls.ckpt"), str(tmp_path / "back"))
     back = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "back").eval()
-    assert type(back).__name__ == "RobertaForSequenceClassification"
+    assert type(back).__name__ == "RobertaForSequenceClassification" and back.classifier.dropout.p == 0.2
     for key, value in hf.state_dict().items():
         assert torch.equal(back.state_dict()[key], value), key
     ids = torch.randint(5, 120, (2, 12))

@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--label-column", default="label")
     p.add_argument("--tokenizer", default=None,
                    help=f"default: {WIKITEXT_TOKENIZER} if present, else a WordPiece trained on the train file")
-    p.add_argument("--wordpiece-vocab-size", type=int, default=8192)
+    p.add_argument("--wordpiece-vocab-size", type=int, default=None, help="without a tokenizer (default 8192)")
     p.add_argument("--preset", default="bert-mini")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=66)
