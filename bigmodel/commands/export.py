@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from bigmodel.commands.export_vit import at_image_size, save_image_processor, vit_config
 from bigmodel.nn import EncoderConfig
 from bigmodel.nn.convert import to_hf
 from bigmodel.run.directory import read_checkpoint_meta
@@ -144,9 +145,9 @@ def _export(ckpt_path: str | None, out: str | None, family: str | None, init_fro
                                  "differently; export the model with the tokenizer it was trained with")
     elif str(meta.get("backbone", "")).endswith("VisionTransformer"):
         family, tokenizer = "vit", None
-        hf_config = _vit_config(ckpt, meta)
+        hf_config = vit_config(ckpt, meta)
         if meta.get("image_preprocessing"):  # the model as it ran: at the size its data brought images to
-            state, resampled = _at_image_size(state, hf_config, meta["image_preprocessing"]["image_size"])
+            state, resampled = at_image_size(state, hf_config, meta["image_preprocessing"]["image_size"])
     else:
         raise ValueError(f"{ckpt_path!r} holds a {meta.get('backbone') or task} model; bigmodel exports MLM and text "
                          "classification checkpoints and ViT image classifiers")
@@ -179,7 +180,7 @@ def _export(ckpt_path: str | None, out: str | None, family: str | None, init_fro
         raise ValueError(f"{name} does not take this checkpoint: missing {missing[:3]}, unexpected {wrong[:3]}")
     if tokenizer is not None:
         tokenizer.save_pretrained(target)
-    notes = _save_image_processor(meta.get("image_preprocessing"), target) if family == "vit" else []
+    notes = save_image_processor(meta.get("image_preprocessing"), target) if family == "vit" else []
     print(f"Wrote {name} to {target}" + (" with its tokenizer" if tokenizer is not None else "")
           + (" with its image processor" if family == "vit" and meta.get("image_preprocessing") else "")
           + "".join(f"; {note}" for note in notes + [resampled] if note)
@@ -285,68 +286,6 @@ def _tokenizer(ckpt: dict):
         for file_name, text in files.items():
             Path(tmp, file_name).write_text(text, encoding="utf-8")
         return AutoTokenizer.from_pretrained(tmp)
-
-
-def _at_image_size(state: dict[str, torch.Tensor], hf_config: dict, size: int) -> tuple[dict[str, torch.Tensor], str]:
-    """A ViT trained on images of another size than it was built for (data ``image_size``) had its position grid
-    resampled at every step: exported with that grid (the same ``resample_position_embeddings``) and this
-    ``image_size``, transformers runs it on the processor's images as bigmodel did, with no
-    ``interpolate_pos_encoding``. Returns the state and a note (empty when the sizes agree); ``hf_config`` is
-    updated."""
-    from bigmodel.nn import resample_position_embeddings
-
-    built, patch = hf_config["image_size"], hf_config["patch_size"]
-    if size == built:
-        return state, ""
-    if size % patch:
-        raise ValueError(f"the recorded image size {size} is not a multiple of the ViT's patch_size {patch}")
-    key, grid = "encoder.embeddings.position_embeddings", size // patch
-    hf_config["image_size"] = size
-    return ({**state, key: resample_position_embeddings(state[key], (grid, grid))},
-            f"position embeddings resampled (bicubic, as bigmodel does at run time) from the {built} px it was built "
-            f"for to the {size} px images it was trained on: config.json's image_size is {size}")
-
-
-def _save_image_processor(preprocessing: dict | None, target: Path) -> list[str]:
-    """``preprocessor_config.json`` (transformers' ``ViTImageProcessor``) with the evaluation preprocessing the
-    checkpoint records (``ImageDataModule.eval_preprocessing``): resize (bilinear, antialiased), /255, mean/std.
-    With its default torchvision backend it gives bigmodel's inputs to float precision. Returns notes for the
-    export line: grey images, or why no file was written."""
-    from transformers import ViTImageProcessor
-    from transformers.image_utils import PILImageResampling
-
-    if not preprocessing:
-        return ["no preprocessor_config.json: the checkpoint does not record the image size and normalisation it "
-                "was trained with (written without an ImageDataModule, or before bigmodel recorded them), so "
-                "AutoImageProcessor cannot load this directory; write one with transformers.ViTImageProcessor(size="
-                "..., image_mean=..., image_std=...).save_pretrained(out)"]
-    size, grey = preprocessing["image_size"], preprocessing["num_channels"] == 1
-    ViTImageProcessor(do_resize=True, size={"height": size, "width": size}, resample=PILImageResampling.BILINEAR,
-                      do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
-                      image_mean=list(preprocessing["mean"]), image_std=list(preprocessing["std"]),
-                      do_convert_rgb=not grey).save_pretrained(target)
-    return ["the model reads 1-channel images, and transformers does not convert colour to grey: give the processor "
-            "grey PIL images (mode 'L', as bigmodel predict reads files) and pipeline() (1, H, W) arrays (it makes "
-            "PIL images and files RGB)"] if grey else []
-
-
-def _vit_config(ckpt: dict, meta: dict) -> dict:
-    from bigmodel.tasks.backbones import build_backbone
-
-    backbone = ckpt.get("hyper_parameters", {}).get("backbone")
-    if not isinstance(backbone, dict):
-        raise ValueError("the checkpoint does not say how its ViT was built (hyper_parameters.backbone)")
-    net = build_backbone(backbone, len(meta.get("class_names") or [0, 1]))
-    c = net.config
-    if c.position_embedding != "learned" or not c.norm_first or net.encoder.embeddings.stem is not None:
-        raise ValueError("this ViT has no Hugging Face ViT equivalent (learned positions and pre-LN are needed, and "
-                         "no convolutional stem)")
-    return {"model_type": "vit", "hidden_size": c.hidden_size, "num_hidden_layers": c.num_layers,
-            "num_attention_heads": c.num_heads, "intermediate_size": c.intermediate_size,
-            "hidden_act": {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh"}[c.activation],
-            "hidden_dropout_prob": c.hidden_dropout, "attention_probs_dropout_prob": c.attention_dropout,
-            "layer_norm_eps": c.layer_norm_eps, "initializer_range": c.initializer_range, "image_size": c.image_size,
-            "patch_size": c.patch_size, "num_channels": c.num_channels, "qkv_bias": c.qkv_bias}
 
 
 def main(args: list[str]) -> None:

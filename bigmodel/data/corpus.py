@@ -18,8 +18,6 @@ from bigmodel.data.sources.text import (Files, blank_rows, check_columns, check_
                                         expand_files, load_source, read_lines)
 from bigmodel.data.tokenizer import cached_wordpiece, load_tokenizer, wordpiece_size
 
-WORDPIECE_VOCAB_SIZE = 8192  # the trained WordPiece's size when wordpiece_vocab_size is unset
-
 
 class CorpusDataModule(TextDataModule):
     """Blocks of ``block_size`` tokens: [CLS] followed by the running token stream, documents separated by [SEP]
@@ -51,6 +49,8 @@ class CorpusDataModule(TextDataModule):
             (``MLMCollator``). Off (null) by default: in eager mode the padded rows are only extra head compute.
         predict_files: prompts for ``bigmodel predict`` with a causal LM: .txt files, one prompt per line.
         document_mask: ``mlm``: batches carry ``document_ids`` (attention within a document, positions per document).
+        whole_word_mask: ``mlm``: select whole words, all their word pieces at once (BERT's whole-word masking;
+            ``MLMCollator``), instead of single tokens.
         **kwargs: batch size, workers, validation split, seed, cache: see ``TextDataModule``.
     """
 
@@ -72,12 +72,15 @@ class CorpusDataModule(TextDataModule):
         predict_files: Files = None,
         masked_positions_multiple_of: int | None = None,
         document_mask: bool = False,
+        whole_word_mask: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        vocab_size = wordpiece_size(tokenizer, wordpiece_vocab_size, WORDPIECE_VOCAB_SIZE)
+        vocab_size = wordpiece_size(tokenizer, wordpiece_vocab_size)
         if document_mask and objective != "mlm":
             raise ValueError("document_mask is for objective: mlm (a causal block is one running stream)")
+        if whole_word_mask and objective != "mlm":
+            raise ValueError("whole_word_mask is for objective: mlm (a causal LM predicts every token)")
         if block_size < 8:
             raise ValueError(f"block_size must be at least 8, got {block_size}")
         if masked_positions_multiple_of is not None and masked_positions_multiple_of < 1:
@@ -195,7 +198,8 @@ class CorpusDataModule(TextDataModule):
             return CausalLMCollator(self.tokenizer)
         return MLMCollator(self.tokenizer, hp.mlm_probability, seed=hp.seed,
                            masked_positions_multiple_of=hp.get("masked_positions_multiple_of"),
-                           document_mask=hp.get("document_mask", False))
+                           document_mask=hp.get("document_mask", False),
+                           whole_word_mask=hp.get("whole_word_mask", False))
 
     def train_dataloader(self) -> DataLoader:
         blocks = self.datasets["train"]

@@ -33,7 +33,7 @@ DIGIT_TEMPLATES = {"en": ["a photo of the digit {}", "a picture of the digit {}"
                           "a handwritten {}"],
                    "zh": ["一张手写数字{}的图片"]}
 PHOTO_TEMPLATES = ["a photo of a {}", "a picture of a {}"]
-WORDPIECE_VOCAB_SIZE = 1000  # the trained WordPiece's size when wordpiece_vocab_size is unset (captions are short)
+CAPTION_VOCAB_SIZE = 1000  # the trained WordPiece's size when wordpiece_vocab_size is unset (captions are short)
 
 
 class ImageTextDataModule(DataModule):
@@ -103,7 +103,7 @@ class ImageTextDataModule(DataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        vocab_size = wordpiece_size(tokenizer, wordpiece_vocab_size, WORDPIECE_VOCAB_SIZE)
+        vocab_size = wordpiece_size(tokenizer, wordpiece_vocab_size, CAPTION_VOCAB_SIZE)
         self.languages = list(languages) if languages is not None else ["en", "zh"]
         unknown = sorted(set(self.languages) - set(DIGIT_CAPTIONS))
         if unknown or not self.languages:

@@ -24,8 +24,6 @@ from bigmodel.data.sources.text import (SPLITS, Files, blank_rows, check_columns
                                         expand_files, load_local, load_source, read_lines)
 from bigmodel.data.tokenizer import cached_wordpiece, load_tokenizer, wordpiece_size
 
-WORDPIECE_VOCAB_SIZE = 8192  # the trained WordPiece's size when wordpiece_vocab_size is unset
-
 
 class TextClassificationDataModule(TextDataModule):
     """Labelled texts (or text pairs) for ``ClassificationTask`` and ``PromptClassificationTask``.
@@ -90,7 +88,7 @@ class TextClassificationDataModule(TextDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        vocab_size = wordpiece_size(tokenizer, wordpiece_vocab_size, WORDPIECE_VOCAB_SIZE)
+        vocab_size = wordpiece_size(tokenizer, wordpiece_vocab_size)
         if train_examples_per_class is not None and train_examples_per_class < 1:
             raise ValueError(f"train_examples_per_class must be >= 1, got {train_examples_per_class}")
         if pad_to_multiple_of is not None and pad_to_multiple_of < 1:

@@ -70,7 +70,10 @@ def train_wordpiece(
     )
 
 
-def wordpiece_size(tokenizer: str | None, vocab_size: int | None, default: int) -> int:
+WORDPIECE_VOCAB_SIZE = 8192  # a trained WordPiece's size when wordpiece_vocab_size is unset (text data modules)
+
+
+def wordpiece_size(tokenizer: str | None, vocab_size: int | None, default: int = WORDPIECE_VOCAB_SIZE) -> int:
     """The vocabulary size of the WordPiece trained when no ``tokenizer`` is given: ``vocab_size``, or ``default``
     when unset (None). Given beside a tokenizer it could only be ignored -- the tokenizer brings its own vocabulary
     -- so that is an error rather than a size the user believes they set."""

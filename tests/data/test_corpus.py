@@ -231,3 +231,18 @@ def test_mlm_probability_outside_0_1_is_refused_before_tokenising(pydoc_text):
         with pytest.raises(ValueError, match=rf"^mlm_probability {bad}: set data.init_args.mlm_probability in "
                                              r"\(0, 1\] \(BERT's is 0.15\)$"):
             CorpusDataModule(train_files=str(pydoc_text), wordpiece_vocab_size=800, mlm_probability=bad)
+
+
+def test_whole_word_mask_reaches_the_training_batches_and_is_for_mlm_only(pydoc_text):
+    dm = CorpusDataModule(train_files=str(pydoc_text), wordpiece_vocab_size=800, block_size=64, batch_size=32,
+                          whole_word_mask=True)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    selected = torch.zeros(batch["input_ids"].numel(), dtype=torch.bool)
+    selected[batch["masked_positions"]] = True
+    original = batch["input_ids"].view(-1).clone()
+    original[batch["masked_positions"]] = batch["masked_labels"]
+    pieces = torch.tensor([t.startswith("##") for t in dm.tokenizer.convert_ids_to_tokens(original.tolist())])
+    assert pieces.sum() > 100 and torch.equal(selected[1:][pieces[1:]], selected[:-1][pieces[1:]])
+    with pytest.raises(ValueError, match="whole_word_mask is for objective: mlm"):
+        CorpusDataModule(train_files=str(pydoc_text), objective="causal", whole_word_mask=True)
