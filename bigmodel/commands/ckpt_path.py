@@ -66,7 +66,8 @@ def check_ckpt_path(config: Any, subcommand: str, directory: str | None) -> dict
     if meta.get("_tokenizer") and "tokenizer" in accepted:
         data.init_args.tokenizer = path
         if "wordpiece_vocab_size" in accepted:  # the training config's size: that WordPiece is the one in the file
-            data.init_args.wordpiece_vocab_size = None
+            data.init_args.wordpiece_vocab_size = errors.init_default(errors.import_class(data.class_path),
+                                                                      "wordpiece_vocab_size")
     names = meta.get("class_names")
     if names and "label_names" in accepted:
         given = data.init_args.get("label_names")

@@ -16,7 +16,7 @@ from bigmodel.data.collators import CausalLMCollator, MLMCollator, collate_promp
 from bigmodel.data.base import TextDataModule
 from bigmodel.data.sources.text import (Files, blank_rows, check_columns, check_texts, ensure_validation,
                                         expand_files, load_source, read_lines)
-from bigmodel.data.tokenizer import cached_wordpiece, load_tokenizer, wordpiece_size
+from bigmodel.data.tokenizer import WORDPIECE_VOCAB_SIZE, cached_wordpiece, check_wordpiece_size, load_tokenizer
 
 
 class CorpusDataModule(TextDataModule):
@@ -37,8 +37,8 @@ class CorpusDataModule(TextDataModule):
         text_column: the column of texts (``.txt`` files: ``text``).
         column_names: names for the columns of .csv/.tsv files that have no header row.
         tokenizer: a tokenizer directory, bigmodel checkpoint or hub name; None trains a WordPiece on the corpus.
-        wordpiece_vocab_size: vocabulary size of the WordPiece trained when ``tokenizer`` is None; unset (None):
-            8192. Given beside a ``tokenizer`` it is an error (the tokenizer has its own vocabulary).
+        wordpiece_vocab_size: vocabulary size of the WordPiece trained when ``tokenizer`` is None. Another
+            size than the default (8192) beside a ``tokenizer`` is an error (the tokenizer has its own vocabulary).
         lowercase: the trained WordPiece lowercases the texts.
         block_size: tokens per block, [CLS] included: the sequence length the model trains on.
         mlm_probability: ``mlm``: share of each block's tokens chosen for prediction (BERT's 80/10/10 masking).
@@ -64,7 +64,7 @@ class CorpusDataModule(TextDataModule):
         text_column: str = "text",
         column_names: list[str] | None = None,
         tokenizer: str | None = None,
-        wordpiece_vocab_size: int | None = None,
+        wordpiece_vocab_size: int = WORDPIECE_VOCAB_SIZE,
         lowercase: bool = True,
         block_size: int = 128,
         mlm_probability: float = 0.15,
@@ -76,7 +76,7 @@ class CorpusDataModule(TextDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        vocab_size = wordpiece_size(tokenizer, wordpiece_vocab_size)
+        check_wordpiece_size(tokenizer, wordpiece_vocab_size)
         if document_mask and objective != "mlm":
             raise ValueError("document_mask is for objective: mlm (a causal block is one running stream)")
         if whole_word_mask and objective != "mlm":
@@ -101,7 +101,7 @@ class CorpusDataModule(TextDataModule):
             check_texts(ds, [text_column], split)
         self.tokenizer = (
             load_tokenizer(tokenizer, self.cache_dir) if tokenizer else
-            cached_wordpiece(self.raw["train"], [text_column], self.cache_dir, vocab_size, lowercase,
+            cached_wordpiece(self.raw["train"], [text_column], self.cache_dir, wordpiece_vocab_size, lowercase,
                              model_max_length=block_size)
         )
         self.vocab_size = len(self.tokenizer)

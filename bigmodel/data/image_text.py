@@ -23,7 +23,7 @@ from bigmodel.data.image_text_batches import (EVAL_CAPTIONS, EVAL_IMAGES, EVAL_K
                                               CaptionedImages, EvalBatches, EvalBatchSampler, Texts, collate_images)
 from bigmodel.data.sources.image_text import DIGIT_CAPTIONS, load_captioned, load_digits
 from bigmodel.data.sources.images import IMAGENET_MEAN, IMAGENET_STD, ImageFiles, list_images
-from bigmodel.data.tokenizer import cached_wordpiece, load_tokenizer, wordpiece_size
+from bigmodel.data.tokenizer import cached_wordpiece, check_wordpiece_size, load_tokenizer
 
 __all__ = ["EVAL_CAPTIONS", "EVAL_IMAGES", "EVAL_KIND", "ImageTextDataModule"]  # tasks and run read the EVAL_ tags
 
@@ -33,7 +33,7 @@ DIGIT_TEMPLATES = {"en": ["a photo of the digit {}", "a picture of the digit {}"
                           "a handwritten {}"],
                    "zh": ["一张手写数字{}的图片"]}
 PHOTO_TEMPLATES = ["a photo of a {}", "a picture of a {}"]
-CAPTION_VOCAB_SIZE = 1000  # the trained WordPiece's size when wordpiece_vocab_size is unset (captions are short)
+CAPTION_VOCAB_SIZE = 1000  # the default wordpiece_vocab_size of captions (short texts)
 
 
 class ImageTextDataModule(DataModule):
@@ -58,8 +58,8 @@ class ImageTextDataModule(DataModule):
         max_length: longer captions and prompts are truncated (the number truncated is reported).
         languages: caption languages for digits: ``en`` and/or ``zh`` (Chinese).
         image_size: resize to this side length; default the native 8 for digits, 224 for photos.
-        wordpiece_vocab_size: vocabulary size of the WordPiece trained when ``tokenizer`` is None; unset (None):
-            1000. Given beside a ``tokenizer`` it is an error (the tokenizer has its own vocabulary).
+        wordpiece_vocab_size: vocabulary size of the WordPiece trained when ``tokenizer`` is None. Another
+            size than the default (1000) beside a ``tokenizer`` is an error (the tokenizer has its own vocabulary).
         lowercase: that WordPiece lowercases the captions.
         mean: per-channel normalisation mean; default digits' own statistics, ImageNet's for photos.
         std: per-channel normalisation standard deviation, defaulting as ``mean``.
@@ -89,7 +89,7 @@ class ImageTextDataModule(DataModule):
         image_column: str = "image",
         caption_column: str = "caption",
         tokenizer: str | None = None,
-        wordpiece_vocab_size: int | None = None,
+        wordpiece_vocab_size: int = CAPTION_VOCAB_SIZE,
         lowercase: bool = True,
         max_length: int = 32,
         languages: list[str] | None = None,
@@ -103,7 +103,7 @@ class ImageTextDataModule(DataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        vocab_size = wordpiece_size(tokenizer, wordpiece_vocab_size, CAPTION_VOCAB_SIZE)
+        check_wordpiece_size(tokenizer, wordpiece_vocab_size, CAPTION_VOCAB_SIZE)
         self.languages = list(languages) if languages is not None else ["en", "zh"]
         unknown = sorted(set(self.languages) - set(DIGIT_CAPTIONS))
         if unknown or not self.languages:
@@ -127,7 +127,7 @@ class ImageTextDataModule(DataModule):
             self.tokenizer = load_tokenizer(tokenizer, self.cache_dir)
         else:
             texts = HFDataset.from_dict({"caption": self.splits["train"].captions})
-            self.tokenizer = cached_wordpiece(texts, ["caption"], self.cache_dir, vocab_size, lowercase,
+            self.tokenizer = cached_wordpiece(texts, ["caption"], self.cache_dir, wordpiece_vocab_size, lowercase,
                                               model_max_length=max_length)
         self.vocab_size = len(self.tokenizer)
 

@@ -22,7 +22,7 @@ from bigmodel.data.sampling import examples_per_class
 from bigmodel.data.labels import check_label_kinds, class_names, integral_floats, label_ids, unlabelled
 from bigmodel.data.sources.text import (SPLITS, Files, blank_rows, check_columns, check_texts, ensure_validation,
                                         expand_files, load_local, load_source, read_lines)
-from bigmodel.data.tokenizer import cached_wordpiece, load_tokenizer, wordpiece_size
+from bigmodel.data.tokenizer import WORDPIECE_VOCAB_SIZE, cached_wordpiece, check_wordpiece_size, load_tokenizer
 
 
 class TextClassificationDataModule(TextDataModule):
@@ -46,8 +46,8 @@ class TextClassificationDataModule(TextDataModule):
             feature, else the sorted string labels, else ``0..C-1`` named ``'0'``, ``'1'``, ...). Given, no
             training data is needed to test or predict.
         max_length: longer texts are truncated (the number truncated is reported).
-        wordpiece_vocab_size: vocabulary size of the WordPiece trained when ``tokenizer`` is None; unset (None):
-            8192. Given beside a ``tokenizer`` it is an error (the tokenizer has its own vocabulary).
+        wordpiece_vocab_size: vocabulary size of the WordPiece trained when ``tokenizer`` is None. Another
+            size than the default (8192) beside a ``tokenizer`` is an error (the tokenizer has its own vocabulary).
         lowercase: that WordPiece lowercases the texts.
         train_examples_per_class: few-shot training: ``k`` examples of each class drawn from the training data
             by ``seed`` (the same examples for any task given the same seed); validation and test stay whole.
@@ -79,7 +79,7 @@ class TextClassificationDataModule(TextDataModule):
         column_names: list[str] | None = None,
         label_names: list[str] | None = None,
         max_length: int = 128,
-        wordpiece_vocab_size: int | None = None,
+        wordpiece_vocab_size: int = WORDPIECE_VOCAB_SIZE,
         lowercase: bool = True,
         train_examples_per_class: int | None = None,
         template: str | None = None,
@@ -88,7 +88,7 @@ class TextClassificationDataModule(TextDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        vocab_size = wordpiece_size(tokenizer, wordpiece_vocab_size)
+        check_wordpiece_size(tokenizer, wordpiece_vocab_size)
         if train_examples_per_class is not None and train_examples_per_class < 1:
             raise ValueError(f"train_examples_per_class must be >= 1, got {train_examples_per_class}")
         if pad_to_multiple_of is not None and pad_to_multiple_of < 1:
@@ -101,7 +101,7 @@ class TextClassificationDataModule(TextDataModule):
             self.tokenizer = load_tokenizer(tokenizer, self.cache_dir)
         else:
             self.tokenizer = cached_wordpiece(self.raw["train"], self._text_columns(), self.cache_dir,
-                                              vocab_size, lowercase, model_max_length=max_length)
+                                              wordpiece_vocab_size, lowercase, model_max_length=max_length)
         self.vocab_size = len(self.tokenizer)
         if template is not None and self.tokenizer.mask_token is None:
             raise ValueError("template needs a tokenizer with a mask token (an MLM's): set data.init_args.tokenizer "

@@ -70,18 +70,17 @@ def train_wordpiece(
     )
 
 
-WORDPIECE_VOCAB_SIZE = 8192  # a trained WordPiece's size when wordpiece_vocab_size is unset (text data modules)
+WORDPIECE_VOCAB_SIZE = 8192  # the text data modules' default wordpiece_vocab_size
 
 
-def wordpiece_size(tokenizer: str | None, vocab_size: int | None, default: int = WORDPIECE_VOCAB_SIZE) -> int:
-    """The vocabulary size of the WordPiece trained when no ``tokenizer`` is given: ``vocab_size``, or ``default``
-    when unset (None). Given beside a tokenizer it could only be ignored -- the tokenizer brings its own vocabulary
-    -- so that is an error rather than a size the user believes they set."""
-    if tokenizer and vocab_size is not None:
+def check_wordpiece_size(tokenizer: str | None, vocab_size: int, default: int = WORDPIECE_VOCAB_SIZE) -> None:
+    """A ``wordpiece_vocab_size`` set (other than its ``default``) beside a ``tokenizer`` could only be ignored --
+    the tokenizer brings its own vocabulary -- so it is an error rather than a size the user believes they set.
+    (The default stays a number, not None, so that run configs recorded before this check read the same.)"""
+    if tokenizer and vocab_size != default:
         raise ValueError(f"wordpiece_vocab_size {vocab_size} sizes the WordPiece trained when no tokenizer is given, "
-                         f"but tokenizer is {tokenizer!r} (its own vocabulary is used): set "
-                         "data.init_args.wordpiece_vocab_size to null, or unset the tokenizer")
-    return default if vocab_size is None else vocab_size
+                         f"but tokenizer is {tokenizer!r} (its own vocabulary is used): remove "
+                         "data.init_args.wordpiece_vocab_size, or unset the tokenizer")
 
 
 def cached_wordpiece(

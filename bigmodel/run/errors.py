@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import warnings
+from typing import Any
 from pathlib import Path
 
 import yaml
@@ -31,6 +32,15 @@ def import_class(class_path: str):
 
 def init_parameters(cls) -> set[str]:
     return {p for c in cls.__mro__ if "__init__" in vars(c) for p in inspect.signature(c.__init__).parameters}
+
+
+def init_default(cls, name: str) -> Any:
+    """The default of ``cls``'s init argument ``name``, from the first class in its MRO whose ``__init__`` names it."""
+    for c in cls.__mro__:
+        parameter = inspect.signature(c.__init__).parameters.get(name) if "__init__" in vars(c) else None
+        if parameter is not None:
+            return parameter.default
+    raise KeyError(name)
 
 
 USER_ERRORS = (ValueError, FileNotFoundError, HubUnavailableError, FloatingPointError)

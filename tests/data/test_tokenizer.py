@@ -87,8 +87,8 @@ def test_wordpiece_vocab_size_beside_a_tokenizer_is_refused_and_unset_trains_the
     with pytest.raises(ValueError) as err:
         cls(tokenizer="my-tokenizer", wordpiece_vocab_size=4096)
     assert str(err.value) == ("wordpiece_vocab_size 4096 sizes the WordPiece trained when no tokenizer is given, but "
-                              "tokenizer is 'my-tokenizer' (its own vocabulary is used): set "
-                              "data.init_args.wordpiece_vocab_size to null, or unset the tokenizer")
+                              "tokenizer is 'my-tokenizer' (its own vocabulary is used): remove "
+                              "data.init_args.wordpiece_vocab_size, or unset the tokenizer")
 
     class Trained(Exception):
         pass

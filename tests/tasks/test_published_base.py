@@ -170,7 +170,8 @@ def test_validate_of_an_mlm_from_a_source_without_an_mlm_head_marks_the_random_h
     config = mlm_config(tmp_path, text, limit_val_batches=1, callbacks=[  # 12-head maps take half a minute to draw
         {"class_path": "bigmodel.run.monitoring.AttentionMaps", "init_args": {"every_n_epochs": 0}}])
     config["model"]["init_args"].update(init_from=NAME)
-    config["data"]["init_args"].update(tokenizer=NAME, wordpiece_vocab_size=None, block_size=32, batch_size=4)
+    config["data"]["init_args"].update(tokenizer=NAME, block_size=32, batch_size=4)
+    del config["data"]["init_args"]["wordpiece_vocab_size"]
     cli = BigModelCLI(args=["validate", "-c", write_yaml(tmp_path / "mlm.yaml", config)])
     assert cli.model.new_heads == ["MLM head"]
     assert cli.trainer.callback_metrics["val/random_head"].item() == 1.0

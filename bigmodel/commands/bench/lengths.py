@@ -49,7 +49,8 @@ def data_module(args: argparse.Namespace, group_by_length: bool, pad: Any) -> Te
     return TextClassificationDataModule(
         args.tokenizer, train_files=args.train_file, text_column=args.text_column, label_column=args.label_column,
         max_length=args.max_length, batch_size=args.batch_size, seed=args.seed, group_by_length=group_by_length,
-        pad_to_multiple_of=multiple, wordpiece_vocab_size=args.wordpiece_vocab_size,
+        pad_to_multiple_of=multiple,
+        **({} if args.wordpiece_vocab_size is None else {"wordpiece_vocab_size": args.wordpiece_vocab_size}),
     )
 
 
