@@ -592,7 +592,7 @@ def test_predict_and_test_need_only_the_checkpoint_and_their_own_files(tmp_path,
         "model": {"class_path": "bigmodel.tasks.ClassificationTask", "init_args": {"encoder": "bert-tiny"}},
         "data": {"class_path": "bigmodel.data.TextClassificationDataModule",
                  "init_args": {"tokenizer": None, "train_files": write_table(tmp_path / "train.csv", rows),
-                               "wordpiece_vocab_size": 300, "batch_size": 4}},
+                               "wordpiece_vocab_size": 300, "lowercase": False, "batch_size": 4}},
     }
     path = write_yaml(tmp_path / "cls.yaml", config)
     assert run_main(["fit", "-c", path], capsys)[0] == 0

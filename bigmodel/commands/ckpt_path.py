@@ -65,9 +65,9 @@ def check_ckpt_path(config: Any, subcommand: str, directory: str | None) -> dict
     accepted = errors.init_parameters(errors.import_class(data.class_path)) if data is not None and "class_path" in data else set()
     if meta.get("_tokenizer") and "tokenizer" in accepted:
         data.init_args.tokenizer = path
-        if "wordpiece_vocab_size" in accepted:  # the training config's size: that WordPiece is the one in the file
-            data.init_args.wordpiece_vocab_size = errors.init_default(errors.import_class(data.class_path),
-                                                                      "wordpiece_vocab_size")
+        for key in ("wordpiece_vocab_size", "lowercase"):  # how the training config made the tokenizer in the file
+            if key in accepted:
+                data.init_args[key] = errors.init_default(errors.import_class(data.class_path), key)
     names = meta.get("class_names")
     if names and "label_names" in accepted:
         given = data.init_args.get("label_names")

@@ -16,7 +16,7 @@ from bigmodel.data.collators import CausalLMCollator, MLMCollator, collate_promp
 from bigmodel.data.base import TextDataModule
 from bigmodel.data.sources.text import (Files, blank_rows, check_columns, check_texts, ensure_validation,
                                         expand_files, load_source, read_lines)
-from bigmodel.data.tokenizer import WORDPIECE_VOCAB_SIZE, cached_wordpiece, check_wordpiece_size, load_tokenizer
+from bigmodel.data.tokenizer import WORDPIECE_VOCAB_SIZE, cached_wordpiece, check_wordpiece_settings, load_tokenizer
 
 
 class CorpusDataModule(TextDataModule):
@@ -76,7 +76,7 @@ class CorpusDataModule(TextDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        check_wordpiece_size(tokenizer, wordpiece_vocab_size)
+        check_wordpiece_settings(tokenizer, wordpiece_vocab_size, lowercase)
         if document_mask and objective != "mlm":
             raise ValueError("document_mask is for objective: mlm (a causal block is one running stream)")
         if whole_word_mask and objective != "mlm":

@@ -23,7 +23,7 @@ from bigmodel.data.image_text_batches import (EVAL_CAPTIONS, EVAL_IMAGES, EVAL_K
                                               CaptionedImages, EvalBatches, EvalBatchSampler, Texts, collate_images)
 from bigmodel.data.sources.image_text import DIGIT_CAPTIONS, load_captioned, load_digits
 from bigmodel.data.sources.images import IMAGENET_MEAN, IMAGENET_STD, ImageFiles, list_images
-from bigmodel.data.tokenizer import cached_wordpiece, check_wordpiece_size, load_tokenizer
+from bigmodel.data.tokenizer import cached_wordpiece, check_wordpiece_settings, load_tokenizer
 
 __all__ = ["EVAL_CAPTIONS", "EVAL_IMAGES", "EVAL_KIND", "ImageTextDataModule"]  # tasks and run read the EVAL_ tags
 
@@ -103,7 +103,7 @@ class ImageTextDataModule(DataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        check_wordpiece_size(tokenizer, wordpiece_vocab_size, CAPTION_VOCAB_SIZE)
+        check_wordpiece_settings(tokenizer, wordpiece_vocab_size, lowercase, CAPTION_VOCAB_SIZE)
         self.languages = list(languages) if languages is not None else ["en", "zh"]
         unknown = sorted(set(self.languages) - set(DIGIT_CAPTIONS))
         if unknown or not self.languages:

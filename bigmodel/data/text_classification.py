@@ -22,7 +22,7 @@ from bigmodel.data.sampling import examples_per_class
 from bigmodel.data.labels import check_label_kinds, class_names, integral_floats, label_ids, unlabelled
 from bigmodel.data.sources.text import (SPLITS, Files, blank_rows, check_columns, check_texts, ensure_validation,
                                         expand_files, load_local, load_source, read_lines)
-from bigmodel.data.tokenizer import WORDPIECE_VOCAB_SIZE, cached_wordpiece, check_wordpiece_size, load_tokenizer
+from bigmodel.data.tokenizer import WORDPIECE_VOCAB_SIZE, cached_wordpiece, check_wordpiece_settings, load_tokenizer
 
 
 class TextClassificationDataModule(TextDataModule):
@@ -88,7 +88,7 @@ class TextClassificationDataModule(TextDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        check_wordpiece_size(tokenizer, wordpiece_vocab_size)
+        check_wordpiece_settings(tokenizer, wordpiece_vocab_size, lowercase)
         if train_examples_per_class is not None and train_examples_per_class < 1:
             raise ValueError(f"train_examples_per_class must be >= 1, got {train_examples_per_class}")
         if pad_to_multiple_of is not None and pad_to_multiple_of < 1:
