@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from transformers import DataCollatorForTokenClassification, PreTrainedTokenizerBase
 
 from bigmodel import UsageError
-from bigmodel.data import TextDataModule, cached_wordpiece, load_tokenizer
+from bigmodel.data import TextDataModule, cached_wordpiece, check_wordpiece_settings, load_tokenizer
 
 TAGS = ["O", "CODE"]
 _QUOTED = re.compile(r'"([^"]*)"')  # the reference renders inline code as "code"
@@ -94,6 +94,7 @@ class CodeSpansDataModule(TextDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        check_wordpiece_settings(tokenizer, wordpiece_vocab_size, lowercase=True, default=4096)
         if max_length < 8:
             raise UsageError(f"max_length must be at least 8 tokens, got {max_length}")
         self.paragraphs = reference_paragraphs()
