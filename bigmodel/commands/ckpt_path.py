@@ -6,6 +6,7 @@ frozen base is found (``frozen_base``); the model settings of the config that th
 
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 from typing import Any
@@ -66,8 +67,9 @@ def check_ckpt_path(config: Any, subcommand: str, directory: str | None) -> dict
     if meta.get("_tokenizer") and "tokenizer" in accepted:
         data.init_args.tokenizer = path
         for key in ("wordpiece_vocab_size", "lowercase"):  # how the training config made the tokenizer in the file
-            if key in accepted:
-                data.init_args[key] = errors.init_default(errors.import_class(data.class_path), key)
+            default = errors.init_default(errors.import_class(data.class_path), key) if key in accepted else None
+            if default not in (None, inspect.Parameter.empty):
+                data.init_args[key] = default
     names = meta.get("class_names")
     if names and "label_names" in accepted:
         given = data.init_args.get("label_names")

@@ -53,6 +53,8 @@ def save_image_processor(preprocessing: dict | None, target: Path) -> list[str]:
 
 
 def vit_config(ckpt: dict, meta: dict) -> dict:
+    """transformers' ``ViTConfig`` fields of the checkpoint's ViT, rebuilt from its recorded backbone; a ViT that
+    transformers' layout cannot hold is refused."""
     from bigmodel.tasks.backbones import build_backbone
 
     backbone = ckpt.get("hyper_parameters", {}).get("backbone")

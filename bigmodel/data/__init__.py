@@ -5,7 +5,8 @@ comes from -- hub names, files, image sets, captioned images, built-in offline t
 For a data module of your own: subclass ``DataModule`` (batch size, workers, seed, a resumable training order)
 or ``TextDataModule``, and set the attributes the CLI links to the task (``vocab_size``, ``num_classes``,
 ``class_names``) in ``__init__``; ``load_tokenizer`` and ``cached_wordpiece`` give a tokenizer as the built-in
-modules do (``check_wordpiece_settings`` refuses WordPiece settings beside a given tokenizer). See experiments/extending/README.md.
+modules do (``check_wordpiece_settings`` refuses WordPiece settings beside a given tokenizer). See
+experiments/extending/README.md.
 """
 
 from bigmodel.data.base import DataModule, TextDataModule

@@ -20,8 +20,8 @@ def _drop_full_mask(batch: dict[str, Any]) -> dict[str, Any]:
 
 class MLMCollator:
     """Dynamic BERT masking with HF's ``torch_mask_tokens`` (15% selected, 80/10/10; special and padding tokens
-    never selected), redrawn each time a batch is made. Returns flat indices of the selected positions so the
-    model computes vocabulary logits only there.
+    never selected), or of whole words (``whole_word_mask``), redrawn each time a batch is made. Returns flat
+    indices of the selected positions so the model computes vocabulary logits only there.
 
     ``seed``: make the masks a function of the data, not of the process's random state. Examples that carry
     ``epoch`` and ``index`` (training, see ``sampling.EpochIndexed``) are masked from (seed, epoch, indices): new
@@ -40,11 +40,12 @@ class MLMCollator:
     document is the number of [SEP] before it, so [SEP] closes its own document. The encoder then keeps documents
     apart (``TransformerEncoder(document_ids=...)``). Read from the tokens before masking, which may draw [SEP]'s id.
 
-    ``whole_word_mask``: select words, not tokens (BERT's whole-word masking release, Google 2019): each word is
-    selected with ``mlm_probability`` and all its tokens with it (so the same share of tokens in expectation), then
-    each selected token is [MASK] / random / kept 80/10/10 as in Google's ``create_pretraining_data.py``
-    (transformers' ``whole_word_mask`` makes every one [MASK]). Words come from the vocabulary
-    (``word_continuations``), since packed blocks no longer have the text's offsets.
+    ``whole_word_mask``: select words, not tokens (BERT's whole-word masking, Google 2019): each word is drawn
+    with ``mlm_probability`` and all its tokens with it, as transformers' ``whole_word_mask`` draws them (the same
+    share of tokens in expectation, a binomial count per block; Google's ``create_pretraining_data.py`` instead
+    fills a fixed budget of round(p * n) tokens, capped at ``max_predictions_per_seq``, from shuffled words). Each
+    selected token is then [MASK] / random / kept 80/10/10 as in Google's (transformers makes every one [MASK]).
+    Words come from the vocabulary (``word_continuations``), since packed blocks no longer have the text's offsets.
     """
 
     def __init__(
@@ -135,7 +136,8 @@ class MLMCollator:
 def word_continuations(tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
     """For each token id, whether it continues the word before it: WordPiece marks continuations (``##``), byte-level
     BPE (``Ġ``) and SentencePiece (``▁``) mark a word's first token instead (so "word," is one word there, as
-    transformers' offset-based word masking also finds). A token after a special token always starts a word."""
+    transformers' offset-based word masking also finds; a newline joins the words beside it there, as it does in
+    transformers). A token after a special token, and an added token, always starts a word."""
     vocab = tokenizer.get_vocab()
     continues = torch.zeros(max(len(tokenizer), max(vocab.values()) + 1), dtype=torch.bool)
     model = getattr(getattr(tokenizer, "backend_tokenizer", None), "model", None)
@@ -148,6 +150,7 @@ def word_continuations(tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
         raise ValueError("whole_word_mask finds words by the vocabulary's word pieces (WordPiece '##', byte-level BPE "
                          "'Ġ', SentencePiece '▁'); this tokenizer has none: set whole_word_mask: false")
     continues[[i for token, i in vocab.items() if not token.startswith(marker)]] = True
+    continues[list(getattr(tokenizer, "added_tokens_decoder", {}))] = False  # e.g. "<url>": a word of its own
     return continues
 
 

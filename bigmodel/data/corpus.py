@@ -39,7 +39,7 @@ class CorpusDataModule(TextDataModule):
         tokenizer: a tokenizer directory, bigmodel checkpoint or hub name; None trains a WordPiece on the corpus.
         wordpiece_vocab_size: vocabulary size of the WordPiece trained when ``tokenizer`` is None. Another
             size than the default (8192) beside a ``tokenizer`` is an error (the tokenizer has its own vocabulary).
-        lowercase: the trained WordPiece lowercases the texts.
+        lowercase: the trained WordPiece lowercases the texts; ``false`` beside a ``tokenizer`` is an error.
         block_size: tokens per block, [CLS] included: the sequence length the model trains on.
         mlm_probability: ``mlm``: share of each block's tokens chosen for prediction (BERT's 80/10/10 masking).
         objective: ``mlm`` masks 15% of each block (``MLMTask``); ``causal`` gives whole blocks as their own labels

@@ -60,7 +60,7 @@ class ImageTextDataModule(DataModule):
         image_size: resize to this side length; default the native 8 for digits, 224 for photos.
         wordpiece_vocab_size: vocabulary size of the WordPiece trained when ``tokenizer`` is None. Another
             size than the default (1000) beside a ``tokenizer`` is an error (the tokenizer has its own vocabulary).
-        lowercase: that WordPiece lowercases the captions.
+        lowercase: that WordPiece lowercases the captions; ``false`` beside a ``tokenizer`` is an error.
         mean: per-channel normalisation mean; default digits' own statistics, ImageNet's for photos.
         std: per-channel normalisation standard deviation, defaulting as ``mean``.
         crop_padding: training augmentation, a random crop after padding each side by this many pixels (0: off).

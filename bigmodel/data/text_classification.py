@@ -48,7 +48,7 @@ class TextClassificationDataModule(TextDataModule):
         max_length: longer texts are truncated (the number truncated is reported).
         wordpiece_vocab_size: vocabulary size of the WordPiece trained when ``tokenizer`` is None. Another
             size than the default (8192) beside a ``tokenizer`` is an error (the tokenizer has its own vocabulary).
-        lowercase: that WordPiece lowercases the texts.
+        lowercase: that WordPiece lowercases the texts; ``false`` beside a ``tokenizer`` is an error.
         train_examples_per_class: few-shot training: ``k`` examples of each class drawn from the training data
             by ``seed`` (the same examples for any task given the same seed); validation and test stay whole.
         template: prompt-based classification (``bigmodel.tasks.PromptClassificationTask``): each text becomes

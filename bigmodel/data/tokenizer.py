@@ -73,7 +73,7 @@ def train_wordpiece(
 WORDPIECE_VOCAB_SIZE = 8192  # the text data modules' default wordpiece_vocab_size
 
 
-def check_wordpiece_settings(tokenizer: str | None, vocab_size: int, lowercase: bool,
+def check_wordpiece_settings(tokenizer: str | None, vocab_size: int, lowercase: bool = True,
                              default: int = WORDPIECE_VOCAB_SIZE) -> None:
     """A ``wordpiece_vocab_size`` (other than its ``default``) or ``lowercase: false`` beside a ``tokenizer`` could
     only be ignored -- the tokenizer brings its own vocabulary and normaliser -- so either is an error rather than a
@@ -82,11 +82,12 @@ def check_wordpiece_settings(tokenizer: str | None, vocab_size: int, lowercase: 
     if tokenizer and vocab_size != default:
         raise ValueError(f"wordpiece_vocab_size {vocab_size} sizes the WordPiece trained when no tokenizer is given, "
                          f"but tokenizer is {tokenizer!r} (its own vocabulary is used): remove "
-                         "data.init_args.wordpiece_vocab_size, or unset the tokenizer")
+                         f"data.init_args.wordpiece_vocab_size (or set it to its default, {default}), or unset the "
+                         "tokenizer")
     if tokenizer and not lowercase:
         raise ValueError(f"lowercase: false is for the WordPiece trained when no tokenizer is given, but tokenizer is "
-                         f"{tokenizer!r} (its own normaliser decides the case): remove data.init_args.lowercase, or "
-                         "unset the tokenizer")
+                         f"{tokenizer!r} (its own normaliser decides the case): remove data.init_args.lowercase (or "
+                         "set it to true), or unset the tokenizer")
 
 
 def cached_wordpiece(

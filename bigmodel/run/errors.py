@@ -15,8 +15,8 @@ import logging
 import os
 import re
 import warnings
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -35,12 +35,13 @@ def init_parameters(cls) -> set[str]:
 
 
 def init_default(cls, name: str) -> Any:
-    """The default of ``cls``'s init argument ``name``, from the first class in its MRO whose ``__init__`` names it."""
+    """The default of ``cls``'s init argument ``name``, from the first class in its MRO whose ``__init__`` names it;
+    ``inspect.Parameter.empty`` when it has none."""
     for c in cls.__mro__:
         parameter = inspect.signature(c.__init__).parameters.get(name) if "__init__" in vars(c) else None
         if parameter is not None:
             return parameter.default
-    raise KeyError(name)
+    return inspect.Parameter.empty
 
 
 USER_ERRORS = (ValueError, FileNotFoundError, HubUnavailableError, FloatingPointError)

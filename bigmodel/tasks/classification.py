@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from lightning.pytorch.utilities import rank_zero_info
 
+from bigmodel.data.images import EvalPreprocessing
 from bigmodel.nn import EncoderConfig, SequenceClassifier
 from bigmodel.nn.adversarial import AdversarialConfig, Adversary, embedding_layer
 from bigmodel.nn.convert import load_matching
@@ -289,7 +290,8 @@ class ClassificationTask(ClassificationEvaluation, Task):
         elif not self.reads_text:
             meta["backbone"] = f"{type(self.net).__module__}.{type(self.net).__qualname__}"
             preprocessing = getattr(getattr(self._trainer, "datamodule", None), "eval_preprocessing", None)
-            if callable(preprocessing):  # the images' size and normalisation (ImageDataModule), for export
-                meta["image_preprocessing"] = dict(preprocessing())
+            recorded = dict(preprocessing()) if callable(preprocessing) else {}  # ImageDataModule's, for export
+            if set(EvalPreprocessing.__annotations__) <= set(recorded):  # (another module's method of that name: not)
+                meta["image_preprocessing"] = recorded
         return meta
 

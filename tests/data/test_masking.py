@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from bigmodel.data.collators import ClassificationCollator, MLMCollator
@@ -162,7 +163,6 @@ def test_whole_word_masking_selects_every_piece_of_a_word_and_the_same_share_of_
 
 
 def test_whole_word_masking_reads_words_from_bpe_and_refuses_a_vocabulary_without_word_pieces(pydoc_text):
-    import pytest
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -180,5 +180,7 @@ def test_whole_word_masking_reads_words_from_bpe_and_refuses_a_vocabulary_withou
     pieces = bpe.convert_ids_to_tokens(bpe(" the string methods")["input_ids"])
     assert pieces[0] == "Ġthe" and [bool(continues[bpe.convert_tokens_to_ids(p)]) for p in pieces] == \
         [not p.startswith("Ġ") for p in pieces]
+    bpe.add_tokens(["<url>"])  # an added token (no Ġ) is a word of its own, not the end of the word before it
+    assert not word_continuations(bpe)[bpe.convert_tokens_to_ids("<url>")]
     with pytest.raises(ValueError, match="set whole_word_mask: false"):
         MLMCollator(trained(pre_tokenizers.Whitespace()), whole_word_mask=True)

@@ -88,10 +88,12 @@ def test_wordpiece_vocab_size_beside_a_tokenizer_is_refused_and_unset_trains_the
         cls(tokenizer="my-tokenizer", wordpiece_vocab_size=4096)
     assert str(err.value) == ("wordpiece_vocab_size 4096 sizes the WordPiece trained when no tokenizer is given, but "
                               "tokenizer is 'my-tokenizer' (its own vocabulary is used): remove "
-                              "data.init_args.wordpiece_vocab_size, or unset the tokenizer")
+                              f"data.init_args.wordpiece_vocab_size (or set it to its default, {default}), or unset "
+                              "the tokenizer")
     with pytest.raises(ValueError, match=r"^lowercase: false is for the WordPiece trained when no tokenizer is given, "
                                          r"but tokenizer is 'my-tokenizer' \(its own normaliser decides the case\): "
-                                         r"remove data.init_args.lowercase, or unset the tokenizer$"):
+                                         r"remove data.init_args.lowercase \(or set it to true\), or unset the "
+                                         r"tokenizer$"):
         cls(tokenizer="my-tokenizer", lowercase=False)
 
     class Trained(Exception):

@@ -188,6 +188,10 @@ def test_a_vit_image_classifier_exports_with_equal_logits(tmp_path, capsys):
     assert hf.config.id2label[2] == "z"
     # built by hand, without a data module: no preprocessing recorded, and export says what it did not write
     assert "image_preprocessing" not in ckpt["bigmodel"]
+    from types import SimpleNamespace  # a lab's data module whose eval_preprocessing means something else: not read
+    task._trainer = SimpleNamespace(datamodule=SimpleNamespace(eval_preprocessing=lambda: {"size": 16}))
+    assert "image_preprocessing" not in task.checkpoint_meta()
+    task._trainer = None
     assert not (tmp_path / "vit" / "preprocessor_config.json").exists()
     assert "; no preprocessor_config.json: the checkpoint does not record the image size and normalisation" in \
         capsys.readouterr().out

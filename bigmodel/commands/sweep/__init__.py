@@ -67,8 +67,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="sweep directory (default: runs/sweeps/<the configs' names joined by +>)")
     p.add_argument("--summary_dir", help="also write summary.{json,csv,md} here (e.g. experiments/results/<name>)")
     p.add_argument("--parallel", default="1",
-                   help="runs at a time (default 1), each with its share of the CPUs (OMP_NUM_THREADS unless set); 'gpus': "
-                        "one run per visible GPU, each seeing only its GPU")
+                   help="runs at a time (default 1), each with its share of the CPUs (OMP_NUM_THREADS unless set); "
+                        "'gpus': one run per visible GPU, each seeing only its GPU")
     p.add_argument("--select", default="val/loss", metavar="METRIC",
                    help="with --grid: the validation metric that chooses the point to report (default val/loss; "
                         "each run is validated on the checkpoint it is tested with; test metrics never choose)")

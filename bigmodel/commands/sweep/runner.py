@@ -45,7 +45,7 @@ class Sweep:
         self.stop_signal: int | None = None
         self._stopped_at = -SAME_SIGNAL_S  # (time.monotonic() of the first stop signal)
         self._stop_file: str | None = None  # where the runs read the signal that stopped the sweep (SWEEP_STOP_FILE)
-        self.threads = threads_per_run(self.parallel)
+        self.threads: int | None = None  # CPU threads per run (``threads_per_run``), set when the sweep starts
 
     def arguments(self, run: Run, stage: str) -> list[str]:
         point_dir = str(Path(run.directory).parent)
@@ -70,8 +70,10 @@ class Sweep:
     def execute(self) -> None:
         reuse.check(self.runs, self.settings)
         reuse.report(self.runs, self.finished)
-        if self.threads is not None and not all(self.finished(r) for r in self.runs):
-            print(f"sweep: {self.parallel} runs at a time share {available_cpus()} CPUs: {self.threads} thread"
+        at_once = min(self.parallel, sum(not self.finished(r) for r in self.runs))  # runs that will share the CPUs
+        self.threads = threads_per_run(at_once)
+        if self.threads is not None:
+            print(f"sweep: {at_once} runs at a time share {available_cpus()} CPUs: {self.threads} thread"
                   f"{'s' * (self.threads > 1)} each (OMP_NUM_THREADS; set it to choose another number)", flush=True)
         # a signal set to be ignored (SIGINT of a job started with & from a script, SIGHUP under nohup) stays ignored,
         # as in StopSafely

@@ -16,6 +16,7 @@ from bigmodel import UsageError
 from bigmodel.data import TextDataModule, cached_wordpiece, check_wordpiece_settings, load_tokenizer
 
 TAGS = ["O", "CODE"]
+VOCAB_SIZE = 4096  # of the WordPiece trained when no tokenizer is given
 _QUOTED = re.compile(r'"([^"]*)"')  # the reference renders inline code as "code"
 _WORD = re.compile(r"\w+|[^\w\s]")  # words and single punctuation marks
 
@@ -89,12 +90,12 @@ class CodeSpansDataModule(TextDataModule):
         self,
         tokenizer: str | None = None,
         max_length: int = 128,
-        wordpiece_vocab_size: int = 4096,
+        wordpiece_vocab_size: int = VOCAB_SIZE,
         predict_files: str | list[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        check_wordpiece_settings(tokenizer, wordpiece_vocab_size, lowercase=True, default=4096)
+        check_wordpiece_settings(tokenizer, wordpiece_vocab_size, default=VOCAB_SIZE)
         if max_length < 8:
             raise UsageError(f"max_length must be at least 8 tokens, got {max_length}")
         self.paragraphs = reference_paragraphs()
