@@ -75,6 +75,20 @@ class SignalAtStep(L.Callback):
             os.kill(os.getpid(), self.signum)
 
 
+class FailOnRank(L.Callback):
+    """Raises a bigmodel error about the user's input (one line) in DDP rank ``rank`` only, after optimizer step
+    ``step``: what bad data met by one rank looks like, while the others wait for it in the next collective."""
+
+    def __init__(self, rank: int, step: int = 1) -> None:
+        self.rank, self.step = rank, step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_rank == self.rank and trainer.global_step == self.step:
+            from bigmodel import UsageError
+
+            raise UsageError(f"bad input met by rank {self.rank}: fix it")
+
+
 class SignalAtSanityCheck(L.Callback):
     """SIGTERM to its own process while the sanity check runs: after Lightning's handler, before training."""
 

@@ -81,3 +81,38 @@ def test_a_resume_is_said_to_write_over_checkpoints_only_when_it_continues_none_
     said = resume(first / "previous" / "last.ckpt")
     assert [line.split(":")[0] for line in said] == [
         f"--ckpt_path {first / 'previous' / 'last.ckpt'} is not {directory}'s last.ckpt" for directory in (first, second)]
+
+
+def _predict_on_rank(rank: int, tmp_path: Path, output: str) -> None:
+    """One gloo rank of `bigmodel predict` over 5 texts in batches of 2, as Lightning hands the writer its share:
+    DistributedSampler (no shuffle) deals rank 0 texts 0, 2, 4 and rank 1 texts 1, 3 and a copy of text 0."""
+    import torch.distributed as dist
+    from torch.utils.data import DistributedSampler
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=rank, world_size=2)
+    mine = list(DistributedSampler(range(5), num_replicas=2, rank=rank, shuffle=False))
+    indices = [mine[i: i + 2] for i in range(0, len(mine), 2)]
+    batches = [{"text": [f"text {i}" for i in b], "pred": torch.tensor([i % 2 for i in b]),
+                "probs": torch.tensor([[1.0 - i % 2, i % 2 * 1.0] for i in b])} for b in indices]
+    trainer = SimpleNamespace(global_rank=rank, world_size=2, is_global_zero=rank == 0, log_dir=str(tmp_path))
+    PredictionWriter(output).write_on_epoch_end(trainer, SimpleNamespace(class_names=["a", "b"]), batches, [indices])
+    dist.destroy_process_group()
+
+
+def test_two_ddp_ranks_write_one_predictions_file_in_input_order_each_input_once(tmp_path):
+    """Each rank wrote its own file (predictions.csv and predictions.rank1.csv), each with every other input and
+    rank 1's with a copy of the first: rank 0 now writes all of them, once each, in the order of the inputs."""
+    import csv
+
+    import torch.multiprocessing as mp
+
+    for output in (tmp_path / "predictions.csv", tmp_path / "out" / "predictions.jsonl"):
+        mp.start_processes(_predict_on_rank, args=(tmp_path, str(output)), nprocs=2, start_method="fork")
+        (tmp_path / "store").unlink(missing_ok=True)
+        if output.suffix == ".csv":
+            rows = list(csv.DictReader(output.open(encoding="utf-8")))
+        else:
+            rows = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+        assert [(r["text"], int(r["label"]), r["class_name"]) for r in rows] == [
+            (f"text {i}", i % 2, "ab"[i % 2]) for i in range(5)]
+        assert sorted(p.name for p in output.parent.iterdir() if p.name.startswith("predictions")) == [output.name]

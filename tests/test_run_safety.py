@@ -578,6 +578,29 @@ def test_under_ddp_a_signal_to_one_rank_stops_every_rank_after_the_same_step(sma
     assert "sync_dist=True" not in proc.stderr, proc.stderr[-3000:]
 
 
+def test_under_ddp_an_error_in_one_rank_ends_the_command_on_its_one_line(small_text, tmp_path):
+    """Rank 1 failing left rank 0's collective without its peer: a 60-line traceback of gloo's "Connection closed by
+    peer", exit 1. Rank 0 failing printed its line and exited while rank 1 went on, to print that traceback after
+    the command had returned. Now either ends every rank with the failing one's line, last, and its status."""
+    runs = {}
+    for rank in (0, 1):  # both commands at once: a DDP start costs ~15 s
+        cmd = [sys.executable, "-m", "bigmodel", "fit", "-c", resume_config(tmp_path, small_text, f"fail{rank}"),
+               "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.callbacks+=tests.helpers.FailOnRank",
+               f"--trainer.callbacks.rank={rank}"]
+        runs[rank] = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, text=True,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    for rank, proc in runs.items():
+        stderr = proc.communicate(timeout=300)[1]
+        try:  # the command's whole process group is gone when it returns: no rank prints after it
+            os.killpg(proc.pid, 0)
+            leftover = True
+        except ProcessLookupError:
+            leftover = False
+        assert proc.returncode == 2 and not leftover, stderr[-3000:]
+        assert "Traceback" not in stderr and stderr.count("bigmodel: error:") == 1, stderr[-3000:]
+        assert stderr.strip().splitlines()[-1] == f"bigmodel: error: bad input met by rank {rank}: fix it"
+
+
 def test_predict_and_test_need_only_the_checkpoint_and_their_own_files(tmp_path, capsys):
     """A classifier trained on files that are gone (and with a tokenizer trained on them): test and predict take
     the tokenizer and class names from the checkpoint. Predictions keep non-ASCII text as written."""

@@ -49,8 +49,12 @@ class BigModelCLI(LightningCLI):
         self._replaced: list[str] = []  # the config's model settings that --ckpt_path's replace
         try:
             self._init(args, run)
-        except BaseException:
+        except BaseException as err:
             self._take_back_empty_dirs()
+            if isinstance(err, Exception) and not isinstance(err, RunStopped):  # (a stop ends every rank itself)
+                other = errors.after_rank_failure(getattr(self, "trainer", None), err)
+                if other is not None:
+                    raise other from err
             raise
         finally:
             if self._lock is not None:
@@ -264,6 +268,10 @@ def main(args: list[str] | None = None) -> None:
         command = next((a for a in argv if a in (*SUBCOMMANDS, "export", "sweep", "results", "compare")), "fit")
         print(f"bigmodel: error: {message} -- see `bigmodel {command} --help`", file=sys.stderr)
         sys.exit(2)
+    except errors.OtherRankFailed as failed:
+        if failed.say:
+            print(f"bigmodel: error: {failed}", file=sys.stderr)
+        sys.exit(failed.exit_code)
     except RunStopped as stopped:
         if stopped.say:  # once for all DDP ranks
             print(f"bigmodel: {stopped}", file=sys.stderr)

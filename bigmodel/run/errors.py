@@ -237,3 +237,59 @@ def _trainer_setting_error(err: BaseException) -> bool:
     where = tb.tb_frame.f_code.co_filename if tb is not None else ""
     return (isinstance(err, (ValueError, TypeError)) and f"{os.sep}lightning{os.sep}" in where
             and any(check in where for check in _SETTING_CHECKS))
+
+
+PEER_LOST = ("closed by peer", "reset by peer")  # gloo's words when another process of the run has exited
+
+
+class OtherRankFailed(Exception):
+    """This process of a DDP run stopped because another one failed: ``exit_code`` is that one's; ``say`` is False
+    when it printed its own one-line error already (so the command's last line stays that error)."""
+
+    def __init__(self, message: str, exit_code: int, say: bool = True) -> None:
+        super().__init__(message)
+        self.exit_code, self.say = exit_code, say
+
+
+def after_rank_failure(trainer: Any, err: BaseException) -> OtherRankFailed | None:
+    """What a failed DDP process does about the others, so that the command ends on the failing rank's one line
+    (not a traceback of a collective whose peer had gone, printed by every other rank, after the command returned):
+    a collective that failed because another process exited becomes ``OtherRankFailed`` (in the process that
+    launched the others: with the exit code of the one that failed, which it waits for); a process that failed of
+    its own error ends the processes it launched, which would wait for it in a collective and then print that."""
+    import signal
+    import subprocess
+    from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+    launcher = getattr(getattr(trainer, "strategy", None), "launcher", None)
+    procs: list[subprocess.Popen] = list(launcher.procs) if isinstance(launcher, _SubprocessScriptLauncher) else []
+    if procs:  # Lightning's observer of that list would SIGKILL this process once one of them has exited non-zero
+        launcher.procs.clear()
+    if not _lost_peer(err):
+        for proc in procs:
+            proc.send_signal(signal.SIGKILL)  # (one that already exited is skipped)
+            proc.wait()
+        return None
+    if not procs:  # a rank that the launcher started, or one started by torchrun, SLURM, another node
+        rank = getattr(trainer, "global_rank", "?")
+        return OtherRankFailed(f"rank {rank} stopped: another process of this DDP run failed; its output says why", 1)
+    codes = []
+    for proc in procs:
+        try:
+            codes.append(proc.wait(timeout=30))
+        except subprocess.TimeoutExpired:
+            codes.append(0)
+    rank, code = next(((r, c) for r, c in enumerate(codes, 1) if c), (None, 1))
+    code = code if code > 0 else 128 - code  # killed by a signal: the shell's status for it
+    failed = f"rank {rank}" if rank is not None else "another process"
+    return OtherRankFailed(f"{failed} of this DDP run failed (exit status {code}; its output is above); every rank "
+                           "stopped", code, say=code != 2)
+
+
+def _lost_peer(err: BaseException) -> bool:
+    """A collective of a DDP run that failed because another of its processes exited."""
+    import torch.distributed as dist
+
+    return (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+            and any(isinstance(e, RuntimeError) and any(p in str(e).lower() for p in PEER_LOST)
+                    for e in error_chain(err)))
