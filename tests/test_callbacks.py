@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import torch
 
-from bigmodel.run.callbacks import PredictionWriter
+from bigmodel.run.predictions import PredictionWriter
 
 
 def test_jsonl_predictions_keep_non_ascii_text_readable(tmp_path):

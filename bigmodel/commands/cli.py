@@ -21,11 +21,11 @@ from bigmodel.run import errors
 from bigmodel.run import cleanup
 from bigmodel.run import directory as runs
 from bigmodel.commands import COMMANDS, OVERVIEW, ckpt_path
+from bigmodel.run.predictions import PredictionWriter
 from bigmodel.run.callbacks import (
     Checkpoint,
     KeepPreviousCheckpoints,
     ModelSummary,
-    PredictionWriter,
     ProgressBar,
     TokenizerCheckpoint,
     default_checkpoint_dir,

@@ -214,7 +214,7 @@ def test_a_continuation_is_cut_at_the_first_end_of_document_after_its_prompt(pyd
     which a GPT-2-like tokenizer also begins the prompt with, so the cut looks only at the generated tokens."""
     from transformers import AutoTokenizer
 
-    from bigmodel.run.callbacks import generated_rows
+    from bigmodel.run.predictions import generated_rows
 
     docs = [line for line in pydoc_text.read_text().splitlines() if line.strip()][:60]
     tok = AutoTokenizer.from_pretrained(_bpe_tokenizer(docs, tmp_path / "gpt2", eos_token="<|endoftext|>",

@@ -287,7 +287,7 @@ def test_predictions_of_the_test_split_name_each_image_by_its_index_in_it(tmp_pa
 
     from bigmodel.data.sources.images import load_digits_splits
     from bigmodel.nn import SmallCNN
-    from bigmodel.run.callbacks import PredictionWriter
+    from bigmodel.run.predictions import PredictionWriter
     from bigmodel.tasks import ClassificationTask
 
     dm = ImageDataModule(dataset="digits", batch_size=100, on_device=on_device)

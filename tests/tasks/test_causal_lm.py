@@ -121,7 +121,7 @@ def test_predict_stops_generating_at_the_end_of_document_and_writes_the_same_tex
     ``max_new_tokens`` steps cut at that end, with fewer forward passes."""
     from types import SimpleNamespace
 
-    from bigmodel.run.callbacks import generated_rows
+    from bigmodel.run.predictions import generated_rows
 
     def tokenizer(sep):  # ids written as numbers; [SEP] is ``sep``
         return SimpleNamespace(cls_token_id=1, bos_token_id=None, sep_token_id=sep, eos_token_id=None,
