@@ -2,6 +2,7 @@
 earlier run's checkpoints, one fit per run name, and bad checkpoints / disks / configs are one line, not a trace."""
 
 import errno
+import json
 import os
 import re
 import signal
@@ -103,6 +104,24 @@ def test_stopped_mid_epoch_then_resumed_matches_an_uninterrupted_run(how, uninte
                                    rtol=0, atol=1e-6)
     for (name, a), b in zip(full.model.named_parameters(), resumed.model.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+
+
+def test_a_fit_that_max_steps_ended_mid_epoch_resumes_in_that_epoch(small_text, tmp_path):
+    """max_steps 5 stops a fit mid-epoch; resumed with a longer schedule it trains the rest of that epoch, then the
+    next: the blocks of a run that never stopped, in its order (Lightning counted the epoch as done, so the resume
+    started the next epoch and skipped the rest of this one)."""
+    def fit(name: str, *args: str) -> BigModelCLI:
+        record = ["--trainer.callbacks+=tests.helpers.RecordBlocks", f"--trainer.callbacks.dir={tmp_path / name}"]
+        return BigModelCLI(args=["fit", "-c", resume_config(tmp_path, small_text, "run"), *record, *args])
+
+    unbroken = fit("unbroken", "--trainer.logger.init_args.name=unbroken")
+    first = fit("first", "--trainer.max_steps=5")
+    resumed = fit("resumed", "--ckpt_path=last")
+    blocks = {name: json.loads((tmp_path / name / "rank0.json").read_text())["blocks"]
+              for name in ("unbroken", "first", "resumed")}
+    assert first.trainer.global_step == 5 < unbroken.trainer.num_training_batches
+    assert resumed.trainer.global_step == unbroken.trainer.global_step == 2 * unbroken.trainer.num_training_batches
+    assert blocks["first"] + blocks["resumed"] == blocks["unbroken"]
 
 
 def test_a_hangup_stops_a_fit_at_a_saved_step_unless_nohup_ignores_it(small_text, tmp_path, capsys):

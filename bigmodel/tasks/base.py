@@ -179,9 +179,17 @@ class TaskBase(StartingWeights, L.LightningModule):
             checkpoint[META_KEY]["schedule_steps"] = self._schedule_steps
         # the training loader's state is the data module's (``data.base.ResumableLoader`` holds none): Lightning's
         # empty entry would make a resume with another, plain loader fail ("0 stateful loaders, but found 1 states")
-        fit_loop = ((checkpoint.get("loops") or {}).get("fit_loop") or {}).get("state_dict") or {}
+        loops = (checkpoint.get("loops") or {}).get("fit_loop") or {}
+        fit_loop = loops.get("state_dict") or {}
         if fit_loop.get("combined_loader") and not any(fit_loop["combined_loader"]):
             del fit_loop["combined_loader"]
+        # a fit that max_steps (or a stop at a validation) ended before its epoch's last batch: Lightning counts the
+        # epoch as processed, and a resume with a longer schedule would start the next one, skipping the rest of
+        # this epoch. Recorded as the mid-epoch state it is, the resume goes on after the last batch trained.
+        epochs, batches = loops.get("epoch_progress"), loops.get("epoch_loop.batch_progress")
+        if epochs and batches and batches.get("is_last_batch") is False:
+            for counts in (epochs["current"], epochs["total"]):
+                counts["processed"] = counts["completed"]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """The checkpoint's weights replace init_from's (so none is read), heads included: none is untrained. A
