@@ -36,7 +36,7 @@ class RecordBlocks(L.Callback):
         with open(os.path.join(self.dir, f"rank{trainer.global_rank}.json"), "w") as f:
             json.dump({"blocks": self.blocks, "world_size": trainer.world_size,
                        "dataset_size": len(trainer.train_dataloader.dataset), "weights": weights_digest(pl_module),
-                       "steps": trainer.global_step}, f)
+                       "steps": trainer.global_step, "logger_dir": getattr(trainer.logger, "log_dir", None)}, f)
 
 
 def weights_digest(module) -> str:

@@ -177,6 +177,7 @@ def test_ddp_two_cpu_processes_see_different_data(tmp_path, pydoc_text):
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [json.loads((record / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert all(r["world_size"] == 2 for r in ranks)
+    assert ranks[1]["logger_dir"] == ranks[0]["logger_dir"]  # rank 1's logger knows rank 0's version_N, not N+1
     seen = [{tuple(b) for b in r["blocks"]} for r in ranks]
     assert seen[0] and seen[1] and not seen[0] & seen[1]
     # each rank takes half of one (seed, epoch) order (our rank-aware sampler, not re-split by Lightning)

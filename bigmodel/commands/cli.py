@@ -21,15 +21,10 @@ from bigmodel.run import errors
 from bigmodel.run import cleanup
 from bigmodel.run import directory as runs
 from bigmodel.commands import COMMANDS, OVERVIEW, ckpt_path
+from bigmodel.run.log_versions import follow_claimed_version
 from bigmodel.run.predictions import PredictionWriter
-from bigmodel.run.callbacks import (
-    Checkpoint,
-    KeepPreviousCheckpoints,
-    ModelSummary,
-    ProgressBar,
-    TokenizerCheckpoint,
-    default_checkpoint_dir,
-)
+from bigmodel.run.callbacks import (Checkpoint, KeepPreviousCheckpoints, ModelSummary, ProgressBar,
+                                    TokenizerCheckpoint, default_checkpoint_dir)
 from bigmodel.run.figures import AttentionMaps, MaskedPredictions, RetrievalExamples
 from bigmodel.run.progress import BestScoreHParam, ProgressLog, interactive
 from bigmodel.run.stop_signals import stop_cause
@@ -194,6 +189,8 @@ class BigModelCLI(LightningCLI):
         default_checkpoint_dir(self.trainer)
         if runs.launch_rank_zero():
             self._new_dirs = cleanup.claim_log_dirs(self.trainer)  # its own version_N, before anything is written
+        else:
+            follow_claimed_version(self.trainer.loggers)  # that version_N, not the next one
         if self._replaced:
             # Lightning builds the model from the checkpoint's hyper-parameters, not the config's: a config of
             # another model runs the checkpoint's, filed under the config's run

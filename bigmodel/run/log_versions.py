@@ -8,6 +8,9 @@ import contextlib
 import os
 from typing import Any
 
+# the version_N this command claimed, in the environment of the DDP ranks Lightning's launcher starts from it
+VERSION_ENV = "BIGMODEL_LOG_VERSION"
+
 
 def claim_log_versions(loggers: list[Any]) -> list[tuple[str, str]]:
     """Gives the TensorBoard/CSV loggers that would take the next ``version_N`` (no ``version`` configured) a
@@ -32,8 +35,22 @@ def claim_log_versions(loggers: list[Any]) -> list[tuple[str, str]]:
         made = _make_version_dirs(paths)
         if made is not None:
             _open_csv_writers(auto)
+            os.environ[VERSION_ENV] = str(number)
             return [(path, tops[os.path.dirname(path)] or path) for path in made]
         number += 1
+
+
+def follow_claimed_version(loggers: list[Any]) -> None:
+    """A DDP rank that Lightning's launcher started (a copy of the command) gives its loggers the version that rank 0
+    claimed (``VERSION_ENV``): listing the directory after rank 0 made ``version_N``, they would take N+1, which a
+    user's callback reading ``trainer.logger.log_dir`` on that rank would see (bigmodel itself reads the broadcast
+    ``trainer.log_dir``). Ranks that torchrun or SLURM start on other nodes have no such variable."""
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    claimed = os.environ.get(VERSION_ENV)
+    for logger in loggers:
+        if claimed is not None and isinstance(logger, (TensorBoardLogger, CSVLogger)) and logger._version is None:
+            logger._version = int(claimed)
 
 
 def _open_csv_writers(loggers: list[Any]) -> None:

@@ -222,7 +222,13 @@ class ImageTextTask(Task):
         sum, ``rsum``, the usual one-number summary), the contrastive loss over the whole split, and zero-shot
         accuracy when there are class names and labels."""
         if "image_embeds" not in self._eval or "text_embeds" not in self._eval:
+            one_kind = "image_embeds" in self._eval or "text_embeds" in self._eval
             self._eval.clear()
+            if one_kind and not self.trainer.sanity_checking:  # (the sanity check's few batches may be images only)
+                split = prefix.rstrip("/")
+                raise ValueError(f"the {split} batches evaluated held images but no captions (the split's image "
+                                 f"batches come first, and limit_{split}_batches stopped before its captions): raise "
+                                 f"trainer.limit_{split}_batches, or leave it unset")
             return {}
         index, caption_ids = self._gathered("image_index"), self._gathered("caption_ids")
         image_embeds, text_embeds = self._gathered("image_embeds"), self._gathered("text_embeds")

@@ -258,3 +258,8 @@ def test_a_validation_cut_short_by_limit_val_batches_has_a_finite_loss(tmp_path)
     assert math.isfinite(short["val/loss"]) and 0 < short["val/loss"] < 10
     full = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
     assert math.isfinite(full.validate(task, datamodule=dm, verbose=False)[0]["val/loss"])
+    images_only = L.Trainer(limit_val_batches=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                            default_root_dir=tmp_path)  # no caption: nothing to retrieve, no checkpoint to choose
+    with pytest.raises(ValueError, match=r"^the val batches evaluated held images but no captions .*: raise "
+                                         r"trainer.limit_val_batches, or leave it unset$"):
+        images_only.validate(task, datamodule=dm, verbose=False)
