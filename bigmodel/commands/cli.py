@@ -210,10 +210,23 @@ class BigModelCLI(LightningCLI):
         self._say_where(runs.write_metrics(self.trainer, "test"))
         self._say_untrained()
 
+    def after_predict(self) -> None:
+        self._say_untrained()
+
     def _say_untrained(self) -> None:
-        note = getattr(self.model, "untrained_note", lambda: None)()
+        note = getattr(self.model, "untrained_note", lambda: None)() or self._no_weights_note()
         if note:
             rank_zero_warn(note)
+
+    def _no_weights_note(self) -> str | None:
+        """A validate/test/predict given neither ``--ckpt_path`` nor ``init_from`` ran the model as drawn: its
+        results are a random model's, which a forgotten ``--ckpt_path`` would otherwise pass off as the run's."""
+        config = self.config[self.subcommand]
+        if config.get("ckpt_path") is not None or getattr(self.model, "_loaded_from", None):
+            return None
+        best = os.path.join(runs.checkpoint_dir(config) or "runs/<name>/checkpoints", "best.ckpt")
+        return (f"{self.subcommand} without --ckpt_path or init_from: these results are a randomly initialised "
+                f"model's; give the trained one with --ckpt_path (e.g. --ckpt_path {best})")
 
     @staticmethod
     def _say_where(metrics_file: str | None) -> None:

@@ -1,0 +1,36 @@
+"""Standard Lightning features a researcher adds on the ``bigmodel`` command line (callbacks, trainer flags) work
+with bigmodel's own callbacks, on the offline digits quickstart (in-process, a few steps)."""
+
+import warnings
+from pathlib import Path
+
+import pytest
+
+from bigmodel.commands.cli import BigModelCLI
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS = str(ROOT / "experiments" / "quickstart" / "digits_cnn.yaml")
+
+
+def digits(command: str, tmp: Path, *args: str) -> list[str]:
+    """``bigmodel <command>`` of the digits CNN quickstart, writing under ``tmp``, small and quiet."""
+    return [command, "-c", DIGITS, "--trainer.logger.init_args.save_dir", str(tmp), "--trainer.accelerator", "cpu",
+            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+            "--trainer.limit_val_batches", "2", *args]
+
+
+def warned(args: list[str]) -> tuple[BigModelCLI, list[str]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cli = BigModelCLI(args=args)
+    return cli, [str(w.message) for w in caught]
+
+
+def test_evaluating_without_a_checkpoint_says_the_results_are_a_random_models(tmp_path):
+    _, said = warned(digits("validate", tmp_path))
+    best = tmp_path / "digits-cnn" / "checkpoints" / "best.ckpt"
+    assert any(m.startswith("validate without --ckpt_path or init_from: these results are a randomly initialised "
+                            "model's") and f"--ckpt_path {best}" in m for m in said), said
+    BigModelCLI(args=digits("fit", tmp_path, "--trainer.max_steps", "2", "--trainer.limit_train_batches", "2"))
+    _, said = warned(digits("test", tmp_path, "--ckpt_path", str(best), "--trainer.limit_test_batches", "2"))
+    assert not any("randomly initialised" in m for m in said), said
