@@ -23,7 +23,7 @@ from bigmodel.run import directory as runs
 from bigmodel.commands import COMMANDS, OVERVIEW, ckpt_path
 from bigmodel.run.log_versions import follow_claimed_version
 from bigmodel.run.predictions import PredictionWriter
-from bigmodel.run.callbacks import (Checkpoint, KeepPreviousCheckpoints, ModelSummary, ProgressBar,
+from bigmodel.run.callbacks import (Checkpoint, GivenPatience, KeepPreviousCheckpoints, ModelSummary, ProgressBar,
                                     TokenizerCheckpoint, default_checkpoint_dir)
 from bigmodel.run.figures import AttentionMaps, MaskedPredictions, RetrievalExamples
 from bigmodel.run.progress import BestScoreHParam, ProgressLog, interactive
@@ -71,8 +71,8 @@ class BigModelCLI(LightningCLI):
                     "init_args": {"save_dir": "runs", "name": "default"},
                 },
                 "callbacks": [LearningRateMonitor(logging_interval="step"), TokenizerCheckpoint(), StopSafely(),
-                              KeepPreviousCheckpoints(), ProgressLog(), BestScoreHParam(), AttentionMaps(),
-                              MaskedPredictions(), RetrievalExamples()],
+                              KeepPreviousCheckpoints(), GivenPatience(), ProgressLog(), BestScoreHParam(),
+                              AttentionMaps(), MaskedPredictions(), RetrievalExamples()],
                 "plugins": [{"class_path": "bigmodel.run.checkpoint_io.AtomicCheckpointIO"}],  # a path: serialisable
             },
             # parse errors raise instead of printing a ~50-line usage block; main() prints them as one line. No

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.callbacks import ModelSummary as LightningModelSummary
 from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
@@ -105,6 +105,27 @@ class Checkpoint(ModelCheckpoint):
                    if self.monitor and self.save_top_k and not self.best_model_path
                    and not trainer.fit_loop.epoch_loop.val_loop._has_run else "")
         rank_zero_info(f"Checkpoints in {self.dirpath}: {', '.join(saved)}{no_best}")
+
+
+class GivenPatience(Callback):
+    """A resumed fit's ``EarlyStopping`` waits the patience this command gives: Lightning restores the checkpoint's
+    (its state holds ``patience``), so a run that early stopping ended, resumed with a larger patience to train on,
+    stopped again at its next validation without improvement."""
+
+    def __init__(self) -> None:
+        self._given: dict[int, int] = {}
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._given = {id(cb): cb.patience for cb in trainer.callbacks if isinstance(cb, EarlyStopping)}
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """After every strategy has restored the callbacks' states."""
+        for cb in trainer.callbacks:
+            given = self._given.get(id(cb))
+            if given is not None and cb.patience != given:
+                rank_zero_info(f"EarlyStopping on {cb.monitor}: patience {given} as given (the checkpoint's was "
+                               f"{cb.patience}; {cb.wait_count} validation(s) without improvement so far)")
+                cb.patience = given
 
 
 class ModelSummary(LightningModelSummary):
