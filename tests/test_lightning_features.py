@@ -53,3 +53,20 @@ def test_a_fit_early_stopping_ended_mid_epoch_resumes_with_the_patience_given(tm
     resumed = fit(3, "--ckpt_path", "last")
     assert resumed.trainer.global_step == 12  # validations at 9 and 12 without improvement: 3 in all, mid-run
     assert torch.load(last, weights_only=False)["global_step"] == 12
+
+
+def test_the_learning_rate_finders_lr_is_the_one_trained_with_and_saved(tmp_path):
+    """LearningRateFinder's suggestion replaces the configured lr for the whole schedule (the schedule kept the
+    configured one as its base: training ran at 3e-3 while the checkpoint said the finder's)."""
+    cli = BigModelCLI(args=digits("fit", tmp_path, "--trainer.max_steps", "4", "--trainer.limit_train_batches", "19",
+                                  "--trainer.callbacks+=LearningRateFinder",
+                                  "--trainer.callbacks.num_training_steps=20",
+                                  "--trainer.callbacks.early_stop_threshold=null"))
+    found = cli.model.hparams.lr
+    assert found != 3e-3
+    saved = torch.load(tmp_path / "digits-cnn" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert saved["hyper_parameters"]["lr"] == found
+    assert {g["initial_lr"] for g in saved["optimizer_states"][0]["param_groups"]} == {found}
+    scheduler = cli.trainer.lr_scheduler_configs[0].scheduler
+    assert scheduler.base_lrs == [found] * len(scheduler.base_lrs)
+    assert cli.trainer.optimizers[0].param_groups[0]["lr"] == found * scheduler.lr_lambdas[0](4)

@@ -222,7 +222,26 @@ class TaskBase(StartingWeights, L.LightningModule):
         """The heads drawn for init_from train from here on: a test after this fit (same process, no checkpoint)
         measures trained heads. A resumed fit's schedule of another length is said here."""
         self.new_heads.clear()
+        self._follow_tuned_lr()
         self._say_schedule_change()
+
+    def _follow_tuned_lr(self) -> None:
+        """Lightning's LearningRateFinder sets ``hparams.lr`` (and the optimizer's current lr) after the optimizer
+        and its schedule were built on the configured lr: the schedule's base lrs still held that one, so training
+        ran at it while the checkpoint recorded the finder's. The schedule is rescaled to the lr set since."""
+        built, lr = getattr(self, "_built_lr", None), self.hparams.get("lr")
+        if built is None or lr is None or lr == built:
+            return
+        for config in self.trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            if not hasattr(scheduler, "base_lrs"):
+                continue
+            scheduler.base_lrs = [base * lr / built for base in scheduler.base_lrs]
+            lambdas = getattr(scheduler, "lr_lambdas", [None] * len(scheduler.base_lrs))
+            for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, lambdas):
+                group["initial_lr"] = base
+                group["lr"] = base * factor(scheduler.last_epoch) if factor is not None else base
+        self._built_lr = lr
 
     def on_fit_start(self) -> None:
         total, trainable = num_parameters(self.net), num_parameters(self.net, trainable_only=True)
@@ -259,6 +278,7 @@ class TaskBase(StartingWeights, L.LightningModule):
             decay=hp.get("decay", 0.1),
         )
         self._schedule_steps = total  # saved with the checkpoint
+        self._built_lr = hp.lr  # (``_follow_tuned_lr``)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
