@@ -70,3 +70,15 @@ def test_the_learning_rate_finders_lr_is_the_one_trained_with_and_saved(tmp_path
     scheduler = cli.trainer.lr_scheduler_configs[0].scheduler
     assert scheduler.base_lrs == [found] * len(scheduler.base_lrs)
     assert cli.trainer.optimizers[0].param_groups[0]["lr"] == found * scheduler.lr_lambdas[0](4)
+
+
+def test_last_ckpt_holds_the_weights_stochastic_weight_averaging_averaged(tmp_path):
+    """SWA moves its average into the model as training ends, after the last validation's save: last.ckpt holds
+    that model (it held the last step's raw weights, and the averaged ones were lost with the process)."""
+    cli = BigModelCLI(args=digits("fit", tmp_path, "--trainer.max_epochs", "3", "--trainer.limit_train_batches", "4",
+                                  "--trainer.callbacks+=StochasticWeightAveraging", "--trainer.callbacks.swa_lrs=0.001",
+                                  "--trainer.callbacks.swa_epoch_start=1"))
+    saved = torch.load(tmp_path / "digits-cnn" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert saved["global_step"] == 12
+    for name, value in cli.model.state_dict().items():
+        torch.testing.assert_close(saved["state_dict"][name], value, rtol=0, atol=0, msg=name)

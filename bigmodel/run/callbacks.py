@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import (Callback, EarlyStopping, ModelCheckpoint, RichProgressBar,
+                                         StochasticWeightAveraging)
 from lightning.pytorch.callbacks import ModelSummary as LightningModelSummary
 from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
@@ -73,8 +74,17 @@ class Checkpoint(ModelCheckpoint):
             self._refresh_last(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.fast_dev_run:  # Lightning 2.6 writes last.ckpt even for a fast_dev_run smoke test
-            super().on_train_end(trainer, pl_module)
+        """Also: StochasticWeightAveraging puts its averaged weights into the model as training ends, after the
+        last save (Lightning writes no other): ``last.ckpt`` is rewritten with them, the model SWA trained."""
+        if trainer.fast_dev_run:  # Lightning 2.6 writes last.ckpt even for a fast_dev_run smoke test
+            return
+        super().on_train_end(trainer, pl_module)
+        averaged = any(isinstance(cb, StochasticWeightAveraging) and cb._average_model is not None
+                       for cb in trainer.callbacks)  # (the checkpoint callbacks' hooks run last)
+        if self.save_last and averaged and trainer.global_step > 0:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            rank_zero_info(f"Saved last.ckpt with StochasticWeightAveraging's averaged weights (step "
+                           f"{trainer.global_step})")
 
     def _refresh_last(self, trainer: L.Trainer) -> None:
         if self.save_last and not self._should_skip_saving_checkpoint(trainer):
