@@ -82,3 +82,14 @@ def test_last_ckpt_holds_the_weights_stochastic_weight_averaging_averaged(tmp_pa
     assert saved["global_step"] == 12
     for name, value in cli.model.state_dict().items():
         torch.testing.assert_close(saved["state_dict"][name], value, rtol=0, atol=0, msg=name)
+
+
+def test_a_default_root_dir_that_moves_nothing_says_where_the_run_goes(tmp_path):
+    """bigmodel's logger has its own directory, so ``--trainer.default_root_dir`` alone moved nothing, silently."""
+    root = tmp_path / "scratch"
+    _, said = warned(digits("validate", tmp_path, "--trainer.default_root_dir", str(root)))
+    run = tmp_path / "digits-cnn"
+    assert f"--trainer.default_root_dir {root}: this run's logs and checkpoints go to the logger's directory {run}; " \
+           f"give --trainer.logger.init_args.save_dir to put them under {root}" in said, said
+    _, said = warned(digits("validate", tmp_path, "--trainer.default_root_dir", str(tmp_path)))
+    assert not any(m.startswith("--trainer.default_root_dir") for m in said), said

@@ -131,9 +131,21 @@ class BigModelCLI(LightningCLI):
                 "use --trainer.precision 16-mixed"
             )
         directory = runs.checkpoint_dir(config)
+        self._say_root_dir_unused(trainer.default_root_dir, directory)
         if self.subcommand == "fit" and directory is not None and runs.launch_rank_zero() and not trainer.fast_dev_run:
             self._lock = runs.RunLock(directory)  # before the data module trains a tokenizer or anything is written
             self._lock.acquire()
+
+    @staticmethod
+    def _say_root_dir_unused(root: str | None, directory: str | None) -> None:
+        """Lightning puts logs and checkpoints under ``default_root_dir`` only for a logger without a directory of
+        its own; bigmodel's logger has one (``runs``), so ``--trainer.default_root_dir`` alone moves nothing."""
+        if root is None or directory is None:
+            return
+        root, run = os.path.abspath(os.fspath(root)), os.path.abspath(os.path.dirname(directory))
+        if os.path.commonpath([root, run]) != root:
+            rank_zero_warn(f"--trainer.default_root_dir {root}: this run's logs and checkpoints go to the logger's "
+                           f"directory {run}; give --trainer.logger.init_args.save_dir to put them under {root}")
 
     def _parse_ckpt_path(self) -> None:
         """Lightning reads the ``--ckpt_path`` file here (its hyper-parameters update the config): check it first."""
