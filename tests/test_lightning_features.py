@@ -93,3 +93,14 @@ def test_a_default_root_dir_that_moves_nothing_says_where_the_run_goes(tmp_path)
            f"give --trainer.logger.init_args.save_dir to put them under {root}" in said, said
     _, said = warned(digits("validate", tmp_path, "--trainer.default_root_dir", str(tmp_path)))
     assert not any(m.startswith("--trainer.default_root_dir") for m in said), said
+
+
+def test_a_labs_own_model_checkpoint_beside_bigmodels_gives_no_directory_warning(tmp_path):
+    """A ModelCheckpoint added for periodic snapshots writes into the run's checkpoints/ without Lightning's
+    "exists and is not empty" warning, which the run's own .fit.lock set off on every fresh fit."""
+    _, said = warned(digits("fit", tmp_path, "--trainer.max_steps", "4", "--trainer.limit_train_batches", "2",
+                            "--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.every_n_train_steps=2",
+                            "--trainer.callbacks.save_top_k=-1"))
+    assert not any("exists and is not empty" in m for m in said), said
+    names = sorted(p.name for p in (tmp_path / "digits-cnn" / "checkpoints").glob("*.ckpt"))
+    assert names == ["best.ckpt", "epoch=0-step=2.ckpt", "epoch=1-step=4.ckpt", "last.ckpt"]

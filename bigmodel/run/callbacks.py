@@ -53,16 +53,6 @@ class Checkpoint(ModelCheckpoint):
     without validation), as its docs describe, not only those where ``best.ckpt`` improved (what Lightning 2.6
     does): a job killed late in a run that stopped improving early must not lose the epochs in between."""
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        """Lightning warns that the directory "exists and is not empty" on every fit here (the run's own .fit.lock
-        is in it): with ``KeepPreviousCheckpoints``, which moves an earlier run's checkpoints to previous/ and warns
-        when a resumed fit would write over checkpoints it does not continue, that warning is left out."""
-        if not any(isinstance(cb, KeepPreviousCheckpoints) for cb in trainer.callbacks):
-            return super().setup(trainer, pl_module, stage)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-            super().setup(trainer, pl_module, stage)
-
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
         if not self._should_save_on_train_epoch_end(trainer):
@@ -167,7 +157,32 @@ class ProgressBar(RichProgressBar):
 class KeepPreviousCheckpoints(Callback):
     """A fresh fit under a run name that already has checkpoints moves them to ``checkpoints/previous/<time>/``
     instead of overwriting them -- at the moment its own first checkpoint is completely written (through
-    ``AtomicCheckpointIO.before_first_replace``), so a run that fails before that leaves them where they were."""
+    ``AtomicCheckpointIO.before_first_replace``), so a run that fails before that leaves them where they were.
+
+    Lightning's "Checkpoint directory ... exists and is not empty" warning, which every ModelCheckpoint there (a
+    lab's own too) gave on every fit (the run's .fit.lock is in it), is left out: this callback moves an earlier
+    run's checkpoints away and warns when a resumed fit would write over checkpoints it does not continue. (Its
+    ``setup`` runs before theirs: Lightning puts the checkpoint callbacks last.)"""
+
+    def __init__(self) -> None:
+        self._quiet: warnings.catch_warnings | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit" and self._quiet is None:
+            self._quiet = warnings.catch_warnings()
+            self._quiet.__enter__()
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+
+    def _speak(self) -> None:
+        quiet, self._quiet = self._quiet, None
+        if quiet is not None:
+            quiet.__exit__(None, None, None)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._speak()  # (the checkpoint callbacks' setup is done)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._speak()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
@@ -187,6 +202,7 @@ class KeepPreviousCheckpoints(Callback):
             archive_checkpoints(dirs)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._speak()
         io = trainer.strategy.checkpoint_io
         if isinstance(io, AtomicCheckpointIO):
             io.before_first_replace = None
