@@ -72,16 +72,18 @@ def test_the_learning_rate_finders_lr_is_the_one_trained_with_and_saved(tmp_path
     assert cli.trainer.optimizers[0].param_groups[0]["lr"] == found * scheduler.lr_lambdas[0](4)
 
 
-def test_last_ckpt_holds_the_weights_stochastic_weight_averaging_averaged(tmp_path):
-    """SWA moves its average into the model as training ends, after the last validation's save: last.ckpt holds
-    that model (it held the last step's raw weights, and the averaged ones were lost with the process)."""
+def test_the_model_stochastic_weight_averaging_averaged_is_saved(tmp_path):
+    """SWA moves its average into the model as training ends, after the last validation's save: swa.ckpt holds
+    that model (it was lost with the process); last.ckpt keeps the last step's own weights, to resume from."""
     cli = BigModelCLI(args=digits("fit", tmp_path, "--trainer.max_epochs", "3", "--trainer.limit_train_batches", "4",
                                   "--trainer.callbacks+=StochasticWeightAveraging", "--trainer.callbacks.swa_lrs=0.001",
                                   "--trainer.callbacks.swa_epoch_start=1"))
-    saved = torch.load(tmp_path / "digits-cnn" / "checkpoints" / "last.ckpt", weights_only=False)
-    assert saved["global_step"] == 12
+    checkpoints = tmp_path / "digits-cnn" / "checkpoints"
+    swa, last = (torch.load(checkpoints / name, weights_only=False) for name in ("swa.ckpt", "last.ckpt"))
+    assert swa["global_step"] == last["global_step"] == 12
     for name, value in cli.model.state_dict().items():
-        torch.testing.assert_close(saved["state_dict"][name], value, rtol=0, atol=0, msg=name)
+        torch.testing.assert_close(swa["state_dict"][name], value, rtol=0, atol=0, msg=name)
+    assert not torch.equal(last["state_dict"]["net.features.0.weight"], swa["state_dict"]["net.features.0.weight"])
 
 
 def test_a_default_root_dir_that_moves_nothing_says_where_the_run_goes(tmp_path):

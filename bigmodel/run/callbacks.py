@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import (Callback, EarlyStopping, ModelCheckpoint, RichProgressBar,
                                          StochasticWeightAveraging)
 from lightning.pytorch.callbacks import ModelSummary as LightningModelSummary
@@ -65,16 +66,16 @@ class Checkpoint(ModelCheckpoint):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Also: StochasticWeightAveraging puts its averaged weights into the model as training ends, after the
-        last save (Lightning writes no other): ``last.ckpt`` is rewritten with them, the model SWA trained."""
+        last save (Lightning writes no other, so the averaged model was lost): they are saved as ``swa.ckpt``,
+        beside ``last.ckpt``, which keeps the last step's own weights for an exact resume."""
         if trainer.fast_dev_run:  # Lightning 2.6 writes last.ckpt even for a fast_dev_run smoke test
             return
         super().on_train_end(trainer, pl_module)
-        averaged = any(isinstance(cb, StochasticWeightAveraging) and cb._average_model is not None
-                       for cb in trainer.callbacks)  # (the checkpoint callbacks' hooks run last)
-        if self.save_last and averaged and trainer.global_step > 0:
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-            rank_zero_info(f"Saved last.ckpt with StochasticWeightAveraging's averaged weights (step "
-                           f"{trainer.global_step})")
+        if self.dirpath and trainer.global_step > 0 and _holds_swa_average(trainer, pl_module):
+            path = os.path.join(self.dirpath, "swa.ckpt")
+            trainer.save_checkpoint(path)  # (collective; the checkpoint callbacks' hooks run after SWA's)
+            rank_zero_info(f"Saved {path}: the weights StochasticWeightAveraging averaged (test or export it with "
+                           f"--ckpt_path {path})")
 
     def _refresh_last(self, trainer: L.Trainer) -> None:
         if self.save_last and not self._should_skip_saving_checkpoint(trainer):
@@ -126,6 +127,15 @@ class GivenPatience(Callback):
                 rank_zero_info(f"EarlyStopping on {cb.monitor}: patience {given} as given (the checkpoint's was "
                                f"{cb.patience}; {cb.wait_count} validation(s) without improvement so far)")
                 cb.patience = given
+
+
+def _holds_swa_average(trainer: L.Trainer, pl_module: L.LightningModule) -> bool:
+    """Whether StochasticWeightAveraging moved its average into the model (it does at its last epoch only)."""
+    for cb in trainer.callbacks:
+        average = getattr(cb, "_average_model", None) if isinstance(cb, StochasticWeightAveraging) else None
+        if average is not None:
+            return all(torch.equal(a.to(p.device), p) for a, p in zip(average.parameters(), pl_module.parameters()))
+    return False
 
 
 class ModelSummary(LightningModelSummary):
