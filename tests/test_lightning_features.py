@@ -106,3 +106,13 @@ def test_a_labs_own_model_checkpoint_beside_bigmodels_gives_no_directory_warning
     assert not any("exists and is not empty" in m for m in said), said
     names = sorted(p.name for p in (tmp_path / "digits-cnn" / "checkpoints").glob("*.ckpt"))
     assert names == ["best.ckpt", "epoch=0-step=2.ckpt", "epoch=1-step=4.ckpt", "last.ckpt"]
+
+
+def test_a_gradient_accumulation_schedule_sets_the_lr_schedules_length(tmp_path):
+    """GradientAccumulationScheduler {0: 1, 1: 2} over 2 epochs of 4 batches steps 4 + 2 times: the cosine schedule
+    is built for those 6 steps and ends at zero (it was built for 8, Lightning counting one batch a step)."""
+    cli = BigModelCLI(args=digits("fit", tmp_path, "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "4",
+                                  "--trainer.callbacks+=GradientAccumulationScheduler",
+                                  "--trainer.callbacks.scheduling={0: 1, 1: 2}"))
+    assert cli.trainer.global_step == cli.model._schedule_steps == 6
+    assert cli.trainer.optimizers[0].param_groups[0]["lr"] == 0.0

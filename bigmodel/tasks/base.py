@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import GradientAccumulationScheduler
 from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
@@ -261,9 +262,22 @@ class TaskBase(StartingWeights, L.LightningModule):
             return False
         return False if self.trainer.gradient_clip_val and isinstance(plugin, MixedPrecision) else None
 
+    def _stepping_batches(self) -> float:
+        """The optimizer steps of this fit: Lightning's estimate, which takes a GradientAccumulationScheduler's
+        accumulation for 1 (the schedule was built for k times the steps a fit accumulating k batches takes, and
+        its lr never came down), counted epoch by epoch with the callback's accumulation."""
+        trainer = self.trainer
+        total = trainer.estimated_stepping_batches  # (sets up the training data: num_training_batches below)
+        gas = next((cb for cb in trainer.callbacks if isinstance(cb, GradientAccumulationScheduler)), None)
+        epochs, batches = trainer.max_epochs, trainer.num_training_batches
+        if gas is None or not math.isfinite(total) or epochs is None or epochs < 0 or not math.isfinite(batches):
+            return total
+        steps = sum(math.ceil(batches / gas.get_accumulate_grad_batches(epoch)) for epoch in range(epochs))
+        return min(steps, trainer.max_steps) if trainer.max_steps != -1 else steps
+
     def configure_optimizers(self):
         hp = self.hparams
-        total = self.trainer.estimated_stepping_batches
+        total = self._stepping_batches()
         if not math.isfinite(total):
             if hp.schedule != "constant" or 0 < hp.warmup < 1:
                 raise ValueError(
