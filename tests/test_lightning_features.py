@@ -116,3 +116,14 @@ def test_a_gradient_accumulation_schedule_sets_the_lr_schedules_length(tmp_path)
                                   "--trainer.callbacks.scheduling={0: 1, 1: 2}"))
     assert cli.trainer.global_step == cli.model._schedule_steps == 6
     assert cli.trainer.optimizers[0].param_groups[0]["lr"] == 0.0
+
+
+def test_the_batch_size_finders_batch_size_sets_the_lr_schedules_length(tmp_path):
+    """BatchSizeFinder, from 16 with 2 trials, trains at batch size 32 (the config's is 64): the schedule is built
+    for the steps of that batch size and ends at zero (it was built for 64's, and its lr went down and up again)."""
+    cli = BigModelCLI(args=digits("fit", tmp_path, "--trainer.max_epochs", "1", "--trainer.callbacks+=BatchSizeFinder",
+                                  "--trainer.callbacks.init_val=16", "--trainer.callbacks.max_trials=2",
+                                  "--trainer.callbacks.steps_per_trial=1"))
+    assert cli.datamodule.hparams.batch_size == 32
+    assert cli.trainer.global_step == cli.model._schedule_steps == 1257 // 32  # (the last, partial batch dropped)
+    assert cli.trainer.optimizers[0].param_groups[0]["lr"] == 0.0

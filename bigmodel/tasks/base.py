@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import GradientAccumulationScheduler
+from lightning.pytorch.callbacks import BatchSizeFinder, GradientAccumulationScheduler, LearningRateFinder
 from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
@@ -82,6 +82,7 @@ class TaskBase(StartingWeights, L.LightningModule):
     # the learning-rate schedule's length (saved in checkpoints) and, while a fit resumes, the checkpoint's
     # (steps, resumed step, lr there)
     _schedule_steps: int | None = None
+    _built_lr: float | None = None  # the lr the optimizer was built with
     _resumed_schedule: tuple[int, int, float] | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -223,34 +224,28 @@ class TaskBase(StartingWeights, L.LightningModule):
         """The heads drawn for init_from train from here on: a test after this fit (same process, no checkpoint)
         measures trained heads. A resumed fit's schedule of another length is said here."""
         self.new_heads.clear()
-        self._follow_tuned_lr()
         self._say_schedule_change()
 
-    def _follow_tuned_lr(self) -> None:
-        """Lightning's LearningRateFinder sets ``hparams.lr`` (and the optimizer's current lr) after the optimizer
-        and its schedule were built on the configured lr: the schedule's base lrs still held that one, so training
-        ran at it while the checkpoint recorded the finder's. The schedule is rescaled to the lr set since."""
-        built, lr = getattr(self, "_built_lr", None), self.hparams.get("lr")
-        if built is None or lr is None or lr == built:
-            return
-        for config in self.trainer.lr_scheduler_configs:
-            scheduler = config.scheduler
-            if not hasattr(scheduler, "base_lrs"):
-                continue
-            scheduler.base_lrs = [base * lr / built for base in scheduler.base_lrs]
-            lambdas = getattr(scheduler, "lr_lambdas", [None] * len(scheduler.base_lrs))
-            for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, lambdas):
-                group["initial_lr"] = base
-                group["lr"] = base * factor(scheduler.last_epoch) if factor is not None else base
-        self._built_lr = lr
-
     def on_fit_start(self) -> None:
+        self._rebuild_after_tuners()
         total, trainable = num_parameters(self.net), num_parameters(self.net, trainable_only=True)
         mode = f"; finetune: {self.hparams.finetune}" if "finetune" in self.hparams else ""
         rank_zero_info(f"{type(self).__name__}: {count(total)} parameters ({count(trainable)} trainable, "
                        f"{share(trainable, total)}{mode})")
         for logger in self.loggers:
             logger.log_metrics({"params/total": float(total), "params/trainable": float(trainable)}, step=0)
+
+    def _rebuild_after_tuners(self) -> None:
+        """Lightning's LearningRateFinder and BatchSizeFinder run as a fit starts, after the optimizer and its lr
+        schedule were built: the schedule kept the configured lr as its base (training ran at it while the
+        checkpoint recorded the finder's) and the configured batch size's length (a larger batch: the lr came
+        down to zero and rose again). Both are rebuilt with what they found (before a resume restores their state)."""
+        trainer = self.trainer
+        if self._built_lr is None or not any(isinstance(cb, (LearningRateFinder, BatchSizeFinder))
+                                             for cb in trainer.callbacks):
+            return  # (a task whose own configure_optimizers builds no bigmodel schedule)
+        if self.hparams.get("lr") != self._built_lr or self._schedule_length() != self._schedule_steps:
+            trainer.strategy.setup_optimizers(trainer)
 
     def fused_adamw(self) -> bool | None:
         """Whether AdamW is fused (None: where torch has it). Not under 16-mixed: a fused optimizer unscales inside
@@ -275,9 +270,9 @@ class TaskBase(StartingWeights, L.LightningModule):
         steps = sum(math.ceil(batches / gas.get_accumulate_grad_batches(epoch)) for epoch in range(epochs))
         return min(steps, trainer.max_steps) if trainer.max_steps != -1 else steps
 
-    def configure_optimizers(self):
-        hp = self.hparams
-        total = self._stepping_batches()
+    def _schedule_length(self) -> int:
+        """The number of steps the lr schedule is built for."""
+        hp, total = self.hparams, self._stepping_batches()
         if not math.isfinite(total):
             if hp.schedule != "constant" or 0 < hp.warmup < 1:
                 raise ValueError(
@@ -285,14 +280,18 @@ class TaskBase(StartingWeights, L.LightningModule):
                     "or use model.init_args.schedule: constant with warmup in steps"
                 )
             total = 1
-        total = max(1, int(total))
+        return max(1, int(total))
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        total = self._schedule_length()
         optimizer, scheduler = build_optimizer(
             self.net, hp.lr, hp.weight_decay, tuple(hp.betas), hp.eps, hp.schedule, hp.warmup,
             total_steps=total, layer_decay=hp.get("layer_decay", 1.0), fused=self.fused_adamw(),
             decay=hp.get("decay", 0.1),
         )
         self._schedule_steps = total  # saved with the checkpoint
-        self._built_lr = hp.lr  # (``_follow_tuned_lr``)
+        self._built_lr = hp.lr  # (``_rebuild_after_tuners``)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
