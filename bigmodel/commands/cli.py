@@ -20,7 +20,7 @@ import bigmodel.data  # noqa: F401  (registers the data modules for short class 
 from bigmodel.run import errors
 from bigmodel.run import cleanup
 from bigmodel.run import directory as runs
-from bigmodel.commands import COMMANDS, OVERVIEW, ckpt_path
+from bigmodel.commands import COMMANDS, OVERVIEW, ckpt_path, run_notes
 from bigmodel.run.log_versions import follow_claimed_version
 from bigmodel.run.predictions import PredictionWriter
 from bigmodel.run.callbacks import (Checkpoint, GivenPatience, KeepPreviousCheckpoints, ModelSummary, ProgressBar,
@@ -131,21 +131,10 @@ class BigModelCLI(LightningCLI):
                 "use --trainer.precision 16-mixed"
             )
         directory = runs.checkpoint_dir(config)
-        self._say_root_dir_unused(trainer.default_root_dir, directory)
+        run_notes.say_root_dir_unused(trainer.default_root_dir, directory)
         if self.subcommand == "fit" and directory is not None and runs.launch_rank_zero() and not trainer.fast_dev_run:
             self._lock = runs.RunLock(directory)  # before the data module trains a tokenizer or anything is written
             self._lock.acquire()
-
-    @staticmethod
-    def _say_root_dir_unused(root: str | None, directory: str | None) -> None:
-        """Lightning puts logs and checkpoints under ``default_root_dir`` only for a logger without a directory of
-        its own; bigmodel's logger has one (``runs``), so ``--trainer.default_root_dir`` alone moves nothing."""
-        if root is None or directory is None:
-            return
-        root, run = os.path.abspath(os.fspath(root)), os.path.abspath(os.path.dirname(directory))
-        if os.path.commonpath([root, run]) != root:
-            rank_zero_warn(f"--trainer.default_root_dir {root}: this run's logs and checkpoints go to the logger's "
-                           f"directory {run}; give --trainer.logger.init_args.save_dir to put them under {root}")
 
     def _parse_ckpt_path(self) -> None:
         """Lightning reads the ``--ckpt_path`` file here (its hyper-parameters update the config): check it first."""
@@ -215,38 +204,21 @@ class BigModelCLI(LightningCLI):
         cleanup.take_back(getattr(self, "trainer", None), self._new_dirs, own_fit_lock=self._lock is not None)
 
     def after_validate(self) -> None:
-        self._say_where(runs.write_metrics(self.trainer, "validate"))
+        run_notes.say_where(runs.write_metrics(self.trainer, "validate"))
         self._say_untrained()
 
     def after_test(self) -> None:
-        self._say_where(runs.write_metrics(self.trainer, "test"))
+        run_notes.say_where(runs.write_metrics(self.trainer, "test"))
         self._say_untrained()
 
     def after_predict(self) -> None:
         self._say_untrained()
 
     def _say_untrained(self) -> None:
-        note = getattr(self.model, "untrained_note", lambda: None)() or self._no_weights_note()
+        note = getattr(self.model, "untrained_note", lambda: None)() or \
+            run_notes.no_weights_note(self.subcommand, self.config[self.subcommand], self.model)
         if note:
             rank_zero_warn(note)
-
-    def _no_weights_note(self) -> str | None:
-        """A validate/test/predict given neither ``--ckpt_path`` nor ``init_from`` ran the model as drawn: its
-        results are a random model's, which a forgotten ``--ckpt_path`` would otherwise pass off as the run's."""
-        config = self.config[self.subcommand]
-        if config.get("ckpt_path") is not None or getattr(self.model, "_loaded_from", None):
-            return None
-        best = os.path.join(runs.checkpoint_dir(config) or "runs/<name>/checkpoints", "best.ckpt")
-        return (f"{self.subcommand} without --ckpt_path or init_from: these results are a randomly initialised "
-                f"model's; give the trained one with --ckpt_path (e.g. --ckpt_path {best})")
-
-    @staticmethod
-    def _say_where(metrics_file: str | None) -> None:
-        """Each test/validate opens a new version directory: name it and what is in it."""
-        if metrics_file:
-            directory = os.path.dirname(metrics_file)
-            files = sorted(f for f in os.listdir(directory) if f.endswith((".json", ".csv")))
-            rank_zero_info(f"Wrote {', '.join(files)} and the TensorBoard logs to {directory}")
 
     def before_fit(self) -> None:
         trainer = self.trainer
