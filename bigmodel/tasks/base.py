@@ -240,10 +240,10 @@ class TaskBase(StartingWeights, L.LightningModule):
         schedule were built: the schedule kept the configured lr as its base (training ran at it while the
         checkpoint recorded the finder's) and the configured batch size's length (a larger batch: the lr came
         down to zero and rose again). Both are rebuilt with what they found (before a resume restores their state)."""
-        trainer = self.trainer
-        if self._built_lr is None or not any(isinstance(cb, (LearningRateFinder, BatchSizeFinder))
-                                             for cb in trainer.callbacks):
-            return  # (a task whose own configure_optimizers builds no bigmodel schedule)
+        trainer = self._trainer  # (None: a hook called by hand, outside a fit)
+        if trainer is None or self._built_lr is None or not any(
+                isinstance(cb, (LearningRateFinder, BatchSizeFinder)) for cb in trainer.callbacks):
+            return  # (or a task whose own configure_optimizers builds no bigmodel schedule)
         if self.hparams.get("lr") != self._built_lr or self._schedule_length() != self._schedule_steps:
             trainer.strategy.setup_optimizers(trainer)
 
