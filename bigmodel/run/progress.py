@@ -21,6 +21,7 @@ from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from bigmodel.nn.encoder import TransformerEncoder
+from bigmodel.tasks.optim import optimizer_steps
 
 
 def sharded(trainer: L.Trainer) -> bool:
@@ -109,7 +110,7 @@ class ProgressLog(Callback):
 
     @rank_zero_only
     def _print_line(self, trainer: L.Trainer, step: int, now: float) -> None:
-        total = trainer.estimated_stepping_batches
+        total = optimizer_steps(trainer)  # (with a GradientAccumulationScheduler too)
         elapsed = now - self._t0
         parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}" if trainer.max_epochs and
                  trainer.max_epochs > 0 else f"epoch {trainer.current_epoch + 1}"]

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import BatchSizeFinder, GradientAccumulationScheduler, LearningRateFinder
+from lightning.pytorch.callbacks import BatchSizeFinder, LearningRateFinder
 from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
@@ -28,7 +28,7 @@ from bigmodel.nn.embeddings import max_sequence_length
 from bigmodel.tasks.checkpoints import META_KEY, TASKS, Pretrained
 from bigmodel.tasks.finetuning import FineTuning, Int8Inference
 from bigmodel.tasks.guards import NonFiniteGuard
-from bigmodel.tasks.optim import Schedule, build_optimizer, schedule_change
+from bigmodel.tasks.optim import Schedule, build_optimizer, optimizer_steps, schedule_change
 from bigmodel.tasks.parts import drop_left_out, reading_checkpoint
 from bigmodel.tasks.starting_weights import StartingWeights
 from bigmodel.utils.formatting import count, share
@@ -257,22 +257,9 @@ class TaskBase(StartingWeights, L.LightningModule):
             return False
         return False if self.trainer.gradient_clip_val and isinstance(plugin, MixedPrecision) else None
 
-    def _stepping_batches(self) -> float:
-        """The optimizer steps of this fit: Lightning's estimate, which takes a GradientAccumulationScheduler's
-        accumulation for 1 (the schedule was built for k times the steps a fit accumulating k batches takes, and
-        its lr never came down), counted epoch by epoch with the callback's accumulation."""
-        trainer = self.trainer
-        total = trainer.estimated_stepping_batches  # (sets up the training data: num_training_batches below)
-        gas = next((cb for cb in trainer.callbacks if isinstance(cb, GradientAccumulationScheduler)), None)
-        epochs, batches = trainer.max_epochs, trainer.num_training_batches
-        if gas is None or not math.isfinite(total) or epochs is None or epochs < 0 or not math.isfinite(batches):
-            return total
-        steps = sum(math.ceil(batches / gas.get_accumulate_grad_batches(epoch)) for epoch in range(epochs))
-        return min(steps, trainer.max_steps) if trainer.max_steps != -1 else steps
-
     def _schedule_length(self) -> int:
         """The number of steps the lr schedule is built for."""
-        hp, total = self.hparams, self._stepping_batches()
+        hp, total = self.hparams, optimizer_steps(self.trainer)
         if not math.isfinite(total):
             if hp.schedule != "constant" or 0 < hp.warmup < 1:
                 raise ValueError(

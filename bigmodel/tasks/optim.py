@@ -3,8 +3,9 @@ warmup-stable-decay: constant after warmup, decaying to zero only over the last 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -117,3 +118,18 @@ def schedule_change(old_steps: int, step: int, old_lr: float, new_steps: int, sc
         f" (lr jumps from {old_lr:.3g} to {max(b * r(step) for b, r in zip(scheduler.base_lrs, rules)):.3g})"
     return (f"the learning-rate schedule was built for {old_steps} steps; this fit runs {new_steps}: it is recomputed "
             f"over {new_steps} steps from step {step}{jump}")
+
+
+def optimizer_steps(trainer: Any) -> float:
+    """The optimizer steps of a fit, the length its lr schedule is built for: Lightning's estimate, which takes a
+    GradientAccumulationScheduler's accumulation for 1 (a schedule k times too long, whose lr never came down),
+    counted epoch by epoch with the callback's accumulation."""
+    from lightning.pytorch.callbacks import GradientAccumulationScheduler
+
+    total = trainer.estimated_stepping_batches  # (sets up the training data: num_training_batches below)
+    gas = next((cb for cb in trainer.callbacks if isinstance(cb, GradientAccumulationScheduler)), None)
+    epochs, batches = trainer.max_epochs, trainer.num_training_batches
+    if gas is None or not math.isfinite(total) or epochs is None or epochs < 0 or not math.isfinite(batches):
+        return total
+    steps = sum(math.ceil(batches / gas.get_accumulate_grad_batches(epoch)) for epoch in range(epochs))
+    return min(steps, trainer.max_steps) if trainer.max_steps != -1 else steps
