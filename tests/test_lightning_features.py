@@ -37,21 +37,27 @@ def test_evaluating_without_a_checkpoint_says_the_results_are_a_random_models(tm
     assert not any("randomly initialised" in m for m in said), said
 
 
-def test_a_fit_early_stopping_ended_mid_epoch_resumes_with_the_patience_given(tmp_path):
-    """Early stopping ends a fit at a mid-epoch validation: last.ckpt holds that step, and ``--ckpt_path last`` with
-    a larger patience trains on until that patience runs out (Lightning restored the checkpoint's patience: the
-    resume stopped at its first validation)."""
+def test_a_fit_early_stopping_ended_mid_epoch_says_so_and_resumes_with_the_patience_given(tmp_path, caplog):
+    """Early stopping ends a fit at a mid-epoch validation, in one line (Lightning's ``verbose: false`` said
+    nothing): last.ckpt holds that step, and ``--ckpt_path last`` with a larger patience trains on until that
+    patience runs out (Lightning restored the checkpoint's patience: the resume stopped at its first validation)."""
     def fit(patience: int, *args: str) -> BigModelCLI:
         never_better = ["--trainer.callbacks+=EarlyStopping", "--trainer.callbacks.monitor=val/loss",
                         "--trainer.callbacks.min_delta=10", f"--trainer.callbacks.patience={patience}"]
         return BigModelCLI(args=digits("fit", tmp_path, "--trainer.max_epochs", "2", "--trainer.limit_train_batches",
                                        "12", "--trainer.val_check_interval", "0.25", *never_better, *args))
 
-    first = fit(1)
+    with caplog.at_level("INFO"):
+        first = fit(1)
+    assert ("EarlyStopping ended the fit at step 6 (epoch 0): Monitored metric val/loss did not improve in the last "
+            "1 records") in caplog.text, caplog.text
+    caplog.clear()
     last = tmp_path / "digits-cnn" / "checkpoints" / "last.ckpt"
     assert first.trainer.global_step == 6 and torch.load(last, weights_only=False)["global_step"] == 6
-    resumed = fit(3, "--ckpt_path", "last")
+    with caplog.at_level("INFO"):
+        resumed = fit(3, "--ckpt_path", "last")
     assert resumed.trainer.global_step == 12  # validations at 9 and 12 without improvement: 3 in all, mid-run
+    assert caplog.text.count("EarlyStopping ended the fit") == 1 and "at step 12 (epoch 0)" in caplog.text
     assert torch.load(last, weights_only=False)["global_step"] == 12
 
 

@@ -23,7 +23,7 @@ from bigmodel.run import directory as runs
 from bigmodel.commands import COMMANDS, OVERVIEW, ckpt_path, run_notes
 from bigmodel.run.log_versions import follow_claimed_version
 from bigmodel.run.predictions import PredictionWriter
-from bigmodel.run.callbacks import (Checkpoint, GivenPatience, KeepPreviousCheckpoints, ModelSummary, ProgressBar,
+from bigmodel.run.callbacks import (Checkpoint, EarlyStoppingNotes, KeepPreviousCheckpoints, ModelSummary, ProgressBar,
                                     TokenizerCheckpoint, default_checkpoint_dir)
 from bigmodel.run.figures import AttentionMaps, MaskedPredictions, RetrievalExamples
 from bigmodel.run.progress import BestScoreHParam, ProgressLog, interactive
@@ -71,7 +71,7 @@ class BigModelCLI(LightningCLI):
                     "init_args": {"save_dir": "runs", "name": "default"},
                 },
                 "callbacks": [LearningRateMonitor(logging_interval="step"), TokenizerCheckpoint(), StopSafely(),
-                              KeepPreviousCheckpoints(), GivenPatience(), ProgressLog(), BestScoreHParam(),
+                              KeepPreviousCheckpoints(), EarlyStoppingNotes(), ProgressLog(), BestScoreHParam(),
                               AttentionMaps(), MaskedPredictions(), RetrievalExamples()],
                 "plugins": [{"class_path": "bigmodel.run.checkpoint_io.AtomicCheckpointIO"}],  # a path: serialisable
             },

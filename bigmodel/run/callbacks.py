@@ -108,13 +108,16 @@ class Checkpoint(ModelCheckpoint):
         rank_zero_info(f"Checkpoints in {self.dirpath}: {', '.join(saved)}{no_best}")
 
 
-class GivenPatience(Callback):
-    """A resumed fit's ``EarlyStopping`` waits the patience this command gives: Lightning restores the checkpoint's
-    (its state holds ``patience``), so a run that early stopping ended, resumed with a larger patience to train on,
-    stopped again at its next validation without improvement."""
+class EarlyStoppingNotes(Callback):
+    """What Lightning's ``EarlyStopping`` leaves unsaid or undone beside bigmodel. A resumed fit waits the patience
+    this command gives: Lightning restores the checkpoint's (its state holds ``patience``), so a run that early
+    stopping ended, resumed with a larger patience to train on, stopped again at its next validation without
+    improvement. And a fit it ends says so in one line: with ``verbose: false`` (its default) it ended in silence,
+    as if the schedule had run out."""
 
     def __init__(self) -> None:
         self._given: dict[int, int] = {}
+        self._before: dict[int, str | None] = {}
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._given = {id(cb): cb.patience for cb in trainer.callbacks if isinstance(cb, EarlyStopping)}
@@ -123,10 +126,22 @@ class GivenPatience(Callback):
         """After every strategy has restored the callbacks' states."""
         for cb in trainer.callbacks:
             given = self._given.get(id(cb))
-            if given is not None and cb.patience != given:
+            if given is None:
+                continue
+            self._before[id(cb)] = cb.stopping_reason_message  # a resumed run's is the earlier stop's
+            if cb.patience != given:
                 rank_zero_info(f"EarlyStopping on {cb.monitor}: patience {given} as given (the checkpoint's was "
                                f"{cb.patience}; {cb.wait_count} validation(s) without improvement so far)")
                 cb.patience = given
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for cb in trainer.callbacks:
+            reason = getattr(cb, "stopping_reason_message", None) if id(cb) in self._given else None
+            if reason is None or reason is self._before.get(id(cb)) or cb.verbose:
+                continue
+            reason = reason.removesuffix(" Signaling Trainer to stop.").rstrip(".")
+            rank_zero_info(f"EarlyStopping ended the fit at step {trainer.global_step} (epoch {cb.stopped_epoch}): "
+                           f"{reason}")
 
 
 def _holds_swa_average(trainer: L.Trainer, pl_module: L.LightningModule) -> bool:
