@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from bigmodel.data.collators import ClassificationCollator
 from bigmodel.data.base import TextDataModule
 from bigmodel.data.prompts import check_template, encode_prompts
-from bigmodel.data.sampling import examples_per_class
+from bigmodel.data.sampling import examples_per_class, token_lengths
 from bigmodel.data.labels import check_label_kinds, class_names, integral_floats, label_ids, unlabelled
 from bigmodel.data.sources.text import (SPLITS, Files, blank_rows, check_columns, check_texts, ensure_validation,
                                         expand_files, load_local, load_source, read_lines)
@@ -294,9 +294,3 @@ class TextClassificationDataModule(TextDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict")
 
-
-def token_lengths(ds: Dataset) -> list[int]:
-    """Tokens per example, read from the Arrow column without decoding the ids (60k texts in about 1 ms)."""
-    import pyarrow.compute as pc
-
-    return pc.list_value_length(ds.with_format("arrow")["input_ids"]).to_pylist()

@@ -286,7 +286,7 @@ def test_group_by_length_batches_similar_lengths_padded_to_multiples_of_8(tmp_pa
 
 def test_padding_to_a_multiple_of_8_leaves_logits_and_real_token_states_unchanged(tmp_path, tokenizer_dir):
     from bigmodel.data.collators import ClassificationCollator
-    from bigmodel.data.text_classification import token_lengths
+    from bigmodel.data.sampling import token_lengths
     from bigmodel.nn import EncoderConfig, SequenceClassifier
 
     dm = TextClassificationDataModule(tokenizer_dir, train_files=write_table(tmp_path / "t.csv", _varied_rows(16)))

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from bigmodel.data import TextClassificationDataModule
-from bigmodel.data.text_classification import token_lengths
+from bigmodel.data.sampling import token_lengths
 from bigmodel.nn import EncoderConfig, SequenceClassifier
 from bigmodel.tasks.optim import adamw, parameter_groups
 
