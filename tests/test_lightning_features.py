@@ -1,6 +1,7 @@
 """Standard Lightning features a researcher adds on the ``bigmodel`` command line (callbacks, trainer flags) work
 with bigmodel's own callbacks, on the offline digits quickstart (in-process, a few steps)."""
 
+import re
 import warnings
 from pathlib import Path
 
@@ -133,3 +134,22 @@ def test_the_batch_size_finders_batch_size_sets_the_lr_schedules_length(tmp_path
     assert cli.datamodule.hparams.batch_size == 32
     assert cli.trainer.global_step == cli.model._schedule_steps == 1257 // 32  # (the last, partial batch dropped)
     assert cli.trainer.optimizers[0].param_groups[0]["lr"] == 0.0
+
+
+def test_checkpoints_every_n_steps_choose_the_best_from_the_weights_validated(tmp_path, caplog):
+    """Saves every 3 steps, validations every 2: Lightning chose best.ckpt at the step saves by the last
+    validation's score (step 3's weights under step 2's val/acc, step 6's under step 4's): best.ckpt is now the
+    validated step with the best score, and validating it gives that score."""
+    with caplog.at_level("INFO"):
+        fit = BigModelCLI(args=digits("fit", tmp_path, "--trainer.max_steps", "6", "--trainer.val_check_interval",
+                                      "2", "--checkpoint.every_n_train_steps", "3"))
+    scores = {int(step): float(acc) for step, acc in re.findall(r"validation at step (\d+): val/acc ([\d.]+)",
+                                                                  caplog.text)}
+    assert sorted(scores) == [2, 4, 6]
+    callback = fit.trainer.checkpoint_callback
+    best = torch.load(callback.best_model_path, weights_only=False)
+    assert best["global_step"] == max(scores, key=scores.get)
+    assert callback.best_model_score.item() == pytest.approx(max(scores.values()), abs=1e-3)
+    assert torch.load(callback.last_model_path, weights_only=False)["global_step"] == 6
+    validated = BigModelCLI(args=digits("validate", tmp_path, "--ckpt_path", callback.best_model_path))
+    assert validated.trainer.callback_metrics["val/acc"].item() == pytest.approx(callback.best_model_score.item())

@@ -52,12 +52,38 @@ class TokenizerCheckpoint(Callback):
 class Checkpoint(ModelCheckpoint):
     """Lightning's ModelCheckpoint, but ``last.ckpt`` follows every save point (each validation, or each epoch end
     without validation), as its docs describe, not only those where ``best.ckpt`` improved (what Lightning 2.6
-    does): a job killed late in a run that stopped improving early must not lose the epochs in between."""
+    does): a job killed late in a run that stopped improving early must not lose the epochs in between.
+
+    And with saves every N steps or minutes (``every_n_train_steps``, ``train_time_interval``) the best is chosen
+    at each validation, from the weights validated: Lightning chose it at the step saves, by the last validation's
+    score, so ``best.ckpt`` held later weights than the score it was chosen by (and a validation between saves
+    chose nothing). The step saves write ``last.ckpt``, to resume from (before the first validation too)."""
+
+    _between_validations = False
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if not self.monitor:
+            return super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        monitor, self.monitor, self._between_validations = self.monitor, None, True  # (None: no wait for a score)
+        try:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        finally:
+            self.monitor, self._between_validations = monitor, False
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
-        if not self._should_save_on_train_epoch_end(trainer):
-            self._refresh_last(trainer)
+        if self._should_save_on_train_epoch_end(trainer):
+            return
+        saves_by_time = self._every_n_train_steps >= 1 or self._train_time_interval is not None
+        if (saves_by_time and self.monitor and not trainer.sanity_checking and not trainer.fast_dev_run
+                and trainer.state.fn == "fit"):
+            candidates = self._monitor_candidates(trainer)
+            self._save_topk_checkpoint(trainer, candidates)  # (also after a step save of this very step)
+            if self.save_last:
+                self._save_last_checkpoint(trainer, candidates)
+            return
+        self._refresh_last(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
@@ -84,8 +110,9 @@ class Checkpoint(ModelCheckpoint):
     def _save_topk_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict[str, Any]) -> None:
         """Before the first validation there is no ``val/...`` score to choose the best by: no best.ckpt yet, and
         not Lightning's "could not find the monitored key ... Did you call log()?" (the fit's last line says so)."""
-        if (self.monitor and self.monitor.startswith("val") and self.monitor not in monitor_candidates
-                and not trainer.fit_loop.epoch_loop.val_loop._has_run):
+        if self._between_validations or (self.monitor and self.monitor.startswith("val")
+                                         and self.monitor not in monitor_candidates
+                                         and not trainer.fit_loop.epoch_loop.val_loop._has_run):
             return
         super()._save_topk_checkpoint(trainer, monitor_candidates)
 
