@@ -26,17 +26,20 @@ class StopAtStep(L.Callback):
             trainer.should_stop = True
 
 
-def _small_text(tmp_path: Path, pydoc_text: Path) -> Path:
+def small_config(tmp_path: Path, pydoc_text: Path, **trainer) -> dict:
+    """An MLM fit on 60 paragraphs, 10 % held out: the first 6, one contiguous run, enough for a block of 64 tokens."""
     small = tmp_path / "small.txt"
     small.write_text("\n".join(pydoc_text.read_text().splitlines()[:60]))
-    return small
+    config = mlm_config(tmp_path, small, **trainer)
+    config["data"]["init_args"]["validation_fraction"] = 0.1
+    return config
 
 
 def test_a_fit_without_logger_or_end_to_a_file_says_what_is_true_once(tmp_path, pydoc_text, caplog, monkeypatch):
     monkeypatch.setattr(sys.stdout, "isatty", lambda: False)  # output redirected to a file
-    config = mlm_config(tmp_path, _small_text(tmp_path, pydoc_text), max_epochs=-1, logger=False,
-                        enable_model_summary=True, check_val_every_n_epoch=10, default_root_dir=str(tmp_path),
-                        callbacks=[{"class_path": "tests.test_run_output.StopAtStep", "init_args": {"step": 2}}])
+    config = small_config(tmp_path, pydoc_text, max_epochs=-1, logger=False,
+                          enable_model_summary=True, check_val_every_n_epoch=10, default_root_dir=str(tmp_path),
+                          callbacks=[{"class_path": "tests.test_run_output.StopAtStep", "init_args": {"step": 2}}])
     del config["trainer"]["enable_progress_bar"]  # unset: decided by where the output goes
     config["model"]["init_args"].update(schedule="constant", warmup=0)
     config["data"]["init_args"]["batch_size"] = 512
@@ -62,8 +65,7 @@ def test_a_fit_without_logger_or_end_to_a_file_says_what_is_true_once(tmp_path, 
 
 
 def test_a_fit_ends_with_its_best_and_last_checkpoints(tmp_path, pydoc_text, caplog):
-    config = mlm_config(tmp_path, _small_text(tmp_path, pydoc_text), max_epochs=2, limit_train_batches=2,
-                        limit_val_batches=1)
+    config = small_config(tmp_path, pydoc_text, max_epochs=2, limit_train_batches=2, limit_val_batches=1)
     with caplog.at_level(logging.INFO):
         cli = BigModelCLI(args=["fit", "-c", write_yaml(tmp_path / "mlm.yaml", config)])
     best = cli.trainer.checkpoint_callback.best_model_score.item()

@@ -21,8 +21,10 @@ class DataModule(L.LightningDataModule):
     Args:
         batch_size: per device; the effective batch also multiplies by devices and gradient accumulation.
         num_workers: DataLoader worker processes.
-        validation_fraction: share of train held out when the source has no validation split.
-        seed: for that split, the training order (and MLM's fixed validation masks).
+        validation_fraction: share of train held out when the source has no validation split: examples drawn by
+            ``seed`` (labelled texts, images); a corpus holds out its first rows instead, one contiguous run of
+            text, since its rows are paragraphs of the same documents (``CorpusDataModule``).
+        seed: for that draw, the training order (and MLM's fixed validation masks).
         cache_dir: trained tokenizers and downloaded/built-in data; default ``$BIGMODEL_CACHE`` or
             ``~/.cache/bigmodel``.
     """

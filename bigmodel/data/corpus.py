@@ -31,7 +31,13 @@ class CorpusDataModule(TextDataModule):
         dataset: a Hugging Face dataset name (``wikitext``) or ``builtin:pydoc`` (offline); None for local files.
         dataset_config: the dataset's configuration (``wikitext-103-raw-v1``).
         train_files: local .txt/.jsonl/.csv/.tsv/.parquet files or globs (one document per line for .txt).
-        validation_files: held-out files; without them ``validation_fraction`` of train is held out.
+        validation_files: held-out files; without them (and without a dataset's own validation split) the first
+            ``validation_fraction`` of the train rows is held out.
+        validation_fraction: (a ``DataModule`` setting) held out as ONE contiguous run, the first rows of train (of
+            the files' concatenation, in the order given), as Hugging Face's run_mlm.py / run_clm.py take
+            ``train[:p%]``; not rows drawn by ``seed``: a row is a line, a paragraph of an article, so random rows
+            would validate on paragraphs of the very articles trained on and the validation loss and perplexity
+            would be optimistic, not a held-out estimate (``sources.text.hold_out_first``).
         test_files: held-out files for ``bigmodel test`` (test/loss, test/ppl, test/acc); a hub dataset's own
             ``test`` split is used when it has one. Tokenised only when a test runs.
         text_column: the column of texts (``.txt`` files: ``text``).
@@ -51,7 +57,8 @@ class CorpusDataModule(TextDataModule):
         document_mask: ``mlm``: batches carry ``document_ids`` (attention within a document, positions per document).
         whole_word_mask: ``mlm``: select whole words, all their word pieces at once (BERT's whole-word masking;
             ``MLMCollator``), instead of single tokens.
-        **kwargs: batch size, workers, validation split, seed, cache: see ``TextDataModule``.
+        **kwargs: batch size, workers, validation_fraction, seed (the training order and ``mlm``'s validation
+            masks; not the hold-out), cache: see ``TextDataModule``.
     """
 
     def __init__(
@@ -89,13 +96,11 @@ class CorpusDataModule(TextDataModule):
             raise ValueError(f"mlm_probability {mlm_probability}: set data.init_args.mlm_probability in (0, 1] "
                              "(BERT's is 0.15)")
         hp = self.hparams
-        self.raw = ensure_validation(
-            load_source(dataset, dataset_config,
-                        {"train": train_files, "validation": validation_files, "test": test_files},
-                        self.cache_dir, column_names),
-            hp.validation_fraction,
-            hp.seed,
-        )
+        source = load_source(dataset, dataset_config,
+                             {"train": train_files, "validation": validation_files, "test": test_files},
+                             self.cache_dir, column_names)
+        self._held_out = "validation" not in source  # validation is train's first rows
+        self.raw = ensure_validation(source, hp.validation_fraction, None)  # contiguous: see validation_fraction
         for split, ds in self.raw.items():
             check_columns(ds, {"text": text_column}, split, f"the {split} split", self.raw["train"].column_names)
             check_texts(ds, [text_column], split)
@@ -133,9 +138,10 @@ class CorpusDataModule(TextDataModule):
         ds = ds.map(group, batched=True, batch_size=1000, remove_columns=["ids"], num_proc=hp.num_proc,
                     desc=f"Chunking {split} into blocks of {hp.block_size}")
         if len(ds) == 0:
-            raise ValueError(
-                f"the {split} split has fewer than {hp.block_size} tokens; give more text or a smaller block_size"
-            )
+            held_out = split == "validation" and self._held_out
+            held = ", a larger validation_fraction, validation_files" if held_out else ""
+            raise ValueError(f"the {split} split has fewer than {hp.block_size} tokens; give more text{held} or a "
+                             "smaller block_size")
         return ds.with_format("torch")
 
     def _splits(self, stage: str) -> tuple[str, ...]:

@@ -2,8 +2,10 @@ import json
 
 import pytest
 import torch
+from datasets import Dataset, DatasetDict
 
 from bigmodel.data import CorpusDataModule
+from bigmodel.data.sources.text import ensure_validation
 from tests.conftest import shared_data
 
 
@@ -54,6 +56,32 @@ def test_wikitext_sample_from_shared_data():
     dm.setup("test")
     test, validation = (dm.datasets[split].with_format("arrow")["input_ids"] for split in ("test", "validation"))
     assert len(test) > 1000 and test.equals(validation)  # the same file: the same blocks
+
+
+def test_validation_is_the_first_rows_of_train_one_contiguous_run_whatever_the_seed_or_objective(pydoc_text,
+                                                                                                  tmp_path):
+    """Without validation files a corpus holds out the first validation_fraction of its rows (Hugging Face's
+    ``train[:p%]``), one contiguous run of the files' concatenation, not rows drawn by the seed: a row is a paragraph,
+    and random ones would validate on paragraphs of the very articles trained on. Causal LM and document_mask
+    take the same path."""
+    paragraphs = pydoc_text.read_text().splitlines()[:400]
+    files = []
+    for name, part in (("a", paragraphs[:250]), ("b", paragraphs[250:])):
+        (tmp_path / f"{name}.txt").write_text("".join(f"marker{name}{i:03d} {p}\n" for i, p in enumerate(part)))
+        files.append(str(tmp_path / f"{name}.txt"))
+    rows = [f"marker{name}{i:03d}" for name, count in (("a", 250), ("b", 150)) for i in range(count)]
+    for options in ({"seed": 1}, {"seed": 2, "objective": "causal"}, {"seed": 3, "document_mask": True}):
+        dm = CorpusDataModule(train_files=files, validation_fraction=0.05, wordpiece_vocab_size=500, block_size=32,
+                              **options)
+        train, validation = ([text.split()[0] for text in dm.raw[split]["text"]] for split in ("train", "validation"))
+        assert validation == rows[:20] and train == rows[20:], options  # 5 % of 400, disjoint, covering train
+    one_row = CorpusDataModule(train_files=files, validation_fraction=0.0025, wordpiece_vocab_size=500, block_size=64)
+    with pytest.raises(ValueError, match=r"^the validation split has fewer than 64 tokens; give more text, a larger "
+                                         r"validation_fraction, validation_files or a smaller block_size$"):
+        one_row.setup("validate")  # the first paragraph alone
+    with pytest.raises(ValueError, match=r"^validation_fraction 0.5 of 1 train row\(s\) leaves nothing to train on; "
+                                         r"give more text, a smaller validation_fraction or validation_files$"):
+        ensure_validation(DatasetDict({"train": Dataset.from_dict({"text": ["one line"]})}), 0.5, None)
 
 
 def test_a_test_without_a_test_split_says_what_to_set(pydoc_text):

@@ -173,9 +173,11 @@ def test_causal_lm_loss_falls_on_real_text_then_predict_continues_prompts(tmp_pa
     cli = BigModelCLI(args=["fit", "-c", config])
     vocab = cli.model.hparams.vocab_size
     metrics = cli.trainer.callback_metrics
-    assert metrics["val/loss"] < math.log(vocab) - 1.5, f"val loss {metrics['val/loss']:.2f}, chance {math.log(vocab):.2f}"
+    # validation is held-out text (the corpus's first 5 %, contiguous): 5.41 and 9.2 % here, where random paragraphs
+    # of the trained topics gave an optimistic 5.31 and 10.0 %
+    assert metrics["val/loss"] < math.log(vocab) - 1.2, f"val loss {metrics['val/loss']:.2f}, chance {math.log(vocab):.2f}"
     assert abs(metrics["val/ppl"] - metrics["val/loss"].exp()) < 1e-3 * metrics["val/ppl"]
-    assert metrics["val/acc"] > 0.09  # chance: 0.001
+    assert metrics["val/acc"] > 0.07  # chance: 0.001
     best = tmp_path / "runs" / "causal" / "checkpoints" / "best.ckpt"
     saved = torch.load(best, weights_only=True)
     assert saved["bigmodel"]["task"] == "causal_lm" and "top_k" not in saved["hyper_parameters"]

@@ -7,6 +7,7 @@ kind's way to the hub (image-text datasets use it too).
 from __future__ import annotations
 
 import glob
+import math
 import os
 import re
 from pathlib import Path
@@ -238,8 +239,10 @@ def load_source(
     return load_local(splits, column_names)
 
 
-def ensure_validation(ds: DatasetDict, fraction: float, seed: int) -> DatasetDict:
-    """Carve a validation split out of train when the source has none."""
+def ensure_validation(ds: DatasetDict, fraction: float, seed: int | None) -> DatasetDict:
+    """Carve a validation split out of train when the source has none: with a ``seed``, ``fraction`` of the rows drawn
+    at random (independent examples: labelled texts); with None, the first ``fraction`` of the rows as one contiguous
+    run (a corpus, whose rows are paragraphs of the same documents: see ``hold_out_first``)."""
     if "train" not in ds:
         raise ValueError(f"the data has no 'train' split (splits: {sorted(ds)}); give train files")
     if len(ds["train"]) == 0:
@@ -248,7 +251,24 @@ def ensure_validation(ds: DatasetDict, fraction: float, seed: int) -> DatasetDic
         return ds
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"validation_fraction must be in (0, 1) when no validation split is given, got {fraction}")
-    parts = ds["train"].train_test_split(test_size=fraction, seed=seed)
     out = DatasetDict(ds)
-    out["train"], out["validation"] = parts["train"], parts["test"]
+    if seed is None:
+        out["train"], out["validation"] = hold_out_first(ds["train"], fraction)
+    else:
+        parts = ds["train"].train_test_split(test_size=fraction, seed=seed)
+        out["train"], out["validation"] = parts["train"], parts["test"]
     return out
+
+
+def hold_out_first(train: Dataset, fraction: float) -> tuple[Dataset, Dataset]:
+    """(the rest, the first ``ceil(fraction * rows)`` rows): validation as one contiguous run of the text, as Hugging
+    Face's run_mlm.py / run_clm.py take ``train[:p%]``. A row of a corpus is a line (a paragraph), so rows drawn at
+    random would validate on paragraphs of the very articles trained on, an optimistic loss; contiguous, only the one
+    document cut at the boundary is shared. Several files are one concatenation, in the order given (a glob's matches
+    sorted): the first p % of that."""
+    n = len(train)
+    k = math.ceil(fraction * n)  # as train_test_split counts: the same number of rows as the random hold-out had
+    if k >= n:
+        raise ValueError(f"validation_fraction {fraction} of {n} train row(s) leaves nothing to train on; give more "
+                         "text, a smaller validation_fraction or validation_files")
+    return train.select(range(k, n)), train.select(range(k))
