@@ -539,6 +539,13 @@ def test_bad_checkpoints_and_configs_are_one_line(mlm_checkpoint, small_text, tm
         "test best of no run": (["test", "-c", cls, "--trainer.logger.init_args.name", "nosuchrun", "--ckpt_path",
                                  "best"], "does not exist; no run of this name has saved checkpoints here: check the "
                                           "run name (trainer.logger.init_args.name, save_dir) or run fit first"),
+        # 'last' outside fit, where no fit saved one, tested a model with no trained weights (exit 0)
+        "test last of no run": (["test", "-c", cls, "--trainer.logger.init_args.name", "nosuchrun", "--ckpt_path",
+                                 "last"], f"--ckpt_path '{tmp_path / 'runs' / 'nosuchrun' / 'checkpoints' / 'last.ckpt'}' "
+                                          "does not exist; no run of this name has saved checkpoints here"),
+        "validate last of no last": (["validate", "-c", mlm, "--ckpt_path", "last"],
+                                     f"--ckpt_path '{tmp_path / 'runs' / 'mlm' / 'checkpoints' / 'last.ckpt'}' does "
+                                     "not exist"),
         "monitor typo": (["fit", "-c", mlm, "--checkpoint.monitor", "val/losss", "--trainer.max_steps", "-1",
                           "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2"],
                          "ModelCheckpoint(monitor='val/losss')` could not find the monitored key"),
