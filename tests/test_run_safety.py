@@ -109,16 +109,20 @@ def test_stopped_mid_epoch_then_resumed_matches_an_uninterrupted_run(how, uninte
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
 
 
-def test_a_fit_that_max_steps_ended_mid_epoch_resumes_in_that_epoch(small_text, tmp_path):
+@pytest.mark.parametrize("trainer", [{}, {"val_check_interval": 4}])
+def test_a_fit_that_max_steps_ended_mid_epoch_resumes_in_that_epoch(trainer, small_text, tmp_path):
     """max_steps 5 stops a fit mid-epoch; resumed with a longer schedule it trains the rest of that epoch: the
     blocks of a run that never stopped, in its order (Lightning counted the epoch as done, so the resume started the
-    next epoch and skipped the rest of this one)."""
+    next epoch and skipped the rest of this one). With a validation at step 4 the step-5 last.ckpt is written after
+    Lightning has counted the epoch completed too, not only processed."""
     def fit(name: str, *args: str) -> BigModelCLI:
         record = ["--trainer.callbacks+=tests.helpers.RecordBlocks", f"--trainer.callbacks.dir={tmp_path / name}"]
-        return BigModelCLI(args=["fit", "-c", resume_config(tmp_path, small_text, "run", max_epochs=1), *record, *args])
+        config = resume_config(tmp_path, small_text, "run", max_epochs=1, **trainer)
+        return BigModelCLI(args=["fit", "-c", config, *record, *args])
 
     unbroken = fit("unbroken", "--trainer.logger.init_args.name=unbroken")
     first = fit("first", "--trainer.max_steps=5")
+    assert torch.load(tmp_path / "runs" / "run" / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
     resumed = fit("resumed", "--ckpt_path=last")
     blocks = {name: json.loads((tmp_path / name / "rank0.json").read_text())["blocks"]
               for name in ("unbroken", "first", "resumed")}
@@ -538,6 +542,13 @@ def test_bad_checkpoints_and_configs_are_one_line(mlm_checkpoint, small_text, tm
         "test best of no run": (["test", "-c", cls, "--trainer.logger.init_args.name", "nosuchrun", "--ckpt_path",
                                  "best"], "does not exist; no run of this name has saved checkpoints here: check the "
                                           "run name (trainer.logger.init_args.name, save_dir) or run fit first"),
+        # 'last' outside fit, where no fit saved one, tested a model with no trained weights (exit 0)
+        "test last of no run": (["test", "-c", cls, "--trainer.logger.init_args.name", "nosuchrun", "--ckpt_path",
+                                 "last"], f"--ckpt_path '{tmp_path / 'runs' / 'nosuchrun' / 'checkpoints' / 'last.ckpt'}' "
+                                          "does not exist; no run of this name has saved checkpoints here"),
+        "validate last of no last": (["validate", "-c", mlm, "--ckpt_path", "last"],
+                                     f"--ckpt_path '{tmp_path / 'runs' / 'mlm' / 'checkpoints' / 'last.ckpt'}' does "
+                                     "not exist"),
         "monitor typo": (["fit", "-c", mlm, "--checkpoint.monitor", "val/losss", "--trainer.max_steps", "-1",
                           "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2"],
                          "ModelCheckpoint(monitor='val/losss')` could not find the monitored key"),

@@ -32,7 +32,8 @@ def frozen_base(recorded: str, given: str | None) -> str:
 
 def check_ckpt_path(config: Any, subcommand: str, directory: str | None) -> dict | None:
     """A ``--ckpt_path`` that is missing, truncated, of another task, or 'last' when only an earlier run's
-    last.ckpt is left, is a one-line error here instead of a traceback (or a silent fresh start) later.
+    last.ckpt is left (or, outside ``fit``, none), is a one-line error here instead of a traceback (or a silent
+    fresh start, or a test of untrained weights) later.
     Outside ``fit``, the data module takes the checkpoint's tokenizer and class names, so that testing and
     predicting need only the checkpoint (not the training files)."""
     ckpt_path = config.get("ckpt_path")
@@ -44,6 +45,8 @@ def check_ckpt_path(config: Any, subcommand: str, directory: str | None) -> dict
         if path is None and subcommand == "fit":
             warnings.warn(f"--ckpt_path last: there is no last.ckpt in {directory} (a new run name?); "
                           "training starts from the beginning")
+        elif path is None and directory is not None:  # not a model with no trained weights: the missing file's error
+            path = os.path.join(directory, "last.ckpt")
     elif path == "best" and directory is not None:
         path = os.path.join(directory, "best.ckpt")  # bigmodel's name for it; Lightning knows it only in-process
     elif path in runs.SPECIAL_CKPT_PATHS:

@@ -186,12 +186,15 @@ class TaskBase(StartingWeights, L.LightningModule):
         if fit_loop.get("combined_loader") and not any(fit_loop["combined_loader"]):
             del fit_loop["combined_loader"]
         # a fit that max_steps (or a stop at a validation) ended before its epoch's last batch: Lightning counts the
-        # epoch as processed, and a resume with a longer schedule would start the next one, skipping the rest of
-        # this epoch. Recorded as the mid-epoch state it is, the resume goes on after the last batch trained.
+        # epoch as processed (and as completed too when last.ckpt is written at the fit's end, after a validation
+        # mid-epoch), and a resume with a longer schedule would start the next one, skipping the rest of this
+        # epoch. Recorded as the mid-epoch state it is (the epoch started, not finished), the resume goes on after
+        # the last batch trained.
         epochs, batches = loops.get("epoch_progress"), loops.get("epoch_loop.batch_progress")
         if epochs and batches and batches.get("is_last_batch") is False:
             for counts in (epochs["current"], epochs["total"]):
-                counts["processed"] = counts["completed"]
+                counts["processed"] = counts["completed"] = min(counts["completed"], max(counts["started"] - 1, 0))
+            checkpoint["epoch"] = epochs["current"]["completed"]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """The checkpoint's weights replace init_from's (so none is read), heads included: none is untrained. A
