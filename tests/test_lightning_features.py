@@ -136,13 +136,16 @@ def test_the_batch_size_finders_batch_size_sets_the_lr_schedules_length(tmp_path
     assert cli.trainer.optimizers[0].param_groups[0]["lr"] == 0.0
 
 
-def test_checkpoints_every_n_steps_choose_the_best_from_the_weights_validated(tmp_path, caplog):
+@pytest.mark.parametrize("schedule", [["--trainer.max_steps", "6", "--trainer.val_check_interval", "2"],
+                                      ["--trainer.max_epochs", "3", "--trainer.limit_train_batches", "2"]],
+                         ids=["validations mid-epoch", "validations at epoch ends"])
+def test_checkpoints_every_n_steps_choose_the_best_from_the_weights_validated(tmp_path, caplog, schedule):
     """Saves every 3 steps, validations every 2: Lightning chose best.ckpt at the step saves by the last
-    validation's score (step 3's weights under step 2's val/acc, step 6's under step 4's): best.ckpt is now the
-    validated step with the best score, and validating it gives that score."""
+    validation's score (step 3's weights under step 2's val/acc, step 6's under step 4's; with validations at epoch
+    ends it chose none there either): best.ckpt is now the validated step with the best score, and validating it
+    gives that score."""
     with caplog.at_level("INFO"):
-        fit = BigModelCLI(args=digits("fit", tmp_path, "--trainer.max_steps", "6", "--trainer.val_check_interval",
-                                      "2", "--checkpoint.every_n_train_steps", "3"))
+        fit = BigModelCLI(args=digits("fit", tmp_path, *schedule, "--checkpoint.every_n_train_steps", "3"))
     scores = {int(step): float(acc) for step, acc in re.findall(r"validation at step (\d+): val/acc ([\d.]+)",
                                                                   caplog.text)}
     assert sorted(scores) == [2, 4, 6]

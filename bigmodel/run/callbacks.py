@@ -73,8 +73,17 @@ class Checkpoint(ModelCheckpoint):
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._after_validation(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
         if self._should_save_on_train_epoch_end(trainer):
-            return
+            self._after_validation(trainer)
+
+    def _after_validation(self, trainer: L.Trainer) -> None:
+        """At a save point: with saves by steps or time, the best is chosen here (Lightning chooses none here then),
+        and last.ckpt written; otherwise last.ckpt follows."""
         saves_by_time = self._every_n_train_steps >= 1 or self._train_time_interval is not None
         if (saves_by_time and self.monitor and not trainer.sanity_checking and not trainer.fast_dev_run
                 and trainer.state.fn == "fit"):
@@ -82,12 +91,7 @@ class Checkpoint(ModelCheckpoint):
             self._save_topk_checkpoint(trainer, candidates)  # (also after a step save of this very step)
             if self.save_last:
                 self._save_last_checkpoint(trainer, candidates)
-            return
-        self._refresh_last(trainer)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_train_epoch_end(trainer, pl_module)
-        if self._should_save_on_train_epoch_end(trainer):
+        else:
             self._refresh_last(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
