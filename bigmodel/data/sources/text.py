@@ -67,6 +67,8 @@ def _load_split(split: str, files: list[str], column_names: list[str] | None) ->
                          f"{', '.join(sorted(BUILDERS))}")
     builder = builders.pop()
     kwargs: dict = {}
+    if builder == "text":
+        kwargs = {"encoding": "utf-8-sig"}  # a BOM (Windows editors) is not text: as read_lines, and csv/json drop it
     if suffixes == [".tsv"]:
         kwargs = {"delimiter": "\t", "quoting": 3}  # csv.QUOTE_NONE: GLUE-style TSVs contain bare quote characters
     if column_names is not None:
