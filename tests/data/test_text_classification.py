@@ -81,6 +81,10 @@ def test_text_that_is_not_utf8_names_the_file_the_line_and_the_fix(tmp_path, tok
     with pytest.raises(ValueError, match=r"train file '.*latin.csv' is not UTF-8 text: line 3 has the byte 0xe9 "
                                          r"\('é' in Latin-1/Windows-1252\); re-save the file as UTF-8"):
         TextClassificationDataModule(tokenizer_dir, train_files=str(latin))
+    lines = tmp_path / "latin.jsonl"  # pyarrow's JSON reader kept the bytes: "Invalid UTF8 sequence", no file or line
+    lines.write_bytes('{"text": "plain words", "label": 0}\n{"text": "café au lait", "label": 1}\n'.encode("cp1252"))
+    with pytest.raises(ValueError, match=r"^train file '.*latin.jsonl' is not UTF-8 text: line 2 has the byte 0xe9"):
+        TextClassificationDataModule(tokenizer_dir, train_files=str(lines))
     texts = tmp_path / "texts.txt"
     texts.write_bytes("first text\nna\xefve second\n".encode("cp1252"))
     dm = TextClassificationDataModule(tokenizer_dir, label_names=["neg", "pos"], predict_files=str(texts))
