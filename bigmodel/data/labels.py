@@ -4,7 +4,7 @@ that fixes it."""
 
 from __future__ import annotations
 
-from datasets import ClassLabel, Dataset, DatasetDict
+from datasets import ClassLabel, Dataset, DatasetDict, Json
 
 from bigmodel.data.sources.text import SPLITS, blank_rows
 
@@ -25,13 +25,21 @@ def integral_floats(ds: Dataset, column: str) -> bool:
     return all(v is not None and float(v).is_integer() for v in ds.unique(column))
 
 
+def label_values(ds: Dataset, column: str) -> list:
+    """The distinct labels of a split. A JSON column mixing kinds (``1`` and ``"pos"``) is a ``Json`` feature,
+    which ``Dataset.unique`` cannot read (a pyarrow traceback): its decoded values instead."""
+    if isinstance(ds.features[column], Json):
+        return list({repr(v): v for v in ds[column]}.values())
+    return ds.unique(column)
+
+
 def check_label_kinds(raw: DatasetDict, column: str) -> None:
     """``0``, ``1`` and ``positive`` in one column would become three classes: a silent mistake."""
     kinds: dict[str, dict[str, set[str]]] = {"numbers": {}, "names": {}}
     for split, ds in raw.items():
         if split not in SPLITS or unlabelled(split, ds, column):
             continue
-        for value in ds.unique(column):
+        for value in label_values(ds, column):
             number = isinstance(value, int) or isinstance(value, str) and value.strip().lstrip("+-").isdigit()
             kinds["numbers" if number else "names"].setdefault(str(value), set()).add(split)
     if kinds["numbers"] and kinds["names"]:

@@ -137,6 +137,10 @@ def test_labels_mixing_numbers_and_names_are_refused_in_any_split(tmp_path, toke
     ids = write_table(tmp_path / "ids.csv", [("e f", 0), ("g h", 1)])
     with pytest.raises(ValueError, match=r"mixes numbers \('0', '1' in test\) and names \('neg', 'pos' in train\)"):
         TextClassificationDataModule(tokenizer_dir, train_files=names, test_files=ids)
+    lines = tmp_path / "mixed.jsonl"  # JSON keeps the kinds apart (a Json column): it was a pyarrow traceback
+    lines.write_text('{"text": "a b", "label": "neg"}\n{"text": "c d", "label": 1}\n{"text": "e f", "label": "pos"}\n')
+    with pytest.raises(ValueError, match=r"mixes numbers \('1' in train\) and names \('neg', 'pos' in train\)"):
+        TextClassificationDataModule(tokenizer_dir, train_files=str(lines))
 
 
 def test_a_single_training_class_is_named_by_the_data_module(tmp_path, tokenizer_dir):
