@@ -33,6 +33,16 @@ def label_values(ds: Dataset, column: str) -> list:
     return ds.unique(column)
 
 
+def strip_labels(ds: Dataset, column: str) -> Dataset:
+    """``ds`` with spaces around its label names removed: ``pos `` (a space typed after it, or after a CSV comma)
+    would otherwise be a class of its own beside ``pos``, silently."""
+    if getattr(ds.features[column], "dtype", None) not in ("string", "large_string"):
+        return ds
+    if all(v is None or v == v.strip() for v in ds.unique(column)):
+        return ds
+    return ds.map(lambda b: {column: [v.strip() if isinstance(v, str) else v for v in b[column]]}, batched=True)
+
+
 def check_label_kinds(raw: DatasetDict, column: str) -> None:
     """``0``, ``1`` and ``positive`` in one column would become three classes: a silent mistake."""
     kinds: dict[str, dict[str, set[str]]] = {"numbers": {}, "names": {}}

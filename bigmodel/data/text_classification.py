@@ -19,7 +19,8 @@ from bigmodel.data.collators import ClassificationCollator
 from bigmodel.data.base import TextDataModule
 from bigmodel.data.prompts import check_template, encode_prompts
 from bigmodel.data.sampling import examples_per_class, token_lengths
-from bigmodel.data.labels import check_label_kinds, class_names, integral_floats, label_ids, unlabelled
+from bigmodel.data.labels import (check_label_kinds, class_names, integral_floats, label_ids, strip_labels,
+                                  unlabelled)
 from bigmodel.data.sources.text import (SPLITS, Files, blank_rows, check_columns, check_texts, ensure_validation,
                                         expand_files, load_local, load_source, read_lines)
 from bigmodel.data.tokenizer import WORDPIECE_VOCAB_SIZE, cached_wordpiece, check_wordpiece_settings, load_tokenizer
@@ -166,6 +167,8 @@ class TextClassificationDataModule(TextDataModule):
         for column in self._text_columns():
             if getattr(ds.features[column], "dtype", None) not in ("string", "large_string"):
                 ds = ds.cast_column(column, Value("string"))  # texts that pandas read as numbers
+        if labelled:
+            ds = strip_labels(ds, hp.label_column)
         if labelled and integral_floats(ds, hp.label_column):  # int labels that pandas read as floats (NaN rows)
             ds = ds.cast_column(hp.label_column, Value("int64"))
         return ds

@@ -75,6 +75,17 @@ def test_a_validation_class_absent_from_training_names_the_file_and_the_fix(tmp_
         dm.setup("fit")
 
 
+def test_spaces_around_a_label_name_do_not_make_it_another_class(tmp_path, tokenizer_dir):
+    """'pos ' beside 'pos' (a space typed after it or after a CSV comma) was a fourth class of two, silently."""
+    train = write_table(tmp_path / "train.csv", [("a b", "neg"), ("c d", "pos "), ("e f", " neg"), ("g h", "pos")] * 4)
+    val = tmp_path / "val.tsv"
+    val.write_text("text\tlabel\ni j\tpos \nk l\tneg\n")
+    dm = TextClassificationDataModule(tokenizer_dir, train_files=train, validation_files=str(val))
+    assert dm.class_names == ["neg", "pos"]
+    dm.setup("fit")
+    assert dm.datasets["train"]["labels"] == [0, 1, 0, 1] * 4 and dm.datasets["validation"]["labels"] == [1, 0]
+
+
 def test_text_that_is_not_utf8_names_the_file_the_line_and_the_fix(tmp_path, tokenizer_dir):
     latin = tmp_path / "latin.csv"
     latin.write_bytes("text,label\nplain words,0\ncafé au lait,1\n".encode("cp1252"))
