@@ -43,6 +43,15 @@ def strip_labels(ds: Dataset, column: str) -> Dataset:
     return ds.map(lambda b: {column: [v.strip() if isinstance(v, str) else v for v in b[column]]}, batched=True)
 
 
+def id_strings(ds: Dataset, column: str) -> bool:
+    """Labels written as digit strings (JSON's quoted ``"0"``, ``"1"``): class ids, as the same digits unquoted
+    are. Taken as names, ``"10"`` sorts before ``"2"``, so a split of unquoted ids meant other classes, silently."""
+    if getattr(ds.features[column], "dtype", None) not in ("string", "large_string"):
+        return False
+    values = [v for v in ds.unique(column) if v is not None]
+    return bool(values) and all(v.isascii() and v.isdigit() for v in values)
+
+
 def check_label_kinds(raw: DatasetDict, column: str) -> None:
     """``0``, ``1`` and ``positive`` in one column would become three classes: a silent mistake."""
     kinds: dict[str, dict[str, set[str]]] = {"numbers": {}, "names": {}}

@@ -86,6 +86,18 @@ def test_spaces_around_a_label_name_do_not_make_it_another_class(tmp_path, token
     assert dm.datasets["train"]["labels"] == [0, 1, 0, 1] * 4 and dm.datasets["validation"]["labels"] == [1, 0]
 
 
+def test_quoted_class_ids_are_ids_in_every_split(tmp_path, tokenizer_dir):
+    """JSON's "2" beside a CSV's 2: as names the classes sorted '0', '1', '10', '11', '2', ..., so the CSV's id 2 was
+    class '10' while the JSON's "2" was class '2', silently."""
+    lines = tmp_path / "train.jsonl"
+    lines.write_text("".join(f'{{"text": "text {i}", "label": "{i % 12}"}}\n' for i in range(24)))
+    val = write_table(tmp_path / "val.csv", [(f"text {i}", i) for i in range(12)])
+    dm = TextClassificationDataModule(tokenizer_dir, train_files=str(lines), validation_files=val)
+    assert dm.class_names == [str(i) for i in range(12)]
+    dm.setup("fit")
+    assert dm.datasets["train"]["labels"] == list(range(12)) * 2 and dm.datasets["validation"]["labels"] == list(range(12))
+
+
 def test_text_that_is_not_utf8_names_the_file_the_line_and_the_fix(tmp_path, tokenizer_dir):
     latin = tmp_path / "latin.csv"
     latin.write_bytes("text,label\nplain words,0\ncafé au lait,1\n".encode("cp1252"))
