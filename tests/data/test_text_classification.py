@@ -108,6 +108,10 @@ def test_text_that_is_not_utf8_names_the_file_the_line_and_the_fix(tmp_path, tok
     lines.write_bytes('{"text": "plain words", "label": 0}\n{"text": "café au lait", "label": 1}\n'.encode("cp1252"))
     with pytest.raises(ValueError, match=r"^train file '.*latin.jsonl' is not UTF-8 text: line 2 has the byte 0xe9"):
         TextClassificationDataModule(tokenizer_dir, train_files=str(lines))
+    excel = tmp_path / "excel.tsv"  # Excel's "Unicode Text": was "line 1 has the byte 0xff ('ÿ' in Latin-1...)"
+    excel.write_bytes("text\tlabel\nplain words\t0\nmore words\t1\n".encode("utf-16"))
+    with pytest.raises(ValueError, match=r"^train file '.*excel.tsv' is UTF-16 text, not UTF-8; re-save it as UTF-8"):
+        TextClassificationDataModule(tokenizer_dir, train_files=str(excel))
     texts = tmp_path / "texts.txt"
     texts.write_bytes("first text\nna\xefve second\n".encode("cp1252"))
     dm = TextClassificationDataModule(tokenizer_dir, label_names=["neg", "pos"], predict_files=str(texts))

@@ -96,6 +96,10 @@ def not_utf8(split: str, files: list[str]) -> str | None:
     all are UTF-8 (read line by line in binary: runs only after a decoding failure)."""
     for path in files:
         with open(path, "rb") as raw:
+            if raw.read(2) in (b"\xff\xfe", b"\xfe\xff"):  # the byte order mark of UTF-16 (Excel's "Unicode Text")
+                return (f"{split} file {path!r} is UTF-16 text, not UTF-8; re-save it as UTF-8 (e.g. `iconv -f utf-16 "
+                        f"-t utf-8 IN > OUT`, or 'Save as... CSV UTF-8' in a spreadsheet)")
+            raw.seek(0)
             for number, line in enumerate(raw, 1):
                 try:
                     line.decode("utf-8")
