@@ -251,6 +251,17 @@ def test_predict_and_test_need_only_the_tokenizer_label_names_and_their_own_file
         dm.setup("fit")
 
 
+def test_a_broken_jsonl_line_is_named_by_its_line_number(tmp_path, tokenizer_dir):
+    """pyarrow said "in row 4": counted from 0, and within the block it parsed, not the file's line."""
+    lines = [f'{{"text": "text {i}", "label": "{"pos" if i % 2 else "neg"}"}}' for i in range(8)]
+    lines[4] = '{"text": "a "quoted" word", "label": "pos"}'
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"^cannot read train file '.*train.jsonl': line 5 is not valid JSON \(Expecting "
+                                         r"',' delimiter at column 14\); each line of a .jsonl file is one object"):
+        TextClassificationDataModule(tokenizer_dir, train_files=str(path))
+
+
 def test_a_directory_or_a_broken_tsv_row_is_explained(tmp_path, tokenizer_dir):
     write_table(tmp_path / "a.csv", [("a b", 0), ("c d", 1)])
     with pytest.raises(ValueError, match=r"train file '.*' is a directory; give a file, or a glob of the files in it "

@@ -7,6 +7,7 @@ kind's way to the hub (image-text datasets use it too).
 from __future__ import annotations
 
 import glob
+import json
 import math
 import os
 import re
@@ -143,6 +144,10 @@ def _read_error(split: str, files: list[str], builder: str, kwargs: dict, cause:
         message = not_utf8(split, files)
         if message is not None:
             return message
+    if builder == "json" and "JSON parse error" in str(cause):
+        message = bad_json_line(split, files)
+        if message is not None:
+            return message
     fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(cause))
     if fields:
         bad = files[0] if len(files) == 1 else _first_unreadable(builder, files, kwargs)
@@ -158,6 +163,28 @@ def _read_error(split: str, files: list[str], builder: str, kwargs: dict, cause:
         return (f"{split} file {bad!r} has columns {columns[bad]} but {files[0]!r} has {columns[files[0]]}; "
                 f"give all {split} files the same columns{hint}")
     return f"cannot read {split} files {files}: {' '.join(str(cause).split())}"
+
+
+def bad_json_line(split: str, files: list[str]) -> str | None:
+    """The first line of the .jsonl ``files`` that is not a JSON object, as a message naming the file and the line:
+    pyarrow's "in row N" counts from 0 within the block it parsed, not the file's line."""
+    for path in files:
+        if not path.lower().endswith(".jsonl"):
+            continue
+        with open(path, encoding="utf-8-sig", errors="replace") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    return (f"cannot read {split} file {path!r}: line {number} is not valid JSON ({err.msg} at column "
+                            f"{err.colno}); each line of a .jsonl file is one object such as "
+                            '{"text": "...", "label": "..."}')
+                if not isinstance(row, dict):
+                    return (f"cannot read {split} file {path!r}: line {number} is a JSON {type(row).__name__}, not an "
+                            'object; each line of a .jsonl file is one object such as {"text": "...", "label": "..."}')
+    return None
 
 
 def _columns(builder: str, file: str, kwargs: dict) -> list[str]:
