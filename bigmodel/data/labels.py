@@ -4,7 +4,7 @@ that fixes it."""
 
 from __future__ import annotations
 
-from datasets import ClassLabel, Dataset, DatasetDict
+from datasets import ClassLabel, Dataset, DatasetDict, Json
 
 from bigmodel.data.sources.text import SPLITS, blank_rows
 
@@ -25,13 +25,40 @@ def integral_floats(ds: Dataset, column: str) -> bool:
     return all(v is not None and float(v).is_integer() for v in ds.unique(column))
 
 
+def label_values(ds: Dataset, column: str) -> list:
+    """The distinct labels of a split. A JSON column mixing kinds (``1`` and ``"pos"``) is a ``Json`` feature,
+    which ``Dataset.unique`` cannot read (a pyarrow traceback): its decoded values instead."""
+    if isinstance(ds.features[column], Json):
+        return list({repr(v): v for v in ds[column]}.values())
+    return ds.unique(column)
+
+
+def strip_labels(ds: Dataset, column: str) -> Dataset:
+    """``ds`` with spaces around its label names removed: ``pos `` (a space typed after it, or after a CSV comma)
+    would otherwise be a class of its own beside ``pos``, silently."""
+    if getattr(ds.features[column], "dtype", None) not in ("string", "large_string"):
+        return ds
+    if all(v is None or v == v.strip() for v in ds.unique(column)):
+        return ds
+    return ds.map(lambda b: {column: [v.strip() if isinstance(v, str) else v for v in b[column]]}, batched=True)
+
+
+def id_strings(ds: Dataset, column: str) -> bool:
+    """Labels written as digit strings (JSON's quoted ``"0"``, ``"1"``): class ids, as the same digits unquoted
+    are. Taken as names, ``"10"`` sorts before ``"2"``, so a split of unquoted ids meant other classes, silently."""
+    if getattr(ds.features[column], "dtype", None) not in ("string", "large_string"):
+        return False
+    values = [v for v in ds.unique(column) if v is not None]
+    return bool(values) and all(v.isascii() and v.isdigit() for v in values)
+
+
 def check_label_kinds(raw: DatasetDict, column: str) -> None:
     """``0``, ``1`` and ``positive`` in one column would become three classes: a silent mistake."""
     kinds: dict[str, dict[str, set[str]]] = {"numbers": {}, "names": {}}
     for split, ds in raw.items():
         if split not in SPLITS or unlabelled(split, ds, column):
             continue
-        for value in ds.unique(column):
+        for value in label_values(ds, column):
             number = isinstance(value, int) or isinstance(value, str) and value.strip().lstrip("+-").isdigit()
             kinds["numbers" if number else "names"].setdefault(str(value), set()).add(split)
     if kinds["numbers"] and kinds["names"]:

@@ -19,7 +19,8 @@ from bigmodel.data.collators import ClassificationCollator
 from bigmodel.data.base import TextDataModule
 from bigmodel.data.prompts import check_template, encode_prompts
 from bigmodel.data.sampling import examples_per_class, token_lengths
-from bigmodel.data.labels import check_label_kinds, class_names, integral_floats, label_ids, unlabelled
+from bigmodel.data.labels import (check_label_kinds, class_names, id_strings, integral_floats, label_ids,
+                                  strip_labels, unlabelled)
 from bigmodel.data.sources.text import (SPLITS, Files, blank_rows, check_columns, check_texts, ensure_validation,
                                         expand_files, load_local, load_source, read_lines)
 from bigmodel.data.tokenizer import WORDPIECE_VOCAB_SIZE, cached_wordpiece, check_wordpiece_settings, load_tokenizer
@@ -43,7 +44,8 @@ class TextClassificationDataModule(TextDataModule):
         label_column: the column of labels: class names, or class ids 0..C-1.
         column_names: names for the columns of .csv/.tsv files without a header row, e.g. ``[text, label]``.
         label_names: class names in label-id order; taken from the data when omitted (a ``ClassLabel``
-            feature, else the sorted string labels, else ``0..C-1`` named ``'0'``, ``'1'``, ...). Given, no
+            feature, else the sorted string labels, else ``0..C-1`` named ``'0'``, ``'1'``, ...; quoted ids such as
+            JSON's ``"1"`` are ids too). Given, no
             training data is needed to test or predict.
         max_length: longer texts are truncated (the number truncated is reported).
         wordpiece_vocab_size: vocabulary size of the WordPiece trained when ``tokenizer`` is None. Another
@@ -166,6 +168,10 @@ class TextClassificationDataModule(TextDataModule):
         for column in self._text_columns():
             if getattr(ds.features[column], "dtype", None) not in ("string", "large_string"):
                 ds = ds.cast_column(column, Value("string"))  # texts that pandas read as numbers
+        if labelled:
+            ds = strip_labels(ds, hp.label_column)
+        if labelled and hp.label_names is None and id_strings(ds, hp.label_column):  # "0", "1": ids, not names
+            ds = ds.cast_column(hp.label_column, Value("int64"))
         if labelled and integral_floats(ds, hp.label_column):  # int labels that pandas read as floats (NaN rows)
             ds = ds.cast_column(hp.label_column, Value("int64"))
         return ds

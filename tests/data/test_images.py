@@ -121,6 +121,26 @@ def test_image_folder_errors(tmp_path):
         ImageDataModule(dataset=str(tmp_path / "ok"), on_device=True)
 
 
+def test_hidden_folders_and_files_are_not_classes_or_images(tmp_path):
+    """Jupyter's .ipynb_checkpoints beside the class folders was a class (here: validation 'differs from train's');
+    macOS's ._0.png beside 0.png was read as an image and stopped the epoch that drew it."""
+    make_folder(tmp_path / "data" / "train")
+    make_folder(tmp_path / "data" / "val", per_class=2)
+    (tmp_path / "data" / "train" / ".ipynb_checkpoints").mkdir()
+    Image.new("RGB", (20, 20)).save(tmp_path / "data" / "train" / ".ipynb_checkpoints" / "copy.png")
+    (tmp_path / "data" / "train" / "cat" / "._0.png").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X")
+    (tmp_path / "data" / "train" / "dog" / "UPPER.PNG").write_bytes((tmp_path / "data" / "train" / "dog" / "0.png")
+                                                                   .read_bytes())
+    dm = ImageDataModule(dataset=str(tmp_path / "data"), image_size=16, batch_size=13, num_workers=0)
+    dm.setup("fit")
+    assert dm.class_names == ["cat", "dog"] and len(dm.datasets["train"]) == 13  # 12 + UPPER.PNG
+    assert next(iter(dm.train_dataloader()))["labels"].tolist().count(1) == 7
+    make_folder(tmp_path / "data" / "test", classes=("cat", "cow"), per_class=1)
+    with pytest.raises(ValueError, match=r"^the test folder's classes differ from train's: \['cow'\] not in train; "
+                                         r"\['dog'\] missing; every split needs the same class subfolders$"):
+        ImageDataModule(dataset=str(tmp_path / "data"), image_size=16, num_workers=0).setup("fit")
+
+
 def test_predict_files_take_the_training_images_size_and_channels(tmp_path):
     make_folder(tmp_path / "photos", classes=("any",), per_class=2, size=30)
     dm = ImageDataModule(dataset="digits", predict_dir=str(tmp_path / "photos"), batch_size=2)

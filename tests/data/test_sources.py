@@ -38,3 +38,21 @@ def test_a_dataset_with_local_files_too_is_refused_rather_than_reading_only_one(
                                          r"test_files would be ignored: set dataset: null to read the files, or "
                                          r"remove the files$"):
         load_source("builtin:pydoc", None, {"train": None, "validation": None, "test": str(path)}, tmp_path)
+
+
+def test_a_byte_order_mark_is_not_read_as_text_in_any_file_type(tmp_path):
+    """Windows editors start UTF-8 files with a BOM: .txt rows kept it as the first character of each file's first
+    line (a byte-level tokenizer encodes it as three tokens), where .csv/.tsv/.jsonl and read_lines drop it."""
+    from bigmodel.data.sources.text import load_local, read_lines
+
+    bom = "\ufeff"
+    files = {"a.txt": "first line\nsecond line\n", "b.txt": "third line\n",
+             "t.csv": "text,label\nfirst line,pos\n", "t.tsv": "text\tlabel\nfirst line\tpos\n",
+             "t.jsonl": '{"text": "first line", "label": "pos"}\n'}
+    for name, content in files.items():
+        (tmp_path / name).write_text(bom + content, encoding="utf-8")
+    corpus = load_local({"train": str(tmp_path / "*.txt")})["train"]
+    assert corpus["text"] == ["first line", "second line", "third line"]
+    for name in ("t.csv", "t.tsv", "t.jsonl"):
+        assert load_local({"train": str(tmp_path / name)})["train"][0] == {"text": "first line", "label": "pos"}
+    assert read_lines([str(tmp_path / "a.txt")], "predict") == ["first line", "second line"]

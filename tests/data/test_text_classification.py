@@ -75,12 +75,43 @@ def test_a_validation_class_absent_from_training_names_the_file_and_the_fix(tmp_
         dm.setup("fit")
 
 
+def test_spaces_around_a_label_name_do_not_make_it_another_class(tmp_path, tokenizer_dir):
+    """'pos ' beside 'pos' (a space typed after it or after a CSV comma) was a fourth class of two, silently."""
+    train = write_table(tmp_path / "train.csv", [("a b", "neg"), ("c d", "pos "), ("e f", " neg"), ("g h", "pos")] * 4)
+    val = tmp_path / "val.tsv"
+    val.write_text("text\tlabel\ni j\tpos \nk l\tneg\n")
+    dm = TextClassificationDataModule(tokenizer_dir, train_files=train, validation_files=str(val))
+    assert dm.class_names == ["neg", "pos"]
+    dm.setup("fit")
+    assert dm.datasets["train"]["labels"] == [0, 1, 0, 1] * 4 and dm.datasets["validation"]["labels"] == [1, 0]
+
+
+def test_quoted_class_ids_are_ids_in_every_split(tmp_path, tokenizer_dir):
+    """JSON's "2" beside a CSV's 2: as names the classes sorted '0', '1', '10', '11', '2', ..., so the CSV's id 2 was
+    class '10' while the JSON's "2" was class '2', silently."""
+    lines = tmp_path / "train.jsonl"
+    lines.write_text("".join(f'{{"text": "text {i}", "label": "{i % 12}"}}\n' for i in range(24)))
+    val = write_table(tmp_path / "val.csv", [(f"text {i}", i) for i in range(12)])
+    dm = TextClassificationDataModule(tokenizer_dir, train_files=str(lines), validation_files=val)
+    assert dm.class_names == [str(i) for i in range(12)]
+    dm.setup("fit")
+    assert dm.datasets["train"]["labels"] == list(range(12)) * 2 and dm.datasets["validation"]["labels"] == list(range(12))
+
+
 def test_text_that_is_not_utf8_names_the_file_the_line_and_the_fix(tmp_path, tokenizer_dir):
     latin = tmp_path / "latin.csv"
     latin.write_bytes("text,label\nplain words,0\ncafé au lait,1\n".encode("cp1252"))
     with pytest.raises(ValueError, match=r"train file '.*latin.csv' is not UTF-8 text: line 3 has the byte 0xe9 "
                                          r"\('é' in Latin-1/Windows-1252\); re-save the file as UTF-8"):
         TextClassificationDataModule(tokenizer_dir, train_files=str(latin))
+    lines = tmp_path / "latin.jsonl"  # pyarrow's JSON reader kept the bytes: "Invalid UTF8 sequence", no file or line
+    lines.write_bytes('{"text": "plain words", "label": 0}\n{"text": "café au lait", "label": 1}\n'.encode("cp1252"))
+    with pytest.raises(ValueError, match=r"^train file '.*latin.jsonl' is not UTF-8 text: line 2 has the byte 0xe9"):
+        TextClassificationDataModule(tokenizer_dir, train_files=str(lines))
+    excel = tmp_path / "excel.tsv"  # Excel's "Unicode Text": was "line 1 has the byte 0xff ('ÿ' in Latin-1...)"
+    excel.write_bytes("text\tlabel\nplain words\t0\nmore words\t1\n".encode("utf-16"))
+    with pytest.raises(ValueError, match=r"^train file '.*excel.tsv' is UTF-16 text, not UTF-8; re-save it as UTF-8"):
+        TextClassificationDataModule(tokenizer_dir, train_files=str(excel))
     texts = tmp_path / "texts.txt"
     texts.write_bytes("first text\nna\xefve second\n".encode("cp1252"))
     dm = TextClassificationDataModule(tokenizer_dir, label_names=["neg", "pos"], predict_files=str(texts))
@@ -133,6 +164,10 @@ def test_labels_mixing_numbers_and_names_are_refused_in_any_split(tmp_path, toke
     ids = write_table(tmp_path / "ids.csv", [("e f", 0), ("g h", 1)])
     with pytest.raises(ValueError, match=r"mixes numbers \('0', '1' in test\) and names \('neg', 'pos' in train\)"):
         TextClassificationDataModule(tokenizer_dir, train_files=names, test_files=ids)
+    lines = tmp_path / "mixed.jsonl"  # JSON keeps the kinds apart (a Json column): it was a pyarrow traceback
+    lines.write_text('{"text": "a b", "label": "neg"}\n{"text": "c d", "label": 1}\n{"text": "e f", "label": "pos"}\n')
+    with pytest.raises(ValueError, match=r"mixes numbers \('1' in train\) and names \('neg', 'pos' in train\)"):
+        TextClassificationDataModule(tokenizer_dir, train_files=str(lines))
 
 
 def test_a_single_training_class_is_named_by_the_data_module(tmp_path, tokenizer_dir):
@@ -214,6 +249,17 @@ def test_predict_and_test_need_only_the_tokenizer_label_names_and_their_own_file
     assert dm.datasets["test"]["labels"] == dm.datasets["validation"]["labels"] == [1, 0]
     with pytest.raises(FileNotFoundError, match="train file .* does not exist"):
         dm.setup("fit")
+
+
+def test_a_broken_jsonl_line_is_named_by_its_line_number(tmp_path, tokenizer_dir):
+    """pyarrow said "in row 4": counted from 0, and within the block it parsed, not the file's line."""
+    lines = [f'{{"text": "text {i}", "label": "{"pos" if i % 2 else "neg"}"}}' for i in range(8)]
+    lines[4] = '{"text": "a "quoted" word", "label": "pos"}'
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"^cannot read train file '.*train.jsonl': line 5 is not valid JSON \(Expecting "
+                                         r"',' delimiter at column 14\); each line of a .jsonl file is one object"):
+        TextClassificationDataModule(tokenizer_dir, train_files=str(path))
 
 
 def test_a_directory_or_a_broken_tsv_row_is_explained(tmp_path, tokenizer_dir):

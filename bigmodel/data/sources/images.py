@@ -165,6 +165,17 @@ UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
+class ClassFolders(ImageFolder):
+    """``ImageFolder`` whose classes are the visible subdirectories: a hidden one (``.ipynb_checkpoints`` beside the
+    class folders, ``.git``) is not a class of the classifier."""
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        classes = sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith("."))
+        if not classes:
+            raise FileNotFoundError(f"Couldn't find any class folder in {directory}.")
+        return classes, {name: i for i, name in enumerate(classes)}
+
+
 def image_folder(path: Path, transform: Callable | None) -> ImageFolder:
     """One class per subdirectory, read as predict reads files (``read_image``), with a one-line error when there
     is nothing to read."""
@@ -172,7 +183,7 @@ def image_folder(path: Path, transform: Callable | None) -> ImageFolder:
     if not path.is_dir():
         raise FileNotFoundError(f"image folder {str(path)!r} does not exist")
     try:
-        return ImageFolder(str(path), transform=transform, loader=read_image, is_valid_file=is_image)
+        return ClassFolders(str(path), transform=transform, loader=read_image, is_valid_file=is_image)
     except FileNotFoundError as err:
         raise ValueError(
             f"image folder {str(path)!r} has no images: expected {path}/<class name>/<image> files with one of "
@@ -194,8 +205,10 @@ def folder_splits(root: Path) -> dict[str, Path | None]:
 
 
 def is_image(path: str) -> bool:
-    """Whether a file's name says it is an image that predict and image folders read."""
-    return path.lower().endswith(IMAGE_EXTENSIONS)
+    """Whether a file's name says it is an image that predict and image folders read: not a hidden file, such as
+    the ``._photo.jpg`` metadata that macOS writes beside each file on a shared or FAT drive (not an image, it
+    stopped training at the first batch that drew it)."""
+    return path.lower().endswith(IMAGE_EXTENSIONS) and not os.path.basename(path).startswith(".")
 
 
 def list_images(path: Path) -> list[str]:

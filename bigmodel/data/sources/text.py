@@ -7,6 +7,7 @@ kind's way to the hub (image-text datasets use it too).
 from __future__ import annotations
 
 import glob
+import json
 import math
 import os
 import re
@@ -67,6 +68,8 @@ def _load_split(split: str, files: list[str], column_names: list[str] | None) ->
                          f"{', '.join(sorted(BUILDERS))}")
     builder = builders.pop()
     kwargs: dict = {}
+    if builder == "text":
+        kwargs = {"encoding": "utf-8-sig"}  # a BOM (Windows editors) is not text: as read_lines, and csv/json drop it
     if suffixes == [".tsv"]:
         kwargs = {"delimiter": "\t", "quoting": 3}  # csv.QUOTE_NONE: GLUE-style TSVs contain bare quote characters
     if column_names is not None:
@@ -75,7 +78,10 @@ def _load_split(split: str, files: list[str], column_names: list[str] | None) ->
                              "columns themselves: remove data.init_args.column_names")
         kwargs["column_names"] = list(column_names)
     try:
-        return load_dataset(builder, data_files={split: files}, split=split, **kwargs)
+        ds = load_dataset(builder, data_files={split: files}, split=split, **kwargs)
+        if builder == "json":
+            check_utf8(ds, split, files)
+        return ds
     except DatasetGenerationError as err:
         cause = err.__cause__ or err.__context__ or err
         raise ValueError(_read_error(split, files, builder, kwargs, cause)) from err
@@ -91,6 +97,10 @@ def not_utf8(split: str, files: list[str]) -> str | None:
     all are UTF-8 (read line by line in binary: runs only after a decoding failure)."""
     for path in files:
         with open(path, "rb") as raw:
+            if raw.read(2) in (b"\xff\xfe", b"\xfe\xff"):  # the byte order mark of UTF-16 (Excel's "Unicode Text")
+                return (f"{split} file {path!r} is UTF-16 text, not UTF-8; re-save it as UTF-8 (e.g. `iconv -f utf-16 "
+                        f"-t utf-8 IN > OUT`, or 'Save as... CSV UTF-8' in a spreadsheet)")
+            raw.seek(0)
             for number, line in enumerate(raw, 1):
                 try:
                     line.decode("utf-8")
@@ -101,6 +111,19 @@ def not_utf8(split: str, files: list[str]) -> str | None:
                             f"({latin!r} in Latin-1/Windows-1252); re-save the file as UTF-8 (e.g. "
                             f"`iconv -f cp1252 -t utf-8 IN > OUT`, or 'Save as... UTF-8' in a spreadsheet)")
     return None
+
+
+def check_utf8(ds: Dataset, split: str, files: list[str]) -> None:
+    """pyarrow's JSON reader stores bytes that are not UTF-8 as they are, and the first look at those rows then fails
+    with "Invalid UTF8 sequence" and no file or line: validated here (a C++ scan of the table), as the CSV and text
+    readers, which decode in Python, report it."""
+    try:
+        ds.data.table.validate(full=True)
+    except pa.ArrowInvalid:
+        message = not_utf8(split, files)
+        if message is None:
+            raise
+        raise ValueError(message) from None
 
 
 def read_lines(files: list[str], split: str) -> list[str]:
@@ -121,6 +144,10 @@ def _read_error(split: str, files: list[str], builder: str, kwargs: dict, cause:
         message = not_utf8(split, files)
         if message is not None:
             return message
+    if builder == "json" and "JSON parse error" in str(cause):
+        message = bad_json_line(split, files)
+        if message is not None:
+            return message
     fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(cause))
     if fields:
         bad = files[0] if len(files) == 1 else _first_unreadable(builder, files, kwargs)
@@ -136,6 +163,28 @@ def _read_error(split: str, files: list[str], builder: str, kwargs: dict, cause:
         return (f"{split} file {bad!r} has columns {columns[bad]} but {files[0]!r} has {columns[files[0]]}; "
                 f"give all {split} files the same columns{hint}")
     return f"cannot read {split} files {files}: {' '.join(str(cause).split())}"
+
+
+def bad_json_line(split: str, files: list[str]) -> str | None:
+    """The first line of the .jsonl ``files`` that is not a JSON object, as a message naming the file and the line:
+    pyarrow's "in row N" counts from 0 within the block it parsed, not the file's line."""
+    for path in files:
+        if not path.lower().endswith(".jsonl"):
+            continue
+        with open(path, encoding="utf-8-sig", errors="replace") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    return (f"cannot read {split} file {path!r}: line {number} is not valid JSON ({err.msg} at column "
+                            f"{err.colno}); each line of a .jsonl file is one object such as "
+                            '{"text": "...", "label": "..."}')
+                if not isinstance(row, dict):
+                    return (f"cannot read {split} file {path!r}: line {number} is a JSON {type(row).__name__}, not an "
+                            'object; each line of a .jsonl file is one object such as {"text": "...", "label": "..."}')
+    return None
 
 
 def _columns(builder: str, file: str, kwargs: dict) -> list[str]:
