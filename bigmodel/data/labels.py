@@ -4,7 +4,7 @@ that fixes it."""
 
 from __future__ import annotations
 
-from datasets import ClassLabel, Dataset, DatasetDict, Json
+from datasets import ClassLabel, Dataset, DatasetDict, Json, Value
 
 from bigmodel.data.sources.text import SPLITS, blank_rows
 
@@ -50,6 +50,17 @@ def id_strings(ds: Dataset, column: str) -> bool:
         return False
     values = [v for v in ds.unique(column) if v is not None]
     return bool(values) and all(v.isascii() and v.isdigit() for v in values)
+
+
+def normalise_labels(ds: Dataset, column: str, names_given: bool) -> Dataset:
+    """One split's labels as the rest of the module reads them: spaces around names removed, digit strings as ids
+    (unless ``label_names`` name the classes) and pandas' integral floats as ints."""
+    ds = strip_labels(ds, column)
+    if not names_given and id_strings(ds, column):
+        ds = ds.cast_column(column, Value("int64"))
+    if integral_floats(ds, column):  # int labels that pandas read as floats (a column with NaN rows)
+        ds = ds.cast_column(column, Value("int64"))
+    return ds
 
 
 def check_label_kinds(raw: DatasetDict, column: str) -> None:

@@ -19,8 +19,7 @@ from bigmodel.data.collators import ClassificationCollator
 from bigmodel.data.base import TextDataModule
 from bigmodel.data.prompts import check_template, encode_prompts
 from bigmodel.data.sampling import examples_per_class, token_lengths
-from bigmodel.data.labels import (check_label_kinds, class_names, id_strings, integral_floats, label_ids,
-                                  strip_labels, unlabelled)
+from bigmodel.data.labels import check_label_kinds, class_names, label_ids, normalise_labels, unlabelled
 from bigmodel.data.sources.text import (SPLITS, Files, blank_rows, check_columns, check_texts, ensure_validation,
                                         expand_files, load_local, load_source, read_lines)
 from bigmodel.data.tokenizer import WORDPIECE_VOCAB_SIZE, cached_wordpiece, check_wordpiece_settings, load_tokenizer
@@ -168,13 +167,7 @@ class TextClassificationDataModule(TextDataModule):
         for column in self._text_columns():
             if getattr(ds.features[column], "dtype", None) not in ("string", "large_string"):
                 ds = ds.cast_column(column, Value("string"))  # texts that pandas read as numbers
-        if labelled:
-            ds = strip_labels(ds, hp.label_column)
-        if labelled and hp.label_names is None and id_strings(ds, hp.label_column):  # "0", "1": ids, not names
-            ds = ds.cast_column(hp.label_column, Value("int64"))
-        if labelled and integral_floats(ds, hp.label_column):  # int labels that pandas read as floats (NaN rows)
-            ds = ds.cast_column(hp.label_column, Value("int64"))
-        return ds
+        return normalise_labels(ds, hp.label_column, hp.label_names is not None) if labelled else ds
 
     def _class_names(self) -> list[str]:
         hp = self.hparams

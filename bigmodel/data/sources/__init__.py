@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bigmodel.data.sources import text
+from bigmodel.data.sources import read_errors, text
 from bigmodel.data.sources.text import (BUILDERS, HEADERLESS_HINT, Files, blank_rows, check_columns, ensure_validation,
                                         expand_files, load_hub, load_local, load_source, looks_like_data, not_utf8,
                                         read_lines)
@@ -42,8 +42,11 @@ __all__ = ["BUILDERS", "HEADERLESS_HINT", "Files", "HubUnavailableError", "blank
 
 
 def __getattr__(name: str) -> Any:
-    """Any other name the one-module ``sources`` had (its helpers and imports) is ``text``'s."""
-    try:
-        return getattr(text, name)
-    except AttributeError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    """Any other name the one-module ``sources`` had (its helpers and imports) is ``text``'s, or, for what reports a
+    file that cannot be read, ``read_errors``' (``_read_error`` is its ``read_error``)."""
+    for module in (text, read_errors):
+        if hasattr(module, name):
+            return getattr(module, name)
+    if name == "_read_error":
+        return read_errors.read_error
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
