@@ -184,3 +184,15 @@ def test_a_fit_reloading_its_dataloaders_resumes_mid_epoch_exactly(tmp_path):
     for (name, a), b in zip(full.model.named_parameters(), resumed.model.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
 
+
+@pytest.mark.parametrize("given", [["DeviceStatsMonitor"], ["bigmodel.run.progress.ProgressLog",
+                                                              "--trainer.callbacks.every_seconds=0"]])
+def test_callbacks_given_with_equals_keep_bigmodels_own(given, tmp_path):
+    """``--trainer.callbacks=X`` (one callback, not a list) failed with "'X' object is not iterable"; it replaces
+    the config's callbacks only: bigmodel's own are all there, a ProgressLog given replacing the default one."""
+    cli = BigModelCLI(args=digits("validate", tmp_path, f"--trainer.callbacks={given[0]}", *given[1:]))
+    names = [type(cb).__name__ for cb in cli.trainer.callbacks]
+    for own in ("StopSafely", "KeepPreviousCheckpoints", "EarlyStoppingNotes", "ProgressLog", "BestScoreHParam",
+                "AttentionMaps", "Checkpoint"):
+        assert names.count(own) == 1, names
+    assert given[0].rsplit(".", 1)[-1] in names
