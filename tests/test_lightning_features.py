@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from bigmodel.commands.cli import BigModelCLI
+from bigmodel.run.stopping import RunStopped
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = str(ROOT / "experiments" / "quickstart" / "digits_cnn.yaml")
@@ -156,3 +157,45 @@ def test_checkpoints_every_n_steps_choose_the_best_from_the_weights_validated(tm
     assert torch.load(callback.last_model_path, weights_only=False)["global_step"] == 6
     validated = BigModelCLI(args=digits("validate", tmp_path, "--ckpt_path", callback.best_model_path))
     assert validated.trainer.callback_metrics["val/acc"].item() == pytest.approx(callback.best_model_score.item())
+
+
+def test_overfit_batches_trains_the_same_first_batches_every_epoch(tmp_path):
+    """``--trainer.overfit_batches 2``: Lightning swapped bigmodel's resumable sampler for one of plain indices,
+    which the (epoch, index) dataset could not read (a TypeError in the first batch). Now 2 batches an epoch, the
+    data's first, in order, and the lr schedule built for those steps ends at zero."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cli = BigModelCLI(args=digits("fit", tmp_path, "--trainer.max_epochs", "2", "--trainer.overfit_batches", "2"))
+    assert not any("turning off the train dataloader shuffling" in str(w.message) for w in caught)
+    assert cli.trainer.global_step == cli.model._schedule_steps == 4
+    assert cli.trainer.optimizers[0].param_groups[0]["lr"] == 0.0
+    assert [i for _, i in cli.trainer.train_dataloader.sampler][:3] == [0, 1, 2]
+
+
+def test_a_fit_reloading_its_dataloaders_resumes_mid_epoch_exactly(tmp_path):
+    """``--trainer.reload_dataloaders_every_n_epochs 1``, stopped mid-epoch and resumed: the same weights as a fit
+    that never stopped (the loader rebuilt as the resumed epoch started trained that epoch from its first batch)."""
+    common = ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "6",
+              "--trainer.reload_dataloaders_every_n_epochs", "1"]
+    full = BigModelCLI(args=digits("fit", tmp_path / "full", *common))
+    stop = ["--trainer.callbacks+=tests.helpers.SignalAtStep", "--trainer.callbacks.step=8",
+            "--trainer.callbacks.signal_name=SIGINT"]
+    with pytest.raises(RunStopped, match="at step 8"):
+        BigModelCLI(args=digits("fit", tmp_path / "stopped", *common, *stop))
+    resumed = BigModelCLI(args=digits("fit", tmp_path / "stopped", *common, "--ckpt_path", "last"))
+    assert resumed.trainer.global_step == full.trainer.global_step == 12
+    for (name, a), b in zip(full.model.named_parameters(), resumed.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize("given", [["DeviceStatsMonitor"], ["bigmodel.run.progress.ProgressLog",
+                                                              "--trainer.callbacks.every_seconds=0"]])
+def test_callbacks_given_with_equals_keep_bigmodels_own(given, tmp_path):
+    """``--trainer.callbacks=X`` (one callback, not a list) failed with "'X' object is not iterable"; it replaces
+    the config's callbacks only: bigmodel's own are all there, a ProgressLog given replacing the default one."""
+    cli = BigModelCLI(args=digits("validate", tmp_path, f"--trainer.callbacks={given[0]}", *given[1:]))
+    names = [type(cb).__name__ for cb in cli.trainer.callbacks]
+    for own in ("StopSafely", "KeepPreviousCheckpoints", "EarlyStoppingNotes", "ProgressLog", "BestScoreHParam",
+                "AttentionMaps", "Checkpoint"):
+        assert names.count(own) == 1, names
+    assert given[0].rsplit(".", 1)[-1] in names

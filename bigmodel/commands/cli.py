@@ -161,7 +161,8 @@ class BigModelCLI(LightningCLI):
             extra = [cb for cb in extra if not isinstance(cb, L.pytorch.callbacks.ModelCheckpoint)]
         if config.get("enable_progress_bar") is None and not interactive():
             config["enable_progress_bar"] = False  # a bar in a file is its last frame, or a line per refresh
-        given = list(config.get("callbacks") or [])
+        given = config.get("callbacks") or []
+        given = list(given) if isinstance(given, list) else [given]  # ``--trainer.callbacks=X``: one, no list
         trainer = self._instantiate_trainer(config, extra)
         # a monitoring callback in the config's trainer.callbacks replaces the default one of its class (settings,
         # or switching it off), instead of running twice

@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from bigmodel.data.sampling import EpochIndexed, ResumableSampler
+from bigmodel.data.sampling import EpochIndexed, InOrderSampler, ResumableSampler
 from bigmodel.utils.hub import default_cache_dir
 
 
@@ -55,9 +55,13 @@ class DataModule(L.LightningDataModule):
         hp = self.hparams
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        sampler = ResumableSampler(len(dataset), hp.seed, rank=rank, world_size=world, lengths=lengths,
-                                   batch_size=hp.batch_size,
-                                   current_epoch=(lambda: trainer.current_epoch) if trainer is not None else None)
+        epoch = (lambda: trainer.current_epoch) if trainer is not None else None
+        if trainer is not None and trainer.overfit_batches > 0:  # the same first batches every epoch
+            sampler = InOrderSampler(len(dataset), hp.seed, rank=rank, world_size=world, batch_size=hp.batch_size,
+                                     current_epoch=epoch)
+        else:
+            sampler = ResumableSampler(len(dataset), hp.seed, rank=rank, world_size=world, lengths=lengths,
+                                       batch_size=hp.batch_size, current_epoch=epoch)
         share = -(-len(dataset) // world)
         if hp.batch_size > share:
             each = f" ({share} per device)" if world > 1 else ""
@@ -66,8 +70,11 @@ class DataModule(L.LightningDataModule):
                            "more steps")
         if self._resume is not None:  # restored mid-epoch: skip what this rank already trained on
             epoch, consumed = self._resume
-            sampler.resume(epoch, consumed * hp.batch_size)  # nothing is skipped if that epoch had finished
-            self._resume = None
+            # nothing is skipped if that epoch had finished. Every loader built for this fit skips (one whose
+            # iteration is that epoch's): the one the schedule's length was counted with is built again when
+            # reload_dataloaders_every_n_epochs reloads it as the resumed epoch starts (it trained from the epoch's
+            # first batch)
+            sampler.resume(epoch, consumed * hp.batch_size)
         return self.loader(EpochIndexed(dataset), collate_fn, sampler=sampler, drop_last=drop_last, resumable=True)
 
     def hold_out(self, n: int) -> tuple[list[int], list[int]]:
@@ -96,6 +103,11 @@ class DataModule(L.LightningDataModule):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._resume = (state["epoch"], state["consumed_batches"])
         self._consumed = self._resume
+
+    def teardown(self, stage: str) -> None:
+        """A resumed fit's position is its own: a later fit of this data module starts at the beginning."""
+        if stage == "fit":
+            self._resume = None
 
     def loader(
         self,

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler, SequentialSampler
 
 from bigmodel.utils.seeding import mix_seed
 
@@ -93,6 +93,16 @@ class ResumableSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return self.num_samples
+
+
+class InOrderSampler(ResumableSampler, SequentialSampler):
+    """``ResumableSampler`` in the data's own order, for ``--trainer.overfit_batches``: Lightning swaps a training
+    sampler that is not a ``SequentialSampler`` for one of plain indices, which ``EpochIndexed`` cannot read (the
+    fit failed in its first batch). Being one, it is kept: the same first batches every epoch, resumable."""
+
+    def __init__(self, length: int, seed: int, **kwargs: Any) -> None:
+        super().__init__(length, seed, shuffle=False, **kwargs)
+        self.data_source = range(length)  # (SequentialSampler's attribute)
 
 
 def token_lengths(ds: datasets.Dataset) -> list[int]:
