@@ -106,7 +106,8 @@ class InOrderSampler(ResumableSampler, SequentialSampler):
 
 
 def token_lengths(ds: datasets.Dataset) -> list[int]:
-    """Tokens per example of a tokenised dataset (for ``group_by_length``), read from the Arrow column without decoding the ids (60k texts in about 1 ms)."""
+    """Tokens per example of a tokenised dataset (for ``group_by_length``), read from the Arrow column without
+    decoding the ids (60k texts in about 1 ms)."""
     import pyarrow.compute as pc
 
     return pc.list_value_length(ds.with_format("arrow")["input_ids"]).to_pylist()
