@@ -199,3 +199,29 @@ def test_callbacks_given_with_equals_keep_bigmodels_own(given, tmp_path):
                 "AttentionMaps", "Checkpoint"):
         assert names.count(own) == 1, names
     assert given[0].rsplit(".", 1)[-1] in names
+
+
+def test_a_fit_max_time_ended_says_so_and_a_resume_with_no_time_left_says_nothing_trained(tmp_path, caplog):
+    """max_time ends a fit in a line naming the step and how to train on; Lightning's Timer counts the time of the
+    fits a checkpoint continues, so a resume with the same max_time stopped before its first step, saying only
+    "Time limit reached". (The time already spent is set in last.ckpt: just short of the limit, then past it.)"""
+    last = tmp_path / "digits-cnn" / "checkpoints" / "last.ckpt"
+
+    def resume(spent: float) -> list[str]:
+        saved = torch.load(last, weights_only=False)
+        saved["callbacks"]["Timer"]["time_elapsed"]["train"] = spent
+        torch.save(saved, last)
+        return digits("fit", tmp_path, "--trainer.max_steps", "6", "--trainer.limit_train_batches", "2",
+                      "--trainer.max_time", "00:00:10:00", "--ckpt_path", "last")
+
+    BigModelCLI(args=digits("fit", tmp_path, "--trainer.max_steps", "2", "--trainer.limit_train_batches", "2",
+                            "--trainer.max_time", "00:00:10:00"))
+    with caplog.at_level("INFO"):
+        assert BigModelCLI(args=resume(600 - 1e-6)).trainer.global_step == 3
+    assert "--trainer.max_time (600 s) ended the fit at step 3 (epoch 1); to train on, resume with --ckpt_path last " \
+           "and a larger max_time" in caplog.text, caplog.text
+    resumed, said = warned(resume(700))
+    assert resumed.trainer.global_step == 3
+    assert "--trainer.max_time (600 s) was spent before this fit began: the fits of the checkpoint it continues " \
+           "trained 700 s, and the limit counts them; nothing trained (still step 3): give a larger max_time to train " \
+           "on" in said, said

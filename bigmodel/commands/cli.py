@@ -24,7 +24,7 @@ from bigmodel.commands import COMMANDS, OVERVIEW, ckpt_path, run_notes
 from bigmodel.run.log_versions import follow_claimed_version
 from bigmodel.run.predictions import PredictionWriter
 from bigmodel.run.callbacks import (Checkpoint, EarlyStoppingNotes, KeepPreviousCheckpoints, ModelSummary, ProgressBar,
-                                    TokenizerCheckpoint, default_checkpoint_dir)
+                                    TimeLimitNotes, TokenizerCheckpoint, default_checkpoint_dir)
 from bigmodel.run.figures import AttentionMaps, MaskedPredictions, RetrievalExamples
 from bigmodel.run.progress import BestScoreHParam, ProgressLog, interactive
 from bigmodel.run.stop_signals import stop_cause
@@ -71,8 +71,8 @@ class BigModelCLI(LightningCLI):
                     "init_args": {"save_dir": "runs", "name": "default"},
                 },
                 "callbacks": [LearningRateMonitor(logging_interval="step"), TokenizerCheckpoint(), StopSafely(),
-                              KeepPreviousCheckpoints(), EarlyStoppingNotes(), ProgressLog(), BestScoreHParam(),
-                              AttentionMaps(), MaskedPredictions(), RetrievalExamples()],
+                              KeepPreviousCheckpoints(), EarlyStoppingNotes(), TimeLimitNotes(), ProgressLog(),
+                              BestScoreHParam(), AttentionMaps(), MaskedPredictions(), RetrievalExamples()],
                 "plugins": [{"class_path": "bigmodel.run.checkpoint_io.AtomicCheckpointIO"}],  # a path: serialisable
             },
             # parse errors raise instead of printing a ~50-line usage block; main() prints them as one line. No

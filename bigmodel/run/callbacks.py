@@ -11,7 +11,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import (Callback, EarlyStopping, ModelCheckpoint, RichProgressBar,
-                                         StochasticWeightAveraging)
+                                         StochasticWeightAveraging, Timer)
 from lightning.pytorch.callbacks import ModelSummary as LightningModelSummary
 from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
@@ -173,6 +173,41 @@ class EarlyStoppingNotes(Callback):
             reason = reason.removesuffix(" Signaling Trainer to stop.").rstrip(".")
             rank_zero_info(f"EarlyStopping ended the fit at step {trainer.global_step} (epoch {cb.stopped_epoch}): "
                            f"{reason}")
+
+
+class TimeLimitNotes(Callback):
+    """What a fit that ``--trainer.max_time`` ended leaves unsaid: the step, and how to train on. Lightning's Timer
+    counts the training time of every fit a checkpoint continues, so ``--ckpt_path last`` with the same max_time
+    stopped before its first step, saying only "Time limit reached"."""
+
+    def __init__(self) -> None:
+        self._spent, self._epoch = 0.0, 0
+
+    @staticmethod
+    def _timer(trainer: L.Trainer) -> Timer | None:
+        return next((cb for cb in trainer.callbacks if isinstance(cb, Timer) and cb._duration is not None), None)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """After the callbacks' states are restored: the training time of the fits this one continues."""
+        timer = self._timer(trainer)
+        self._spent = 0.0 if timer is None else float(timer._offset)
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        self._epoch = trainer.current_epoch  # (the trainer's is one more once a stop has ended the epoch)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        timer = self._timer(trainer)
+        if timer is not None and trainer.should_stop and timer.time_remaining() <= 0:
+            rank_zero_info(f"--trainer.max_time ({timer._duration:g} s) ended the fit at step {trainer.global_step} "
+                           f"(epoch {self._epoch}); to train on, resume with --ckpt_path last and a larger "
+                           "max_time (it counts this fit's time too)")
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        timer = self._timer(trainer)
+        if timer is not None and self._spent >= timer._duration:
+            rank_zero_warn(f"--trainer.max_time ({timer._duration:g} s) was spent before this fit began: the fits "
+                           f"of the checkpoint it continues trained {self._spent:.0f} s, and the limit counts them; "
+                           f"nothing trained (still step {trainer.global_step}): give a larger max_time to train on")
 
 
 def _holds_swa_average(trainer: L.Trainer, pl_module: L.LightningModule) -> bool:
