@@ -225,3 +225,15 @@ def test_a_fit_max_time_ended_says_so_and_a_resume_with_no_time_left_says_nothin
     assert "--trainer.max_time (600 s) was spent before this fit began: the fits of the checkpoint it continues " \
            "trained 700 s, and the limit counts them; nothing trained (still step 3): give a larger max_time to train " \
            "on" in said, said
+
+
+def test_a_stop_signal_with_checkpointing_off_promises_no_last_checkpoint(tmp_path, capsys):
+    """``--trainer.enable_checkpointing false``: SIGTERM's notice said "saving last.ckpt", which was never written."""
+    with pytest.raises(RunStopped, match=r"at step 1 .*; no checkpoint saved \(checkpointing off\)$"):
+        BigModelCLI(args=digits("fit", tmp_path, "--trainer.max_steps", "4", "--trainer.limit_train_batches", "2",
+                                "--trainer.enable_checkpointing", "false",
+                                "--trainer.callbacks+=tests.helpers.SignalAtStep", "--trainer.callbacks.step=1"))
+    err = capsys.readouterr().err
+    assert "bigmodel: SIGTERM received: stopping after this optimizer step and saving nothing (checkpointing off)" \
+        in err, err
+    assert not list(tmp_path.rglob("*.ckpt"))

@@ -86,8 +86,10 @@ class StopSafely(Callback):
             _, name = stop_cause(signum)
             heard = f"{name} received" if name == signal.Signals(signum).name else f"SIGTERM from {name}"
             try:
-                print(f"bigmodel: {heard}: stopping after this optimizer step and saving last.ckpt{again}",
-                      file=sys.stderr, flush=True)
+                saving = "saving last.ckpt" if trainer is None or _last_callback(trainer) is not None else \
+                    "saving nothing (checkpointing off)"
+                print(f"bigmodel: {heard}: stopping after this optimizer step and {saving}{again}", file=sys.stderr,
+                      flush=True)
             except OSError:  # stderr is gone (a pipe whose reader ended): the stop goes on without its notice
                 pass
 
