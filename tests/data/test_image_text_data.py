@@ -223,6 +223,15 @@ def test_csv_split_column_and_errors(tmp_path):
         ImageTextDataModule(dataset=empty)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         ImageTextDataModule(dataset=str(tmp_path / "none.csv"))
+    quoted = tmp_path / "quoted.csv"  # a caption over two lines: the rows below it were numbered one line early
+    quoted.write_text('path,caption\nimg/0.png,"a picture\nover two lines"\nimg/nowhere.png,lost\n')
+    with pytest.raises(FileNotFoundError, match=r"image 'img/nowhere.png' \(line 4 of"):
+        ImageTextDataModule(dataset=str(quoted))
+    comma = tmp_path / "comma.csv"  # the caption was cut to "a dog" without a word
+    comma.write_text("path,caption\nimg/0.png,fine\nimg/1.png,a dog, running\n")
+    with pytest.raises(ValueError, match=r"^line 3 of CSV file '.*comma.csv' has 3 fields where 2 are expected; a "
+                                         r"caption that contains a comma must be in double quotes"):
+        ImageTextDataModule(dataset=str(comma))
 
 
 def test_saved_hugging_face_dataset_with_caption_lists(tmp_path):

@@ -158,7 +158,10 @@ def load_csv(path: Path, image_column: str, caption_column: str, hold_out: HoldO
             reader = csv.DictReader(f)
             columns = [c.strip() for c in reader.fieldnames or []]
             reader.fieldnames = columns
-            rows = list(reader)
+            rows, end = [], 1  # (the line a row starts on, the row): a quoted caption may hold line breaks
+            for row in reader:
+                rows.append((end + 1, row))
+                end = reader.line_num
     except UnicodeDecodeError:
         raise ValueError(not_utf8("captions", [str(path)])) from None
     where = f"CSV file {str(path)!r}"
@@ -171,7 +174,11 @@ def load_csv(path: Path, image_column: str, caption_column: str, hold_out: HoldO
     if not rows:
         raise ValueError(f"{where} has no rows below its header; add path,caption rows")
     images: dict[str, tuple[str, list[str]]] = {}  # path -> (split, captions), in order of first appearance
-    for line, row in enumerate(rows, start=2):
+    for line, row in rows:
+        if None in row:  # more cells than columns: DictReader keeps them apart, and the caption was cut at a comma
+            raise ValueError(f"line {line} of {where} has {len(columns) + len(row[None])} fields where {len(columns)} "
+                             'are expected; a caption that contains a comma must be in double quotes ("a dog, '
+                             'running"), and a quote inside it doubled ("")')
         file = (row[image_column] or "").strip()
         caption = (row[caption_column] or "").strip()
         if not caption:
