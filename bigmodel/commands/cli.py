@@ -23,8 +23,9 @@ from bigmodel.run import directory as runs
 from bigmodel.commands import COMMANDS, OVERVIEW, ckpt_path, run_notes
 from bigmodel.run.log_versions import follow_claimed_version
 from bigmodel.run.predictions import PredictionWriter
-from bigmodel.run.callbacks import (Checkpoint, EarlyStoppingNotes, KeepPreviousCheckpoints, ModelSummary, ProgressBar,
-                                    TimeLimitNotes, TokenizerCheckpoint, default_checkpoint_dir)
+from bigmodel.run.callbacks import (Checkpoint, KeepPreviousCheckpoints, ModelSummary, ProgressBar, TokenizerCheckpoint,
+                                    default_checkpoint_dir)
+from bigmodel.run.stop_notes import EarlyStoppingNotes, TimeLimitNotes
 from bigmodel.run.figures import AttentionMaps, MaskedPredictions, RetrievalExamples
 from bigmodel.run.progress import BestScoreHParam, ProgressLog, interactive
 from bigmodel.run.stop_signals import stop_cause
