@@ -237,3 +237,15 @@ def test_a_stop_signal_with_checkpointing_off_promises_no_last_checkpoint(tmp_pa
     assert "bigmodel: SIGTERM received: stopping after this optimizer step and saving nothing (checkpointing off)" \
         in err, err
     assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_a_last_ckpt_of_a_step_save_keeps_the_best_checkpoints_record(tmp_path):
+    """A step save (every 5 steps, validations every 2) writes last.ckpt with the checkpoint callback's state under
+    its own key: a resume from it knows the best so far (the state was stored under another key, so a resume lost
+    best_model_score and the first validation after it overwrote best.ckpt whatever its score)."""
+    fit = BigModelCLI(args=digits("fit", tmp_path, "--trainer.max_steps", "5", "--trainer.val_check_interval", "2",
+                                  "--checkpoint.every_n_train_steps", "5"))
+    key = fit.trainer.checkpoint_callback.state_key
+    saved = torch.load(fit.trainer.checkpoint_callback.last_model_path, weights_only=False)
+    assert saved["global_step"] == 5 and key in saved["callbacks"], list(saved["callbacks"])
+    assert saved["callbacks"][key]["best_model_score"] == fit.trainer.checkpoint_callback.best_model_score

@@ -48,8 +48,8 @@ def id_strings(ds: Dataset, column: str) -> bool:
     are. Taken as names, ``"10"`` sorts before ``"2"``, so a split of unquoted ids meant other classes, silently."""
     if getattr(ds.features[column], "dtype", None) not in ("string", "large_string"):
         return False
-    values = [v for v in ds.unique(column) if v is not None]
-    return bool(values) and all(v.isascii() and v.isdigit() for v in values)
+    values = [v for v in ds.unique(column) if v is not None]  # written as ids are: "7", not "007" (a name then)
+    return bool(values) and all(v.isascii() and v.isdigit() and str(int(v)) == v for v in values)
 
 
 def normalise_labels(ds: Dataset, column: str, names_given: bool) -> Dataset:

@@ -53,22 +53,34 @@ class Checkpoint(ModelCheckpoint):
     without validation), as its docs describe, not only those where ``best.ckpt`` improved (what Lightning 2.6
     does): a job killed late in a run that stopped improving early must not lose the epochs in between.
 
-    And with saves every N steps or minutes (``every_n_train_steps``, ``train_time_interval``) the best is chosen
-    at each validation, from the weights validated: Lightning chose it at the step saves, by the last validation's
-    score, so ``best.ckpt`` held later weights than the score it was chosen by (and a validation between saves
-    chose nothing). The step saves write ``last.ckpt``, to resume from (before the first validation too)."""
+    And with saves every N steps or minutes (``every_n_train_steps``, ``train_time_interval``) and a validation
+    score to monitor, the best is chosen at each validation, from the weights validated: Lightning chose it at the
+    step saves, by the last validation's score, so ``best.ckpt`` held later weights than the score it was chosen by
+    (and a validation between saves chose nothing). The step saves write ``last.ckpt``, to resume from (before the
+    first validation too). Not with ``save_top_k: -1`` (a file per step save is then what is asked for) nor
+    ``save_last: link`` (a link needs a top-k file to point at): Lightning's choice as it is."""
 
     _between_validations = False
 
+    def _chooses_at_validations(self) -> bool:
+        saves_by_time = self._every_n_train_steps >= 1 or self._train_time_interval is not None
+        return (saves_by_time and bool(self.monitor) and self.monitor.startswith("val") and self.save_top_k != -1
+                and self.save_last != "link")
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if not self.monitor:
+        if not self._chooses_at_validations():
             return super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        monitor, self.monitor, self._between_validations = self.monitor, None, True  # (None: no wait for a score)
-        try:
+        self._between_validations = True  # no top-k here (``_save_topk_checkpoint``); the monitor, and so the
+        try:  # state_key a resume finds this callback's state under, stays as it is
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         finally:
-            self.monitor, self._between_validations = monitor, False
+            self._between_validations = False
+        if self._defer_save_until_validation:  # Lightning waited for a fresh score to save at all
+            self._defer_save_until_validation = False
+            validation_next = self.monitor in self._monitor_candidates(trainer)  # (its last batch: it writes last)
+            if self.save_last and not validation_next and not self._should_skip_saving_checkpoint(trainer):
+                self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
@@ -81,14 +93,15 @@ class Checkpoint(ModelCheckpoint):
             self._after_validation(trainer)
 
     def _after_validation(self, trainer: L.Trainer) -> None:
-        """At a save point: with saves by steps or time, the best is chosen here (Lightning chooses none here then),
-        and last.ckpt written; otherwise last.ckpt follows."""
-        saves_by_time = self._every_n_train_steps >= 1 or self._train_time_interval is not None
-        if (saves_by_time and self.monitor and not trainer.sanity_checking and not trainer.fast_dev_run
+        """At a save point: with saves by steps or time, the best is chosen here (Lightning chooses none here then:
+        ``every_n_epochs`` excludes them), and last.ckpt written unless a step save wrote it at this step and the
+        top-k files did not change; otherwise last.ckpt follows."""
+        if (self._chooses_at_validations() and not trainer.sanity_checking and not trainer.fast_dev_run
                 and trainer.state.fn == "fit"):
             candidates = self._monitor_candidates(trainer)
+            written, kept = self._last_global_step_saved == trainer.global_step, dict(self.best_k_models)
             self._save_topk_checkpoint(trainer, candidates)  # (also after a step save of this very step)
-            if self.save_last:
+            if self.save_last and (not written or self.best_k_models != kept):
                 self._save_last_checkpoint(trainer, candidates)
         else:
             self._refresh_last(trainer)
