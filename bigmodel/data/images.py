@@ -200,10 +200,11 @@ class ImageDataModule(DataModule):
             if folder is not None and folder.classes != self.class_names:
                 extra = sorted(set(folder.classes) - set(self.class_names))
                 missing = sorted(set(self.class_names) - set(folder.classes))
-                differ = "; ".join([f"{extra} not in train" if extra else "", f"{missing} missing" if missing else ""])
+                parts = (extra and f"{extra} not in train", missing and f"{missing} missing")
+                differ = "; ".join(part for part in parts if part)
                 raise ValueError(
-                    f"the {split} folder's classes differ from train's: {differ.strip('; ')}; every split needs the "
-                    "same class subfolders"
+                    f"the {split} folder's classes differ from train's: {differ}; every split needs the same class "
+                    "subfolders"
                 )
 
     def train_dataloader(self) -> DataLoader:

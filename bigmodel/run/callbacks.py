@@ -78,9 +78,10 @@ class Checkpoint(ModelCheckpoint):
             self._between_validations = False
         if self._defer_save_until_validation:  # Lightning waited for a fresh score to save at all
             self._defer_save_until_validation = False
-            validation_next = self.monitor in self._monitor_candidates(trainer)  # (its last batch: it writes last)
+            candidates = self._monitor_candidates(trainer)
+            validation_next = self.monitor in candidates  # (the epoch's last batch: that validation writes last)
             if self.save_last and not validation_next and not self._should_skip_saving_checkpoint(trainer):
-                self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+                self._save_last_checkpoint(trainer, candidates)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
